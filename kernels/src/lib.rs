@@ -1,1 +1,17 @@
-//! r1-kernels
+//! r1-kernels: the numeric engine of r1.
+//!
+//! - `model`: Hugging Face model directories (config.json, safetensors) and the flat parameter layout.
+//! - `cpu`: the f32 CPU backend (forward, backward), the reference for every other backend.
+//! - `train`: the fused LM head with per-token objectives (cross-entropy, log-prob + entropy),
+//!   AdamW, gradient clipping, learning-rate schedules.
+//! - `bench`: the measurements behind `r1ctl bench`.
+//!
+//! No actors, no network: everything here is plain functions over slices.
+
+pub mod bench;
+pub mod cpu;
+pub mod error;
+pub mod model;
+pub mod train;
+
+pub use error::{EngineError, Result};

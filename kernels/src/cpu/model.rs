@@ -1,0 +1,302 @@
+//! The decoder-only transformer (Qwen2 / Llama) on the CPU: forward and backward over a batch of
+//! equal-length sequences, activations kept in an arena planned once per (B, T).
+//!
+//! Shape legend: B = batch, T = time, N = B·T, C = channels, L = layers, NH/NKV = query/kv heads,
+//! HS = head size, QKV = (NH + 2·NKV)·HS, QD = NH·HS, I = MLP width, V = vocab.
+//!
+//! One layer: x_mid = x + o_proj(attn(rope(qkv(rmsnorm(x)))));
+//!            x_out = x_mid + down(silu(gate(rmsnorm(x_mid))) ⊙ up(…)).
+
+use super::ops::{self, AttnShape, RopeTable};
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+use crate::train::head::{lm_head, HeadGrads, HeadOutput, TokenObjective};
+
+/// Every activation the backward pass needs, plus its gradient scratch, for one (B, T).
+/// Allocated once and reused for every step of that shape: the hot loop never allocates.
+pub struct Activations {
+    /// Sequences in the batch.
+    pub b: usize,
+    /// Tokens per sequence.
+    pub t: usize,
+    /// Residual stream entering each layer, and leaving the last: [(L+1), N, C].
+    x: Vec<f32>,
+    /// Residual stream between attention and MLP: [L, N, C].
+    x_mid: Vec<f32>,
+    /// input_layernorm outputs [L, N, C] and their 1/rms [L, N].
+    ln1: Vec<f32>,
+    rstd1: Vec<f32>,
+    /// q|k|v after RoPE [L, N, QKV].
+    qkv: Vec<f32>,
+    /// Attention probabilities [L, B, NH, T, T].
+    att: Vec<f32>,
+    /// Attention outputs before o_proj [L, N, QD].
+    atty: Vec<f32>,
+    /// post_attention_layernorm outputs [L, N, C] and 1/rms [L, N].
+    ln2: Vec<f32>,
+    rstd2: Vec<f32>,
+    /// gate|up projections [L, N, 2I].
+    gu: Vec<f32>,
+    /// silu(gate) ⊙ up [L, N, I].
+    h: Vec<f32>,
+    /// Final norm output [N, C] (the LM head's input) and its 1/rms [N].
+    xf: Vec<f32>,
+    rstdf: Vec<f32>,
+    /// Positions of the tokens (0..T per sequence) [N].
+    positions: Vec<u32>,
+    /// Gradient scratch: residual [N, C], head input [N, C], norm outputs [N, C], q|k|v [N, QKV],
+    /// attention probabilities [B, NH, T, T], attention output [N, QD], gate|up [N, 2I], MLP hidden [N, I].
+    dres: Vec<f32>,
+    dxf: Vec<f32>,
+    dln: Vec<f32>,
+    dqkv: Vec<f32>,
+    datt: Vec<f32>,
+    datty: Vec<f32>,
+    dgu: Vec<f32>,
+    dh: Vec<f32>,
+    /// Logit chunk reused by the LM head.
+    head_scratch: Vec<f32>,
+    /// cos/sin tables for positions 0..T.
+    rope: RopeTable,
+}
+
+impl Activations {
+    /// Plans the arena for `b` sequences of `t` tokens of `model`.
+    pub fn new(model: &Model, b: usize, t: usize) -> Self {
+        let cfg = &model.config;
+        let (n, c, l) = (b * t, cfg.hidden_size, cfg.num_layers);
+        let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
+        let att = b * cfg.num_heads * t * t;
+        Activations {
+            b,
+            t,
+            x: vec![0.0; (l + 1) * n * c],
+            x_mid: vec![0.0; l * n * c],
+            ln1: vec![0.0; l * n * c],
+            rstd1: vec![0.0; l * n],
+            qkv: vec![0.0; l * n * qkv],
+            att: vec![0.0; l * att],
+            atty: vec![0.0; l * n * qd],
+            ln2: vec![0.0; l * n * c],
+            rstd2: vec![0.0; l * n],
+            gu: vec![0.0; l * n * 2 * i],
+            h: vec![0.0; l * n * i],
+            xf: vec![0.0; n * c],
+            rstdf: vec![0.0; n],
+            positions: (0..b).flat_map(|_| 0..t as u32).collect(),
+            dres: vec![0.0; n * c],
+            dxf: vec![0.0; n * c],
+            dln: vec![0.0; n * c],
+            dqkv: vec![0.0; n * qkv],
+            datt: vec![0.0; att],
+            datty: vec![0.0; n * qd],
+            dgu: vec![0.0; n * 2 * i],
+            dh: vec![0.0; n * i],
+            head_scratch: Vec::new(),
+            rope: RopeTable::new(&cfg.rope_inv_freq(), t),
+        }
+    }
+
+    /// Tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.b * self.t
+    }
+
+    /// The final hidden states [N, C] of the last forward pass.
+    pub fn hidden(&self) -> &[f32] {
+        &self.xf
+    }
+
+    /// Bytes held by the arena.
+    pub fn bytes(&self) -> usize {
+        4 * [
+            &self.x, &self.x_mid, &self.ln1, &self.rstd1, &self.qkv, &self.att, &self.atty, &self.ln2, &self.rstd2,
+            &self.gu, &self.h, &self.xf, &self.rstdf, &self.dres, &self.dxf, &self.dln, &self.dqkv, &self.datt,
+            &self.datty, &self.dgu, &self.dh, &self.head_scratch,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+    }
+}
+
+fn check_ids(model: &Model, acts: &Activations, ids: &[u32], what: &str) -> Result<()> {
+    if ids.len() != acts.tokens() {
+        return Err(EngineError::Input(format!(
+            "{what}: {} ids for an arena of {}x{} tokens",
+            ids.len(),
+            acts.b,
+            acts.t
+        )));
+    }
+    let v = model.config.vocab_size;
+    if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
+        return Err(EngineError::Input(format!("{what}: token id {bad} at position {i} is outside the vocabulary of {v}")));
+    }
+    Ok(())
+}
+
+/// Runs the transformer over `ids` [B, T] (row-major) and leaves the final hidden states in the
+/// arena (`acts.hidden()`), along with everything `backward` needs.
+pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()> {
+    check_ids(model, acts, ids, "forward")?;
+    let cfg = &model.config;
+    let p = &model.params;
+    let lay = &model.layout;
+    let (n, c, qkv_w, qd, i) = (acts.tokens(), cfg.hidden_size, cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
+    let shape = AttnShape { b: acts.b, t: acts.t, nh: cfg.num_heads, nkv: cfg.num_kv_heads, hs: cfg.head_dim };
+    let eps = cfg.rms_norm_eps as f32;
+    let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
+
+    ops::embedding_forward(&mut acts.x[..n * c], ids, &p[lay.embed..lay.embed + cfg.vocab_size * c], c);
+    for (l, o) in lay.layers.iter().enumerate() {
+        let (x_in, x_rest) = acts.x.split_at_mut((l + 1) * n * c);
+        let x = &x_in[l * n * c..];
+        let x_out = &mut x_rest[..n * c];
+        let x_mid = &mut acts.x_mid[l * n * c..(l + 1) * n * c];
+        let ln1 = &mut acts.ln1[l * n * c..(l + 1) * n * c];
+        let qkv = &mut acts.qkv[l * n * qkv_w..(l + 1) * n * qkv_w];
+        let att = &mut acts.att[l * att_len..(l + 1) * att_len];
+        let atty = &mut acts.atty[l * n * qd..(l + 1) * n * qd];
+        let ln2 = &mut acts.ln2[l * n * c..(l + 1) * n * c];
+        let gu = &mut acts.gu[l * n * 2 * i..(l + 1) * n * 2 * i];
+        let h = &mut acts.h[l * n * i..(l + 1) * n * i];
+
+        ops::rmsnorm_forward(ln1, &mut acts.rstd1[l * n..(l + 1) * n], x, &p[o.ln1..o.ln1 + c], c, eps);
+        let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
+        ops::matmul_forward(qkv, ln1, &p[o.qkv_w..o.qkv_w + qkv_w * c], bias, n, c, qkv_w);
+        ops::rope_forward(qkv, &acts.positions, &acts.rope, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        ops::attention_forward(atty, att, qkv, shape);
+        x_mid.copy_from_slice(x);
+        ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
+
+        ops::rmsnorm_forward(ln2, &mut acts.rstd2[l * n..(l + 1) * n], x_mid, &p[o.ln2..o.ln2 + c], c, eps);
+        ops::matmul_forward(gu, ln2, &p[o.gate_up_w..o.gate_up_w + 2 * i * c], None, n, c, 2 * i);
+        ops::swiglu_forward(h, gu, i);
+        x_out.copy_from_slice(x_mid);
+        ops::matmul_forward_accumulate(x_out, h, &p[o.down_w..o.down_w + c * i], n, i, c);
+    }
+    let l = cfg.num_layers;
+    ops::rmsnorm_forward(
+        &mut acts.xf,
+        &mut acts.rstdf,
+        &acts.x[l * n * c..(l + 1) * n * c],
+        &p[lay.final_norm..lay.final_norm + c],
+        c,
+        eps,
+    );
+    Ok(())
+}
+
+/// Runs the LM head over the last forward pass's hidden states. With `grads`, the objective's
+/// gradient w.r.t. the LM head weight is accumulated into `grads` and w.r.t. the hidden states is
+/// kept in the arena for `backward`, which must follow.
+pub fn head(
+    model: &Model,
+    acts: &mut Activations,
+    targets: &[u32],
+    objective: Option<&dyn TokenObjective>,
+    grads: Option<&mut [f32]>,
+    want_entropy: bool,
+) -> Result<HeadOutput> {
+    if targets.len() != acts.tokens() {
+        return Err(EngineError::Input(format!("head: {} targets for {} tokens", targets.len(), acts.tokens())));
+    }
+    let cfg = &model.config;
+    let (c, v) = (cfg.hidden_size, cfg.vocab_size);
+    let w = &model.params[model.layout.lm_head..model.layout.lm_head + v * c];
+    acts.dxf.fill(0.0);
+    let head_grads = grads.map(|g| HeadGrads {
+        dxf: &mut acts.dxf,
+        dweight: &mut g[model.layout.lm_head..model.layout.lm_head + v * c],
+    });
+    lm_head(&acts.xf, w, targets, c, v, objective, head_grads, want_entropy, &mut acts.head_scratch)
+}
+
+/// Logits [N, V] of the last forward pass. Materialises the full tensor: for tests and small
+/// vocabularies; training and sampling go through `head`.
+pub fn logits(model: &Model, acts: &Activations) -> Vec<f32> {
+    let cfg = &model.config;
+    let (n, c, v) = (acts.tokens(), cfg.hidden_size, cfg.vocab_size);
+    let mut out = vec![0.0; n * v];
+    let w = &model.params[model.layout.lm_head..model.layout.lm_head + v * c];
+    ops::matmul_forward(&mut out, &acts.xf, w, None, n, c, v);
+    out
+}
+
+/// Backpropagates the gradient that `head` left in the arena through the transformer,
+/// accumulating every parameter's gradient into `grads` (same layout as the parameters).
+pub fn backward(model: &Model, acts: &mut Activations, ids: &[u32], grads: &mut [f32]) -> Result<()> {
+    check_ids(model, acts, ids, "backward")?;
+    if grads.len() != model.layout.total {
+        return Err(EngineError::Input(format!("backward: {} gradient floats for {} parameters", grads.len(), model.layout.total)));
+    }
+    let cfg = &model.config;
+    let p = &model.params;
+    let lay = &model.layout;
+    let (n, c, qkv_w, qd, i) = (acts.tokens(), cfg.hidden_size, cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
+    let shape = AttnShape { b: acts.b, t: acts.t, nh: cfg.num_heads, nkv: cfg.num_kv_heads, hs: cfg.head_dim };
+    let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
+    let l_count = cfg.num_layers;
+
+    acts.dres.fill(0.0);
+    ops::rmsnorm_backward(
+        &mut acts.dres,
+        &mut grads[lay.final_norm..lay.final_norm + c],
+        &acts.dxf,
+        &acts.x[l_count * n * c..(l_count + 1) * n * c],
+        &p[lay.final_norm..lay.final_norm + c],
+        &acts.rstdf,
+        c,
+    );
+    for (l, o) in lay.layers.iter().enumerate().rev() {
+        let x = &acts.x[l * n * c..(l + 1) * n * c];
+        let x_mid = &acts.x_mid[l * n * c..(l + 1) * n * c];
+        let ln1 = &acts.ln1[l * n * c..(l + 1) * n * c];
+        let qkv = &acts.qkv[l * n * qkv_w..(l + 1) * n * qkv_w];
+        let att = &acts.att[l * att_len..(l + 1) * att_len];
+        let atty = &acts.atty[l * n * qd..(l + 1) * n * qd];
+        let ln2 = &acts.ln2[l * n * c..(l + 1) * n * c];
+        let gu = &acts.gu[l * n * 2 * i..(l + 1) * n * 2 * i];
+        let h = &acts.h[l * n * i..(l + 1) * n * i];
+
+        // MLP: dres holds d x_out; the branch adds its share of d x_mid into dres itself.
+        acts.dh.fill(0.0);
+        ops::matmul_backward(&mut acts.dh, &mut grads[o.down_w..o.down_w + c * i], None, &acts.dres, h, &p[o.down_w..o.down_w + c * i], n, i, c);
+        acts.dgu.fill(0.0);
+        ops::swiglu_backward(&mut acts.dgu, &acts.dh, gu, i);
+        acts.dln.fill(0.0);
+        ops::matmul_backward(
+            &mut acts.dln,
+            &mut grads[o.gate_up_w..o.gate_up_w + 2 * i * c],
+            None,
+            &acts.dgu,
+            ln2,
+            &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
+            n,
+            c,
+            2 * i,
+        );
+        ops::rmsnorm_backward(&mut acts.dres, &mut grads[o.ln2..o.ln2 + c], &acts.dln, x_mid, &p[o.ln2..o.ln2 + c], &acts.rstd2[l * n..(l + 1) * n], c);
+
+        // Attention: dres now holds d x_mid.
+        acts.datty.fill(0.0);
+        ops::matmul_backward(&mut acts.datty, &mut grads[o.o_w..o.o_w + c * qd], None, &acts.dres, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
+        acts.dqkv.fill(0.0);
+        ops::attention_backward(&mut acts.dqkv, &mut acts.datt, &acts.datty, qkv, att, shape);
+        ops::rope_backward(&mut acts.dqkv, &acts.positions, &acts.rope, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        acts.dln.fill(0.0);
+        // q|k|v weight and bias gradients are adjacent in the layout, as are the parameters.
+        let (dw, dbias) = match o.qkv_b {
+            Some(b) => {
+                let (head, tail) = grads.split_at_mut(b);
+                (&mut head[o.qkv_w..o.qkv_w + qkv_w * c], Some(&mut tail[..qkv_w]))
+            }
+            None => (&mut grads[o.qkv_w..o.qkv_w + qkv_w * c], None),
+        };
+        ops::matmul_backward(&mut acts.dln, dw, dbias, &acts.dqkv, ln1, &p[o.qkv_w..o.qkv_w + qkv_w * c], n, c, qkv_w);
+        ops::rmsnorm_backward(&mut acts.dres, &mut grads[o.ln1..o.ln1 + c], &acts.dln, x, &p[o.ln1..o.ln1 + c], &acts.rstd1[l * n..(l + 1) * n], c);
+    }
+    ops::embedding_backward(&mut grads[lay.embed..lay.embed + cfg.vocab_size * c], &acts.dres, ids, c);
+    Ok(())
+}

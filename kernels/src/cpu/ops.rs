@@ -1,0 +1,355 @@
+//! The CPU reference ops, llm.c style: one forward and one backward function per op, plain slices,
+//! backward functions accumulate (`+=`) into their gradient outputs.
+//!
+//! Shape legend: B = batch, T = time, N = B·T tokens, C = channels (hidden size), V = vocab,
+//! NH = query heads, NKV = key/value heads, HS = head size, QKV = (NH + 2·NKV)·HS, I = MLP width.
+
+use rayon::prelude::*;
+
+use super::gemm::{gemm, Mat, MatMut, Threads};
+
+/// Rows per rayon task for row-wise elementwise ops: enough work to amortise scheduling.
+const ROWS_PER_TASK: usize = 16;
+
+/// out[N,C] = wte[ids[n], :]. Ids are checked by the caller.
+pub fn embedding_forward(out: &mut [f32], ids: &[u32], wte: &[f32], c: usize) {
+    for (row, &id) in out.chunks_exact_mut(c).zip(ids) {
+        let id = id as usize;
+        row.copy_from_slice(&wte[id * c..(id + 1) * c]);
+    }
+}
+
+/// dwte[ids[n], :] += dout[n, :].
+pub fn embedding_backward(dwte: &mut [f32], dout: &[f32], ids: &[u32], c: usize) {
+    for (row, &id) in dout.chunks_exact(c).zip(ids) {
+        let id = id as usize;
+        for (d, g) in dwte[id * c..(id + 1) * c].iter_mut().zip(row) {
+            *d += g;
+        }
+    }
+}
+
+/// out = weight ⊙ inp / rms(inp) per row of C; rstd[n] = 1/sqrt(mean(inp²) + eps) is kept for backward.
+pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], c: usize, eps: f32) {
+    out.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
+        .zip(inp.par_chunks(c * ROWS_PER_TASK))
+        .for_each(|((out, rstd), inp)| {
+            for ((o, r), x) in out.chunks_exact_mut(c).zip(rstd.iter_mut()).zip(inp.chunks_exact(c)) {
+                let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / c as f32;
+                let s = 1.0 / (mean_sq + eps).sqrt();
+                *r = s;
+                for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+                    *o = w * (x * s);
+                }
+            }
+        });
+}
+
+/// dinp += ∂/∂inp, dweight += ∂/∂weight of `rmsnorm_forward`.
+pub fn rmsnorm_backward(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    rstd: &[f32],
+    c: usize,
+) {
+    dinp.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(dout.par_chunks(c * ROWS_PER_TASK))
+        .zip(inp.par_chunks(c * ROWS_PER_TASK))
+        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .for_each(|(((dinp, dout), inp), rstd)| {
+            for (((di, go), x), &s) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(rstd) {
+                // xhat = x·s; out = w·xhat; dx = s·(w·go − xhat·mean(w·go·xhat))
+                let dot = go.iter().zip(weight).zip(x).map(|((g, w), x)| g * w * x * s).sum::<f32>() / c as f32;
+                for (((d, g), w), x) in di.iter_mut().zip(go).zip(weight).zip(x) {
+                    *d += s * (g * w - x * s * dot);
+                }
+            }
+        });
+    for (go, (x, &s)) in dout.chunks_exact(c).zip(inp.chunks_exact(c).zip(rstd)) {
+        for ((dw, g), x) in dweight.iter_mut().zip(go).zip(x) {
+            *dw += g * x * s;
+        }
+    }
+}
+
+/// out[N,OC] = inp[N,C] · weight[OC,C]ᵀ + bias[OC].
+pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], bias: Option<&[f32]>, n: usize, c: usize, oc: usize) {
+    gemm(MatMut::rows(out, n, oc, oc), Mat::rows(inp, n, c, c), Mat::transposed(weight, c, oc, c), 1.0, false, Threads::All);
+    if let Some(bias) = bias {
+        add_bias(out, bias, oc);
+    }
+}
+
+/// out[N,OC] += inp[N,C] · weight[OC,C]ᵀ: a projection added onto a residual stream in place.
+pub fn matmul_forward_accumulate(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize) {
+    gemm(MatMut::rows(out, n, oc, oc), Mat::rows(inp, n, c, c), Mat::transposed(weight, c, oc, c), 1.0, true, Threads::All);
+}
+
+fn add_bias(out: &mut [f32], bias: &[f32], oc: usize) {
+    out.par_chunks_mut(oc * ROWS_PER_TASK).for_each(|rows| {
+        for row in rows.chunks_exact_mut(oc) {
+            for (o, b) in row.iter_mut().zip(bias) {
+                *o += b;
+            }
+        }
+    });
+}
+
+/// dinp += dout·weight, dweight += doutᵀ·inp, dbias += Σₙ dout.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    gemm(MatMut::rows(dinp, n, c, c), Mat::rows(dout, n, oc, oc), Mat::rows(weight, oc, c, c), 1.0, true, Threads::All);
+    gemm(MatMut::rows(dweight, oc, c, c), Mat::transposed(dout, oc, n, oc), Mat::rows(inp, n, c, c), 1.0, true, Threads::All);
+    if let Some(dbias) = dbias {
+        for row in dout.chunks_exact(oc) {
+            for (d, g) in dbias.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+    }
+}
+
+/// Rotary position tables: cos and sin of position·inv_freq for every position and pair.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    /// HS/2: one frequency per rotated pair.
+    pub half: usize,
+    /// cos[pos·half + i].
+    pub cos: Vec<f32>,
+    /// sin[pos·half + i].
+    pub sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// Tables for positions 0..max_pos; angles in f64 then rounded, as Hugging Face does.
+    pub fn new(inv_freq: &[f64], max_pos: usize) -> Self {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for pos in 0..max_pos {
+            for f in inv_freq {
+                let angle = pos as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    /// How many positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.len() / self.half.max(1)
+    }
+}
+
+/// Rotates `heads` heads of HS = 2·half starting at column `col` of each row of `x` (row stride
+/// `stride`), in place, by the angle of that row's position (HF rotate-half layout: pair i is
+/// (x[i], x[i + half])). `inverse` rotates backwards, which is RoPE's backward pass.
+pub fn rope_apply(x: &mut [f32], positions: &[u32], table: &RopeTable, stride: usize, col: usize, heads: usize, inverse: bool) {
+    let half = table.half;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    x.par_chunks_mut(stride * ROWS_PER_TASK)
+        .zip(positions.par_chunks(ROWS_PER_TASK))
+        .for_each(|(rows, positions)| {
+            for (row, &pos) in rows.chunks_exact_mut(stride).zip(positions) {
+                let cos = &table.cos[pos as usize * half..(pos as usize + 1) * half];
+                let sin = &table.sin[pos as usize * half..(pos as usize + 1) * half];
+                for h in 0..heads {
+                    let head = &mut row[col + h * 2 * half..col + (h + 1) * 2 * half];
+                    let (lo, hi) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (lo[i], hi[i]);
+                        let s = sign * sin[i];
+                        lo[i] = a * cos[i] - b * s;
+                        hi[i] = b * cos[i] + a * s;
+                    }
+                }
+            }
+        });
+}
+
+/// RoPE forward on the q and k parts of a fused [N, QKV] buffer.
+pub fn rope_forward(qkv: &mut [f32], positions: &[u32], table: &RopeTable, nh: usize, nkv: usize, hs: usize) {
+    let stride = (nh + 2 * nkv) * hs;
+    rope_apply(qkv, positions, table, stride, 0, nh + nkv, false);
+}
+
+/// RoPE backward: the gradient is rotated back by the same angle (rotations are orthogonal).
+pub fn rope_backward(dqkv: &mut [f32], positions: &[u32], table: &RopeTable, nh: usize, nkv: usize, hs: usize) {
+    let stride = (nh + 2 * nkv) * hs;
+    rope_apply(dqkv, positions, table, stride, 0, nh + nkv, true);
+}
+
+/// The shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    /// Sequences.
+    pub b: usize,
+    /// Tokens per sequence.
+    pub t: usize,
+    /// Query heads.
+    pub nh: usize,
+    /// Key/value heads.
+    pub nkv: usize,
+    /// Head size.
+    pub hs: usize,
+}
+
+impl AttnShape {
+    fn qkv(&self) -> usize {
+        (self.nh + 2 * self.nkv) * self.hs
+    }
+    fn q_dim(&self) -> usize {
+        self.nh * self.hs
+    }
+}
+
+/// A pointer that may be shared across rayon tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32, usize);
+// SAFETY: only used where each task touches a disjoint set of elements (argued at each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+impl SharedMut {
+    fn new(s: &mut [f32]) -> Self {
+        SharedMut(s.as_mut_ptr(), s.len())
+    }
+
+    /// A [rows, cols] view with rows `stride` apart starting at element `start`.
+    ///
+    /// SAFETY: the caller guarantees no other task accesses the elements this view touches.
+    unsafe fn view(&self, start: usize, rows: usize, cols: usize, stride: usize) -> MatMut<'_> {
+        assert!(rows == 0 || start + (rows - 1) * stride + cols <= self.1, "view out of bounds");
+        MatMut::from_raw(self.0.add(start), rows, cols, stride)
+    }
+
+    /// The contiguous block start..start+len.
+    ///
+    /// SAFETY: the caller guarantees no other task accesses this block.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn block(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.1, "block out of bounds");
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// Causal grouped-query attention. qkv[N, QKV] holds q|k|v per token (RoPE applied);
+/// att[B,NH,T,T] receives the softmax probabilities (kept for backward); out[N, NH·HS] the result.
+pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
+    let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
+    let group = s.nh / s.nkv;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let out_ptr = SharedMut::new(out);
+    att.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
+        let (b, h) = (bh / s.nh, bh % s.nh);
+        let g = h / group;
+        let seq = &qkv[b * t * qkv_w..(b + 1) * t * qkv_w];
+        let q = Mat::rows(&seq[h * hs..], t, hs, qkv_w);
+        let kt = Mat::transposed(&seq[q_dim + g * hs..], hs, t, qkv_w);
+        gemm(MatMut::rows(p, t, t, t), q, kt, scale, false, Threads::One);
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let max = row[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0;
+            for x in &mut row[..=i] {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row[..=i].iter_mut().for_each(|x| *x *= inv);
+            row[i + 1..].fill(0.0);
+        }
+        let v = Mat::rows(&seq[q_dim + s.nkv * hs + g * hs..], t, hs, qkv_w);
+        // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
+        let dst = unsafe { out_ptr.view(b * t * q_dim + h * hs, t, hs, q_dim) };
+        gemm(dst, Mat::rows(p, t, t, t), v, 1.0, false, Threads::One);
+    });
+}
+
+/// Backward of `attention_forward`: dqkv += ∂/∂qkv given dout. `datt` [B,NH,T,T] is scratch.
+pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], s: AttnShape) {
+    let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
+    let group = s.nh / s.nkv;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let dqkv_ptr = SharedMut::new(dqkv);
+    let datt_ptr = SharedMut::new(datt);
+    // One task per (b, kv head): the heads of a group share dK and dV, so they run in sequence.
+    (0..s.b * s.nkv).into_par_iter().for_each(|bg| {
+        let (b, g) = (bg / s.nkv, bg % s.nkv);
+        let seq = &qkv[b * t * qkv_w..(b + 1) * t * qkv_w];
+        let dseq_off = b * t * qkv_w;
+        for h in g * group..(g + 1) * group {
+            let p = &att[(b * s.nh + h) * t * t..(b * s.nh + h + 1) * t * t];
+            // SAFETY: the (b, h) block of datt belongs to this task alone.
+            let dp = unsafe { datt_ptr.block((b * s.nh + h) * t * t, t * t) };
+            let d_o = Mat::rows(&dout[b * t * q_dim + h * hs..], t, hs, q_dim);
+            let v = &seq[q_dim + s.nkv * hs + g * hs..];
+            // dP = dO · Vᵀ
+            gemm(MatMut::rows(dp, t, t, t), d_o, Mat::transposed(v, hs, t, qkv_w), 1.0, false, Threads::One);
+            // SAFETY: dV of (b, g) is written by this task only.
+            let dv = unsafe { dqkv_ptr.view(dseq_off + q_dim + s.nkv * hs + g * hs, t, hs, qkv_w) };
+            gemm(dv, Mat::transposed(p, t, t, t), d_o, 1.0, true, Threads::One);
+            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/sqrt(HS) of the forward.
+            for (i, (dprow, prow)) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate() {
+                let dot: f32 = dprow[..=i].iter().zip(&prow[..=i]).map(|(a, b)| a * b).sum();
+                for (d, &pv) in dprow[..=i].iter_mut().zip(&prow[..=i]) {
+                    *d = pv * (*d - dot) * scale;
+                }
+                dprow[i + 1..].fill(0.0);
+            }
+            let dp = &*dp;
+            // dQ_h += dS · K ; dK_g += dSᵀ · Q_h
+            // SAFETY: dQ columns of head h in sequence b belong to this task.
+            let dq = unsafe { dqkv_ptr.view(dseq_off + h * hs, t, hs, qkv_w) };
+            gemm(dq, Mat::rows(dp, t, t, t), Mat::rows(&seq[q_dim + g * hs..], t, hs, qkv_w), 1.0, true, Threads::One);
+            // SAFETY: dK of (b, g) is written by this task only.
+            let dk = unsafe { dqkv_ptr.view(dseq_off + q_dim + g * hs, t, hs, qkv_w) };
+            gemm(dk, Mat::transposed(dp, t, t, t), Mat::rows(&seq[h * hs..], t, hs, qkv_w), 1.0, true, Threads::One);
+        }
+    });
+}
+
+/// h[N,I] = silu(gate) ⊙ up, where gu[N, 2I] holds gate|up per token.
+pub fn swiglu_forward(h: &mut [f32], gu: &[f32], i: usize) {
+    h.par_chunks_mut(i * ROWS_PER_TASK).zip(gu.par_chunks(2 * i * ROWS_PER_TASK)).for_each(|(h, gu)| {
+        for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
+            let (gate, up) = gu.split_at(i);
+            for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+                *h = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    });
+}
+
+/// dgu += ∂/∂(gate|up) of `swiglu_forward`.
+pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
+    dgu.par_chunks_mut(2 * i * ROWS_PER_TASK)
+        .zip(dh.par_chunks(i * ROWS_PER_TASK))
+        .zip(gu.par_chunks(2 * i * ROWS_PER_TASK))
+        .for_each(|((dgu, dh), gu)| {
+            for ((dgu, dh), gu) in dgu.chunks_exact_mut(2 * i).zip(dh.chunks_exact(i)).zip(gu.chunks_exact(2 * i)) {
+                let (gate, up) = gu.split_at(i);
+                let (dgate, dup) = dgu.split_at_mut(i);
+                for k in 0..i {
+                    let g = gate[k];
+                    let sig = 1.0 / (1.0 + (-g).exp());
+                    let silu = g * sig;
+                    dgate[k] += dh[k] * up[k] * sig * (1.0 + g * (1.0 - sig));
+                    dup[k] += dh[k] * silu;
+                }
+            }
+        });
+}

@@ -1,0 +1,10 @@
+//! Models as Hugging Face ships them: `config.json`, safetensors weights, and the flat parameter
+//! layout the engine computes on.
+
+pub mod config;
+pub mod layout;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use layout::{ParamLayout, TensorSlot};
+pub use weights::{load_model_dir, save_model_dir, Model};

@@ -1,0 +1,179 @@
+//! The LM head fused with its loss (llm.c's fused classifier): logits are computed a chunk of
+//! tokens at a time, reduced to per-token log-prob and entropy, turned into d loss / d logits by a
+//! per-token objective, and multiplied back — a full [tokens × vocab] tensor never exists.
+//!
+//! Every objective r1 trains with is a sum over tokens of a function of that token's log-prob of
+//! its target (and optionally its entropy): cross-entropy, GRPO's clipped ratio + k3 KL, an
+//! entropy bonus. So the head needs only d loss / d logp and d loss / d entropy per token:
+//!   d logp / d z_j     = 1[j = target] − p_j
+//!   d entropy / d z_j  = −p_j (log p_j + H)
+
+use rayon::prelude::*;
+
+use crate::cpu::gemm::{gemm, Mat, MatMut, Threads};
+use crate::error::{EngineError, Result};
+
+/// Logit floats per chunk (32 MiB): bounds head memory for any vocabulary, while keeping each
+/// chunk's GEMM large enough to run near peak.
+pub const HEAD_CHUNK_FLOATS: usize = 8 << 20;
+
+/// One token's share of the loss and its derivatives.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenLoss {
+    /// This token's contribution to the loss.
+    pub loss: f64,
+    /// d loss / d log p(target).
+    pub d_logp: f32,
+    /// d loss / d entropy.
+    pub d_entropy: f32,
+}
+
+/// A loss that decomposes over tokens through log p(target) and entropy.
+pub trait TokenObjective: Sync {
+    /// The loss of token `index` (row of the batch, flattened) given its log-prob and entropy.
+    fn token(&self, index: usize, logp: f32, entropy: f32) -> TokenLoss;
+    /// Whether `token` reads the entropy (computing it costs one more pass over each row).
+    fn uses_entropy(&self) -> bool {
+        false
+    }
+}
+
+/// Σ_t weight_t · (−log p(target_t)): masked cross-entropy when weight = mask / Σ mask.
+pub struct WeightedCrossEntropy<'a> {
+    /// Per-token weights; zero skips the token.
+    pub weights: &'a [f32],
+}
+
+impl WeightedCrossEntropy<'_> {
+    /// Weights that make the loss the mean over the tokens where `mask` is non-zero.
+    pub fn mean_weights(mask: &[f32]) -> Vec<f32> {
+        let total: f64 = mask.iter().map(|&m| m as f64).sum();
+        if total == 0.0 {
+            return vec![0.0; mask.len()];
+        }
+        mask.iter().map(|&m| (m as f64 / total) as f32).collect()
+    }
+}
+
+impl TokenObjective for WeightedCrossEntropy<'_> {
+    fn token(&self, index: usize, logp: f32, _entropy: f32) -> TokenLoss {
+        let w = self.weights[index];
+        TokenLoss { loss: -(w as f64) * logp as f64, d_logp: -w, d_entropy: 0.0 }
+    }
+}
+
+/// What the head reports per token.
+#[derive(Debug, Clone, Default)]
+pub struct HeadOutput {
+    /// log p(target) per token.
+    pub logp: Vec<f32>,
+    /// Entropy of the next-token distribution per token (empty unless asked for).
+    pub entropy: Vec<f32>,
+    /// Σ of the objective over tokens (0 without an objective).
+    pub loss: f64,
+}
+
+/// What one row of the head produced.
+struct RowResult {
+    loss: f64,
+    has_grad: bool,
+    entropy: f32,
+}
+
+/// Gradient outputs of the head: d loss / d hidden and d loss / d LM-head weight (accumulated).
+pub struct HeadGrads<'a> {
+    /// [N, C], accumulated.
+    pub dxf: &'a mut [f32],
+    /// [V, C], accumulated.
+    pub dweight: &'a mut [f32],
+}
+
+/// Runs the LM head over xf[N, C] with weight[V, C] for the given targets. With `objective` and
+/// `grads`, accumulates the objective's gradients; `want_entropy` adds per-token entropies to the
+/// output. `scratch` is reused between calls (at most `HEAD_CHUNK_FLOATS` floats).
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head(
+    xf: &[f32],
+    weight: &[f32],
+    targets: &[u32],
+    c: usize,
+    v: usize,
+    objective: Option<&dyn TokenObjective>,
+    mut grads: Option<HeadGrads<'_>>,
+    want_entropy: bool,
+    scratch: &mut Vec<f32>,
+) -> Result<HeadOutput> {
+    let n = targets.len();
+    if xf.len() != n * c || weight.len() != v * c {
+        return Err(EngineError::Input(format!(
+            "lm head: hidden has {} floats and weight {} for {n} tokens, C={c}, V={v}",
+            xf.len(),
+            weight.len()
+        )));
+    }
+    if let Some((i, &bad)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+        return Err(EngineError::Input(format!("target {bad} at position {i} is outside the vocabulary of {v}")));
+    }
+    let entropy_needed = want_entropy || objective.is_some_and(|o| o.uses_entropy());
+    let rows_per_chunk = (HEAD_CHUNK_FLOATS / v).clamp(1, n.max(1));
+    scratch.resize(rows_per_chunk * v, 0.0);
+    let mut out = HeadOutput { logp: vec![0.0; n], entropy: if entropy_needed { vec![0.0; n] } else { Vec::new() }, loss: 0.0 };
+    let mut start = 0;
+    while start < n {
+        let rows = rows_per_chunk.min(n - start);
+        let logits = &mut scratch[..rows * v];
+        let x = &xf[start * c..(start + rows) * c];
+        gemm(MatMut::rows(logits, rows, v, v), Mat::rows(x, rows, c, c), Mat::transposed(weight, c, v, c), 1.0, false, Threads::All);
+        let logp = &mut out.logp[start..start + rows];
+        let do_grad = grads.is_some() && objective.is_some();
+        // Per row: logsumexp, log p(target), entropy, then the objective and d loss / d logits in place.
+        let rows_out: Vec<RowResult> = logits
+            .par_chunks_mut(v)
+            .zip(logp.par_iter_mut())
+            .enumerate()
+            .map(|(r, (row, lp))| {
+                let index = start + r;
+                let target = targets[index] as usize;
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
+                let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+                let lse = max as f64 + sum.ln();
+                *lp = (row[target] as f64 - lse) as f32;
+                let entropy = if entropy_needed {
+                    let expected_z: f64 = row.iter().map(|&z| (z as f64 - lse).exp() * z as f64).sum();
+                    (lse - expected_z) as f32
+                } else {
+                    0.0
+                };
+                let Some(objective) = objective else { return RowResult { loss: 0.0, has_grad: false, entropy } };
+                let tl = objective.token(index, *lp, entropy);
+                let has_grad = do_grad && (tl.d_logp != 0.0 || tl.d_entropy != 0.0);
+                if has_grad {
+                    for (j, z) in row.iter_mut().enumerate() {
+                        let logp_j = *z as f64 - lse;
+                        let p = logp_j.exp();
+                        let onehot = if j == target { 1.0 } else { 0.0 };
+                        let d = tl.d_logp as f64 * (onehot - p) - tl.d_entropy as f64 * p * (logp_j + entropy as f64);
+                        *z = d as f32;
+                    }
+                } else if do_grad {
+                    row.fill(0.0);
+                }
+                RowResult { loss: tl.loss, has_grad, entropy }
+            })
+            .collect();
+        if entropy_needed {
+            for (slot, r) in out.entropy[start..start + rows].iter_mut().zip(&rows_out) {
+                *slot = r.entropy;
+            }
+        }
+        let losses = rows_out;
+        out.loss += losses.iter().map(|r| r.loss).sum::<f64>();
+        if let (Some(g), true) = (grads.as_mut(), losses.iter().any(|r| r.has_grad)) {
+            let dlogits = &scratch[..rows * v];
+            gemm(MatMut::rows(&mut g.dxf[start * c..(start + rows) * c], rows, c, c), Mat::rows(dlogits, rows, v, v), Mat::rows(weight, v, c, c), 1.0, true, Threads::All);
+            gemm(MatMut::rows(g.dweight, v, c, c), Mat::transposed(dlogits, v, rows, v), Mat::rows(x, rows, c, c), 1.0, true, Threads::All);
+        }
+        start += rows;
+    }
+    Ok(out)
+}
