@@ -14,7 +14,8 @@
 //!   (`` `…` ``), LaTeX math (`$$…$$`, `$…$`, `\(…\)`, `\[…\]`) and `\command` names anywhere.
 //!   Code and formulas are the same in every language, so they neither help nor hurt. An inline
 //!   `$…$` follows pandoc's rule (opening `$` followed by a non-space, closing `$` preceded by a
-//!   non-space and not followed by a digit, no blank line inside), so "costs $5 and $6" is prose.
+//!   non-space and not followed by a digit, no blank line inside, at most 1,000 bytes), so "costs
+//!   $5 and $6" is prose.
 //!   `\$` is a literal dollar. Unclosed `$`, `$$`, `` ` ``, `\(`, `\[` are left as text.
 //! - **Words**, by script (Unicode ranges in [`script_of`]): a Latin, Cyrillic or Hangul word is a
 //!   maximal run of letters of that script (combining marks stay in the run; an apostrophe or hyphen
@@ -278,10 +279,11 @@ fn is_combining_mark(c: char) -> bool {
 /// `text` with code and LaTeX replaced by spaces (so the words on either side stay apart).
 fn strip_code_and_math(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut delimiters = Delimiters::default();
     let mut i = 0;
     while i < text.len() {
         let rest = &text[i..];
-        if let Some(skip) = skip_code_or_math(rest) {
+        if let Some(skip) = delimiters.skip_code_or_math(rest) {
             out.push(' ');
             i += skip;
             continue;
@@ -294,37 +296,69 @@ fn strip_code_and_math(text: &str) -> String {
     out
 }
 
-/// If `rest` starts with code or math, the number of bytes it spans.
-fn skip_code_or_math(rest: &str) -> Option<usize> {
-    if let Some(body) = rest.strip_prefix("```") {
-        return Some(3 + body.find("```").map_or(body.len(), |end| end + 3));
+/// Longest inline `$…$` span, in bytes: longer is prose with two stray dollars. The bound keeps
+/// the scan linear on text full of unmatched `$`.
+const MAX_INLINE_MATH_BYTES: usize = 1_000;
+
+/// Finds code and math spans, remembering which closing delimiters are absent from the rest of
+/// the text: once a search for a closer fails it fails from every later position too, so
+/// skipping it keeps the whole scan linear on text full of unclosed openers.
+#[derive(Default)]
+struct Delimiters {
+    /// No closing `` ` `` ahead.
+    no_backtick: bool,
+    /// No closing `$$` ahead.
+    no_double_dollar: bool,
+    /// No closing `\)` ahead.
+    no_paren_close: bool,
+    /// No closing `\]` ahead.
+    no_bracket_close: bool,
+}
+
+impl Delimiters {
+    /// If `rest` starts with code or math, the number of bytes it spans.
+    fn skip_code_or_math(&mut self, rest: &str) -> Option<usize> {
+        if let Some(body) = rest.strip_prefix("```") {
+            return Some(3 + body.find("```").map_or(body.len(), |end| end + 3));
+        }
+        if let Some(body) = rest.strip_prefix('`') {
+            return closed_span(body, "`", 1, &mut self.no_backtick);
+        }
+        if let Some(body) = rest.strip_prefix("$$") {
+            return closed_span(body, "$$", 2, &mut self.no_double_dollar);
+        }
+        if rest.starts_with('$') {
+            return inline_dollar_math(rest);
+        }
+        if let Some(body) = rest.strip_prefix("\\(") {
+            return closed_span(body, "\\)", 2, &mut self.no_paren_close);
+        }
+        if let Some(body) = rest.strip_prefix("\\[") {
+            return closed_span(body, "\\]", 2, &mut self.no_bracket_close);
+        }
+        if let Some(body) = rest.strip_prefix('\\') {
+            // `\command` (ASCII letters), or an escaped character such as `\$` or `\\`.
+            let letters = body.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let escaped = if letters == 0 {
+                body.chars().next().map_or(0, char::len_utf8)
+            } else {
+                letters
+            };
+            return Some(1 + escaped);
+        }
+        None
     }
-    if let Some(body) = rest.strip_prefix('`') {
-        return body.find('`').map(|end| 1 + end + 1);
+}
+
+/// Span of opener (`open_len` bytes) + `body` up to and including `close`, or `None` (and
+/// `*missing` set) when `close` is not in `body`.
+fn closed_span(body: &str, close: &str, open_len: usize, missing: &mut bool) -> Option<usize> {
+    if *missing {
+        return None;
     }
-    if let Some(body) = rest.strip_prefix("$$") {
-        return body.find("$$").map(|end| 2 + end + 2);
-    }
-    if rest.starts_with('$') {
-        return inline_dollar_math(rest);
-    }
-    if let Some(body) = rest.strip_prefix("\\(") {
-        return body.find("\\)").map(|end| 2 + end + 2);
-    }
-    if let Some(body) = rest.strip_prefix("\\[") {
-        return body.find("\\]").map(|end| 2 + end + 2);
-    }
-    if let Some(body) = rest.strip_prefix('\\') {
-        // `\command` (ASCII letters), or an escaped character such as `\$` or `\\`.
-        let letters = body.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let escaped = if letters == 0 {
-            body.chars().next().map_or(0, char::len_utf8)
-        } else {
-            letters
-        };
-        return Some(1 + escaped);
-    }
-    None
+    let end = body.find(close);
+    *missing = end.is_none();
+    end.map(|end| open_len + end + close.len())
 }
 
 /// Span of `$…$` at the start of `rest` under pandoc's rule, or `None` if the `$` is a literal.
@@ -335,7 +369,7 @@ fn inline_dollar_math(rest: &str) -> Option<usize> {
     }
     let bytes = body.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len().min(MAX_INLINE_MATH_BYTES) {
         match bytes[i] {
             b'\\' => i += 1, // `\$` inside math does not close it
             b'\n' if bytes.get(i + 1) == Some(&b'\n') => return None,
@@ -454,6 +488,24 @@ mod tests {
         assert_eq!(counts(r"a literal \$ sign and \$x\$ too").latin, 6);
         assert_eq!(counts("$ x $ is not math").latin, 4);
         assert_eq!(counts("$a\n\nb$ spans a paragraph").latin, 5);
+    }
+
+    #[test]
+    fn inline_math_longer_than_the_bound_is_prose() {
+        let long = format!("$a{}b$ word", " x".repeat(MAX_INLINE_MATH_BYTES));
+        assert_eq!(counts(&long).latin, MAX_INLINE_MATH_BYTES + 2);
+        let short = format!("$a{}b$ word", " x".repeat(10));
+        assert_eq!(counts(&short).latin, 1);
+    }
+
+    #[test]
+    fn many_unclosed_openers_still_count_the_words() {
+        // Each opener's closer search fails; the prose around them still counts (and the scan
+        // stays linear, so this finishes quickly).
+        for opener in ["$5 ", "\\( ", "\\[ ", "$$ ", "` "] {
+            let text = format!("{}word", opener.repeat(50_000));
+            assert_eq!(counts(&text).latin, 1, "{opener:?}");
+        }
     }
 
     #[test]
