@@ -1,1 +1,38 @@
-fn main() {}
+//! r1ctl: the command-line client of r1. Thin: argument parsing, wiring and exit codes; the logic
+//! lives in the library crates. Exit codes: 0 success, 1 a negative answer, 2 an error.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// r1ctl — drive and inspect r1.
+#[derive(Parser)]
+#[command(name = "r1ctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure training and prefill throughput of a model directory or a built-in shape.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("r1ctl: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,1 +1,192 @@
-//! bench
+//! The measurements behind `r1ctl bench` (what `llama-bench` is to llama.cpp): the machine's GEMM
+//! peak, then training and prefill throughput of a model, each with achieved GFLOP/s and its share
+//! of that peak. Library code only measures; the binary prints.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cpu::gemm::{gemm, Mat, MatMut, Threads};
+use crate::cpu::{self, Activations};
+use crate::model::{Architecture, Model, ModelConfig, RopeScaling};
+use crate::train::{clip_grad_norm, AdamW, AdamWConfig, WeightedCrossEntropy};
+use crate::Result;
+
+/// Built-in model shapes, so the benchmark runs without any download.
+pub const BUILTIN_SHAPES: &[&str] = &["qwen2-30m", "tiny-qwen2", "llama-60m"];
+
+/// The config of a built-in shape. `qwen2-30m` is the shape of ../shared/bench/torch_cpu_baseline.py.
+pub fn builtin_config(name: &str) -> Option<ModelConfig> {
+    let qwen = |hidden, inter, layers, heads, kv, vocab, tie| ModelConfig {
+        architecture: Architecture::Qwen2,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: hidden / heads,
+        vocab_size: vocab,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        rope_scaling: RopeScaling::None,
+        attention_bias: true,
+        tie_word_embeddings: tie,
+        max_position_embeddings: 1024,
+        eos_token_ids: vec![1],
+        bos_token_id: Some(0),
+    };
+    match name {
+        "qwen2-30m" => Some(qwen(512, 1408, 8, 8, 2, 4096, true)),
+        "tiny-qwen2" => Some(qwen(64, 128, 2, 4, 2, 256, true)),
+        "llama-60m" => Some(ModelConfig {
+            architecture: Architecture::Llama,
+            attention_bias: false,
+            rope_theta: 5e5,
+            ..qwen(768, 2048, 8, 12, 4, 8192, false)
+        }),
+        _ => None,
+    }
+}
+
+/// One measured row of the benchmark table.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// `train`, `prefill` or `decode`.
+    pub test: String,
+    /// Batch × tokens measured.
+    pub shape: String,
+    /// Tokens processed per second.
+    pub tokens_per_s: f64,
+    /// Model FLOPs per second achieved.
+    pub gflops: f64,
+    /// Share of the measured GEMM peak, in percent.
+    pub peak_percent: f64,
+}
+
+/// The whole benchmark result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// What was measured (a built-in shape or a model directory).
+    pub model: String,
+    /// Parameter count.
+    pub params: usize,
+    /// rayon threads used.
+    pub threads: usize,
+    /// Best f32 GEMM throughput measured on this machine, GFLOP/s.
+    pub gemm_peak_gflops: f64,
+    /// The measurements.
+    pub rows: Vec<BenchRow>,
+}
+
+/// Settings of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Sequences per batch.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Timed repetitions (after one warm-up).
+    pub repeats: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { batch: 4, seq_len: 256, repeats: 5 }
+    }
+}
+
+/// Best f32 GEMM GFLOP/s over a few large square-ish products, using every rayon thread.
+pub fn measure_gemm_peak() -> f64 {
+    let mut best = 0.0f64;
+    for &(m, n, k) in &[(1024, 1024, 1024), (2048, 1024, 512), (1024, 2816, 512)] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
+        let mut c = vec![0f32; m * n];
+        let mut run = || gemm(MatMut::rows(&mut c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All);
+        run();
+        let reps = 5;
+        let start = Instant::now();
+        for _ in 0..reps {
+            run();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        best = best.max(2.0 * (m * n * k * reps) as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// Forward FLOPs per token: 2 per matmul parameter, plus attention's two products (scores and
+/// weighted values) over the (T+1)/2 keys a causal query sees on average.
+pub fn forward_flops_per_token(model: &Model, seq_len: usize) -> f64 {
+    let c = &model.config;
+    let matmul = 2.0 * model.layout.matmul_params(c) as f64;
+    let attention = 4.0 * (seq_len + 1) as f64 / 2.0 * (c.head_dim * c.num_heads * c.num_layers) as f64;
+    matmul + attention
+}
+
+/// Measures training (forward + loss + backward + clip + AdamW) and prefill (forward + LM head
+/// over every position) throughput of `model`.
+pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<BenchReport> {
+    let peak = measure_gemm_peak();
+    let (b, t) = (options.batch, options.seq_len);
+    let n = b * t;
+    let v = model.config.vocab_size as u32;
+    // Deterministic pseudo-random tokens (an LCG is enough for a throughput test).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let ids: Vec<u32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % v as u64) as u32
+        })
+        .collect();
+    let mut targets = ids[1..].to_vec();
+    targets.push(ids[0]);
+    let weights = WeightedCrossEntropy::mean_weights(&vec![1.0; n]);
+    let objective = WeightedCrossEntropy { weights: &weights };
+    let mut acts = Activations::new(model, b, t);
+    let mut grads = vec![0f32; model.layout.total];
+    let mut opt = AdamW::new(AdamWConfig::default(), model.layout.total);
+    let layout = model.layout.clone();
+
+    let mut train_step = |model: &mut Model| -> Result<()> {
+        grads.fill(0.0);
+        cpu::forward(model, &mut acts, &ids)?;
+        cpu::head(model, &mut acts, &targets, Some(&objective), Some(&mut grads), false)?;
+        cpu::backward(model, &mut acts, &ids, &mut grads)?;
+        clip_grad_norm(&mut grads, 1.0);
+        opt.update(&mut model.params, &grads, &layout, 1e-4);
+        Ok(())
+    };
+    train_step(model)?;
+    let start = Instant::now();
+    for _ in 0..options.repeats {
+        train_step(model)?;
+    }
+    let train_tps = (options.repeats * n) as f64 / start.elapsed().as_secs_f64();
+
+    let mut acts = Activations::new(model, b, t);
+    let mut prefill = |model: &Model| -> Result<()> {
+        cpu::forward(model, &mut acts, &ids)?;
+        cpu::head(model, &mut acts, &targets, None, None, false)?;
+        Ok(())
+    };
+    prefill(model)?;
+    let start = Instant::now();
+    for _ in 0..options.repeats {
+        prefill(model)?;
+    }
+    let prefill_tps = (options.repeats * n) as f64 / start.elapsed().as_secs_f64();
+
+    let fwd = forward_flops_per_token(model, t);
+    let row = |test: &str, tps: f64, flops_per_token: f64| {
+        let gflops = tps * flops_per_token / 1e9;
+        BenchRow { test: test.into(), shape: format!("{b}x{t}"), tokens_per_s: tps, gflops, peak_percent: 100.0 * gflops / peak }
+    };
+    Ok(BenchReport {
+        model: name.to_string(),
+        params: model.layout.total,
+        threads: rayon::current_num_threads(),
+        gemm_peak_gflops: peak,
+        rows: vec![row("train", train_tps, 3.0 * fwd), row("prefill", prefill_tps, fwd)],
+    })
+}

@@ -247,8 +247,13 @@ impl SharedMut {
     }
 }
 
+/// Query rows per causal block: each block of queries only multiplies the keys up to its last
+/// row, which skips (almost) all of the masked upper triangle.
+const CAUSAL_BLOCK: usize = 64;
+
 /// Causal grouped-query attention. qkv[N, QKV] holds q|k|v per token (RoPE applied);
-/// att[B,NH,T,T] receives the softmax probabilities (kept for backward); out[N, NH·HS] the result.
+/// att[B,NH,T,T] receives the softmax probabilities (kept for backward; zero above the diagonal);
+/// out[N, NH·HS] the result.
 pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
     let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
     let group = s.nh / s.nkv;
@@ -258,24 +263,36 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
         let (b, h) = (bh / s.nh, bh % s.nh);
         let g = h / group;
         let seq = &qkv[b * t * qkv_w..(b + 1) * t * qkv_w];
-        let q = Mat::rows(&seq[h * hs..], t, hs, qkv_w);
-        let kt = Mat::transposed(&seq[q_dim + g * hs..], hs, t, qkv_w);
-        gemm(MatMut::rows(p, t, t, t), q, kt, scale, false, Threads::One);
-        for (i, row) in p.chunks_exact_mut(t).enumerate() {
-            let max = row[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0;
-            for x in &mut row[..=i] {
-                *x = (*x - max).exp();
-                sum += *x;
+        let (q, k, v) = (&seq[h * hs..], &seq[q_dim + g * hs..], &seq[q_dim + s.nkv * hs + g * hs..]);
+        for i0 in (0..t).step_by(CAUSAL_BLOCK) {
+            let i1 = (i0 + CAUSAL_BLOCK).min(t);
+            let rows = i1 - i0;
+            // S[i0..i1, 0..i1] = scale · Q[i0..i1] · K[0..i1]ᵀ
+            let block = &mut p[i0 * t..];
+            gemm(
+                MatMut::rows(block, rows, i1, t),
+                Mat::rows(&q[i0 * qkv_w..], rows, hs, qkv_w),
+                Mat::transposed(k, hs, i1, qkv_w),
+                scale,
+                false,
+                Threads::One,
+            );
+            for (r, row) in block.chunks_exact_mut(t).take(rows).enumerate() {
+                let i = i0 + r;
+                let max = row[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0.0;
+                for x in &mut row[..=i] {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                row[..=i].iter_mut().for_each(|x| *x *= inv);
+                row[i + 1..].fill(0.0);
             }
-            let inv = 1.0 / sum;
-            row[..=i].iter_mut().for_each(|x| *x *= inv);
-            row[i + 1..].fill(0.0);
+            // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
+            let dst = unsafe { out_ptr.view((b * t + i0) * q_dim + h * hs, rows, hs, q_dim) };
+            gemm(dst, Mat::rows(&p[i0 * t..], rows, i1, t), Mat::rows(v, i1, hs, qkv_w), 1.0, false, Threads::One);
         }
-        let v = Mat::rows(&seq[q_dim + s.nkv * hs + g * hs..], t, hs, qkv_w);
-        // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
-        let dst = unsafe { out_ptr.view(b * t * q_dim + h * hs, t, hs, q_dim) };
-        gemm(dst, Mat::rows(p, t, t, t), v, 1.0, false, Threads::One);
     });
 }
 
@@ -290,34 +307,45 @@ pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv:
     (0..s.b * s.nkv).into_par_iter().for_each(|bg| {
         let (b, g) = (bg / s.nkv, bg % s.nkv);
         let seq = &qkv[b * t * qkv_w..(b + 1) * t * qkv_w];
-        let dseq_off = b * t * qkv_w;
+        let dseq = b * t * qkv_w;
+        let (k, v) = (&seq[q_dim + g * hs..], &seq[q_dim + s.nkv * hs + g * hs..]);
         for h in g * group..(g + 1) * group {
             let p = &att[(b * s.nh + h) * t * t..(b * s.nh + h + 1) * t * t];
             // SAFETY: the (b, h) block of datt belongs to this task alone.
             let dp = unsafe { datt_ptr.block((b * s.nh + h) * t * t, t * t) };
-            let d_o = Mat::rows(&dout[b * t * q_dim + h * hs..], t, hs, q_dim);
-            let v = &seq[q_dim + s.nkv * hs + g * hs..];
-            // dP = dO · Vᵀ
-            gemm(MatMut::rows(dp, t, t, t), d_o, Mat::transposed(v, hs, t, qkv_w), 1.0, false, Threads::One);
-            // SAFETY: dV of (b, g) is written by this task only.
-            let dv = unsafe { dqkv_ptr.view(dseq_off + q_dim + s.nkv * hs + g * hs, t, hs, qkv_w) };
-            gemm(dv, Mat::transposed(p, t, t, t), d_o, 1.0, true, Threads::One);
-            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/sqrt(HS) of the forward.
-            for (i, (dprow, prow)) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate() {
-                let dot: f32 = dprow[..=i].iter().zip(&prow[..=i]).map(|(a, b)| a * b).sum();
-                for (d, &pv) in dprow[..=i].iter_mut().zip(&prow[..=i]) {
-                    *d = pv * (*d - dot) * scale;
+            let d_o = &dout[b * t * q_dim + h * hs..];
+            let q = &seq[h * hs..];
+            for i0 in (0..t).step_by(CAUSAL_BLOCK) {
+                let i1 = (i0 + CAUSAL_BLOCK).min(t);
+                let rows = i1 - i0;
+                let d_o_blk = Mat::rows(&d_o[i0 * q_dim..], rows, hs, q_dim);
+                let p_blk = &p[i0 * t..];
+                let dp_blk = &mut dp[i0 * t..];
+                // dP = dO · Vᵀ over the keys this block sees.
+                gemm(MatMut::rows(dp_blk, rows, i1, t), d_o_blk, Mat::transposed(v, hs, i1, qkv_w), 1.0, false, Threads::One);
+                // dV[0..i1] += Pᵀ · dO
+                // SAFETY: dV of (b, g) is written by this task only.
+                let dv = unsafe { dqkv_ptr.view(dseq + q_dim + s.nkv * hs + g * hs, i1, hs, qkv_w) };
+                gemm(dv, Mat::transposed(p_blk, i1, rows, t), d_o_blk, 1.0, true, Threads::One);
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/sqrt(HS) of the forward.
+                for (r, (dprow, prow)) in dp_blk.chunks_exact_mut(t).zip(p_blk.chunks_exact(t)).take(rows).enumerate() {
+                    let i = i0 + r;
+                    let dot: f32 = dprow[..=i].iter().zip(&prow[..=i]).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in dprow[..=i].iter_mut().zip(&prow[..=i]) {
+                        *d = pv * (*d - dot) * scale;
+                    }
+                    dprow[i + 1..i1].fill(0.0);
                 }
-                dprow[i + 1..].fill(0.0);
+                let ds = &dp[i0 * t..];
+                // dQ[i0..i1] += dS · K[0..i1]
+                // SAFETY: dQ columns of head h in sequence b belong to this task.
+                let dq = unsafe { dqkv_ptr.view(dseq + i0 * qkv_w + h * hs, rows, hs, qkv_w) };
+                gemm(dq, Mat::rows(ds, rows, i1, t), Mat::rows(k, i1, hs, qkv_w), 1.0, true, Threads::One);
+                // dK[0..i1] += dSᵀ · Q[i0..i1]
+                // SAFETY: dK of (b, g) is written by this task only.
+                let dk = unsafe { dqkv_ptr.view(dseq + q_dim + g * hs, i1, hs, qkv_w) };
+                gemm(dk, Mat::transposed(ds, i1, rows, t), Mat::rows(&q[i0 * qkv_w..], rows, hs, qkv_w), 1.0, true, Threads::One);
             }
-            let dp = &*dp;
-            // dQ_h += dS · K ; dK_g += dSᵀ · Q_h
-            // SAFETY: dQ columns of head h in sequence b belong to this task.
-            let dq = unsafe { dqkv_ptr.view(dseq_off + h * hs, t, hs, qkv_w) };
-            gemm(dq, Mat::rows(dp, t, t, t), Mat::rows(&seq[q_dim + g * hs..], t, hs, qkv_w), 1.0, true, Threads::One);
-            // SAFETY: dK of (b, g) is written by this task only.
-            let dk = unsafe { dqkv_ptr.view(dseq_off + q_dim + g * hs, t, hs, qkv_w) };
-            gemm(dk, Mat::transposed(dp, t, t, t), Mat::rows(&seq[h * hs..], t, hs, qkv_w), 1.0, true, Threads::One);
         }
     });
 }

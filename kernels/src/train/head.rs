@@ -135,11 +135,13 @@ pub fn lm_head(
                 let index = start + r;
                 let target = targets[index] as usize;
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-                let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+                // exp in f32 (vectorisable, ~10x cheaper than f64), sums in f64.
+                let sum: f64 = row.iter().map(|&z| (z - max).exp() as f64).sum();
                 let lse = max as f64 + sum.ln();
                 *lp = (row[target] as f64 - lse) as f32;
                 let entropy = if entropy_needed {
-                    let expected_z: f64 = row.iter().map(|&z| (z as f64 - lse).exp() * z as f64).sum();
+                    let lse32 = lse as f32;
+                    let expected_z: f64 = row.iter().map(|&z| ((z - lse32).exp() * z) as f64).sum();
                     (lse - expected_z) as f32
                 } else {
                     0.0
@@ -148,13 +150,13 @@ pub fn lm_head(
                 let tl = objective.token(index, *lp, entropy);
                 let has_grad = do_grad && (tl.d_logp != 0.0 || tl.d_entropy != 0.0);
                 if has_grad {
-                    for (j, z) in row.iter_mut().enumerate() {
-                        let logp_j = *z as f64 - lse;
+                    let lse32 = lse as f32;
+                    for z in row.iter_mut() {
+                        let logp_j = *z - lse32;
                         let p = logp_j.exp();
-                        let onehot = if j == target { 1.0 } else { 0.0 };
-                        let d = tl.d_logp as f64 * (onehot - p) - tl.d_entropy as f64 * p * (logp_j + entropy as f64);
-                        *z = d as f32;
+                        *z = -tl.d_logp * p - tl.d_entropy * p * (logp_j + entropy);
                     }
+                    row[target] += tl.d_logp;
                 } else if do_grad {
                     row.fill(0.0);
                 }

@@ -1,0 +1,120 @@
+//! `r1ctl bench`: throughput of the engine on a model, beside a baseline when one is given.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use r1_kernels::bench::{self, BenchOptions, BenchReport, BUILTIN_SHAPES};
+use r1_kernels::model::{load_model_dir, Model};
+
+/// Output format.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// One JSON object for scripts.
+    Json,
+}
+
+/// Arguments of `r1ctl bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A Hugging Face model directory, or a built-in shape (qwen2-30m, tiny-qwen2, llama-60m).
+    #[arg(default_value = "qwen2-30m")]
+    model: String,
+    /// Sequences per batch.
+    #[arg(short = 'b', long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(short = 't', long, default_value_t = 256)]
+    seq_len: usize,
+    /// Timed repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repeats: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// JSON printed by ../shared/bench/torch_cpu_baseline.py (scripts/bench-baseline.sh), shown beside our figures.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// Runs the benchmark and prints it; returns the exit code.
+pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    if args.batch == 0 || args.seq_len == 0 || args.repeats == 0 {
+        bail!("--batch, --seq-len and --repeats must be positive");
+    }
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    }
+    let baseline = args.baseline.as_deref().map(read_baseline).transpose()?;
+    let (mut model, name) = load(&args.model)?;
+    let options = BenchOptions { batch: args.batch, seq_len: args.seq_len, repeats: args.repeats };
+    eprintln!("r1ctl bench: {} ({} parameters), {} threads…", name, model.layout.total, rayon::current_num_threads());
+    let report = bench::run(&mut model, &name, &options)?;
+    match args.output {
+        Format::Json => {
+            let json = serde_json::json!({"r1": report, "baseline": baseline});
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Format::Table => print_table(&report, baseline.as_ref()),
+    }
+    Ok(0)
+}
+
+fn load(model: &str) -> anyhow::Result<(Model, String)> {
+    if let Some(config) = bench::builtin_config(model) {
+        return Ok((Model::random(config, 0, 0.02), model.to_string()));
+    }
+    let path = Path::new(model);
+    if !path.is_dir() {
+        bail!("`{model}` is neither a model directory nor a built-in shape ({})", BUILTIN_SHAPES.join(", "));
+    }
+    let loaded = load_model_dir(path).with_context(|| format!("loading {}", path.display()))?;
+    Ok((loaded, path.display().to_string()))
+}
+
+fn read_baseline(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // The script prints one JSON object; take the last line that parses, so stray warnings above it do no harm.
+    text.lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok().filter(|v| v.is_object()))
+        .with_context(|| format!("{}: no JSON object in the baseline output", path.display()))
+}
+
+fn print_table(report: &BenchReport, baseline: Option<&serde_json::Value>) {
+    println!(
+        "model {} ({:.1}M parameters), {} threads, measured f32 GEMM peak {:.1} GFLOP/s",
+        report.model,
+        report.params as f64 / 1e6,
+        report.threads,
+        report.gemm_peak_gflops
+    );
+    let base_name = baseline
+        .and_then(|b| b.get("torch"))
+        .and_then(|v| v.as_str())
+        .map(|v| format!("torch {v}"))
+        .unwrap_or_else(|| "baseline".into());
+    println!("{:<8} {:>8} {:>12} {:>9} {:>7} {:>16} {:>7}", "test", "shape", "tokens/s", "GFLOP/s", "% peak", base_name, "ratio");
+    for row in &report.rows {
+        let base = baseline.and_then(|b| b.get(format!("{}_tokens_per_s", row.test))).and_then(|v| v.as_f64());
+        let (base_s, ratio_s) = match base {
+            Some(b) if b > 0.0 => (format!("{b:.1}"), format!("{:.2}x", row.tokens_per_s / b)),
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<8} {:>8} {:>12.1} {:>9.1} {:>6.1}% {:>16} {:>7}",
+            row.test, row.shape, row.tokens_per_s, row.gflops, row.peak_percent, base_s, ratio_s
+        );
+    }
+    let decode = baseline.and_then(|b| b.get("decode_tokens_per_s")).and_then(|v| v.as_f64());
+    match decode {
+        Some(d) => println!("{:<8} {:>8} {:>12} {:>9} {:>7} {:>16.1} {:>7}", "decode", "16x128", "n/a", "", "", d, "-"),
+        None => println!("{:<8} {:>8} {:>12}", "decode", "16x128", "n/a"),
+    }
+    println!("(decode: needs the sampler, not built yet)");
+}
