@@ -381,3 +381,158 @@ pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Attention written the obvious way, in f64, for checking the blocked kernel.
+    fn naive_attention(qkv: &[f32], s: AttnShape) -> Vec<f64> {
+        let (t, hs, w, qd) = (s.t, s.hs, s.qkv(), s.q_dim());
+        let mut out = vec![0.0; s.b * t * qd];
+        for b in 0..s.b {
+            for h in 0..s.nh {
+                let g = h / (s.nh / s.nkv);
+                for i in 0..t {
+                    let q = &qkv[(b * t + i) * w + h * hs..][..hs];
+                    let scores: Vec<f64> = (0..=i)
+                        .map(|j| {
+                            let k = &qkv[(b * t + j) * w + qd + g * hs..][..hs];
+                            q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (hs as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = scores.iter().map(|x| (x - max).exp()).sum();
+                    for (j, sc) in scores.iter().enumerate() {
+                        let p = (sc - max).exp() / z;
+                        let v = &qkv[(b * t + j) * w + qd + s.nkv * hs + g * hs..][..hs];
+                        for d in 0..hs {
+                            out[(b * t + i) * qd + h * hs + d] += p * v[d] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_causal_attention_matches_naive_attention_across_blocks() {
+        // T spans three causal blocks, the last one partial; 4 query heads share 2 kv heads.
+        let s = AttnShape { b: 2, t: 2 * CAUSAL_BLOCK + 7, nh: 4, nkv: 2, hs: 8 };
+        let qkv = pseudo_random(s.b * s.t * s.qkv(), 1);
+        let mut out = vec![0.0; s.b * s.t * s.q_dim()];
+        let mut att = vec![f32::NAN; s.b * s.nh * s.t * s.t];
+        attention_forward(&mut out, &mut att, &qkv, s);
+        let want = naive_attention(&qkv, s);
+        let err = out.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-5, "max error {err}");
+        assert!(att.iter().all(|p| p.is_finite()), "every probability is written, masked ones as 0");
+    }
+
+    #[test]
+    fn attention_backward_matches_finite_differences() {
+        let s = AttnShape { b: 1, t: CAUSAL_BLOCK + 5, nh: 2, nkv: 1, hs: 4 };
+        let qkv = pseudo_random(s.t * s.qkv(), 2);
+        let dout = pseudo_random(s.t * s.q_dim(), 3);
+        let mut out = vec![0.0; s.t * s.q_dim()];
+        let mut att = vec![0.0; s.nh * s.t * s.t];
+        attention_forward(&mut out, &mut att, &qkv, s);
+        let mut dqkv = vec![0.0; qkv.len()];
+        let mut datt = vec![0.0; att.len()];
+        attention_backward(&mut dqkv, &mut datt, &dout, &qkv, &att, s);
+        // L = Σ dout ⊙ naive_attention(qkv): its derivative by central differences in f64.
+        let loss = |x: &[f32]| naive_attention(x, s).iter().zip(&dout).map(|(o, g)| o * *g as f64).sum::<f64>();
+        for idx in (0..qkv.len()).step_by(37) {
+            let eps = 1e-2f32;
+            let (mut plus, mut minus) = (qkv.clone(), qkv.clone());
+            plus[idx] += eps;
+            minus[idx] -= eps;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+            assert!((numeric - dqkv[idx] as f64).abs() < 2e-3 * (1.0 + numeric.abs()), "d qkv[{idx}]: {numeric} vs {}", dqkv[idx]);
+        }
+    }
+
+    #[test]
+    fn rope_backward_inverts_forward_and_keeps_norms() {
+        let inv: Vec<f64> = (0..4).map(|i| 1.0 / 10000f64.powf(2.0 * i as f64 / 8.0)).collect();
+        let table = RopeTable::new(&inv, 16);
+        let x = pseudo_random(16 * 3 * 8, 4);
+        let positions: Vec<u32> = (0..16).collect();
+        let mut y = x.clone();
+        rope_forward(&mut y, &positions, &table, 1, 1, 8);
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+        assert!((norm(&x) - norm(&y)).abs() < 1e-3);
+        for row in 0..16 {
+            assert_eq!(&y[row * 24 + 16..row * 24 + 24], &x[row * 24 + 16..row * 24 + 24], "v is not rotated");
+        }
+        assert_eq!(&y[..8], &x[..8], "position 0 is not rotated");
+        assert_ne!(&y[24..32], &x[24..32], "position 1 is rotated");
+        rope_backward(&mut y, &positions, &table, 1, 1, 8);
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn rmsnorm_and_swiglu_backward_match_finite_differences() {
+        let (n, c) = (3, 8);
+        let x = pseudo_random(n * c, 5);
+        let w = pseudo_random(c, 6);
+        let dout = pseudo_random(n * c, 7);
+        let f = |x: &[f32], w: &[f32]| {
+            let mut out = vec![0.0; n * c];
+            let mut rstd = vec![0.0; n];
+            rmsnorm_forward(&mut out, &mut rstd, x, w, c, 1e-6);
+            out.iter().zip(&dout).map(|(o, g)| (*o as f64) * (*g as f64)).sum::<f64>()
+        };
+        let mut out = vec![0.0; n * c];
+        let mut rstd = vec![0.0; n];
+        rmsnorm_forward(&mut out, &mut rstd, &x, &w, c, 1e-6);
+        let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
+        rmsnorm_backward(&mut dx, &mut dw, &dout, &x, &w, &rstd, c);
+        let eps = 1e-3;
+        for i in 0..n * c {
+            let (mut p, mut m) = (x.clone(), x.clone());
+            p[i] += eps;
+            m[i] -= eps;
+            let numeric = (f(&p, &w) - f(&m, &w)) / (2.0 * eps as f64);
+            assert!((numeric - dx[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dx[{i}]");
+        }
+        for i in 0..c {
+            let (mut p, mut m) = (w.clone(), w.clone());
+            p[i] += eps;
+            m[i] -= eps;
+            let numeric = (f(&x, &p) - f(&x, &m)) / (2.0 * eps as f64);
+            assert!((numeric - dw[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dw[{i}]");
+        }
+
+        let i_dim = 5;
+        let gu = pseudo_random(n * 2 * i_dim, 8);
+        let dh = pseudo_random(n * i_dim, 9);
+        let g = |gu: &[f32]| {
+            let mut h = vec![0.0; n * i_dim];
+            swiglu_forward(&mut h, gu, i_dim);
+            h.iter().zip(&dh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>()
+        };
+        let mut dgu = vec![0.0; gu.len()];
+        swiglu_backward(&mut dgu, &dh, &gu, i_dim);
+        for i in 0..gu.len() {
+            let (mut p, mut m) = (gu.clone(), gu.clone());
+            p[i] += eps;
+            m[i] -= eps;
+            let numeric = (g(&p) - g(&m)) / (2.0 * eps as f64);
+            assert!((numeric - dgu[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dgu[{i}]");
+        }
+    }
+}
