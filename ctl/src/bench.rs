@@ -48,12 +48,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         bail!("--batch, --seq-len and --repeats must be positive");
     }
     if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
     }
     let baseline = args.baseline.as_deref().map(read_baseline).transpose()?;
     let (mut model, name) = load(&args.model)?;
-    let options = BenchOptions { batch: args.batch, seq_len: args.seq_len, repeats: args.repeats };
-    eprintln!("r1ctl bench: {} ({} parameters), {} threads…", name, model.layout.total, rayon::current_num_threads());
+    let options = BenchOptions {
+        batch: args.batch,
+        seq_len: args.seq_len,
+        repeats: args.repeats,
+    };
+    eprintln!(
+        "r1ctl bench: {} ({} parameters), {} threads…",
+        name,
+        model.layout.total,
+        rayon::current_num_threads()
+    );
     let report = bench::run(&mut model, &name, &options)?;
     match args.output {
         Format::Json => {
@@ -71,18 +83,26 @@ fn load(model: &str) -> anyhow::Result<(Model, String)> {
     }
     let path = Path::new(model);
     if !path.is_dir() {
-        bail!("`{model}` is neither a model directory nor a built-in shape ({})", BUILTIN_SHAPES.join(", "));
+        bail!(
+            "`{model}` is neither a model directory nor a built-in shape ({})",
+            BUILTIN_SHAPES.join(", ")
+        );
     }
     let loaded = load_model_dir(path).with_context(|| format!("loading {}", path.display()))?;
     Ok((loaded, path.display().to_string()))
 }
 
 fn read_baseline(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // The script prints one JSON object; take the last line that parses, so stray warnings above it do no harm.
     text.lines()
         .rev()
-        .find_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok().filter(|v| v.is_object()))
+        .find_map(|line| {
+            serde_json::from_str::<serde_json::Value>(line.trim())
+                .ok()
+                .filter(|v| v.is_object())
+        })
         .with_context(|| format!("{}: no JSON object in the baseline output", path.display()))
 }
 
@@ -99,9 +119,14 @@ fn print_table(report: &BenchReport, baseline: Option<&serde_json::Value>) {
         .and_then(|v| v.as_str())
         .map(|v| format!("torch {v}"))
         .unwrap_or_else(|| "baseline".into());
-    println!("{:<8} {:>8} {:>12} {:>9} {:>7} {:>16} {:>7}", "test", "shape", "tokens/s", "GFLOP/s", "% peak", base_name, "ratio");
+    println!(
+        "{:<8} {:>8} {:>12} {:>9} {:>7} {:>16} {:>7}",
+        "test", "shape", "tokens/s", "GFLOP/s", "% peak", base_name, "ratio"
+    );
     for row in &report.rows {
-        let base = baseline.and_then(|b| b.get(format!("{}_tokens_per_s", row.test))).and_then(|v| v.as_f64());
+        let base = baseline
+            .and_then(|b| b.get(format!("{}_tokens_per_s", row.test)))
+            .and_then(|v| v.as_f64());
         let (base_s, ratio_s) = match base {
             Some(b) if b > 0.0 => (format!("{b:.1}"), format!("{:.2}x", row.tokens_per_s / b)),
             _ => ("-".into(), "-".into()),
@@ -111,9 +136,14 @@ fn print_table(report: &BenchReport, baseline: Option<&serde_json::Value>) {
             row.test, row.shape, row.tokens_per_s, row.gflops, row.peak_percent, base_s, ratio_s
         );
     }
-    let decode = baseline.and_then(|b| b.get("decode_tokens_per_s")).and_then(|v| v.as_f64());
+    let decode = baseline
+        .and_then(|b| b.get("decode_tokens_per_s"))
+        .and_then(|v| v.as_f64());
     match decode {
-        Some(d) => println!("{:<8} {:>8} {:>12} {:>9} {:>7} {:>16.1} {:>7}", "decode", "16x128", "n/a", "", "", d, "-"),
+        Some(d) => println!(
+            "{:<8} {:>8} {:>12} {:>9} {:>7} {:>16.1} {:>7}",
+            "decode", "16x128", "n/a", "", "", d, "-"
+        ),
         None => println!("{:<8} {:>8} {:>12}", "decode", "16x128", "n/a"),
     }
     println!("(decode: needs the sampler, not built yet)");

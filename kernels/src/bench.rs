@@ -91,7 +91,11 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { batch: 4, seq_len: 256, repeats: 5 }
+        BenchOptions {
+            batch: 4,
+            seq_len: 256,
+            repeats: 5,
+        }
     }
 }
 
@@ -102,7 +106,16 @@ pub fn measure_gemm_peak() -> f64 {
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
         let mut c = vec![0f32; m * n];
-        let mut run = || gemm(MatMut::rows(&mut c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All);
+        let mut run = || {
+            gemm(
+                MatMut::rows(&mut c, m, n, n),
+                Mat::rows(&a, m, k, k),
+                Mat::rows(&b, k, n, n),
+                1.0,
+                false,
+                Threads::All,
+            )
+        };
         run();
         let reps = 5;
         let start = Instant::now();
@@ -120,7 +133,8 @@ pub fn measure_gemm_peak() -> f64 {
 pub fn forward_flops_per_token(model: &Model, seq_len: usize) -> f64 {
     let c = &model.config;
     let matmul = 2.0 * model.layout.matmul_params(c) as f64;
-    let attention = 4.0 * (seq_len + 1) as f64 / 2.0 * (c.head_dim * c.num_heads * c.num_layers) as f64;
+    let attention =
+        4.0 * (seq_len + 1) as f64 / 2.0 * (c.head_dim * c.num_heads * c.num_layers) as f64;
     matmul + attention
 }
 
@@ -135,7 +149,9 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let ids: Vec<u32> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % v as u64) as u32
         })
         .collect();
@@ -151,7 +167,14 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
     let mut train_step = |model: &mut Model| -> Result<()> {
         grads.fill(0.0);
         cpu::forward(model, &mut acts, &ids)?;
-        cpu::head(model, &mut acts, &targets, Some(&objective), Some(&mut grads), false)?;
+        cpu::head(
+            model,
+            &mut acts,
+            &targets,
+            Some(&objective),
+            Some(&mut grads),
+            false,
+        )?;
         cpu::backward(model, &mut acts, &ids, &mut grads)?;
         clip_grad_norm(&mut grads, 1.0);
         opt.update(&mut model.params, &grads, &layout, 1e-4);
@@ -180,13 +203,22 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
     let fwd = forward_flops_per_token(model, t);
     let row = |test: &str, tps: f64, flops_per_token: f64| {
         let gflops = tps * flops_per_token / 1e9;
-        BenchRow { test: test.into(), shape: format!("{b}x{t}"), tokens_per_s: tps, gflops, peak_percent: 100.0 * gflops / peak }
+        BenchRow {
+            test: test.into(),
+            shape: format!("{b}x{t}"),
+            tokens_per_s: tps,
+            gflops,
+            peak_percent: 100.0 * gflops / peak,
+        }
     };
     Ok(BenchReport {
         model: name.to_string(),
         params: model.layout.total,
         threads: rayon::current_num_threads(),
         gemm_peak_gflops: peak,
-        rows: vec![row("train", train_tps, 3.0 * fwd), row("prefill", prefill_tps, fwd)],
+        rows: vec![
+            row("train", train_tps, 3.0 * fwd),
+            row("prefill", prefill_tps, fwd),
+        ],
     })
 }

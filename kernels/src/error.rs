@@ -91,6 +91,9 @@ pub type Result<T> = std::result::Result<T, EngineError>;
 impl EngineError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io { path: path.into(), source }
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -26,10 +26,30 @@ impl<'a> Mat<'a> {
         Self::strided(data, rows, cols, 1, row_stride)
     }
 
-    fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
-        let needed = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + (cols - 1) * col_stride + 1 };
-        assert!(needed <= data.len(), "matrix view [{rows}x{cols}] needs {needed} floats, slice has {}", data.len());
-        Mat { data, rows, cols, row_stride, col_stride }
+    fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        let needed = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * row_stride + (cols - 1) * col_stride + 1
+        };
+        assert!(
+            needed <= data.len(),
+            "matrix view [{rows}x{cols}] needs {needed} floats, slice has {}",
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
     }
 }
 
@@ -46,9 +66,23 @@ pub struct MatMut<'a> {
 impl<'a> MatMut<'a> {
     /// A row-major [rows, cols] matrix starting at `data[0]` with rows `row_stride` apart.
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
-        let needed = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + cols };
-        assert!(needed <= data.len(), "matrix view [{rows}x{cols}] needs {needed} floats, slice has {}", data.len());
-        MatMut { data: data.as_mut_ptr(), rows, cols, row_stride, _borrow: PhantomData }
+        let needed = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * row_stride + cols
+        };
+        assert!(
+            needed <= data.len(),
+            "matrix view [{rows}x{cols}] needs {needed} floats, slice has {}",
+            data.len()
+        );
+        MatMut {
+            data: data.as_mut_ptr(),
+            rows,
+            cols,
+            row_stride,
+            _borrow: PhantomData,
+        }
     }
 
     /// A view from a raw pointer.
@@ -57,7 +91,13 @@ impl<'a> MatMut<'a> {
     /// `data` must be valid for writes at every element of the view for `'a`, and no other code
     /// may access those elements meanwhile.
     pub unsafe fn from_raw(data: *mut f32, rows: usize, cols: usize, row_stride: usize) -> Self {
-        MatMut { data, rows, cols, row_stride, _borrow: PhantomData }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+            _borrow: PhantomData,
+        }
     }
 }
 
@@ -72,7 +112,14 @@ pub enum Threads {
 }
 
 /// `dst = scale · a · b` (or `dst += scale · a · b` when `accumulate`).
-pub fn gemm(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, scale: f32, accumulate: bool, threads: Threads) {
+pub fn gemm(
+    dst: MatMut<'_>,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: Threads,
+) {
     assert_eq!(a.rows, dst.rows, "gemm: rows of a and dst differ");
     assert_eq!(b.cols, dst.cols, "gemm: cols of b and dst differ");
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
@@ -83,13 +130,18 @@ pub fn gemm(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, scale: f32, accumulate: boo
         if !accumulate {
             for i in 0..dst.rows {
                 // SAFETY: row i of the view is inside the region the view was made for.
-                unsafe { std::slice::from_raw_parts_mut(dst.data.add(i * dst.row_stride), dst.cols).fill(0.0) };
+                unsafe {
+                    std::slice::from_raw_parts_mut(dst.data.add(i * dst.row_stride), dst.cols)
+                        .fill(0.0)
+                };
             }
         }
         return;
     }
     let parallelism = match threads {
-        Threads::All if rayon::current_num_threads() > 1 => Parallelism::Rayon(rayon::current_num_threads()),
+        Threads::All if rayon::current_num_threads() > 1 => {
+            Parallelism::Rayon(rayon::current_num_threads())
+        }
         _ => Parallelism::None,
     };
     // SAFETY: every view was bounds-checked against its slice when it was made, the shapes agree
@@ -129,10 +181,18 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect(); // [n, k]
         let mut dst = vec![1.0f32; m * n];
-        gemm(MatMut::rows(&mut dst, m, n, n), Mat::rows(&a, m, k, k), Mat::transposed(&bt, k, n, k), 2.0, true, Threads::One);
+        gemm(
+            MatMut::rows(&mut dst, m, n, n),
+            Mat::rows(&a, m, k, k),
+            Mat::transposed(&bt, k, n, k),
+            2.0,
+            true,
+            Threads::One,
+        );
         for i in 0..m {
             for j in 0..n {
-                let want: f32 = 1.0 + 2.0 * (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>();
+                let want: f32 =
+                    1.0 + 2.0 * (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>();
                 assert!((dst[i * n + j] - want).abs() < 1e-5);
             }
         }

@@ -110,9 +110,28 @@ impl Activations {
     /// Bytes held by the arena.
     pub fn bytes(&self) -> usize {
         4 * [
-            &self.x, &self.x_mid, &self.ln1, &self.rstd1, &self.qkv, &self.att, &self.atty, &self.ln2, &self.rstd2,
-            &self.gu, &self.h, &self.xf, &self.rstdf, &self.dres, &self.dxf, &self.dln, &self.dqkv, &self.datt,
-            &self.datty, &self.dgu, &self.dh, &self.head_scratch,
+            &self.x,
+            &self.x_mid,
+            &self.ln1,
+            &self.rstd1,
+            &self.qkv,
+            &self.att,
+            &self.atty,
+            &self.ln2,
+            &self.rstd2,
+            &self.gu,
+            &self.h,
+            &self.xf,
+            &self.rstdf,
+            &self.dres,
+            &self.dxf,
+            &self.dln,
+            &self.dqkv,
+            &self.datt,
+            &self.datty,
+            &self.dgu,
+            &self.dh,
+            &self.head_scratch,
         ]
         .iter()
         .map(|v| v.len())
@@ -131,7 +150,9 @@ fn check_ids(model: &Model, acts: &Activations, ids: &[u32], what: &str) -> Resu
     }
     let v = model.config.vocab_size;
     if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
-        return Err(EngineError::Input(format!("{what}: token id {bad} at position {i} is outside the vocabulary of {v}")));
+        return Err(EngineError::Input(format!(
+            "{what}: token id {bad} at position {i} is outside the vocabulary of {v}"
+        )));
     }
     Ok(())
 }
@@ -143,12 +164,29 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
     let cfg = &model.config;
     let p = &model.params;
     let lay = &model.layout;
-    let (n, c, qkv_w, qd, i) = (acts.tokens(), cfg.hidden_size, cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
-    let shape = AttnShape { b: acts.b, t: acts.t, nh: cfg.num_heads, nkv: cfg.num_kv_heads, hs: cfg.head_dim };
+    let (n, c, qkv_w, qd, i) = (
+        acts.tokens(),
+        cfg.hidden_size,
+        cfg.qkv_dim(),
+        cfg.q_dim(),
+        cfg.intermediate_size,
+    );
+    let shape = AttnShape {
+        b: acts.b,
+        t: acts.t,
+        nh: cfg.num_heads,
+        nkv: cfg.num_kv_heads,
+        hs: cfg.head_dim,
+    };
     let eps = cfg.rms_norm_eps as f32;
     let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
 
-    ops::embedding_forward(&mut acts.x[..n * c], ids, &p[lay.embed..lay.embed + cfg.vocab_size * c], c);
+    ops::embedding_forward(
+        &mut acts.x[..n * c],
+        ids,
+        &p[lay.embed..lay.embed + cfg.vocab_size * c],
+        c,
+    );
     for (l, o) in lay.layers.iter().enumerate() {
         let (x_in, x_rest) = acts.x.split_at_mut((l + 1) * n * c);
         let x = &x_in[l * n * c..];
@@ -162,16 +200,53 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
         let gu = &mut acts.gu[l * n * 2 * i..(l + 1) * n * 2 * i];
         let h = &mut acts.h[l * n * i..(l + 1) * n * i];
 
-        ops::rmsnorm_forward(ln1, &mut acts.rstd1[l * n..(l + 1) * n], x, &p[o.ln1..o.ln1 + c], c, eps);
+        ops::rmsnorm_forward(
+            ln1,
+            &mut acts.rstd1[l * n..(l + 1) * n],
+            x,
+            &p[o.ln1..o.ln1 + c],
+            c,
+            eps,
+        );
         let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
-        ops::matmul_forward(qkv, ln1, &p[o.qkv_w..o.qkv_w + qkv_w * c], bias, n, c, qkv_w);
-        ops::rope_forward(qkv, &acts.positions, &acts.rope, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        ops::matmul_forward(
+            qkv,
+            ln1,
+            &p[o.qkv_w..o.qkv_w + qkv_w * c],
+            bias,
+            n,
+            c,
+            qkv_w,
+        );
+        ops::rope_forward(
+            qkv,
+            &acts.positions,
+            &acts.rope,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
         ops::attention_forward(atty, att, qkv, shape);
         x_mid.copy_from_slice(x);
         ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
 
-        ops::rmsnorm_forward(ln2, &mut acts.rstd2[l * n..(l + 1) * n], x_mid, &p[o.ln2..o.ln2 + c], c, eps);
-        ops::matmul_forward(gu, ln2, &p[o.gate_up_w..o.gate_up_w + 2 * i * c], None, n, c, 2 * i);
+        ops::rmsnorm_forward(
+            ln2,
+            &mut acts.rstd2[l * n..(l + 1) * n],
+            x_mid,
+            &p[o.ln2..o.ln2 + c],
+            c,
+            eps,
+        );
+        ops::matmul_forward(
+            gu,
+            ln2,
+            &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
+            None,
+            n,
+            c,
+            2 * i,
+        );
         ops::swiglu_forward(h, gu, i);
         x_out.copy_from_slice(x_mid);
         ops::matmul_forward_accumulate(x_out, h, &p[o.down_w..o.down_w + c * i], n, i, c);
@@ -200,7 +275,11 @@ pub fn head(
     want_entropy: bool,
 ) -> Result<HeadOutput> {
     if targets.len() != acts.tokens() {
-        return Err(EngineError::Input(format!("head: {} targets for {} tokens", targets.len(), acts.tokens())));
+        return Err(EngineError::Input(format!(
+            "head: {} targets for {} tokens",
+            targets.len(),
+            acts.tokens()
+        )));
     }
     let cfg = &model.config;
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
@@ -210,7 +289,17 @@ pub fn head(
         dxf: &mut acts.dxf,
         dweight: &mut g[model.layout.lm_head..model.layout.lm_head + v * c],
     });
-    lm_head(&acts.xf, w, targets, c, v, objective, head_grads, want_entropy, &mut acts.head_scratch)
+    lm_head(
+        &acts.xf,
+        w,
+        targets,
+        c,
+        v,
+        objective,
+        head_grads,
+        want_entropy,
+        &mut acts.head_scratch,
+    )
 }
 
 /// Logits [N, V] of the last forward pass. Materialises the full tensor: for tests and small
@@ -226,16 +315,37 @@ pub fn logits(model: &Model, acts: &Activations) -> Vec<f32> {
 
 /// Backpropagates the gradient that `head` left in the arena through the transformer,
 /// accumulating every parameter's gradient into `grads` (same layout as the parameters).
-pub fn backward(model: &Model, acts: &mut Activations, ids: &[u32], grads: &mut [f32]) -> Result<()> {
+pub fn backward(
+    model: &Model,
+    acts: &mut Activations,
+    ids: &[u32],
+    grads: &mut [f32],
+) -> Result<()> {
     check_ids(model, acts, ids, "backward")?;
     if grads.len() != model.layout.total {
-        return Err(EngineError::Input(format!("backward: {} gradient floats for {} parameters", grads.len(), model.layout.total)));
+        return Err(EngineError::Input(format!(
+            "backward: {} gradient floats for {} parameters",
+            grads.len(),
+            model.layout.total
+        )));
     }
     let cfg = &model.config;
     let p = &model.params;
     let lay = &model.layout;
-    let (n, c, qkv_w, qd, i) = (acts.tokens(), cfg.hidden_size, cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
-    let shape = AttnShape { b: acts.b, t: acts.t, nh: cfg.num_heads, nkv: cfg.num_kv_heads, hs: cfg.head_dim };
+    let (n, c, qkv_w, qd, i) = (
+        acts.tokens(),
+        cfg.hidden_size,
+        cfg.qkv_dim(),
+        cfg.q_dim(),
+        cfg.intermediate_size,
+    );
+    let shape = AttnShape {
+        b: acts.b,
+        t: acts.t,
+        nh: cfg.num_heads,
+        nkv: cfg.num_kv_heads,
+        hs: cfg.head_dim,
+    };
     let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
     let l_count = cfg.num_layers;
 
@@ -262,7 +372,17 @@ pub fn backward(model: &Model, acts: &mut Activations, ids: &[u32], grads: &mut 
 
         // MLP: dres holds d x_out; the branch adds its share of d x_mid into dres itself.
         acts.dh.fill(0.0);
-        ops::matmul_backward(&mut acts.dh, &mut grads[o.down_w..o.down_w + c * i], None, &acts.dres, h, &p[o.down_w..o.down_w + c * i], n, i, c);
+        ops::matmul_backward(
+            &mut acts.dh,
+            &mut grads[o.down_w..o.down_w + c * i],
+            None,
+            &acts.dres,
+            h,
+            &p[o.down_w..o.down_w + c * i],
+            n,
+            i,
+            c,
+        );
         acts.dgu.fill(0.0);
         ops::swiglu_backward(&mut acts.dgu, &acts.dh, gu, i);
         acts.dln.fill(0.0);
@@ -277,26 +397,77 @@ pub fn backward(model: &Model, acts: &mut Activations, ids: &[u32], grads: &mut 
             c,
             2 * i,
         );
-        ops::rmsnorm_backward(&mut acts.dres, &mut grads[o.ln2..o.ln2 + c], &acts.dln, x_mid, &p[o.ln2..o.ln2 + c], &acts.rstd2[l * n..(l + 1) * n], c);
+        ops::rmsnorm_backward(
+            &mut acts.dres,
+            &mut grads[o.ln2..o.ln2 + c],
+            &acts.dln,
+            x_mid,
+            &p[o.ln2..o.ln2 + c],
+            &acts.rstd2[l * n..(l + 1) * n],
+            c,
+        );
 
         // Attention: dres now holds d x_mid.
         acts.datty.fill(0.0);
-        ops::matmul_backward(&mut acts.datty, &mut grads[o.o_w..o.o_w + c * qd], None, &acts.dres, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
+        ops::matmul_backward(
+            &mut acts.datty,
+            &mut grads[o.o_w..o.o_w + c * qd],
+            None,
+            &acts.dres,
+            atty,
+            &p[o.o_w..o.o_w + c * qd],
+            n,
+            qd,
+            c,
+        );
         acts.dqkv.fill(0.0);
         ops::attention_backward(&mut acts.dqkv, &mut acts.datt, &acts.datty, qkv, att, shape);
-        ops::rope_backward(&mut acts.dqkv, &acts.positions, &acts.rope, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        ops::rope_backward(
+            &mut acts.dqkv,
+            &acts.positions,
+            &acts.rope,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
         acts.dln.fill(0.0);
         // q|k|v weight and bias gradients are adjacent in the layout, as are the parameters.
         let (dw, dbias) = match o.qkv_b {
             Some(b) => {
                 let (head, tail) = grads.split_at_mut(b);
-                (&mut head[o.qkv_w..o.qkv_w + qkv_w * c], Some(&mut tail[..qkv_w]))
+                (
+                    &mut head[o.qkv_w..o.qkv_w + qkv_w * c],
+                    Some(&mut tail[..qkv_w]),
+                )
             }
             None => (&mut grads[o.qkv_w..o.qkv_w + qkv_w * c], None),
         };
-        ops::matmul_backward(&mut acts.dln, dw, dbias, &acts.dqkv, ln1, &p[o.qkv_w..o.qkv_w + qkv_w * c], n, c, qkv_w);
-        ops::rmsnorm_backward(&mut acts.dres, &mut grads[o.ln1..o.ln1 + c], &acts.dln, x, &p[o.ln1..o.ln1 + c], &acts.rstd1[l * n..(l + 1) * n], c);
+        ops::matmul_backward(
+            &mut acts.dln,
+            dw,
+            dbias,
+            &acts.dqkv,
+            ln1,
+            &p[o.qkv_w..o.qkv_w + qkv_w * c],
+            n,
+            c,
+            qkv_w,
+        );
+        ops::rmsnorm_backward(
+            &mut acts.dres,
+            &mut grads[o.ln1..o.ln1 + c],
+            &acts.dln,
+            x,
+            &p[o.ln1..o.ln1 + c],
+            &acts.rstd1[l * n..(l + 1) * n],
+            c,
+        );
     }
-    ops::embedding_backward(&mut grads[lay.embed..lay.embed + cfg.vocab_size * c], &acts.dres, ids, c);
+    ops::embedding_backward(
+        &mut grads[lay.embed..lay.embed + cfg.vocab_size * c],
+        &acts.dres,
+        ids,
+        c,
+    );
     Ok(())
 }

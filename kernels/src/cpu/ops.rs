@@ -30,12 +30,23 @@ pub fn embedding_backward(dwte: &mut [f32], dout: &[f32], ids: &[u32], c: usize)
 }
 
 /// out = weight ⊙ inp / rms(inp) per row of C; rstd[n] = 1/sqrt(mean(inp²) + eps) is kept for backward.
-pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], c: usize, eps: f32) {
+pub fn rmsnorm_forward(
+    out: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    c: usize,
+    eps: f32,
+) {
     out.par_chunks_mut(c * ROWS_PER_TASK)
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
         .zip(inp.par_chunks(c * ROWS_PER_TASK))
         .for_each(|((out, rstd), inp)| {
-            for ((o, r), x) in out.chunks_exact_mut(c).zip(rstd.iter_mut()).zip(inp.chunks_exact(c)) {
+            for ((o, r), x) in out
+                .chunks_exact_mut(c)
+                .zip(rstd.iter_mut())
+                .zip(inp.chunks_exact(c))
+            {
                 let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / c as f32;
                 let s = 1.0 / (mean_sq + eps).sqrt();
                 *r = s;
@@ -61,9 +72,20 @@ pub fn rmsnorm_backward(
         .zip(inp.par_chunks(c * ROWS_PER_TASK))
         .zip(rstd.par_chunks(ROWS_PER_TASK))
         .for_each(|(((dinp, dout), inp), rstd)| {
-            for (((di, go), x), &s) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(rstd) {
+            for (((di, go), x), &s) in dinp
+                .chunks_exact_mut(c)
+                .zip(dout.chunks_exact(c))
+                .zip(inp.chunks_exact(c))
+                .zip(rstd)
+            {
                 // xhat = x·s; out = w·xhat; dx = s·(w·go − xhat·mean(w·go·xhat))
-                let dot = go.iter().zip(weight).zip(x).map(|((g, w), x)| g * w * x * s).sum::<f32>() / c as f32;
+                let dot = go
+                    .iter()
+                    .zip(weight)
+                    .zip(x)
+                    .map(|((g, w), x)| g * w * x * s)
+                    .sum::<f32>()
+                    / c as f32;
                 for (((d, g), w), x) in di.iter_mut().zip(go).zip(weight).zip(x) {
                     *d += s * (g * w - x * s * dot);
                 }
@@ -77,16 +99,45 @@ pub fn rmsnorm_backward(
 }
 
 /// out[N,OC] = inp[N,C] · weight[OC,C]ᵀ + bias[OC].
-pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], bias: Option<&[f32]>, n: usize, c: usize, oc: usize) {
-    gemm(MatMut::rows(out, n, oc, oc), Mat::rows(inp, n, c, c), Mat::transposed(weight, c, oc, c), 1.0, false, Threads::All);
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    gemm(
+        MatMut::rows(out, n, oc, oc),
+        Mat::rows(inp, n, c, c),
+        Mat::transposed(weight, c, oc, c),
+        1.0,
+        false,
+        Threads::All,
+    );
     if let Some(bias) = bias {
         add_bias(out, bias, oc);
     }
 }
 
 /// out[N,OC] += inp[N,C] · weight[OC,C]ᵀ: a projection added onto a residual stream in place.
-pub fn matmul_forward_accumulate(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize) {
-    gemm(MatMut::rows(out, n, oc, oc), Mat::rows(inp, n, c, c), Mat::transposed(weight, c, oc, c), 1.0, true, Threads::All);
+pub fn matmul_forward_accumulate(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    gemm(
+        MatMut::rows(out, n, oc, oc),
+        Mat::rows(inp, n, c, c),
+        Mat::transposed(weight, c, oc, c),
+        1.0,
+        true,
+        Threads::All,
+    );
 }
 
 fn add_bias(out: &mut [f32], bias: &[f32], oc: usize) {
@@ -112,8 +163,22 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) {
-    gemm(MatMut::rows(dinp, n, c, c), Mat::rows(dout, n, oc, oc), Mat::rows(weight, oc, c, c), 1.0, true, Threads::All);
-    gemm(MatMut::rows(dweight, oc, c, c), Mat::transposed(dout, oc, n, oc), Mat::rows(inp, n, c, c), 1.0, true, Threads::All);
+    gemm(
+        MatMut::rows(dinp, n, c, c),
+        Mat::rows(dout, n, oc, oc),
+        Mat::rows(weight, oc, c, c),
+        1.0,
+        true,
+        Threads::All,
+    );
+    gemm(
+        MatMut::rows(dweight, oc, c, c),
+        Mat::transposed(dout, oc, n, oc),
+        Mat::rows(inp, n, c, c),
+        1.0,
+        true,
+        Threads::All,
+    );
     if let Some(dbias) = dbias {
         for row in dout.chunks_exact(oc) {
             for (d, g) in dbias.iter_mut().zip(row) {
@@ -159,7 +224,15 @@ impl RopeTable {
 /// Rotates `heads` heads of HS = 2·half starting at column `col` of each row of `x` (row stride
 /// `stride`), in place, by the angle of that row's position (HF rotate-half layout: pair i is
 /// (x[i], x[i + half])). `inverse` rotates backwards, which is RoPE's backward pass.
-pub fn rope_apply(x: &mut [f32], positions: &[u32], table: &RopeTable, stride: usize, col: usize, heads: usize, inverse: bool) {
+pub fn rope_apply(
+    x: &mut [f32],
+    positions: &[u32],
+    table: &RopeTable,
+    stride: usize,
+    col: usize,
+    heads: usize,
+    inverse: bool,
+) {
     let half = table.half;
     let sign = if inverse { -1.0 } else { 1.0 };
     x.par_chunks_mut(stride * ROWS_PER_TASK)
@@ -183,13 +256,27 @@ pub fn rope_apply(x: &mut [f32], positions: &[u32], table: &RopeTable, stride: u
 }
 
 /// RoPE forward on the q and k parts of a fused [N, QKV] buffer.
-pub fn rope_forward(qkv: &mut [f32], positions: &[u32], table: &RopeTable, nh: usize, nkv: usize, hs: usize) {
+pub fn rope_forward(
+    qkv: &mut [f32],
+    positions: &[u32],
+    table: &RopeTable,
+    nh: usize,
+    nkv: usize,
+    hs: usize,
+) {
     let stride = (nh + 2 * nkv) * hs;
     rope_apply(qkv, positions, table, stride, 0, nh + nkv, false);
 }
 
 /// RoPE backward: the gradient is rotated back by the same angle (rotations are orthogonal).
-pub fn rope_backward(dqkv: &mut [f32], positions: &[u32], table: &RopeTable, nh: usize, nkv: usize, hs: usize) {
+pub fn rope_backward(
+    dqkv: &mut [f32],
+    positions: &[u32],
+    table: &RopeTable,
+    nh: usize,
+    nkv: usize,
+    hs: usize,
+) {
     let stride = (nh + 2 * nkv) * hs;
     rope_apply(dqkv, positions, table, stride, 0, nh + nkv, true);
 }
@@ -233,7 +320,10 @@ impl SharedMut {
     ///
     /// SAFETY: the caller guarantees no other task accesses the elements this view touches.
     unsafe fn view(&self, start: usize, rows: usize, cols: usize, stride: usize) -> MatMut<'_> {
-        assert!(rows == 0 || start + (rows - 1) * stride + cols <= self.1, "view out of bounds");
+        assert!(
+            rows == 0 || start + (rows - 1) * stride + cols <= self.1,
+            "view out of bounds"
+        );
         MatMut::from_raw(self.0.add(start), rows, cols, stride)
     }
 
@@ -263,7 +353,11 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
         let (b, h) = (bh / s.nh, bh % s.nh);
         let g = h / group;
         let seq = &qkv[b * t * qkv_w..(b + 1) * t * qkv_w];
-        let (q, k, v) = (&seq[h * hs..], &seq[q_dim + g * hs..], &seq[q_dim + s.nkv * hs + g * hs..]);
+        let (q, k, v) = (
+            &seq[h * hs..],
+            &seq[q_dim + g * hs..],
+            &seq[q_dim + s.nkv * hs + g * hs..],
+        );
         for i0 in (0..t).step_by(CAUSAL_BLOCK) {
             let i1 = (i0 + CAUSAL_BLOCK).min(t);
             let rows = i1 - i0;
@@ -291,13 +385,27 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
             }
             // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
             let dst = unsafe { out_ptr.view((b * t + i0) * q_dim + h * hs, rows, hs, q_dim) };
-            gemm(dst, Mat::rows(&p[i0 * t..], rows, i1, t), Mat::rows(v, i1, hs, qkv_w), 1.0, false, Threads::One);
+            gemm(
+                dst,
+                Mat::rows(&p[i0 * t..], rows, i1, t),
+                Mat::rows(v, i1, hs, qkv_w),
+                1.0,
+                false,
+                Threads::One,
+            );
         }
     });
 }
 
 /// Backward of `attention_forward`: dqkv += ∂/∂qkv given dout. `datt` [B,NH,T,T] is scratch.
-pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], s: AttnShape) {
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    s: AttnShape,
+) {
     let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
     let group = s.nh / s.nkv;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -322,15 +430,39 @@ pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv:
                 let p_blk = &p[i0 * t..];
                 let dp_blk = &mut dp[i0 * t..];
                 // dP = dO · Vᵀ over the keys this block sees.
-                gemm(MatMut::rows(dp_blk, rows, i1, t), d_o_blk, Mat::transposed(v, hs, i1, qkv_w), 1.0, false, Threads::One);
+                gemm(
+                    MatMut::rows(dp_blk, rows, i1, t),
+                    d_o_blk,
+                    Mat::transposed(v, hs, i1, qkv_w),
+                    1.0,
+                    false,
+                    Threads::One,
+                );
                 // dV[0..i1] += Pᵀ · dO
                 // SAFETY: dV of (b, g) is written by this task only.
-                let dv = unsafe { dqkv_ptr.view(dseq + q_dim + s.nkv * hs + g * hs, i1, hs, qkv_w) };
-                gemm(dv, Mat::transposed(p_blk, i1, rows, t), d_o_blk, 1.0, true, Threads::One);
+                let dv =
+                    unsafe { dqkv_ptr.view(dseq + q_dim + s.nkv * hs + g * hs, i1, hs, qkv_w) };
+                gemm(
+                    dv,
+                    Mat::transposed(p_blk, i1, rows, t),
+                    d_o_blk,
+                    1.0,
+                    true,
+                    Threads::One,
+                );
                 // dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/sqrt(HS) of the forward.
-                for (r, (dprow, prow)) in dp_blk.chunks_exact_mut(t).zip(p_blk.chunks_exact(t)).take(rows).enumerate() {
+                for (r, (dprow, prow)) in dp_blk
+                    .chunks_exact_mut(t)
+                    .zip(p_blk.chunks_exact(t))
+                    .take(rows)
+                    .enumerate()
+                {
                     let i = i0 + r;
-                    let dot: f32 = dprow[..=i].iter().zip(&prow[..=i]).map(|(a, b)| a * b).sum();
+                    let dot: f32 = dprow[..=i]
+                        .iter()
+                        .zip(&prow[..=i])
+                        .map(|(a, b)| a * b)
+                        .sum();
                     for (d, &pv) in dprow[..=i].iter_mut().zip(&prow[..=i]) {
                         *d = pv * (*d - dot) * scale;
                     }
@@ -340,11 +472,25 @@ pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv:
                 // dQ[i0..i1] += dS · K[0..i1]
                 // SAFETY: dQ columns of head h in sequence b belong to this task.
                 let dq = unsafe { dqkv_ptr.view(dseq + i0 * qkv_w + h * hs, rows, hs, qkv_w) };
-                gemm(dq, Mat::rows(ds, rows, i1, t), Mat::rows(k, i1, hs, qkv_w), 1.0, true, Threads::One);
+                gemm(
+                    dq,
+                    Mat::rows(ds, rows, i1, t),
+                    Mat::rows(k, i1, hs, qkv_w),
+                    1.0,
+                    true,
+                    Threads::One,
+                );
                 // dK[0..i1] += dSᵀ · Q[i0..i1]
                 // SAFETY: dK of (b, g) is written by this task only.
                 let dk = unsafe { dqkv_ptr.view(dseq + q_dim + g * hs, i1, hs, qkv_w) };
-                gemm(dk, Mat::transposed(ds, i1, rows, t), Mat::rows(&q[i0 * qkv_w..], rows, hs, qkv_w), 1.0, true, Threads::One);
+                gemm(
+                    dk,
+                    Mat::transposed(ds, i1, rows, t),
+                    Mat::rows(&q[i0 * qkv_w..], rows, hs, qkv_w),
+                    1.0,
+                    true,
+                    Threads::One,
+                );
             }
         }
     });
@@ -352,14 +498,16 @@ pub fn attention_backward(dqkv: &mut [f32], datt: &mut [f32], dout: &[f32], qkv:
 
 /// h[N,I] = silu(gate) ⊙ up, where gu[N, 2I] holds gate|up per token.
 pub fn swiglu_forward(h: &mut [f32], gu: &[f32], i: usize) {
-    h.par_chunks_mut(i * ROWS_PER_TASK).zip(gu.par_chunks(2 * i * ROWS_PER_TASK)).for_each(|(h, gu)| {
-        for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
-            let (gate, up) = gu.split_at(i);
-            for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
-                *h = g / (1.0 + (-g).exp()) * u;
+    h.par_chunks_mut(i * ROWS_PER_TASK)
+        .zip(gu.par_chunks(2 * i * ROWS_PER_TASK))
+        .for_each(|(h, gu)| {
+            for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
+                let (gate, up) = gu.split_at(i);
+                for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+                    *h = g / (1.0 + (-g).exp()) * u;
+                }
             }
-        }
-    });
+        });
 }
 
 /// dgu += ∂/∂(gate|up) of `swiglu_forward`.
@@ -368,7 +516,11 @@ pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
         .zip(dh.par_chunks(i * ROWS_PER_TASK))
         .zip(gu.par_chunks(2 * i * ROWS_PER_TASK))
         .for_each(|((dgu, dh), gu)| {
-            for ((dgu, dh), gu) in dgu.chunks_exact_mut(2 * i).zip(dh.chunks_exact(i)).zip(gu.chunks_exact(2 * i)) {
+            for ((dgu, dh), gu) in dgu
+                .chunks_exact_mut(2 * i)
+                .zip(dh.chunks_exact(i))
+                .zip(gu.chunks_exact(2 * i))
+            {
                 let (gate, up) = gu.split_at(i);
                 let (dgate, dup) = dgu.split_at_mut(i);
                 for k in 0..i {
@@ -410,7 +562,11 @@ mod tests {
                     let scores: Vec<f64> = (0..=i)
                         .map(|j| {
                             let k = &qkv[(b * t + j) * w + qd + g * hs..][..hs];
-                            q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (hs as f64).sqrt()
+                            q.iter()
+                                .zip(k)
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum::<f64>()
+                                / (hs as f64).sqrt()
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -431,20 +587,39 @@ mod tests {
     #[test]
     fn blocked_causal_attention_matches_naive_attention_across_blocks() {
         // T spans three causal blocks, the last one partial; 4 query heads share 2 kv heads.
-        let s = AttnShape { b: 2, t: 2 * CAUSAL_BLOCK + 7, nh: 4, nkv: 2, hs: 8 };
+        let s = AttnShape {
+            b: 2,
+            t: 2 * CAUSAL_BLOCK + 7,
+            nh: 4,
+            nkv: 2,
+            hs: 8,
+        };
         let qkv = pseudo_random(s.b * s.t * s.qkv(), 1);
         let mut out = vec![0.0; s.b * s.t * s.q_dim()];
         let mut att = vec![f32::NAN; s.b * s.nh * s.t * s.t];
         attention_forward(&mut out, &mut att, &qkv, s);
         let want = naive_attention(&qkv, s);
-        let err = out.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let err = out
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-5, "max error {err}");
-        assert!(att.iter().all(|p| p.is_finite()), "every probability is written, masked ones as 0");
+        assert!(
+            att.iter().all(|p| p.is_finite()),
+            "every probability is written, masked ones as 0"
+        );
     }
 
     #[test]
     fn attention_backward_matches_finite_differences() {
-        let s = AttnShape { b: 1, t: CAUSAL_BLOCK + 5, nh: 2, nkv: 1, hs: 4 };
+        let s = AttnShape {
+            b: 1,
+            t: CAUSAL_BLOCK + 5,
+            nh: 2,
+            nkv: 1,
+            hs: 4,
+        };
         let qkv = pseudo_random(s.t * s.qkv(), 2);
         let dout = pseudo_random(s.t * s.q_dim(), 3);
         let mut out = vec![0.0; s.t * s.q_dim()];
@@ -454,20 +629,32 @@ mod tests {
         let mut datt = vec![0.0; att.len()];
         attention_backward(&mut dqkv, &mut datt, &dout, &qkv, &att, s);
         // L = Σ dout ⊙ naive_attention(qkv): its derivative by central differences in f64.
-        let loss = |x: &[f32]| naive_attention(x, s).iter().zip(&dout).map(|(o, g)| o * *g as f64).sum::<f64>();
+        let loss = |x: &[f32]| {
+            naive_attention(x, s)
+                .iter()
+                .zip(&dout)
+                .map(|(o, g)| o * *g as f64)
+                .sum::<f64>()
+        };
         for idx in (0..qkv.len()).step_by(37) {
             let eps = 1e-2f32;
             let (mut plus, mut minus) = (qkv.clone(), qkv.clone());
             plus[idx] += eps;
             minus[idx] -= eps;
             let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
-            assert!((numeric - dqkv[idx] as f64).abs() < 2e-3 * (1.0 + numeric.abs()), "d qkv[{idx}]: {numeric} vs {}", dqkv[idx]);
+            assert!(
+                (numeric - dqkv[idx] as f64).abs() < 2e-3 * (1.0 + numeric.abs()),
+                "d qkv[{idx}]: {numeric} vs {}",
+                dqkv[idx]
+            );
         }
     }
 
     #[test]
     fn rope_backward_inverts_forward_and_keeps_norms() {
-        let inv: Vec<f64> = (0..4).map(|i| 1.0 / 10000f64.powf(2.0 * i as f64 / 8.0)).collect();
+        let inv: Vec<f64> = (0..4)
+            .map(|i| 1.0 / 10000f64.powf(2.0 * i as f64 / 8.0))
+            .collect();
         let table = RopeTable::new(&inv, 16);
         let x = pseudo_random(16 * 3 * 8, 4);
         let positions: Vec<u32> = (0..16).collect();
@@ -476,7 +663,11 @@ mod tests {
         let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
         assert!((norm(&x) - norm(&y)).abs() < 1e-3);
         for row in 0..16 {
-            assert_eq!(&y[row * 24 + 16..row * 24 + 24], &x[row * 24 + 16..row * 24 + 24], "v is not rotated");
+            assert_eq!(
+                &y[row * 24 + 16..row * 24 + 24],
+                &x[row * 24 + 16..row * 24 + 24],
+                "v is not rotated"
+            );
         }
         assert_eq!(&y[..8], &x[..8], "position 0 is not rotated");
         assert_ne!(&y[24..32], &x[24..32], "position 1 is rotated");
@@ -494,7 +685,10 @@ mod tests {
             let mut out = vec![0.0; n * c];
             let mut rstd = vec![0.0; n];
             rmsnorm_forward(&mut out, &mut rstd, x, w, c, 1e-6);
-            out.iter().zip(&dout).map(|(o, g)| (*o as f64) * (*g as f64)).sum::<f64>()
+            out.iter()
+                .zip(&dout)
+                .map(|(o, g)| (*o as f64) * (*g as f64))
+                .sum::<f64>()
         };
         let mut out = vec![0.0; n * c];
         let mut rstd = vec![0.0; n];
@@ -507,14 +701,20 @@ mod tests {
             p[i] += eps;
             m[i] -= eps;
             let numeric = (f(&p, &w) - f(&m, &w)) / (2.0 * eps as f64);
-            assert!((numeric - dx[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dx[{i}]");
+            assert!(
+                (numeric - dx[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()),
+                "dx[{i}]"
+            );
         }
         for i in 0..c {
             let (mut p, mut m) = (w.clone(), w.clone());
             p[i] += eps;
             m[i] -= eps;
             let numeric = (f(&x, &p) - f(&x, &m)) / (2.0 * eps as f64);
-            assert!((numeric - dw[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dw[{i}]");
+            assert!(
+                (numeric - dw[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()),
+                "dw[{i}]"
+            );
         }
 
         let i_dim = 5;
@@ -523,7 +723,10 @@ mod tests {
         let g = |gu: &[f32]| {
             let mut h = vec![0.0; n * i_dim];
             swiglu_forward(&mut h, gu, i_dim);
-            h.iter().zip(&dh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>()
+            h.iter()
+                .zip(&dh)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum::<f64>()
         };
         let mut dgu = vec![0.0; gu.len()];
         swiglu_backward(&mut dgu, &dh, &gu, i_dim);
@@ -532,7 +735,10 @@ mod tests {
             p[i] += eps;
             m[i] -= eps;
             let numeric = (g(&p) - g(&m)) / (2.0 * eps as f64);
-            assert!((numeric - dgu[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "dgu[{i}]");
+            assert!(
+                (numeric - dgu[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()),
+                "dgu[{i}]"
+            );
         }
     }
 }

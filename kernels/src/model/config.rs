@@ -115,7 +115,9 @@ impl ModelConfig {
         let architecture = reader.architecture()?;
         let hidden_size = reader.usize_required("hidden_size")?;
         let num_heads = reader.usize_required("num_attention_heads")?;
-        let num_kv_heads = reader.usize_optional("num_key_value_heads")?.unwrap_or(num_heads);
+        let num_kv_heads = reader
+            .usize_optional("num_key_value_heads")?
+            .unwrap_or(num_heads);
         let head_dim = match reader.usize_optional("head_dim")? {
             Some(d) => d,
             None => {
@@ -131,19 +133,30 @@ impl ModelConfig {
         if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(reader.error(
                 "num_key_value_heads",
-                format!("{num_heads} query heads are not a multiple of {num_kv_heads} key/value heads"),
+                format!(
+                    "{num_heads} query heads are not a multiple of {num_kv_heads} key/value heads"
+                ),
             ));
         }
         if head_dim % 2 != 0 {
-            return Err(reader.error("head_dim", format!("RoPE needs an even head_dim, got {head_dim}")));
+            return Err(reader.error(
+                "head_dim",
+                format!("RoPE needs an even head_dim, got {head_dim}"),
+            ));
         }
         if let Some(act) = json.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(reader.error("hidden_act", format!("`{act}` is not supported (only silu)")));
+                return Err(reader.error(
+                    "hidden_act",
+                    format!("`{act}` is not supported (only silu)"),
+                ));
             }
         }
         if json.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-            return Err(reader.error("use_sliding_window", "sliding-window attention is not supported".into()));
+            return Err(reader.error(
+                "use_sliding_window",
+                "sliding-window attention is not supported".into(),
+            ));
         }
         if json.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
             return Err(reader.error("mlp_bias", "MLP biases are not supported".into()));
@@ -166,8 +179,12 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             attention_bias,
-            tie_word_embeddings: reader.bool_optional("tie_word_embeddings")?.unwrap_or(false),
-            max_position_embeddings: reader.usize_optional("max_position_embeddings")?.unwrap_or(4096),
+            tie_word_embeddings: reader
+                .bool_optional("tie_word_embeddings")?
+                .unwrap_or(false),
+            max_position_embeddings: reader
+                .usize_optional("max_position_embeddings")?
+                .unwrap_or(4096),
             eos_token_ids: reader.token_ids("eos_token_id")?,
             bos_token_id: reader.token_ids("bos_token_id")?.first().copied(),
         };
@@ -225,7 +242,8 @@ impl ModelConfig {
                         } else if wavelen > low_freq_wavelen {
                             f / factor
                         } else {
-                            let smooth = (old_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            let smooth = (old_len / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * f / factor + smooth * f
                         }
                     })
@@ -246,18 +264,30 @@ impl ModelConfig {
                 rope.insert("rope_type".into(), "linear".into());
                 rope.insert("factor".into(), factor.into());
             }
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 rope.insert("rope_type".into(), "llama3".into());
                 rope.insert("factor".into(), factor.into());
                 rope.insert("low_freq_factor".into(), low_freq_factor.into());
                 rope.insert("high_freq_factor".into(), high_freq_factor.into());
-                rope.insert("original_max_position_embeddings".into(), (original_max_position_embeddings as u64).into());
+                rope.insert(
+                    "original_max_position_embeddings".into(),
+                    (original_max_position_embeddings as u64).into(),
+                );
             }
         }
         let eos: Value = match self.eos_token_ids.as_slice() {
             [] => Value::Null,
             [one] => (*one).into(),
-            many => many.iter().map(|&i| Value::from(i)).collect::<Vec<_>>().into(),
+            many => many
+                .iter()
+                .map(|&i| Value::from(i))
+                .collect::<Vec<_>>()
+                .into(),
         };
         serde_json::json!({
             "architectures": [self.architecture.hf_name()],
@@ -291,7 +321,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&self, key: &str, message: String) -> EngineError {
-        EngineError::Config { path: PathBuf::from(self.path), key: key.to_string(), message }
+        EngineError::Config {
+            path: PathBuf::from(self.path),
+            key: key.to_string(),
+            message,
+        }
     }
 
     fn architecture(&self) -> Result<Architecture> {
@@ -324,12 +358,15 @@ impl Reader<'_> {
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| self.error(key, format!("expected a non-negative integer, found {v}"))),
+                .ok_or_else(|| {
+                    self.error(key, format!("expected a non-negative integer, found {v}"))
+                }),
         }
     }
 
     fn usize_required(&self, key: &str) -> Result<usize> {
-        self.usize_optional(key)?.ok_or_else(|| self.error(key, "missing".into()))
+        self.usize_optional(key)?
+            .ok_or_else(|| self.error(key, "missing".into()))
     }
 
     fn f64_in(&self, obj: &Value, key: &str, shown: &str) -> Result<Option<f64>> {
@@ -380,7 +417,8 @@ impl Reader<'_> {
             (None, Some(s)) => (Some(s), "rope_scaling"),
             (None, None) => (None, ""),
         };
-        let theta = match params.map(|p| self.f64_in(p, "rope_theta", "rope_parameters.rope_theta")) {
+        let theta = match params.map(|p| self.f64_in(p, "rope_theta", "rope_parameters.rope_theta"))
+        {
             Some(Ok(Some(t))) => t,
             Some(Err(e)) => return Err(e),
             _ => self.f64_optional("rope_theta")?.unwrap_or(10_000.0),
@@ -388,7 +426,9 @@ impl Reader<'_> {
         if theta <= 0.0 {
             return Err(self.error("rope_theta", format!("must be positive, got {theta}")));
         }
-        let Some(table) = table else { return Ok((theta, RopeScaling::None)) };
+        let Some(table) = table else {
+            return Ok((theta, RopeScaling::None));
+        };
         let kind = table
             .get("rope_type")
             .or_else(|| table.get("type"))
@@ -396,11 +436,14 @@ impl Reader<'_> {
             .unwrap_or("default");
         let number = |key: &str| -> Result<f64> {
             let shown = format!("{prefix}.{key}");
-            self.f64_in(table, key, &shown)?.ok_or_else(|| self.error(&shown, "missing".into()))
+            self.f64_in(table, key, &shown)?
+                .ok_or_else(|| self.error(&shown, "missing".into()))
         };
         let scaling = match kind {
             "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: number("factor")? },
+            "linear" => RopeScaling::Linear {
+                factor: number("factor")?,
+            },
             "llama3" => RopeScaling::Llama3 {
                 factor: number("factor")?,
                 low_freq_factor: number("low_freq_factor")?,
@@ -414,9 +457,18 @@ impl Reader<'_> {
                 ))
             }
         };
-        if let RopeScaling::Llama3 { low_freq_factor, high_freq_factor, factor, .. } = scaling {
+        if let RopeScaling::Llama3 {
+            low_freq_factor,
+            high_freq_factor,
+            factor,
+            ..
+        } = scaling
+        {
             if high_freq_factor <= low_freq_factor || factor <= 0.0 {
-                return Err(self.error(prefix, "llama3 scaling needs factor > 0 and high_freq_factor > low_freq_factor".into()));
+                return Err(self.error(
+                    prefix,
+                    "llama3 scaling needs factor > 0 and high_freq_factor > low_freq_factor".into(),
+                ));
             }
         }
         Ok((theta, scaling))
@@ -455,10 +507,17 @@ mod tests {
             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
         let config = parse(c).unwrap();
         let scaled = config.rope_inv_freq();
-        let plain = ModelConfig { rope_scaling: RopeScaling::None, ..config.clone() }.rope_inv_freq();
+        let plain = ModelConfig {
+            rope_scaling: RopeScaling::None,
+            ..config.clone()
+        }
+        .rope_inv_freq();
         assert_eq!(scaled[0], plain[0], "highest frequency is untouched");
         let last = plain.len() - 1;
-        assert!((scaled[last] - plain[last] / 8.0).abs() < 1e-18, "lowest frequency is divided by factor");
+        assert!(
+            (scaled[last] - plain[last] / 8.0).abs() < 1e-18,
+            "lowest frequency is divided by factor"
+        );
     }
 
     #[test]
@@ -470,16 +529,25 @@ mod tests {
 
         let mut c = base();
         c["architectures"] = serde_json::json!(["MistralForCausalLM"]);
-        assert!(matches!(parse(c), Err(EngineError::UnknownArchitecture { .. })));
+        assert!(matches!(
+            parse(c),
+            Err(EngineError::UnknownArchitecture { .. })
+        ));
 
         let mut c = base();
         c["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
         let message = parse(c).unwrap_err().to_string();
-        assert!(message.contains("rope_scaling.rope_type") && message.contains("yarn"), "{message}");
+        assert!(
+            message.contains("rope_scaling.rope_type") && message.contains("yarn"),
+            "{message}"
+        );
 
         let mut c = base();
         c["num_key_value_heads"] = 3.into();
-        assert!(parse(c).unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(parse(c)
+            .unwrap_err()
+            .to_string()
+            .contains("num_key_value_heads"));
     }
 
     #[test]

@@ -80,30 +80,58 @@ impl ParamLayout {
         let mut push = |name: String, shape: Vec<usize>| -> usize {
             let len = shape.iter().product();
             let offset = total;
-            slots.push(TensorSlot { name, shape, offset, len });
+            slots.push(TensorSlot {
+                name,
+                shape,
+                offset,
+                len,
+            });
             total += len;
             offset
         };
-        let embed = push("model.embed_tokens.weight".into(), vec![config.vocab_size, c]);
+        let embed = push(
+            "model.embed_tokens.weight".into(),
+            vec![config.vocab_size, c],
+        );
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
             let p = format!("model.layers.{l}.");
             let ln1 = push(format!("{p}input_layernorm.weight"), vec![c]);
-            let qkv_w = push(format!("{p}self_attn.q_proj.weight"), vec![config.q_dim(), c]);
-            push(format!("{p}self_attn.k_proj.weight"), vec![config.kv_dim(), c]);
-            push(format!("{p}self_attn.v_proj.weight"), vec![config.kv_dim(), c]);
+            let qkv_w = push(
+                format!("{p}self_attn.q_proj.weight"),
+                vec![config.q_dim(), c],
+            );
+            push(
+                format!("{p}self_attn.k_proj.weight"),
+                vec![config.kv_dim(), c],
+            );
+            push(
+                format!("{p}self_attn.v_proj.weight"),
+                vec![config.kv_dim(), c],
+            );
             let qkv_b = config.attention_bias.then(|| {
                 let q = push(format!("{p}self_attn.q_proj.bias"), vec![config.q_dim()]);
                 push(format!("{p}self_attn.k_proj.bias"), vec![config.kv_dim()]);
                 push(format!("{p}self_attn.v_proj.bias"), vec![config.kv_dim()]);
                 q
             });
-            let o_w = push(format!("{p}self_attn.o_proj.weight"), vec![c, config.q_dim()]);
+            let o_w = push(
+                format!("{p}self_attn.o_proj.weight"),
+                vec![c, config.q_dim()],
+            );
             let ln2 = push(format!("{p}post_attention_layernorm.weight"), vec![c]);
             let gate_up_w = push(format!("{p}mlp.gate_proj.weight"), vec![i, c]);
             push(format!("{p}mlp.up_proj.weight"), vec![i, c]);
             let down_w = push(format!("{p}mlp.down_proj.weight"), vec![c, i]);
-            layers.push(LayerOffsets { ln1, qkv_w, qkv_b, o_w, ln2, gate_up_w, down_w });
+            layers.push(LayerOffsets {
+                ln1,
+                qkv_w,
+                qkv_b,
+                o_w,
+                ln2,
+                gate_up_w,
+                down_w,
+            });
         }
         let final_norm = push("model.norm.weight".into(), vec![c]);
         let lm_head = if config.tie_word_embeddings {
@@ -111,7 +139,14 @@ impl ParamLayout {
         } else {
             push("lm_head.weight".into(), vec![config.vocab_size, c])
         };
-        ParamLayout { slots, total, embed, layers, final_norm, lm_head }
+        ParamLayout {
+            slots,
+            total,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        }
     }
 
     /// The slot of a Hugging Face tensor name.

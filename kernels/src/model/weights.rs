@@ -48,7 +48,11 @@ impl Model {
                 };
             }
         }
-        Model { config, layout, params }
+        Model {
+            config,
+            layout,
+            params,
+        }
     }
 
     /// The parameters of one Hugging Face tensor.
@@ -67,22 +71,31 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
     let index = dir.join("model.safetensors.index.json");
     // Which file holds each tensor.
     let files: HashMap<String, PathBuf> = if single.exists() {
-        layout.slots.iter().map(|s| (s.name.clone(), single.clone())).collect()
+        layout
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), single.clone()))
+            .collect()
     } else if index.exists() {
         read_index(&index, dir)?
     } else {
         return Err(EngineError::io(
             &single,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "neither model.safetensors nor model.safetensors.index.json exists"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither model.safetensors nor model.safetensors.index.json exists",
+            ),
         ));
     };
 
     let mut by_file: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
     for (i, slot) in layout.slots.iter().enumerate() {
-        let file = files.get(&slot.name).ok_or_else(|| EngineError::MissingTensor {
-            path: index.clone(),
-            tensor: slot.name.clone(),
-        })?;
+        let file = files
+            .get(&slot.name)
+            .ok_or_else(|| EngineError::MissingTensor {
+                path: index.clone(),
+                tensor: slot.name.clone(),
+            })?;
         by_file.entry(file.as_path()).or_default().push(i);
     }
     for (file, slot_ids) in by_file {
@@ -96,10 +109,12 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
         })?;
         for i in slot_ids {
             let slot = &layout.slots[i];
-            let view = tensors.tensor(&slot.name).map_err(|_| EngineError::MissingTensor {
-                path: file.to_path_buf(),
-                tensor: slot.name.clone(),
-            })?;
+            let view = tensors
+                .tensor(&slot.name)
+                .map_err(|_| EngineError::MissingTensor {
+                    path: file.to_path_buf(),
+                    tensor: slot.name.clone(),
+                })?;
             if view.shape() != slot.shape.as_slice() {
                 return Err(EngineError::Shape {
                     path: file.to_path_buf(),
@@ -108,32 +123,47 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
                     found: view.shape().to_vec(),
                 });
             }
-            widen_into(view.dtype(), view.data(), &mut params[slot.range()]).map_err(|dtype| EngineError::Dtype {
-                path: file.to_path_buf(),
-                tensor: slot.name.clone(),
-                dtype,
+            widen_into(view.dtype(), view.data(), &mut params[slot.range()]).map_err(|dtype| {
+                EngineError::Dtype {
+                    path: file.to_path_buf(),
+                    tensor: slot.name.clone(),
+                    dtype,
+                }
             })?;
         }
     }
-    Ok(Model { config, layout, params })
+    Ok(Model {
+        config,
+        layout,
+        params,
+    })
 }
 
 /// Reads `model.safetensors.index.json`'s weight map into tensor → shard path.
 fn read_index(index: &Path, dir: &Path) -> Result<HashMap<String, PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| EngineError::io(index, e))?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| EngineError::Json { path: index.to_path_buf(), source: e })?;
-    let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| EngineError::Config {
+    let json: Value = serde_json::from_str(&text).map_err(|e| EngineError::Json {
         path: index.to_path_buf(),
-        key: "weight_map".into(),
-        message: "missing or not an object".into(),
+        source: e,
     })?;
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| EngineError::Config {
+            path: index.to_path_buf(),
+            key: "weight_map".into(),
+            message: "missing or not an object".into(),
+        })?;
     map.iter()
         .map(|(name, file)| {
-            let file = file.as_str().filter(|f| !f.contains('/') && !f.contains("..")).ok_or_else(|| EngineError::Config {
-                path: index.to_path_buf(),
-                key: format!("weight_map.{name}"),
-                message: format!("expected a shard file name in this directory, found {file}"),
-            })?;
+            let file = file
+                .as_str()
+                .filter(|f| !f.contains('/') && !f.contains(".."))
+                .ok_or_else(|| EngineError::Config {
+                    path: index.to_path_buf(),
+                    key: format!("weight_map.{name}"),
+                    message: format!("expected a shard file name in this directory, found {file}"),
+                })?;
             Ok((name.clone(), dir.join(file)))
         })
         .collect()
@@ -148,7 +178,11 @@ fn widen_into(dtype: Dtype, data: &[u8], out: &mut [f32]) -> std::result::Result
         other => return Err(format!("{other:?}")),
     };
     if data.len() != out.len() * width {
-        return Err(format!("{dtype:?} with {} bytes for {} elements", data.len(), out.len()));
+        return Err(format!(
+            "{dtype:?} with {} bytes for {} elements",
+            data.len(),
+            out.len()
+        ));
     }
     match dtype {
         Dtype::F32 => {
@@ -174,9 +208,13 @@ fn widen_into(dtype: Dtype, data: &[u8], out: &mut [f32]) -> std::result::Result
 /// (each file written then fsynced). The directory is created if needed.
 pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::with_capacity(model.layout.slots.len());
+    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        Vec::with_capacity(model.layout.slots.len());
     for slot in &model.layout.slots {
-        let data: Vec<u8> = model.params[slot.range()].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data: Vec<u8> = model.params[slot.range()]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         bytes.push((slot.name.clone(), data, slot.shape.clone()));
     }
     let path = dir.join("model.safetensors");
@@ -185,17 +223,24 @@ pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
         .map(|(name, data, shape)| {
             safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| EngineError::Safetensors { path: path.clone(), message: e.to_string() })
+                .map_err(|e| EngineError::Safetensors {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let serialized = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| EngineError::Safetensors { path: path.clone(), message: e.to_string() })?;
+    let serialized =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Safetensors {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     write_synced(&path, &serialized)?;
-    let config = serde_json::to_vec_pretty(&model.config.to_json()).map_err(|e| EngineError::Json {
-        path: dir.join("config.json"),
-        source: e,
-    })?;
+    let config =
+        serde_json::to_vec_pretty(&model.config.to_json()).map_err(|e| EngineError::Json {
+            path: dir.join("config.json"),
+            source: e,
+        })?;
     write_synced(&dir.join("config.json"), &config)
 }
 

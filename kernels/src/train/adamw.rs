@@ -21,7 +21,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
     }
 }
 
@@ -41,13 +46,23 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh state for `n` parameters.
     pub fn new(config: AdamWConfig, n: usize) -> Self {
-        AdamW { config, m: vec![0.0; n], v: vec![0.0; n], step: 0 }
+        AdamW {
+            config,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0,
+        }
     }
 
     /// One update of `params` from `grads` at learning rate `lr`.
     pub fn update(&mut self, params: &mut [f32], grads: &[f32], layout: &ParamLayout, lr: f32) {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
         let t = self.step as i32;
         let bias1 = 1.0 - (beta1 as f64).powi(t);
         let bias2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
@@ -55,7 +70,8 @@ impl AdamW {
         let bias2_sqrt = bias2_sqrt as f32;
         // Split the four buffers along tensor boundaries so each tensor knows whether it decays.
         let mut tasks = Vec::with_capacity(layout.slots.len());
-        let (mut p_rest, mut m_rest, mut v_rest, mut g_rest) = (params, &mut self.m[..], &mut self.v[..], grads);
+        let (mut p_rest, mut m_rest, mut v_rest, mut g_rest) =
+            (params, &mut self.m[..], &mut self.v[..], grads);
         for (range, decays) in layout.decay_ranges() {
             let len = range.len();
             let (p, pr) = p_rest.split_at_mut(len);
@@ -79,7 +95,11 @@ impl AdamW {
 
 /// The global L2 norm of the gradients (accumulated in f64).
 pub fn grad_norm(grads: &[f32]) -> f64 {
-    grads.par_chunks(1 << 16).map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>()).sum::<f64>().sqrt()
+    grads
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (as
@@ -90,7 +110,9 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             let coef = coef as f32;
-            grads.par_chunks_mut(1 << 16).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+            grads
+                .par_chunks_mut(1 << 16)
+                .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
         }
     }
     norm

@@ -58,7 +58,11 @@ impl WeightedCrossEntropy<'_> {
 impl TokenObjective for WeightedCrossEntropy<'_> {
     fn token(&self, index: usize, logp: f32, _entropy: f32) -> TokenLoss {
         let w = self.weights[index];
-        TokenLoss { loss: -(w as f64) * logp as f64, d_logp: -w, d_entropy: 0.0 }
+        TokenLoss {
+            loss: -(w as f64) * logp as f64,
+            d_logp: -w,
+            d_entropy: 0.0,
+        }
     }
 }
 
@@ -112,18 +116,35 @@ pub fn lm_head(
         )));
     }
     if let Some((i, &bad)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= v) {
-        return Err(EngineError::Input(format!("target {bad} at position {i} is outside the vocabulary of {v}")));
+        return Err(EngineError::Input(format!(
+            "target {bad} at position {i} is outside the vocabulary of {v}"
+        )));
     }
     let entropy_needed = want_entropy || objective.is_some_and(|o| o.uses_entropy());
     let rows_per_chunk = (HEAD_CHUNK_FLOATS / v).clamp(1, n.max(1));
     scratch.resize(rows_per_chunk * v, 0.0);
-    let mut out = HeadOutput { logp: vec![0.0; n], entropy: if entropy_needed { vec![0.0; n] } else { Vec::new() }, loss: 0.0 };
+    let mut out = HeadOutput {
+        logp: vec![0.0; n],
+        entropy: if entropy_needed {
+            vec![0.0; n]
+        } else {
+            Vec::new()
+        },
+        loss: 0.0,
+    };
     let mut start = 0;
     while start < n {
         let rows = rows_per_chunk.min(n - start);
         let logits = &mut scratch[..rows * v];
         let x = &xf[start * c..(start + rows) * c];
-        gemm(MatMut::rows(logits, rows, v, v), Mat::rows(x, rows, c, c), Mat::transposed(weight, c, v, c), 1.0, false, Threads::All);
+        gemm(
+            MatMut::rows(logits, rows, v, v),
+            Mat::rows(x, rows, c, c),
+            Mat::transposed(weight, c, v, c),
+            1.0,
+            false,
+            Threads::All,
+        );
         let logp = &mut out.logp[start..start + rows];
         let do_grad = grads.is_some() && objective.is_some();
         // Per row: logsumexp, log p(target), entropy, then the objective and d loss / d logits in place.
@@ -146,7 +167,13 @@ pub fn lm_head(
                 } else {
                     0.0
                 };
-                let Some(objective) = objective else { return RowResult { loss: 0.0, has_grad: false, entropy } };
+                let Some(objective) = objective else {
+                    return RowResult {
+                        loss: 0.0,
+                        has_grad: false,
+                        entropy,
+                    };
+                };
                 let tl = objective.token(index, *lp, entropy);
                 let has_grad = do_grad && (tl.d_logp != 0.0 || tl.d_entropy != 0.0);
                 if has_grad {
@@ -160,7 +187,11 @@ pub fn lm_head(
                 } else if do_grad {
                     row.fill(0.0);
                 }
-                RowResult { loss: tl.loss, has_grad, entropy }
+                RowResult {
+                    loss: tl.loss,
+                    has_grad,
+                    entropy,
+                }
             })
             .collect();
         if entropy_needed {
@@ -172,8 +203,22 @@ pub fn lm_head(
         out.loss += losses.iter().map(|r| r.loss).sum::<f64>();
         if let (Some(g), true) = (grads.as_mut(), losses.iter().any(|r| r.has_grad)) {
             let dlogits = &scratch[..rows * v];
-            gemm(MatMut::rows(&mut g.dxf[start * c..(start + rows) * c], rows, c, c), Mat::rows(dlogits, rows, v, v), Mat::rows(weight, v, c, c), 1.0, true, Threads::All);
-            gemm(MatMut::rows(g.dweight, v, c, c), Mat::transposed(dlogits, v, rows, v), Mat::rows(x, rows, c, c), 1.0, true, Threads::All);
+            gemm(
+                MatMut::rows(&mut g.dxf[start * c..(start + rows) * c], rows, c, c),
+                Mat::rows(dlogits, rows, v, v),
+                Mat::rows(weight, v, c, c),
+                1.0,
+                true,
+                Threads::All,
+            );
+            gemm(
+                MatMut::rows(g.dweight, v, c, c),
+                Mat::transposed(dlogits, v, rows, v),
+                Mat::rows(x, rows, c, c),
+                1.0,
+                true,
+                Threads::All,
+            );
         }
         start += rows;
     }
