@@ -194,10 +194,26 @@ impl Sandbox {
 
     fn spawn(&self) -> Result<Child, SandboxError> {
         let limits = [
-            (libc::RLIMIT_CPU, self.config.cpu_seconds, self.config.cpu_seconds + 1),
-            (libc::RLIMIT_AS, self.config.memory_bytes, self.config.memory_bytes),
-            (libc::RLIMIT_FSIZE, self.config.max_file_bytes, self.config.max_file_bytes),
-            (libc::RLIMIT_NOFILE, self.config.max_open_files, self.config.max_open_files),
+            (
+                libc::RLIMIT_CPU,
+                self.config.cpu_seconds,
+                self.config.cpu_seconds + 1,
+            ),
+            (
+                libc::RLIMIT_AS,
+                self.config.memory_bytes,
+                self.config.memory_bytes,
+            ),
+            (
+                libc::RLIMIT_FSIZE,
+                self.config.max_file_bytes,
+                self.config.max_file_bytes,
+            ),
+            (
+                libc::RLIMIT_NOFILE,
+                self.config.max_open_files,
+                self.config.max_open_files,
+            ),
             (libc::RLIMIT_CORE, 0, 0),
         ];
         let mut command = Command::new(&self.bwrap);
@@ -382,14 +398,8 @@ fn wait_without_reaping(pid: libc::id_t) {
         // SAFETY: siginfo_t is plain data that waitid fills; an all-zero value is valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t; WNOWAIT leaves the child unreaped.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let rc =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
         if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return;
         }
@@ -428,4 +438,60 @@ fn reap(child: &mut Child) -> Option<i32> {
 /// reading its input) are expected and ignored.
 fn feed(mut input: impl Write, bytes: &[u8]) {
     let _ = input.write_all(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_recreated_and_directories_bound_read_only() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("a directory");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("real", &link).expect("a link");
+        let mut args = Vec::new();
+        push_read_only(&mut args, &real).expect("a directory is accepted");
+        push_read_only(&mut args, &link).expect("a link is accepted");
+        push_read_only(&mut args, &dir.path().join("absent")).expect("absent paths are skipped");
+        let expected: Vec<OsString> = vec![
+            "--ro-bind".into(),
+            real.clone().into_os_string(),
+            real.into_os_string(),
+            "--symlink".into(),
+            "real".into(),
+            link.into_os_string(),
+        ];
+        assert_eq!(args, expected);
+        assert!(matches!(
+            push_read_only(&mut args, Path::new("usr")),
+            Err(SandboxError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn root_never_runs_the_sandbox_as_root() {
+        let config = SandboxConfig {
+            unprivileged_uid: 0,
+            ..SandboxConfig::for_tests()
+        };
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let result = Sandbox::new("/usr/bin/bwrap".into(), &config);
+        assert_eq!(result.is_err(), as_root);
+        let isolation = Sandbox::new("/usr/bin/bwrap".into(), &SandboxConfig::for_tests())
+            .expect("the default configuration is valid");
+        for flag in [
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-user",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--disable-userns",
+        ] {
+            assert!(isolation.args.iter().any(|arg| arg == flag), "{flag}");
+        }
+    }
 }

@@ -44,8 +44,12 @@ pub(crate) fn judge_job(sandbox: &Sandbox, config: &SandboxConfig, job: &CodeJob
         let result = sandbox
             .run(stdin)
             .map(|output| check_case(&output, &case.expected_output));
-        if let Some(verdict) = failed(result, checks_passed, checks_total, &format!("case {index}"))
-        {
+        if let Some(verdict) = failed(
+            result,
+            checks_passed,
+            checks_total,
+            &format!("case {index}"),
+        ) {
             return verdict;
         }
         checks_passed += 1;
@@ -104,7 +108,13 @@ pub(crate) fn runner_input(
         source.len(),
         tests.len()
     );
-    [header.as_bytes(), source.as_bytes(), tests.as_bytes(), input.as_bytes()].concat()
+    [
+        header.as_bytes(),
+        source.as_bytes(),
+        tests.as_bytes(),
+        input.as_bytes(),
+    ]
+    .concat()
 }
 
 /// Judges one stdin/stdout case from its run.
@@ -129,7 +139,10 @@ pub(crate) fn check_tests(output: &RunOutput, nonce: &str) -> CheckResult {
         return failure;
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let last_line = stdout.lines().map(str::trim_end).rfind(|line| !line.is_empty());
+    let last_line = stdout
+        .lines()
+        .map(str::trim_end)
+        .rfind(|line| !line.is_empty());
     if last_line == Some(nonce) {
         CheckResult::Pass
     } else {
@@ -221,7 +234,10 @@ mod tests {
         ];
         for (end, outcome) in cases {
             let result = check_case(&output(end, "3", ""), "3");
-            assert!(matches!(result, CheckResult::Fail(o, _) if o == outcome), "{end:?}");
+            assert!(
+                matches!(result, CheckResult::Fail(o, _) if o == outcome),
+                "{end:?}"
+            );
         }
         let bwrap_failed = output(RunEnd::Exited(1), "", "bwrap: clone: nope");
         assert!(matches!(
@@ -235,13 +251,20 @@ mod tests {
         let nonce = "0123456789abcdef0123456789abcdef";
         let proven = output(RunEnd::Exited(0), &format!("hello\n\n{nonce}\n"), "");
         assert_eq!(check_tests(&proven, nonce), CheckResult::Pass);
-        let forged = output(RunEnd::Exited(0), "PASS\nffffffffffffffffffffffffffffffff\n", "");
+        let forged = output(
+            RunEnd::Exited(0),
+            "PASS\nffffffffffffffffffffffffffffffff\n",
+            "",
+        );
         assert!(matches!(
             check_tests(&forged, nonce),
             CheckResult::Fail(CodeOutcome::Unproven, _)
         ));
         let trailing = output(RunEnd::Exited(0), &format!("{nonce}\nmore\n"), "");
-        assert!(matches!(check_tests(&trailing, nonce), CheckResult::Fail(..)));
+        assert!(matches!(
+            check_tests(&trailing, nonce),
+            CheckResult::Fail(..)
+        ));
         let failed_after = output(RunEnd::Exited(1), &format!("{nonce}\n"), "");
         assert!(matches!(
             check_tests(&failed_after, nonce),

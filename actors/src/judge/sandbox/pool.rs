@@ -341,11 +341,12 @@ fn check_python(config: &SandboxConfig) -> Result<(), SandboxError> {
 fn self_test(sandbox: &Sandbox) -> Result<(), SandboxError> {
     let unavailable = |failed: String| SandboxError::IsolationUnavailable {
         failed,
-        hint: "bubblewrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, \
+        hint:
+            "bubblewrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, \
                kernel.unprivileged_userns_clone=1 where it exists, \
                kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu); scripts/install-deps.sh \
                checks and fixes these"
-            .into(),
+                .into(),
     };
     let output = sandbox.run(runner_input(PROBE_PROCESSES, PROBE, "", "-", ""))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -360,5 +361,113 @@ fn self_test(sandbox: &Sandbox) -> Result<(), SandboxError> {
             "the self-test run ended with {end:?}: {}",
             stderr.trim()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Writes an executable stand-in for bubblewrap into a directory every uid can enter (the
+    /// judge starts it as an unprivileged uid when the tests run as root).
+    fn fake_bwrap(dir: &tempfile::TempDir, script: &str) -> PathBuf {
+        let path = dir.path().join("bwrap");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("the fake bwrap");
+        for (target, mode) in [(dir.path(), 0o755), (path.as_path(), 0o755)] {
+            std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+                .expect("permissions of the fake bwrap");
+        }
+        path
+    }
+
+    fn have_system_python() -> bool {
+        Path::new("/usr/bin/python3").exists()
+    }
+
+    #[test]
+    fn bubblewrap_refusing_namespaces_is_a_startup_error() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = SandboxConfig {
+            bwrap: fake_bwrap(
+                &dir,
+                "echo 'bwrap: No permissions to create new namespace' >&2; exit 1",
+            ),
+            ..SandboxConfig::for_tests()
+        };
+        match CodeJudge::new(config) {
+            Err(SandboxError::IsolationUnavailable { failed, .. }) => {
+                assert!(failed.contains("No permissions"), "{failed}")
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a judge started without namespaces"),
+        }
+    }
+
+    #[test]
+    fn a_bubblewrap_that_ignores_its_flags_is_caught_by_the_self_test() {
+        if !have_system_python() {
+            eprintln!("SKIPPED: /usr/bin/python3 is not installed; run scripts/install-deps.sh");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // Runs the interpreter on the host, skipping every isolation flag.
+        let unsandboxed = "while [ \"$1\" != -- ]; do shift; done; shift; exec \"$@\"";
+        let config = SandboxConfig {
+            bwrap: fake_bwrap(&dir, unsandboxed),
+            ..SandboxConfig::for_tests()
+        };
+        match CodeJudge::new(config) {
+            Err(SandboxError::IsolationUnavailable { failed, .. }) => {
+                assert!(failed.contains("missing:"), "{failed}");
+                assert!(failed.contains("host-directories-hidden"), "{failed}");
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a judge started on an unisolated sandbox"),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_are_named() {
+        let no_workers = SandboxConfig {
+            workers: 0,
+            ..SandboxConfig::for_tests()
+        };
+        assert!(matches!(
+            CodeJudge::new(no_workers),
+            Err(SandboxError::Config(_))
+        ));
+        let relative_python = SandboxConfig {
+            python: "python3".into(),
+            bwrap: "/bin/sh".into(),
+            ..SandboxConfig::for_tests()
+        };
+        assert!(matches!(
+            CodeJudge::new(relative_python),
+            Err(SandboxError::PythonUnusable { .. })
+        ));
+        assert!(matches!(
+            find_program(Path::new("r1-no-such-program")),
+            Err(SandboxError::BwrapNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn counters_count_each_outcome_once() {
+        let counters = Counters::default();
+        for outcome in [
+            CodeOutcome::Passed,
+            CodeOutcome::TimedOut,
+            CodeOutcome::TimedOut,
+            CodeOutcome::SandboxError,
+        ] {
+            counters.record(outcome);
+        }
+        let counts = counters.snapshot();
+        assert_eq!(counts.runs, 4);
+        assert_eq!(counts.passes, 1);
+        assert_eq!(counts.timeouts, 2);
+        assert_eq!(counts.sandbox_errors, 1);
+        assert_eq!(counts.output_overflows, 0);
     }
 }
