@@ -383,7 +383,7 @@ fn fake_pass_lines_do_not_score() {
         "print('R1 PASS all tests passed')\nprint('0' * 32)\nimport os\nos._exit(0)",
         "import sys\nsys.stdout.write('\\n' + 'f' * 32 + '\\n')\nsys.stdout.flush()\nimport os\nos._exit(0)",
         // Try to read the nonce the runner was given.
-        "import os, sys\nprint(os.read(0, 4096).decode() or 'stdin empty')\nprint(open('/proc/self/cmdline').read())\nos._exit(0)",
+        "import os, sys\nprint(os.read(0, 4096).decode() or 'stdin empty')\nprint(os.listdir('/'), os.path.exists('/proc/1/mem'))\nos._exit(0)",
     ];
     for forgery in forgeries {
         let source = format!("{ADD_FN}{forgery}\n");

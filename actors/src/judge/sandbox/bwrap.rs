@@ -3,8 +3,8 @@
 //!
 //! Isolation (all or nothing: a flag bubblewrap cannot honour fails the run, never weakens it):
 //! new user, pid, network, ipc, uts and cgroup namespaces; no further user namespaces inside; a
-//! read-only root holding only `read_only_paths`, a fresh /proc, four device nodes and a
-//! size-capped private /tmp; a new session; an empty environment; `--die-with-parent`. As root,
+//! read-only root holding only `read_only_paths`, four device nodes and a size-capped private
+//! /tmp (no /proc); a new session; an empty environment; `--die-with-parent`. As root,
 //! bubblewrap itself is started under an unprivileged uid, because root ignores RLIMIT_NPROC.
 
 use std::ffi::OsString;
@@ -60,6 +60,16 @@ pub(crate) struct Sandbox {
     config: SandboxConfig,
 }
 
+/// What `collect` gathered from one run's helper threads.
+struct Collected {
+    /// Set when the judge ended the run (timeout, overflow); `None` means "use the exit status".
+    end: Option<RunEnd>,
+    /// Captured stdout.
+    stdout: Vec<u8>,
+    /// Captured stderr.
+    stderr: Vec<u8>,
+}
+
 /// Which pipe a reader thread drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
@@ -112,7 +122,8 @@ impl Sandbox {
         for path in &config.read_only_paths {
             push_read_only(&mut args, path)?;
         }
-        args.extend(["--proc", "/proc"].map(OsString::from));
+        // No /proc: the interpreter does not need it, and without it there is no view of other
+        // processes' fds or memory, and nothing that fails where a container forbids mounting it.
         for device in ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"] {
             args.extend(["--dev-bind", device, device].map(OsString::from));
         }
@@ -179,7 +190,11 @@ impl Sandbox {
         // leader is still an unreaped zombie, so the pid cannot have been reused.
         kill_group(pid);
         let reaped = reap(&mut child);
-        let (end, stdout, stderr) = collected?;
+        let Collected {
+            end,
+            stdout,
+            stderr,
+        } = collected?;
         let end = match (end, reaped) {
             (Some(end), _) => end,
             (None, Some(code)) => RunEnd::Exited(code),
@@ -295,12 +310,7 @@ impl Sandbox {
 
     /// Collects the helpers' events until both pipes are drained and bubblewrap exited, killing
     /// the group on timeout or overflow. `None` as the end means "use the exit status".
-    #[allow(clippy::type_complexity)]
-    fn collect(
-        &self,
-        pid: u32,
-        rx: &Receiver<Event>,
-    ) -> Result<(Option<RunEnd>, Vec<u8>, Vec<u8>), SandboxError> {
+    fn collect(&self, pid: u32, rx: &Receiver<Event>) -> Result<Collected, SandboxError> {
         let mut deadline = Instant::now() + self.config.wall_timeout;
         let mut end = None;
         let (mut stdout, mut stderr) = (None, None);
@@ -331,7 +341,11 @@ impl Sandbox {
                 Err(_) => return Err(SandboxError::Unreaped),
             }
         }
-        Ok((end, stdout.unwrap_or_default(), stderr.unwrap_or_default()))
+        Ok(Collected {
+            end,
+            stdout: stdout.unwrap_or_default(),
+            stderr: stderr.unwrap_or_default(),
+        })
     }
 }
 
