@@ -176,6 +176,27 @@ fn fork_bomb_is_bounded() {
         started.elapsed() < Duration::from_secs(30),
         "the fork bomb was not stopped in time"
     );
+    // While a bomb runs, the other worker still serves: the limit is per sandbox, not per uid.
+    if let Some(judge) = judge() {
+        let verdicts = judge.run_many(vec![
+            stdin_job(source, "", ""),
+            stdin_job(ADD, "20 22\n", "42"),
+            assert_job(ADD_FN, ADD_TESTS),
+        ]);
+        assert_eq!(
+            verdicts[0].outcome,
+            CodeOutcome::TimedOut,
+            "{:?}",
+            verdicts[0]
+        );
+        for verdict in &verdicts[1..] {
+            assert_eq!(
+                verdict.outcome,
+                CodeOutcome::Passed,
+                "beside a fork bomb: {verdict:?}"
+            );
+        }
+    }
     // The bomb hit its process limit instead of the machine's: a fork inside fails fast.
     attack(
         "fork until refused",

@@ -24,6 +24,18 @@
 //!   return objects whose `__eq__` always says yes. Write assert tests with exact types
 //!   (`assert type(r) is int and r == 3`) and prefer stdin/stdout cases where cheating matters.
 //!
+//! # Isolation
+//! Every run is a fresh bubblewrap sandbox (see `bwrap.rs`): no network (own network namespace
+//! with only a loopback nobody listens on), own pid, ipc, uts, user and cgroup namespaces, no
+//! nested user namespaces, a read-only root holding only [`SandboxConfig::read_only_paths`]
+//! (/usr and its links, the loader cache; never /root, /home, /work), no /proc, a size-capped
+//! private /tmp, an empty environment, a new session, `--die-with-parent`. Limits: CPU time,
+//! address space, open files, file size (rlimits), processes (RLIMIT_NPROC, counted per sandbox
+//! because each has its own user namespace), stdout and stderr bytes, and a wall clock after
+//! which the run's process group is SIGKILLed and reaped. Root ignores RLIMIT_NPROC, so a judge
+//! running as root starts bubblewrap as [`SandboxConfig::unprivileged_uid`]. [`CodeJudge::new`]
+//! runs a self-test of these properties and refuses to start when one is missing.
+//!
 //! A job scores 1.0 when every case and the tests pass, else 0.0 (rule rewards are binary, as in
 //! DeepSeek-R1); cases run in order and the first failure ends the job. Any failure of the sandbox
 //! itself scores 0 and is counted, never raised: see [`CodeJudge`] and [`JudgeCounts`].
