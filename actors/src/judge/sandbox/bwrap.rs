@@ -208,29 +208,36 @@ impl Sandbox {
     }
 
     fn spawn(&self) -> Result<Child, SandboxError> {
+        let config = &self.config;
         let limits = [
-            (
-                libc::RLIMIT_CPU,
-                self.config.cpu_seconds,
-                self.config.cpu_seconds + 1,
-            ),
-            (
-                libc::RLIMIT_AS,
-                self.config.memory_bytes,
-                self.config.memory_bytes,
-            ),
+            (libc::RLIMIT_CPU, config.cpu_seconds, config.cpu_seconds + 1),
+            (libc::RLIMIT_AS, config.memory_bytes, config.memory_bytes),
             (
                 libc::RLIMIT_FSIZE,
-                self.config.max_file_bytes,
-                self.config.max_file_bytes,
+                config.max_file_bytes,
+                config.max_file_bytes,
             ),
             (
                 libc::RLIMIT_NOFILE,
-                self.config.max_open_files,
-                self.config.max_open_files,
+                config.max_open_files,
+                config.max_open_files,
             ),
             (libc::RLIMIT_CORE, 0, 0),
-        ];
+        ]
+        // Lowered to the judge's own hard limits where those are lower: an unprivileged process
+        // can only lower limits, and a lower limit is still a limit.
+        .map(|(resource, soft, hard)| {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `current` is a valid, writable rlimit.
+            if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+                return (resource, soft, hard);
+            }
+            let hard = hard.min(current.rlim_max);
+            (resource, soft.min(hard), hard)
+        });
         let mut command = Command::new(&self.bwrap);
         command
             .args(&self.args)

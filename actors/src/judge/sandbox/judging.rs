@@ -18,8 +18,8 @@ pub(crate) enum CheckResult {
 
 /// Judges `job`: each case, then the assert-style tests, stopping at the first failure.
 pub(crate) fn judge_job(sandbox: &Sandbox, config: &SandboxConfig, job: &CodeJob) -> CodeVerdict {
-    let has_tests = !job.tests.trim().is_empty();
-    let checks_total = job.cases.len() + usize::from(has_tests);
+    let has_tests = job.has_tests();
+    let checks_total = job.checks_total();
     if checks_total == 0 {
         return CodeVerdict::zero(
             CodeOutcome::Rejected,

@@ -70,6 +70,18 @@ pub struct CodeJob {
     pub tests: String,
 }
 
+impl CodeJob {
+    /// Whether the job has assert-style tests (blank `tests` count as none).
+    pub fn has_tests(&self) -> bool {
+        !self.tests.trim().is_empty()
+    }
+
+    /// Sandboxed checks the job needs: one per case, plus one for the assert-style tests.
+    pub fn checks_total(&self) -> usize {
+        self.cases.len() + usize::from(self.has_tests())
+    }
+}
+
 /// Why a job scored what it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CodeOutcome {

@@ -185,7 +185,7 @@ impl CodeJudge {
     /// concurrently, up to the worker count.
     pub fn submit(&self, job: CodeJob) -> Receiver<CodeVerdict> {
         let (reply, verdict) = channel::bounded(1);
-        let checks_total = job.cases.len() + usize::from(!job.tests.trim().is_empty());
+        let checks_total = job.checks_total();
         let queued = self
             .queue
             .as_ref()
@@ -203,7 +203,7 @@ impl CodeJudge {
 
     /// Judges `job` and waits for the verdict.
     pub fn run(&self, job: CodeJob) -> CodeVerdict {
-        let checks_total = job.cases.len() + usize::from(!job.tests.trim().is_empty());
+        let checks_total = job.checks_total();
         self.submit(job).recv().unwrap_or_else(|_| {
             self.shared.counters.record(CodeOutcome::SandboxError);
             CodeVerdict::zero(
@@ -219,7 +219,7 @@ impl CodeJudge {
         let pending: Vec<_> = jobs
             .into_iter()
             .map(|job| {
-                let checks_total = job.cases.len() + usize::from(!job.tests.trim().is_empty());
+                let checks_total = job.checks_total();
                 (checks_total, self.submit(job))
             })
             .collect();
@@ -267,7 +267,7 @@ fn work(shared: &Shared, jobs: &Receiver<Work>) {
         .unwrap_or_else(|_| {
             CodeVerdict::zero(
                 CodeOutcome::SandboxError,
-                job.cases.len() + usize::from(!job.tests.trim().is_empty()),
+                job.checks_total(),
                 "the judge panicked on this job".into(),
             )
         });
