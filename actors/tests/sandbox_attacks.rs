@@ -117,6 +117,16 @@ fn correct_solutions_pass() {
         "8",
     ));
     assert_eq!(verdict.outcome, CodeOutcome::Passed, "{verdict:?}");
+    // Scratch files in the private /tmp, a few threads and a subprocess are all allowed.
+    let verdict = judge.run(stdin_job(
+        "import subprocess, threading\nopen('/tmp/scratch', 'w').write(input())\n\
+         t = threading.Thread(target=lambda: None)\nt.start()\nt.join()\n\
+         out = subprocess.run(['/usr/bin/python3', '-c', 'print(6 * 7)'], capture_output=True, text=True)\n\
+         print(open('/tmp/scratch').read().strip(), out.stdout.strip())\n",
+        "hello\n",
+        "hello 42",
+    ));
+    assert_eq!(verdict.outcome, CodeOutcome::Passed, "{verdict:?}");
 }
 
 #[test]
