@@ -345,10 +345,13 @@ fn self_test(sandbox: &Sandbox) -> Result<(), SandboxError> {
             "bubblewrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, \
                kernel.unprivileged_userns_clone=1 where it exists, \
                kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu); scripts/install-deps.sh \
-               checks and fixes these"
+               checks and fixes these. As root, bubblewrap runs as unprivileged_uid/gid \
+               (default 65534), which must be mapped in the judge's own user namespace"
                 .into(),
     };
-    let output = sandbox.run(runner_input(PROBE_PROCESSES, PROBE, "", "-", ""))?;
+    let output = sandbox
+        .run(runner_input(PROBE_PROCESSES, PROBE, "", "-", ""))
+        .map_err(|error| unavailable(format!("the self-test sandbox did not run: {error}")))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     match (output.end, stdout.trim()) {
