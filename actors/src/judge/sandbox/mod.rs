@@ -20,8 +20,8 @@
 //!   unwritten or the tests failing.
 //!
 //!   What this cannot stop: the tests share a process with the candidate, so a candidate written
-//!   against this runner could dig the nonce out of interpreter memory (frames, ctypes), or
-//!   return objects whose `__eq__` always says yes. Write assert tests with exact types
+//!   against this runner could dig the nonce or the tests' expected values out of interpreter
+//!   memory (frames, ctypes), or return objects whose `__eq__` always says yes. Write assert tests with exact types
 //!   (`assert type(r) is int and r == 3`) and prefer stdin/stdout cases where cheating matters.
 //!
 //! # Isolation
