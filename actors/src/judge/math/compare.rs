@@ -47,12 +47,17 @@ pub fn answers_equivalent(predicted: &str, gold: &str) -> bool {
     if let Some(letter) = gold_choice(&g) {
         return predicted_choice(&p) == Some(letter);
     }
-    if let (Ok(pn), Ok(gn)) = (parse(strip_units(&p)), parse(strip_units(&g))) {
-        if nodes_equivalent(&pn, &gn) {
-            return true;
-        }
+    // Words compare without case before `No` can be read as the product N·o.
+    let wordy = |s: &str| s.chars().all(|c| c.is_alphabetic() || c == ' ');
+    if wordy(&p) && wordy(&g) && p.to_lowercase() == g.to_lowercase() {
+        return true;
     }
-    text_key(&p) == text_key(&g)
+    match (parse(strip_units(&p)), parse(strip_units(&g))) {
+        // Both are mathematics: the mathematical verdict is final (text keys would let `-7` match
+        // `7` by trimming the sign).
+        (Ok(pn), Ok(gn)) => nodes_equivalent(&pn, &gn),
+        _ => text_key(&p) == text_key(&g),
+    }
 }
 
 /// A multiple-choice gold answer: one capital letter, maybe in parentheses (`B`, `(B)`).

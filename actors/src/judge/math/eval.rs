@@ -35,6 +35,7 @@ pub fn eval(node: &Node, vars: &[(String, Value)]) -> Result<Value, EvalError> {
             .map(|(_, v)| *v)
             .ok_or(EvalError::Unbound)?,
         Node::Pi => Value::Approx(std::f64::consts::PI),
+        Node::Euler => Value::Approx(std::f64::consts::E),
         Node::Neg(x) => neg(eval(x, vars)?),
         Node::Add(terms) => {
             let mut acc = Value::Exact(Rational::integer(0));
@@ -97,7 +98,7 @@ pub fn eval(node: &Node, vars: &[(String, Value)]) -> Result<Value, EvalError> {
 pub fn collect_vars(node: &Node, out: &mut Vec<String>) {
     match node {
         Node::Var(name) => out.push(name.clone()),
-        Node::Num { .. } | Node::Pi | Node::Inf => {}
+        Node::Num { .. } | Node::Pi | Node::Euler | Node::Inf => {}
         Node::Neg(x) | Node::Func(_, x) | Node::Factorial(x) | Node::Percent(x) | Node::Abs(x) => {
             collect_vars(x, out)
         }

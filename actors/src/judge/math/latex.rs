@@ -69,7 +69,12 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
 pub fn normalize(answer: &str) -> String {
     let folded = fold_macros(&answer.replace("^{\\circ}", "").replace("^\\circ", ""));
     let unwrapped = unwrap_text_macros(&folded);
-    let mut out = unwrapped.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A power after an unwrapped unit (`\mathrm{cm}^2` → `cm ^2`) belongs to it.
+    let mut out = unwrapped
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" ^", "^");
     while out.ends_with('.') || out.ends_with(',') {
         out.pop();
     }
@@ -113,6 +118,8 @@ fn fold_macros(s: &str) -> String {
                         ',' | '!' | ';' | ':' | '$' | '&' => {}
                         ' ' | '\\' => out.push(' '),
                         '%' => out.push('%'),
+                        // `\(…\)` and `\[…\]` delimit math; the content is the answer.
+                        '(' | ')' | '[' | ']' => {}
                         '{' | '}' | '|' => {
                             out.push('\\');
                             out.push(d);

@@ -63,6 +63,8 @@ pub enum Node {
     /// A free variable such as `x`, `x_1` or `alpha`.
     Var(String),
     Pi,
+    /// Euler's number: a lone `e` is read as the constant, as SymPy-based checkers do.
+    Euler,
     Inf,
     Neg(Box<Node>),
     Add(Vec<Node>),
@@ -115,6 +117,7 @@ enum Tok {
     Func(Func),
     Log,
     Pi,
+    Euler,
     Inf,
     Frac,
     Sqrt,
@@ -254,7 +257,10 @@ fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
                 return Err(ParseError::Unsupported(word.to_string()));
             } else {
                 // `xy` is x times y: one letter at a time.
-                (Tok::Ident(s[i..i + 1].to_string()), 1)
+                match &s[i..i + 1] {
+                    "e" => (Tok::Euler, 1),
+                    letter => (Tok::Ident(letter.to_string()), 1),
+                }
             }
         } else if c == '\\' {
             let len = bytes[i + 1..]
@@ -585,6 +591,7 @@ impl Parser {
                     | Tok::Func(_)
                     | Tok::Log
                     | Tok::Pi
+                    | Tok::Euler
                     | Tok::Frac
                     | Tok::Sqrt
                     | Tok::Binom
@@ -677,6 +684,7 @@ impl Parser {
                 }
             }
             Tok::Pi => Ok(Node::Pi),
+            Tok::Euler => Ok(Node::Euler),
             Tok::Inf => Ok(Node::Inf),
             Tok::EmptySet => Ok(Node::Set(Vec::new())),
             Tok::Frac => {
