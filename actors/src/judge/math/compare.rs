@@ -11,7 +11,7 @@ use super::parse::{parse, Node, RelOp};
 const MAX_VARIABLES: usize = 12;
 
 /// Most items a set or list may have before the unordered match (quadratic) is refused.
-const MAX_ITEMS: usize = 256;
+const MAX_ITEMS: usize = 64;
 
 /// Evaluation points for variables: small rationals of both signs, none of 0, ±1 or 2 where
 /// distinct expressions often agree. Variable `j` at point `k` takes entry `(k + 3j) mod len`.
@@ -91,7 +91,8 @@ fn predicted_choice(p: &str) -> Option<char> {
         .then(|| letter.to_ascii_uppercase())
 }
 
-/// Text answers compare without case, punctuation at the ends or a leading "the answer is".
+/// Text answers compare without case, sentence punctuation at the end or a leading "the answer
+/// is".
 fn text_key(s: &str) -> String {
     let lower = s.to_lowercase();
     let mut t = lower.trim();
@@ -103,14 +104,8 @@ fn text_key(s: &str) -> String {
     ] {
         t = t.strip_prefix(prefix).unwrap_or(t).trim();
     }
-    let cleaned: String = t
-        .chars()
-        .filter(|c| !matches!(c, '\\' | '{' | '}'))
-        .collect();
-    cleaned
-        .trim_matches(|c: char| {
-            c.is_ascii_punctuation() && c != '(' && c != ')' && c != '[' && c != ']'
-        })
+    // Braces and backslashes stay: after `normalize` they are structure, and `{{1}}` is no word.
+    t.trim_end_matches(['.', '!', '?', ';', ':'])
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

@@ -257,7 +257,7 @@ fn binom(n: Value, k: Value) -> Result<Value, EvalError> {
     let (Some(n), Some(k)) = (int(n), int(k)) else {
         return Err(EvalError::Domain);
     };
-    if n < 0 || n > MAX_BINOM {
+    if !(0..=MAX_BINOM).contains(&n) {
         return Err(EvalError::Domain);
     }
     if k < 0 || k > n {

@@ -144,11 +144,9 @@ fn find_unescaped(text: &str, from: usize, needle: &str) -> Option<usize> {
     let mut at = from;
     loop {
         let i = at + text.get(at..)?.find(needle)?;
-        if needle == "$" || needle == "$$" {
-            if i > 0 && text.as_bytes()[i - 1] == b'\\' {
-                at = i + 1;
-                continue;
-            }
+        if needle.starts_with('$') && i > 0 && text.as_bytes()[i - 1] == b'\\' {
+            at = i + 1;
+            continue;
         }
         return Some(i);
     }

@@ -144,3 +144,258 @@ pub fn math_reward(completion: &str, gold: &str, mode: ExtractMode) -> MathScore
         extracted,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Runs `check` on its own thread and asserts it finishes: hostile inputs must end, and a hang
+    /// or stack overflow must fail the test rather than stall the suite. The bound is generous on
+    /// purpose; speed is the benchmark's business.
+    fn terminates<F: FnOnce() -> bool + Send + 'static>(what: &str, check: F) -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(check());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(verdict) => verdict,
+            Err(e) => panic!("{what} did not finish: {e}"),
+        }
+    }
+
+    #[test]
+    fn huge_exponents_are_not_equal() {
+        assert!(!terminates("10^{10^{10}}", || equivalent(
+            "10^{10^{10}}",
+            "1"
+        )));
+        assert!(!terminates("tower", || equivalent(
+            "2^{2^{2^{2^{2^{2^{2}}}}}}",
+            "2"
+        )));
+        assert!(!terminates("1e huge", || equivalent(
+            "1e99999999999999999999999999",
+            "1"
+        )));
+        assert!(!terminates("x^huge", || equivalent("x^{10^{10}}", "x")));
+        assert!(!terminates("factorial", || equivalent("100000!", "1")));
+        assert!(!terminates("binomial", || equivalent(
+            "\\binom{10000}{5000}",
+            "1"
+        )));
+    }
+
+    #[test]
+    fn deep_nesting_is_not_equal() {
+        // 1,500 levels fit under the 4 kB answer cap and reach the parser's depth limit;
+        // 10,000 levels are refused by the cap.
+        for n in [1_500, 10_000] {
+            deep_nesting_case(n);
+        }
+    }
+
+    fn deep_nesting_case(n: usize) {
+        let cases = [
+            format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}1{}", "{".repeat(n), "}".repeat(n)),
+            format!("{}1{}", "\\frac{1}{".repeat(n), "}".repeat(n)),
+            format!("{}2{}", "\\sqrt{".repeat(n), "}".repeat(n)),
+            format!("{}1{}", "\\text{".repeat(n), "}".repeat(n)),
+            format!("{}1{}", "\\left(".repeat(n), "\\right)".repeat(n)),
+            format!("{}1{}", "\\{".repeat(n), "\\}".repeat(n)),
+            "-".repeat(n) + "1",
+            "2^".repeat(n) + "2",
+            "1".to_string() + &"/2".repeat(n),
+        ];
+        for (i, deep) in cases.into_iter().enumerate() {
+            let completion = format!("<answer>{deep}</answer> \\boxed{{{deep}}}");
+            assert!(
+                !terminates("deep equivalence", move || equivalent(&deep, "1")),
+                "case {i}"
+            );
+            for mode in [
+                ExtractMode::AnswerTag,
+                ExtractMode::Boxed,
+                ExtractMode::FreeText,
+                ExtractMode::Auto,
+            ] {
+                let c = completion.clone();
+                // Gold 7: free text may fairly pick the innermost number as the last number.
+                let reward = terminates("deep reward", move || {
+                    math_reward(&c, "7", mode).reward == 1.0
+                });
+                assert!(!reward, "case {i} mode {mode}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_answers_are_not_equal() {
+        let big = "9".repeat(100_000);
+        let gold = big.clone();
+        assert!(!terminates("100 kB number", move || equivalent(
+            &big, &gold
+        )));
+        let list = "1,".repeat(50_000) + "1";
+        assert!(!terminates("100 kB list", move || equivalent(&list, "1")));
+        // Just under the length cap: long lists compare in bounded time.
+        let a = (0..800)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let b = (0..800)
+            .rev()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(!terminates("long unordered lists", move || equivalent(
+            &a, &b
+        )));
+        let poly = (0..300)
+            .map(|i| format!("x^{{{i}}}"))
+            .collect::<Vec<_>>()
+            .join("+");
+        let poly2 = poly.clone() + "+1";
+        assert!(!terminates("long polynomial", move || equivalent(
+            &poly, &poly2
+        )));
+    }
+
+    #[test]
+    fn huge_completions_extract_in_bounded_time() {
+        let mut completion = "$1$ \\boxed{2} <answer>3</answer> 4.5 ".repeat(3_000);
+        completion.push_str("\\boxed{42}");
+        let c = completion.clone();
+        assert!(terminates("100 kB completion", move || math_reward(
+            &c,
+            "42",
+            ExtractMode::Boxed
+        )
+        .reward
+            == 1.0));
+        let unclosed = "\\boxed{".repeat(20_000);
+        assert!(!terminates("unclosed boxes", move || math_reward(
+            &unclosed,
+            "1",
+            ExtractMode::Auto
+        )
+        .reward
+            == 1.0));
+        let dollars = "$".repeat(100_001);
+        assert!(!terminates("dollars", move || math_reward(
+            &dollars,
+            "1",
+            ExtractMode::FreeText
+        )
+        .reward
+            == 1.0));
+    }
+
+    /// Pieces that random answers are built from: LaTeX that parses, LaTeX that half-parses, and
+    /// bytes no parser expects.
+    const FUZZ_PIECES: &[&str] = &[
+        "1",
+        "0",
+        "-",
+        "+",
+        "*",
+        "/",
+        "^",
+        "_",
+        "!",
+        "%",
+        ",",
+        ".",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        "\\{",
+        "\\}",
+        "|",
+        "=",
+        "<",
+        ">",
+        "x",
+        "y",
+        "e",
+        "\\frac",
+        "\\sqrt",
+        "\\pi",
+        "\\infty",
+        "\\cup",
+        "\\left",
+        "\\right",
+        "\\text{",
+        "\\boxed{",
+        "<answer>",
+        "</answer>",
+        "$",
+        "\\(",
+        "\\)",
+        " ",
+        "\\",
+        "é",
+        "∞",
+        "10^{",
+        "\\binom",
+        "\\log_",
+        "\\sin",
+        "e5",
+        "1,000",
+        "\\,",
+        "ab",
+        "cm",
+        "\u{0}",
+        "\u{202e}",
+        "9999999999999999999999999999999999999999",
+    ];
+
+    #[test]
+    fn random_inputs_never_panic() {
+        let mut rng = ChaCha8Rng::seed_from_u64(20_250_130);
+        for _ in 0..20_000 {
+            let make = |rng: &mut ChaCha8Rng| {
+                let len = rng.random_range(0..24);
+                (0..len)
+                    .map(|_| FUZZ_PIECES[rng.random_range(0..FUZZ_PIECES.len())])
+                    .collect::<String>()
+            };
+            let a = make(&mut rng);
+            let b = make(&mut rng);
+            let verdict = equivalent(&a, &b);
+            // Deterministic: the same pair gets the same verdict (rewards must be reproducible).
+            assert_eq!(verdict, equivalent(&a, &b), "{a:?} vs {b:?}");
+            for mode in [
+                ExtractMode::AnswerTag,
+                ExtractMode::Boxed,
+                ExtractMode::FreeText,
+                ExtractMode::Auto,
+            ] {
+                let score = math_reward(&a, &b, mode);
+                assert!(score.reward == 0.0 || score.reward == 1.0);
+                assert_eq!(
+                    score.reward == 1.0,
+                    score
+                        .extracted
+                        .as_deref()
+                        .is_some_and(|x| equivalent(x, &b))
+                );
+            }
+        }
+        // Random bytes read as (lossy) UTF-8 too.
+        for _ in 0..5_000 {
+            let len = rng.random_range(0..64);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let s = String::from_utf8_lossy(&bytes);
+            let _ = equivalent(&s, "1");
+            assert!(math_reward(&s, &s, ExtractMode::Auto).reward <= 1.0);
+        }
+    }
+}

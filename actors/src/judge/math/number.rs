@@ -154,12 +154,9 @@ fn isqrt(n: i128) -> Option<i128> {
         return None;
     }
     let guess = (n as f64).sqrt().round() as i128;
-    for r in [guess - 1, guess, guess + 1] {
-        if r >= 0 && r.checked_mul(r) == Some(n) {
-            return Some(r);
-        }
-    }
-    None
+    [guess - 1, guess, guess + 1]
+        .into_iter()
+        .find(|&r| r >= 0 && r.checked_mul(r) == Some(n))
 }
 
 /// A value met while evaluating an answer: exact when it can be, approximate otherwise.
@@ -260,9 +257,14 @@ mod tests {
         let third = Value::Exact(r(1, 3));
         assert!(values_close(third, Value::Exact(r(3_333_333, 10_000_000))));
         assert!(!values_close(third, Value::Exact(r(333, 1000))));
+        // A value written to 7 significant digits is within the tolerance; to 3 it is not.
         assert!(values_close(
             Value::Approx(2f64.sqrt()),
-            Value::Approx(1.414_213_56)
+            Value::Exact(r(1_414_214, 1_000_000))
+        ));
+        assert!(!values_close(
+            Value::Approx(2f64.sqrt()),
+            Value::Exact(r(1_414, 1_000))
         ));
         assert!(!values_close(Value::Exact(r(1, 2)), Value::Exact(r(5, 1))));
         assert!(!values_close(

@@ -231,7 +231,7 @@ fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
             continue;
         }
         let (tok, len) = if c.is_ascii_digit() || (c == '.' && next_is_digit(bytes, i + 1)) {
-            if single_digit_args > 0 {
+            if single_digit_args > 0 && c.is_ascii_digit() {
                 single_digit_args -= 1;
                 let d = i128::from(bytes[i] - b'0');
                 let tok = Tok::Num {
