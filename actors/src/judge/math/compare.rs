@@ -5,7 +5,7 @@
 use super::eval::{collect_vars, eval};
 use super::latex::{normalize, strip_units, MAX_ANSWER_BYTES};
 use super::number::{values_close, Rational, Value};
-use super::parse::{parse, Node, RelOp};
+use super::parse::{parse, Node, ParseError, RelOp};
 
 /// Most free variables an answer may have; beyond it the answer is not a short closed form.
 const MAX_VARIABLES: usize = 12;
@@ -52,12 +52,25 @@ pub fn answers_equivalent(predicted: &str, gold: &str) -> bool {
     if wordy(&p) && wordy(&g) && p.to_lowercase() == g.to_lowercase() {
         return true;
     }
-    match (parse(strip_units(&p)), parse(strip_units(&g))) {
+    match (parse_answer(strip_units(&p)), parse_answer(strip_units(&g))) {
         // Both are mathematics: the mathematical verdict is final (text keys would let `-7` match
         // `7` by trimming the sign).
         (Ok(pn), Ok(gn)) => nodes_equivalent(&pn, &gn),
         _ => text_key(&p) == text_key(&g),
     }
+}
+
+/// Parses a normalised answer; one `\pm` (or `±`) stands for both signs, so `x = \pm 2` is the
+/// list `x = 2, x = -2`.
+fn parse_answer(s: &str) -> Result<Node, ParseError> {
+    for pm in ["\\pm", "±"] {
+        if s.matches(pm).count() == 1 {
+            let plus = parse(&s.replacen(pm, "+", 1))?;
+            let minus = parse(&s.replacen(pm, "-", 1))?;
+            return Ok(Node::List(vec![plus, minus]));
+        }
+    }
+    parse(s)
 }
 
 /// A multiple-choice gold answer: one capital letter, maybe in parentheses (`B`, `(B)`).
@@ -115,9 +128,15 @@ fn text_key(s: &str) -> String {
 pub fn nodes_equivalent(p: &Node, g: &Node) -> bool {
     match (p, g) {
         (Node::Relation { .. }, Node::Relation { .. }) => relations_equivalent(p, g),
-        // `x = 5` against `5`: the value after the last `=` is the answer.
-        (Node::Relation { .. }, _) => equation_value(p).is_some_and(|v| nodes_equivalent(v, g)),
-        (_, Node::Relation { .. }) => equation_value(g).is_some_and(|v| nodes_equivalent(p, v)),
+        // `x > 5` against `(5, \infty)`; `x = 5` against `5`: the value after the last `=`.
+        (Node::Relation { .. }, _) => {
+            relation_as_interval(p).is_some_and(|i| nodes_equivalent(&i, g))
+                || equation_value(p).is_some_and(|v| nodes_equivalent(v, g))
+        }
+        (_, Node::Relation { .. }) => {
+            relation_as_interval(g).is_some_and(|i| nodes_equivalent(p, &i))
+                || equation_value(g).is_some_and(|v| nodes_equivalent(p, v))
+        }
         (Node::Set(a) | Node::List(a), Node::Set(b) | Node::List(b))
         | (Node::Union(a), Node::Union(b)) => unordered_equivalent(a, b),
         (
@@ -167,6 +186,50 @@ fn is_scalar(n: &Node) -> bool {
             | Node::Relation { .. }
             | Node::Union(_)
     )
+}
+
+/// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`.
+fn relation_as_interval(n: &Node) -> Option<Node> {
+    let Node::Relation { first, rest } = n else {
+        return None;
+    };
+    let is_var = |n: &Node| matches!(n, Node::Var(_));
+    let closed = |op: RelOp| matches!(op, RelOp::Le | RelOp::Ge);
+    let infinity = |sign: bool| {
+        if sign {
+            Node::Inf
+        } else {
+            Node::Neg(Box::new(Node::Inf))
+        }
+    };
+    let (low, low_closed, high, high_closed) = match rest.as_slice() {
+        // a < x < b (or a > x > b).
+        [(op1, x), (op2, b)] if is_var(x) && !is_var(first) && !is_var(b) => match (op1, op2) {
+            (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => {
+                ((**first).clone(), closed(*op1), b.clone(), closed(*op2))
+            }
+            (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => {
+                (b.clone(), closed(*op2), (**first).clone(), closed(*op1))
+            }
+            _ => return None,
+        },
+        [(op, bound)] if is_var(first) && !is_var(bound) => match op {
+            RelOp::Lt | RelOp::Le => (infinity(false), false, bound.clone(), closed(*op)),
+            RelOp::Gt | RelOp::Ge => (bound.clone(), closed(*op), infinity(true), false),
+            _ => return None,
+        },
+        [(op, x)] if is_var(x) && !is_var(first) => match op {
+            RelOp::Lt | RelOp::Le => ((**first).clone(), closed(*op), infinity(true), false),
+            RelOp::Gt | RelOp::Ge => (infinity(false), false, (**first).clone(), closed(*op)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Node::Bracketed {
+        open: if low_closed { '[' } else { '(' },
+        close: if high_closed { ']' } else { ')' },
+        items: vec![low, high],
+    })
 }
 
 /// The right-hand side of an equation (`x = 5`, `x = y = 5`), `None` for inequalities.

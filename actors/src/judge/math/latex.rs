@@ -50,7 +50,8 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
         "ne" | "neq" => "≠",
         "lt" => "<",
         "gt" => ">",
-        "approx" | "simeq" | "eq" => "=",
+        // `x \in \{1, 2\}` states the answer like `x = …` does.
+        "approx" | "simeq" | "eq" | "in" => "=",
         "infty" | "infinity" => "∞",
         "lbrace" => "\\{",
         "rbrace" => "\\}",
@@ -67,7 +68,8 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
 /// synonyms folded (`\dfrac` → `\frac`, `\le` → `≤`, `\cdot` → `*`), `\text{…}` unwrapped, degree
 /// signs dropped, whitespace collapsed, a sentence-final period removed.
 pub fn normalize(answer: &str) -> String {
-    let folded = fold_macros(&answer.replace("^{\\circ}", "").replace("^\\circ", ""));
+    let degrees_dropped = answer.replace("^{\\circ}", "").replace("^\\circ", "");
+    let folded = fold_macros(&matrices_to_tuples(&degrees_dropped));
     let unwrapped = unwrap_text_macros(&folded);
     // A power after an unwrapped unit (`\mathrm{cm}^2` → `cm ^2`) belongs to it.
     let mut out = unwrapped
@@ -79,7 +81,54 @@ pub fn normalize(answer: &str) -> String {
         out.pop();
     }
     // `{,}` is the LaTeX way to write a comma that does not add space: a thousands separator.
-    out.replace("{,}", ",").trim().to_string()
+    // "x = 2 or x = 3" and "1 and 2" list several answers.
+    out.replace("{,}", ",")
+        .replace(" or ", ", ")
+        .replace(" and ", ", ")
+        .trim()
+        .to_string()
+}
+
+/// Matrix environments whose rows and cells become nested tuples, so matrices compare cell by
+/// cell in order (a column vector becomes a flat tuple). `vmatrix` is a determinant, not a matrix,
+/// and is left for the parser to refuse.
+const MATRIX_ENVIRONMENTS: &[&str] = &["pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix"];
+
+/// Rewrites `\begin{pmatrix} a & b \\ c & d \end{pmatrix}` as `((a, b), (c, d))`. Runs before any
+/// other clean-up because it needs the `&` and `\\` separators that the clean-up drops.
+fn matrices_to_tuples(s: &str) -> String {
+    let mut cur = s.to_string();
+    // Each round replaces one environment, so the loop ends.
+    loop {
+        let found = MATRIX_ENVIRONMENTS.iter().find_map(|env| {
+            let begin = format!("\\begin{{{env}}}");
+            let end = format!("\\end{{{env}}}");
+            let start = cur.find(&begin)?;
+            let body_start = start + begin.len();
+            let body_len = cur[body_start..].find(&end)?;
+            Some((
+                start,
+                body_start,
+                body_start + body_len,
+                body_start + body_len + end.len(),
+            ))
+        });
+        let Some((start, body_start, body_end, after)) = found else {
+            return cur;
+        };
+        let rows: Vec<String> = cur[body_start..body_end]
+            .split("\\\\")
+            .map(str::trim)
+            .filter(|row| !row.is_empty())
+            .map(|row| {
+                format!(
+                    "({})",
+                    row.split('&').map(str::trim).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        cur = format!("{} ({}) {}", &cur[..start], rows.join(", "), &cur[after..]);
+    }
 }
 
 /// One left-to-right pass over the text, rewriting macros and symbols (see [`normalize`]).
@@ -284,11 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn matrices_become_nested_tuples() {
+        assert_eq!(
+            normalize("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
+            "((1, 2), (3, 4))"
+        );
+        assert_eq!(
+            normalize("\\begin{bmatrix}1\\\\2\\end{bmatrix}"),
+            "((1), (2))"
+        );
+    }
+
+    #[test]
     fn text_wrappers_are_unwrapped() {
         assert_eq!(normalize("\\text{(B)}"), "(B)");
         assert_eq!(normalize("5\\text{ cm}"), "5 cm");
         assert_eq!(normalize("\\textbf{\\text{yes}}"), "yes");
-        assert_eq!(normalize("\\begin{pmatrix}1\\end{pmatrix}"), "1");
+        assert_eq!(normalize("\\begin{cases}1\\end{cases}"), "1");
     }
 
     #[test]
