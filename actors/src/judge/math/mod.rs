@@ -27,6 +27,7 @@ mod compare;
 mod eval;
 mod extract;
 mod latex;
+mod lex;
 mod number;
 mod parse;
 
