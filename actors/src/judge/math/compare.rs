@@ -98,9 +98,14 @@ fn predicted_choice(p: &str) -> Option<char> {
     let mut chars = rest.chars();
     let letter = chars.next().filter(char::is_ascii_alphabetic)?;
     let tail = chars.as_str().trim_start_matches([')', '.', ':']);
-    // A lone letter, or a letter closed by `)`/`.`/`:` and followed by the option's text.
+    // A lone letter, or a letter closed by `)`/`.`/`:` and followed by the option's text; but
+    // not a hedge naming a second option, `(A) or (B)`.
     let closed = chars.as_str().starts_with([')', '.', ':']);
-    (tail.trim().is_empty() || (closed && tail.starts_with(' ')))
+    let names_another = tail
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'(' && w[1].is_ascii_alphabetic() && w[2] == b')');
+    ((tail.trim().is_empty() || (closed && tail.starts_with(' '))) && !names_another)
         .then(|| letter.to_ascii_uppercase())
 }
 
@@ -426,6 +431,7 @@ mod tests {
         assert_eq!(predicted_choice("Option C"), Some('C'));
         assert_eq!(predicted_choice("(D) 42"), Some('D'));
         assert_eq!(predicted_choice("Dog"), None);
+        assert_eq!(predicted_choice("(A) or (B)"), None);
     }
 
     #[test]

@@ -194,6 +194,12 @@ pub fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
             let tok = match c {
                 '+' => Tok::Plus,
                 '-' => Tok::Minus,
+                // `**` is the power operator of Python-style answers.
+                '*' if bytes.get(i + 1) == Some(&b'*') => {
+                    push(&mut toks, Tok::Caret, &mut space);
+                    i += 2;
+                    continue;
+                }
                 '*' => Tok::Star,
                 '/' => Tok::Slash,
                 '^' => Tok::Caret,
