@@ -78,8 +78,13 @@ fn after_answer_phrase(text: &str) -> Option<&str> {
         .iter()
         .filter_map(|p| lower.rfind(p).map(|i| (i, *p)))
         .max_by_key(|&(i, p)| (i + p.len(), p.len()))?;
-    let tail = &text[at + phrase.len()..];
+    // Markdown emphasis and a colon may sit between the phrase and the answer: `**Answer:** 3`.
+    let tail =
+        text[at + phrase.len()..].trim_start_matches(|c: char| c == ':' || c == '*' || c == ' ');
     let line = tail.split('\n').next().unwrap_or("");
+    if let Some(boxed) = last_boxed(line) {
+        return Some(boxed);
+    }
     // "The answer is $5$, since $2+3=5$": the first span after the phrase is the answer.
     if let Some(&(_, span)) = math_spans(line).first() {
         return Some(span);
@@ -88,7 +93,7 @@ fn after_answer_phrase(text: &str) -> Option<&str> {
         Some(i) => &line[..i],
         None => line,
     };
-    let answer = sentence.trim().trim_end_matches('.').trim();
+    let answer = sentence.trim().trim_end_matches(['.', '*']).trim();
     if answer.is_empty() {
         return None;
     }
@@ -229,6 +234,9 @@ mod tests {
             Some("\\frac{1}{2}")
         );
         assert_eq!(free_text("nothing here"), None);
+        assert_eq!(free_text("The answer is: \\boxed{5}"), Some("5"));
+        assert_eq!(free_text("The answer is **42**."), Some("42"));
+        assert_eq!(free_text("**Answer:** 3"), Some("3"));
     }
 
     #[test]

@@ -404,6 +404,12 @@ impl Parser {
             Tok::Func(f) => {
                 let power = self.function_power(depth)?;
                 let arg = self.function_arg(depth)?;
+                // `\sin^{-1}` is the inverse function, not a reciprocal.
+                if power.as_ref().is_some_and(is_minus_one) {
+                    if let Some(inverse) = inverse_trig(f) {
+                        return Ok(Node::Func(inverse, Box::new(arg)));
+                    }
+                }
                 Ok(with_power(Node::Func(f, Box::new(arg)), power))
             }
             Tok::Log => {
@@ -580,6 +586,24 @@ fn mul(acc: Node, rhs: Node) -> Node {
             Node::Mul(factors)
         }
         other => Node::Mul(vec![other, rhs]),
+    }
+}
+
+fn is_minus_one(n: &Node) -> bool {
+    match n {
+        Node::Neg(x) => {
+            matches!(**x, Node::Num { value: Value::Exact(r), .. } if r == Rational::integer(1))
+        }
+        _ => false,
+    }
+}
+
+fn inverse_trig(f: Func) -> Option<Func> {
+    match f {
+        Func::Sin => Some(Func::Asin),
+        Func::Cos => Some(Func::Acos),
+        Func::Tan => Some(Func::Atan),
+        _ => None,
     }
 }
 
