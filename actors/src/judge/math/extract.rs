@@ -79,8 +79,7 @@ fn after_answer_phrase(text: &str) -> Option<&str> {
         .filter_map(|p| lower.rfind(p).map(|i| (i, *p)))
         .max_by_key(|&(i, p)| (i + p.len(), p.len()))?;
     // Markdown emphasis and a colon may sit between the phrase and the answer: `**Answer:** 3`.
-    let tail =
-        text[at + phrase.len()..].trim_start_matches(|c: char| c == ':' || c == '*' || c == ' ');
+    let tail = text[at + phrase.len()..].trim_start_matches([':', '*', ' ']);
     let line = tail.split('\n').next().unwrap_or("");
     if let Some(boxed) = last_boxed(line) {
         return Some(boxed);
