@@ -21,7 +21,18 @@
 //!   never equals a tuple, and interval ends must match.
 //! - A gold decimal (`3.14`) accepts an exact prediction that rounds to it (`\pi`), not another
 //!   decimal (`3.1416`).
-//! - A gold answer that is one capital letter (`B`, `(B)`) is a multiple-choice letter.
+//! - A gold answer that is one capital letter (`B`, `(B)`) is a multiple-choice letter; a
+//!   prediction naming two options (`(A) or (B)`) picks none.
+//! - `x = \pm 2` is the list `2, -2`; `x > 5` equals the interval `(5, \infty)`; matrices compare
+//!   cell by cell as nested tuples; `e` is Euler's number; `\sin^{-1}` is `\arcsin`.
+//! - Words compare as text without case, and a run of three or more letters that is no known
+//!   function makes the whole answer text, so `yes` is never the product y·e·s.
+//! - Integrals, limits, sums and other unknown macros are not evaluated: such an answer only
+//!   matches the same text.
+//!
+//! Bounds: answers over 4 kB are refused, nesting stops at 64 levels, sets and lists at 64 items,
+//! numbers at `f64` range (`10^{10^{10}}` is "not equal"), factorials at 170!; so one check costs at
+//! most tens of milliseconds on hostile input and microseconds on real answers.
 
 mod compare;
 mod eval;
