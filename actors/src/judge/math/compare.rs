@@ -1,0 +1,448 @@
+//! Answer equivalence: normalise both answers, parse them, and compare the trees — containers and
+//! relations by structure, scalars by value at a few fixed points (so `2x+3` equals `3+2x` without
+//! a computer-algebra system). What does not parse is compared as text.
+
+use super::eval::{collect_vars, eval};
+use super::latex::{normalize, strip_units, MAX_ANSWER_BYTES};
+use super::number::{values_close, Rational, Value};
+use super::parse::{parse, Node, ParseError, RelOp};
+
+/// Most free variables an answer may have; beyond it the answer is not a short closed form.
+const MAX_VARIABLES: usize = 12;
+
+/// Most items a set or list may have before the unordered match (quadratic) is refused.
+const MAX_ITEMS: usize = 64;
+
+/// Evaluation points for variables: small rationals of both signs, none of 0, ±1 or 2 where
+/// distinct expressions often agree. Variable `j` at point `k` takes entry `(k + 3j) mod len`.
+const POINTS: [(i128, i128); 10] = [
+    (7, 3),
+    (11, 5),
+    (13, 4),
+    (-5, 7),
+    (29, 3),
+    (2, 9),
+    (-17, 6),
+    (41, 7),
+    (3, 11),
+    (23, 2),
+];
+
+/// How many of [`POINTS`] an expression with variables is evaluated at.
+const POINTS_USED: usize = 6;
+
+/// Whether two answers agree. See [`super::equivalent`] for the contract.
+pub fn answers_equivalent(predicted: &str, gold: &str) -> bool {
+    if predicted.len() > MAX_ANSWER_BYTES || gold.len() > MAX_ANSWER_BYTES {
+        return false;
+    }
+    let p = normalize(predicted);
+    let g = normalize(gold);
+    if p.is_empty() || g.is_empty() {
+        return false;
+    }
+    if p == g {
+        return true;
+    }
+    if let Some(letter) = gold_choice(&g) {
+        return predicted_choice(&p) == Some(letter);
+    }
+    // Words compare without case before `No` can be read as the product N·o.
+    let wordy = |s: &str| s.chars().all(|c| c.is_alphabetic() || c == ' ');
+    if wordy(&p) && wordy(&g) && p.to_lowercase() == g.to_lowercase() {
+        return true;
+    }
+    match (parse_answer(strip_units(&p)), parse_answer(strip_units(&g))) {
+        // Both are mathematics: the mathematical verdict is final (text keys would let `-7` match
+        // `7` by trimming the sign).
+        (Ok(pn), Ok(gn)) => nodes_equivalent(&pn, &gn),
+        _ => text_key(&p) == text_key(&g),
+    }
+}
+
+/// Parses a normalised answer; one `\pm` (or `±`) stands for both signs, so `x = \pm 2` is the
+/// list `x = 2, x = -2`.
+fn parse_answer(s: &str) -> Result<Node, ParseError> {
+    for pm in ["\\pm", "±"] {
+        if s.matches(pm).count() == 1 {
+            let plus = parse(&s.replacen(pm, "+", 1))?;
+            let minus = parse(&s.replacen(pm, "-", 1))?;
+            return Ok(Node::List(vec![plus, minus]));
+        }
+    }
+    parse(s)
+}
+
+/// A multiple-choice gold answer: one capital letter, maybe in parentheses (`B`, `(B)`).
+fn gold_choice(g: &str) -> Option<char> {
+    let inner = g
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .trim();
+    let mut chars = inner.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_uppercase() => Some(c),
+        _ => None,
+    }
+}
+
+/// The letter a prediction picks: `B`, `b`, `(B)`, `B)`, `B.`, `Option B`, `(B) 42`.
+fn predicted_choice(p: &str) -> Option<char> {
+    let lower = p.trim().to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    for prefix in ["the answer is", "answer:", "answer", "option", "choice"] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest).trim_start();
+    }
+    let rest = rest.trim_start_matches('(');
+    let mut chars = rest.chars();
+    let letter = chars.next().filter(char::is_ascii_alphabetic)?;
+    let tail = chars.as_str().trim_start_matches([')', '.', ':']);
+    // A lone letter, or a letter closed by `)`/`.`/`:` and followed by the option's text; but
+    // not a hedge naming a second option, `(A) or (B)`.
+    let closed = chars.as_str().starts_with([')', '.', ':']);
+    let names_another = tail
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'(' && w[1].is_ascii_alphabetic() && w[2] == b')');
+    ((tail.trim().is_empty() || (closed && tail.starts_with(' '))) && !names_another)
+        .then(|| letter.to_ascii_uppercase())
+}
+
+/// Text answers compare without case, sentence punctuation at the end or a leading "the answer
+/// is".
+fn text_key(s: &str) -> String {
+    let lower = s.to_lowercase();
+    let mut t = lower.trim();
+    for prefix in [
+        "the final answer is",
+        "the answer is",
+        "final answer:",
+        "answer:",
+    ] {
+        t = t.strip_prefix(prefix).unwrap_or(t).trim();
+    }
+    // Braces and backslashes stay: after `normalize` they are structure, and `{{1}}` is no word.
+    t.trim_end_matches(['.', '!', '?', ';', ':'])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Structural comparison of two trees, numeric at the leaves.
+pub fn nodes_equivalent(p: &Node, g: &Node) -> bool {
+    match (p, g) {
+        (Node::Relation { .. }, Node::Relation { .. }) => relations_equivalent(p, g),
+        // `x > 5` against `(5, \infty)`; `x = 5` against `5`: the value after the last `=`.
+        (Node::Relation { .. }, _) => {
+            relation_as_interval(p).is_some_and(|i| nodes_equivalent(&i, g))
+                || equation_value(p).is_some_and(|v| nodes_equivalent(v, g))
+        }
+        (_, Node::Relation { .. }) => {
+            relation_as_interval(g).is_some_and(|i| nodes_equivalent(p, &i))
+                || equation_value(g).is_some_and(|v| nodes_equivalent(p, v))
+        }
+        (Node::Set(a) | Node::List(a), Node::Set(b) | Node::List(b))
+        | (Node::Union(a), Node::Union(b)) => unordered_equivalent(a, b),
+        (
+            Node::Bracketed {
+                open: o1,
+                close: c1,
+                items: a,
+            },
+            Node::Bracketed {
+                open: o2,
+                close: c2,
+                items: b,
+            },
+        ) => o1 == o2 && c1 == c2 && ordered_equivalent(a, b),
+        // A bare list matches a tuple in order (`1, 2` is `(1, 2)`), never an interval.
+        (
+            Node::List(a),
+            Node::Bracketed {
+                open: '(',
+                close: ')',
+                items: b,
+            },
+        )
+        | (
+            Node::Bracketed {
+                open: '(',
+                close: ')',
+                items: a,
+            },
+            Node::List(b),
+        ) => ordered_equivalent(a, b),
+        // `\{5\}` against `5`.
+        (Node::Set(a), other) | (other, Node::Set(a)) if a.len() == 1 && is_scalar(other) => {
+            nodes_equivalent(&a[0], other)
+        }
+        _ if is_scalar(p) && is_scalar(g) => scalars_equivalent(p, g),
+        _ => false,
+    }
+}
+
+fn is_scalar(n: &Node) -> bool {
+    !matches!(
+        n,
+        Node::Bracketed { .. }
+            | Node::Set(_)
+            | Node::List(_)
+            | Node::Relation { .. }
+            | Node::Union(_)
+    )
+}
+
+/// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`.
+fn relation_as_interval(n: &Node) -> Option<Node> {
+    let Node::Relation { first, rest } = n else {
+        return None;
+    };
+    let is_var = |n: &Node| matches!(n, Node::Var(_));
+    let closed = |op: RelOp| matches!(op, RelOp::Le | RelOp::Ge);
+    let infinity = |sign: bool| {
+        if sign {
+            Node::Inf
+        } else {
+            Node::Neg(Box::new(Node::Inf))
+        }
+    };
+    let (low, low_closed, high, high_closed) = match rest.as_slice() {
+        // a < x < b (or a > x > b).
+        [(op1, x), (op2, b)] if is_var(x) && !is_var(first) && !is_var(b) => match (op1, op2) {
+            (RelOp::Lt | RelOp::Le, RelOp::Lt | RelOp::Le) => {
+                ((**first).clone(), closed(*op1), b.clone(), closed(*op2))
+            }
+            (RelOp::Gt | RelOp::Ge, RelOp::Gt | RelOp::Ge) => {
+                (b.clone(), closed(*op2), (**first).clone(), closed(*op1))
+            }
+            _ => return None,
+        },
+        [(op, bound)] if is_var(first) && !is_var(bound) => match op {
+            RelOp::Lt | RelOp::Le => (infinity(false), false, bound.clone(), closed(*op)),
+            RelOp::Gt | RelOp::Ge => (bound.clone(), closed(*op), infinity(true), false),
+            _ => return None,
+        },
+        [(op, x)] if is_var(x) && !is_var(first) => match op {
+            RelOp::Lt | RelOp::Le => ((**first).clone(), closed(*op), infinity(true), false),
+            RelOp::Gt | RelOp::Ge => (infinity(false), false, (**first).clone(), closed(*op)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Node::Bracketed {
+        open: if low_closed { '[' } else { '(' },
+        close: if high_closed { ']' } else { ')' },
+        items: vec![low, high],
+    })
+}
+
+/// The right-hand side of an equation (`x = 5`, `x = y = 5`), `None` for inequalities.
+fn equation_value(n: &Node) -> Option<&Node> {
+    match n {
+        Node::Relation { rest, .. } if rest.iter().all(|(op, _)| *op == RelOp::Eq) => {
+            rest.last().map(|(_, v)| v)
+        }
+        _ => None,
+    }
+}
+
+/// Relations as `lhs op rhs` with `>`/`≥` flipped to `<`/`≤`.
+fn oriented(first: &Node, op: RelOp, rhs: &Node) -> (Node, RelOp, Node) {
+    match op {
+        RelOp::Gt => (rhs.clone(), RelOp::Lt, first.clone()),
+        RelOp::Ge => (rhs.clone(), RelOp::Le, first.clone()),
+        _ => (first.clone(), op, rhs.clone()),
+    }
+}
+
+fn difference(a: &Node, b: &Node) -> Node {
+    Node::Add(vec![a.clone(), Node::Neg(Box::new(b.clone()))])
+}
+
+/// Same relation, sides equivalent: `x < 3` ≡ `3 > x`; `y = 2x+1` ≡ `2x+1 = y` ≡ `2x - y + 1 = 0`
+/// (equations also match when their differences agree up to sign).
+fn relations_equivalent(p: &Node, g: &Node) -> bool {
+    let (
+        Node::Relation {
+            first: pf,
+            rest: pr,
+        },
+        Node::Relation {
+            first: gf,
+            rest: gr,
+        },
+    ) = (p, g)
+    else {
+        return false;
+    };
+    if pr.len() != 1 || gr.len() != 1 {
+        // Chains (`1 < x < 3`) compare link by link.
+        return pr.len() == gr.len()
+            && nodes_equivalent(pf, gf)
+            && pr
+                .iter()
+                .zip(gr)
+                .all(|((o1, a), (o2, b))| o1 == o2 && nodes_equivalent(a, b));
+    }
+    let (pl, pop, prr) = oriented(pf, pr[0].0, &pr[0].1);
+    let (gl, gop, grr) = oriented(gf, gr[0].0, &gr[0].1);
+    if pop != gop {
+        return false;
+    }
+    if nodes_equivalent(&pl, &gl) && nodes_equivalent(&prr, &grr) {
+        return true;
+    }
+    if !is_scalar(&pl) || !is_scalar(&prr) || !is_scalar(&gl) || !is_scalar(&grr) {
+        return false;
+    }
+    let pd = difference(&pl, &prr);
+    let gd = difference(&gl, &grr);
+    match pop {
+        RelOp::Eq | RelOp::Ne => {
+            (nodes_equivalent(&pl, &grr) && nodes_equivalent(&prr, &gl))
+                || scalars_equivalent(&pd, &gd)
+                || scalars_equivalent(&pd, &Node::Neg(Box::new(gd)))
+        }
+        _ => scalars_equivalent(&pd, &gd),
+    }
+}
+
+fn ordered_equivalent(a: &[Node], b: &[Node]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| nodes_equivalent(x, y))
+}
+
+/// Multiset match: every item pairs with a distinct equivalent item on the other side.
+fn unordered_equivalent(a: &[Node], b: &[Node]) -> bool {
+    if a.len() != b.len() || a.len() > MAX_ITEMS {
+        return false;
+    }
+    let mut used = vec![false; b.len()];
+    a.iter().all(|x| {
+        let found = (0..b.len()).find(|&j| !used[j] && nodes_equivalent(x, &b[j]));
+        if let Some(j) = found {
+            used[j] = true;
+        }
+        found.is_some()
+    })
+}
+
+/// Scalars, with the percent reading: `10%` matches both `0.1` and `10` (a model that drops the
+/// sign of a "what percent" answer is right; `10%` is also exactly 0.1).
+fn scalars_equivalent(p: &Node, g: &Node) -> bool {
+    let readings = |n: &Node| -> Vec<Node> {
+        match n {
+            Node::Percent(inner) => vec![n.clone(), (**inner).clone()],
+            _ => vec![n.clone()],
+        }
+    };
+    let (pv, gv) = (readings(p), readings(g));
+    pv.iter()
+        .any(|x| gv.iter().any(|y| values_equivalent(x, y)))
+}
+
+/// `Some(±1)` for `∞` and `-∞`.
+fn infinity_sign(n: &Node) -> Option<i8> {
+    match n {
+        Node::Inf => Some(1),
+        Node::Neg(x) => infinity_sign(x).map(|s| -s),
+        Node::Add(terms) if terms.len() == 1 => infinity_sign(&terms[0]),
+        _ => None,
+    }
+}
+
+/// Digits after the point when `n` is a plain decimal literal (`3.14`, `-0.5`).
+fn literal_decimals(n: &Node) -> Option<u32> {
+    match n {
+        Node::Num { decimals, .. } => Some(*decimals),
+        Node::Neg(x) => literal_decimals(x),
+        _ => None,
+    }
+}
+
+/// Numeric comparison, at several points when there are variables. A point where both sides are
+/// undefined is skipped; where only one is, they differ.
+fn values_equivalent(p: &Node, g: &Node) -> bool {
+    match (infinity_sign(p), infinity_sign(g)) {
+        (Some(a), Some(b)) => return a == b,
+        (Some(_), None) | (None, Some(_)) => return false,
+        (None, None) => {}
+    }
+    let mut names = Vec::new();
+    collect_vars(p, &mut names);
+    collect_vars(g, &mut names);
+    names.sort();
+    names.dedup();
+    if names.len() > MAX_VARIABLES {
+        return false;
+    }
+    if names.is_empty() {
+        return match (eval(p, &[]), eval(g, &[])) {
+            (Ok(a), Ok(b)) => values_close(a, b) || rounds_to_gold(p, a, g, b),
+            _ => false,
+        };
+    }
+    let mut agreeing = 0;
+    for k in 0..POINTS_USED {
+        let vars: Vec<(String, Value)> = names
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let (n, d) = POINTS[(k + 3 * j) % POINTS.len()];
+                let value =
+                    Rational::new(n, d).map_or(Value::Approx(n as f64 / d as f64), Value::Exact);
+                (name.clone(), value)
+            })
+            .collect();
+        match (eval(p, &vars), eval(g, &vars)) {
+            (Ok(a), Ok(b)) if values_close(a, b) => agreeing += 1,
+            (Err(_), Err(_)) => {}
+            _ => return false,
+        }
+    }
+    agreeing >= 2
+}
+
+/// A gold answer written as a rounded decimal (`3.14`, `0.33`) accepts an exact prediction that
+/// rounds to it (`\pi`, `\frac{1}{3}`). A prediction that is itself a decimal literal must match
+/// exactly, so `0.49` does not pass for `0.5`.
+fn rounds_to_gold(p: &Node, pv: Value, g: &Node, gv: Value) -> bool {
+    let Some(places) = literal_decimals(g).filter(|&d| (1..=12).contains(&d)) else {
+        return false;
+    };
+    if literal_decimals(p).is_some() {
+        return false;
+    }
+    let scale = 10f64.powi(places as i32);
+    let rounded = (pv.to_f64() * scale).round() / scale;
+    values_close(Value::Approx(rounded), gv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices() {
+        assert_eq!(gold_choice("(B)"), Some('B'));
+        assert_eq!(gold_choice("B"), Some('B'));
+        assert_eq!(gold_choice("x"), None);
+        assert_eq!(predicted_choice("b"), Some('B'));
+        assert_eq!(predicted_choice("Option C"), Some('C'));
+        assert_eq!(predicted_choice("(D) 42"), Some('D'));
+        assert_eq!(predicted_choice("Dog"), None);
+        assert_eq!(predicted_choice("(A) or (B)"), None);
+    }
+
+    #[test]
+    fn text_keys_ignore_case_and_framing() {
+        assert_eq!(text_key("The answer is Yes."), "yes");
+        assert_eq!(text_key("No  Solution"), "no solution");
+    }
+
+    #[test]
+    fn oversized_answers_are_unequal_even_to_themselves() {
+        let huge = "1".repeat(MAX_ANSWER_BYTES + 1);
+        assert!(!answers_equivalent(&huge, &huge));
+    }
+}
