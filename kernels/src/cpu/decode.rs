@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::ops::{self, RopeTable};
-use super::rowmat::matmul_rows;
+use super::rowmat::{dot, matmul_rows};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 
@@ -193,7 +193,7 @@ pub fn decode_step(
                 let mut max = f32::NEG_INFINITY;
                 for (t, sc) in scores[..len].iter_mut().enumerate() {
                     let k = &cache_ref.k[base + t * kvd + g * hs..base + t * kvd + (g + 1) * hs];
-                    *sc = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    *sc = dot(q, k) * scale;
                     max = max.max(*sc);
                 }
                 let mut sum = 0.0;

@@ -94,7 +94,87 @@ unsafe fn tile_avx512(
     j0: usize,
     j1: usize,
 ) {
-    tile::<true>(out, inp, w, bias, s, c, oc, j0, j1)
+    use std::arch::x86_64::*;
+    let full = c / 16 * 16;
+    let tail_mask: __mmask16 = ((1u32 << (c - full)) - 1) as __mmask16;
+    // Dot products of `ROWS` input rows with 4 weight rows; the same per-accumulator sequence
+    // (16-lane FMAs in C order, masked tail, fixed reduction) whatever ROWS is.
+    #[inline(always)]
+    unsafe fn block<const ROWS: usize>(
+        xs: [*const f32; ROWS],
+        ws: [*const f32; 4],
+        full: usize,
+        c: usize,
+        tail: __mmask16,
+    ) -> [[f32; 4]; ROWS] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+        let mut k = 0;
+        while k < full {
+            let wv = [
+                _mm512_loadu_ps(ws[0].add(k)),
+                _mm512_loadu_ps(ws[1].add(k)),
+                _mm512_loadu_ps(ws[2].add(k)),
+                _mm512_loadu_ps(ws[3].add(k)),
+            ];
+            for r in 0..ROWS {
+                let xv = _mm512_loadu_ps(xs[r].add(k));
+                for q in 0..4 {
+                    acc[r][q] = _mm512_fmadd_ps(xv, wv[q], acc[r][q]);
+                }
+            }
+            k += 16;
+        }
+        if full < c {
+            let wv = [
+                _mm512_maskz_loadu_ps(tail, ws[0].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[1].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[2].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[3].add(full)),
+            ];
+            for r in 0..ROWS {
+                let xv = _mm512_maskz_loadu_ps(tail, xs[r].add(full));
+                for q in 0..4 {
+                    acc[r][q] = _mm512_fmadd_ps(xv, wv[q], acc[r][q]);
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; ROWS];
+        for r in 0..ROWS {
+            for q in 0..4 {
+                out[r][q] = _mm512_reduce_add_ps(acc[r][q]);
+            }
+        }
+        out
+    }
+    let mut j = j0;
+    while j < j1 {
+        let n = (j1 - j).min(4);
+        // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
+        let ws: [*const f32; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
+        let mut r = 0;
+        while r + 2 <= s {
+            let dots = block::<2>(
+                [inp.as_ptr().add(r * c), inp.as_ptr().add((r + 1) * c)],
+                ws,
+                full,
+                c,
+                tail_mask,
+            );
+            for (dr, row) in dots.iter().enumerate() {
+                for q in 0..n {
+                    *out.add((r + dr) * oc + j + q) = row[q] + bias.map_or(0.0, |b| b[j + q]);
+                }
+            }
+            r += 2;
+        }
+        if r < s {
+            let dots = block::<1>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
+            for q in 0..n {
+                *out.add(r * oc + j + q) = dots[0][q] + bias.map_or(0.0, |b| b[j + q]);
+            }
+        }
+        j += 4;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -193,6 +273,58 @@ unsafe fn tile<const FMA: bool>(
         }
         j += 4;
     }
+}
+
+/// Dot product with a fixed summation order per machine (16 lanes in order, fixed reduction):
+/// the decode attention's scores, which must not depend on the batch either.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected; both slices hold at least n floats.
+            return unsafe { dot_avx512(&a[..n], &b[..n]) };
+        }
+    }
+    let mut acc = [0f32; LANES];
+    let full = n / LANES * LANES;
+    for k in (0..full).step_by(LANES) {
+        for l in 0..LANES {
+            acc[l] += a[k + l] * b[k + l];
+        }
+    }
+    let mut sum = reduce(&acc);
+    for k in full..n {
+        sum += a[k] * b[k];
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len();
+    let full = n / 16 * 16;
+    let mut acc = _mm512_setzero_ps();
+    let mut k = 0;
+    while k < full {
+        acc = _mm512_fmadd_ps(
+            _mm512_loadu_ps(a.as_ptr().add(k)),
+            _mm512_loadu_ps(b.as_ptr().add(k)),
+            acc,
+        );
+        k += 16;
+    }
+    if full < n {
+        let mask = ((1u32 << (n - full)) - 1) as __mmask16;
+        acc = _mm512_fmadd_ps(
+            _mm512_maskz_loadu_ps(mask, a.as_ptr().add(full)),
+            _mm512_maskz_loadu_ps(mask, b.as_ptr().add(full)),
+            acc,
+        );
+    }
+    _mm512_reduce_add_ps(acc)
 }
 
 #[cfg(test)]
