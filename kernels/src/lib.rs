@@ -12,6 +12,8 @@ pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod model;
+pub mod template;
+pub mod tokenizer;
 pub mod train;
 
 pub use error::{EngineError, Result};
