@@ -86,7 +86,11 @@ pub enum TemplateKind {
 
 impl TemplateKind {
     /// Every kind, for error messages and tests.
-    pub const ALL: [TemplateKind; 3] = [TemplateKind::R1Zero, TemplateKind::ChatMl, TemplateKind::Llama3];
+    pub const ALL: [TemplateKind; 3] = [
+        TemplateKind::R1Zero,
+        TemplateKind::ChatMl,
+        TemplateKind::Llama3,
+    ];
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -247,11 +251,7 @@ impl PromptTemplate {
             return Err(TemplateError::NoMessages);
         }
         if self.kind == TemplateKind::R1Zero {
-            if let Some(index) = messages
-                .iter()
-                .skip(1)
-                .position(|m| m.role == Role::System)
-            {
+            if let Some(index) = messages.iter().skip(1).position(|m| m.role == Role::System) {
                 return Err(TemplateError::Message {
                     template: *self,
                     index: index + 1,
@@ -514,7 +514,10 @@ mod tests {
              process here </think> <answer> answer here </answer>. User: What is 17 * 24?. Assistant:"
         );
         assert!(!rendered.prefilled_think);
-        assert!(rendered.add_special_tokens, "plain text gets the tokenizer's BOS");
+        assert!(
+            rendered.add_special_tokens,
+            "plain text gets the tokenizer's BOS"
+        );
         assert_eq!(
             template("r1_zero")
                 .render(&[Message::user("What is 17 * 24?")], true)
@@ -544,13 +547,24 @@ mod tests {
         );
         // Without the generation prompt, an SFT sample ends with the assistant's reply.
         let rendered = t
-            .render(&[Message::user("1+1"), Message::assistant("<answer>2</answer>")], false)
+            .render(
+                &[
+                    Message::user("1+1"),
+                    Message::assistant("<answer>2</answer>"),
+                ],
+                false,
+            )
             .unwrap();
-        assert!(rendered.text.ends_with(". User: 1+1. Assistant: <answer>2</answer>"));
+        assert!(rendered
+            .text
+            .ends_with(". User: 1+1. Assistant: <answer>2</answer>"));
         let err = t
             .render(&[Message::user("1+1"), Message::system("late")], true)
             .unwrap_err();
-        assert!(matches!(err, TemplateError::Message { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, TemplateError::Message { index: 1, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("r1_zero"), "{err}");
     }
 
@@ -573,7 +587,11 @@ mod tests {
         for (name, prefill, ending) in cases {
             let t = template(name);
             let rendered = t.render_prompt("q");
-            assert!(rendered.text.ends_with(ending), "{name}: {:?}", rendered.text);
+            assert!(
+                rendered.text.ends_with(ending),
+                "{name}: {:?}",
+                rendered.text
+            );
             assert!(rendered.prefilled_think, "{name}");
             let plain = PromptTemplate::new(t.kind).render_prompt("q");
             assert_eq!(rendered.text, format!("{}{prefill}", plain.text), "{name}");
@@ -608,13 +626,23 @@ mod tests {
             }
         }
         assert_eq!(template("chatml+reasoning").kind, TemplateKind::ChatMl);
-        for bad in ["", "ChatML", "chatml+", "+reasoning", "qwen", "chatml+reasoning+reasoning"] {
+        for bad in [
+            "",
+            "ChatML",
+            "chatml+",
+            "+reasoning",
+            "qwen",
+            "chatml+reasoning+reasoning",
+        ] {
             let err = bad.parse::<PromptTemplate>().unwrap_err();
             assert_eq!(err, TemplateError::Unknown(bad.to_string()));
             assert!(err.to_string().contains("`chatml`"), "{err}");
         }
         let err = serde_json::from_str::<PromptTemplate>("\"llama2\"").unwrap_err();
-        assert!(err.to_string().contains("unknown prompt template `llama2`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown prompt template `llama2`"),
+            "{err}"
+        );
         let message: Message =
             serde_json::from_str(r#"{"role": "assistant", "content": "hi"}"#).unwrap();
         assert_eq!(message, Message::assistant("hi"));

@@ -51,12 +51,16 @@ fn cases(name: &str) -> Vec<Case> {
     static CASES: OnceLock<serde_json::Value> = OnceLock::new();
     let all = CASES.get_or_init(|| {
         let path = fixtures().join("tokenizers/cases.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     });
     let cases: Vec<Case> = serde_json::from_value(all[name].clone()).unwrap();
-    assert!(cases.len() >= 5, "{name}: fixture has {} cases", cases.len());
+    assert!(
+        cases.len() >= 5,
+        "{name}: fixture has {} cases",
+        cases.len()
+    );
     cases
 }
 
@@ -104,7 +108,10 @@ fn check_stream(t: &Tokenizer, ids: &[u32], skip_special: bool, label: &str) {
         }
         let full = t.decode(&ids[..k], skip_special).unwrap();
         if full.ends_with('\u{FFFD}') {
-            assert!(full.starts_with(&emitted), "{label}, {k} ids: {emitted:?} vs {full:?}");
+            assert!(
+                full.starts_with(&emitted),
+                "{label}, {k} ids: {emitted:?} vs {full:?}"
+            );
         } else {
             assert_eq!(emitted, full, "{label}, {k} ids");
         }
@@ -159,7 +166,11 @@ fn streaming_survives_random_ids() {
 #[test]
 fn special_ids_come_from_the_config_files() {
     let q = qwen3();
-    assert_eq!(q.eos_ids(), &[151645], "tokenizer_config.json eos_token <|im_end|>");
+    assert_eq!(
+        q.eos_ids(),
+        &[151645],
+        "tokenizer_config.json eos_token <|im_end|>"
+    );
     assert_eq!(q.bos_id(), None);
     assert_eq!(q.vocab_size(), 151_669);
     assert_eq!(q.token_id("<|im_start|>"), Some(151_644));
@@ -182,7 +193,10 @@ fn ids_outside_the_vocabulary_are_errors() {
         // Qwen models have 151,936 embedding rows for 151,669 tokens: the padding rows are not tokens.
         for id in [size, size + 267, u32::MAX] {
             match t.decode(&[9, id], false) {
-                Err(TokenizerError::UnknownId { id: got, vocab_size }) => {
+                Err(TokenizerError::UnknownId {
+                    id: got,
+                    vocab_size,
+                }) => {
                     assert_eq!((got, vocab_size), (id, t.vocab_size()), "{name}");
                 }
                 other => panic!("{name}, id {id}: expected UnknownId, got {other:?}"),
@@ -234,8 +248,8 @@ fn template_cases() -> Vec<(Vec<Message>, [Vec<u32>; 2])> {
                 vec![
                     151644, 8948, 198, 3430, 9814, 13, 151645, 198, 151644, 872, 198, 13048,
                     151645, 198, 151644, 77091, 198, 9707, 0, 2585, 646, 358, 1492, 30, 151645,
-                    198, 151644, 872, 198, 52491, 77, 37572, 66, 2956, 128505, 11162, 97, 244,
-                    220, 16, 22, 353, 220, 17, 19, 30, 151645, 198, 151644, 77091, 198,
+                    198, 151644, 872, 198, 52491, 77, 37572, 66, 2956, 128505, 11162, 97, 244, 220,
+                    16, 22, 353, 220, 17, 19, 30, 151645, 198, 151644, 77091, 198,
                 ],
                 vec![
                     128000, 128006, 9125, 128007, 271, 3513, 10015, 13, 128009, 128006, 882,
@@ -325,7 +339,10 @@ fn templates_refuse_tokenizers_without_their_special_tokens() {
 
 #[test]
 fn r1_zero_prompt_round_trips_through_both_tokenizers() {
-    let rendered = "r1_zero".parse::<PromptTemplate>().unwrap().render_prompt("Solve 17 * 24.");
+    let rendered = "r1_zero"
+        .parse::<PromptTemplate>()
+        .unwrap()
+        .render_prompt("Solve 17 * 24.");
     for name in MODELS {
         let t = tokenizer(name);
         let ids = rendered.encode(t).unwrap();

@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn special_ids_follow_the_table() {
         let t = ByteTokenizer;
-        assert_eq!(ByteTokenizer::SPECIAL_TOKENS.len() + 256, ByteTokenizer::VOCAB_SIZE);
+        assert_eq!(
+            ByteTokenizer::SPECIAL_TOKENS.len() + 256,
+            ByteTokenizer::VOCAB_SIZE
+        );
         let named = [
             ("<|bos|>", ByteTokenizer::BOS),
             ("<|eos|>", ByteTokenizer::EOS),
@@ -219,12 +222,16 @@ mod tests {
             "é"
         );
         assert_eq!(
-            t.decode(&[0xC3, ByteTokenizer::THINK, 0xA9], false).unwrap(),
+            t.decode(&[0xC3, ByteTokenizer::THINK, 0xA9], false)
+                .unwrap(),
             "\u{FFFD}<think>\u{FFFD}"
         );
         for id in [264, 1000, u32::MAX] {
             match t.decode(&[104, id], false) {
-                Err(TokenizerError::UnknownId { id: got, vocab_size }) => {
+                Err(TokenizerError::UnknownId {
+                    id: got,
+                    vocab_size,
+                }) => {
                     assert_eq!((got, vocab_size), (id, 264));
                 }
                 other => panic!("id {id}: expected UnknownId, got {other:?}"),

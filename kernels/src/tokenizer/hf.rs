@@ -41,17 +41,14 @@ impl HfTokenizer {
             path: path.clone(),
             source,
         })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         check_added_token_ids(&inner, &bytes, &path)?;
         let vocab = inner.get_vocab(true);
-        let size = vocab
-            .values()
-            .map(|&id| id as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
         let mut known = vec![false; size];
         for &id in vocab.values() {
             known[id as usize] = true;
@@ -377,13 +374,22 @@ mod tests {
     #[test]
     fn added_token_ids_the_crate_would_renumber_are_refused() {
         // `<|eot|>` at id 9 leaves a hole after `</s>` (5); the crate would silently make it 6.
-        let holey = TINY_TOKENIZER.replace(r#""id": 6, "content": "<|eot|>""#, r#""id": 9, "content": "<|eot|>""#);
+        let holey = TINY_TOKENIZER.replace(
+            r#""id": 6, "content": "<|eot|>""#,
+            r#""id": 9, "content": "<|eot|>""#,
+        );
         assert_ne!(holey, TINY_TOKENIZER);
-        let dir = model_dir(&[("tokenizer.json", &holey), ("config.json", r#"{"eos_token_id": 5}"#)]);
+        let dir = model_dir(&[
+            ("tokenizer.json", &holey),
+            ("config.json", r#"{"eos_token_id": 5}"#),
+        ]);
         let err = HfTokenizer::from_model_dir(dir.path()).unwrap_err();
         assert!(matches!(err, TokenizerError::Parse { .. }), "{err}");
         let message = err.to_string();
-        assert!(message.contains("tokenizer.json") && message.contains("<|eot|>"), "{message}");
+        assert!(
+            message.contains("tokenizer.json") && message.contains("<|eot|>"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -430,13 +436,33 @@ mod tests {
     #[test]
     fn bad_config_values_name_file_and_key() {
         let cases = [
-            ("tokenizer_config.json", r#"{"eos_token": "<|nope|>"}"#, "eos_token"),
+            (
+                "tokenizer_config.json",
+                r#"{"eos_token": "<|nope|>"}"#,
+                "eos_token",
+            ),
             ("tokenizer_config.json", r#"{"eos_token": 5}"#, "eos_token"),
-            ("tokenizer_config.json", r#"{"bos_token": {"x": 1}}"#, "bos_token"),
-            ("generation_config.json", r#"{"eos_token_id": 7}"#, "eos_token_id"),
-            ("generation_config.json", r#"{"eos_token_id": [5, -1]}"#, "eos_token_id"),
+            (
+                "tokenizer_config.json",
+                r#"{"bos_token": {"x": 1}}"#,
+                "bos_token",
+            ),
+            (
+                "generation_config.json",
+                r#"{"eos_token_id": 7}"#,
+                "eos_token_id",
+            ),
+            (
+                "generation_config.json",
+                r#"{"eos_token_id": [5, -1]}"#,
+                "eos_token_id",
+            ),
             ("config.json", r#"{"eos_token_id": "5"}"#, "eos_token_id"),
-            ("config.json", r#"{"eos_token_id": 5, "bos_token_id": [4, 5]}"#, "bos_token_id"),
+            (
+                "config.json",
+                r#"{"eos_token_id": 5, "bos_token_id": [4, 5]}"#,
+                "bos_token_id",
+            ),
         ];
         for (file, text, key) in cases {
             let dir = model_dir(&[("tokenizer.json", TINY_TOKENIZER), (file, text)]);

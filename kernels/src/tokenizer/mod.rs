@@ -103,8 +103,8 @@ pub type Result<T> = std::result::Result<T, TokenizerError>;
 /// a trait object so callers can clone it, send it across threads and match on it without boxing.
 #[derive(Debug, Clone)]
 pub enum Tokenizer {
-    /// A Hugging Face tokenizer from a model directory.
-    HuggingFace(HfTokenizer),
+    /// A Hugging Face tokenizer from a model directory (boxed: it is large, the byte tokenizer empty).
+    HuggingFace(Box<HfTokenizer>),
     /// r1's byte-level tokenizer for tiny built-in models.
     Byte(ByteTokenizer),
 }
@@ -113,7 +113,7 @@ impl Tokenizer {
     /// Loads the tokenizer of a Hugging Face model directory (`tokenizer.json` plus whichever of
     /// `tokenizer_config.json`, `generation_config.json` and `config.json` exist).
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        HfTokenizer::from_model_dir(dir).map(Tokenizer::HuggingFace)
+        HfTokenizer::from_model_dir(dir).map(Tokenizer::from)
     }
 
     /// r1's byte tokenizer, for the tiny built-in models.
@@ -189,7 +189,7 @@ impl Tokenizer {
 
 impl From<HfTokenizer> for Tokenizer {
     fn from(t: HfTokenizer) -> Self {
-        Tokenizer::HuggingFace(t)
+        Tokenizer::HuggingFace(Box::new(t))
     }
 }
 
