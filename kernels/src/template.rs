@@ -18,6 +18,10 @@
 //! blocks from earlier assistant turns and inserts an empty one into a final assistant turn, which
 //! would make training targets differ from what the model sampled), and no tool-call markup.
 //!
+//! The `r1_zero` text is the paper's to the letter, including `User: {prompt}. Assistant:` (a prompt
+//! that ends in a full stop gets a second one). On a vocabulary that has `<think>` as a token (Qwen3),
+//! the tag names in its instruction encode as those special ids, as they would in Hugging Face.
+//!
 //! Tokenize a rendered prompt with [`RenderedPrompt::add_special_tokens`]: chat formats write their own
 //! special tokens (Llama 3's `<|begin_of_text|>` included) and must not get a second BOS; the
 //! `r1_zero` prompt is plain text and gets whatever the tokenizer adds to plain text.

@@ -198,3 +198,33 @@ impl From<ByteTokenizer> for Tokenizer {
         Tokenizer::Byte(t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizers_and_streams_can_cross_threads() {
+        // The sampler decodes on worker threads and shares one tokenizer between them.
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Tokenizer>();
+        send_sync::<DecodeStream<'static>>();
+        send_sync::<TokenizerError>();
+    }
+
+    #[test]
+    fn the_enum_forwards_to_the_byte_tokenizer() {
+        let t = Tokenizer::byte();
+        assert_eq!(t.vocab_size(), ByteTokenizer::VOCAB_SIZE);
+        assert_eq!(t.bos_id(), Some(ByteTokenizer::BOS));
+        assert!(t.is_eos(ByteTokenizer::EOS));
+        assert!(!t.is_eos(ByteTokenizer::IM_END));
+        assert_eq!(t.token_id("</answer>"), Some(ByteTokenizer::ANSWER_END));
+        let ids = t.encode("<answer>42</answer>", true).unwrap();
+        assert_eq!(t.decode(&ids, true).unwrap(), "42");
+        assert!(matches!(
+            t.decode(&[ByteTokenizer::VOCAB_SIZE as u32], false),
+            Err(TokenizerError::UnknownId { .. })
+        ));
+    }
+}
