@@ -16,8 +16,8 @@ use r1_kernels::cpu::{self, Activations};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
 use r1_kernels::train::{
-    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, LrSchedule, ScaleRewards,
-    WeightedCrossEntropy,
+    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, LrSchedule,
+    ScaleRewards, WeightedCrossEntropy,
 };
 use r1_kernels::EngineError;
 
@@ -82,7 +82,10 @@ impl Default for LearnerConfig {
             minibatches: 16,
             epochs: 1,
             schedule: LrSchedule::constant(3e-6),
-            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
+            adamw: AdamWConfig {
+                weight_decay: 0.0,
+                ..AdamWConfig::default()
+            },
             max_grad_norm: 1.0,
             mask_truncated: false,
             ref_refresh_steps: 400,
@@ -138,9 +141,20 @@ struct PaddedBatch {
 /// positions whose target is a completion token.
 fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool) -> PaddedBatch {
     let b = rollouts.len();
-    let mut batch = PaddedBatch { b, t, inputs: vec![0; b * t], targets: vec![0; b * t], mask: vec![0.0; b * t] };
+    let mut batch = PaddedBatch {
+        b,
+        t,
+        inputs: vec![0; b * t],
+        targets: vec![0; b * t],
+        mask: vec![0.0; b * t],
+    };
     for (row, r) in rollouts.iter().enumerate() {
-        let ids: Vec<u32> = r.prompt_ids.iter().chain(&r.completion_ids).copied().collect();
+        let ids: Vec<u32> = r
+            .prompt_ids
+            .iter()
+            .chain(&r.completion_ids)
+            .copied()
+            .collect();
         let n = ids.len() - 1;
         batch.inputs[row * t..row * t + n].copy_from_slice(&ids[..n]);
         batch.targets[row * t..row * t + n].copy_from_slice(&ids[1..]);
@@ -167,7 +181,12 @@ impl Workspace {
 }
 
 /// Log-probs (and optionally entropies) of a padded batch's targets under `model`.
-fn logprobs(model: &Model, acts: &mut Activations, batch: &PaddedBatch, entropy: bool) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
+fn logprobs(
+    model: &Model,
+    acts: &mut Activations,
+    batch: &PaddedBatch,
+    entropy: bool,
+) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
     cpu::forward(model, acts, &batch.inputs)?;
     let out = cpu::head(model, acts, &batch.targets, None, None, entropy)?;
     Ok((out.logp, out.entropy))
@@ -196,7 +215,15 @@ impl GrpoLearner {
         let reference = (config.grpo.beta != 0.0).then(|| policy.clone());
         let optimizer = AdamW::new(config.adamw, policy.layout.total);
         let grads = vec![0.0; policy.layout.total];
-        GrpoLearner { policy, reference, optimizer, step: 0, optimizer_step: 0, config, work: Workspace { acts: None, grads } }
+        GrpoLearner {
+            policy,
+            reference,
+            optimizer,
+            step: 0,
+            optimizer_step: 0,
+            config,
+            work: Workspace { acts: None, grads },
+        }
     }
 
     /// One GRPO step over a rollout batch of whole groups.
@@ -204,24 +231,42 @@ impl GrpoLearner {
         let cfg = self.config.clone();
         let g = cfg.group_size.max(1);
         if rollouts.is_empty() || rollouts.len() % g != 0 {
-            return Err(LearnerError::Batch(format!("{} rollouts is not a whole number of groups of {g}", rollouts.len())));
+            return Err(LearnerError::Batch(format!(
+                "{} rollouts is not a whole number of groups of {g}",
+                rollouts.len()
+            )));
         }
         for (i, r) in rollouts.iter().enumerate() {
             if r.prompt_ids.is_empty() || r.completion_ids.is_empty() {
-                return Err(LearnerError::Batch(format!("rollout {i} has an empty prompt or completion")));
+                return Err(LearnerError::Batch(format!(
+                    "rollout {i} has an empty prompt or completion"
+                )));
             }
             if !r.reward.is_finite() {
-                return Err(LearnerError::Batch(format!("rollout {i} has reward {}", r.reward)));
+                return Err(LearnerError::Batch(format!(
+                    "rollout {i} has reward {}",
+                    r.reward
+                )));
             }
         }
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();
         let advantages = group_advantages(&rewards, g, cfg.scale_rewards);
-        let t = rollouts.iter().map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1).max().unwrap_or(1);
+        let t = rollouts
+            .iter()
+            .map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1)
+            .max()
+            .unwrap_or(1);
         let minibatches = cfg.minibatches.clamp(1, rollouts.len());
         let per = rollouts.len().div_ceil(minibatches);
-        let chunks: Vec<(usize, Vec<&Rollout>)> =
-            rollouts.chunks(per).enumerate().map(|(i, c)| (i * per, c.iter().collect())).collect();
-        let batches: Vec<PaddedBatch> = chunks.iter().map(|(_, c)| pad_rollouts(c, t, cfg.mask_truncated)).collect();
+        let chunks: Vec<(usize, Vec<&Rollout>)> = rollouts
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| (i * per, c.iter().collect()))
+            .collect();
+        let batches: Vec<PaddedBatch> = chunks
+            .iter()
+            .map(|(_, c)| pad_rollouts(c, t, cfg.mask_truncated))
+            .collect();
 
         // π_old (with the sampling policy's entropy) and π_ref, before any update.
         let mut old = Vec::with_capacity(batches.len());
@@ -236,13 +281,22 @@ impl GrpoLearner {
             }
             old.push(lp);
             refs.push(match &self.reference {
-                Some(reference) => logprobs(reference, self.work.arena(reference, batch.b, batch.t), batch, false)?.0,
+                Some(reference) => {
+                    logprobs(
+                        reference,
+                        self.work.arena(reference, batch.b, batch.t),
+                        batch,
+                        false,
+                    )?
+                    .0
+                }
                 None => Vec::new(),
             });
         }
 
         let mut stats = GrpoStepStats::default();
-        let (mut loss_sum, mut norm_sum, mut kl_sum, mut low_sum, mut high_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut loss_sum, mut norm_sum, mut kl_sum, mut low_sum, mut high_sum) =
+            (0.0, 0.0, 0.0, 0.0, 0.0);
         for epoch in 0..cfg.epochs.max(1) {
             for (k, ((start, _), batch)) in chunks.iter().zip(&batches).enumerate() {
                 let adv = &advantages[*start..*start + batch.b];
@@ -257,17 +311,28 @@ impl GrpoLearner {
                 };
                 self.work.grads.fill(0.0);
                 let Workspace { acts, grads } = &mut self.work;
-                if acts.as_ref().is_none_or(|a| a.b != batch.b || a.t != batch.t) {
+                if acts
+                    .as_ref()
+                    .is_none_or(|a| a.b != batch.b || a.t != batch.t)
+                {
                     *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
                 }
                 let acts = acts.as_mut().expect("arena was just planned");
                 cpu::forward(&self.policy, acts, &batch.inputs)?;
-                let out = cpu::head(&self.policy, acts, &batch.targets, Some(&objective), Some(grads), false)?;
+                let out = cpu::head(
+                    &self.policy,
+                    acts,
+                    &batch.targets,
+                    Some(&objective),
+                    Some(grads),
+                    false,
+                )?;
                 cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
                 let norm = clip_grad_norm(grads, cfg.max_grad_norm);
                 let lr = cfg.schedule.lr_at(self.optimizer_step);
                 let layout = self.policy.layout.clone();
-                self.optimizer.update(&mut self.policy.params, grads, &layout, lr as f32);
+                self.optimizer
+                    .update(&mut self.policy.params, grads, &layout, lr as f32);
                 self.optimizer_step += 1;
                 stats.optimizer_steps += 1;
                 stats.lr = lr;
@@ -297,8 +362,16 @@ impl GrpoLearner {
         stats.reward_mean = mean;
         stats.reward_std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
         stats.frac_zero_std = zero_std_groups(&rewards, g) as f64 / (rollouts.len() / g) as f64;
-        stats.kl = if self.reference.is_some() { kl_sum / nb } else { 0.0 };
-        stats.entropy = if entropy_n > 0.0 { entropy_sum / entropy_n } else { 0.0 };
+        stats.kl = if self.reference.is_some() {
+            kl_sum / nb
+        } else {
+            0.0
+        };
+        stats.entropy = if entropy_n > 0.0 {
+            entropy_sum / entropy_n
+        } else {
+            0.0
+        };
         stats.clip_low_fraction = low_sum / nb;
         stats.clip_high_fraction = high_sum / nb;
         stats.grad_norm = norm_sum / stats.optimizer_steps.max(1) as f64;
@@ -352,7 +425,14 @@ impl SftTrainer {
     pub fn new(model: Model, adamw: AdamWConfig, schedule: LrSchedule, max_grad_norm: f64) -> Self {
         let optimizer = AdamW::new(adamw, model.layout.total);
         let grads = vec![0.0; model.layout.total];
-        SftTrainer { model, optimizer, schedule, max_grad_norm, step: 0, work: Workspace { acts: None, grads } }
+        SftTrainer {
+            model,
+            optimizer,
+            schedule,
+            max_grad_norm,
+            step: 0,
+            work: Workspace { acts: None, grads },
+        }
     }
 
     /// One optimizer step on a batch (rows padded to the longest).
@@ -369,7 +449,10 @@ impl SftTrainer {
                 )));
             }
         }
-        let (b, t) = (batch.len(), batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1));
+        let (b, t) = (
+            batch.len(),
+            batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1),
+        );
         let mut inputs = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];
         let mut mask = vec![0f32; b * t];
@@ -389,13 +472,26 @@ impl SftTrainer {
         }
         let acts = acts.as_mut().expect("arena was just planned");
         cpu::forward(&self.model, acts, &inputs)?;
-        let out = cpu::head(&self.model, acts, &targets, Some(&objective), Some(grads), false)?;
+        let out = cpu::head(
+            &self.model,
+            acts,
+            &targets,
+            Some(&objective),
+            Some(grads),
+            false,
+        )?;
         cpu::backward(&self.model, acts, &inputs, grads)?;
         let grad_norm = clip_grad_norm(grads, self.max_grad_norm);
         let lr = self.schedule.lr_at(self.step);
         let layout = self.model.layout.clone();
-        self.optimizer.update(&mut self.model.params, grads, &layout, lr as f32);
+        self.optimizer
+            .update(&mut self.model.params, grads, &layout, lr as f32);
         self.step += 1;
-        Ok(SftStepStats { loss: out.loss, grad_norm, lr, tokens })
+        Ok(SftStepStats {
+            loss: out.loss,
+            grad_norm,
+            lr,
+            tokens,
+        })
     }
 }
