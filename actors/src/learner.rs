@@ -230,7 +230,7 @@ impl GrpoLearner {
     pub fn step(&mut self, rollouts: &[Rollout]) -> Result<GrpoStepStats, LearnerError> {
         let cfg = self.config.clone();
         let g = cfg.group_size.max(1);
-        if rollouts.is_empty() || rollouts.len() % g != 0 {
+        if rollouts.is_empty() || !rollouts.len().is_multiple_of(g) {
             return Err(LearnerError::Batch(format!(
                 "{} rollouts is not a whole number of groups of {g}",
                 rollouts.len()
@@ -347,7 +347,7 @@ impl GrpoLearner {
             }
         }
         self.step += 1;
-        if cfg.ref_refresh_steps > 0 && self.step % cfg.ref_refresh_steps == 0 {
+        if cfg.ref_refresh_steps > 0 && self.step.is_multiple_of(cfg.ref_refresh_steps) {
             if let Some(reference) = self.reference.as_mut() {
                 reference.params.copy_from_slice(&self.policy.params);
             }
