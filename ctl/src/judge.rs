@@ -126,7 +126,9 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
     };
     let mut out = io::stdout().lock();
     if let Output::Table = args.output {
-        writeln!(out, "{}", table_header()).context("writing to stdout")?;
+        if !write_line(&mut out, &table_header())? {
+            return Ok(0);
+        }
     }
 
     let (mut scored, mut bad) = (0usize, 0usize);
@@ -139,10 +141,12 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
         if read == 0 {
             break;
         }
+        // The line ending is not part of the item: inside an unclosed string it would be
+        // reported as a control character rather than as the line ending too early.
         let report = match std::str::from_utf8(&bytes) {
             Err(_) => Err("the line is not valid UTF-8".to_string()),
             Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => judge_line(line, &rules, &sandbox),
+            Ok(line) => judge_line(line.trim_end_matches(['\n', '\r']), &rules, &sandbox),
         };
         match report {
             Ok(report) => {
@@ -151,24 +155,42 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
                     Output::Table => table_row(number, &report),
                     Output::Json => json_row(number, &report)?,
                 };
-                writeln!(out, "{row}").context("writing to stdout")?;
+                if !write_line(&mut out, &row)? {
+                    return Ok(exit_code(bad));
+                }
             }
             Err(message) => {
                 bad += 1;
-                out.flush().context("writing to stdout")?;
                 eprintln!("r1ctl judge: {source}:{number}: {message}");
             }
         }
     }
-    out.flush().context("writing to stdout")?;
     if bad > 0 {
         eprintln!(
             "r1ctl judge: {bad} of {} lines could not be scored",
             bad + scored
         );
-        return Ok(2);
     }
-    Ok(0)
+    Ok(exit_code(bad))
+}
+
+/// 0 when every line was scored, 2 when some line was bad.
+fn exit_code(bad: usize) -> i32 {
+    if bad > 0 {
+        2
+    } else {
+        0
+    }
+}
+
+/// Writes one line of output and flushes it, so rows and the errors on stderr interleave in
+/// order. `false` when the reader has gone (`r1ctl judge … | head`): stop quietly, as `cat` does.
+fn write_line(out: &mut impl Write, line: &str) -> anyhow::Result<bool> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
 }
 
 /// Parses and scores one line; the error is a message for the user, without the file and line.
@@ -277,7 +299,7 @@ mod tests {
             .map(|e| describe_json_error(&e));
         let message = error.unwrap_or_default();
         assert!(
-            message.starts_with("column 29: unknown field `anwser`"),
+            message.starts_with("column 28: unknown field `anwser`"),
             "{message}"
         );
         assert!(!message.contains("line"), "{message}");

@@ -253,7 +253,7 @@ fn bad_lines_are_named_and_the_others_still_scored() {
         format!("r1ctl judge: {path}:2: column 32: invalid JSON: EOF while parsing"),
         format!("r1ctl judge: {path}:3: column 15: missing field `completion`"),
         format!("r1ctl judge: {path}:4: column 28: unknown field `anwser`, expected one of"),
-        format!("r1ctl judge: {path}:5: column 16: invalid type: sequence, expected a string"),
+        format!("r1ctl judge: {path}:5: column 15: invalid type: sequence, expected a string"),
         format!("r1ctl judge: {path}:7: a countdown item needs `numbers`"),
         "r1ctl judge: 5 of 7 lines could not be scored".to_string(),
     ];

@@ -427,7 +427,7 @@ pub fn score_item(
             AccuracyCheck::Code(_) => last_python_block(&item.completion).map(str::to_string),
             _ => extract_answer(&item.completion, mode),
         };
-        let why = "not scored: the format check failed, and accuracy scores nothing a malformed completion says";
+        let why = "not scored because the format check failed";
         (Score::fail(why), extracted, None)
     } else {
         score_accuracy(&item.completion, &check, mode, sandbox)
@@ -881,7 +881,7 @@ mod tests {
             Some("42"),
             "still shown, for debugging"
         );
-        assert!(why(&r.accuracy).starts_with("not scored: the format check failed"));
+        assert!(why(&r.accuracy).starts_with("not scored because the format check failed"));
         assert_eq!(why(&r.format), "<answer> inside the think block at byte 13");
         let rules = RewardRules {
             accuracy_needs_format: false,
