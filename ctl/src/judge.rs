@@ -37,7 +37,8 @@ pub enum StyleArg {
 /// Arguments of `r1ctl judge`.
 #[derive(Args)]
 #[command(after_help = "\
-Each line is one JSON object: {\"completion\": …} plus what it is judged against: \"answer\" (math), \
+Each line is one JSON object: {\"completion\": …} plus what it is judged against: \"answer\" (math; \
+arithmetic with \"task\"), \
 \"numbers\"+\"target\" or \"problem\" (countdown, arithmetic), \"tests\" (code), and optionally \
 \"task\", \"language\", \"prompt\", \"extract\", \"format\". Blank lines are skipped. See docs/rewards.md \
 and config/examples/judge.jsonl.
