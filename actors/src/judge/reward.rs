@@ -1265,4 +1265,82 @@ mod tests {
             r.accuracy
         );
     }
+
+    /// Pieces random completions are built from: tags, boxes, fences, numbers, scripts.
+    const FUZZ_PIECES: &[&str] = &[
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "<Think>",
+        "\\boxed{",
+        "}",
+        "{",
+        "$",
+        "```python\n",
+        "```",
+        "\n",
+        " ",
+        "1",
+        "2",
+        "6",
+        "24",
+        "-",
+        "*",
+        "(",
+        ")",
+        "/",
+        "0",
+        ",",
+        "é",
+        "数",
+        "ж",
+        "\u{0}",
+        "\u{202e}",
+        "99999999999999999999999999",
+        "the answer is",
+        "x",
+    ];
+
+    #[test]
+    fn random_completions_never_panic_and_add_up() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4242);
+        let rules = RewardRules {
+            weights: RewardWeights {
+                accuracy: 1.0,
+                format: 0.5,
+                language: 0.25,
+            },
+            ..RewardRules::default()
+        };
+        let golds = [
+            serde_json::json!({"answer": "24"}),
+            serde_json::json!({"numbers": [6, 2, 6], "target": 24}),
+            serde_json::json!({"task": "arithmetic", "answer": "-12"}),
+            serde_json::json!({"language": "zh", "format": {"style": "boxed", "prefilled_think": true}}),
+            serde_json::json!({"extract": "auto", "answer": "2", "prompt": "Сколько?"}),
+        ];
+        for i in 0..4_000 {
+            let len = rng.random_range(0..20);
+            let completion: String = (0..len)
+                .map(|_| FUZZ_PIECES[rng.random_range(0..FUZZ_PIECES.len())])
+                .collect();
+            let mut line = golds[i % golds.len()].clone();
+            line["completion"] = completion.clone().into();
+            let r = score_with(&line.to_string(), &rules);
+            let share = r.language.as_ref().map_or(0.0, |l| l.share);
+            assert!((0.0..=1.0).contains(&share), "{completion:?}");
+            let expected = r.accuracy.reward + 0.5 * r.format.reward + 0.25 * share;
+            assert_eq!(r.total, expected, "{completion:?}");
+            for score in [&r.accuracy, &r.format] {
+                assert!(score.reward == 0.0 || score.reward == 1.0);
+                assert_eq!(
+                    score.reward == 0.0,
+                    score.why.is_some(),
+                    "{completion:?}: {r:?}"
+                );
+            }
+        }
+    }
 }
