@@ -776,12 +776,21 @@ fn language_reason(words: &WordCounts, target: Language) -> String {
     )
 }
 
-/// Model text quoted in a reason: debug-escaped and cut to [`MAX_QUOTED_CHARS`].
+/// Model text quoted in a reason: in double quotes, control characters escaped (LaTeX
+/// backslashes kept as written), cut after [`MAX_QUOTED_CHARS`] characters.
 fn quote(text: &str) -> String {
-    match text.char_indices().nth(MAX_QUOTED_CHARS) {
-        Some((cut, _)) => format!("{:?}…", &text[..cut]),
-        None => format!("{text:?}"),
+    let mut body = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_QUOTED_CHARS {
+            return format!("\"{body}\"…");
+        }
+        if c.is_control() {
+            body.extend(c.escape_default());
+        } else {
+            body.push(c);
+        }
     }
+    format!("\"{body}\"")
 }
 
 #[cfg(test)]
@@ -1264,6 +1273,13 @@ mod tests {
             "{:?}",
             r.accuracy
         );
+    }
+
+    #[test]
+    fn quotes_keep_latex_and_escape_control_characters() {
+        assert_eq!(quote("\\frac{1}{2}"), "\"\\frac{1}{2}\"");
+        assert_eq!(quote("a\nb\u{0}"), "\"a\\nb\\u{0}\"");
+        assert_eq!(quote(&"数".repeat(61)), format!("\"{}\"…", "数".repeat(60)));
     }
 
     /// Pieces random completions are built from: tags, boxes, fences, numbers, scripts.
