@@ -25,9 +25,15 @@ struct Run {
 
 /// Runs `r1ctl judge ARGS`, feeding `stdin`.
 fn judge(args: &[&str], stdin: &str) -> Run {
+    judge_with_env(args, stdin, &[])
+}
+
+/// Runs `r1ctl judge ARGS` with extra environment variables, feeding `stdin`.
+fn judge_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
     let child = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
         .arg("judge")
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -401,5 +407,25 @@ fn the_docs_show_what_the_example_file_prints() {
     assert_eq!(
         run.stdout, shown,
         "update docs/rewards.md to what r1ctl prints"
+    );
+}
+
+#[test]
+fn code_without_bubblewrap_scores_zero_with_the_reason() {
+    // An empty PATH hides bubblewrap: the sandbox cannot start, and the code line must fail
+    // closed (0, with the reason) while the run itself succeeds.
+    let line = r#"{"completion": "<think>sum</think><answer>```python\nprint(5)\n```</answer>", "tests": {"cases": [{"input": "", "expected_output": "5"}]}}"#;
+    let run = judge_with_env(&["-o", "json", "-"], line, &[("PATH", "")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = json_rows(&run);
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(num(row, "/accuracy/reward"), 0.0);
+    assert_eq!(num(row, "/format/reward"), 1.0);
+    assert_eq!(text(row, "/code/outcome"), "SandboxError");
+    let why = text(row, "/accuracy/why");
+    assert!(
+        why.contains("code sandbox unavailable: bubblewrap not found"),
+        "{why}"
     );
 }
