@@ -55,7 +55,8 @@ pub struct JudgeArgs {
     /// style puts them. A line's own "extract" wins.
     #[arg(long, value_name = "MODE")]
     extract: Option<ExtractMode>,
-    /// The format rewarded. A line's own "format" wins.
+    /// The format rewarded. A line's own "format" wins, whole: its missing keys take their
+    /// defaults, not these options.
     #[arg(long, value_enum, default_value_t = StyleArg::AnswerTags)]
     format_style: StyleArg,
     /// The prompt template already ends in <think>: completions start inside the think block.
@@ -90,22 +91,7 @@ const NUMBER_WIDTH: usize = 5;
 
 /// Scores every line and prints it; returns the exit code (0, or 2 when a line was bad).
 pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
-    let rules = RewardRules {
-        weights: RewardWeights {
-            accuracy: args.accuracy_weight,
-            format: args.format_weight,
-            language: args.language_weight,
-        },
-        format: FormatConfig {
-            style: match args.format_style {
-                StyleArg::AnswerTags => FormatStyle::AnswerTags,
-                StyleArg::Boxed => FormatStyle::Boxed,
-            },
-            prefilled_think: args.prefilled_think,
-        },
-        extract: args.extract,
-        accuracy_needs_format: !args.accuracy_without_format,
-    };
+    let rules = rules(&args);
     rules.weights.validate().context("checking the weights")?;
     if args.code_timeout == 0 {
         bail!("--code-timeout must be at least 1 second");
@@ -173,6 +159,26 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(exit_code(bad))
+}
+
+/// The rules the command line asks for.
+fn rules(args: &JudgeArgs) -> RewardRules {
+    RewardRules {
+        weights: RewardWeights {
+            accuracy: args.accuracy_weight,
+            format: args.format_weight,
+            language: args.language_weight,
+        },
+        format: FormatConfig {
+            style: match args.format_style {
+                StyleArg::AnswerTags => FormatStyle::AnswerTags,
+                StyleArg::Boxed => FormatStyle::Boxed,
+            },
+            prefilled_think: args.prefilled_think,
+        },
+        extract: args.extract,
+        accuracy_needs_format: !args.accuracy_without_format,
+    }
 }
 
 /// 0 when every line was scored, 2 when some line was bad.

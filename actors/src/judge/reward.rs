@@ -138,7 +138,8 @@ pub struct RewardItem {
     /// Where the final answer is read; defaults to the rules' mode (see [`RewardRules::extract`]).
     #[serde(default)]
     pub extract: Option<ExtractMode>,
-    /// The format rules for this item; defaults to the rules' (see [`RewardRules::format`]).
+    /// The format rules for this item, replacing the rules' whole (see [`RewardRules::format`]):
+    /// its missing keys take their defaults, so an item is read the same under every run.
     #[serde(default)]
     pub format: Option<FormatConfig>,
     /// A Countdown or arithmetic problem, as the task generators write it.
