@@ -429,3 +429,26 @@ fn code_without_bubblewrap_scores_zero_with_the_reason() {
         "{why}"
     );
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_named() {
+    let mut file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("temp file: {e}"));
+    file.write_all(b"{\"completion\": \"\xff\"}\n{\"completion\": \"<think>a</think><answer>1</answer>\", \"answer\": \"1\"}\n")
+        .unwrap_or_else(|e| panic!("writing temp file: {e}"));
+    let path = file.path().to_str().unwrap_or_default();
+    let run = judge(&[path, "-o", "json"], "");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "r1ctl judge: {path}:1: the line is not valid UTF-8"
+        )),
+        "{}",
+        run.stderr
+    );
+    let rows = json_rows(&run);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (num(&rows[0], "/line"), num(&rows[0], "/total")),
+        (2.0, 2.0)
+    );
+}
