@@ -423,7 +423,8 @@ pub fn score_item(
         None => Score::pass(),
         Some(failure) => Score::fail(failure.to_string()),
     };
-    let (accuracy, extracted, code) = if rules.accuracy_needs_format && !verdict.passed() {
+    let gated = rules.accuracy_needs_format && !verdict.passed();
+    let (accuracy, extracted, code) = if gated && check != AccuracyCheck::Nothing {
         let extracted = match &check {
             AccuracyCheck::Code(_) => last_python_block(&item.completion).map(str::to_string),
             _ => extract_answer(&item.completion, mode),
