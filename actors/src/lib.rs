@@ -6,3 +6,4 @@
 
 pub mod judge;
 pub mod lang;
+pub mod learner;

@@ -1,5 +1,5 @@
 //! The measurements behind `r1ctl bench` (what `llama-bench` is to llama.cpp): the machine's GEMM
-//! peak, then training and prefill throughput of a model, each with achieved GFLOP/s and its share
+//! peak, then training, prefill and decode throughput of a model, each with achieved GFLOP/s and its share
 //! of that peak. Library code only measures; the binary prints.
 
 use std::time::Instant;
@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cpu::gemm::{gemm, Mat, MatMut, Threads};
 use crate::cpu::{self, Activations};
 use crate::model::{Architecture, Model, ModelConfig, RopeScaling};
+use crate::sample::{GenerationRequest, Sampler, SamplingParams};
 use crate::train::{clip_grad_norm, AdamW, AdamWConfig, WeightedCrossEntropy};
 use crate::Result;
 
@@ -87,6 +88,8 @@ pub struct BenchOptions {
     pub seq_len: usize,
     /// Timed repetitions (after one warm-up).
     pub repeats: usize,
+    /// New tokens per sequence in the decode tests.
+    pub decode_tokens: usize,
 }
 
 impl Default for BenchOptions {
@@ -95,6 +98,7 @@ impl Default for BenchOptions {
             batch: 4,
             seq_len: 256,
             repeats: 5,
+            decode_tokens: 128,
         }
     }
 }
@@ -201,24 +205,93 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
     let prefill_tps = (options.repeats * n) as f64 / start.elapsed().as_secs_f64();
 
     let fwd = forward_flops_per_token(model, t);
-    let row = |test: &str, tps: f64, flops_per_token: f64| {
+    let row = |test: &str, shape: String, tps: f64, flops_per_token: f64| {
         let gflops = tps * flops_per_token / 1e9;
         BenchRow {
             test: test.into(),
-            shape: format!("{b}x{t}"),
+            shape,
             tokens_per_s: tps,
             gflops,
             peak_percent: 100.0 * gflops / peak,
         }
     };
+    let mut rows = vec![
+        row("train", format!("{b}x{t}"), train_tps, 3.0 * fwd),
+        row("prefill", format!("{b}x{t}"), prefill_tps, fwd),
+    ];
+    // Decode as the PyTorch baseline measures it: 32-token prompts, `decode_tokens` new tokens,
+    // greedy, prefill included in the time; then a GRPO-shaped batch (8 prompts × 8 samples, T = 1).
+    let new = options.decode_tokens;
+    let decode_flops = forward_flops_per_token(model, 32 + new / 2);
+    for (test, prompts, samples, temperature) in [
+        ("decode", 16, 1, 0.0),
+        ("decode", 64, 1, 0.0),
+        ("grpo", 8, 8, 1.0),
+    ] {
+        let tps = decode_throughput(model, &ids, prompts, samples, temperature, 32, new)?;
+        let shape = if samples > 1 {
+            format!("{prompts}x{samples}x{new}")
+        } else {
+            format!("{prompts}x{new}")
+        };
+        rows.push(row(test, shape, tps, decode_flops));
+    }
     Ok(BenchReport {
         model: name.to_string(),
         params: model.layout.total,
         threads: rayon::current_num_threads(),
         gemm_peak_gflops: peak,
-        rows: vec![
-            row("train", train_tps, 3.0 * fwd),
-            row("prefill", prefill_tps, fwd),
-        ],
+        rows,
     })
+}
+
+/// Generated tokens per second for `prompts` prompts of `prompt_len` tokens, `samples` each,
+/// exactly `new_tokens` new tokens per sequence (EOS ignored), prefill included.
+fn decode_throughput(
+    model: &Model,
+    source: &[u32],
+    prompts: usize,
+    samples: usize,
+    temperature: f32,
+    prompt_len: usize,
+    new_tokens: usize,
+) -> Result<f64> {
+    let params = SamplingParams {
+        temperature,
+        max_new_tokens: new_tokens,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let requests: Vec<GenerationRequest> = (0..prompts)
+        .map(|p| GenerationRequest {
+            prompt_ids: source
+                .iter()
+                .cycle()
+                .skip(p * prompt_len)
+                .take(prompt_len)
+                .copied()
+                .collect(),
+            samples,
+            seed: p as u64,
+            params: params.clone(),
+        })
+        .collect();
+    let mut sampler = Sampler::new(model, prompts * samples);
+    // Warm-up: a few tokens, with the cache allocated for the full length.
+    let warm_params = SamplingParams {
+        max_new_tokens: 8,
+        ..params.clone()
+    };
+    let warm: Vec<GenerationRequest> = requests
+        .iter()
+        .map(|r| GenerationRequest {
+            params: warm_params.clone(),
+            ..r.clone()
+        })
+        .collect();
+    sampler.generate(&warm, None)?;
+    let start = Instant::now();
+    let out = sampler.generate(&requests, None)?;
+    let generated: usize = out.iter().map(|c| c.token_ids.len()).sum();
+    Ok(generated as f64 / start.elapsed().as_secs_f64())
 }

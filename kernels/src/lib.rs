@@ -4,6 +4,7 @@
 //! - `cpu`: the f32 CPU backend (forward, backward), the reference for every other backend.
 //! - `train`: the fused LM head with per-token objectives (cross-entropy, log-prob + entropy),
 //!   AdamW, gradient clipping, learning-rate schedules.
+//! - `sample`: batched KV-cache generation (continuous batching, seeded per-sequence sampling).
 //! - `bench`: the measurements behind `r1ctl bench`.
 //!
 //! No actors, no network: everything here is plain functions over slices.
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod model;
+pub mod sample;
 pub mod train;
 
 pub use error::{EngineError, Result};

@@ -1,7 +1,10 @@
 //! The f32 CPU backend: the reference every other backend is tested against.
 
+pub mod decode;
 pub mod gemm;
 pub mod model;
 pub mod ops;
+pub mod rowmat;
 
+pub use decode::{decode_step, DecodeScratch, KvCache};
 pub use model::{backward, forward, head, logits, Activations};

@@ -107,6 +107,17 @@ impl Activations {
         &self.xf
     }
 
+    /// q|k|v (after RoPE) of layer `l` from the last forward pass: [N, QKV]. The sampler copies
+    /// keys and values out of it into its KV cache after prefilling a prompt.
+    pub fn layer_qkv(&self, l: usize) -> &[f32] {
+        // x holds L + 1 residual streams of xf's size.
+        let layers = (self.x.len() / self.xf.len().max(1))
+            .saturating_sub(1)
+            .max(1);
+        let per_layer = self.qkv.len() / layers;
+        &self.qkv[l * per_layer..(l + 1) * per_layer]
+    }
+
     /// Bytes held by the arena.
     pub fn bytes(&self) -> usize {
         4 * [

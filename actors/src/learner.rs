@@ -1,0 +1,401 @@
+//! The learners: one GRPO update from a batch of scored rollouts, and one SFT step from a batch of
+//! examples. Pure compute over `r1_kernels`; the learner actor and the stage loops drive them.
+//!
+//! A GRPO step (docs/DESIGN.md, "GRPO, exactly"):
+//! 1. advantages per group of `group_size` consecutive rollouts;
+//! 2. π_old = the log-probs of the policy that sampled, recomputed here before any update (the
+//!    sampler's are equal within 1e-4, but the learner does not trust them); π_ref likewise from
+//!    the frozen reference when β ≠ 0;
+//! 3. for each epoch, for each minibatch: forward, the GRPO objective through the fused head,
+//!    backward, gradient clipping, AdamW at the scheduled learning rate;
+//! 4. every `ref_refresh_steps` steps the reference becomes a copy of the policy.
+
+use serde::{Deserialize, Serialize};
+
+use r1_kernels::cpu::{self, Activations};
+use r1_kernels::model::Model;
+use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
+use r1_kernels::train::{
+    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, LrSchedule, ScaleRewards,
+    WeightedCrossEntropy,
+};
+use r1_kernels::EngineError;
+
+/// Errors of the learners: bad batches, or the engine refusing them.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnerError {
+    /// The batch cannot be trained on; the message says which item and why.
+    #[error("bad batch: {0}")]
+    Batch(String),
+    /// The engine rejected an input (token id out of range, …).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// One sampled completion with its total reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The prompt as the policy saw it (template applied).
+    pub prompt_ids: Vec<u32>,
+    /// The generated tokens.
+    pub completion_ids: Vec<u32>,
+    /// Sum of the weighted reward components.
+    pub reward: f64,
+    /// Whether generation stopped at the length limit.
+    pub truncated: bool,
+}
+
+/// How the GRPO learner updates the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerConfig {
+    /// The objective (clip ε, β, aggregation).
+    pub grpo: GrpoConfig,
+    /// Whether advantages are divided by the group std.
+    pub scale_rewards: ScaleRewards,
+    /// Completions per prompt; rollouts come in consecutive groups of this size.
+    pub group_size: usize,
+    /// Minibatches each rollout batch is split into (one optimizer step each).
+    pub minibatches: usize,
+    /// Passes over the rollout batch.
+    pub epochs: usize,
+    /// Learning rate per optimizer step.
+    pub schedule: LrSchedule,
+    /// AdamW moments and weight decay.
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (0 disables).
+    pub max_grad_norm: f64,
+    /// Give truncated completions no loss (they have no final answer to judge).
+    pub mask_truncated: bool,
+    /// Replace the reference by the policy every this many steps (0: never).
+    pub ref_refresh_steps: u64,
+}
+
+impl Default for LearnerConfig {
+    /// The paper's R1-Zero settings: lr 3e-6, β 0.001, G 16, 16 minibatches, one pass,
+    /// reference refreshed every 400 steps.
+    fn default() -> Self {
+        LearnerConfig {
+            grpo: GrpoConfig::default(),
+            scale_rewards: ScaleRewards::Group,
+            group_size: 16,
+            minibatches: 16,
+            epochs: 1,
+            schedule: LrSchedule::constant(3e-6),
+            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
+            max_grad_norm: 1.0,
+            mask_truncated: false,
+            ref_refresh_steps: 400,
+        }
+    }
+}
+
+/// What one GRPO step did, for logs, metrics and sled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrpoStepStats {
+    /// The step just taken (1-based).
+    pub step: u64,
+    /// Mean of the minibatch losses of the last epoch.
+    pub loss: f64,
+    /// Mean and std of rewards over the batch.
+    pub reward_mean: f64,
+    /// Population std of rewards over the batch.
+    pub reward_std: f64,
+    /// Share of groups whose rewards were all equal (no signal).
+    pub frac_zero_std: f64,
+    /// Mean k3 KL to the reference over completion tokens (0 when β = 0).
+    pub kl: f64,
+    /// Mean entropy of the sampling policy over completion tokens.
+    pub entropy: f64,
+    /// Share of tokens clipped below and above.
+    pub clip_low_fraction: f64,
+    /// Share of tokens clipped above.
+    pub clip_high_fraction: f64,
+    /// Gradient norm before clipping (mean over minibatches).
+    pub grad_norm: f64,
+    /// Learning rate of the last optimizer step.
+    pub lr: f64,
+    /// Mean and max completion length in tokens.
+    pub completion_len_mean: f64,
+    /// Longest completion.
+    pub completion_len_max: usize,
+    /// Share of completions cut by the length limit.
+    pub truncated_fraction: f64,
+    /// Optimizer steps taken in this GRPO step.
+    pub optimizer_steps: usize,
+}
+
+/// Rows of equal length ready for the engine: inputs, targets and a loss mask, [B, T] each.
+struct PaddedBatch {
+    b: usize,
+    t: usize,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    mask: Vec<f32>,
+}
+
+/// Lays out (prompt, completion) pairs as next-token rows of length `t`; the mask covers the
+/// positions whose target is a completion token.
+fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool) -> PaddedBatch {
+    let b = rollouts.len();
+    let mut batch = PaddedBatch { b, t, inputs: vec![0; b * t], targets: vec![0; b * t], mask: vec![0.0; b * t] };
+    for (row, r) in rollouts.iter().enumerate() {
+        let ids: Vec<u32> = r.prompt_ids.iter().chain(&r.completion_ids).copied().collect();
+        let n = ids.len() - 1;
+        batch.inputs[row * t..row * t + n].copy_from_slice(&ids[..n]);
+        batch.targets[row * t..row * t + n].copy_from_slice(&ids[1..]);
+        if !(mask_truncated && r.truncated) {
+            batch.mask[row * t + r.prompt_ids.len() - 1..row * t + n].fill(1.0);
+        }
+    }
+    batch
+}
+
+/// Keeps one arena and one gradient buffer across steps, re-planned only when the shape changes.
+struct Workspace {
+    acts: Option<Activations>,
+    grads: Vec<f32>,
+}
+
+impl Workspace {
+    fn arena(&mut self, model: &Model, b: usize, t: usize) -> &mut Activations {
+        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            self.acts = Some(Activations::new(model, b, t));
+        }
+        self.acts.as_mut().expect("arena was just planned")
+    }
+}
+
+/// Log-probs (and optionally entropies) of a padded batch's targets under `model`.
+fn logprobs(model: &Model, acts: &mut Activations, batch: &PaddedBatch, entropy: bool) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
+    cpu::forward(model, acts, &batch.inputs)?;
+    let out = cpu::head(model, acts, &batch.targets, None, None, entropy)?;
+    Ok((out.logp, out.entropy))
+}
+
+/// The GRPO learner: the policy, its frozen reference, and the optimizer state.
+pub struct GrpoLearner {
+    /// The policy being trained.
+    pub policy: Model,
+    /// π_ref; `None` when β = 0 (no KL term, no second model in memory).
+    pub reference: Option<Model>,
+    /// AdamW state.
+    pub optimizer: AdamW,
+    /// GRPO steps taken.
+    pub step: u64,
+    /// Optimizer steps taken (the schedule's clock).
+    pub optimizer_step: u64,
+    /// Settings.
+    pub config: LearnerConfig,
+    work: Workspace,
+}
+
+impl GrpoLearner {
+    /// A learner starting from `policy`; the reference starts as a copy of it.
+    pub fn new(policy: Model, config: LearnerConfig) -> Self {
+        let reference = (config.grpo.beta != 0.0).then(|| policy.clone());
+        let optimizer = AdamW::new(config.adamw, policy.layout.total);
+        let grads = vec![0.0; policy.layout.total];
+        GrpoLearner { policy, reference, optimizer, step: 0, optimizer_step: 0, config, work: Workspace { acts: None, grads } }
+    }
+
+    /// One GRPO step over a rollout batch of whole groups.
+    pub fn step(&mut self, rollouts: &[Rollout]) -> Result<GrpoStepStats, LearnerError> {
+        let cfg = self.config.clone();
+        let g = cfg.group_size.max(1);
+        if rollouts.is_empty() || rollouts.len() % g != 0 {
+            return Err(LearnerError::Batch(format!("{} rollouts is not a whole number of groups of {g}", rollouts.len())));
+        }
+        for (i, r) in rollouts.iter().enumerate() {
+            if r.prompt_ids.is_empty() || r.completion_ids.is_empty() {
+                return Err(LearnerError::Batch(format!("rollout {i} has an empty prompt or completion")));
+            }
+            if !r.reward.is_finite() {
+                return Err(LearnerError::Batch(format!("rollout {i} has reward {}", r.reward)));
+            }
+        }
+        let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();
+        let advantages = group_advantages(&rewards, g, cfg.scale_rewards);
+        let t = rollouts.iter().map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1).max().unwrap_or(1);
+        let minibatches = cfg.minibatches.clamp(1, rollouts.len());
+        let per = rollouts.len().div_ceil(minibatches);
+        let chunks: Vec<(usize, Vec<&Rollout>)> =
+            rollouts.chunks(per).enumerate().map(|(i, c)| (i * per, c.iter().collect())).collect();
+        let batches: Vec<PaddedBatch> = chunks.iter().map(|(_, c)| pad_rollouts(c, t, cfg.mask_truncated)).collect();
+
+        // π_old (with the sampling policy's entropy) and π_ref, before any update.
+        let mut old = Vec::with_capacity(batches.len());
+        let mut refs = Vec::with_capacity(batches.len());
+        let (mut entropy_sum, mut entropy_n) = (0.0, 0.0);
+        for batch in &batches {
+            let acts = self.work.arena(&self.policy, batch.b, batch.t);
+            let (lp, ent) = logprobs(&self.policy, acts, batch, true)?;
+            for (e, m) in ent.iter().zip(&batch.mask) {
+                entropy_sum += (*e * *m) as f64;
+                entropy_n += *m as f64;
+            }
+            old.push(lp);
+            refs.push(match &self.reference {
+                Some(reference) => logprobs(reference, self.work.arena(reference, batch.b, batch.t), batch, false)?.0,
+                None => Vec::new(),
+            });
+        }
+
+        let mut stats = GrpoStepStats::default();
+        let (mut loss_sum, mut norm_sum, mut kl_sum, mut low_sum, mut high_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for epoch in 0..cfg.epochs.max(1) {
+            for (k, ((start, _), batch)) in chunks.iter().zip(&batches).enumerate() {
+                let adv = &advantages[*start..*start + batch.b];
+                let weights = aggregation_weights(&batch.mask, batch.t, &cfg.grpo);
+                let objective = GrpoObjective {
+                    config: cfg.grpo,
+                    old_logp: &old[k],
+                    ref_logp: &refs[k],
+                    advantages: adv,
+                    weights: &weights,
+                    t: batch.t,
+                };
+                self.work.grads.fill(0.0);
+                let Workspace { acts, grads } = &mut self.work;
+                if acts.as_ref().is_none_or(|a| a.b != batch.b || a.t != batch.t) {
+                    *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
+                }
+                let acts = acts.as_mut().expect("arena was just planned");
+                cpu::forward(&self.policy, acts, &batch.inputs)?;
+                let out = cpu::head(&self.policy, acts, &batch.targets, Some(&objective), Some(grads), false)?;
+                cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
+                let norm = clip_grad_norm(grads, cfg.max_grad_norm);
+                let lr = cfg.schedule.lr_at(self.optimizer_step);
+                let layout = self.policy.layout.clone();
+                self.optimizer.update(&mut self.policy.params, grads, &layout, lr as f32);
+                self.optimizer_step += 1;
+                stats.optimizer_steps += 1;
+                stats.lr = lr;
+                norm_sum += norm;
+                if epoch + 1 == cfg.epochs.max(1) {
+                    let token_stats = objective.stats(&out.logp);
+                    loss_sum += out.loss;
+                    kl_sum += token_stats.kl_mean;
+                    low_sum += token_stats.clip_low_fraction;
+                    high_sum += token_stats.clip_high_fraction;
+                }
+            }
+        }
+        self.step += 1;
+        if cfg.ref_refresh_steps > 0 && self.step % cfg.ref_refresh_steps == 0 {
+            if let Some(reference) = self.reference.as_mut() {
+                reference.params.copy_from_slice(&self.policy.params);
+            }
+        }
+
+        let n = rollouts.len() as f64;
+        let lens: Vec<usize> = rollouts.iter().map(|r| r.completion_ids.len()).collect();
+        let mean = rewards.iter().sum::<f64>() / n;
+        let nb = batches.len() as f64;
+        stats.step = self.step;
+        stats.loss = loss_sum / nb;
+        stats.reward_mean = mean;
+        stats.reward_std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+        stats.frac_zero_std = zero_std_groups(&rewards, g) as f64 / (rollouts.len() / g) as f64;
+        stats.kl = if self.reference.is_some() { kl_sum / nb } else { 0.0 };
+        stats.entropy = if entropy_n > 0.0 { entropy_sum / entropy_n } else { 0.0 };
+        stats.clip_low_fraction = low_sum / nb;
+        stats.clip_high_fraction = high_sum / nb;
+        stats.grad_norm = norm_sum / stats.optimizer_steps.max(1) as f64;
+        stats.completion_len_mean = lens.iter().sum::<usize>() as f64 / n;
+        stats.completion_len_max = lens.iter().copied().max().unwrap_or(0);
+        stats.truncated_fraction = rollouts.iter().filter(|r| r.truncated).count() as f64 / n;
+        Ok(stats)
+    }
+}
+
+/// One supervised example: a token sequence and which of its tokens are learned (1) — the
+/// response — and which are only context (0) — the prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftExample {
+    /// Prompt and response tokens.
+    pub ids: Vec<u32>,
+    /// Per token of `ids`: 1 where the model is trained to predict it.
+    pub loss_mask: Vec<f32>,
+}
+
+/// What one SFT step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SftStepStats {
+    /// Mean cross-entropy over the learned tokens.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Learned tokens in the batch.
+    pub tokens: usize,
+}
+
+/// Supervised fine-tuning: masked cross-entropy on the response tokens.
+pub struct SftTrainer {
+    /// The model being trained.
+    pub model: Model,
+    /// AdamW state.
+    pub optimizer: AdamW,
+    /// Learning rate per step.
+    pub schedule: LrSchedule,
+    /// Global gradient-norm clip (0 disables).
+    pub max_grad_norm: f64,
+    /// Optimizer steps taken.
+    pub step: u64,
+    work: Workspace,
+}
+
+impl SftTrainer {
+    /// A trainer for `model`.
+    pub fn new(model: Model, adamw: AdamWConfig, schedule: LrSchedule, max_grad_norm: f64) -> Self {
+        let optimizer = AdamW::new(adamw, model.layout.total);
+        let grads = vec![0.0; model.layout.total];
+        SftTrainer { model, optimizer, schedule, max_grad_norm, step: 0, work: Workspace { acts: None, grads } }
+    }
+
+    /// One optimizer step on a batch (rows padded to the longest).
+    pub fn step(&mut self, batch: &[SftExample]) -> Result<SftStepStats, LearnerError> {
+        if batch.is_empty() {
+            return Err(LearnerError::Batch("the SFT batch is empty".into()));
+        }
+        for (i, ex) in batch.iter().enumerate() {
+            if ex.ids.len() < 2 || ex.ids.len() != ex.loss_mask.len() {
+                return Err(LearnerError::Batch(format!(
+                    "example {i}: {} ids and {} mask entries (need equal lengths of at least 2)",
+                    ex.ids.len(),
+                    ex.loss_mask.len()
+                )));
+            }
+        }
+        let (b, t) = (batch.len(), batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1));
+        let mut inputs = vec![0u32; b * t];
+        let mut targets = vec![0u32; b * t];
+        let mut mask = vec![0f32; b * t];
+        for (row, ex) in batch.iter().enumerate() {
+            let n = ex.ids.len() - 1;
+            inputs[row * t..row * t + n].copy_from_slice(&ex.ids[..n]);
+            targets[row * t..row * t + n].copy_from_slice(&ex.ids[1..]);
+            mask[row * t..row * t + n].copy_from_slice(&ex.loss_mask[1..]);
+        }
+        let tokens = mask.iter().filter(|&&m| m != 0.0).count();
+        let weights = WeightedCrossEntropy::mean_weights(&mask);
+        let objective = WeightedCrossEntropy { weights: &weights };
+        self.work.grads.fill(0.0);
+        let Workspace { acts, grads } = &mut self.work;
+        if acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            *acts = Some(Activations::new(&self.model, b, t));
+        }
+        let acts = acts.as_mut().expect("arena was just planned");
+        cpu::forward(&self.model, acts, &inputs)?;
+        let out = cpu::head(&self.model, acts, &targets, Some(&objective), Some(grads), false)?;
+        cpu::backward(&self.model, acts, &inputs, grads)?;
+        let grad_norm = clip_grad_norm(grads, self.max_grad_norm);
+        let lr = self.schedule.lr_at(self.step);
+        let layout = self.model.layout.clone();
+        self.optimizer.update(&mut self.model.params, grads, &layout, lr as f32);
+        self.step += 1;
+        Ok(SftStepStats { loss: out.loss, grad_norm, lr, tokens })
+    }
+}

@@ -1,0 +1,247 @@
+//! Incremental decoding with a KV cache: one new token for each of S active sequences per step,
+//! each at its own position, attending to the keys and values cached for its slot.
+//!
+//! Shape legend: S = active sequences this step, L = layers, C = channels, NH/NKV = query/kv
+//! heads, HS = head size, KVD = NKV·HS, QKV = (NH + 2·NKV)·HS, I = MLP width, V = vocab,
+//! P = cache positions per slot.
+
+use rayon::prelude::*;
+
+use super::ops::{self, RopeTable};
+use super::rowmat::{dot, matmul_rows};
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+
+/// Keys and values of every cached position, per layer and slot: [L, slots, P, KVD] each.
+pub struct KvCache {
+    /// Sequences that can be decoded at once.
+    pub slots: usize,
+    /// Positions per slot (prompt + generated tokens).
+    pub max_len: usize,
+    kv_dim: usize,
+    layers: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl KvCache {
+    /// A cache for `slots` sequences of up to `max_len` tokens of `model`.
+    pub fn new(model: &Model, slots: usize, max_len: usize) -> Self {
+        let cfg = &model.config;
+        let len = cfg.num_layers * slots * max_len * cfg.kv_dim();
+        KvCache {
+            slots,
+            max_len,
+            kv_dim: cfg.kv_dim(),
+            layers: cfg.num_layers,
+            k: vec![0.0; len],
+            v: vec![0.0; len],
+        }
+    }
+
+    fn offset(&self, layer: usize, slot: usize, pos: usize) -> usize {
+        ((layer * self.slots + slot) * self.max_len + pos) * self.kv_dim
+    }
+
+    /// Writes a prefilled prompt's keys and values (per layer, [len, KVD] each) into `slot`: every
+    /// sample of a GRPO group starts from the one prefill of its prompt.
+    pub fn load_prefix(&mut self, slot: usize, kv: &[(Vec<f32>, Vec<f32>)], len: usize) {
+        let n = len * self.kv_dim;
+        for (l, (k, v)) in kv.iter().enumerate().take(self.layers) {
+            let at = self.offset(l, slot, 0);
+            self.k[at..at + n].copy_from_slice(&k[..n]);
+            self.v[at..at + n].copy_from_slice(&v[..n]);
+        }
+    }
+}
+
+/// Per-step buffers for up to `max_rows` sequences, allocated once per sampler.
+pub struct DecodeScratch {
+    max_rows: usize,
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    proj: Vec<f32>,
+    rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    gu: Vec<f32>,
+    h: Vec<f32>,
+    scores: Vec<f32>,
+    /// Logits of the last step: [S, V].
+    pub logits: Vec<f32>,
+    rope: RopeTable,
+}
+
+impl DecodeScratch {
+    /// Buffers for `max_rows` sequences of up to `max_len` positions.
+    pub fn new(model: &Model, max_rows: usize, max_len: usize) -> Self {
+        let cfg = &model.config;
+        let r = max_rows.max(1);
+        DecodeScratch {
+            max_rows: r,
+            x: vec![0.0; r * cfg.hidden_size],
+            ln: vec![0.0; r * cfg.hidden_size],
+            proj: vec![0.0; r * cfg.hidden_size],
+            rstd: vec![0.0; r],
+            qkv: vec![0.0; r * cfg.qkv_dim()],
+            atty: vec![0.0; r * cfg.q_dim()],
+            gu: vec![0.0; r * 2 * cfg.intermediate_size],
+            h: vec![0.0; r * cfg.intermediate_size],
+            scores: vec![0.0; r * cfg.num_heads * max_len],
+            logits: vec![0.0; r * cfg.vocab_size],
+            rope: RopeTable::new(&cfg.rope_inv_freq(), max_len),
+        }
+    }
+}
+
+/// Runs one decoding step: `tokens[s]` enters slot `slots[s]` at position `positions[s]` (the
+/// number of tokens already cached there). Its key and value are cached, and the next-token
+/// logits of every row land in `scratch.logits[..S·V]`.
+///
+/// Every product goes through `rowmat::matmul_rows`, which is batch-invariant: a sequence gets
+/// the same bits whatever else is in the batch.
+pub fn decode_step(
+    model: &Model,
+    cache: &mut KvCache,
+    scratch: &mut DecodeScratch,
+    slots: &[usize],
+    tokens: &[u32],
+    positions: &[u32],
+) -> Result<()> {
+    let cfg = &model.config;
+    let s = tokens.len();
+    if s == 0 || slots.len() != s || positions.len() != s || s > scratch.max_rows {
+        return Err(EngineError::Input(format!(
+            "decode step: {s} tokens, {} slots, {} positions",
+            slots.len(),
+            positions.len()
+        )));
+    }
+    for (&slot, &pos) in slots.iter().zip(positions) {
+        if slot >= cache.slots
+            || pos as usize >= cache.max_len
+            || pos as usize >= scratch.rope.max_positions()
+        {
+            return Err(EngineError::Input(format!(
+                "decode step: slot {slot} position {pos} is outside the cache"
+            )));
+        }
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(EngineError::Input(format!(
+            "decode step: token id {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+    let s = tokens.len();
+    let p = &model.params;
+    let lay = &model.layout;
+    let (c, qkv_w, qd, kvd, i, v) = (
+        cfg.hidden_size,
+        cfg.qkv_dim(),
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let (nh, hs) = (cfg.num_heads, cfg.head_dim);
+    let group = nh / cfg.num_kv_heads;
+    let eps = cfg.rms_norm_eps as f32;
+    let sc = scratch;
+    let (x, ln, rstd, proj) = (
+        &mut sc.x[..s * c],
+        &mut sc.ln[..s * c],
+        &mut sc.rstd[..s],
+        &mut sc.proj[..s * c],
+    );
+    let (qkv, atty) = (&mut sc.qkv[..s * qkv_w], &mut sc.atty[..s * qd]);
+    let (gu, h) = (&mut sc.gu[..s * 2 * i], &mut sc.h[..s * i]);
+
+    ops::embedding_forward(x, tokens, &p[lay.embed..lay.embed + v * c], c);
+    for (l, o) in lay.layers.iter().enumerate() {
+        ops::rmsnorm_forward(ln, rstd, x, &p[o.ln1..o.ln1 + c], c, eps);
+        let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
+        matmul_rows(qkv, ln, &p[o.qkv_w..o.qkv_w + qkv_w * c], bias, s, c, qkv_w);
+        ops::rope_apply(
+            qkv,
+            positions,
+            &sc.rope,
+            qkv_w,
+            0,
+            nh + cfg.num_kv_heads,
+            false,
+        );
+        for (row, (&slot, &pos)) in qkv.chunks_exact(qkv_w).zip(slots.iter().zip(positions)) {
+            let at = cache.offset(l, slot, pos as usize);
+            cache.k[at..at + kvd].copy_from_slice(&row[qd..qd + kvd]);
+            cache.v[at..at + kvd].copy_from_slice(&row[qd + kvd..qd + 2 * kvd]);
+        }
+        // Attention of each (row, head) over its slot's cached positions 0..=pos.
+        let cache_ref = &*cache;
+        let qkv_ref = &*qkv;
+        let max_len = cache_ref.max_len;
+        atty.par_chunks_mut(hs)
+            .zip(sc.scores[..s * nh * max_len].par_chunks_mut(max_len))
+            .enumerate()
+            .for_each(|(rh, (out, scores))| {
+                let (r, hd) = (rh / nh, rh % nh);
+                let g = hd / group;
+                let q = &qkv_ref[r * qkv_w + hd * hs..r * qkv_w + (hd + 1) * hs];
+                let len = positions[r] as usize + 1;
+                let base = cache_ref.offset(l, slots[r], 0);
+                let scale = 1.0 / (hs as f32).sqrt();
+                let mut max = f32::NEG_INFINITY;
+                for (t, sc) in scores[..len].iter_mut().enumerate() {
+                    let k = &cache_ref.k[base + t * kvd + g * hs..base + t * kvd + (g + 1) * hs];
+                    *sc = dot(q, k) * scale;
+                    max = max.max(*sc);
+                }
+                let mut sum = 0.0;
+                for sc in &mut scores[..len] {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                out.fill(0.0);
+                for (t, &w) in scores[..len].iter().enumerate() {
+                    let vv = &cache_ref.v[base + t * kvd + g * hs..base + t * kvd + (g + 1) * hs];
+                    let w = w / sum;
+                    for (o, val) in out.iter_mut().zip(vv) {
+                        *o += w * val;
+                    }
+                }
+            });
+        matmul_rows(proj, atty, &p[o.o_w..o.o_w + c * qd], None, s, qd, c);
+        add_into(x, proj);
+        ops::rmsnorm_forward(ln, rstd, x, &p[o.ln2..o.ln2 + c], c, eps);
+        matmul_rows(
+            gu,
+            ln,
+            &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
+            None,
+            s,
+            c,
+            2 * i,
+        );
+        ops::swiglu_forward(h, gu, i);
+        matmul_rows(proj, h, &p[o.down_w..o.down_w + c * i], None, s, i, c);
+        add_into(x, proj);
+    }
+    ops::rmsnorm_forward(ln, rstd, x, &p[lay.final_norm..lay.final_norm + c], c, eps);
+    matmul_rows(
+        &mut sc.logits[..s * v],
+        ln,
+        &p[lay.lm_head..lay.lm_head + v * c],
+        None,
+        s,
+        c,
+        v,
+    );
+    Ok(())
+}
+
+/// x += y, elementwise (the residual add after a projection).
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

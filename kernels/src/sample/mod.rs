@@ -1,0 +1,413 @@
+//! The sampler: batched generation with a KV cache and continuous batching, returning what the
+//! GRPO learner needs (token ids, both log-probs per token, why each sequence ended).
+//!
+//! - Each prompt is prefilled once (through the same forward pass the learner uses); its keys and
+//!   values are copied into the cache slot of every sample of its group.
+//! - Up to `max_batch` sequences decode together; a finished sequence frees its slot at once and
+//!   the next waiting sequence takes it (continuous batching).
+//! - Every sequence has its own RNG, seeded from its request's seed and its sample index, and its
+//!   logits do not depend on what else is in the batch, so the same request gives the same tokens
+//!   alone or in any mix.
+
+pub mod pick;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::cpu::{self, Activations, DecodeScratch, KvCache};
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+pub use pick::{pick, Pick, SamplingParams};
+
+/// Turns token ids back into text, for stop strings and the returned completions. The tokenizer
+/// implements it; tests may use anything.
+pub trait Detokenizer {
+    /// The text of `ids` (special tokens included as text or dropped, as the implementation
+    /// documents).
+    fn detokenize(&self, ids: &[u32]) -> String;
+}
+
+/// One prompt to complete `samples` times (a GRPO group when `samples` > 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    /// The tokenized prompt (template already applied).
+    pub prompt_ids: Vec<u32>,
+    /// Completions to draw from this prompt.
+    pub samples: usize,
+    /// Seed of this request; sample j uses stream j of it.
+    pub seed: u64,
+    /// How to draw.
+    pub params: SamplingParams,
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// It produced an end-of-sequence (or stop) token.
+    Eos,
+    /// Its text contains one of the stop strings.
+    Stop,
+    /// It reached `max_new_tokens` or the model's context.
+    Length,
+}
+
+/// One finished sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Index of its request.
+    pub request: usize,
+    /// Index of the sample within the request.
+    pub sample: usize,
+    /// Generated token ids (the end-of-sequence token included when that ended it).
+    pub token_ids: Vec<u32>,
+    /// Generated text, when a detokenizer was given: cut right after the stop string that ended it.
+    pub text: Option<String>,
+    /// log π_sample of each token (temperature and truncation applied; 0 when greedy).
+    pub sampling_logprobs: Vec<f32>,
+    /// log π of each token under the raw model (temperature 1): the learner's π_old.
+    pub raw_logprobs: Vec<f32>,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// A prompt's keys, values and next-token logits after its one prefill.
+struct PrefilledPrompt {
+    /// Prompt tokens.
+    len: usize,
+    /// Next-token logits after the last prompt token [V].
+    logits: Vec<f32>,
+    /// Samples of the group not yet admitted; the prefill is dropped when it reaches 0.
+    samples_left: usize,
+    /// Keys and values per layer, [len, KVD] each.
+    kv: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// A sequence being decoded.
+struct Active {
+    request: usize,
+    slot: usize,
+    rng: ChaCha8Rng,
+    prompt_len: usize,
+    max_new: usize,
+    out: Completion,
+}
+
+/// Generates completions for batches of requests on the CPU backend.
+pub struct Sampler<'m> {
+    model: &'m Model,
+    /// Most sequences decoded at once.
+    pub max_batch: usize,
+    cache: Option<KvCache>,
+    scratch: Option<DecodeScratch>,
+    prefill: Option<Activations>,
+    order: Vec<u32>,
+}
+
+impl<'m> Sampler<'m> {
+    /// A sampler for `model` that decodes up to `max_batch` sequences together.
+    pub fn new(model: &'m Model, max_batch: usize) -> Self {
+        Sampler {
+            model,
+            max_batch: max_batch.max(1),
+            cache: None,
+            scratch: None,
+            prefill: None,
+            order: Vec::new(),
+        }
+    }
+
+    /// The longest sequence (prompt + completion) the model accepts.
+    pub fn context_len(&self) -> usize {
+        self.model.config.max_position_embeddings
+    }
+
+    fn validate(&self, requests: &[GenerationRequest]) -> Result<()> {
+        if requests.is_empty() {
+            return Err(EngineError::Input("generate: the batch is empty".into()));
+        }
+        let v = self.model.config.vocab_size;
+        for (i, r) in requests.iter().enumerate() {
+            if r.prompt_ids.is_empty() {
+                return Err(EngineError::Input(format!(
+                    "request {i}: the prompt is empty"
+                )));
+            }
+            if r.samples == 0 {
+                return Err(EngineError::Input(format!(
+                    "request {i}: samples must be at least 1"
+                )));
+            }
+            if r.prompt_ids.len() >= self.context_len() {
+                return Err(EngineError::Input(format!(
+                    "request {i}: the prompt has {} tokens, the model's context is {}",
+                    r.prompt_ids.len(),
+                    self.context_len()
+                )));
+            }
+            if let Some((p, &bad)) = r
+                .prompt_ids
+                .iter()
+                .enumerate()
+                .find(|(_, &t)| t as usize >= v)
+            {
+                return Err(EngineError::Input(format!(
+                    "request {i}: token id {bad} at position {p} is outside the vocabulary of {v}"
+                )));
+            }
+            r.params
+                .validate()
+                .map_err(|e| EngineError::Input(format!("request {i}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `prompt` through the forward pass alone and keeps its keys, values and last logits.
+    fn prefill(&mut self, prompt: &[u32], samples: usize) -> Result<PrefilledPrompt> {
+        let model = self.model;
+        let t = prompt.len();
+        if self.prefill.as_ref().is_none_or(|a| a.t != t) {
+            self.prefill = Some(Activations::new(model, 1, t));
+        }
+        let acts = self
+            .prefill
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("prefill arena".into()))?;
+        cpu::forward(model, acts, prompt)?;
+        let cfg = &model.config;
+        let (c, v, qkv_w, q_dim, kvd) = (
+            cfg.hidden_size,
+            cfg.vocab_size,
+            cfg.qkv_dim(),
+            cfg.q_dim(),
+            cfg.kv_dim(),
+        );
+        let mut logits = vec![0.0; v];
+        let last = &acts.hidden()[(t - 1) * c..t * c];
+        let w = &model.params[model.layout.lm_head..model.layout.lm_head + v * c];
+        for (z, row) in logits.iter_mut().zip(w.chunks_exact(c)) {
+            *z = row.iter().zip(last).map(|(a, b)| a * b).sum();
+        }
+        let kv = (0..cfg.num_layers)
+            .map(|l| {
+                let qkv = acts.layer_qkv(l);
+                let mut k = Vec::with_capacity(t * kvd);
+                let mut vv = Vec::with_capacity(t * kvd);
+                for row in qkv.chunks_exact(qkv_w).take(t) {
+                    k.extend_from_slice(&row[q_dim..q_dim + kvd]);
+                    vv.extend_from_slice(&row[q_dim + kvd..q_dim + 2 * kvd]);
+                }
+                (k, vv)
+            })
+            .collect();
+        Ok(PrefilledPrompt {
+            len: t,
+            logits,
+            samples_left: samples,
+            kv,
+        })
+    }
+
+    /// Generates every sample of every request. Results are ordered by (request, sample).
+    pub fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+        detok: Option<&dyn Detokenizer>,
+    ) -> Result<Vec<Completion>> {
+        self.validate(requests)?;
+        let model = self.model;
+        let context = self.context_len();
+        let max_new =
+            |r: &GenerationRequest| r.params.max_new_tokens.min(context - r.prompt_ids.len());
+        let max_len = requests
+            .iter()
+            .map(|r| r.prompt_ids.len() + max_new(r))
+            .max()
+            .unwrap_or(1);
+        let total: usize = requests.iter().map(|r| r.samples).sum();
+        let slots = self.max_batch.min(total);
+        if self
+            .cache
+            .as_ref()
+            .is_none_or(|c| c.slots < slots || c.max_len < max_len)
+        {
+            self.cache = Some(KvCache::new(model, slots, max_len));
+            self.scratch = Some(DecodeScratch::new(model, slots, max_len));
+        }
+        let mut free: Vec<usize> = (0..slots).rev().collect();
+        let mut waiting = requests
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| (0..r.samples).map(move |j| (i, j)));
+        let mut prefilled: Option<(usize, PrefilledPrompt)> = None;
+        let mut active: Vec<Active> = Vec::new();
+        let mut done: Vec<Completion> = Vec::with_capacity(total);
+        let eos = &model.config.eos_token_ids;
+        let mut next_waiting = waiting.next();
+
+        loop {
+            // Admit waiting sequences into free slots; each starts from its prompt's logits.
+            while let (Some(&slot), Some((ri, sj))) = (free.last(), next_waiting) {
+                let request = &requests[ri];
+                if prefilled.as_ref().is_none_or(|(i, _)| *i != ri) {
+                    prefilled = Some((ri, self.prefill(&request.prompt_ids, request.samples)?));
+                }
+                let Some((_, prompt)) = prefilled.as_mut() else {
+                    break;
+                };
+                free.pop();
+                next_waiting = waiting.next();
+                let cache = self
+                    .cache
+                    .as_mut()
+                    .ok_or_else(|| EngineError::Input("kv cache".into()))?;
+                cache.load_prefix(slot, &prompt.kv, prompt.len);
+                let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
+                rng.set_stream(sj as u64);
+                let mut seq = Active {
+                    request: ri,
+                    slot,
+                    rng,
+                    prompt_len: prompt.len,
+                    max_new: max_new(request),
+                    out: Completion {
+                        request: ri,
+                        sample: sj,
+                        token_ids: Vec::new(),
+                        text: None,
+                        sampling_logprobs: Vec::new(),
+                        raw_logprobs: Vec::new(),
+                        finish: FinishReason::Length,
+                    },
+                };
+                let chosen = pick(
+                    &prompt.logits,
+                    &request.params,
+                    &mut seq.rng,
+                    &mut self.order,
+                );
+                prompt.samples_left -= 1;
+                if prompt.samples_left == 0 {
+                    prefilled = None;
+                }
+                if let Some(finish) = accept(&mut seq, chosen, &request.params, eos, detok) {
+                    finalize(&mut seq, finish, &request.params, detok);
+                    free.push(seq.slot);
+                    done.push(seq.out);
+                } else {
+                    active.push(seq);
+                }
+            }
+            if active.is_empty() {
+                if next_waiting.is_none() {
+                    break;
+                }
+                continue;
+            }
+            let slots_now: Vec<usize> = active.iter().map(|a| a.slot).collect();
+            let tokens: Vec<u32> = active
+                .iter()
+                .map(|a| *a.out.token_ids.last().unwrap_or(&0))
+                .collect();
+            let positions: Vec<u32> = active
+                .iter()
+                .map(|a| (a.prompt_len + a.out.token_ids.len() - 1) as u32)
+                .collect();
+            let cache = self
+                .cache
+                .as_mut()
+                .ok_or_else(|| EngineError::Input("kv cache".into()))?;
+            let scratch = self
+                .scratch
+                .as_mut()
+                .ok_or_else(|| EngineError::Input("decode scratch".into()))?;
+            cpu::decode_step(model, cache, scratch, &slots_now, &tokens, &positions)?;
+            let v = model.config.vocab_size;
+            let mut still = Vec::with_capacity(active.len());
+            for (row, mut seq) in active.drain(..).enumerate() {
+                let params = &requests[seq.request].params;
+                let chosen = pick(
+                    &scratch.logits[row * v..(row + 1) * v],
+                    params,
+                    &mut seq.rng,
+                    &mut self.order,
+                );
+                if let Some(finish) = accept(&mut seq, chosen, params, eos, detok) {
+                    finalize(&mut seq, finish, params, detok);
+                    free.push(seq.slot);
+                    done.push(seq.out);
+                } else {
+                    still.push(seq);
+                }
+            }
+            active = still;
+        }
+        done.sort_by_key(|c| (c.request, c.sample));
+        Ok(done)
+    }
+}
+
+/// Appends the chosen token; returns why the sequence ends, if it does.
+fn accept(
+    seq: &mut Active,
+    chosen: Pick,
+    params: &SamplingParams,
+    eos: &[u32],
+    detok: Option<&dyn Detokenizer>,
+) -> Option<FinishReason> {
+    seq.out.token_ids.push(chosen.token);
+    seq.out.sampling_logprobs.push(chosen.sampling_logprob);
+    seq.out.raw_logprobs.push(chosen.raw_logprob);
+    if (!params.ignore_eos && eos.contains(&chosen.token))
+        || params.stop_token_ids.contains(&chosen.token)
+    {
+        return Some(FinishReason::Eos);
+    }
+    if let (Some(detok), false) = (detok, params.stop_strings.is_empty()) {
+        // A stop string that just appeared ends within the newest token and starts at most its
+        // byte length earlier; each token is at least one byte, so a short tail suffices.
+        let longest = params
+            .stop_strings
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+        let tail = &seq.out.token_ids[seq.out.token_ids.len().saturating_sub(longest + 4)..];
+        let text = detok.detokenize(tail);
+        if params
+            .stop_strings
+            .iter()
+            .any(|s| text.contains(s.as_str()))
+        {
+            return Some(FinishReason::Stop);
+        }
+    }
+    if seq.out.token_ids.len() >= seq.max_new {
+        return Some(FinishReason::Length);
+    }
+    None
+}
+
+/// Records the finish reason and the text (cut after the stop string that ended it).
+fn finalize(
+    seq: &mut Active,
+    finish: FinishReason,
+    params: &SamplingParams,
+    detok: Option<&dyn Detokenizer>,
+) {
+    seq.out.finish = finish;
+    let Some(detok) = detok else { return };
+    let mut text = detok.detokenize(&seq.out.token_ids);
+    if finish == FinishReason::Stop {
+        let end = params
+            .stop_strings
+            .iter()
+            .filter_map(|s| text.find(s.as_str()).map(|at| at + s.len()))
+            .min();
+        if let Some(end) = end {
+            text.truncate(end);
+        }
+    }
+    seq.out.text = Some(text);
+}

@@ -1,0 +1,244 @@
+//! The GRPO objective of docs/DESIGN.md, exactly, as a per-token objective for the fused LM head.
+//!
+//! For a group of G completions of one prompt with rewards r_i:
+//!   A_i = (r_i − mean(r)) / (std(r) + 1e-4)        (std with Bessel's correction; or no division)
+//! and per token t of completion i, with ρ = exp(logπθ − logπold):
+//!   ℓ = −min(ρ·A_i, clip(ρ, 1−ε_low, 1+ε_high)·A_i) + β·k3,   k3 = exp(logπref − logπθ) − (logπref − logπθ) − 1
+//! aggregated by `LossAgg`. Gradients follow PyTorch's conventions (TRL's GRPOTrainer): the clip
+//! passes no gradient outside its range, and at a tie of the two terms each gets half.
+
+use serde::{Deserialize, Serialize};
+
+use super::head::{TokenLoss, TokenObjective};
+
+/// How per-token losses become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAgg {
+    /// The paper's 1/G Σ_i 1/|o_i| Σ_t: every completion weighs the same.
+    SeqMeanTokenMean,
+    /// DAPO: every token weighs the same.
+    TokenMean,
+    /// Dr. GRPO: the masked sum divided by (completions × max completion length).
+    SeqMeanTokenSumNorm,
+}
+
+/// Whether advantages are divided by the group's standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleRewards {
+    /// (r − mean) / (std + 1e-4), as the paper and TRL.
+    Group,
+    /// r − mean only (Dr. GRPO).
+    None,
+}
+
+/// The objective's knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// Lower clip: ρ below 1 − ε_low stops helping negative advantages.
+    pub epsilon_low: f64,
+    /// Upper clip: ρ above 1 + ε_high stops helping positive advantages (clip-higher when > ε_low).
+    pub epsilon_high: f64,
+    /// Weight of the k3 KL to the reference policy inside the loss (0 drops the reference).
+    pub beta: f64,
+    /// Aggregation over tokens and completions.
+    pub loss_agg: LossAgg,
+    /// The configured completion limit (Dr. GRPO's normaliser).
+    pub max_completion_length: usize,
+}
+
+impl Default for GrpoConfig {
+    /// The paper's R1-Zero settings.
+    fn default() -> Self {
+        GrpoConfig {
+            epsilon_low: 0.2,
+            epsilon_high: 0.2,
+            beta: 0.001,
+            loss_agg: LossAgg::SeqMeanTokenMean,
+            max_completion_length: 1024,
+        }
+    }
+}
+
+/// Advantages of consecutive groups of `group_size` rewards. A group whose rewards are all
+/// equal gets advantages of 0 (it carries no signal; see `zero_std_groups`).
+pub fn group_advantages(rewards: &[f64], group_size: usize, scale: ScaleRewards) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rewards.len());
+    for group in rewards.chunks(group_size.max(1)) {
+        let n = group.len() as f64;
+        let mean = group.iter().sum::<f64>() / n;
+        let std = if group.len() > 1 {
+            (group.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        for r in group {
+            out.push(match scale {
+                ScaleRewards::Group => (r - mean) / (std + 1e-4),
+                ScaleRewards::None => r - mean,
+            });
+        }
+    }
+    out
+}
+
+/// Groups whose rewards are all equal (no learning signal): the `frac_zero_std` statistic.
+pub fn zero_std_groups(rewards: &[f64], group_size: usize) -> usize {
+    rewards
+        .chunks(group_size.max(1))
+        .filter(|g| g.iter().all(|r| *r == g[0]))
+        .count()
+}
+
+/// One token's loss and d loss / d logπθ, before aggregation weights. f64 throughout.
+pub fn token_loss(
+    logp: f64,
+    old: f64,
+    reference: f64,
+    advantage: f64,
+    config: &GrpoConfig,
+) -> (f64, f64) {
+    let ratio = (logp - old).exp();
+    let low = 1.0 - config.epsilon_low;
+    let high = 1.0 + config.epsilon_high;
+    let clipped = ratio.clamp(low, high);
+    let unclipped_term = ratio * advantage;
+    let clipped_term = clipped * advantage;
+    // d(ρA)/dlogp = ρA; d(clip(ρ)A)/dlogp = ρA inside [low, high], else 0.
+    let d_unclipped = ratio * advantage;
+    let d_clipped = if (low..=high).contains(&ratio) {
+        ratio * advantage
+    } else {
+        0.0
+    };
+    let (surrogate, d_surrogate) = if unclipped_term < clipped_term {
+        (unclipped_term, d_unclipped)
+    } else if clipped_term < unclipped_term {
+        (clipped_term, d_clipped)
+    } else {
+        (unclipped_term, 0.5 * (d_unclipped + d_clipped))
+    };
+    let mut loss = -surrogate;
+    let mut d = -d_surrogate;
+    if config.beta != 0.0 {
+        let diff = reference - logp;
+        loss += config.beta * (diff.exp() - diff - 1.0);
+        d += config.beta * (1.0 - diff.exp());
+    }
+    (loss, d)
+}
+
+/// Per-token aggregation weights for rows of completion tokens: `mask` is [rows, T] (1 for a
+/// completion token that counts, 0 for prompt, padding or masked truncation).
+pub fn aggregation_weights(mask: &[f32], t: usize, config: &GrpoConfig) -> Vec<f64> {
+    let rows = mask.len() / t.max(1);
+    let total_tokens: f64 = mask.iter().map(|&m| m as f64).sum();
+    let mut weights = vec![0.0; mask.len()];
+    for (w, m) in weights.chunks_mut(t).zip(mask.chunks(t)) {
+        let row_tokens: f64 = m.iter().map(|&x| x as f64).sum();
+        let denominator = match config.loss_agg {
+            LossAgg::SeqMeanTokenMean => row_tokens * rows as f64,
+            LossAgg::TokenMean => total_tokens,
+            LossAgg::SeqMeanTokenSumNorm => (rows * config.max_completion_length) as f64,
+        };
+        for (w, &m) in w.iter_mut().zip(m) {
+            *w = if m != 0.0 && denominator > 0.0 {
+                m as f64 / denominator
+            } else {
+                0.0
+            };
+        }
+    }
+    weights
+}
+
+/// The GRPO loss over a batch of completion tokens, for `cpu::head`. All slices are indexed by
+/// token (row-major [rows, T]); `advantage` by row.
+pub struct GrpoObjective<'a> {
+    /// Objective settings.
+    pub config: GrpoConfig,
+    /// log π_old of each token (the policy that sampled, recomputed).
+    pub old_logp: &'a [f32],
+    /// log π_ref of each token (unused when β = 0).
+    pub ref_logp: &'a [f32],
+    /// A_i per row.
+    pub advantages: &'a [f64],
+    /// Aggregation weight per token (`aggregation_weights`), 0 where the token does not count.
+    pub weights: &'a [f64],
+    /// Tokens per row.
+    pub t: usize,
+}
+
+impl TokenObjective for GrpoObjective<'_> {
+    fn token(&self, index: usize, logp: f32, _entropy: f32) -> TokenLoss {
+        let w = self.weights[index];
+        if w == 0.0 {
+            return TokenLoss::default();
+        }
+        let reference = if self.config.beta != 0.0 {
+            self.ref_logp[index] as f64
+        } else {
+            0.0
+        };
+        let (loss, d) = token_loss(
+            logp as f64,
+            self.old_logp[index] as f64,
+            reference,
+            self.advantages[index / self.t],
+            &self.config,
+        );
+        TokenLoss {
+            loss: w * loss,
+            d_logp: (w * d) as f32,
+            d_entropy: 0.0,
+        }
+    }
+}
+
+/// What the learner reports about one GRPO minibatch, from the log-probs it trained on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrpoTokenStats {
+    /// Share of counted tokens whose clipped term was active below (ρ < 1 − ε_low, A < 0).
+    pub clip_low_fraction: f64,
+    /// Share of counted tokens whose clipped term was active above (ρ > 1 + ε_high, A > 0).
+    pub clip_high_fraction: f64,
+    /// Mean k3 KL to the reference over counted tokens.
+    pub kl_mean: f64,
+    /// Mean ρ over counted tokens.
+    pub ratio_mean: f64,
+}
+
+impl GrpoObjective<'_> {
+    /// Statistics of this minibatch given the log-probs the head computed.
+    pub fn stats(&self, logp: &[f32]) -> GrpoTokenStats {
+        let (mut n, mut low, mut high, mut kl, mut ratio_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (i, &lp) in logp.iter().enumerate() {
+            if self.weights[i] == 0.0 {
+                continue;
+            }
+            let a = self.advantages[i / self.t];
+            let ratio = (lp as f64 - self.old_logp[i] as f64).exp();
+            n += 1.0;
+            ratio_sum += ratio;
+            if ratio < 1.0 - self.config.epsilon_low && a < 0.0 {
+                low += 1.0;
+            }
+            if ratio > 1.0 + self.config.epsilon_high && a > 0.0 {
+                high += 1.0;
+            }
+            let diff = self.ref_logp.get(i).map_or(0.0, |&r| r as f64 - lp as f64);
+            kl += diff.exp() - diff - 1.0;
+        }
+        if n == 0.0 {
+            return GrpoTokenStats::default();
+        }
+        GrpoTokenStats {
+            clip_low_fraction: low / n,
+            clip_high_fraction: high / n,
+            kl_mean: kl / n,
+            ratio_mean: ratio_sum / n,
+        }
+    }
+}
