@@ -1,8 +1,8 @@
 //! r1-actors: the actors of r1 and the pure logic each one wraps.
 //!
 //! Today this crate holds the reward logic: `judge` (math answers, format, task verifiers, code tests
-//! in a sandbox) and `lang` (language consistency). The actix actors that wrap them arrive with the
-//! daemon.
+//! in a sandbox; `judge::reward` combines them into every component of one item) and `lang`
+//! (language consistency). The actix actors that wrap them arrive with the daemon.
 
 pub mod judge;
 pub mod lang;

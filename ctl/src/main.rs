@@ -2,6 +2,7 @@
 //! lives in the library crates. Exit codes: 0 success, 1 a negative answer, 2 an error.
 
 mod bench;
+mod judge;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Measure training and prefill throughput of a model directory or a built-in shape.
     Bench(bench::BenchArgs),
+    /// Score completions in a JSONL file with the reward rules, offline: every component and why.
+    Judge(judge::JudgeArgs),
 }
 
 fn main() {
@@ -27,6 +30,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Judge(args) => judge::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,5 +3,6 @@
 
 pub mod format;
 pub mod math;
+pub mod reward;
 pub mod sandbox;
 pub mod tasks;
