@@ -199,6 +199,24 @@ impl From<ByteTokenizer> for Tokenizer {
     }
 }
 
+/// Sampler text for stop strings and completions: special tokens are kept as text, so a stop
+/// string such as `</answer>` (a special token in the byte tokenizer) is seen. Ids the vocabulary
+/// lacks render as U+FFFD rather than failing a generation midway.
+impl crate::sample::Detokenizer for Tokenizer {
+    fn detokenize(&self, ids: &[u32]) -> String {
+        match self.decode(ids, false) {
+            Ok(text) => text,
+            Err(_) => ids
+                .iter()
+                .map(|&id| {
+                    self.decode(&[id], false)
+                        .unwrap_or_else(|_| "\u{FFFD}".to_string())
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,23 +244,5 @@ mod tests {
             t.decode(&[ByteTokenizer::VOCAB_SIZE as u32], false),
             Err(TokenizerError::UnknownId { .. })
         ));
-    }
-}
-
-/// Sampler text for stop strings and completions: special tokens are kept as text, so a stop
-/// string such as `</answer>` (a special token in the byte tokenizer) is seen. Ids the vocabulary
-/// lacks render as U+FFFD rather than failing a generation midway.
-impl crate::sample::Detokenizer for Tokenizer {
-    fn detokenize(&self, ids: &[u32]) -> String {
-        match self.decode(ids, false) {
-            Ok(text) => text,
-            Err(_) => ids
-                .iter()
-                .map(|&id| {
-                    self.decode(&[id], false)
-                        .unwrap_or_else(|_| "\u{FFFD}".to_string())
-                })
-                .collect(),
-        }
     }
 }
