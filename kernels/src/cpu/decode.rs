@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::fastmath;
 use super::ops::{self, RopeTable};
 use super::rowmat::{dot, matmul_rows};
 use crate::error::{EngineError, Result};
@@ -55,6 +56,20 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// The keys and values of the first `len` positions of `slot` (per layer, [len, KVD] each):
+    /// a prefilled prompt kept for the samples of its group not yet admitted.
+    pub fn read_prefix(&self, slot: usize, len: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let n = len * self.kv_dim;
+        (0..self.layers)
+            .map(|l| {
+                let at = self.offset(l, slot, 0);
+                (self.k[at..at + n].to_vec(), self.v[at..at + n].to_vec())
+            })
+            .collect()
+    }
+}
+
 /// Per-step buffers for up to `max_rows` sequences, allocated once per sampler.
 pub struct DecodeScratch {
     max_rows: usize,
@@ -96,7 +111,10 @@ impl DecodeScratch {
 
 /// Runs one decoding step: `tokens[s]` enters slot `slots[s]` at position `positions[s]` (the
 /// number of tokens already cached there). Its key and value are cached, and the next-token
-/// logits of every row land in `scratch.logits[..S·V]`.
+/// logits of every row (or of `logit_rows` only, in that order) land in `scratch.logits`.
+///
+/// Several rows may feed one slot at consecutive positions: that is a prompt's prefill (keys and
+/// values of all rows are cached before any row attends, so each row sees its predecessors).
 ///
 /// Every product goes through `rowmat::matmul_rows`, which is batch-invariant: a sequence gets
 /// the same bits whatever else is in the batch.
@@ -107,6 +125,7 @@ pub fn decode_step(
     slots: &[usize],
     tokens: &[u32],
     positions: &[u32],
+    logit_rows: Option<&[usize]>,
 ) -> Result<()> {
     let cfg = &model.config;
     let s = tokens.len();
@@ -126,6 +145,11 @@ pub fn decode_step(
                 "decode step: slot {slot} position {pos} is outside the cache"
             )));
         }
+    }
+    if let Some(&bad) = logit_rows.and_then(|rows| rows.iter().find(|&&r| r >= s)) {
+        return Err(EngineError::Input(format!(
+            "decode step: logits asked for row {bad} of {s}"
+        )));
     }
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
         return Err(EngineError::Input(format!(
@@ -198,7 +222,7 @@ pub fn decode_step(
                 }
                 let mut sum = 0.0;
                 for sc in &mut scores[..len] {
-                    *sc = (*sc - max).exp();
+                    *sc = fastmath::exp(*sc - max);
                     sum += *sc;
                 }
                 out.fill(0.0);
@@ -227,15 +251,18 @@ pub fn decode_step(
         add_into(x, proj);
     }
     ops::rmsnorm_forward(ln, rstd, x, &p[lay.final_norm..lay.final_norm + c], c, eps);
-    matmul_rows(
-        &mut sc.logits[..s * v],
-        ln,
-        &p[lay.lm_head..lay.lm_head + v * c],
-        None,
-        s,
-        c,
-        v,
-    );
+    let head = &p[lay.lm_head..lay.lm_head + v * c];
+    match logit_rows {
+        None => matmul_rows(&mut sc.logits[..s * v], ln, head, None, s, c, v),
+        Some(rows) => {
+            // Only the rows that pick a token (the last of each prompt when prefilling).
+            for (dst, &r) in proj.chunks_exact_mut(c).zip(rows) {
+                dst.copy_from_slice(&ln[r * c..(r + 1) * c]);
+            }
+            let n = rows.len();
+            matmul_rows(&mut sc.logits[..n * v], &proj[..n * c], head, None, n, c, v);
+        }
+    }
     Ok(())
 }
 

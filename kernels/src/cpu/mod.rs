@@ -1,6 +1,7 @@
 //! The f32 CPU backend: the reference every other backend is tested against.
 
 pub mod decode;
+pub mod fastmath;
 pub mod gemm;
 pub mod model;
 pub mod ops;

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::fastmath;
 use super::gemm::{gemm, Mat, MatMut, Threads};
 
 /// Rows per rayon task for row-wise elementwise ops: enough work to amortise scheduling.
@@ -376,7 +377,7 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
                 let max = row[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let mut sum = 0.0;
                 for x in &mut row[..=i] {
-                    *x = (*x - max).exp();
+                    *x = fastmath::exp(*x - max);
                     sum += *x;
                 }
                 let inv = 1.0 / sum;
@@ -504,7 +505,7 @@ pub fn swiglu_forward(h: &mut [f32], gu: &[f32], i: usize) {
             for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
                 let (gate, up) = gu.split_at(i);
                 for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
-                    *h = g / (1.0 + (-g).exp()) * u;
+                    *h = g / (1.0 + fastmath::exp(-g)) * u;
                 }
             }
         });
@@ -525,7 +526,7 @@ pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
                 let (dgate, dup) = dgu.split_at_mut(i);
                 for k in 0..i {
                     let g = gate[k];
-                    let sig = 1.0 / (1.0 + (-g).exp());
+                    let sig = 1.0 / (1.0 + fastmath::exp(-g));
                     let silu = g * sig;
                     dgate[k] += dh[k] * up[k] * sig * (1.0 + g * (1.0 - sig));
                     dup[k] += dh[k] * silu;

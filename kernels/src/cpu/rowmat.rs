@@ -6,14 +6,14 @@
 //! paths for a few), so a sequence's logits would change in the last bits with the batch around
 //! it. The sampler promises the same tokens and log-probs alone or in any batch, so decoding uses
 //! this kernel: each (row, column) is a dot product accumulated in 16 lanes in C order, reduced
-//! by a fixed tree. Tiles of 2 rows × 4 columns share loads; they do not change the arithmetic.
+//! by a fixed tree. Tiles of 4 rows × 4 columns share loads; they do not change the arithmetic.
 
 use rayon::prelude::*;
 
 /// Lanes per accumulator (one AVX-512 register).
 const LANES: usize = 16;
-/// Output columns per rayon task.
-const COLS_PER_TASK: usize = 64;
+/// Fewest output columns per rayon task: below this, scheduling costs more than it saves.
+const MIN_COLS_PER_TASK: usize = 32;
 
 /// out[S, OC] = inp[S, C] · weight[OC, C]ᵀ + bias, batch-invariant (see the module docs).
 pub fn matmul_rows(
@@ -30,14 +30,16 @@ pub fn matmul_rows(
         "matmul_rows: buffers too small"
     );
     let out = SharedOut(out.as_mut_ptr());
-    (0..oc.div_ceil(COLS_PER_TASK))
-        .into_par_iter()
-        .for_each(|task| {
-            let j0 = task * COLS_PER_TASK;
-            let j1 = (j0 + COLS_PER_TASK).min(oc);
-            // SAFETY: each task writes columns j0..j1 of every row, disjoint from other tasks.
-            unsafe { dispatch(out.ptr(), inp, weight, bias, s, c, oc, j0, j1) };
-        });
+    // A few tasks per thread, in multiples of 4 columns. The split changes which thread computes
+    // a column, never how it is computed.
+    let per_task =
+        (oc.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4).max(MIN_COLS_PER_TASK);
+    (0..oc.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        let j0 = task * per_task;
+        let j1 = (j0 + per_task).min(oc);
+        // SAFETY: each task writes columns j0..j1 of every row, disjoint from other tasks.
+        unsafe { dispatch(out.ptr(), inp, weight, bias, s, c, oc, j0, j1) };
+    });
 }
 
 #[derive(Clone, Copy)]
@@ -146,32 +148,44 @@ unsafe fn tile_avx512(
         }
         out
     }
+    /// Writes a block of dot products (plus bias) to rows r.. and columns j..j+n.
+    #[inline(always)]
+    unsafe fn store<const ROWS: usize>(
+        out: *mut f32,
+        dots: &[[f32; 4]; ROWS],
+        r: usize,
+        j: usize,
+        n: usize,
+        oc: usize,
+        bias: Option<&[f32]>,
+    ) {
+        for (dr, row) in dots.iter().enumerate() {
+            for q in 0..n {
+                *out.add((r + dr) * oc + j + q) = row[q] + bias.map_or(0.0, |b| b[j + q]);
+            }
+        }
+    }
     let mut j = j0;
     while j < j1 {
         let n = (j1 - j).min(4);
         // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
         let ws: [*const f32; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
         let mut r = 0;
-        while r + 2 <= s {
-            let dots = block::<2>(
-                [inp.as_ptr().add(r * c), inp.as_ptr().add((r + 1) * c)],
-                ws,
-                full,
-                c,
-                tail_mask,
-            );
-            for (dr, row) in dots.iter().enumerate() {
-                for q in 0..n {
-                    *out.add((r + dr) * oc + j + q) = row[q] + bias.map_or(0.0, |b| b[j + q]);
-                }
-            }
-            r += 2;
+        while r + 4 <= s {
+            let xs = [
+                inp.as_ptr().add(r * c),
+                inp.as_ptr().add((r + 1) * c),
+                inp.as_ptr().add((r + 2) * c),
+                inp.as_ptr().add((r + 3) * c),
+            ];
+            let dots = block::<4>(xs, ws, full, c, tail_mask);
+            store(out, &dots, r, j, n, oc, bias);
+            r += 4;
         }
-        if r < s {
+        while r < s {
             let dots = block::<1>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
-            for q in 0..n {
-                *out.add(r * oc + j + q) = dots[0][q] + bias.map_or(0.0, |b| b[j + q]);
-            }
+            store(out, &dots, r, j, n, oc, bias);
+            r += 1;
         }
         j += 4;
     }

@@ -1,8 +1,9 @@
 //! The sampler: batched generation with a KV cache and continuous batching, returning what the
 //! GRPO learner needs (token ids, both log-probs per token, why each sequence ended).
 //!
-//! - Each prompt is prefilled once (through the same forward pass the learner uses); its keys and
-//!   values are copied into the cache slot of every sample of its group.
+//! - Each prompt is prefilled once, several prompts per pass, through the same batch-invariant
+//!   kernels as decoding; its keys and values are copied into the cache slot of every sample of
+//!   its group.
 //! - Up to `max_batch` sequences decode together; a finished sequence frees its slot at once and
 //!   the next waiting sequence takes it (continuous batching).
 //! - Every sequence has its own RNG, seeded from its request's seed and its sample index, and its
@@ -15,10 +16,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{self, Activations, DecodeScratch, KvCache};
+use std::collections::HashMap;
+
+use crate::cpu::{self, DecodeScratch, KvCache};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 pub use pick::{pick, Pick, SamplingParams};
+
+/// Prompt tokens per prefill pass: bounds the scratch (attention scores grow with rows × context).
+const PREFILL_ROWS: usize = 256;
 
 /// Turns token ids back into text, for stop strings and the returned completions. The tokenizer
 /// implements it; tests may use anything.
@@ -101,7 +107,6 @@ pub struct Sampler<'m> {
     pub max_batch: usize,
     cache: Option<KvCache>,
     scratch: Option<DecodeScratch>,
-    prefill: Option<Activations>,
     order: Vec<u32>,
 }
 
@@ -113,7 +118,6 @@ impl<'m> Sampler<'m> {
             max_batch: max_batch.max(1),
             cache: None,
             scratch: None,
-            prefill: None,
             order: Vec::new(),
         }
     }
@@ -163,50 +167,66 @@ impl<'m> Sampler<'m> {
         Ok(())
     }
 
-    /// Runs `prompt` through the forward pass alone and keeps its keys, values and last logits.
-    fn prefill(&mut self, prompt: &[u32], samples: usize) -> Result<PrefilledPrompt> {
+    /// Prefills `prompts` (request index, slot) in passes of at most `PREFILL_ROWS` tokens and
+    /// returns, per prompt, its keys and values and next-token logits.
+    fn prefill(
+        &mut self,
+        requests: &[GenerationRequest],
+        prompts: &[(usize, usize)],
+    ) -> Result<Vec<PrefilledPrompt>> {
         let model = self.model;
-        let t = prompt.len();
-        if self.prefill.as_ref().is_none_or(|a| a.t != t) {
-            self.prefill = Some(Activations::new(model, 1, t));
-        }
-        let acts = self
-            .prefill
+        let v = model.config.vocab_size;
+        let cache = self
+            .cache
             .as_mut()
-            .ok_or_else(|| EngineError::Input("prefill arena".into()))?;
-        cpu::forward(model, acts, prompt)?;
-        let cfg = &model.config;
-        let (c, v, qkv_w, q_dim, kvd) = (
-            cfg.hidden_size,
-            cfg.vocab_size,
-            cfg.qkv_dim(),
-            cfg.q_dim(),
-            cfg.kv_dim(),
-        );
-        let mut logits = vec![0.0; v];
-        let last = &acts.hidden()[(t - 1) * c..t * c];
-        let w = &model.params[model.layout.lm_head..model.layout.lm_head + v * c];
-        for (z, row) in logits.iter_mut().zip(w.chunks_exact(c)) {
-            *z = row.iter().zip(last).map(|(a, b)| a * b).sum();
-        }
-        let kv = (0..cfg.num_layers)
-            .map(|l| {
-                let qkv = acts.layer_qkv(l);
-                let mut k = Vec::with_capacity(t * kvd);
-                let mut vv = Vec::with_capacity(t * kvd);
-                for row in qkv.chunks_exact(qkv_w).take(t) {
-                    k.extend_from_slice(&row[q_dim..q_dim + kvd]);
-                    vv.extend_from_slice(&row[q_dim + kvd..q_dim + 2 * kvd]);
-                }
-                (k, vv)
-            })
+            .ok_or_else(|| EngineError::Input("kv cache".into()))?;
+        let scratch = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("decode scratch".into()))?;
+        let mut logits: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+        // (prompt index, position) of every prompt token, in order, cut into passes.
+        let rows: Vec<(usize, usize)> = prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, &(ri, _))| (0..requests[ri].prompt_ids.len()).map(move |pos| (p, pos)))
             .collect();
-        Ok(PrefilledPrompt {
-            len: t,
-            logits,
-            samples_left: samples,
-            kv,
-        })
+        for pass in rows.chunks(PREFILL_ROWS) {
+            let slots: Vec<usize> = pass.iter().map(|&(p, _)| prompts[p].1).collect();
+            let tokens: Vec<u32> = pass
+                .iter()
+                .map(|&(p, pos)| requests[prompts[p].0].prompt_ids[pos])
+                .collect();
+            let positions: Vec<u32> = pass.iter().map(|&(_, pos)| pos as u32).collect();
+            let last: Vec<usize> = (0..pass.len())
+                .filter(|&r| pass[r].1 + 1 == requests[prompts[pass[r].0].0].prompt_ids.len())
+                .collect();
+            cpu::decode_step(
+                model,
+                cache,
+                scratch,
+                &slots,
+                &tokens,
+                &positions,
+                Some(&last),
+            )?;
+            for (k, &r) in last.iter().enumerate() {
+                logits[pass[r].0] = scratch.logits[k * v..(k + 1) * v].to_vec();
+            }
+        }
+        Ok(prompts
+            .iter()
+            .zip(logits)
+            .map(|(&(ri, slot), logits)| {
+                let len = requests[ri].prompt_ids.len();
+                PrefilledPrompt {
+                    len,
+                    logits,
+                    samples_left: requests[ri].samples,
+                    kv: cache.read_prefix(slot, len),
+                }
+            })
+            .collect())
     }
 
     /// Generates every sample of every request. Results are ordered by (request, sample).
@@ -233,31 +253,49 @@ impl<'m> Sampler<'m> {
             .is_none_or(|c| c.slots < slots || c.max_len < max_len)
         {
             self.cache = Some(KvCache::new(model, slots, max_len));
-            self.scratch = Some(DecodeScratch::new(model, slots, max_len));
+            self.scratch = Some(DecodeScratch::new(model, slots.max(PREFILL_ROWS), max_len));
         }
         let mut free: Vec<usize> = (0..slots).rev().collect();
-        let mut waiting = requests
+        let order: Vec<(usize, usize)> = requests
             .iter()
             .enumerate()
-            .flat_map(|(i, r)| (0..r.samples).map(move |j| (i, j)));
-        let mut prefilled: Option<(usize, PrefilledPrompt)> = None;
+            .flat_map(|(i, r)| (0..r.samples).map(move |j| (i, j)))
+            .collect();
+        let mut next = 0;
+        let mut prefilled: HashMap<usize, PrefilledPrompt> = HashMap::new();
         let mut active: Vec<Active> = Vec::new();
         let mut done: Vec<Completion> = Vec::with_capacity(total);
         let eos = &model.config.eos_token_ids;
-        let mut next_waiting = waiting.next();
 
         loop {
-            // Admit waiting sequences into free slots; each starts from its prompt's logits.
-            while let (Some(&slot), Some((ri, sj))) = (free.last(), next_waiting) {
-                let request = &requests[ri];
-                if prefilled.as_ref().is_none_or(|(i, _)| *i != ri) {
-                    prefilled = Some((ri, self.prefill(&request.prompt_ids, request.samples)?));
+            // Prefill, in one batch, the prompts of the waiting sequences that will get a slot now
+            // and whose prompt has not been prefilled (each prompt once; its slot is borrowed for it).
+            let admitting = free.len().min(order.len() - next);
+            let mut to_prefill: Vec<(usize, usize)> = Vec::new();
+            for &(ri, _) in &order[next..next + admitting] {
+                if !prefilled.contains_key(&ri) && to_prefill.iter().all(|&(r, _)| r != ri) {
+                    to_prefill.push((ri, free[free.len() - 1 - to_prefill.len()]));
                 }
-                let Some((_, prompt)) = prefilled.as_mut() else {
+            }
+            if !to_prefill.is_empty() {
+                for (prompt, &(ri, _)) in self
+                    .prefill(requests, &to_prefill)?
+                    .into_iter()
+                    .zip(&to_prefill)
+                {
+                    prefilled.insert(ri, prompt);
+                }
+            }
+            // Admit: each sequence starts from its prompt's keys, values and logits.
+            for _ in 0..admitting {
+                let (Some(slot), Some(&(ri, sj))) = (free.pop(), order.get(next)) else {
                     break;
                 };
-                free.pop();
-                next_waiting = waiting.next();
+                next += 1;
+                let request = &requests[ri];
+                let prompt = prefilled
+                    .get_mut(&ri)
+                    .ok_or_else(|| EngineError::Input(format!("request {ri} was not prefilled")))?;
                 let cache = self
                     .cache
                     .as_mut()
@@ -289,7 +327,7 @@ impl<'m> Sampler<'m> {
                 );
                 prompt.samples_left -= 1;
                 if prompt.samples_left == 0 {
-                    prefilled = None;
+                    prefilled.remove(&ri);
                 }
                 if let Some(finish) = accept(&mut seq, chosen, &request.params, eos, detok) {
                     finalize(&mut seq, finish, &request.params, detok);
@@ -300,7 +338,7 @@ impl<'m> Sampler<'m> {
                 }
             }
             if active.is_empty() {
-                if next_waiting.is_none() {
+                if next == order.len() {
                     break;
                 }
                 continue;
@@ -322,7 +360,7 @@ impl<'m> Sampler<'m> {
                 .scratch
                 .as_mut()
                 .ok_or_else(|| EngineError::Input("decode scratch".into()))?;
-            cpu::decode_step(model, cache, scratch, &slots_now, &tokens, &positions)?;
+            cpu::decode_step(model, cache, scratch, &slots_now, &tokens, &positions, None)?;
             let v = model.config.vocab_size;
             let mut still = Vec::with_capacity(active.len());
             for (row, mut seq) in active.drain(..).enumerate() {

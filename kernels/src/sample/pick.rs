@@ -2,6 +2,8 @@
 //! with the sequence's own seeded RNG, and the two log-probs the trainer needs.
 
 use rand::Rng;
+
+use crate::cpu::fastmath;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -88,12 +90,7 @@ pub fn pick(
     order: &mut Vec<u32>,
 ) -> Pick {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-    let lse = max as f64
-        + logits
-            .iter()
-            .map(|&z| ((z - max) as f64).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = max as f64 + fastmath::sum_exp(logits, max).ln();
     let raw = |t: usize| (logits[t] as f64 - lse) as f32;
     if params.temperature == 0.0 {
         // First index of the maximum, so ties break the same way everywhere.
@@ -132,12 +129,14 @@ pub fn pick(
         if params.top_p < 1.0 {
             let total: f64 = order
                 .iter()
-                .map(|&t| ((logits[t as usize] - max) as f64 * inv_t).exp())
+                .map(|&t| fastmath::exp(((logits[t as usize] - max) as f64 * inv_t) as f32) as f64)
                 .sum();
             let mut cumulative = 0.0;
             let mut keep = order.len();
             for (n, &t) in order.iter().enumerate() {
-                cumulative += ((logits[t as usize] - max) as f64 * inv_t).exp() / total;
+                cumulative += fastmath::exp(((logits[t as usize] - max) as f64 * inv_t) as f32)
+                    as f64
+                    / total;
                 if cumulative >= params.top_p as f64 {
                     keep = n + 1;
                     break;
@@ -146,7 +145,7 @@ pub fn pick(
             order.truncate(keep);
         }
     }
-    let weight = |t: u32| ((logits[t as usize] - max) as f64 * inv_t).exp();
+    let weight = |t: u32| fastmath::exp(((logits[t as usize] - max) as f64 * inv_t) as f32) as f64;
     let total: f64 = order.iter().map(|&t| weight(t)).sum();
     let u: f64 = rng.random::<f64>() * total;
     let mut cumulative = 0.0;

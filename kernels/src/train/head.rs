@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::fastmath;
 use crate::cpu::gemm::{gemm, Mat, MatMut, Threads};
 use crate::error::{EngineError, Result};
 
@@ -156,13 +157,16 @@ pub fn lm_head(
                 let index = start + r;
                 let target = targets[index] as usize;
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-                // exp in f32 (vectorisable, ~10x cheaper than f64), sums in f64.
-                let sum: f64 = row.iter().map(|&z| (z - max).exp() as f64).sum();
+                // exp in f32 (vectorised), sums in f64.
+                let sum: f64 = fastmath::sum_exp(row, max);
                 let lse = max as f64 + sum.ln();
                 *lp = (row[target] as f64 - lse) as f32;
                 let entropy = if entropy_needed {
                     let lse32 = lse as f32;
-                    let expected_z: f64 = row.iter().map(|&z| ((z - lse32).exp() * z) as f64).sum();
+                    let expected_z: f64 = row
+                        .iter()
+                        .map(|&z| (fastmath::exp(z - lse32) * z) as f64)
+                        .sum();
                     (lse - expected_z) as f32
                 } else {
                     0.0
@@ -180,7 +184,7 @@ pub fn lm_head(
                     let lse32 = lse as f32;
                     for z in row.iter_mut() {
                         let logp_j = *z - lse32;
-                        let p = logp_j.exp();
+                        let p = fastmath::exp(logp_j);
                         *z = -tl.d_logp * p - tl.d_entropy * p * (logp_j + entropy);
                     }
                     row[target] += tl.d_logp;
