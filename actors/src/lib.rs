@@ -4,6 +4,8 @@
 //! in a sandbox; `judge::reward` combines them into every component of one item) and `lang`
 //! (language consistency). The actix actors that wrap them arrive with the daemon.
 
+pub mod eval;
 pub mod judge;
 pub mod lang;
 pub mod learner;
+pub mod stages;

@@ -1,0 +1,305 @@
+//! One GRPO step of a stage, end to end in-process: render each task prompt with the template,
+//! sample a group of completions per prompt, score every completion with the reward rules, and
+//! hand the rollouts to the learner. Plus `evaluate`: pass@1 and cons@k on held-out problems.
+
+use serde::{Deserialize, Serialize};
+
+use r1_kernels::model::Model;
+use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
+use r1_kernels::template::PromptTemplate;
+use r1_kernels::tokenizer::Tokenizer;
+
+use crate::eval::{score, EvalScores, ProblemSamples};
+use crate::judge::format::FormatConfig;
+use crate::judge::math::equivalent;
+use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardReport, RewardRules};
+use crate::judge::tasks::TaskExample;
+use crate::learner::{GrpoLearner, GrpoStepStats, LearnerError, Rollout};
+
+/// Errors of a stage step: the prompt could not be encoded, the sampler or the learner refused,
+/// or an item could not be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Tokenizing a prompt or completion failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The sampler refused the batch.
+    #[error(transparent)]
+    Engine(#[from] r1_kernels::EngineError),
+    /// The learner refused the batch.
+    #[error(transparent)]
+    Learner(#[from] LearnerError),
+    /// A completion could not be scored.
+    #[error("judging problem {problem}: {message}")]
+    Judge {
+        /// Index of the problem in the batch.
+        problem: usize,
+        /// What the judge said.
+        message: String,
+    },
+}
+
+/// How a stage samples and judges (the learner has its own config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSettings {
+    /// Prompt template applied to every task prompt.
+    pub template: PromptTemplate,
+    /// Sampling of the training rollouts (temperature 1 in the paper).
+    pub sampling: SamplingParams,
+    /// Reward rules (weights, format style).
+    pub rules: RewardRules,
+    /// Most sequences decoded at once.
+    pub max_batch: usize,
+}
+
+/// What one stage step did: the learner's statistics plus what the judge saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoStepReport {
+    /// The learner's statistics.
+    pub learner: GrpoStepStats,
+    /// Mean accuracy reward.
+    pub accuracy: f64,
+    /// Mean format reward.
+    pub format: f64,
+    /// Mean language-consistency share (over items with a target language).
+    pub language: f64,
+    /// Share of completions containing a reflection phrase ("wait", "let me verify", …).
+    pub reflection_rate: f64,
+    /// One rollout for people to read: prompt, completion, total reward.
+    pub sample: Option<(String, String, f32)>,
+}
+
+/// Phrases the paper's "aha moment" is made of; their rate is tracked as the run goes.
+const REFLECTION_PHRASES: &[&str] = &[
+    "wait",
+    "re-check",
+    "recheck",
+    "let me verify",
+    "let me check",
+    "double-check",
+    "verify",
+];
+
+/// Whether a completion reflects on its own reasoning.
+pub fn reflects(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    REFLECTION_PHRASES.iter().any(|p| lower.contains(p))
+}
+
+/// Stop rules for a template: end-of-sequence ids, the template's end-of-turn token, `</answer>`.
+fn sampling_for(settings: &StageSettings, tokenizer: &Tokenizer) -> SamplingParams {
+    let mut params = settings.sampling.clone();
+    if let Some(id) = settings
+        .template
+        .end_of_turn()
+        .and_then(|t| tokenizer.token_id(t))
+    {
+        params.stop_token_ids.push(id);
+    }
+    params
+        .stop_token_ids
+        .extend(tokenizer.eos_ids().iter().copied());
+    if !params.stop_strings.iter().any(|s| s == "</answer>") {
+        params.stop_strings.push("</answer>".into());
+    }
+    params
+}
+
+/// Renders and encodes every problem's prompt; returns ids and whether `<think>` was pre-filled.
+fn encode_prompts(
+    problems: &[TaskExample],
+    settings: &StageSettings,
+    tokenizer: &Tokenizer,
+) -> Result<(Vec<Vec<u32>>, bool), StageError> {
+    let mut prefilled = false;
+    let ids = problems
+        .iter()
+        .map(|p| {
+            let rendered = settings.template.render_prompt(&p.prompt);
+            prefilled = rendered.prefilled_think;
+            rendered
+                .encode(tokenizer)
+                .map_err(|e| StageError::Tokenizer(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, prefilled))
+}
+
+/// Completions of a batch of problems and their reward reports, index-aligned.
+struct Judged {
+    /// Encoded prompt of each problem.
+    prompts: Vec<Vec<u32>>,
+    /// Every completion, ordered by (problem, sample).
+    completions: Vec<Completion>,
+    /// The reward report of each completion.
+    reports: Vec<RewardReport>,
+}
+
+/// Samples `k` completions of each problem and judges them.
+fn sample_and_judge(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    problems: &[TaskExample],
+    settings: &StageSettings,
+    sampling: SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<Judged, StageError> {
+    let (prompts, prefilled) = encode_prompts(problems, settings, tokenizer)?;
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| GenerationRequest {
+            prompt_ids: ids.clone(),
+            samples: k,
+            seed: seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64),
+            params: sampling.clone(),
+        })
+        .collect();
+    let completions =
+        Sampler::new(model, settings.max_batch).generate(&requests, Some(tokenizer))?;
+    let rules = RewardRules {
+        format: FormatConfig {
+            prefilled_think: prefilled,
+            ..settings.rules.format
+        },
+        ..settings.rules
+    };
+    // Built-in tasks need no code sandbox; a code task here would be an error, not a silent 0.
+    let sandbox = CodeSandbox::unavailable("the built-in task stage runs no code");
+    let reports = completions
+        .iter()
+        .map(|c| {
+            let item = RewardItem {
+                completion: c.text.clone().unwrap_or_default(),
+                answer: Some(problems[c.request].answer.clone()),
+                task: None,
+                language: None,
+                prompt: Some(problems[c.request].prompt.clone()),
+                tests: None,
+                extract: None,
+                format: None,
+                problem: Some(problems[c.request].problem.clone()),
+                numbers: None,
+                target: None,
+            };
+            score_item(&item, &rules, &sandbox).map_err(|e| StageError::Judge {
+                problem: c.request,
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Judged {
+        prompts,
+        completions,
+        reports,
+    })
+}
+
+/// One GRPO step on `problems` (each sampled `learner.config.group_size` times). `seed` makes the
+/// step's sampling reproducible (a stage passes its seed and the step number).
+pub fn grpo_step(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    problems: &[TaskExample],
+    settings: &StageSettings,
+    seed: u64,
+) -> Result<GrpoStepReport, StageError> {
+    let g = learner.config.group_size;
+    let sampling = sampling_for(settings, tokenizer);
+    let Judged {
+        prompts,
+        completions,
+        reports,
+    } = sample_and_judge(
+        &learner.policy,
+        tokenizer,
+        problems,
+        settings,
+        sampling,
+        g,
+        seed,
+    )?;
+    let rollouts: Vec<Rollout> = completions
+        .iter()
+        .zip(&reports)
+        .map(|(c, r)| Rollout {
+            prompt_ids: prompts[c.request].clone(),
+            completion_ids: c.token_ids.clone(),
+            reward: r.total as f64,
+            truncated: c.finish == FinishReason::Length,
+        })
+        .collect();
+    let stats = learner.step(&rollouts)?;
+    let n = reports.len().max(1) as f64;
+    let languages: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.language.as_ref().map(|l| l.share as f64))
+        .collect();
+    Ok(GrpoStepReport {
+        learner: stats,
+        accuracy: reports
+            .iter()
+            .map(|r| r.accuracy.reward as f64)
+            .sum::<f64>()
+            / n,
+        format: reports.iter().map(|r| r.format.reward as f64).sum::<f64>() / n,
+        language: if languages.is_empty() {
+            0.0
+        } else {
+            languages.iter().sum::<f64>() / languages.len() as f64
+        },
+        reflection_rate: completions
+            .iter()
+            .filter(|c| c.text.as_deref().is_some_and(reflects))
+            .count() as f64
+            / n,
+        sample: completions.first().zip(reports.first()).map(|(c, r)| {
+            (
+                problems[c.request].prompt.clone(),
+                c.text.clone().unwrap_or_default(),
+                r.total,
+            )
+        }),
+    })
+}
+
+/// pass@1 over `k` samples and cons@k of `model` on `problems`, with the stage's template and
+/// rules; `sampling` is the evaluation's (the paper: temperature 0.6, top-p 0.95; or greedy).
+pub fn evaluate(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    problems: &[TaskExample],
+    settings: &StageSettings,
+    sampling: SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<EvalScores, StageError> {
+    let sampling = sampling_for(
+        &StageSettings {
+            sampling,
+            ..settings.clone()
+        },
+        tokenizer,
+    );
+    let Judged {
+        completions,
+        reports,
+        ..
+    } = sample_and_judge(model, tokenizer, problems, settings, sampling, k, seed)?;
+    let mut per_problem: Vec<ProblemSamples> = problems
+        .iter()
+        .map(|_| ProblemSamples {
+            correct: Vec::new(),
+            answers: Vec::new(),
+        })
+        .collect();
+    for (c, r) in completions.iter().zip(&reports) {
+        per_problem[c.request].correct.push(r.accuracy.reward > 0.0);
+        per_problem[c.request].answers.push(r.extracted.clone());
+    }
+    Ok(score(&per_problem, equivalent))
+}
