@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use r1_kernels::bench::{self, BenchOptions, BenchReport, BUILTIN_SHAPES};
+use r1_kernels::bench::{self, BenchOptions, BenchReport, BenchTest, BUILTIN_SHAPES};
 use r1_kernels::model::{load_model_dir, Model};
 
 /// Output format.
@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Timed repetitions of each test (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 5)]
     repeats: usize,
+    /// Measurements to run (comma-separated: train, prefill, decode).
+    #[arg(long, value_delimiter = ',', default_value = "train,prefill,decode", value_parser = parse_test)]
+    tests: Vec<TestArg>,
     /// New tokens per sequence in the decode tests.
     #[arg(long, default_value_t = 128)]
     decode_tokens: usize,
@@ -43,6 +46,19 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
+}
+
+/// One `--tests` entry.
+#[derive(Clone, Copy)]
+struct TestArg(BenchTest);
+
+fn parse_test(name: &str) -> Result<TestArg, String> {
+    match name {
+        "train" => Ok(TestArg(BenchTest::Train)),
+        "prefill" => Ok(TestArg(BenchTest::Prefill)),
+        "decode" => Ok(TestArg(BenchTest::Decode)),
+        other => Err(format!("unknown test `{other}` (train, prefill, decode)")),
+    }
 }
 
 /// Runs the benchmark and prints it; returns the exit code.
@@ -63,6 +79,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         seq_len: args.seq_len,
         repeats: args.repeats,
         decode_tokens: args.decode_tokens,
+        tests: args.tests.iter().map(|t| t.0).collect(),
     };
     eprintln!(
         "r1ctl bench: {} ({} parameters), {} threads…",

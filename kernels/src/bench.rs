@@ -90,6 +90,20 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// New tokens per sequence in the decode tests.
     pub decode_tokens: usize,
+    /// Which measurements to run.
+    pub tests: Vec<BenchTest>,
+}
+
+/// The measurements `r1ctl bench` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchTest {
+    /// Forward + backward + AdamW.
+    Train,
+    /// Forward + LM head over every position.
+    Prefill,
+    /// KV-cache generation (batch 16, batch 64, GRPO-shaped).
+    Decode,
 }
 
 impl Default for BenchOptions {
@@ -99,6 +113,7 @@ impl Default for BenchOptions {
             seq_len: 256,
             repeats: 5,
             decode_tokens: 128,
+            tests: vec![BenchTest::Train, BenchTest::Prefill, BenchTest::Decode],
         }
     }
 }
@@ -163,49 +178,6 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
         .collect();
     let mut targets = ids[1..].to_vec();
     targets.push(ids[0]);
-    let weights = WeightedCrossEntropy::mean_weights(&vec![1.0; n]);
-    let objective = WeightedCrossEntropy { weights: &weights };
-    let mut acts = Activations::new(model, b, t);
-    let mut grads = vec![0f32; model.layout.total];
-    let mut opt = AdamW::new(AdamWConfig::default(), model.layout.total);
-    let layout = model.layout.clone();
-
-    let mut train_step = |model: &mut Model| -> Result<()> {
-        grads.fill(0.0);
-        cpu::forward(model, &mut acts, &ids)?;
-        cpu::head(
-            model,
-            &mut acts,
-            &targets,
-            Some(&objective),
-            Some(&mut grads),
-            false,
-        )?;
-        cpu::backward(model, &mut acts, &ids, &mut grads)?;
-        clip_grad_norm(&mut grads, 1.0);
-        opt.update(&mut model.params, &grads, &layout, 1e-4);
-        Ok(())
-    };
-    train_step(model)?;
-    let start = Instant::now();
-    for _ in 0..options.repeats {
-        train_step(model)?;
-    }
-    let train_tps = (options.repeats * n) as f64 / start.elapsed().as_secs_f64();
-
-    let mut acts = Activations::new(model, b, t);
-    let mut prefill = |model: &Model| -> Result<()> {
-        cpu::forward(model, &mut acts, &ids)?;
-        cpu::head(model, &mut acts, &targets, None, None, false)?;
-        Ok(())
-    };
-    prefill(model)?;
-    let start = Instant::now();
-    for _ in 0..options.repeats {
-        prefill(model)?;
-    }
-    let prefill_tps = (options.repeats * n) as f64 / start.elapsed().as_secs_f64();
-
     let fwd = forward_flops_per_token(model, t);
     let row = |test: &str, shape: String, tps: f64, flops_per_token: f64| {
         let gflops = tps * flops_per_token / 1e9;
@@ -217,26 +189,33 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
             peak_percent: 100.0 * gflops / peak,
         }
     };
-    let mut rows = vec![
-        row("train", format!("{b}x{t}"), train_tps, 3.0 * fwd),
-        row("prefill", format!("{b}x{t}"), prefill_tps, fwd),
-    ];
-    // Decode as the PyTorch baseline measures it: 32-token prompts, `decode_tokens` new tokens,
-    // greedy, prefill included in the time; then a GRPO-shaped batch (8 prompts × 8 samples, T = 1).
-    let new = options.decode_tokens;
-    let decode_flops = forward_flops_per_token(model, 32 + new / 2);
-    for (test, prompts, samples, temperature) in [
-        ("decode", 16, 1, 0.0),
-        ("decode", 64, 1, 0.0),
-        ("grpo", 8, 8, 1.0),
-    ] {
-        let tps = decode_throughput(model, &ids, prompts, samples, temperature, 32, new)?;
-        let shape = if samples > 1 {
-            format!("{prompts}x{samples}x{new}")
-        } else {
-            format!("{prompts}x{new}")
-        };
-        rows.push(row(test, shape, tps, decode_flops));
+    let mut rows = Vec::new();
+    if options.tests.contains(&BenchTest::Train) {
+        let tps = train_throughput(model, &ids, &targets, b, t, options.repeats)?;
+        rows.push(row("train", format!("{b}x{t}"), tps, 3.0 * fwd));
+    }
+    if options.tests.contains(&BenchTest::Prefill) {
+        let tps = prefill_throughput(model, &ids, &targets, b, t, options.repeats)?;
+        rows.push(row("prefill", format!("{b}x{t}"), tps, fwd));
+    }
+    if options.tests.contains(&BenchTest::Decode) {
+        // As the PyTorch baseline measures it: 32-token prompts, `decode_tokens` new tokens,
+        // greedy, prefill included in the time; then a GRPO-shaped batch (8 prompts × 8 samples).
+        let new = options.decode_tokens;
+        let decode_flops = forward_flops_per_token(model, 32 + new / 2);
+        for (test, prompts, samples, temperature) in [
+            ("decode", 16, 1, 0.0),
+            ("decode", 64, 1, 0.0),
+            ("grpo", 8, 8, 1.0),
+        ] {
+            let tps = decode_throughput(model, &ids, prompts, samples, temperature, 32, new)?;
+            let shape = if samples > 1 {
+                format!("{prompts}x{samples}x{new}")
+            } else {
+                format!("{prompts}x{new}")
+            };
+            rows.push(row(test, shape, tps, decode_flops));
+        }
     }
     Ok(BenchReport {
         model: name.to_string(),
@@ -245,6 +224,68 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
         gemm_peak_gflops: peak,
         rows,
     })
+}
+
+/// Tokens per second of full training steps: forward, cross-entropy head, backward, clipping, AdamW.
+fn train_throughput(
+    model: &mut Model,
+    ids: &[u32],
+    targets: &[u32],
+    b: usize,
+    t: usize,
+    repeats: usize,
+) -> Result<f64> {
+    let weights = WeightedCrossEntropy::mean_weights(&vec![1.0; b * t]);
+    let objective = WeightedCrossEntropy { weights: &weights };
+    let mut acts = Activations::new(model, b, t);
+    let mut grads = vec![0f32; model.layout.total];
+    let mut opt = AdamW::new(AdamWConfig::default(), model.layout.total);
+    let layout = model.layout.clone();
+    let mut step = |model: &mut Model| -> Result<()> {
+        grads.fill(0.0);
+        cpu::forward(model, &mut acts, ids)?;
+        cpu::head(
+            model,
+            &mut acts,
+            targets,
+            Some(&objective),
+            Some(&mut grads),
+            false,
+        )?;
+        cpu::backward(model, &mut acts, ids, &mut grads)?;
+        clip_grad_norm(&mut grads, 1.0);
+        opt.update(&mut model.params, &grads, &layout, 1e-4);
+        Ok(())
+    };
+    step(model)?;
+    let start = Instant::now();
+    for _ in 0..repeats {
+        step(model)?;
+    }
+    Ok((repeats * b * t) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Tokens per second of a forward pass with the LM head over every position.
+fn prefill_throughput(
+    model: &Model,
+    ids: &[u32],
+    targets: &[u32],
+    b: usize,
+    t: usize,
+    repeats: usize,
+) -> Result<f64> {
+    let mut acts = Activations::new(model, b, t);
+    let mut pass = || -> Result<()> {
+        cpu::forward(model, &mut acts, ids)?;
+        cpu::head(model, &mut acts, targets, None, None, false)?;
+        Ok(())
+    };
+    pass()?;
+    let start = Instant::now();
+    for _ in 0..repeats {
+        pass()?;
+    }
+    Ok((repeats * b * t) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Generated tokens per second for `prompts` prompts of `prompt_len` tokens, `samples` each,

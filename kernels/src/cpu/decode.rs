@@ -7,7 +7,6 @@
 
 use rayon::prelude::*;
 
-use super::fastmath;
 use super::ops::{self, RopeTable};
 use super::rowmat::{dot, matmul_rows};
 use crate::error::{EngineError, Result};
@@ -214,21 +213,14 @@ pub fn decode_step(
                 let len = positions[r] as usize + 1;
                 let base = cache_ref.offset(l, slots[r], 0);
                 let scale = 1.0 / (hs as f32).sqrt();
-                let mut max = f32::NEG_INFINITY;
                 for (t, sc) in scores[..len].iter_mut().enumerate() {
                     let k = &cache_ref.k[base + t * kvd + g * hs..base + t * kvd + (g + 1) * hs];
                     *sc = dot(q, k) * scale;
-                    max = max.max(*sc);
                 }
-                let mut sum = 0.0;
-                for sc in &mut scores[..len] {
-                    *sc = fastmath::exp(*sc - max);
-                    sum += *sc;
-                }
+                ops::softmax_prefix(&mut scores[..len], len);
                 out.fill(0.0);
                 for (t, &w) in scores[..len].iter().enumerate() {
                     let vv = &cache_ref.v[base + t * kvd + g * hs..base + t * kvd + (g + 1) * hs];
-                    let w = w / sum;
                     for (o, val) in out.iter_mut().zip(vv) {
                         *o += w * val;
                     }

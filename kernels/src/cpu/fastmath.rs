@@ -6,19 +6,17 @@
 //! where the result is a normal f32; below −87.3 it returns 0, above 88.7 +∞. Written with plain
 //! f32 operations (rounding by the 1.5·2²³ trick, no `floor` call) so the compiler vectorises it.
 
-/// e^x, the same function as `exp_in_place`, for single values.
+/// e^x, the same function as `exp_in_place`, for single values. Branch-free (selects only),
+/// so loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
-    if x.is_nan() {
-        return x;
-    }
-    let x = x.clamp(-87.3, 88.7);
-    let k = (x * LOG2E + ROUND) - ROUND;
-    let r = x - k * LN2_HI - k * LN2_LO;
+    let xc = x.clamp(-87.3, 88.7);
+    let k = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
@@ -28,10 +26,10 @@ pub fn exp(x: f32) -> f32 {
     let er = p * r * r + r + 1.0;
     let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
     let y = er * scale;
-    if x <= -87.3 {
-        0.0
-    } else if x >= 88.7 {
-        f32::INFINITY
+    let y = if x <= -87.3 { 0.0 } else { y };
+    let y = if x >= 88.7 { f32::INFINITY } else { y };
+    if x.is_nan() {
+        x
     } else {
         y
     }
@@ -44,19 +42,100 @@ pub fn exp_in_place(xs: &mut [f32]) {
     }
 }
 
-/// Σ e^(x − shift) over `xs`, accumulated in f64 in a fixed order (16-element blocks).
+/// Σ e^(x − shift) over `xs`: 256-element blocks summed by `sum16`, blocks accumulated in f64.
 pub fn sum_exp(xs: &[f32], shift: f32) -> f64 {
     let mut total = 0.0f64;
-    let mut block = [0f32; 16];
-    for chunk in xs.chunks(16) {
+    let mut block = [0f32; 256];
+    for chunk in xs.chunks(256) {
         let n = chunk.len();
         for (b, &x) in block.iter_mut().zip(chunk) {
             *b = exp(x - shift);
         }
-        total += block[..n].iter().map(|&v| v as f64).sum::<f64>();
+        total += sum16(&block[..n]) as f64;
     }
     total
 }
+
+/// The largest element (−∞ for an empty slice), over 16 lanes so it vectorises; max is exact, so
+/// the order does not change the result.
+#[inline(always)]
+pub fn max16(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    let mut m = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for &x in chunks.remainder() {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
+/// Σ xs with 16 partial sums in a fixed order (vectorises; the same bits on every code path).
+#[inline(always)]
+pub fn sum16(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    let mut total = lanes[0];
+    for &x in chunks.remainder() {
+        total += x;
+    }
+    total
+}
+
+/// Defines a function that runs `$body` compiled for AVX-512 or AVX2+FMA when the CPU has them,
+/// else for the baseline. `$body` must be `#[inline(always)]` so each copy is vectorised for its
+/// instruction set. The code paths give the same bits: they vectorise the same operations, and
+/// floating-point contraction is never enabled.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the features the copy was compiled for were detected.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
 
 #[cfg(test)]
 mod tests {

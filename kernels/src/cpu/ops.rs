@@ -338,6 +338,61 @@ impl SharedMut {
     }
 }
 
+#[inline(always)]
+fn softmax_prefix_body(row: &mut [f32], len: usize) {
+    let (live, masked) = row.split_at_mut(len);
+    let max = fastmath::max16(live);
+    for x in live.iter_mut() {
+        *x = fastmath::exp(*x - max);
+    }
+    let inv = 1.0 / fastmath::sum16(live);
+    for x in live.iter_mut() {
+        *x *= inv;
+    }
+    masked.fill(0.0);
+}
+
+fastmath::multiversion! {
+    /// Softmax of `row[..len]` in place; `row[len..]` (masked positions) set to 0.
+    pub fn softmax_prefix(row: &mut [f32], len: usize) = softmax_prefix_body;
+}
+
+#[inline(always)]
+fn swiglu_rows_body(h: &mut [f32], gu: &[f32], i: usize) {
+    for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
+        let (gate, up) = gu.split_at(i);
+        for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+            *h = g / (1.0 + fastmath::exp(-g)) * u;
+        }
+    }
+}
+
+fastmath::multiversion! {
+    fn swiglu_rows(h: &mut [f32], gu: &[f32], i: usize) = swiglu_rows_body;
+}
+
+#[inline(always)]
+fn swiglu_rows_backward_body(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
+    for ((dgu, dh), gu) in dgu
+        .chunks_exact_mut(2 * i)
+        .zip(dh.chunks_exact(i))
+        .zip(gu.chunks_exact(2 * i))
+    {
+        let (gate, up) = gu.split_at(i);
+        let (dgate, dup) = dgu.split_at_mut(i);
+        for k in 0..i {
+            let g = gate[k];
+            let sig = 1.0 / (1.0 + fastmath::exp(-g));
+            dgate[k] += dh[k] * up[k] * sig * (1.0 + g * (1.0 - sig));
+            dup[k] += dh[k] * g * sig;
+        }
+    }
+}
+
+fastmath::multiversion! {
+    fn swiglu_rows_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) = swiglu_rows_backward_body;
+}
+
 /// Query rows per causal block: each block of queries only multiplies the keys up to its last
 /// row, which skips (almost) all of the masked upper triangle.
 const CAUSAL_BLOCK: usize = 64;
@@ -373,16 +428,7 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
                 Threads::One,
             );
             for (r, row) in block.chunks_exact_mut(t).take(rows).enumerate() {
-                let i = i0 + r;
-                let max = row[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in &mut row[..=i] {
-                    *x = fastmath::exp(*x - max);
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                row[..=i].iter_mut().for_each(|x| *x *= inv);
-                row[i + 1..].fill(0.0);
+                softmax_prefix(row, i0 + r + 1);
             }
             // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
             let dst = unsafe { out_ptr.view((b * t + i0) * q_dim + h * hs, rows, hs, q_dim) };
@@ -501,14 +547,7 @@ pub fn attention_backward(
 pub fn swiglu_forward(h: &mut [f32], gu: &[f32], i: usize) {
     h.par_chunks_mut(i * ROWS_PER_TASK)
         .zip(gu.par_chunks(2 * i * ROWS_PER_TASK))
-        .for_each(|(h, gu)| {
-            for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
-                let (gate, up) = gu.split_at(i);
-                for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
-                    *h = g / (1.0 + fastmath::exp(-g)) * u;
-                }
-            }
-        });
+        .for_each(|(h, gu)| swiglu_rows(h, gu, i));
 }
 
 /// dgu += ∂/∂(gate|up) of `swiglu_forward`.
@@ -516,23 +555,7 @@ pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
     dgu.par_chunks_mut(2 * i * ROWS_PER_TASK)
         .zip(dh.par_chunks(i * ROWS_PER_TASK))
         .zip(gu.par_chunks(2 * i * ROWS_PER_TASK))
-        .for_each(|((dgu, dh), gu)| {
-            for ((dgu, dh), gu) in dgu
-                .chunks_exact_mut(2 * i)
-                .zip(dh.chunks_exact(i))
-                .zip(gu.chunks_exact(2 * i))
-            {
-                let (gate, up) = gu.split_at(i);
-                let (dgate, dup) = dgu.split_at_mut(i);
-                for k in 0..i {
-                    let g = gate[k];
-                    let sig = 1.0 / (1.0 + fastmath::exp(-g));
-                    let silu = g * sig;
-                    dgate[k] += dh[k] * up[k] * sig * (1.0 + g * (1.0 - sig));
-                    dup[k] += dh[k] * silu;
-                }
-            }
-        });
+        .for_each(|((dgu, dh), gu)| swiglu_rows_backward(dgu, dh, gu, i));
 }
 
 #[cfg(test)]

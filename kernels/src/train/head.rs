@@ -78,6 +78,50 @@ pub struct HeadOutput {
     pub loss: f64,
 }
 
+#[inline(always)]
+fn row_logsumexp_body(row: &[f32]) -> f64 {
+    let max = fastmath::max16(row);
+    max as f64 + fastmath::sum_exp(row, max).ln()
+}
+
+fastmath::multiversion! {
+    /// log Σ_j e^(z_j) of one row of logits: exp in f32 (vectorised), sums in f64.
+    fn row_logsumexp(row: &[f32]) -> f64 = row_logsumexp_body;
+}
+
+#[inline(always)]
+fn row_expected_logit_body(row: &[f32], lse: f32) -> f64 {
+    let mut total = 0.0f64;
+    let mut block = [0f32; 256];
+    for chunk in row.chunks(256) {
+        for (b, &z) in block.iter_mut().zip(chunk) {
+            *b = fastmath::exp(z - lse) * z;
+        }
+        total += fastmath::sum16(&block[..chunk.len()]) as f64;
+    }
+    total
+}
+
+fastmath::multiversion! {
+    /// Σ_j p_j z_j of one row (entropy = lse − this).
+    fn row_expected_logit(row: &[f32], lse: f32) -> f64 = row_expected_logit_body;
+}
+
+#[inline(always)]
+fn row_gradient_body(row: &mut [f32], lse: f32, d_logp: f32, d_entropy: f32, entropy: f32) {
+    for z in row.iter_mut() {
+        let logp_j = *z - lse;
+        let p = fastmath::exp(logp_j);
+        *z = -d_logp * p - d_entropy * p * (logp_j + entropy);
+    }
+}
+
+fastmath::multiversion! {
+    /// Overwrites a row of logits with d loss / d logits, except the target's one-hot term
+    /// (the caller adds d_logp at the target).
+    fn row_gradient(row: &mut [f32], lse: f32, d_logp: f32, d_entropy: f32, entropy: f32) = row_gradient_body;
+}
+
 /// What one row of the head produced.
 struct RowResult {
     loss: f64,
@@ -156,18 +200,10 @@ pub fn lm_head(
             .map(|(r, (row, lp))| {
                 let index = start + r;
                 let target = targets[index] as usize;
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-                // exp in f32 (vectorised), sums in f64.
-                let sum: f64 = fastmath::sum_exp(row, max);
-                let lse = max as f64 + sum.ln();
+                let lse = row_logsumexp(row);
                 *lp = (row[target] as f64 - lse) as f32;
                 let entropy = if entropy_needed {
-                    let lse32 = lse as f32;
-                    let expected_z: f64 = row
-                        .iter()
-                        .map(|&z| (fastmath::exp(z - lse32) * z) as f64)
-                        .sum();
-                    (lse - expected_z) as f32
+                    (lse - row_expected_logit(row, lse as f32)) as f32
                 } else {
                     0.0
                 };
@@ -181,12 +217,7 @@ pub fn lm_head(
                 let tl = objective.token(index, *lp, entropy);
                 let has_grad = do_grad && (tl.d_logp != 0.0 || tl.d_entropy != 0.0);
                 if has_grad {
-                    let lse32 = lse as f32;
-                    for z in row.iter_mut() {
-                        let logp_j = *z - lse32;
-                        let p = fastmath::exp(logp_j);
-                        *z = -tl.d_logp * p - tl.d_entropy * p * (logp_j + entropy);
-                    }
+                    row_gradient(row, lse as f32, tl.d_logp, tl.d_entropy, entropy);
                     row[target] += tl.d_logp;
                 } else if do_grad {
                     row.fill(0.0);
