@@ -105,9 +105,15 @@ pub struct Sampler<'m> {
     model: &'m Model,
     /// Most sequences decoded at once.
     pub max_batch: usize,
-    cache: Option<KvCache>,
-    scratch: Option<DecodeScratch>,
+    /// KV cache and step buffers, kept between calls while they are large enough.
+    state: Option<DecodeState>,
     order: Vec<u32>,
+}
+
+/// What decoding writes into: the KV cache and the per-step scratch, planned together.
+struct DecodeState {
+    cache: KvCache,
+    scratch: DecodeScratch,
 }
 
 impl<'m> Sampler<'m> {
@@ -116,8 +122,7 @@ impl<'m> Sampler<'m> {
         Sampler {
             model,
             max_batch: max_batch.max(1),
-            cache: None,
-            scratch: None,
+            state: None,
             order: Vec::new(),
         }
     }
@@ -170,20 +175,14 @@ impl<'m> Sampler<'m> {
     /// Prefills `prompts` (request index, slot) in passes of at most `PREFILL_ROWS` tokens and
     /// returns, per prompt, its keys and values and next-token logits.
     fn prefill(
-        &mut self,
+        &self,
+        state: &mut DecodeState,
         requests: &[GenerationRequest],
         prompts: &[(usize, usize)],
     ) -> Result<Vec<PrefilledPrompt>> {
         let model = self.model;
         let v = model.config.vocab_size;
-        let cache = self
-            .cache
-            .as_mut()
-            .ok_or_else(|| EngineError::Input("kv cache".into()))?;
-        let scratch = self
-            .scratch
-            .as_mut()
-            .ok_or_else(|| EngineError::Input("decode scratch".into()))?;
+        let DecodeState { cache, scratch } = state;
         let mut logits: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
         // (prompt index, position) of every prompt token, in order, cut into passes.
         let rows: Vec<(usize, usize)> = prompts
@@ -247,14 +246,14 @@ impl<'m> Sampler<'m> {
             .unwrap_or(1);
         let total: usize = requests.iter().map(|r| r.samples).sum();
         let slots = self.max_batch.min(total);
-        if self
-            .cache
-            .as_ref()
-            .is_none_or(|c| c.slots < slots || c.max_len < max_len)
-        {
-            self.cache = Some(KvCache::new(model, slots, max_len));
-            self.scratch = Some(DecodeScratch::new(model, slots.max(PREFILL_ROWS), max_len));
-        }
+        // Taken for this call and put back at the end (an error drops it; the next call re-plans).
+        let mut state = match self.state.take() {
+            Some(st) if st.cache.slots >= slots && st.cache.max_len >= max_len => st,
+            _ => DecodeState {
+                cache: KvCache::new(model, slots, max_len),
+                scratch: DecodeScratch::new(model, slots.max(PREFILL_ROWS), max_len),
+            },
+        };
         let mut free: Vec<usize> = (0..slots).rev().collect();
         let order: Vec<(usize, usize)> = requests
             .iter()
@@ -279,7 +278,7 @@ impl<'m> Sampler<'m> {
             }
             if !to_prefill.is_empty() {
                 for (prompt, &(ri, _)) in self
-                    .prefill(requests, &to_prefill)?
+                    .prefill(&mut state, requests, &to_prefill)?
                     .into_iter()
                     .zip(&to_prefill)
                 {
@@ -296,11 +295,7 @@ impl<'m> Sampler<'m> {
                 let prompt = prefilled
                     .get_mut(&ri)
                     .ok_or_else(|| EngineError::Input(format!("request {ri} was not prefilled")))?;
-                let cache = self
-                    .cache
-                    .as_mut()
-                    .ok_or_else(|| EngineError::Input("kv cache".into()))?;
-                cache.load_prefix(slot, &prompt.kv, prompt.len);
+                state.cache.load_prefix(slot, &prompt.kv, prompt.len);
                 let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
                 rng.set_stream(sj as u64);
                 let mut seq = Active {
@@ -352,14 +347,7 @@ impl<'m> Sampler<'m> {
                 .iter()
                 .map(|a| (a.prompt_len + a.out.token_ids.len() - 1) as u32)
                 .collect();
-            let cache = self
-                .cache
-                .as_mut()
-                .ok_or_else(|| EngineError::Input("kv cache".into()))?;
-            let scratch = self
-                .scratch
-                .as_mut()
-                .ok_or_else(|| EngineError::Input("decode scratch".into()))?;
+            let DecodeState { cache, scratch } = &mut state;
             cpu::decode_step(model, cache, scratch, &slots_now, &tokens, &positions, None)?;
             let v = model.config.vocab_size;
             let mut still = Vec::with_capacity(active.len());
@@ -381,6 +369,7 @@ impl<'m> Sampler<'m> {
             }
             active = still;
         }
+        self.state = Some(state);
         done.sort_by_key(|c| (c.request, c.sample));
         Ok(done)
     }
