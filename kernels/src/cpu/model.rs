@@ -168,6 +168,18 @@ fn check_ids(model: &Model, acts: &Activations, ids: &[u32], what: &str) -> Resu
     Ok(())
 }
 
+/// The attention shape of `model` over the arena's batch.
+fn attn_shape(model: &Model, acts: &Activations) -> AttnShape {
+    let cfg = &model.config;
+    AttnShape {
+        b: acts.b,
+        t: acts.t,
+        nh: cfg.num_heads,
+        nkv: cfg.num_kv_heads,
+        hs: cfg.head_dim,
+    }
+}
+
 /// Runs the transformer over `ids` [B, T] (row-major) and leaves the final hidden states in the
 /// arena (`acts.hidden()`), along with everything `backward` needs.
 pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()> {
@@ -182,13 +194,7 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
         cfg.q_dim(),
         cfg.intermediate_size,
     );
-    let shape = AttnShape {
-        b: acts.b,
-        t: acts.t,
-        nh: cfg.num_heads,
-        nkv: cfg.num_kv_heads,
-        hs: cfg.head_dim,
-    };
+    let shape = attn_shape(model, acts);
     let eps = cfg.rms_norm_eps as f32;
     let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
 
@@ -350,13 +356,7 @@ pub fn backward(
         cfg.q_dim(),
         cfg.intermediate_size,
     );
-    let shape = AttnShape {
-        b: acts.b,
-        t: acts.t,
-        nh: cfg.num_heads,
-        nkv: cfg.num_kv_heads,
-        hs: cfg.head_dim,
-    };
+    let shape = attn_shape(model, acts);
     let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
     let l_count = cfg.num_layers;
 
