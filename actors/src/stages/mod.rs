@@ -3,5 +3,6 @@
 //! embedded default run will loop over these.
 
 pub mod grpo;
+pub mod rejection;
 
 pub use grpo::{evaluate, grpo_step, GrpoStepReport, StageSettings};
