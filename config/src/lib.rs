@@ -1,5 +1,433 @@
-//! r1-config: the typed configuration of r1.
+//! r1-config: the typed configuration of a run, read from TOML.
 //!
-//! Each component owns its config struct; the job config composes them (torchtitan style). The TOML
-//! schema, validation and examples arrive with the daemon; until then this crate holds only the
-//! engine-independent pieces that exist.
+//! Each component owns its config struct (torchtitan style): sampling (`SamplingParams`), rewards
+//! (`RewardRules`), the learner (`LearnerConfig`, with the GRPO objective, AdamW and the schedule);
+//! `JobConfig` composes them with what only a run has (stage, model, data, steps, checkpoints).
+//! Unknown keys are rejected, and every error names the file, the line and the key path, e.g.
+//! `r1-zero.toml:14:1: learner.grpo.betta: unknown field`.
+//!
+//! `config/examples/` holds presets with the paper's numbers; a test loads every one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use r1_actors::data::FieldMap;
+use r1_actors::judge::reward::RewardRules;
+use r1_actors::learner::LearnerConfig;
+use r1_kernels::sample::SamplingParams;
+use r1_kernels::template::PromptTemplate;
+
+/// Which stage of the R1 pipeline a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// GRPO with rule rewards (R1-Zero, reasoning RL, preference RL's rule part).
+    Grpo,
+    /// Supervised fine-tuning (cold start, the rejection-sampled set, distillation).
+    Sft,
+    /// Sample k answers per prompt, keep correct readable ones as an SFT set.
+    Rejection,
+    /// pass@1 over k samples and cons@k.
+    Eval,
+}
+
+/// What the run is and where it writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// A name for people and for the run directory.
+    pub name: String,
+    /// The stage.
+    pub stage: Stage,
+    /// Seed of every random choice in the run (sampling, data order).
+    #[serde(default)]
+    pub seed: u64,
+    /// Where checkpoints, reports and logs go.
+    pub output_dir: PathBuf,
+}
+
+/// The model to start from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
+    pub path: PathBuf,
+    /// Prompt template: r1_zero, chatml, llama3, with `+reasoning` to pre-fill `<think>`.
+    #[serde(default)]
+    pub template: PromptTemplate,
+}
+
+/// Where prompts come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DataConfig {
+    /// A generated task (countdown, arithmetic) with seeded train/test splits.
+    Builtin {
+        /// Task name.
+        task: String,
+        /// Problems in the training pool.
+        #[serde(default = "default_pool")]
+        train_size: usize,
+        /// Held-out problems for evaluation.
+        #[serde(default = "default_eval_size")]
+        test_size: usize,
+    },
+    /// A JSONL file and where each field is in its lines.
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// Field mapping.
+        #[serde(default)]
+        fields: FieldMap,
+    },
+}
+
+fn default_pool() -> usize {
+    10_000
+}
+
+fn default_eval_size() -> usize {
+    200
+}
+
+/// The GRPO loop around the learner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoLoopConfig {
+    /// GRPO steps.
+    pub steps: u64,
+    /// Prompts per step (each sampled `learner.group_size` times).
+    pub prompts_per_step: usize,
+    /// Most sequences decoded at once.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_max_batch() -> usize {
+    64
+}
+
+/// When checkpoints are written and how many are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Steps between checkpoints.
+    pub every_steps: u64,
+    /// Most recent checkpoints kept (the best by evaluation is kept besides).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_steps: 50,
+            keep_last: 3,
+        }
+    }
+}
+
+/// A whole run: each component's config, composed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// What and where.
+    pub run: RunConfig,
+    /// The starting model.
+    pub model: ModelSection,
+    /// The prompts.
+    pub data: DataConfig,
+    /// Rollout sampling.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Reward rules.
+    #[serde(default)]
+    pub rewards: RewardRules,
+    /// The learner (GRPO objective, optimizer, schedule).
+    #[serde(default)]
+    pub learner: LearnerConfig,
+    /// The GRPO loop (for `stage = "grpo"`).
+    #[serde(default)]
+    pub grpo: Option<GrpoLoopConfig>,
+    /// Checkpointing.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Why a config cannot be used: where, and what.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or a key is unknown, missing or of the wrong type.
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// The key path (`learner.grpo.beta`), with ": " after it; empty at the top level.
+        key: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// Every key parsed but a value is out of range or inconsistent with another.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+impl JobConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` only names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let syntax = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let deserializer = toml::de::Deserializer::parse(text)
+            .map_err(|e| syntax(e.span(), String::new(), e.message().to_string()))?;
+        let config: JobConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." || key.is_empty() {
+                String::new()
+            } else {
+                format!("{key}: ")
+            };
+            let inner = e.into_inner();
+            syntax(inner.span(), key, inner.message().to_string())
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Range and consistency checks that types cannot express.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        self.sampling
+            .validate()
+            .map_err(|m| invalid("sampling", m))?;
+        self.rewards
+            .weights
+            .validate()
+            .map_err(|e| invalid("rewards.weights", e.to_string()))?;
+        let l = &self.learner;
+        if l.group_size < 2 {
+            return Err(invalid(
+                "learner.group_size",
+                format!(
+                    "GRPO compares completions within a group: need at least 2, got {}",
+                    l.group_size
+                ),
+            ));
+        }
+        if l.minibatches == 0 || l.epochs == 0 {
+            return Err(invalid(
+                "learner.minibatches",
+                "minibatches and epochs must be at least 1".into(),
+            ));
+        }
+        if !(l.grpo.epsilon_low > 0.0 && l.grpo.epsilon_low < 1.0) {
+            return Err(invalid(
+                "learner.grpo.epsilon_low",
+                format!("must be in (0, 1), got {}", l.grpo.epsilon_low),
+            ));
+        }
+        let valid = l.grpo.epsilon_high > 0.0 && l.grpo.beta >= 0.0;
+        if !valid {
+            return Err(invalid(
+                "learner.grpo",
+                "epsilon_high must be > 0 and beta >= 0".into(),
+            ));
+        }
+        if !(l.schedule.peak_lr > 0.0 && l.schedule.peak_lr.is_finite()) {
+            return Err(invalid(
+                "learner.schedule.peak_lr",
+                format!("must be a positive number, got {}", l.schedule.peak_lr),
+            ));
+        }
+        match (self.run.stage, &self.grpo) {
+            (Stage::Grpo, None) => {
+                return Err(invalid(
+                    "grpo",
+                    "stage = \"grpo\" needs a [grpo] table (steps, prompts_per_step)".into(),
+                ))
+            }
+            (Stage::Grpo, Some(g))
+                if g.steps == 0 || g.prompts_per_step == 0 || g.max_batch == 0 =>
+            {
+                return Err(invalid(
+                    "grpo",
+                    "steps, prompts_per_step and max_batch must be at least 1".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.checkpoint.every_steps == 0 {
+            return Err(invalid(
+                "checkpoint.every_steps",
+                "must be at least 1".into(),
+            ));
+        }
+        if let DataConfig::Builtin { task, .. } = &self.data {
+            if task != "countdown" && task != "arithmetic" {
+                return Err(invalid(
+                    "data.task",
+                    format!("unknown built-in task `{task}` (countdown, arithmetic)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[run]
+name = "t"
+stage = "grpo"
+output_dir = "runs/t"
+
+[model]
+path = "models/m"
+
+[data]
+kind = "builtin"
+task = "countdown"
+
+[grpo]
+steps = 10
+prompts_per_step = 4
+"#;
+
+    fn parse(text: &str) -> Result<JobConfig, ConfigError> {
+        JobConfig::from_toml(text, Path::new("job.toml"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_paper_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.learner.group_size, 16);
+        assert_eq!(c.learner.grpo.beta, 0.001);
+        assert_eq!(c.learner.schedule.peak_lr, 3e-6);
+        assert_eq!(c.learner.ref_refresh_steps, 400);
+        assert_eq!(c.grpo.as_ref().unwrap().max_batch, 64);
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_name_the_key_and_line() {
+        let err = parse(&format!("{MINIMAL}\n[learner.grpo]\nbetta = 0.1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("job.toml:") && err.contains("betta"),
+            "{err}"
+        );
+        assert!(err.contains(":19:1:"), "the line of the bad key: {err}");
+
+        let err = parse(&MINIMAL.replace("steps = 10", "steps = \"ten\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpo.steps") && err.contains(":15:"), "{err}");
+
+        let err = parse(&format!("{MINIMAL}\n[learner]\ngroup_size = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("learner.group_size") && err.contains("at least 2"),
+            "{err}"
+        );
+
+        let err = parse(&MINIMAL.replace("countdown", "sudoku"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data.task") && err.contains("sudoku"), "{err}");
+
+        let err = parse(&format!("{MINIMAL}\n[sampling]\ntop_p = 2.0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sampling") && err.contains("top_p"), "{err}");
+
+        let err = parse("[run\nname = 1").unwrap_err().to_string();
+        assert!(err.starts_with("job.toml:1:"), "{err}");
+
+        let err = parse(&MINIMAL.replace("[grpo]\nsteps = 10\nprompts_per_step = 4\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[grpo]"), "{err}");
+    }
+
+    #[test]
+    fn every_example_preset_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                JobConfig::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "presets in {}", dir.display());
+        let zero = JobConfig::from_file(&dir.join("r1-zero.toml")).unwrap();
+        // The paper's R1-Zero settings.
+        assert_eq!(zero.learner.schedule.peak_lr, 3e-6);
+        assert_eq!(zero.learner.grpo.beta, 0.001);
+        assert_eq!(zero.learner.group_size, 16);
+        assert_eq!(zero.grpo.as_ref().unwrap().prompts_per_step, 32);
+        assert_eq!(zero.sampling.temperature, 1.0);
+        assert_eq!(zero.learner.ref_refresh_steps, 400);
+        assert_eq!(zero.learner.minibatches, 16);
+        assert_eq!(zero.learner.epochs, 1);
+        let reasoning = JobConfig::from_file(&dir.join("reasoning-rl.toml")).unwrap();
+        assert_eq!(reasoning.learner.grpo.epsilon_high, 10.0);
+        assert_eq!(reasoning.rewards.weights.language, 1.0);
+    }
+}

@@ -8,6 +8,7 @@ use crate::model::ParamLayout;
 
 /// AdamW hyper-parameters (the learning rate comes per step from the schedule).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
     /// First-moment decay.
     pub beta1: f32,

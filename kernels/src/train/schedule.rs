@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Warmup + cosine schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LrSchedule {
     /// Learning rate at the end of warmup.
     pub peak_lr: f64,
