@@ -226,6 +226,23 @@ impl GrpoLearner {
         }
     }
 
+    /// Continues from a checkpoint: its weights, reference, moments and counters, under `config`
+    /// (hyper-parameters come from the config, state from the checkpoint). A run resumed this way
+    /// continues bit-identically to one that never stopped.
+    pub fn resume(checkpoint: crate::keeper::Checkpoint, config: LearnerConfig) -> Self {
+        let mut learner = GrpoLearner::new(checkpoint.model, config);
+        if learner.config.grpo.beta != 0.0 {
+            if let Some(reference) = checkpoint.reference {
+                learner.reference = Some(reference);
+            }
+        }
+        learner.optimizer = checkpoint.optimizer;
+        learner.optimizer.config = learner.config.adamw;
+        learner.step = checkpoint.state.step;
+        learner.optimizer_step = checkpoint.state.optimizer_step;
+        learner
+    }
+
     /// One GRPO step over a rollout batch of whole groups.
     pub fn step(&mut self, rollouts: &[Rollout]) -> Result<GrpoStepStats, LearnerError> {
         let cfg = self.config.clone();

@@ -7,6 +7,7 @@
 pub mod data;
 pub mod eval;
 pub mod judge;
+pub mod keeper;
 pub mod lang;
 pub mod learner;
 pub mod stages;

@@ -1,0 +1,327 @@
+//! The checkpoint keeper's logic: write a checkpoint so that a crash at any moment leaves either
+//! the previous good one or the new complete one, detect a damaged one, and keep the last N.
+//!
+//! A checkpoint is a directory:
+//! - `model.safetensors` — the policy with Hugging Face names (`transformers` loads it), plus
+//!   `config.json`, so the directory is a model directory too;
+//! - `optimizer.safetensors` — AdamW's moments as `exp_avg.<name>` / `exp_avg_sq.<name>`;
+//! - `reference/` — the frozen reference policy as a model directory, when the run has one (β ≠ 0);
+//! - `trainer.json` — step counters, data cursor, seed, the config's hash, and the SHA-256 of every
+//!   other file (written last: a checkpoint without a valid `trainer.json` is not a checkpoint).
+//!
+//! It is written into `<name>.tmp`, every file fsynced, renamed to `<name>`, and the parent
+//! directory fsynced. Loading verifies the checksums; `latest_good` walks back past damaged ones.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use r1_kernels::model::{load_model_dir, save_model_dir, Model};
+use r1_kernels::train::AdamW;
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The checkpoint is incomplete or damaged (missing file, checksum mismatch, bad JSON).
+    #[error("{path}: damaged checkpoint: {message}")]
+    Damaged {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model files could not be written or read.
+    #[error(transparent)]
+    Engine(#[from] r1_kernels::EngineError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything besides weights and moments that an exact resume needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerState {
+    /// Stage steps completed.
+    pub step: u64,
+    /// Optimizer steps completed (the schedule's clock; AdamW's bias correction).
+    pub optimizer_step: u64,
+    /// Next prompt index in the data order.
+    pub data_cursor: u64,
+    /// The run's seed: per-step RNGs are derived from (seed, step), so no generator state is
+    /// carried beyond it.
+    pub seed: u64,
+    /// Hash of the run's config, to refuse resuming under a different config.
+    pub config_hash: String,
+}
+
+/// `trainer.json` on disk: the state plus a checksum of every file of the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainerFile {
+    state: TrainerState,
+    /// File name → hex SHA-256.
+    checksums: BTreeMap<String, String>,
+}
+
+/// A loaded checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The policy.
+    pub model: Model,
+    /// The reference policy, when one was saved.
+    pub reference: Option<Model>,
+    /// The optimizer (moments and step).
+    pub optimizer: AdamW,
+    /// Counters and provenance.
+    pub state: TrainerState,
+}
+
+fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))
+}
+
+/// Writes a checkpoint atomically as `dir` (which must not exist yet).
+pub fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    reference: Option<&Model>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+) -> Result<(), CheckpointError> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    save_model_dir(model, &tmp)?;
+    // Moments by tensor name, so a checkpoint stays readable if the flat layout ever changes.
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for slot in &model.layout.slots {
+        for (prefix, values) in [("exp_avg", &optimizer.m), ("exp_avg_sq", &optimizer.v)] {
+            let bytes = values[slot.range()]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            buffers.push((format!("{prefix}.{}", slot.name), slot.shape.clone(), bytes));
+        }
+    }
+    let opt_path = tmp.join("optimizer.safetensors");
+    let views = buffers
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| CheckpointError::Damaged {
+                    path: opt_path.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata =
+        std::collections::HashMap::from([("step".to_string(), optimizer.step.to_string())]);
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Damaged {
+            path: opt_path.clone(),
+            message: e.to_string(),
+        })?;
+    write_synced(&opt_path, &bytes)?;
+
+    let mut names = vec!["model.safetensors", "config.json", "optimizer.safetensors"];
+    if let Some(reference) = reference {
+        save_model_dir(reference, &tmp.join("reference"))?;
+        names.extend(["reference/model.safetensors", "reference/config.json"]);
+    }
+    let mut checksums = BTreeMap::new();
+    for name in names {
+        checksums.insert(name.to_string(), sha256_file(&tmp.join(name))?);
+    }
+    let trainer = TrainerFile {
+        state: state.clone(),
+        checksums,
+    };
+    let json = serde_json::to_vec_pretty(&trainer).map_err(|e| CheckpointError::Damaged {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    write_synced(&tmp.join("trainer.json"), &json)?;
+    fsync_dir(&tmp)?;
+    std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    file.write_all(data).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Reads and verifies a checkpoint.
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+    let damaged = |message: String| CheckpointError::Damaged {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let trainer_path = dir.join("trainer.json");
+    let text = std::fs::read(&trainer_path).map_err(|e| damaged(format!("trainer.json: {e}")))?;
+    let trainer: TrainerFile =
+        serde_json::from_slice(&text).map_err(|e| damaged(format!("trainer.json: {e}")))?;
+    for (name, want) in &trainer.checksums {
+        let got = sha256_file(&dir.join(name)).map_err(|e| damaged(e.to_string()))?;
+        if &got != want {
+            return Err(damaged(format!("{name}: checksum mismatch")));
+        }
+    }
+    let model = load_model_dir(dir)?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let bytes = std::fs::read(&opt_path).map_err(io(&opt_path))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| damaged(format!("optimizer.safetensors: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| damaged(format!("optimizer.safetensors: {e}")))?;
+    let step = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| damaged("optimizer.safetensors: no step in the metadata".into()))?;
+    let mut optimizer = AdamW::new(Default::default(), model.layout.total);
+    optimizer.step = step;
+    for slot in &model.layout.slots {
+        for (prefix, out) in [
+            ("exp_avg", &mut optimizer.m),
+            ("exp_avg_sq", &mut optimizer.v),
+        ] {
+            let name = format!("{prefix}.{}", slot.name);
+            let view = tensors
+                .tensor(&name)
+                .map_err(|_| damaged(format!("optimizer.safetensors: no `{name}`")))?;
+            if view.dtype() != Dtype::F32 || view.data().len() != slot.len * 4 {
+                return Err(damaged(format!(
+                    "optimizer.safetensors: `{name}` has the wrong dtype or size"
+                )));
+            }
+            for (o, b) in out[slot.range()]
+                .iter_mut()
+                .zip(view.data().chunks_exact(4))
+            {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+    }
+    let reference = if trainer
+        .checksums
+        .contains_key("reference/model.safetensors")
+    {
+        Some(load_model_dir(&dir.join("reference"))?)
+    } else {
+        None
+    };
+    Ok(Checkpoint {
+        model,
+        reference,
+        optimizer,
+        state: trainer.state,
+    })
+}
+
+/// Checkpoint directories under `root` named `step-<N>`, ascending by step.
+pub fn list_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => {
+            return Err(CheckpointError::Io {
+                path: root.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(root))?;
+        let name = entry.file_name();
+        if let Some(step) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The directory a checkpoint of `step` gets under `root`.
+pub fn checkpoint_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step:08}"))
+}
+
+/// The newest checkpoint that verifies, skipping damaged ones (each is reported in the second
+/// value so the caller can log it).
+pub fn latest_good(
+    root: &Path,
+) -> Result<(Option<Checkpoint>, Vec<CheckpointError>), CheckpointError> {
+    let mut skipped = Vec::new();
+    for (_, dir) in list_checkpoints(root)?.into_iter().rev() {
+        match load_checkpoint(&dir) {
+            Ok(c) => return Ok((Some(c), skipped)),
+            Err(e) => skipped.push(e),
+        }
+    }
+    Ok((None, skipped))
+}
+
+/// Deletes all but the newest `keep_last` checkpoints (and any `*.tmp` leftovers of a crash),
+/// sparing `keep_also` (the best by evaluation).
+pub fn prune(
+    root: &Path,
+    keep_last: usize,
+    keep_also: Option<&Path>,
+) -> Result<(), CheckpointError> {
+    let all = list_checkpoints(root)?;
+    let cut = all.len().saturating_sub(keep_last);
+    for (_, dir) in &all[..cut] {
+        if Some(dir.as_path()) != keep_also {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
