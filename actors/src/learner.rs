@@ -422,6 +422,23 @@ pub struct SftStepStats {
     pub tokens: usize,
 }
 
+/// Checks that every example has at least one next-token pair and a mask entry per token.
+fn validate_sft(batch: &[SftExample]) -> Result<(), LearnerError> {
+    if batch.is_empty() {
+        return Err(LearnerError::Batch("the SFT batch is empty".into()));
+    }
+    for (i, ex) in batch.iter().enumerate() {
+        if ex.ids.len() < 2 || ex.ids.len() != ex.loss_mask.len() {
+            return Err(LearnerError::Batch(format!(
+                "example {i}: {} ids and {} mask entries (need equal lengths of at least 2)",
+                ex.ids.len(),
+                ex.loss_mask.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Supervised fine-tuning: masked cross-entropy on the response tokens.
 pub struct SftTrainer {
     /// The model being trained.
@@ -454,30 +471,73 @@ impl SftTrainer {
 
     /// One optimizer step on a batch (rows padded to the longest).
     pub fn step(&mut self, batch: &[SftExample]) -> Result<SftStepStats, LearnerError> {
-        if batch.is_empty() {
-            return Err(LearnerError::Batch("the SFT batch is empty".into()));
+        validate_sft(batch)?;
+        let t = batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1);
+        let rows: Vec<Vec<&SftExample>> = batch.iter().map(|e| vec![e]).collect();
+        self.train_rows(&rows, t, false)
+    }
+
+    /// One optimizer step with the examples packed into rows of `row_len` positions (first fit,
+    /// in order): fewer padded positions, and each example still sees only itself (positions
+    /// restart and attention stops at its boundary), so the loss equals `step`'s on the same batch.
+    pub fn step_packed(
+        &mut self,
+        batch: &[SftExample],
+        row_len: usize,
+    ) -> Result<SftStepStats, LearnerError> {
+        validate_sft(batch)?;
+        if let Some((i, e)) = batch
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.ids.len() - 1 > row_len)
+        {
+            return Err(LearnerError::Batch(format!(
+                "example {i}: {} positions do not fit rows of {row_len}",
+                e.ids.len() - 1
+            )));
         }
-        for (i, ex) in batch.iter().enumerate() {
-            if ex.ids.len() < 2 || ex.ids.len() != ex.loss_mask.len() {
-                return Err(LearnerError::Batch(format!(
-                    "example {i}: {} ids and {} mask entries (need equal lengths of at least 2)",
-                    ex.ids.len(),
-                    ex.loss_mask.len()
-                )));
+        let mut rows: Vec<Vec<&SftExample>> = Vec::new();
+        let mut used: Vec<usize> = Vec::new();
+        for ex in batch {
+            let need = ex.ids.len() - 1;
+            match used.iter().position(|&u| u + need <= row_len) {
+                Some(r) => {
+                    rows[r].push(ex);
+                    used[r] += need;
+                }
+                None => {
+                    rows.push(vec![ex]);
+                    used.push(need);
+                }
             }
         }
-        let (b, t) = (
-            batch.len(),
-            batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1),
-        );
+        self.train_rows(&rows, row_len, true)
+    }
+
+    /// Lays out rows of examples (next-token pairs of each, back to back), trains one step.
+    fn train_rows(
+        &mut self,
+        rows: &[Vec<&SftExample>],
+        t: usize,
+        packed: bool,
+    ) -> Result<SftStepStats, LearnerError> {
+        let b = rows.len();
         let mut inputs = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];
         let mut mask = vec![0f32; b * t];
-        for (row, ex) in batch.iter().enumerate() {
-            let n = ex.ids.len() - 1;
-            inputs[row * t..row * t + n].copy_from_slice(&ex.ids[..n]);
-            targets[row * t..row * t + n].copy_from_slice(&ex.ids[1..]);
-            mask[row * t..row * t + n].copy_from_slice(&ex.loss_mask[1..]);
+        let mut segments: Vec<Vec<usize>> = Vec::with_capacity(b);
+        for (row, examples) in rows.iter().enumerate() {
+            let mut at = row * t;
+            let mut lengths = Vec::with_capacity(examples.len());
+            for ex in examples {
+                let n = ex.ids.len() - 1;
+                inputs[at..at + n].copy_from_slice(&ex.ids[..n]);
+                targets[at..at + n].copy_from_slice(&ex.ids[1..]);
+                mask[at..at + n].copy_from_slice(&ex.loss_mask[1..]);
+                lengths.push(n);
+                at += n;
+            }
+            segments.push(lengths);
         }
         let tokens = mask.iter().filter(|&&m| m != 0.0).count();
         let weights = WeightedCrossEntropy::mean_weights(&mask);
@@ -488,6 +548,7 @@ impl SftTrainer {
             *acts = Some(Activations::new(&self.model, b, t));
         }
         let acts = acts.as_mut().expect("arena was just planned");
+        acts.set_segments(if packed { &segments } else { &[] })?;
         cpu::forward(&self.model, acts, &inputs)?;
         let out = cpu::head(
             &self.model,

@@ -42,8 +42,10 @@ pub struct Activations {
     /// Final norm output [N, C] (the LM head's input) and its 1/rms [N].
     xf: Vec<f32>,
     rstdf: Vec<f32>,
-    /// Positions of the tokens (0..T per sequence) [N].
+    /// Positions of the tokens [N]: 0..T per sequence, or per packed segment.
     positions: Vec<u32>,
+    /// Row position where each token's segment starts [N] (0 unless sequences are packed).
+    seg_start: Vec<u32>,
     /// Gradient scratch: residual [N, C], head input [N, C], norm outputs [N, C], q|k|v [N, QKV],
     /// attention probabilities [B, NH, T, T], attention output [N, QD], gate|up [N, 2I], MLP hidden [N, I].
     dres: Vec<f32>,
@@ -84,6 +86,7 @@ impl Activations {
             xf: vec![0.0; n * c],
             rstdf: vec![0.0; n],
             positions: (0..b).flat_map(|_| 0..t as u32).collect(),
+            seg_start: vec![0; b * t],
             dres: vec![0.0; n * c],
             dxf: vec![0.0; n * c],
             dln: vec![0.0; n * c],
@@ -95,6 +98,43 @@ impl Activations {
             head_scratch: Vec::new(),
             rope: RopeTable::new(&cfg.rope_inv_freq(), t),
         }
+    }
+
+    /// Packs several sequences into each row: `segments[row]` lists the lengths of the sequences
+    /// laid one after another in that row (the rest of the row is padding). Each sequence gets
+    /// positions from 0 and attends only to itself, exactly as if it had a row of its own.
+    /// An empty list restores one sequence per row.
+    pub fn set_segments(&mut self, segments: &[Vec<usize>]) -> Result<()> {
+        let t = self.t;
+        if !segments.is_empty() && segments.len() != self.b {
+            return Err(EngineError::Input(format!(
+                "segments: {} rows given for a batch of {}",
+                segments.len(),
+                self.b
+            )));
+        }
+        for row in 0..self.b {
+            let lengths: &[usize] = segments.get(row).map_or(&[], |v| v.as_slice());
+            let total: usize = lengths.iter().sum();
+            if total > t || lengths.contains(&0) {
+                return Err(EngineError::Input(format!(
+                    "segments of row {row}: lengths {lengths:?} do not fit {t} positions"
+                )));
+            }
+            let (mut at, positions, starts) = (
+                0,
+                &mut self.positions[row * t..(row + 1) * t],
+                &mut self.seg_start[row * t..(row + 1) * t],
+            );
+            for &len in lengths.iter().chain(std::iter::once(&(t - total))) {
+                for k in 0..len {
+                    positions[at + k] = k as u32;
+                    starts[at + k] = at as u32;
+                }
+                at += len;
+            }
+        }
+        Ok(())
     }
 
     /// Tokens in the batch.
@@ -243,7 +283,7 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
             cfg.num_kv_heads,
             cfg.head_dim,
         );
-        ops::attention_forward(atty, att, qkv, shape);
+        ops::attention_forward(atty, att, qkv, &acts.seg_start, shape);
         x_mid.copy_from_slice(x);
         ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
 

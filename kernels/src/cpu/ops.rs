@@ -339,8 +339,9 @@ impl SharedMut {
 }
 
 #[inline(always)]
-fn softmax_prefix_body(row: &mut [f32], len: usize) {
-    let (live, masked) = row.split_at_mut(len);
+fn softmax_window_body(row: &mut [f32], start: usize, end: usize) {
+    let (head, rest) = row.split_at_mut(start);
+    let (live, tail) = rest.split_at_mut(end - start);
     let max = fastmath::max16(live);
     for x in live.iter_mut() {
         *x = fastmath::exp(*x - max);
@@ -349,12 +350,18 @@ fn softmax_prefix_body(row: &mut [f32], len: usize) {
     for x in live.iter_mut() {
         *x *= inv;
     }
-    masked.fill(0.0);
+    head.fill(0.0);
+    tail.fill(0.0);
 }
 
 fastmath::multiversion! {
-    /// Softmax of `row[..len]` in place; `row[len..]` (masked positions) set to 0.
-    pub fn softmax_prefix(row: &mut [f32], len: usize) = softmax_prefix_body;
+    /// Softmax of `row[start..end]` in place; the rest of the row (masked keys) set to 0.
+    pub fn softmax_window(row: &mut [f32], start: usize, end: usize) = softmax_window_body;
+}
+
+/// Softmax of `row[..len]` in place; `row[len..]` set to 0.
+pub fn softmax_prefix(row: &mut [f32], len: usize) {
+    softmax_window(row, 0, len);
 }
 
 #[inline(always)]
@@ -399,8 +406,17 @@ const CAUSAL_BLOCK: usize = 64;
 
 /// Causal grouped-query attention. qkv[N, QKV] holds q|k|v per token (RoPE applied);
 /// att[B,NH,T,T] receives the softmax probabilities (kept for backward; zero above the diagonal);
-/// out[N, NH·HS] the result.
-pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
+/// out[N, NH·HS] the result. `seg_start[n]` is the row position where token n's segment begins:
+/// a token attends to keys seg_start..=itself only (packed sequences do not see each other; 0
+/// everywhere is plain causal attention). The backward pass needs no segments: masked
+/// probabilities are 0, and so are their gradients.
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    seg_start: &[u32],
+    s: AttnShape,
+) {
     let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
     let group = s.nh / s.nkv;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -428,7 +444,9 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnS
                 Threads::One,
             );
             for (r, row) in block.chunks_exact_mut(t).take(rows).enumerate() {
-                softmax_prefix(row, i0 + r + 1);
+                let i = i0 + r;
+                let start = (seg_start[b * t + i] as usize).min(i);
+                softmax_window(row, start, i + 1);
             }
             // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
             let dst = unsafe { out_ptr.view((b * t + i0) * q_dim + h * hs, rows, hs, q_dim) };
@@ -621,7 +639,7 @@ mod tests {
         let qkv = pseudo_random(s.b * s.t * s.qkv(), 1);
         let mut out = vec![0.0; s.b * s.t * s.q_dim()];
         let mut att = vec![f32::NAN; s.b * s.nh * s.t * s.t];
-        attention_forward(&mut out, &mut att, &qkv, s);
+        attention_forward(&mut out, &mut att, &qkv, &vec![0; s.b * s.t], s);
         let want = naive_attention(&qkv, s);
         let err = out
             .iter()
@@ -648,7 +666,7 @@ mod tests {
         let dout = pseudo_random(s.t * s.q_dim(), 3);
         let mut out = vec![0.0; s.t * s.q_dim()];
         let mut att = vec![0.0; s.nh * s.t * s.t];
-        attention_forward(&mut out, &mut att, &qkv, s);
+        attention_forward(&mut out, &mut att, &qkv, &vec![0; s.b * s.t], s);
         let mut dqkv = vec![0.0; qkv.len()];
         let mut datt = vec![0.0; att.len()];
         attention_backward(&mut dqkv, &mut datt, &dout, &qkv, &att, s);
