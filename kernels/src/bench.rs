@@ -122,17 +122,11 @@ impl Default for BenchOptions {
 /// the fastest of many timed calls of each (warm caches, no page faults), as `peak` is meant.
 pub fn measure_gemm_peak() -> f64 {
     let mut best = 0.0f64;
-    for &(m, n, k) in &[
-        (1024, 1024, 1024),
-        (1024, 768, 512),
-        (1024, 2816, 512),
-        (1024, 512, 1408),
-        (1024, 4096, 512),
-    ] {
+    for &(m, n, k) in &[(1024, 1024, 1024), (1024, 2816, 512), (1024, 4096, 512)] {
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
         let b: Vec<f32> = (0..n * k).map(|i| ((i % 89) as f32) * 0.01).collect();
         let mut c = vec![0f32; m * n];
-        for _ in 0..12 {
+        for _ in 0..8 {
             let start = Instant::now();
             gemm(
                 MatMut::rows(&mut c, m, n, n),
