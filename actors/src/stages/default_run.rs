@@ -164,7 +164,7 @@ impl Default for AdditionTaskConfig {
         AdditionTaskConfig {
             min_digits: 2,
             max_digits: 2,
-            dropped_carry_fraction: 0.6,
+            dropped_carry_fraction: 0.8,
             broken_format_fraction: 0.2,
         }
     }
@@ -190,7 +190,7 @@ impl Default for SftSettings {
     fn default() -> Self {
         SftSettings {
             examples: 2000,
-            steps: 400,
+            steps: 800,
             batch_size: 32,
             lr: 3e-3,
             warmup_steps: 20,
@@ -223,11 +223,11 @@ pub struct GrpoSettings {
 impl Default for GrpoSettings {
     fn default() -> Self {
         GrpoSettings {
-            steps: 40,
+            steps: 200,
             prompts_per_step: 16,
             group_size: 8,
             minibatches: 2,
-            lr: 5e-4,
+            lr: 1e-4,
             beta: 0.0,
             temperature: 1.0,
             max_new_tokens: 40,
@@ -685,16 +685,17 @@ fn addition_trace(a: u64, b: u64, drop_carry: bool) -> (String, u64) {
     (steps.join(" "), answer)
 }
 
-/// Whether `a + b` has a carry anywhere.
-fn has_carry(a: u64, b: u64) -> bool {
+/// Whether `a + b` carries into a next column: a carry the trace can forget (a carry out of the
+/// last column only adds a leading 1, and no trace drops that).
+fn has_droppable_carry(a: u64, b: u64) -> bool {
     let (mut a, mut b, mut carry) = (a, b, 0);
     while a > 0 || b > 0 {
         carry = (a % 10 + b % 10 + carry) / 10;
-        if carry > 0 {
-            return true;
-        }
         a /= 10;
         b /= 10;
+        if carry > 0 && (a > 0 || b > 0) {
+            return true;
+        }
     }
     false
 }
@@ -814,7 +815,7 @@ pub fn run_default(
         };
         let flaw = if unit_draw(seed, i as u64, 1) < config.task.broken_format_fraction {
             Some(TraceFlaw::BrokenFormat)
-        } else if has_carry(p.left, p.right)
+        } else if has_droppable_carry(p.left, p.right)
             && unit_draw(seed, i as u64, 2) < config.task.dropped_carry_fraction
         {
             Some(TraceFlaw::DroppedCarry)
@@ -1167,7 +1168,8 @@ mod tests {
             addition_trace(17, 25, true),
             ("7+5=12 1+2=3".to_string(), 32)
         );
-        assert!(has_carry(17, 25) && !has_carry(12, 34));
+        assert!(has_droppable_carry(17, 25) && !has_droppable_carry(12, 34));
+        assert!(!has_droppable_carry(50, 60), "a carry out of the last column cannot be dropped");
         // Without a carry there is nothing to drop.
         assert_eq!(addition_trace(12, 34, true).1, 46);
     }
