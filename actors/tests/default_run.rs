@@ -52,7 +52,9 @@ fn the_tiny_default_run_reports_saves_and_repeats() {
         ] {
             assert!((0.0..=1.0).contains(&share), "{scores:?}");
         }
-        assert!(scores.mean_length > 0.0 && scores.mean_length <= config.grpo.max_new_tokens as f64);
+        assert!(
+            scores.mean_length > 0.0 && scores.mean_length <= config.grpo.max_new_tokens as f64
+        );
     }
     assert!(report.sft.first_loss.is_finite() && report.sft.last_loss.is_finite());
 
@@ -61,7 +63,10 @@ fn the_tiny_default_run_reports_saves_and_repeats() {
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     for side in ["before", "after"] {
         for field in ["accuracy", "format_rate", "mean_length", "cons_at_k"] {
-            assert!(json[side][field].is_number(), "report.json lacks {side}.{field}");
+            assert!(
+                json[side][field].is_number(),
+                "report.json lacks {side}.{field}"
+            );
         }
     }
     for field in ["total_seconds", "eval_seconds", "checkpoint", "config"] {

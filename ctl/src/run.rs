@@ -113,7 +113,11 @@ fn print_progress(event: Progress) {
         } => eprintln!(
             "[{elapsed_secs:6.1}s] {stage:?}: accuracy {:.3} (cons@{} {:.3}) format {:.3} \
              length {:.1}",
-            scores.accuracy, scores.samples, scores.cons_at_k, scores.format_rate, scores.mean_length
+            scores.accuracy,
+            scores.samples,
+            scores.cons_at_k,
+            scores.format_rate,
+            scores.mean_length
         ),
     }
 }
