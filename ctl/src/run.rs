@@ -34,7 +34,8 @@ pub struct RunArgs {
     /// Wall-clock budget in seconds (0: none); GRPO stops early to fit it.
     #[arg(long)]
     time_budget: Option<u64>,
-    /// Print the effective config as TOML-like JSON and exit without running.
+    /// Print the effective config (defaults and overrides) as TOML and exit without running: a
+    /// starting point for `--config`.
     #[arg(long)]
     print_config: bool,
     /// Output format.
@@ -60,9 +61,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         config.time_budget_secs = budget;
     }
     if args.print_config {
-        println!(
+        print!(
             "{}",
-            serde_json::to_string_pretty(&config).context("serialising the config")?
+            toml::to_string_pretty(&config).context("serialising the config")?
         );
         return Ok(0);
     }

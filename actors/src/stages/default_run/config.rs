@@ -124,7 +124,7 @@ pub struct GrpoSettings {
 impl Default for GrpoSettings {
     fn default() -> Self {
         GrpoSettings {
-            steps: 200,
+            steps: 150,
             prompts_per_step: 16,
             group_size: 8,
             minibatches: 2,
