@@ -263,7 +263,7 @@ fn stage_settings(config: &DefaultRunConfig) -> StageSettings {
     StageSettings {
         template: PromptTemplate::new(TemplateKind::ChatMl),
         sampling: SamplingParams {
-            temperature: config.grpo.temperature,
+            temperature: config.grpo.temperature as f32,
             max_new_tokens: config.grpo.max_new_tokens,
             ..SamplingParams::default()
         },
@@ -313,7 +313,7 @@ pub fn run_default(
         ),
         elapsed_secs: secs(start),
     });
-    let model = Model::random(config.model_config()?, seed, config.model.init_std);
+    let model = Model::random(config.model_config()?, seed, config.model.init_std as f32);
     let parameters = model.layout.total;
     let sft_problems = addition_problems(
         &config.task,

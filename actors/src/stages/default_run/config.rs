@@ -28,7 +28,7 @@ pub struct TinyModelShape {
     /// Longest prompt + completion in tokens (the RoPE table and KV cache size).
     pub max_position_embeddings: usize,
     /// Std of the random initial weights.
-    pub init_std: f32,
+    pub init_std: f64,
 }
 
 impl Default for TinyModelShape {
@@ -116,7 +116,7 @@ pub struct GrpoSettings {
     /// KL weight β; 0 keeps no reference model (DAPO, Dr. GRPO).
     pub beta: f64,
     /// Sampling temperature of the rollouts (the paper's 1.0).
-    pub temperature: f32,
+    pub temperature: f64,
     /// Completion limit in tokens.
     pub max_new_tokens: usize,
 }
@@ -145,9 +145,9 @@ pub struct EvalSettings {
     /// Samples per problem: pass@1 is their mean correctness, cons@k their majority vote.
     pub samples: usize,
     /// Sampling temperature (the paper's 0.6).
-    pub temperature: f32,
+    pub temperature: f64,
     /// Nucleus sampling (the paper's 0.95).
-    pub top_p: f32,
+    pub top_p: f64,
 }
 
 impl Default for EvalSettings {

@@ -43,8 +43,8 @@ pub(super) fn held_out_scores(
     config: &DefaultRunConfig,
 ) -> Result<HeldOutScores> {
     let sampling = SamplingParams {
-        temperature: config.eval.temperature,
-        top_p: config.eval.top_p,
+        temperature: config.eval.temperature as f32,
+        top_p: config.eval.top_p as f32,
         max_new_tokens: config.grpo.max_new_tokens,
         ..SamplingParams::default()
     };
