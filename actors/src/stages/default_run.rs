@@ -24,14 +24,21 @@
 //! the format it wants is taught by the cold start, as in the paper's stage 2. No `<think>` is
 //! pre-filled, so the format rule runs with `prefilled_think = false`.
 //!
-//! # Measured (default config, seed 0, 2-core machine, `r1ctl run`)
-//! See [`DefaultRunConfig`]'s defaults; the numbers are in the crate's README section on
-//! `r1ctl run` and in the table below, filled in from a real run:
+//! # Measured (default config, seed 0, `r1ctl run`)
+//! On the 2-core development machine, with another process keeping one core busy (nice'd alike),
+//! 526k parameters, held-out = 200 test-split problems x 4 samples at temperature 0.6, top-p 0.95:
 //!
-//! | | held-out accuracy (pass@1) | format rate | mean length (tokens) |
-//! |---|---|---|---|
-//! | after cold-start SFT | MEASURE | MEASURE | MEASURE |
-//! | after GRPO | MEASURE | MEASURE | MEASURE |
+//! | | accuracy (pass@1) | cons@4 | format rate | mean length (tokens) |
+//! |---|---|---|---|---|
+//! | after cold-start SFT (800 steps) | 51.7% | 57.5% | 84.1% | 18.9 |
+//! | after GRPO (150 steps) | 99.5% | 99.5% | 100.0% | 19.7 |
+//!
+//! +47.8 points of accuracy, +15.9 of format, in 158 s wall (SFT 62 s, GRPO 92 s, both
+//! evaluations 4 s). The GRPO rollouts' accuracy climbs 0.56 → 0.80 by step 10, 0.92 by step 25,
+//! 0.98 by step 75; `frac_zero_std` rises from 0.25 to ~0.9 as the groups become all-correct.
+//! Seed 1 (with 200 GRPO steps): 61.4% → 100.0%. What made it work: GRPO's learning rate. At
+//! 5e-4 the fresh AdamW's first, sign-like updates wrecked the SFT model within ten steps
+//! (accuracy 0.57 → 0.03, format kept); 5e-5 climbs steadily, 1e-4 twice as fast.
 //!
 //! Determinism: the same config and seed give the same numbers, provided the time budget does not
 //! cut the GRPO stage short (the report says whether it did).
@@ -53,7 +60,7 @@ use r1_kernels::train::{AdamWConfig, GrpoConfig, LrSchedule};
 
 use crate::judge::format::FormatConfig;
 use crate::judge::reward::{RewardRules, RewardWeights};
-use crate::judge::tasks::{GenerateError, Problem, Split};
+use crate::judge::tasks::{GenerateError, Split};
 use crate::learner::{GrpoLearner, LearnerConfig, LearnerError, SftExample, SftTrainer};
 use crate::stages::grpo::StageError;
 use crate::stages::{grpo_step, StageSettings};
@@ -63,7 +70,7 @@ pub use config::{
 };
 use held_out::held_out_scores;
 pub use held_out::HeldOutScores;
-use traces::{addition_problems, cold_start_completion, has_droppable_carry, unit_draw, TraceFlaw};
+use traces::{addition_problems, cold_start_examples, ColdStart};
 
 /// Everything that can stop the default run.
 #[derive(Debug, thiserror::Error)]
@@ -331,38 +338,17 @@ pub fn run_default(
     let rl_problems =
         addition_problems(&config.task, seed.wrapping_add(3), Split::Train, rl_count)?;
 
-    // Cold-start traces.
-    let mut sft_examples = Vec::with_capacity(sft_problems.len());
-    let (mut dropped, mut broken) = (0usize, 0usize);
-    for (i, ex) in sft_problems.iter().enumerate() {
-        let Problem::Arithmetic(p) = &ex.problem else {
-            continue;
-        };
-        let flaw = if unit_draw(seed, i as u64, 1) < config.task.broken_format_fraction {
-            Some(TraceFlaw::BrokenFormat)
-        } else if has_droppable_carry(p.left, p.right)
-            && unit_draw(seed, i as u64, 2) < config.task.dropped_carry_fraction
-        {
-            Some(TraceFlaw::DroppedCarry)
-        } else {
-            None
-        };
-        dropped += usize::from(flaw == Some(TraceFlaw::DroppedCarry));
-        broken += usize::from(flaw == Some(TraceFlaw::BrokenFormat));
-        let prompt = settings
-            .template
-            .render_prompt(&ex.prompt)
-            .encode(&tokenizer)
-            .map_err(|e| DefaultRunError::Tokenizer(e.to_string()))?;
-        let completion = tokenizer
-            .encode(&cold_start_completion(p, flaw), false)
-            .map_err(|e| DefaultRunError::Tokenizer(e.to_string()))?;
-        let mut loss_mask = vec![0.0; prompt.len()];
-        loss_mask.extend(std::iter::repeat_n(1.0, completion.len()));
-        let mut ids = prompt;
-        ids.extend(completion);
-        sft_examples.push(SftExample { ids, loss_mask });
-    }
+    let ColdStart {
+        examples: sft_examples,
+        dropped,
+        broken,
+    } = cold_start_examples(
+        &sft_problems,
+        &config.task,
+        seed,
+        &settings.template,
+        &tokenizer,
+    )?;
 
     // Cold-start SFT.
     progress(Progress::Stage {

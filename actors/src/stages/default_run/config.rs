@@ -105,7 +105,8 @@ impl Default for SftSettings {
 pub struct GrpoSettings {
     /// GRPO steps (fewer if the time budget runs out).
     pub steps: usize,
-    /// Prompts per step (train split, distinct from nothing: RL may revisit SFT problems).
+    /// Prompts per step, fresh train-split problems each step (they may overlap the SFT traces'
+    /// problems: both are training data; only the test split is held out).
     pub prompts_per_step: usize,
     /// Completions per prompt, G.
     pub group_size: usize,
@@ -252,6 +253,7 @@ impl DefaultRunConfig {
             ("model.num_heads", m.num_heads),
             ("model.num_kv_heads", m.num_kv_heads),
             ("sft.examples", self.sft.examples),
+            ("sft.steps", self.sft.steps),
             ("sft.batch_size", self.sft.batch_size),
             ("grpo.prompts_per_step", self.grpo.prompts_per_step),
             ("grpo.minibatches", self.grpo.minibatches),

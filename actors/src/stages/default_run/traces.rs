@@ -1,20 +1,24 @@
 //! The task and its cold-start data: `a+b` problems asked compactly, and column-by-column
 //! chain-of-thought traces, some of them flawed on purpose (see the parent module's docs).
 
+use r1_kernels::template::PromptTemplate;
+use r1_kernels::tokenizer::Tokenizer;
+
 use crate::judge::tasks::{
     arithmetic, ArithOp, ArithmeticConfig, ArithmeticProblem, Problem, Split, TaskExample,
 };
+use crate::learner::SftExample;
 
-use super::{AdditionTaskConfig, Result};
+use super::{AdditionTaskConfig, DefaultRunError, Result};
 
 /// The compact question put to the model (see the module docs for why it is not the task's own).
-pub(super) fn compact_prompt(p: &ArithmeticProblem) -> String {
+fn compact_prompt(p: &ArithmeticProblem) -> String {
     format!("{}+{}", p.left, p.right)
 }
 
 /// How a cold-start trace goes wrong, if it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TraceFlaw {
+enum TraceFlaw {
     /// Forget the carry in the first column that has one.
     DroppedCarry,
     /// Answer after `</think>` without `<answer>` tags.
@@ -24,7 +28,7 @@ pub(super) enum TraceFlaw {
 /// The column-by-column chain of thought for `a + b`, least significant column first, and the
 /// answer it arrives at: `7+5=12 1+2+1=4` and 42 for 17 + 25. With `drop_carry`, the first carry
 /// is forgotten (and the answer follows the wrong chain).
-pub(super) fn addition_trace(a: u64, b: u64, drop_carry: bool) -> (String, u64) {
+fn addition_trace(a: u64, b: u64, drop_carry: bool) -> (String, u64) {
     let (mut a, mut b) = (a, b);
     let mut steps = Vec::new();
     let mut carry = 0u64;
@@ -62,7 +66,7 @@ pub(super) fn addition_trace(a: u64, b: u64, drop_carry: bool) -> (String, u64) 
 
 /// Whether `a + b` carries into a next column: a carry the trace can forget (a carry out of the
 /// last column only adds a leading 1, and no trace drops that).
-pub(super) fn has_droppable_carry(a: u64, b: u64) -> bool {
+fn has_droppable_carry(a: u64, b: u64) -> bool {
     let (mut a, mut b, mut carry) = (a, b, 0);
     while a > 0 || b > 0 {
         carry = (a % 10 + b % 10 + carry) / 10;
@@ -76,7 +80,7 @@ pub(super) fn has_droppable_carry(a: u64, b: u64) -> bool {
 }
 
 /// A cold-start completion for `p`, with its flaw if any.
-pub(super) fn cold_start_completion(p: &ArithmeticProblem, flaw: Option<TraceFlaw>) -> String {
+fn cold_start_completion(p: &ArithmeticProblem, flaw: Option<TraceFlaw>) -> String {
     let (think, answer) = addition_trace(p.left, p.right, flaw == Some(TraceFlaw::DroppedCarry));
     match flaw {
         Some(TraceFlaw::BrokenFormat) => format!("<think>{think}</think>{answer}<|im_end|>"),
@@ -86,7 +90,7 @@ pub(super) fn cold_start_completion(p: &ArithmeticProblem, flaw: Option<TraceFla
 
 /// Deterministic per-example coin flips for the flaws (SplitMix64 of seed and index), so the
 /// traces do not shift when another setting changes.
-pub(super) fn unit_draw(seed: u64, index: u64, salt: u64) -> f64 {
+fn unit_draw(seed: u64, index: u64, salt: u64) -> f64 {
     let mut z = seed
         .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -115,6 +119,61 @@ pub(super) fn addition_problems(
         }
     }
     Ok(examples)
+}
+
+/// The cold-start SFT set and how many of its traces carry each flaw.
+pub(super) struct ColdStart {
+    /// Prompt + trace, loss on the trace only.
+    pub examples: Vec<SftExample>,
+    /// Traces that forget a carry.
+    pub dropped: usize,
+    /// Traces that break the format.
+    pub broken: usize,
+}
+
+/// One trace per problem, flawed at the configured rates (each problem's flaws drawn from the seed
+/// and its index), tokenized behind the prompt as the template renders it.
+pub(super) fn cold_start_examples(
+    problems: &[TaskExample],
+    task: &AdditionTaskConfig,
+    seed: u64,
+    template: &PromptTemplate,
+    tokenizer: &Tokenizer,
+) -> Result<ColdStart> {
+    let mut out = ColdStart {
+        examples: Vec::with_capacity(problems.len()),
+        dropped: 0,
+        broken: 0,
+    };
+    for (i, ex) in problems.iter().enumerate() {
+        let Problem::Arithmetic(p) = &ex.problem else {
+            continue;
+        };
+        let flaw = if unit_draw(seed, i as u64, 1) < task.broken_format_fraction {
+            Some(TraceFlaw::BrokenFormat)
+        } else if has_droppable_carry(p.left, p.right)
+            && unit_draw(seed, i as u64, 2) < task.dropped_carry_fraction
+        {
+            Some(TraceFlaw::DroppedCarry)
+        } else {
+            None
+        };
+        out.dropped += usize::from(flaw == Some(TraceFlaw::DroppedCarry));
+        out.broken += usize::from(flaw == Some(TraceFlaw::BrokenFormat));
+        let prompt = template
+            .render_prompt(&ex.prompt)
+            .encode(tokenizer)
+            .map_err(|e| DefaultRunError::Tokenizer(e.to_string()))?;
+        let completion = tokenizer
+            .encode(&cold_start_completion(p, flaw), false)
+            .map_err(|e| DefaultRunError::Tokenizer(e.to_string()))?;
+        let mut loss_mask = vec![0.0; prompt.len()];
+        loss_mask.extend(std::iter::repeat_n(1.0, completion.len()));
+        let mut ids = prompt;
+        ids.extend(completion);
+        out.examples.push(SftExample { ids, loss_mask });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
