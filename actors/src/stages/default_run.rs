@@ -34,13 +34,13 @@
 //! | after GRPO (150 steps) | 99.5% | 99.5% | 100.0% | 19.7 |
 //!
 //! +47.8 points of accuracy, +15.9 of format, in 142–158 s wall over two runs (SFT 57–62 s, GRPO
-//! 80–92 s, both evaluations 4 s); the two runs gave identical numbers. The GRPO rollouts' accuracy climbs 0.56 → 0.80 by step 10, 0.92 by step 25,
-//! 0.98 by step 75; `frac_zero_std` rises from 0.25 to ~0.9 as the groups become all-correct.
-//! Other seeds, same config: seed 1 61.4% → 100.0% (+38.6, 161 s), seed 2 59.2% → 99.9% (+40.6,
-//! 144 s). The SFT model already adds well; what GRPO removes, by reward alone, are the habits
-//! it imitated from the flawed traces. What made it work: GRPO's learning rate. At
-//! 5e-4 the fresh AdamW's first, sign-like updates wrecked the SFT model within ten steps
-//! (accuracy 0.57 → 0.03, format kept); 5e-5 climbs steadily, 1e-4 twice as fast.
+//! 80–92 s, both evaluations 4 s); the two runs gave identical numbers. The GRPO rollouts' accuracy
+//! climbs 0.56 → 0.80 by step 10, 0.92 by step 25, 0.98 by step 75; `frac_zero_std` rises from 0.25
+//! to ~0.9 as the groups become all-correct. Other seeds, same config: seed 1 61.4% → 100.0%
+//! (+38.6, 161 s), seed 2 59.2% → 99.9% (+40.6, 144 s). The SFT model already adds well; what GRPO
+//! removes, by reward alone, are the habits it imitated from the flawed traces. What made it work:
+//! GRPO's learning rate. At 5e-4 the fresh AdamW's first, sign-like updates wrecked the SFT model
+//! within ten steps (accuracy 0.57 → 0.03, format kept); 5e-5 climbs steadily, 1e-4 twice as fast.
 //!
 //! Determinism: the same config and seed give the same numbers, provided the time budget does not
 //! cut the GRPO stage short (the report says whether it did).

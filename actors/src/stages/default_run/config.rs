@@ -388,7 +388,8 @@ impl DefaultRunConfig {
     }
 }
 
-/// Tokens ChatML adds around a one-line user prompt (`<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n`).
+/// Tokens ChatML adds around a one-line user prompt
+/// (`<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n`).
 fn chatml_overhead() -> usize {
     let rendered = PromptTemplate::new(TemplateKind::ChatMl).render_prompt("");
     ByteTokenizer
