@@ -103,3 +103,17 @@ fn a_bad_config_is_refused_before_anything_is_written() {
     assert!(err.to_string().contains("eval.samples"), "{err}");
     assert!(!run_dir.exists());
 }
+
+#[test]
+fn the_time_budget_stops_grpo_and_the_report_says_so() {
+    let mut config = DefaultRunConfig::tiny();
+    // One second cannot hold another step plus the final evaluation's margin: GRPO stops after
+    // its first step (the budget is checked from the second on, once a step has been timed).
+    config.time_budget_secs = 1;
+    config.grpo.steps = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_default(&config, dir.path(), &mut |_| {}).unwrap();
+    assert!(report.grpo.stopped_by_time_budget);
+    assert_eq!((report.grpo.steps, report.grpo.steps_planned), (1, 50));
+    assert!(dir.path().join("final/model.safetensors").is_file());
+}

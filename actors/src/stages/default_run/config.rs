@@ -324,19 +324,19 @@ impl DefaultRunConfig {
         if !(g.beta.is_finite() && g.beta >= 0.0) {
             return invalid("grpo.beta", g.beta, "must be a finite number >= 0");
         }
-        if !(g.temperature.is_finite() && g.temperature > 0.0) {
+        if !(g.temperature > 0.0 && g.temperature <= 100.0) {
             return invalid(
                 "grpo.temperature",
                 g.temperature,
-                "must be > 0 (GRPO needs varied samples)",
+                "must be in (0, 100] (GRPO needs varied samples)",
             );
         }
         let e = &self.eval;
-        if !(e.temperature.is_finite() && e.temperature >= 0.0) {
+        if !(e.temperature >= 0.0 && e.temperature <= 100.0) {
             return invalid(
                 "eval.temperature",
                 e.temperature,
-                "must be >= 0 (0 is greedy)",
+                "must be in [0, 100] (0 is greedy)",
             );
         }
         if !(e.top_p > 0.0 && e.top_p <= 1.0) {
