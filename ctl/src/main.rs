@@ -3,6 +3,7 @@
 
 mod bench;
 mod judge;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Score completions in a JSONL file with the reward rules, offline: every component and why.
     Judge(judge::JudgeArgs),
+    /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
+    Run(run::RunArgs),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Judge(args) => judge::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -2,6 +2,7 @@
 //! evaluation of a model on held-out problems. The director actor (with the daemon) and the
 //! embedded default run will loop over these.
 
+pub mod default_run;
 pub mod grpo;
 pub mod rejection;
 
