@@ -28,10 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("R1_MODEL_CACHE", os.path.join(ROOT, ".cache", "models"))
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA = os.path.join(ROOT, "kernels", "tests", "data")
+# "What is 7 times 8?" worded this way: the Q4_1 135M model answers the literal "7 times 8" with
+# "7 * 8 = 54" (greedy, in transformers and r1 alike) but "7 multiplied by 8" with 56.
 # ChatML exactly as r1_kernels::template renders it with an explicit system message.
 PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\nWhat is 7 times 8?<|im_end|>\n<|im_start|>assistant\n"
+    "<|im_start|>user\nWhat is 7 multiplied by 8?<|im_end|>\n<|im_start|>assistant\n"
 )
 TOKENIZER_STRINGS = [
     "Hello, world!",

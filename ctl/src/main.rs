@@ -3,6 +3,7 @@
 
 mod bench;
 mod judge;
+mod model;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Score completions in a JSONL file with the reward rules, offline: every component and why.
     Judge(judge::JudgeArgs),
+    /// Model files: import a GGUF file into a Hugging Face directory.
+    Model(model::ModelArgs),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Judge(args) => judge::run(args),
+        Command::Model(args) => model::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

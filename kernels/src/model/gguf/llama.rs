@@ -79,7 +79,10 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
                 .f64_optional(&key("rope.scaling.factor"))?
                 .filter(|f| *f > 0.0)
                 .ok_or_else(|| {
-                    gguf.metadata_error(&key("rope.scaling.factor"), "needs a positive factor".into())
+                    gguf.metadata_error(
+                        &key("rope.scaling.factor"),
+                        "needs a positive factor".into(),
+                    )
                 })?;
             RopeScaling::Linear { factor }
         }
@@ -104,7 +107,10 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
                     .ok()
                     .filter(|&id| (id as usize) < vocab_size)
                     .ok_or_else(|| {
-                        gguf.metadata_error(k, format!("id {id} is outside the {vocab_size} tokens"))
+                        gguf.metadata_error(
+                            k,
+                            format!("id {id} is outside the {vocab_size} tokens"),
+                        )
                     })
             })
             .transpose()
@@ -128,9 +134,7 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
         rope_scaling,
         attention_bias: gguf.tensor_info("blk.0.attn_q.bias").is_some(),
         tie_word_embeddings: gguf.tensor_info("output.weight").is_none(),
-        max_position_embeddings: gguf
-            .usize_optional(&key("context_length"))?
-            .unwrap_or(4096),
+        max_position_embeddings: gguf.usize_optional(&key("context_length"))?.unwrap_or(4096),
         eos_token_ids: token_id("tokenizer.ggml.eos_token_id")?
             .into_iter()
             .collect(),

@@ -198,10 +198,13 @@ impl GgufValue {
         }
     }
 
-    /// The value as a float, when it is a float or an integer.
+    /// The value as a float, when it is a float or an integer. An f32 becomes the shortest decimal
+    /// that reads back as it (1e-5, not 9.999999747378752e-6): GGUF stores config floats as f32
+    /// because llama.cpp computes in f32, and the exported config.json should say what the original
+    /// one said.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
-            GgufValue::F32(v) => Some(v.into()),
+            GgufValue::F32(v) => v.to_string().parse().ok(),
             GgufValue::F64(v) => Some(v),
             _ => self.as_i64().map(|v| v as f64),
         }

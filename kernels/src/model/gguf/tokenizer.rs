@@ -36,7 +36,10 @@ fn tokens(gguf: &GgufFile) -> Result<Vec<&str>> {
         .enumerate()
         .map(|(i, v)| {
             v.as_str().ok_or_else(|| {
-                gguf.metadata_error(key, format!("item {i} is a {}, not a string", v.type_name()))
+                gguf.metadata_error(
+                    key,
+                    format!("item {i} is a {}, not a string", v.type_name()),
+                )
             })
         })
         .collect()
@@ -47,7 +50,10 @@ fn special_token<'a>(gguf: &GgufFile, tokens: &[&'a str], key: &str) -> Result<O
     gguf.usize_optional(key)?
         .map(|id| {
             tokens.get(id).copied().ok_or_else(|| {
-                gguf.metadata_error(key, format!("id {id} is outside the {} tokens", tokens.len()))
+                gguf.metadata_error(
+                    key,
+                    format!("id {id} is outside the {} tokens", tokens.len()),
+                )
             })
         })
         .transpose()
@@ -55,12 +61,8 @@ fn special_token<'a>(gguf: &GgufFile, tokens: &[&'a str], key: &str) -> Result<O
 
 /// The pre-tokenizer of `tokenizer.json` for `tokenizer.ggml.pre`.
 fn pre_tokenizer(pre: Option<&str>) -> Value {
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |regex: &str| {
-        json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
     match pre {
         Some("smollm") => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
@@ -89,17 +91,23 @@ pub fn tokenizer_json(gguf: &GgufFile) -> Result<Value> {
     let types: Vec<i64> = match gguf.get(types_key) {
         None => vec![1; tokens.len()],
         Some(v) => {
-            let items = v.as_array().filter(|a| a.len() == tokens.len()).ok_or_else(|| {
-                gguf.metadata_error(
-                    types_key,
-                    format!("expected an array of {} token types", tokens.len()),
-                )
-            })?;
+            let items = v
+                .as_array()
+                .filter(|a| a.len() == tokens.len())
+                .ok_or_else(|| {
+                    gguf.metadata_error(
+                        types_key,
+                        format!("expected an array of {} token types", tokens.len()),
+                    )
+                })?;
             items
                 .iter()
                 .map(|t| {
                     t.as_i64().ok_or_else(|| {
-                        gguf.metadata_error(types_key, format!("a {} is not a token type", t.type_name()))
+                        gguf.metadata_error(
+                            types_key,
+                            format!("a {} is not a token type", t.type_name()),
+                        )
                     })
                 })
                 .collect::<Result<_>>()?
@@ -114,7 +122,10 @@ pub fn tokenizer_json(gguf: &GgufFile) -> Result<Value> {
         .enumerate()
         .map(|(i, m)| {
             let pair = m.as_str().and_then(|s| s.split_once(' ')).ok_or_else(|| {
-                gguf.metadata_error(merges_key, format!("item {i} is not a \"left right\" string"))
+                gguf.metadata_error(
+                    merges_key,
+                    format!("item {i} is not a \"left right\" string"),
+                )
             })?;
             Ok(json!([pair.0, pair.1]))
         })
@@ -165,7 +176,9 @@ pub fn tokenizer_config_json(gguf: &GgufFile) -> Result<Value> {
         match gguf.get(key) {
             None => Ok(false),
             Some(super::GgufValue::Bool(b)) => Ok(*b),
-            Some(v) => Err(gguf.metadata_error(key, format!("expected a bool, found {}", v.type_name()))),
+            Some(v) => {
+                Err(gguf.metadata_error(key, format!("expected a bool, found {}", v.type_name())))
+            }
         }
     };
     let template = gguf
