@@ -9,7 +9,8 @@ r1's import against them without needing Python.
     pip install gguf   # transformers' GGUF loader needs it; torch + transformers as usual
     scripts/fetch-smollm2.sh
     python3 scripts/gguf_reference.py                # writes the reference files
-    python3 scripts/gguf_reference.py --check DIR    # compares an `r1ctl model import` directory
+    python3 scripts/gguf_reference.py --check DIR    # compares an `r1ctl model import` directory,
+                                                     # records smollm2_gguf_export_check.json
 
 The subset of vocabulary ids (the first 256, every 97th, and each position's top 16) keeps the file
 small while covering the ids that matter for greedy decoding.
@@ -70,11 +71,25 @@ def main():
         other_tok = AutoTokenizer.from_pretrained(args.check)
         other_ids = other_tok(PROMPT, add_special_tokens=False)["input_ids"]
         err = float(np.abs(logits_of(other, ids) - logits).max())
-        print(json.dumps({"ids_equal": other_ids == ids, "max_abs_err": err}))
-        for s in TOKENIZER_STRINGS:
-            a, b = tok(s, add_special_tokens=False)["input_ids"], other_tok(s, add_special_tokens=False)["input_ids"]
-            if a != b:
-                print("tokenizer differs on", repr(s), a, b)
+        differing = [
+            s for s in TOKENIZER_STRINGS
+            if tok(s, add_special_tokens=False)["input_ids"] != other_tok(s, add_special_tokens=False)["input_ids"]
+        ]
+        chat = other_tok.apply_chat_template(
+            [{"role": "user", "content": "What is 7 multiplied by 8?"}], tokenize=False, add_generation_prompt=True
+        )
+        record = {
+            "checked": "r1ctl model import output reloaded by transformers vs transformers reading the GGUF",
+            "prompt_ids_equal": other_ids == ids,
+            "logits_max_abs_err": err,
+            "tokenizer_strings_differing": differing,
+            "chat_template_renders_reference_prompt": chat == PROMPT,
+            "transformers": __import__("transformers").__version__,
+        }
+        with open(os.path.join(DATA, "smollm2_gguf_export_check.json"), "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
+        print(json.dumps(record))
         return
 
     top = np.argsort(-logits, axis=1)[:, :16].reshape(-1)

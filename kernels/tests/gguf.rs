@@ -863,3 +863,19 @@ fn smollm2_answers_seven_times_eight_greedily() {
     let n = theirs.len().min(out[0].token_ids.len());
     assert_eq!(out[0].token_ids[..n], theirs[..n]);
 }
+
+#[test]
+fn absurd_sizes_in_the_metadata_are_errors_not_allocations() {
+    let (base, _) = synthetic();
+    for (key, value) in [
+        ("llama.embedding_length", u32::MAX - 3),
+        ("llama.feed_forward_length", u32::MAX),
+        ("llama.block_count", u32::MAX),
+        ("llama.attention.key_length", u32::MAX - 1),
+    ] {
+        let mut w = base.clone();
+        w.set(key, Val::U32(value));
+        let message = import_error(w.bytes()).expect("import should fail");
+        assert!(message.contains(NAME), "{key}: {message}");
+    }
+}

@@ -206,10 +206,16 @@ fn unpermute_rows(gguf_rows: &[f32], out: &mut [f32], heads: usize, cols: usize)
 }
 
 /// Loads a Llama GGUF into the engine's flat f32 layout, dequantising every tensor.
+///
+/// The metadata's sizes are checked against the tensors the file really holds before anything is
+/// allocated: a corrupt `block_count` or `embedding_length` is a named error, not an overflow or an
+/// allocation of terabytes.
 pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
     let config = llama_config(gguf)?;
+    check_sizes(gguf, &config)?;
     let layout = ParamLayout::new(&config);
-    let mut params = vec![0f32; layout.total];
+    // Every tensor present, of the right shape, with its data inside the file.
+    let mut sources = Vec::with_capacity(layout.slots.len());
     for slot in &layout.slots {
         let Some((name, permuted_heads)) = gguf_name(&slot.name, &config) else {
             return Err(GgufError::MissingTensor {
@@ -231,6 +237,11 @@ pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
                 found: info.shape(),
             });
         }
+        gguf.tensor_bytes(info)?;
+        sources.push((name, permuted_heads));
+    }
+    let mut params = vec![0f32; layout.total];
+    for (slot, (name, permuted_heads)) in layout.slots.iter().zip(sources) {
         let data = gguf.tensor_f32(&name)?;
         let out = &mut params[slot.range()];
         match permuted_heads {
@@ -244,6 +255,55 @@ pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
         layout,
         params,
     })
+}
+
+/// Refuses a config whose tensors could not be in the file: more layers than the file has blocks
+/// (checked through the last block's first tensor), or sizes whose products overflow. After this,
+/// planning the layout is cheap and cannot overflow.
+fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
+    let last = format!("blk.{}.attn_norm.weight", config.num_layers - 1);
+    if gguf.tensor_info(&last).is_none() {
+        return Err(GgufError::MissingTensor {
+            path: gguf.path().to_path_buf(),
+            tensor: last,
+        });
+    }
+    let c = config.hidden_size;
+    let per_layer = config
+        .num_kv_heads
+        .checked_mul(2)
+        .and_then(|kv| kv.checked_add(config.num_heads))
+        .and_then(|h| h.checked_mul(config.head_dim))
+        .and_then(|qkv| qkv.checked_mul(c))
+        .and_then(|qkv| {
+            let q = config
+                .num_heads
+                .checked_mul(config.head_dim)?
+                .checked_mul(c)?;
+            let mlp = config.intermediate_size.checked_mul(c)?.checked_mul(3)?;
+            qkv.checked_add(q)?
+                .checked_add(mlp)?
+                .checked_add(c.checked_mul(2)?)
+        });
+    let total = per_layer
+        .and_then(|l| l.checked_mul(config.num_layers))
+        .and_then(|t| t.checked_add(config.vocab_size.checked_mul(c)?.checked_mul(2)?))
+        .filter(|&t| t <= isize::MAX as usize / 4);
+    if total.is_none() {
+        return Err(GgufError::Metadata {
+            path: gguf.path().to_path_buf(),
+            key: "llama.embedding_length".into(),
+            message: format!(
+                "the sizes ({} layers, width {c}, {} heads of {}, MLP {}, vocabulary {}) are too large",
+                config.num_layers,
+                config.num_heads,
+                config.head_dim,
+                config.intermediate_size,
+                config.vocab_size
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Imports a Llama GGUF file into a Hugging Face directory that `transformers` and r1 both load:
