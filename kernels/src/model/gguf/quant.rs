@@ -88,7 +88,7 @@ impl GgmlType {
     /// number of blocks, or the size overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (block, bytes) = self.block_layout()?;
-        if n % block as u64 != 0 {
+        if !n.is_multiple_of(block as u64) {
             return None;
         }
         (n / block as u64).checked_mul(bytes as u64)
