@@ -16,6 +16,7 @@ use r1_kernels::model::{load_model_dir, Architecture, Model, ModelConfig, RopeSc
 use r1_kernels::sample::{GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::{Message, PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::Tokenizer;
+use r1_kernels::train::{AdamW, AdamWConfig, WeightedCrossEntropy};
 
 // ---------------------------------------------------------------------------------------------
 // A tiny GGUF writer.
@@ -878,4 +879,51 @@ fn absurd_sizes_in_the_metadata_are_errors_not_allocations() {
         let message = import_error(w.bytes()).expect("import should fail");
         assert!(message.contains(NAME), "{key}: {message}");
     }
+}
+
+#[test]
+fn smollm2_imported_directory_trains() {
+    let Some(imported) = smollm2() else { return };
+    // What training loads: the exported directory, not the in-memory import.
+    let mut model = load_model_dir(imported.dir.path()).unwrap();
+    let reference = reference_json();
+    let prompt = id_list(&reference["prompt_ids"]);
+    let answer = id_list(&reference["greedy_new_ids"]);
+    let ids: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
+    let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
+    // Supervised on the answer tokens only, as SFT does.
+    let mask: Vec<f32> = (0..targets.len())
+        .map(|t| if t + 1 >= prompt.len() { 1.0 } else { 0.0 })
+        .collect();
+    let weights = WeightedCrossEntropy::mean_weights(&mask);
+    let objective = WeightedCrossEntropy { weights: &weights };
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        },
+        model.layout.total,
+    );
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let mut acts = Activations::new(&model, 1, inputs.len());
+        cpu::forward(&model, &mut acts, inputs).unwrap();
+        let mut grads = vec![0f32; model.layout.total];
+        let out = cpu::head(
+            &model,
+            &mut acts,
+            targets,
+            Some(&objective),
+            Some(&mut grads),
+            false,
+        )
+        .unwrap();
+        cpu::backward(&model, &mut acts, inputs, &mut grads).unwrap();
+        assert!(grads.iter().all(|g| g.is_finite()));
+        losses.push(out.loss);
+        let layout = model.layout.clone();
+        opt.update(&mut model.params, &grads, &layout, 1e-5);
+    }
+    eprintln!("SmolLM2 SFT on its own answer, 3 AdamW steps: losses {losses:?}");
+    assert!(losses[2] < losses[0], "{losses:?}");
 }
