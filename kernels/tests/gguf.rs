@@ -43,6 +43,7 @@ struct RawTensor {
     data: Vec<u8>,
 }
 
+/// Metadata and tensors, serialised by `bytes` as GGUF v3.
 #[derive(Clone, Default)]
 struct GgufWriter {
     kvs: Vec<(String, Val)>,
@@ -114,8 +115,8 @@ impl GgufWriter {
                 }
             }
         }
+        // Each tensor's data starts on a 32-byte boundary (the default `general.alignment`).
         let mut offset = 0u64;
-        let mut offsets = Vec::new();
         for t in &self.tensors {
             put_str(&mut out, &t.name);
             out.extend((t.dims.len() as u32).to_le_bytes());
@@ -124,14 +125,10 @@ impl GgufWriter {
             }
             out.extend(t.ty.to_le_bytes());
             out.extend(offset.to_le_bytes());
-            offsets.push(offset);
             offset += (t.data.len() as u64).div_ceil(32) * 32;
         }
-        for (t, &at) in self.tensors.iter().zip(&offsets) {
-            let start = out.len().div_ceil(32) * 32;
-            out.resize(start, 0);
-            assert_eq!(out.len() as u64 % 32, 0);
-            let _ = at;
+        for t in &self.tensors {
+            out.resize(out.len().div_ceil(32) * 32, 0);
             out.extend(&t.data);
         }
         out

@@ -273,7 +273,9 @@ impl GgufTensorInfo {
 
 /// The bytes of a GGUF file: mapped from disk, or owned (tests, in-memory files).
 enum Storage {
+    /// A file on disk: only the tensors read are paged in.
     Mapped(memmap2::Mmap),
+    /// Bytes already in memory.
     Owned(Vec<u8>),
 }
 
@@ -299,6 +301,7 @@ pub struct GgufFile {
     pub tensors: Vec<GgufTensorInfo>,
     /// Where the data section starts.
     data_start: usize,
+    /// The whole file, kept so tensors are read (and dequantised) only when asked for.
     storage: Storage,
 }
 
@@ -574,8 +577,11 @@ const MAX_ARRAY_DEPTH: usize = 4;
 
 /// A bounds-checked little-endian reader over the file's bytes.
 struct Cursor<'a> {
+    /// The whole file.
     bytes: &'a [u8],
+    /// The next byte to read.
     pos: usize,
+    /// The file's path, for errors.
     path: &'a Path,
 }
 
