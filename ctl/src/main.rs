@@ -3,6 +3,7 @@
 
 mod bench;
 mod judge;
+mod model;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +18,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure training and prefill throughput of a model directory or a built-in shape.
+    /// Measure training, prefill and decode throughput of a model directory or a built-in shape.
     Bench(bench::BenchArgs),
     /// Score completions in a JSONL file with the reward rules, offline: every component and why.
     Judge(judge::JudgeArgs),
     /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
     Run(run::RunArgs),
+    /// Model files: import a GGUF file into a Hugging Face directory.
+    Model(model::ModelArgs),
 }
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Judge(args) => judge::run(args),
         Command::Run(args) => run::run(args),
+        Command::Model(args) => model::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

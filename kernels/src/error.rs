@@ -80,6 +80,9 @@ pub enum EngineError {
         /// The parser's message.
         message: String,
     },
+    /// A GGUF file could not be read or imported (the message names the file and key or tensor).
+    #[error(transparent)]
+    Gguf(#[from] crate::model::gguf::GgufError),
     /// A caller passed arguments that do not fit the model (token id out of range, wrong lengths).
     #[error("invalid input: {0}")]
     Input(String),

@@ -2,6 +2,7 @@
 //! layout the engine computes on.
 
 pub mod config;
+pub mod gguf;
 pub mod layout;
 pub mod weights;
 
