@@ -43,6 +43,7 @@ pub fn exp_in_place(xs: &mut [f32]) {
 }
 
 /// Σ e^(x − shift) over `xs`: 256-element blocks summed by `sum16`, blocks accumulated in f64.
+#[inline(always)]
 pub fn sum_exp(xs: &[f32], shift: f32) -> f64 {
     let mut total = 0.0f64;
     let mut block = [0f32; 256];
