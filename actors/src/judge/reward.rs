@@ -154,6 +154,25 @@ pub struct RewardItem {
 }
 
 /// Reads a language by name or ISO code, as [`Language`]'s `FromStr` does, so items may say `en`.
+impl RewardItem {
+    /// An item for a completion of a built-in task problem: its gold answer and verifier data.
+    pub fn for_task(completion: String, example: &TaskExample, with_prompt: bool) -> Self {
+        RewardItem {
+            completion,
+            answer: Some(example.answer.clone()),
+            task: None,
+            language: None,
+            prompt: with_prompt.then(|| example.prompt.clone()),
+            tests: None,
+            extract: None,
+            format: None,
+            problem: Some(example.problem.clone()),
+            numbers: None,
+            target: None,
+        }
+    }
+}
+
 fn language_by_name<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Language>, D::Error> {
     Option::<String>::deserialize(de)?
         .map(|name| name.parse().map_err(serde::de::Error::custom))

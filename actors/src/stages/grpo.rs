@@ -173,19 +173,11 @@ fn sample_and_judge(
     let reports = completions
         .iter()
         .map(|c| {
-            let item = RewardItem {
-                completion: c.text.clone().unwrap_or_default(),
-                answer: Some(problems[c.request].answer.clone()),
-                task: None,
-                language: None,
-                prompt: Some(problems[c.request].prompt.clone()),
-                tests: None,
-                extract: None,
-                format: None,
-                problem: Some(problems[c.request].problem.clone()),
-                numbers: None,
-                target: None,
-            };
+            let item = RewardItem::for_task(
+                c.text.clone().unwrap_or_default(),
+                &problems[c.request],
+                true,
+            );
             score_item(&item, &rules, &sandbox).map_err(|e| StageError::Judge {
                 problem: c.request,
                 message: e.to_string(),

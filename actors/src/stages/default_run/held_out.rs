@@ -114,19 +114,11 @@ fn format_and_length(
     let sandbox = CodeSandbox::unavailable("the default run has no code task");
     let (mut formatted, mut tokens, mut truncated) = (0usize, 0usize, 0usize);
     for c in &completions {
-        let item = RewardItem {
-            completion: c.text.clone().unwrap_or_default(),
-            answer: Some(problems[c.request].answer.clone()),
-            task: None,
-            language: None,
-            prompt: None,
-            tests: None,
-            extract: None,
-            format: None,
-            problem: Some(problems[c.request].problem.clone()),
-            numbers: None,
-            target: None,
-        };
+        let item = RewardItem::for_task(
+            c.text.clone().unwrap_or_default(),
+            &problems[c.request],
+            false,
+        );
         let report = score_item(&item, &settings.rules, &sandbox)
             .map_err(|e| DefaultRunError::Judge(e.to_string()))?;
         formatted += usize::from(report.format.reward > 0.0);
