@@ -25,16 +25,18 @@
 //! pre-filled, so the format rule runs with `prefilled_think = false`.
 //!
 //! # Measured (default config, seed 0, `r1ctl run`)
-//! On the 2-core development machine, with another process keeping one core busy (nice'd alike),
-//! 526k parameters, held-out = 200 test-split problems x 4 samples at temperature 0.6, top-p 0.95:
+//! On the 2-core development machine (quiet), 526k parameters, held-out = 200 test-split problems
+//! x 4 samples at temperature 0.6, top-p 0.95:
 //!
 //! | | accuracy (pass@1) | cons@4 | format rate | mean length (tokens) |
 //! |---|---|---|---|---|
-//! | after cold-start SFT (800 steps) | 51.7% | 57.5% | 84.1% | 18.9 |
-//! | after GRPO (150 steps) | 99.5% | 99.5% | 100.0% | 19.7 |
+//! | after cold-start SFT (800 steps) | 50.4% | 58.5% | 82.1% | 18.9 |
+//! | after GRPO (150 steps) | 100.0% | 100.0% | 100.0% | 19.7 |
 //!
-//! +47.8 points of accuracy, +15.9 of format, in 142–158 s wall over two runs (SFT 57–62 s, GRPO
-//! 80–92 s, both evaluations 4 s); the two runs gave identical numbers. The GRPO rollouts' accuracy
+//! +49.6 points of accuracy, +17.9 of format, in 87 s wall (SFT 38 s, GRPO 47 s, both evaluations
+//! 3 s); a second run gave identical numbers. With another process keeping one core busy the same
+//! run took 142–158 s. The figures below were measured with an earlier build of the kernels (whose
+//! softmax and exp rounded differently, hence slightly different numbers): the GRPO rollouts' accuracy
 //! climbs 0.56 → 0.80 by step 10, 0.92 by step 25, 0.98 by step 75; `frac_zero_std` rises from 0.25
 //! to ~0.9 as the groups become all-correct. Other seeds, same config: seed 1 61.4% → 100.0%
 //! (+38.6, 161 s), seed 2 59.2% → 99.9% (+40.6, 144 s). The SFT model already adds well; what GRPO
