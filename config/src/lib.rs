@@ -56,6 +56,10 @@ pub struct ModelSection {
     /// Prompt template: r1_zero, chatml, llama3, with `+reasoning` to pre-fill `<think>`.
     #[serde(default)]
     pub template: PromptTemplate,
+    /// `"byte"` for r1's byte tokenizer (tiny built-in models); absent: the model directory's
+    /// tokenizer.json.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// Where prompts come from.
@@ -312,6 +316,11 @@ impl JobConfig {
                 "checkpoint.every_steps",
                 "must be at least 1".into(),
             ));
+        }
+        if let Some(t) = &self.model.tokenizer {
+            if t != "byte" {
+                return Err(invalid("model.tokenizer", format!("`{t}` is not a tokenizer r1 builds in (byte); leave it out to use the model's tokenizer.json")));
+            }
         }
         if let DataConfig::Builtin { task, .. } = &self.data {
             if task != "countdown" && task != "arithmetic" {

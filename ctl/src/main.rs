@@ -5,6 +5,7 @@ mod bench;
 mod judge;
 mod model;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     Judge(judge::JudgeArgs),
     /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
     Run(run::RunArgs),
+    /// Run a job config's GRPO stage in-process, resuming from its newest good checkpoint.
+    Train(train::TrainArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
         Command::Judge(args) => judge::run(args),
         Command::Run(args) => run::run(args),
         Command::Model(args) => model::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -35,7 +35,7 @@ pub enum ScaleRewards {
 
 /// The objective's knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct GrpoConfig {
     /// Lower clip: ρ below 1 − ε_low stops helping negative advantages.
     pub epsilon_low: f64,

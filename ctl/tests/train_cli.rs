@@ -1,0 +1,168 @@
+//! `r1ctl train`: a GRPO stage from a job config, checkpointing as it goes; a run stopped and
+//! started again (a new process, resuming from its checkpoint) ends with the same weights as one
+//! that ran straight through.
+
+use std::path::Path;
+use std::process::Command;
+
+use r1_kernels::bench::builtin_config;
+use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::tokenizer::ByteTokenizer;
+
+fn write_config(dir: &Path, model: &Path, output: &Path) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[run]
+name = "tiny"
+stage = "grpo"
+seed = 3
+output_dir = "{output}"
+
+[model]
+path = "{model}"
+template = "chatml"
+tokenizer = "byte"
+
+[data]
+kind = "builtin"
+task = "arithmetic"
+train_size = 16
+
+[sampling]
+temperature = 1.0
+max_new_tokens = 8
+
+[learner]
+group_size = 2
+minibatches = 1
+
+[learner.grpo]
+beta = 0.01
+max_completion_length = 8
+
+[learner.schedule]
+peak_lr = 1e-3
+warmup_steps = 0
+total_steps = 0
+min_lr_ratio = 1.0
+
+[grpo]
+steps = 3
+prompts_per_step = 2
+max_batch = 4
+
+[checkpoint]
+every_steps = 1
+keep_last = 2
+"#,
+        output = output.display(),
+        model = model.display()
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(config: &Path, steps: Option<u64>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r1ctl"));
+    cmd.arg("train").arg(config);
+    if let Some(s) = steps {
+        cmd.args(["--steps", &s.to_string()]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_stopped_and_resumed_run_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.path().join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+
+    let straight = write_config(dir.path(), &model_dir, &dir.path().join("straight"));
+    let out = train(&straight, None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("step")).count(),
+        3,
+        "{text}"
+    );
+
+    let split_dir = dir.path().join("split");
+    std::fs::create_dir_all(&split_dir).unwrap();
+    let split = write_config(&split_dir, &model_dir, &dir.path().join("resumed"));
+    train(&split, Some(2));
+    let out = train(&split, None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at step 2"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("step")).count(),
+        1,
+        "only step 3 is left: {text}"
+    );
+
+    let final_a = std::fs::read(
+        dir.path()
+            .join("straight/checkpoints/step-00000003/model.safetensors"),
+    )
+    .unwrap();
+    let final_b = std::fs::read(
+        dir.path()
+            .join("resumed/checkpoints/step-00000003/model.safetensors"),
+    )
+    .unwrap();
+    assert!(
+        final_a == final_b,
+        "the resumed run's weights differ from the straight run's"
+    );
+    // keep_last = 2: step 1 was pruned.
+    assert!(!dir
+        .path()
+        .join("straight/checkpoints/step-00000001")
+        .exists());
+}
+
+#[test]
+fn bad_configs_and_changed_configs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[run]\nname = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .arg("train")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.path().join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    let job = write_config(dir.path(), &model_dir, &dir.path().join("run"));
+    train(&job, Some(1));
+    let changed = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("peak_lr = 1e-3", "peak_lr = 2e-3");
+    std::fs::write(&job, changed).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .arg("train")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different config"));
+}
