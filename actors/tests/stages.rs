@@ -84,7 +84,7 @@ fn evaluation_reports_pass_at_1_and_cons_at_k() {
         max_new_tokens: 16,
         ..Default::default()
     };
-    let scores = evaluate(
+    let eval = evaluate(
         &tiny_byte_model(),
         &tokenizer,
         &problems,
@@ -94,6 +94,8 @@ fn evaluation_reports_pass_at_1_and_cons_at_k() {
         0,
     )
     .unwrap();
+    let scores = eval.scores;
+    assert!((0.0..=1.0).contains(&eval.format_rate) && eval.mean_length <= 16.0);
     assert_eq!((scores.problems, scores.k), (4, 2));
     assert!((0.0..=1.0).contains(&scores.pass_at_1) && (0.0..=1.0).contains(&scores.cons_at_k));
 }

@@ -269,7 +269,7 @@ pub fn evaluate(
     sampling: SamplingParams,
     k: usize,
     seed: u64,
-) -> Result<EvalScores, StageError> {
+) -> Result<StageEval, StageError> {
     let sampling = sampling_for(
         &StageSettings {
             sampling,
@@ -289,9 +289,32 @@ pub fn evaluate(
             answers: Vec::new(),
         })
         .collect();
+    let (mut formatted, mut tokens, mut truncated) = (0usize, 0usize, 0usize);
     for (c, r) in completions.iter().zip(&reports) {
         per_problem[c.request].correct.push(r.accuracy.reward > 0.0);
         per_problem[c.request].answers.push(r.extracted.clone());
+        formatted += usize::from(r.format.reward > 0.0);
+        tokens += c.token_ids.len();
+        truncated += usize::from(c.finish == FinishReason::Length);
     }
-    Ok(score(&per_problem, equivalent))
+    let n = completions.len().max(1) as f64;
+    Ok(StageEval {
+        scores: score(&per_problem, equivalent),
+        format_rate: formatted as f64 / n,
+        mean_length: tokens as f64 / n,
+        truncated_rate: truncated as f64 / n,
+    })
+}
+
+/// What `evaluate` measured: the paper's metrics plus what the samples looked like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageEval {
+    /// pass@1 over k samples and cons@k.
+    pub scores: EvalScores,
+    /// Share of samples the format rule accepted.
+    pub format_rate: f64,
+    /// Mean completion length in tokens.
+    pub mean_length: f64,
+    /// Share of samples cut by the length limit.
+    pub truncated_rate: f64,
 }

@@ -6,4 +6,4 @@ pub mod default_run;
 pub mod grpo;
 pub mod rejection;
 
-pub use grpo::{evaluate, grpo_step, GrpoStepReport, StageSettings};
+pub use grpo::{evaluate, grpo_step, GrpoStepReport, StageEval, StageSettings};
