@@ -88,7 +88,7 @@ pub fn reflects(text: &str) -> bool {
 }
 
 /// Stop rules for a template: end-of-sequence ids, the template's end-of-turn token, `</answer>`.
-fn sampling_for(settings: &StageSettings, tokenizer: &Tokenizer) -> SamplingParams {
+pub fn sampling_for(settings: &StageSettings, tokenizer: &Tokenizer) -> SamplingParams {
     let mut params = settings.sampling.clone();
     if let Some(id) = settings
         .template
@@ -106,24 +106,93 @@ fn sampling_for(settings: &StageSettings, tokenizer: &Tokenizer) -> SamplingPara
     params
 }
 
-/// Renders and encodes every problem's prompt; returns ids and whether `<think>` was pre-filled.
-fn encode_prompts(
+/// The sampler's work for a batch of problems: one request of `k` samples per problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRequests {
+    /// Encoded prompt of each problem (template applied).
+    pub prompts: Vec<Vec<u32>>,
+    /// One request per problem, seeded from the step seed and the problem's index.
+    pub requests: Vec<GenerationRequest>,
+    /// Whether the template pre-filled `<think>` (the format rule must know).
+    pub prefilled_think: bool,
+}
+
+/// Renders and encodes every problem's prompt and builds its generation request.
+pub fn group_requests(
     problems: &[TaskExample],
     settings: &StageSettings,
     tokenizer: &Tokenizer,
-) -> Result<(Vec<Vec<u32>>, bool), StageError> {
-    let mut prefilled = false;
-    let ids = problems
+    sampling: &SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<GroupRequests, StageError> {
+    let mut prefilled_think = false;
+    let prompts = problems
         .iter()
         .map(|p| {
             let rendered = settings.template.render_prompt(&p.prompt);
-            prefilled = rendered.prefilled_think;
+            prefilled_think = rendered.prefilled_think;
             rendered
                 .encode(tokenizer)
                 .map_err(|e| StageError::Tokenizer(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((ids, prefilled))
+    let requests = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| GenerationRequest {
+            prompt_ids: ids.clone(),
+            samples: k,
+            seed: seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64),
+            params: sampling.clone(),
+        })
+        .collect();
+    Ok(GroupRequests {
+        prompts,
+        requests,
+        prefilled_think,
+    })
+}
+
+/// The reward rules of a stage with the template's `<think>` pre-fill applied.
+pub fn stage_rules(settings: &StageSettings, prefilled_think: bool) -> RewardRules {
+    RewardRules {
+        format: FormatConfig {
+            prefilled_think,
+            ..settings.rules.format
+        },
+        ..settings.rules
+    }
+}
+
+/// The reward item of a completion of `problems[completion.request]`.
+pub fn reward_item(problems: &[TaskExample], completion: &Completion) -> RewardItem {
+    RewardItem::for_task(
+        completion.text.clone().unwrap_or_default(),
+        &problems[completion.request],
+        true,
+    )
+}
+
+/// Scores every completion under `rules`, index-aligned with `completions`.
+pub fn judge_completions(
+    problems: &[TaskExample],
+    completions: &[Completion],
+    rules: &RewardRules,
+) -> Result<Vec<RewardReport>, StageError> {
+    // Built-in tasks need no code sandbox; a code task here would be an error, not a silent 0.
+    let sandbox = CodeSandbox::unavailable("the built-in task stage runs no code");
+    completions
+        .iter()
+        .map(|c| {
+            score_item(&reward_item(problems, c), rules, &sandbox).map_err(|e| StageError::Judge {
+                problem: c.request,
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Completions of a batch of problems and their reward reports, index-aligned.
@@ -146,49 +215,74 @@ fn sample_and_judge(
     k: usize,
     seed: u64,
 ) -> Result<Judged, StageError> {
-    let (prompts, prefilled) = encode_prompts(problems, settings, tokenizer)?;
-    let requests: Vec<GenerationRequest> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, ids)| GenerationRequest {
-            prompt_ids: ids.clone(),
-            samples: k,
-            seed: seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i as u64),
-            params: sampling.clone(),
-        })
-        .collect();
+    let batch = group_requests(problems, settings, tokenizer, &sampling, k, seed)?;
     let completions =
-        Sampler::new(model, settings.max_batch).generate(&requests, Some(tokenizer))?;
-    let rules = RewardRules {
-        format: FormatConfig {
-            prefilled_think: prefilled,
-            ..settings.rules.format
-        },
-        ..settings.rules
-    };
-    // Built-in tasks need no code sandbox; a code task here would be an error, not a silent 0.
-    let sandbox = CodeSandbox::unavailable("the built-in task stage runs no code");
-    let reports = completions
-        .iter()
-        .map(|c| {
-            let item = RewardItem::for_task(
-                c.text.clone().unwrap_or_default(),
-                &problems[c.request],
-                true,
-            );
-            score_item(&item, &rules, &sandbox).map_err(|e| StageError::Judge {
-                problem: c.request,
-                message: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        Sampler::new(model, settings.max_batch).generate(&batch.requests, Some(tokenizer))?;
+    let rules = stage_rules(settings, batch.prefilled_think);
+    let reports = judge_completions(problems, &completions, &rules)?;
     Ok(Judged {
-        prompts,
+        prompts: batch.prompts,
         completions,
         reports,
     })
+}
+
+/// The learner's view of judged completions: (prompt, completion, total reward, truncated).
+pub fn rollouts(
+    prompts: &[Vec<u32>],
+    completions: &[Completion],
+    reports: &[RewardReport],
+) -> Vec<Rollout> {
+    completions
+        .iter()
+        .zip(reports)
+        .map(|(c, r)| Rollout {
+            prompt_ids: prompts[c.request].clone(),
+            completion_ids: c.token_ids.clone(),
+            reward: r.total as f64,
+            truncated: c.finish == FinishReason::Length,
+        })
+        .collect()
+}
+
+/// The step report from the learner's statistics and what the judge saw.
+pub fn step_report(
+    stats: GrpoStepStats,
+    problems: &[TaskExample],
+    completions: &[Completion],
+    reports: &[RewardReport],
+) -> GrpoStepReport {
+    let n = reports.len().max(1) as f64;
+    let languages: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.language.as_ref().map(|l| l.share as f64))
+        .collect();
+    GrpoStepReport {
+        learner: stats,
+        accuracy: reports
+            .iter()
+            .map(|r| r.accuracy.reward as f64)
+            .sum::<f64>()
+            / n,
+        format: reports.iter().map(|r| r.format.reward as f64).sum::<f64>() / n,
+        language: if languages.is_empty() {
+            0.0
+        } else {
+            languages.iter().sum::<f64>() / languages.len() as f64
+        },
+        reflection_rate: completions
+            .iter()
+            .filter(|c| c.text.as_deref().is_some_and(reflects))
+            .count() as f64
+            / n,
+        sample: completions.first().zip(reports.first()).map(|(c, r)| {
+            (
+                problems[c.request].prompt.clone(),
+                c.text.clone().unwrap_or_default(),
+                r.total,
+            )
+        }),
+    }
 }
 
 /// One GRPO step on `problems` (each sampled `learner.config.group_size` times). `seed` makes the
@@ -215,48 +309,8 @@ pub fn grpo_step(
         g,
         seed,
     )?;
-    let rollouts: Vec<Rollout> = completions
-        .iter()
-        .zip(&reports)
-        .map(|(c, r)| Rollout {
-            prompt_ids: prompts[c.request].clone(),
-            completion_ids: c.token_ids.clone(),
-            reward: r.total as f64,
-            truncated: c.finish == FinishReason::Length,
-        })
-        .collect();
-    let stats = learner.step(&rollouts)?;
-    let n = reports.len().max(1) as f64;
-    let languages: Vec<f64> = reports
-        .iter()
-        .filter_map(|r| r.language.as_ref().map(|l| l.share as f64))
-        .collect();
-    Ok(GrpoStepReport {
-        learner: stats,
-        accuracy: reports
-            .iter()
-            .map(|r| r.accuracy.reward as f64)
-            .sum::<f64>()
-            / n,
-        format: reports.iter().map(|r| r.format.reward as f64).sum::<f64>() / n,
-        language: if languages.is_empty() {
-            0.0
-        } else {
-            languages.iter().sum::<f64>() / languages.len() as f64
-        },
-        reflection_rate: completions
-            .iter()
-            .filter(|c| c.text.as_deref().is_some_and(reflects))
-            .count() as f64
-            / n,
-        sample: completions.first().zip(reports.first()).map(|(c, r)| {
-            (
-                problems[c.request].prompt.clone(),
-                c.text.clone().unwrap_or_default(),
-                r.total,
-            )
-        }),
-    })
+    let stats = learner.step(&rollouts(&prompts, &completions, &reports))?;
+    Ok(step_report(stats, problems, &completions, &reports))
 }
 
 /// pass@1 over `k` samples and cons@k of `model` on `problems`, with the stage's template and
