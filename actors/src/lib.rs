@@ -10,4 +10,6 @@ pub mod judge;
 pub mod keeper;
 pub mod lang;
 pub mod learner;
+pub mod messages;
+pub mod service;
 pub mod stages;

@@ -1,13 +1,178 @@
-//! r1d: the r1 training daemon.
-//!
-//! The daemon (actors, sled state, HTTP API, metrics) is not built yet. Until it is, `r1d` says so
-//! plainly and exits with status 2 instead of pretending to run.
+//! r1d: the r1 training daemon. See `r1d --help`, docs/daemon.md and docs/DESIGN.md.
 
-fn main() {
-    eprintln!(
-        "r1d {}: the training daemon is not implemented yet; today r1 provides the CPU engine \
-         (r1-kernels) and `r1ctl bench`. See README.md.",
-        env!("CARGO_PKG_VERSION")
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_web::web;
+use anyhow::{bail, Context};
+use clap::Parser;
+use rand::RngCore;
+
+use r1_daemon::metrics::Metrics;
+use r1_daemon::notify;
+use r1_daemon::runs::{Hub, LiveRuns, SuspendAll};
+use r1_daemon::server::{serve, AppState};
+use r1_daemon::store::Store;
+
+/// The r1 training daemon: runs training stages, keeps their state in sled, serves the control
+/// API and /metrics on 127.0.0.1.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Folder for state (sled store, run outputs, the token). systemd's $STATE_DIRECTORY when set.
+    #[arg(long, env = "STATE_DIRECTORY", default_value = "/var/lib/r1d")]
+    state_dir: PathBuf,
+    /// Address of the HTTP API (port 0: any free port; the bound address goes to STATE_DIR/r1d.addr).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// Bearer-token file (created with mode 0600 if missing). Default: STATE_DIR/token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Seconds a shutdown waits for runs to checkpoint before exiting anyway.
+    #[arg(long, default_value_t = 120)]
+    stop_timeout: u64,
+}
+
+/// Reads the token, or creates one (32 random bytes, hex) readable by the owner only.
+fn token(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if token.len() < 16 {
+                bail!(
+                    "token file {}: the token is shorter than 16 characters",
+                    path.display()
+                );
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating token file {}", path.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading token file {}", path.display())),
+    }
+}
+
+/// Writes `text` to `path` atomically (temp file, fsync, rename).
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // systemd may pass several state directories, colon-separated: the first is ours.
+    let state_dir = PathBuf::from(
+        args.state_dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default(),
     );
-    std::process::exit(2);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing state directory {}", state_dir.display()))?;
+    let state_dir = state_dir.canonicalize()?;
+    let token_path = args.token_file.unwrap_or_else(|| state_dir.join("token"));
+    let token = token(&token_path)?;
+    let store = Store::open(&state_dir.join("state.sled"))?;
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    write_atomic(&state_dir.join("r1d.addr"), &format!("{addr}\n"))?;
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    tracing::info!(
+        "r1d {} listening on http://{addr}, state in {}",
+        env!("CARGO_PKG_VERSION"),
+        state_dir.display()
+    );
+    eprintln!("r1d: listening on http://{addr} (state {})", state_dir.display());
+
+    let stop_timeout = Duration::from_secs(args.stop_timeout);
+    let system = actix::System::new();
+    system.block_on(async move {
+        let hub = Hub::new(store.clone(), metrics.clone(), state_dir.clone()).start();
+        let state = web::Data::new(AppState {
+            store,
+            hub: hub.clone(),
+            metrics,
+            token,
+        });
+        let server = serve(listener, state)?;
+        let handle = server.handle();
+        actix::spawn(server);
+        notify::ready();
+        if let Some(interval) = notify::watchdog_interval() {
+            // Pinged from the event loop: a hung loop stops the pings and systemd restarts us.
+            actix::spawn(async move {
+                let mut tick = actix::clock::interval(interval / 2);
+                loop {
+                    tick.tick().await;
+                    notify::watchdog_ping();
+                }
+            });
+        }
+        wait_for_signal().await?;
+        eprintln!("r1d: stopping: checkpointing runs (at most {}s)", stop_timeout.as_secs());
+        notify::stopping();
+        hub.do_send(SuspendAll);
+        let began = Instant::now();
+        while began.elapsed() < stop_timeout {
+            match hub.send(LiveRuns).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => actix::clock::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        handle.stop(true).await;
+        anyhow::Ok(())
+    })?;
+    eprintln!("r1d: stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    futures_util::future::select(Box::pin(term.recv()), Box::pin(int.recv())).await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "r1d=info,r1_daemon=info,r1_actors=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("r1d: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

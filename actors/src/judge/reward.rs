@@ -309,14 +309,16 @@ pub struct Score {
 }
 
 impl Score {
-    fn pass() -> Self {
+    /// A component that passed.
+    pub fn pass() -> Self {
         Score {
             reward: 1.0,
             why: None,
         }
     }
 
-    fn fail(why: impl Into<String>) -> Self {
+    /// A component that failed, and why.
+    pub fn fail(why: impl Into<String>) -> Self {
         Score {
             reward: 0.0,
             why: Some(why.into()),
@@ -360,6 +362,28 @@ pub struct RewardReport {
 }
 
 impl RewardReport {
+    /// The report of an item nobody could judge (its judge did not answer): every component 0.
+    pub fn unjudged(why: &str) -> Self {
+        RewardReport {
+            task: None,
+            extracted: None,
+            accuracy: Score::fail(why),
+            format: Score::fail(why),
+            language: None,
+            code: None,
+            total: 0.0,
+        }
+    }
+
+    /// Sets the language component (scored apart, by the language scorer) and the weighted total.
+    pub fn set_language(&mut self, language: Option<LanguageScore>, weights: &RewardWeights) {
+        let share = language.as_ref().map_or(0.0, |l| l.share);
+        self.language = language;
+        self.total = weights.accuracy * self.accuracy.reward
+            + weights.format * self.format.reward
+            + weights.language * share;
+    }
+
     /// One line per component that fell short, prefixed with its name, for people.
     pub fn reasons(&self) -> Vec<String> {
         let language = self.language.as_ref().and_then(|l| l.why.as_deref());
@@ -454,21 +478,17 @@ pub fn score_item(
         score_accuracy(&item.completion, &check, mode, sandbox)
     };
     let language = score_language(item, rules.weights.language != 0.0);
-
-    let weights = rules.weights;
-    let share = language.as_ref().map_or(0.0, |l| l.share);
-    let total = weights.accuracy * accuracy.reward
-        + weights.format * format.reward
-        + weights.language * share;
-    Ok(RewardReport {
+    let mut report = RewardReport {
         task: check.kind(),
         extracted,
         accuracy,
         format,
-        language,
+        language: None,
         code,
-        total,
-    })
+        total: 0.0,
+    };
+    report.set_language(language, &rules.weights);
+    Ok(report)
 }
 
 /// What the accuracy reward checks against, resolved from an item.
@@ -741,7 +761,9 @@ pub fn last_python_block(completion: &str) -> Option<&str> {
 }
 
 /// The language component: `None` when no target is known and nobody asked for it.
-fn score_language(item: &RewardItem, weighted: bool) -> Option<LanguageScore> {
+/// The language-consistency component of one item alone (the language scorer's work); `weighted`
+/// says the rules give it weight, so a missing target is reported rather than skipped.
+pub fn score_language(item: &RewardItem, weighted: bool) -> Option<LanguageScore> {
     let detected_target = || item.prompt.as_deref().and_then(detect_language);
     let (target, detected) = match item.language {
         Some(language) => (Some(language), false),

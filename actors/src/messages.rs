@@ -1,0 +1,332 @@
+//! Every message the actors exchange: the map of the data flow of one GRPO step.
+//!
+//! ```text
+//! Director ──Generate──▶ Sampler            (weights: UpdateWeights after every learner step)
+//!          ──Judge─────▶ RewardJudge   ┐ in parallel
+//!          ──ScoreLanguage▶ LangScorer ┘
+//!          ──Learn─────▶ Learner ──▶ Learned (stats + the new weights)
+//!          ──Snapshot──▶ Learner ──SaveCheckpoint──▶ CheckpointKeeper
+//!          ──RunEvent──▶ whoever watches the run (the daemon: sled + /metrics)
+//! Control: Pause, Resume, Stop, Suspend, GetStatus ──▶ Director
+//! ```
+//!
+//! Replies that can fail carry `Result<_, String>`: the error text is what a user reads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+use r1_kernels::model::Model;
+use r1_kernels::sample::{Completion, GenerationRequest};
+use r1_kernels::train::adamw::AdamW;
+
+use crate::judge::reward::{LanguageScore, RewardItem, RewardReport, RewardRules};
+use crate::keeper::TrainerState;
+use crate::learner::{GrpoStepStats, Rollout};
+use crate::stages::GrpoStepReport;
+
+/// A version of the policy's weights, shared read-only between the learner and the sampler.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// Learner steps taken when these weights were current.
+    pub step: u64,
+    /// The model.
+    pub model: Arc<Model>,
+}
+
+/// Sampler: sample with these weights from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateWeights(pub Weights);
+
+/// Sampler: generate completions for these requests (each asks for a group of samples).
+#[derive(Message)]
+#[rtype(result = "Result<Generated, String>")]
+pub struct Generate {
+    /// The requests, one per prompt.
+    pub requests: Vec<GenerationRequest>,
+}
+
+/// What the sampler produced.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Completions ordered by (request, sample).
+    pub completions: Vec<Completion>,
+    /// The learner step of the weights that sampled them.
+    pub weights_step: u64,
+}
+
+/// RewardJudge: accuracy and format of each item (the language share is the scorer's).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<RewardReport>, String>")]
+pub struct Judge {
+    /// The items.
+    pub items: Arc<Vec<RewardItem>>,
+    /// The rules; their language weight is applied when the director combines the components.
+    pub rules: RewardRules,
+}
+
+/// LangScorer: the language-consistency share of each item.
+#[derive(Message)]
+#[rtype(result = "Vec<Option<LanguageScore>>")]
+pub struct ScoreLanguage {
+    /// The items.
+    pub items: Arc<Vec<RewardItem>>,
+    /// Whether the rules weigh language (a missing target is then reported, not skipped).
+    pub weighted: bool,
+}
+
+/// Learner: load the starting point — the newest loadable checkpoint among `checkpoints` (newest
+/// first), else the model directory.
+#[derive(Message)]
+#[rtype(result = "Result<Loaded, String>")]
+pub struct Load {
+    /// Checkpoint directories to try, newest first.
+    pub checkpoints: Vec<PathBuf>,
+    /// The config hash a checkpoint must carry to be resumed.
+    pub config_hash: String,
+}
+
+/// Where the learner starts.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The weights to sample with.
+    pub weights: Weights,
+    /// The checkpoint resumed, if any.
+    pub resumed_from: Option<PathBuf>,
+    /// Checkpoints that could not be loaded, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Learner: one GRPO update on a rollout batch.
+#[derive(Message)]
+#[rtype(result = "Result<Learned, String>")]
+pub struct Learn {
+    /// Whole groups of rollouts.
+    pub rollouts: Vec<Rollout>,
+}
+
+/// What the learner did, and the weights it ends with.
+#[derive(Debug, Clone)]
+pub struct Learned {
+    /// Statistics of the step.
+    pub stats: GrpoStepStats,
+    /// The updated weights.
+    pub weights: Weights,
+    /// Optimizer steps taken so far.
+    pub optimizer_step: u64,
+}
+
+/// Learner: copies of what a checkpoint holds.
+#[derive(Message)]
+#[rtype(result = "Result<Snapshot, String>")]
+pub struct TakeSnapshot;
+
+/// Policy, reference and optimizer at one step.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The policy.
+    pub policy: Arc<Model>,
+    /// The reference, when β ≠ 0.
+    pub reference: Option<Arc<Model>>,
+    /// The optimizer state.
+    pub optimizer: Arc<AdamW>,
+    /// Learner steps taken.
+    pub step: u64,
+    /// Optimizer steps taken.
+    pub optimizer_step: u64,
+}
+
+/// CheckpointKeeper: write a checkpoint of `snapshot` under `root` and prune old ones.
+#[derive(Message)]
+#[rtype(result = "Result<SavedCheckpoint, String>")]
+pub struct SaveCheckpoint {
+    /// The checkpoints folder of the run.
+    pub root: PathBuf,
+    /// What to save.
+    pub snapshot: Snapshot,
+    /// Counters and provenance.
+    pub state: TrainerState,
+    /// Most recent checkpoints kept.
+    pub keep_last: usize,
+}
+
+/// A checkpoint on disk, durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedCheckpoint {
+    /// Step it holds.
+    pub step: u64,
+    /// Its directory.
+    pub path: PathBuf,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Seconds since the Unix epoch when it became durable.
+    pub unix_seconds: f64,
+}
+
+/// Director: stop after the current step (keeping state; `Resume` continues).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+/// Director: continue a paused run.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+/// Director: finish the current step, write a checkpoint and end the run as stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Director: the daemon is shutting down — finish the current step, write a checkpoint and end
+/// with `Suspended`, leaving the run to be resumed by the next daemon.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Suspend;
+
+/// Director: where the run is.
+#[derive(Message)]
+#[rtype(result = "DirectorStatus")]
+pub struct GetStatus;
+
+/// The director's state as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Accepted, not started.
+    Queued,
+    /// Loading the model or checkpoint.
+    Starting,
+    /// Taking steps.
+    Running,
+    /// Between steps, waiting for `Resume`.
+    Paused,
+    /// Finishing the current step before stopping.
+    Stopping,
+    /// Stopped on request; a new daemon does not resume it.
+    Stopped,
+    /// Took every step.
+    Finished,
+    /// Ended by an error.
+    Failed,
+    /// Checkpointed and let go because the daemon is shutting down; the next daemon resumes it.
+    /// Never stored: the run keeps the state it had.
+    Suspended,
+}
+
+impl RunState {
+    /// Whether the run has ended for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Stopped | RunState::Finished | RunState::Failed)
+    }
+
+    /// Its name, as in the API and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Stopping => "stopping",
+            RunState::Stopped => "stopped",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Suspended => "suspended",
+        }
+    }
+}
+
+/// Reply to `GetStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectorStatus {
+    /// Lifecycle state.
+    pub state: RunState,
+    /// Steps completed.
+    pub step: u64,
+}
+
+/// Seconds spent in each phase of a step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Generating completions.
+    pub sample: f64,
+    /// Judging and language scoring (in parallel).
+    pub judge: f64,
+    /// The learner's update.
+    pub learn: f64,
+    /// Writing a checkpoint (0 on steps without one).
+    pub checkpoint: f64,
+}
+
+/// One rollout kept for people to read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// Step that sampled it.
+    pub step: u64,
+    /// The task prompt (before the template).
+    pub prompt: String,
+    /// The completion's text.
+    pub completion: String,
+    /// Total reward.
+    pub reward: f32,
+    /// Accuracy component.
+    pub accuracy: f32,
+    /// Format component.
+    pub format: f32,
+    /// Language share, when scored.
+    pub language: Option<f32>,
+}
+
+/// One step as recorded: the report, the phases and the tokens it moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step number (1-based, equal to the learner's).
+    pub step: u64,
+    /// Statistics of the step.
+    pub report: GrpoStepReport,
+    /// Reward components: (name, mean, population std).
+    pub components: Vec<(String, f64, f64)>,
+    /// Seconds per phase.
+    pub phases: PhaseTimes,
+    /// Wall-clock seconds of the whole step.
+    pub seconds: f64,
+    /// Completion tokens sampled.
+    pub tokens_generated: u64,
+    /// Tokens (prompt + completion) the learner trained on.
+    pub tokens_trained: u64,
+    /// Judge or scorer replies that did not come in time (their items scored 0).
+    pub reward_timeouts: Vec<String>,
+    /// Data cursor after the step.
+    pub data_cursor: u64,
+}
+
+/// What a director tells its watcher.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RunEvent {
+    /// The run.
+    pub run: String,
+    /// What happened.
+    pub kind: RunEventKind,
+}
+
+/// The events of a run.
+#[derive(Debug, Clone)]
+pub enum RunEventKind {
+    /// Lifecycle change; `step` is the steps completed.
+    State {
+        /// New state.
+        state: RunState,
+        /// Steps completed.
+        step: u64,
+        /// Why, for `Failed` and for skipped checkpoints at start.
+        message: Option<String>,
+    },
+    /// A step finished.
+    Step(Box<StepRecord>, Vec<SampleRecord>),
+    /// A checkpoint became durable.
+    Checkpoint(SavedCheckpoint),
+}

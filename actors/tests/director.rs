@@ -1,0 +1,247 @@
+//! The actor pipeline (Director → Sampler, RewardJudge ‖ LangScorer, Learner, CheckpointKeeper)
+//! takes the same steps as the in-process `grpo_step`, bit for bit; pause, resume and stop act
+//! between steps; a resumed director continues where the checkpoint left off.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use r1_actors::data::builtin_task;
+use r1_actors::judge::reward::{CodeSandbox, RewardRules};
+use r1_actors::judge::tasks::Split;
+use r1_actors::keeper::{checkpoint_dir, load_checkpoint};
+use r1_actors::learner::{GrpoLearner, LearnerConfig};
+use r1_actors::messages::{GetStatus, Pause, Resume, RunEvent, RunEventKind, RunState, Stop};
+use r1_actors::service::{Director, GrpoPlan};
+use r1_actors::stages::{grpo_step, StageSettings};
+use r1_kernels::bench::builtin_config;
+use r1_kernels::model::{load_model_dir, save_model_dir, Model};
+use r1_kernels::sample::SamplingParams;
+use r1_kernels::template::{PromptTemplate, TemplateKind};
+use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
+use r1_kernels::train::LrSchedule;
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    model_dir
+}
+
+fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> GrpoPlan {
+    let mut learner = LearnerConfig {
+        group_size: 2,
+        minibatches: 1,
+        schedule: LrSchedule::constant(1e-3),
+        ..LearnerConfig::default()
+    };
+    learner.grpo.beta = 0.01;
+    learner.grpo.max_completion_length = 8;
+    GrpoPlan {
+        run: "test".into(),
+        model_dir: model_dir.to_path_buf(),
+        tokenizer: Arc::new(Tokenizer::byte()),
+        problems: Arc::new(builtin_task("arithmetic", 3, Split::Train, 16).unwrap()),
+        settings: StageSettings {
+            template: PromptTemplate::new(TemplateKind::ChatMl),
+            sampling: SamplingParams {
+                temperature: 1.0,
+                max_new_tokens: 8,
+                ..SamplingParams::default()
+            },
+            rules: RewardRules::default(),
+            max_batch: 4,
+        },
+        learner,
+        steps,
+        prompts_per_step: 2,
+        seed: 3,
+        checkpoint_root: dir.join("checkpoints"),
+        checkpoint_every: 2,
+        keep_last: 5,
+        config_hash: "hash".into(),
+        resume_from,
+        reward_timeout: Duration::from_secs(60),
+        samples_per_step: 1,
+        sandbox: Arc::new(CodeSandbox::unavailable("no code in this test")),
+    }
+}
+
+/// Collects every event of a run; stops the system when the run ends.
+struct Recorder {
+    events: Arc<Mutex<Vec<RunEventKind>>>,
+}
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunEvent> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, event: RunEvent, _: &mut Context<Self>) {
+        let end = matches!(event.kind, RunEventKind::State { state, .. } if state.is_final());
+        self.events.lock().unwrap().push(event.kind);
+        if end {
+            System::current().stop();
+        }
+    }
+}
+
+fn states(events: &[RunEventKind]) -> Vec<RunState> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::State { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn steps(events: &[RunEventKind]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Step(record, _) => Some(record.step),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a director to its end; `control` may send it messages once started.
+fn run_director(
+    plan: GrpoPlan,
+    control: impl FnOnce(Addr<Director>) + 'static,
+) -> Vec<RunEventKind> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sys = System::new();
+    let recorded = events.clone();
+    sys.block_on(async move {
+        let recorder = Recorder { events: recorded }.start();
+        let director = Director::new(plan, recorder.recipient()).start();
+        control(director);
+    });
+    sys.run().unwrap();
+    let events = events.lock().unwrap().clone();
+    events
+}
+
+#[test]
+fn the_director_takes_the_same_steps_as_grpo_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = tiny_model(dir.path());
+    let plan = plan(dir.path(), &model_dir, 3, Vec::new());
+
+    let mut learner = GrpoLearner::new(load_model_dir(&model_dir).unwrap(), plan.learner.clone());
+    let mut expected = Vec::new();
+    for step in 0..3 {
+        let report = grpo_step(
+            &mut learner,
+            &plan.tokenizer,
+            &plan.batch(step),
+            &plan.settings,
+            plan.step_seed(step),
+        )
+        .unwrap();
+        expected.push(report);
+    }
+
+    let events = run_director(plan, |_| {});
+    assert_eq!(
+        states(&events),
+        [RunState::Starting, RunState::Running, RunState::Finished]
+    );
+    let reports: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Step(record, samples) => {
+                assert_eq!(samples.len(), 1);
+                assert!(record.tokens_generated > 0 && record.tokens_trained > 0);
+                assert_eq!(record.components.len(), 3);
+                Some(record.report.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, expected);
+    // Checkpoints at step 2 (every 2) and at the end.
+    let saved: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Checkpoint(c) => Some(c.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, [2, 3]);
+    let last = load_checkpoint(&checkpoint_dir(&dir.path().join("checkpoints"), 3)).unwrap();
+    assert!(last.model.params == learner.policy.params);
+}
+
+#[test]
+fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = tiny_model(dir.path());
+    let events = run_director(plan(dir.path(), &model_dir, 6, Vec::new()), |director| {
+        actix::spawn(async move {
+            director.send(Pause).await.unwrap();
+            loop {
+                let status = director.send(GetStatus).await.unwrap();
+                if status.state == RunState::Paused {
+                    assert!(status.step >= 1, "a pause waits for the step under way");
+                    break;
+                }
+                actix::clock::sleep(Duration::from_millis(5)).await;
+            }
+            actix::clock::sleep(Duration::from_millis(50)).await;
+            let still = director.send(GetStatus).await.unwrap();
+            assert_eq!(still.state, RunState::Paused);
+            director.send(Resume).await.unwrap();
+            director.send(Stop).await.unwrap();
+        });
+    });
+    let seen = states(&events);
+    assert_eq!(
+        seen,
+        [
+            RunState::Starting,
+            RunState::Running,
+            RunState::Paused,
+            RunState::Running,
+            RunState::Stopping,
+            RunState::Stopped
+        ]
+    );
+    let done = steps(&events);
+    let stopped_at = *done.last().unwrap();
+    assert!(stopped_at < 6, "stop ends the run early");
+    // The stop wrote a checkpoint of the last step taken.
+    let root = dir.path().join("checkpoints");
+    assert!(checkpoint_dir(&root, stopped_at).exists());
+
+    // A new director resumes from it and finishes; the result equals a run that never stopped.
+    let resumed = run_director(
+        plan(
+            dir.path(),
+            &model_dir,
+            6,
+            vec![checkpoint_dir(&root, stopped_at)],
+        ),
+        |_| {},
+    );
+    assert_eq!(
+        steps(&resumed),
+        ((stopped_at + 1)..=6).collect::<Vec<_>>()
+    );
+    let straight_dir = tempfile::tempdir().unwrap();
+    run_director(plan(straight_dir.path(), &model_dir, 6, Vec::new()), |_| {});
+    let a = std::fs::read(checkpoint_dir(&root, 6).join("model.safetensors")).unwrap();
+    let b = std::fs::read(
+        checkpoint_dir(&straight_dir.path().join("checkpoints"), 6).join("model.safetensors"),
+    )
+    .unwrap();
+    assert!(a == b, "stopped + resumed differs from straight");
+}

@@ -1,0 +1,173 @@
+//! The HTTP API's JSON bodies, shared by `r1d` and `r1ctl`.
+//!
+//! Routes (all but `/healthz` need `Authorization: Bearer <token>`):
+//! - `GET /healthz` → `{"status":"ok","version":…}`
+//! - `GET /metrics` → Prometheus text
+//! - `POST /v1/runs` [`StartRequest`] → 201 [`RunInfo`]; 409 while another run is active
+//! - `GET /v1/runs` → `[RunInfo]`; `GET /v1/runs/{id}` → [`RunInfo`]
+//! - `POST /v1/runs/{id}/pause|resume|stop` → [`RunInfo`]; 409 when the state does not allow it
+//! - `GET /v1/runs/{id}/steps?after=N&limit=M` → `[StepRecord]`
+//! - `GET /v1/runs/{id}/samples?limit=M` → `[SampleRecord]`
+//! - `GET /v1/runs/{id}/checkpoints` → `[SavedCheckpoint]`
+//! - `GET /v1/runs/{id}/checkpoints/{step}/files/{name}` → the file's bytes
+//! - `POST /v1/runs/{id}/eval` [`EvalRequest`] → [`EvalReport`]; `GET /v1/runs/{id}/evals`
+//!
+//! Errors: `{"error":{"code":…,"message":…}}` with codes `unauthorized` (401), `not_found` (404),
+//! `bad_request` (400), `conflict` (409), `payload_too_large` (413), `internal` (500).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use r1_actors::messages::RunState;
+
+/// Largest request body accepted (a job config is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Start a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The job config (TOML).
+    pub config_toml: String,
+    /// Where it came from (a file name), used in error messages.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// Folder that relative paths in the config are resolved against (the config file's folder);
+    /// the daemon's working directory when absent.
+    #[serde(default)]
+    pub base_dir: Option<PathBuf>,
+}
+
+fn default_source() -> String {
+    "config.toml".into()
+}
+
+/// The latest numbers of a run, for status lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Steps completed.
+    pub step: u64,
+    /// Mean total reward.
+    pub reward_mean: f64,
+    /// Mean accuracy reward.
+    pub accuracy: f64,
+    /// Mean format reward.
+    pub format: f64,
+    /// KL to the reference.
+    pub kl: f64,
+    /// Mean completion length in tokens.
+    pub completion_len_mean: f64,
+    /// Completion tokens generated per second in this step.
+    pub tokens_per_second: f64,
+    /// Seconds the step took.
+    pub seconds: f64,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// `run-0001`, …
+    pub id: String,
+    /// `run.name` of its config.
+    pub name: String,
+    /// The stage (`grpo`, …).
+    pub stage: String,
+    /// Lifecycle state.
+    pub state: RunState,
+    /// Steps completed.
+    pub step: u64,
+    /// Steps the stage takes.
+    pub total_steps: u64,
+    /// Seconds since the Unix epoch when it was accepted.
+    pub created_unix: f64,
+    /// When its record last changed.
+    pub updated_unix: f64,
+    /// Why it failed, or notes from its start (resumed from, skipped damaged checkpoints).
+    pub message: Option<String>,
+    /// Where its checkpoints are.
+    pub output_dir: PathBuf,
+    /// The latest step's numbers.
+    pub last: Option<StepSummary>,
+    /// The job config it runs.
+    pub config_toml: String,
+    /// Where the config's relative paths point.
+    pub base_dir: PathBuf,
+}
+
+/// Evaluate a run's checkpoint on held-out problems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalRequest {
+    /// Checkpoint step; the newest when absent.
+    pub step: Option<u64>,
+    /// Samples per problem (pass@1 is averaged over them; cons@k votes among them).
+    pub k: usize,
+    /// Held-out problems (at most the config's `data.test_size`).
+    pub problems: Option<usize>,
+    /// Greedy decoding (k is then 1).
+    pub greedy: bool,
+    /// Sampling temperature (the paper: 0.6).
+    pub temperature: f32,
+    /// Nucleus mass (the paper: 0.95).
+    pub top_p: f32,
+    /// Evaluation seed.
+    pub seed: u64,
+}
+
+impl Default for EvalRequest {
+    fn default() -> Self {
+        EvalRequest {
+            step: None,
+            k: 4,
+            problems: None,
+            greedy: false,
+            temperature: 0.6,
+            top_p: 0.95,
+            seed: 0,
+        }
+    }
+}
+
+/// What an evaluation measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The run.
+    pub run: String,
+    /// The checkpoint's step.
+    pub step: u64,
+    /// Held-out problems.
+    pub problems: usize,
+    /// Samples per problem.
+    pub k: usize,
+    /// Greedy decoding.
+    pub greedy: bool,
+    /// pass@1 averaged over k samples.
+    pub pass_at_1: f64,
+    /// Majority vote over k samples.
+    pub cons_at_k: f64,
+    /// Share of samples in the required format.
+    pub format_rate: f64,
+    /// Mean completion length in tokens.
+    pub mean_length: f64,
+    /// Share cut by the length limit.
+    pub truncated_rate: f64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// The error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable code.
+    pub code: String,
+    /// What a person reads.
+    pub message: String,
+}

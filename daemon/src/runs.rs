@@ -1,0 +1,585 @@
+//! The hub: the actor that owns the runs. It starts a [`Director`] per run, records everything a
+//! director reports in the [`Store`] (and on `/metrics`), forwards pause/resume/stop, resumes
+//! interrupted runs when the daemon starts, and suspends them all when it stops.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use sha2::{Digest, Sha256};
+
+use r1_actors::data::builtin_task;
+use r1_actors::judge::reward::CodeSandbox;
+use r1_actors::judge::tasks::Split;
+use r1_actors::keeper::checkpoint_dir;
+use r1_actors::messages::{
+    Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, StepRecord, Stop, Suspend,
+};
+use r1_actors::service::{Director, GrpoPlan};
+use r1_actors::stages::{evaluate, StageSettings};
+use r1_config::{DataConfig, JobConfig, Stage};
+use r1_kernels::model::load_model_dir;
+use r1_kernels::sample::SamplingParams;
+use r1_kernels::tokenizer::Tokenizer;
+
+use crate::api::{EvalReport, EvalRequest, RunInfo, StepSummary};
+use crate::metrics::{ComponentStat, Metrics, StepMetrics};
+use crate::server::ApiError;
+use crate::store::Store;
+
+/// Rollouts kept per step in the store.
+const SAMPLES_PER_STEP: usize = 4;
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A parsed job, ready to become a plan.
+struct Job {
+    config: JobConfig,
+    text: String,
+    base_dir: PathBuf,
+}
+
+impl Job {
+    fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Job, ApiError> {
+        let config = JobConfig::from_toml(text, Path::new(source))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if config.run.stage != Stage::Grpo {
+            return Err(ApiError::BadRequest(format!(
+                "{source}: run.stage = {:?}: the daemon runs GRPO stages today; run other stages \
+                 with `r1ctl train`",
+                config.run.stage
+            )));
+        }
+        if config.grpo.is_none() {
+            return Err(ApiError::BadRequest(format!("{source}: no [grpo] table")));
+        }
+        Ok(Job {
+            config,
+            text: text.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn tokenizer(&self) -> Result<Tokenizer, String> {
+        let model_dir = self.resolve(&self.config.model.path);
+        match self.config.model.tokenizer.as_deref() {
+            Some("byte") => Ok(Tokenizer::byte()),
+            _ => Tokenizer::from_model_dir(&model_dir)
+                .map_err(|e| format!("tokenizer of {}: {e}", model_dir.display())),
+        }
+    }
+
+    fn problems(&self, split: Split) -> Result<Vec<r1_actors::judge::tasks::TaskExample>, String> {
+        match &self.config.data {
+            DataConfig::Builtin {
+                task,
+                train_size,
+                test_size,
+            } => {
+                let n = if split == Split::Train {
+                    *train_size
+                } else {
+                    *test_size
+                };
+                builtin_task(task, self.config.run.seed, split, n).map_err(|e| e.to_string())
+            }
+            _ => Err(
+                "data: the daemon reads built-in task data today (data.kind = \"builtin\")".into(),
+            ),
+        }
+    }
+
+    fn settings(&self) -> StageSettings {
+        StageSettings {
+            template: self.config.model.template,
+            sampling: self.config.sampling.clone(),
+            rules: self.config.rewards,
+            max_batch: self.config.grpo.as_ref().map_or(64, |g| g.max_batch),
+        }
+    }
+
+    fn plan(
+        &self,
+        run: &str,
+        output_dir: &Path,
+        resume_from: Vec<PathBuf>,
+    ) -> Result<GrpoPlan, String> {
+        let grpo = self.config.grpo.clone().ok_or("no [grpo] table")?;
+        let model_dir = self.resolve(&self.config.model.path);
+        if !model_dir.join("config.json").is_file() {
+            return Err(format!(
+                "model.path: {} has no config.json",
+                model_dir.display()
+            ));
+        }
+        Ok(GrpoPlan {
+            run: run.to_string(),
+            model_dir,
+            tokenizer: Arc::new(self.tokenizer()?),
+            problems: Arc::new(self.problems(Split::Train)?),
+            settings: self.settings(),
+            learner: self.config.learner.clone(),
+            steps: grpo.steps,
+            prompts_per_step: grpo.prompts_per_step,
+            seed: self.config.run.seed,
+            checkpoint_root: output_dir.join("checkpoints"),
+            checkpoint_every: self.config.checkpoint.every_steps,
+            keep_last: self.config.checkpoint.keep_last,
+            config_hash: Sha256::digest(self.text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            resume_from,
+            reward_timeout: Duration::from_secs(600),
+            samples_per_step: SAMPLES_PER_STEP,
+            sandbox: Arc::new(CodeSandbox::unavailable(
+                "built-in task runs have no code items",
+            )),
+        })
+    }
+}
+
+/// Start a run (`POST /v1/runs`).
+#[derive(Message)]
+#[rtype(result = "Result<RunInfo, ApiError>")]
+pub struct StartRun {
+    /// The job config.
+    pub config_toml: String,
+    /// Its file name, for errors.
+    pub source: String,
+    /// Where its relative paths point.
+    pub base_dir: PathBuf,
+}
+
+/// What a client asks of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Pause between steps.
+    Pause,
+    /// Continue a paused run.
+    Resume,
+    /// Stop for good (after a checkpoint).
+    Stop,
+}
+
+/// Pause, resume or stop a run.
+#[derive(Message)]
+#[rtype(result = "Result<RunInfo, ApiError>")]
+pub struct ControlRun {
+    /// The run.
+    pub id: String,
+    /// What to do.
+    pub action: Control,
+}
+
+/// The daemon is stopping: suspend every run (checkpoint, keep resumable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SuspendAll;
+
+/// How many directors are still alive.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveRuns;
+
+/// Owns the runs.
+pub struct Hub {
+    store: Store,
+    metrics: Arc<Metrics>,
+    state_dir: PathBuf,
+    directors: HashMap<String, Addr<Director>>,
+}
+
+impl Hub {
+    /// A hub over `store`, keeping run outputs under `state_dir/runs`.
+    pub fn new(store: Store, metrics: Arc<Metrics>, state_dir: PathBuf) -> Self {
+        Hub {
+            store,
+            metrics,
+            state_dir,
+            directors: HashMap::new(),
+        }
+    }
+
+    fn output_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("runs").join(id)
+    }
+
+    fn launch(&mut self, info: &RunInfo, ctx: &mut Context<Self>) -> Result<(), String> {
+        let job = Job::parse(&info.config_toml, "config.toml", &info.base_dir)
+            .map_err(|e| e.to_string())?;
+        // Newest recorded checkpoint first; the learner skips damaged ones.
+        let mut resume_from: Vec<PathBuf> = self
+            .store
+            .checkpoints(&info.id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        resume_from.reverse();
+        let plan = job.plan(&info.id, &info.output_dir, resume_from)?;
+        let director = Director::new(plan, ctx.address().recipient()).start();
+        self.directors.insert(info.id.clone(), director);
+        Ok(())
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut RunInfo)) -> Option<RunInfo> {
+        match self.store.run(id) {
+            Ok(Some(mut info)) => {
+                f(&mut info);
+                info.updated_unix = now();
+                if let Err(e) = self.store.put_run(&info) {
+                    tracing::error!("recording run {id}: {e}");
+                }
+                Some(info)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("reading run {id}: {e}");
+                None
+            }
+        }
+    }
+
+    fn record_step(&self, id: &str, record: &StepRecord) {
+        let summary = StepSummary {
+            step: record.step,
+            reward_mean: record.report.learner.reward_mean,
+            accuracy: record.report.accuracy,
+            format: record.report.format,
+            kl: record.report.learner.kl,
+            completion_len_mean: record.report.learner.completion_len_mean,
+            tokens_per_second: record.tokens_generated as f64 / record.phases.sample.max(1e-9),
+            seconds: record.seconds,
+        };
+        self.update(id, |info| {
+            info.step = record.step;
+            info.last = Some(summary);
+        });
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let runs = match self.store.runs() {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::error!("reading runs: {e}");
+                return;
+            }
+        };
+        for info in runs {
+            self.metrics.set_run_state(&info.id, info.state.name());
+            if info.state.is_final() {
+                continue;
+            }
+            tracing::info!(run = %info.id, state = info.state.name(), "resuming");
+            match self.launch(&info, ctx) {
+                Ok(()) => {
+                    let director = &self.directors[&info.id];
+                    match info.state {
+                        RunState::Paused => director.do_send(Pause),
+                        RunState::Stopping => director.do_send(Stop),
+                        _ => {}
+                    }
+                }
+                Err(message) => {
+                    self.update(&info.id, |i| {
+                        i.state = RunState::Failed;
+                        i.message = Some(format!("resuming: {message}"));
+                    });
+                    self.metrics.set_run_state(&info.id, "failed");
+                }
+            }
+        }
+    }
+}
+
+impl Handler<StartRun> for Hub {
+    type Result = Result<RunInfo, ApiError>;
+
+    fn handle(&mut self, msg: StartRun, ctx: &mut Context<Self>) -> Self::Result {
+        let job = Job::parse(&msg.config_toml, &msg.source, &msg.base_dir)?;
+        let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
+        if let Some(busy) = self
+            .store
+            .runs()
+            .map_err(store_err)?
+            .into_iter()
+            .find(|r| !r.state.is_final())
+        {
+            return Err(ApiError::Conflict(format!(
+                "run {} is {} and this machine runs one run at a time; stop it (r1ctl stop {}) \
+                 or wait for it to finish",
+                busy.id,
+                busy.state.name(),
+                busy.id
+            )));
+        }
+        // Everything that can be wrong with the job is found before it gets an id.
+        job.plan("check", &self.state_dir.join("check"), Vec::new())
+            .map_err(|e| ApiError::BadRequest(format!("{}: {e}", msg.source)))?;
+        let id = self.store.next_run_id().map_err(store_err)?;
+        let grpo = job.config.grpo.as_ref().expect("parse checked [grpo]");
+        let info = RunInfo {
+            id: id.clone(),
+            name: job.config.run.name.clone(),
+            stage: "grpo".into(),
+            state: RunState::Queued,
+            step: 0,
+            total_steps: grpo.steps,
+            created_unix: now(),
+            updated_unix: now(),
+            message: None,
+            output_dir: self.output_dir(&id),
+            last: None,
+            config_toml: msg.config_toml,
+            base_dir: msg.base_dir,
+        };
+        self.store.put_run(&info).map_err(store_err)?;
+        self.metrics.set_run_state(&id, "queued");
+        self.launch(&info, ctx).map_err(ApiError::BadRequest)?;
+        Ok(info)
+    }
+}
+
+impl Handler<ControlRun> for Hub {
+    type Result = Result<RunInfo, ApiError>;
+
+    fn handle(&mut self, msg: ControlRun, _: &mut Context<Self>) -> Self::Result {
+        let info = self
+            .store
+            .run(&msg.id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)))?;
+        let Some(director) = self.directors.get(&msg.id) else {
+            return Err(ApiError::Conflict(format!(
+                "run {} is {}",
+                msg.id,
+                info.state.name()
+            )));
+        };
+        let allowed = match msg.action {
+            Control::Pause => matches!(
+                info.state,
+                RunState::Queued | RunState::Starting | RunState::Running
+            ),
+            Control::Resume => info.state == RunState::Paused,
+            Control::Stop => !matches!(info.state, RunState::Stopping),
+        };
+        if !allowed {
+            return Err(ApiError::Conflict(format!(
+                "run {} is {}: cannot {}",
+                msg.id,
+                info.state.name(),
+                match msg.action {
+                    Control::Pause => "pause",
+                    Control::Resume => "resume",
+                    Control::Stop => "stop",
+                }
+            )));
+        }
+        match msg.action {
+            Control::Pause => director.do_send(Pause),
+            Control::Resume => director.do_send(Resume),
+            Control::Stop => director.do_send(Stop),
+        }
+        Ok(info)
+    }
+}
+
+impl Handler<SuspendAll> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: SuspendAll, _: &mut Context<Self>) {
+        for director in self.directors.values() {
+            director.do_send(Suspend);
+        }
+    }
+}
+
+impl Handler<LiveRuns> for Hub {
+    type Result = usize;
+
+    fn handle(&mut self, _: LiveRuns, _: &mut Context<Self>) -> usize {
+        self.directors.len()
+    }
+}
+
+impl Handler<RunEvent> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, event: RunEvent, _: &mut Context<Self>) {
+        let id = event.run;
+        match event.kind {
+            RunEventKind::State {
+                state,
+                step,
+                message,
+            } => {
+                if state == RunState::Suspended || state.is_final() {
+                    self.directors.remove(&id);
+                }
+                if state == RunState::Suspended {
+                    return;
+                }
+                if state == RunState::Running || state == RunState::Paused {
+                    // Steps after the checkpoint it resumed from are taken again.
+                    if let Err(e) = self.store.truncate_after(&id, step) {
+                        tracing::error!("truncating run {id}: {e}");
+                    }
+                }
+                self.metrics.set_run_state(&id, state.name());
+                self.update(&id, |info| {
+                    info.state = state;
+                    info.step = step;
+                    if message.is_some() || state == RunState::Starting {
+                        info.message = message;
+                    }
+                });
+            }
+            RunEventKind::Step(record, samples) => {
+                if let Err(e) = self.store.put_step(&id, &record, &samples) {
+                    tracing::error!("recording step {} of {id}: {e}", record.step);
+                }
+                self.metrics.observe_step(&step_metrics(&id, &record));
+                for component in &record.reward_timeouts {
+                    self.metrics.observe_reward_timeout(component);
+                }
+                self.record_step(&id, &record);
+            }
+            RunEventKind::Checkpoint(saved) => {
+                if let Err(e) = self.store.put_checkpoint(&id, &saved) {
+                    tracing::error!("recording checkpoint {} of {id}: {e}", saved.step);
+                }
+                self.metrics
+                    .observe_checkpoint(&id, saved.step, saved.unix_seconds, saved.bytes);
+            }
+        }
+    }
+}
+
+/// Evaluates a checkpoint of `info` on its held-out split (blocking: call off the event loop).
+pub fn evaluate_run(
+    info: &RunInfo,
+    checkpoints: &[SavedCheckpoint],
+    request: &EvalRequest,
+) -> Result<EvalReport, ApiError> {
+    let began = Instant::now();
+    let job = Job::parse(&info.config_toml, "config.toml", &info.base_dir)?;
+    let saved = match request.step {
+        Some(step) => checkpoints.iter().find(|c| c.step == step).ok_or_else(|| {
+            ApiError::NotFound(format!("run {} has no checkpoint at step {step}", info.id))
+        })?,
+        None => checkpoints.last().ok_or_else(|| {
+            ApiError::Conflict(format!("run {} has no checkpoint yet", info.id))
+        })?,
+    };
+    if request.k == 0 || request.k > 64 {
+        return Err(ApiError::BadRequest(format!(
+            "k = {}: must be 1..=64",
+            request.k
+        )));
+    }
+    let model = load_model_dir(&checkpoint_dir(&info.output_dir.join("checkpoints"), saved.step))
+        .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
+    let tokenizer = job.tokenizer().map_err(ApiError::Internal)?;
+    let mut problems = job.problems(Split::Test).map_err(ApiError::Internal)?;
+    if let Some(n) = request.problems {
+        if n == 0 {
+            return Err(ApiError::BadRequest("problems must be at least 1".into()));
+        }
+        problems.truncate(n);
+    }
+    let k = if request.greedy { 1 } else { request.k };
+    let sampling = SamplingParams {
+        temperature: if request.greedy {
+            0.0
+        } else {
+            request.temperature
+        },
+        top_p: request.top_p,
+        ..job.config.sampling.clone()
+    };
+    let eval = evaluate(
+        &model,
+        &tokenizer,
+        &problems,
+        &job.settings(),
+        sampling,
+        k,
+        request.seed,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(EvalReport {
+        run: info.id.clone(),
+        step: saved.step,
+        problems: problems.len(),
+        k,
+        greedy: request.greedy,
+        pass_at_1: eval.scores.pass_at_1,
+        cons_at_k: eval.scores.cons_at_k,
+        format_rate: eval.format_rate,
+        mean_length: eval.mean_length,
+        truncated_rate: eval.truncated_rate,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// A step as the metrics see it.
+fn step_metrics(run: &str, record: &StepRecord) -> StepMetrics {
+    let stats = &record.report.learner;
+    StepMetrics {
+        run: run.to_string(),
+        stage: "grpo".into(),
+        step: record.step,
+        reward_mean: stats.reward_mean,
+        reward_std: stats.reward_std,
+        components: record
+            .components
+            .iter()
+            .map(|(name, mean, std)| ComponentStat {
+                name: name.clone(),
+                mean: *mean,
+                std: *std,
+            })
+            .collect(),
+        accuracy: record.report.accuracy,
+        kl: stats.kl,
+        entropy: stats.entropy,
+        clip_fraction: stats.clip_low_fraction + stats.clip_high_fraction,
+        grad_norm: stats.grad_norm,
+        lr: stats.lr,
+        loss: stats.loss,
+        completion_len_mean: stats.completion_len_mean,
+        completion_len_max: stats.completion_len_max as f64,
+        truncated_fraction: stats.truncated_fraction,
+        zero_std_fraction: stats.frac_zero_std,
+        reflection_rate: record.report.reflection_rate,
+        phases: vec![
+            ("sample".into(), record.phases.sample),
+            ("judge".into(), record.phases.judge),
+            ("learn".into(), record.phases.learn),
+            ("checkpoint".into(), record.phases.checkpoint),
+        ],
+        step_seconds: record.seconds,
+        tokens_generated: record.tokens_generated,
+        tokens_trained: record.tokens_trained,
+    }
+}

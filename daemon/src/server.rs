@@ -1,0 +1,398 @@
+//! The HTTP control API (actix-web): routes in [`crate::api`], bearer token on everything but
+//! `/healthz`, JSON errors, body size limits, request metrics.
+
+use std::future::{ready, Ready};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::dev::{Payload, Service};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use serde::Deserialize;
+
+use crate::api::{ErrorBody, ErrorDetail, EvalRequest, StartRequest, MAX_BODY_BYTES};
+use crate::metrics::Metrics;
+use crate::runs::{evaluate_run, Control, ControlRun, Hub, StartRun};
+use crate::store::Store;
+
+/// An error a client gets, as `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// No or wrong bearer token.
+    #[error("a valid bearer token is required (Authorization: Bearer <token>; the token is in the daemon's token file)")]
+    Unauthorized,
+    /// Unknown run, checkpoint or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is wrong (malformed JSON, bad config, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request does not fit the state (a second run, resuming a running run).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the limit.
+    #[error("request body larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// The daemon failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+            },
+        })
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The state store (reads go straight to it).
+    pub store: Store,
+    /// The run owner (writes and control go through it).
+    pub hub: Addr<Hub>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// Proof that the request carried the right bearer token.
+pub struct Authorized;
+
+/// Compares without an early exit, so timing does not reveal a prefix of the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequest for Authorized {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Internal("no app state".into())));
+        };
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        ready(match given {
+            Some(token) if same(token.as_bytes(), state.token.as_bytes()) => Ok(Authorized),
+            _ => Err(ApiError::Unauthorized),
+        })
+    }
+}
+
+fn mailbox(e: actix::MailboxError) -> ApiError {
+    ApiError::Internal(format!("the run hub did not answer: {e}"))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+async fn start_run(
+    _: Authorized,
+    state: web::Data<AppState>,
+    body: web::Json<StartRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let base_dir = match body.base_dir {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => {
+            return Err(ApiError::BadRequest(format!(
+                "base_dir {} must be absolute",
+                dir.display()
+            )))
+        }
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+    };
+    let info = state
+        .hub
+        .send(StartRun {
+            config_toml: body.config_toml,
+            source: body.source,
+            base_dir,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Created().json(info))
+}
+
+async fn list_runs(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.store.runs()?))
+}
+
+fn find_run(state: &AppState, id: &str) -> Result<crate::api::RunInfo, ApiError> {
+    state
+        .store
+        .run(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))
+}
+
+async fn get_run(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(find_run(&state, &id)?))
+}
+
+async fn control(
+    _: Authorized,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let action = match action.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "stop" => Control::Stop,
+        other => return Err(ApiError::NotFound(format!("no action {other:?}"))),
+    };
+    let info = state
+        .hub
+        .send(ControlRun { id, action })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Accepted().json(info))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn steps(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    find_run(&state, &id)?;
+    Ok(HttpResponse::Ok().json(state.store.steps(&id, page.after, page.limit.min(10_000))?))
+}
+
+async fn samples(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    find_run(&state, &id)?;
+    Ok(HttpResponse::Ok().json(state.store.samples(&id, page.limit)?))
+}
+
+async fn checkpoints(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    find_run(&state, &id)?;
+    Ok(HttpResponse::Ok().json(state.store.checkpoints(&id)?))
+}
+
+/// Files of a checkpoint a client may fetch.
+const CHECKPOINT_FILES: &[&str] = &[
+    "model.safetensors",
+    "config.json",
+    "optimizer.safetensors",
+    "reference.safetensors",
+    "trainer.json",
+];
+
+async fn checkpoint_file(
+    _: Authorized,
+    state: web::Data<AppState>,
+    path: web::Path<(String, u64, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, step, name) = path.into_inner();
+    find_run(&state, &id)?;
+    if !CHECKPOINT_FILES.contains(&name.as_str()) {
+        return Err(ApiError::NotFound(format!(
+            "no checkpoint file {name:?} (files: {})",
+            CHECKPOINT_FILES.join(", ")
+        )));
+    }
+    let saved = state
+        .store
+        .checkpoints(&id)?
+        .into_iter()
+        .find(|c| c.step == step)
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no checkpoint at step {step}")))?;
+    let file = saved.path.join(&name);
+    let bytes = web::block(move || std::fs::read(&file))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::NotFound(format!("{name} of step {step}: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
+}
+
+async fn eval(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<EvalRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let info = find_run(&state, &id)?;
+    let checkpoints = state.store.checkpoints(&id)?;
+    let request = body.into_inner();
+    let report = web::block(move || evaluate_run(&info, &checkpoints, &request))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.store.put_eval(&id, &report)?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+async fn evals(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    find_run(&state, &id)?;
+    Ok(HttpResponse::Ok().json(state.store.evals(&id)?))
+}
+
+async fn not_found(req: HttpRequest) -> ApiError {
+    ApiError::NotFound(format!("no route {} {}", req.method(), req.path()))
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge.into()
+        }
+        other => ApiError::BadRequest(format!("request body: {other}")).into(),
+    }
+}
+
+fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("query: {err}")).into()
+}
+
+fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("path: {err}")).into()
+}
+
+/// The HTTP server on `listener`, serving `state`.
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: web::Data<AppState>,
+) -> std::io::Result<actix_web::dev::Server> {
+    Ok(HttpServer::new(move || {
+        let metrics = state.metrics.clone();
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(json_error),
+            )
+            .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .wrap_fn(move |req, srv| {
+                let began = Instant::now();
+                let method = req.method().to_string();
+                let metrics = metrics.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    metrics.observe_http(
+                        &route,
+                        &method,
+                        res.status().as_u16(),
+                        began.elapsed().as_secs_f64(),
+                    );
+                    Ok(res)
+                }
+            })
+            .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
+            .route("/v1/runs", web::post().to(start_run))
+            .route("/v1/runs", web::get().to(list_runs))
+            .route("/v1/runs/{id}", web::get().to(get_run))
+            .route("/v1/runs/{id}/steps", web::get().to(steps))
+            .route("/v1/runs/{id}/samples", web::get().to(samples))
+            .route("/v1/runs/{id}/checkpoints", web::get().to(checkpoints))
+            .route(
+                "/v1/runs/{id}/checkpoints/{step}/files/{name}",
+                web::get().to(checkpoint_file),
+            )
+            .route("/v1/runs/{id}/eval", web::post().to(eval))
+            .route("/v1/runs/{id}/evals", web::get().to(evals))
+            .route("/v1/runs/{id}/{action}", web::post().to(control))
+            .default_service(web::to(not_found))
+    })
+    .workers(2)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
