@@ -5,15 +5,20 @@
 # The code sandbox needs bubblewrap, Debian's own /usr/bin/python3 (a python3 earlier on PATH, such
 # as a pyenv shim under /root, is invisible inside the sandbox), and unprivileged user namespaces:
 # as root the judge starts bubblewrap under an unprivileged uid, because root ignores RLIMIT_NPROC.
+# The observability tests run Debian's `prometheus` package (the `prometheus` server and
+# `promtool`) and `systemd-analyze` (package `systemd`) on the shipped configs.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 [ -x /usr/bin/python3 ] || need+=(python3)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  # No recommends: the prometheus package would otherwise pull in node-exporter and its timers.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 # Unprivileged user namespaces: switched off by some kernels and distributions.

@@ -1,9 +1,11 @@
 //! r1ctl: the command-line client of r1. Thin: argument parsing, wiring and exit codes; the logic
-//! lives in the library crates. Exit codes: 0 success, 1 a negative answer, 2 an error.
+//! lives in the library crates. Exit codes: 0 success, 1 a negative answer, 2 an error, 3 the
+//! daemon is unreachable.
 
 mod bench;
 mod judge;
 mod model;
+mod remote;
 mod run;
 mod train;
 
@@ -29,6 +31,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),
+    #[command(flatten)]
+    Remote(remote::Remote),
 }
 
 fn main() {
@@ -43,6 +47,7 @@ fn main() {
         Command::Run(args) => run::run(args),
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
+        Command::Remote(command) => remote::run(command),
     };
     match result {
         Ok(code) => std::process::exit(code),

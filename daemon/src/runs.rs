@@ -448,7 +448,10 @@ impl Handler<RunEvent> for Hub {
                 self.metrics.set_run_state(&id, state.name());
                 self.update(&id, |info| {
                     info.state = state;
-                    info.step = step;
+                    if state != RunState::Starting {
+                        // A starting director has not loaded its checkpoint yet.
+                        info.step = step;
+                    }
                     if message.is_some() || state == RunState::Starting {
                         info.message = message;
                     }

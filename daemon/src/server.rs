@@ -257,7 +257,6 @@ const CHECKPOINT_FILES: &[&str] = &[
     "model.safetensors",
     "config.json",
     "optimizer.safetensors",
-    "reference.safetensors",
     "trainer.json",
 ];
 
@@ -315,8 +314,12 @@ async fn evals(
     Ok(HttpResponse::Ok().json(state.store.evals(&id)?))
 }
 
-async fn not_found(req: HttpRequest) -> ApiError {
-    ApiError::NotFound(format!("no route {} {}", req.method(), req.path()))
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -343,7 +346,7 @@ pub fn serve(
     state: web::Data<AppState>,
 ) -> std::io::Result<actix_web::dev::Server> {
     Ok(HttpServer::new(move || {
-        let metrics = state.metrics.clone();
+        let recorder = state.metrics.clone();
         App::new()
             .app_data(state.clone())
             .app_data(
@@ -357,7 +360,7 @@ pub fn serve(
             .wrap_fn(move |req, srv| {
                 let began = Instant::now();
                 let method = req.method().to_string();
-                let metrics = metrics.clone();
+                let metrics = recorder.clone();
                 let fut = srv.call(req);
                 async move {
                     let res = fut.await?;

@@ -1,0 +1,597 @@
+//! The daemon's client: `r1ctl start|status|list|pause|resume|stop|samples|ckpt|eval|watch`.
+//! Data goes to stdout (a table, or JSON with `-o json`), messages to stderr. Exit codes: 0 ok,
+//! 1 a negative answer (no such run, not in a state that allows it), 2 usage or other error,
+//! 3 the daemon is unreachable.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use r1_actors::messages::{SampleRecord, SavedCheckpoint, StepRecord};
+use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, StartRequest};
+
+/// Output format.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// How to reach the daemon.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// r1d's state folder: the address (r1d.addr) and token are read from it.
+    #[arg(long, env = "R1_STATE_DIR", default_value = "/var/lib/r1d", global = true)]
+    state_dir: PathBuf,
+    /// Address of r1d's API (default: STATE_DIR/r1d.addr, else 127.0.0.1:7878).
+    #[arg(long, env = "R1_ADDR", global = true)]
+    addr: Option<String>,
+    /// Bearer-token file (default: STATE_DIR/token).
+    #[arg(long, env = "R1_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    output: Output,
+}
+
+/// Why a call failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection.
+    #[error("r1d is unreachable at {addr}: {message} (is it running? see `systemctl status r1d`)")]
+    Unreachable {
+        /// Where we looked.
+        addr: String,
+        /// What the transport said.
+        message: String,
+    },
+    /// The daemon answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// Anything else (token file, decoding).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CallError {
+    /// The exit code of the process for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CallError::Unreachable { .. } => 3,
+            CallError::Api { status, .. } if matches!(status, 404 | 409) => 1,
+            _ => 2,
+        }
+    }
+}
+
+struct Client {
+    base: String,
+    addr: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(conn: &Conn) -> Result<Client, CallError> {
+        let addr = match &conn.addr {
+            Some(a) => a.clone(),
+            None => std::fs::read_to_string(conn.state_dir.join("r1d.addr"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "127.0.0.1:7878".into()),
+        };
+        let token_file = conn
+            .token_file
+            .clone()
+            .unwrap_or_else(|| conn.state_dir.join("token"));
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(|e| {
+                CallError::Other(format!(
+                    "reading the token file {}: {e} (set --token-file or --state-dir)",
+                    token_file.display()
+                ))
+            })?
+            .trim()
+            .to_string();
+        Ok(Client {
+            base: format!("http://{addr}"),
+            addr,
+            token,
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .build(),
+        })
+    }
+
+    fn fail(&self, e: ureq::Error) -> CallError {
+        match e {
+            ureq::Error::Status(status, response) => {
+                let text = response.into_string().unwrap_or_default();
+                match serde_json::from_str::<ErrorBody>(&text) {
+                    Ok(body) => CallError::Api {
+                        status,
+                        code: body.error.code,
+                        message: body.error.message,
+                    },
+                    Err(_) => CallError::Api {
+                        status,
+                        code: "http".into(),
+                        message: text,
+                    },
+                }
+            }
+            ureq::Error::Transport(t) => CallError::Unreachable {
+                addr: self.addr.clone(),
+                message: t.to_string(),
+            },
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+    }
+
+    fn decode<T: DeserializeOwned>(response: ureq::Response) -> Result<T, CallError> {
+        response
+            .into_json()
+            .map_err(|e| CallError::Other(format!("decoding the daemon's answer: {e}")))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        let response = self.request("GET", path).call().map_err(|e| self.fail(e))?;
+        Self::decode(response)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+        let response = self
+            .request("POST", path)
+            .send_json(body)
+            .map_err(|e| self.fail(e))?;
+        Self::decode(response)
+    }
+
+    fn bytes(&self, path: &str) -> Result<Vec<u8>, CallError> {
+        let response = self.request("GET", path).call().map_err(|e| self.fail(e))?;
+        let mut bytes = Vec::new();
+        response
+            .into_reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| CallError::Other(format!("reading {path}: {e}")))?;
+        Ok(bytes)
+    }
+}
+
+/// The daemon commands.
+#[derive(Subcommand)]
+pub enum Remote {
+    /// Start a run of a job config on the daemon.
+    Start {
+        /// The job config (TOML); relative paths in it are resolved against its folder.
+        config: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a run (the newest when no id is given).
+    Status {
+        /// Run id.
+        run: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List every run.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Pause a run after its current step.
+    Pause {
+        /// Run id.
+        run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resume a paused run.
+    Resume {
+        /// Run id.
+        run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop a run for good after its current step (it writes a checkpoint first).
+    Stop {
+        /// Run id.
+        run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show recent rollouts of a run: prompt, completion, rewards.
+    Samples {
+        /// Run id.
+        run: String,
+        /// How many.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Checkpoints of a run: list, or export one as a Hugging Face model folder.
+    Ckpt {
+        #[command(subcommand)]
+        command: Ckpt,
+    },
+    /// Evaluate a run's checkpoint on held-out problems: pass@1 over k samples and cons@k.
+    Eval {
+        /// Run id.
+        run: String,
+        /// Checkpoint step (default: the newest).
+        #[arg(long)]
+        step: Option<u64>,
+        /// Samples per problem.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// Held-out problems (default: the config's test_size).
+        #[arg(long)]
+        problems: Option<usize>,
+        /// Greedy decoding (k = 1).
+        #[arg(long)]
+        greedy: bool,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.6)]
+        temperature: f32,
+        /// Nucleus mass.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Follow a run live: step, reward, accuracy, tokens/s, until it ends.
+    Watch {
+        /// Run id (default: the newest).
+        run: Option<String>,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `r1ctl ckpt …`.
+#[derive(Subcommand)]
+pub enum Ckpt {
+    /// List a run's checkpoints.
+    List {
+        /// Run id.
+        run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write a checkpoint's model as a Hugging Face folder (config.json + model.safetensors).
+    Export {
+        /// Run id.
+        run: String,
+        /// Checkpoint step.
+        step: u64,
+        /// Folder to create.
+        dir: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("answers serialize")
+    );
+}
+
+fn run_line(r: &RunInfo) -> String {
+    let last = r.last.as_ref().map_or(String::from("-"), |l| {
+        format!("reward {:.3}  accuracy {:.3}", l.reward_mean, l.accuracy)
+    });
+    format!(
+        "{:<10} {:<10} {:<6} {:>5}/{:<5} {:<16} {}",
+        r.id,
+        r.state.name(),
+        r.stage,
+        r.step,
+        r.total_steps,
+        r.name,
+        last
+    )
+}
+
+fn newest(client: &Client) -> Result<String, CallError> {
+    let runs: Vec<RunInfo> = client.get("/v1/runs")?;
+    runs.last().map(|r| r.id.clone()).ok_or(CallError::Api {
+        status: 404,
+        code: "not_found".into(),
+        message: "no runs yet".into(),
+    })
+}
+
+fn show_run(r: &RunInfo, output: Output) {
+    if output == Output::Json {
+        return print_json(r);
+    }
+    println!("run        {} ({})", r.id, r.name);
+    println!("stage      {}", r.stage);
+    println!("state      {}", r.state.name());
+    println!("step       {}/{}", r.step, r.total_steps);
+    println!("output     {}", r.output_dir.display());
+    if let Some(m) = &r.message {
+        println!("message    {m}");
+    }
+    if let Some(l) = &r.last {
+        println!(
+            "last step  reward {:.3}  accuracy {:.3}  format {:.3}  kl {:.4}  length {:.1}  {:.0} tok/s  {:.2}s",
+            l.reward_mean, l.accuracy, l.format, l.kl, l.completion_len_mean, l.tokens_per_second, l.seconds
+        );
+    }
+}
+
+fn start(config: &Path, conn: &Conn) -> Result<i32, CallError> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| CallError::Other(format!("reading {}: {e}", config.display())))?;
+    let base_dir = config
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let client = Client::new(conn)?;
+    let info: RunInfo = client.post(
+        "/v1/runs",
+        &StartRequest {
+            config_toml: text,
+            source: config.display().to_string(),
+            base_dir,
+        },
+    )?;
+    if conn.output == Output::Json {
+        print_json(&info);
+    } else {
+        println!("{}", info.id);
+        eprintln!("r1ctl: started {} ({}); follow it with `r1ctl watch {}`", info.id, info.name, info.id);
+    }
+    Ok(0)
+}
+
+fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallError> {
+    let client = Client::new(conn)?;
+    let id = match run {
+        Some(id) => id,
+        None => newest(&client)?,
+    };
+    let mut info: RunInfo = client.get(&format!("/v1/runs/{id}"))?;
+    let bar = indicatif::ProgressBar::new(info.total_steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps  {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(id.clone());
+    let mut after = 0;
+    loop {
+        bar.set_position(info.step);
+        if let Some(l) = &info.last {
+            bar.set_message(format!(
+                "{}  reward {:.3}  accuracy {:.3}  {:.0} tok/s",
+                info.state.name(),
+                l.reward_mean,
+                l.accuracy,
+                l.tokens_per_second
+            ));
+        } else {
+            bar.set_message(info.state.name().to_string());
+        }
+        if conn.output == Output::Json {
+            let steps: Vec<StepRecord> = client.get(&format!("/v1/runs/{id}/steps?after={after}"))?;
+            for s in &steps {
+                bar.suspend(|| println!("{}", serde_json::to_string(s).expect("serializes")));
+                after = s.step;
+            }
+        }
+        if info.state.is_final() {
+            bar.finish();
+            eprintln!("r1ctl: run {id} {}", info.state.name());
+            return Ok(if info.state == r1_daemon::api::RunState::Failed {
+                if let Some(m) = &info.message {
+                    eprintln!("r1ctl: {m}");
+                }
+                1
+            } else {
+                0
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(interval.max(0.05)));
+        info = client.get(&format!("/v1/runs/{id}"))?;
+    }
+}
+
+fn call(command: Remote) -> Result<i32, CallError> {
+    match command {
+        Remote::Start { config, conn } => start(&config, &conn),
+        Remote::Status { run, conn } => {
+            let client = Client::new(&conn)?;
+            let id = match run {
+                Some(id) => id,
+                None => newest(&client)?,
+            };
+            let info: RunInfo = client.get(&format!("/v1/runs/{id}"))?;
+            show_run(&info, conn.output);
+            Ok(0)
+        }
+        Remote::List { conn } => {
+            let runs: Vec<RunInfo> = Client::new(&conn)?.get("/v1/runs")?;
+            if conn.output == Output::Json {
+                print_json(&runs);
+            } else {
+                println!(
+                    "{:<10} {:<10} {:<6} {:>11} {:<16} last step",
+                    "RUN", "STATE", "STAGE", "STEP", "NAME"
+                );
+                for r in &runs {
+                    println!("{}", run_line(r));
+                }
+            }
+            Ok(0)
+        }
+        Remote::Pause { run, conn } => control(&run, "pause", &conn),
+        Remote::Resume { run, conn } => control(&run, "resume", &conn),
+        Remote::Stop { run, conn } => control(&run, "stop", &conn),
+        Remote::Samples { run, limit, conn } => {
+            let samples: Vec<SampleRecord> =
+                Client::new(&conn)?.get(&format!("/v1/runs/{run}/samples?limit={limit}"))?;
+            if conn.output == Output::Json {
+                print_json(&samples);
+            } else {
+                for s in &samples {
+                    println!(
+                        "── step {}  reward {:.2} (accuracy {:.0}, format {:.0}{})",
+                        s.step,
+                        s.reward,
+                        s.accuracy,
+                        s.format,
+                        s.language
+                            .map_or(String::new(), |l| format!(", language {l:.2}"))
+                    );
+                    println!("prompt:     {}", s.prompt.trim());
+                    println!("completion: {}", s.completion.trim());
+                }
+            }
+            Ok(0)
+        }
+        Remote::Ckpt {
+            command: Ckpt::List { run, conn },
+        } => {
+            let list: Vec<SavedCheckpoint> =
+                Client::new(&conn)?.get(&format!("/v1/runs/{run}/checkpoints"))?;
+            if conn.output == Output::Json {
+                print_json(&list);
+            } else {
+                println!("{:>8} {:>12}  path", "STEP", "BYTES");
+                for c in &list {
+                    println!("{:>8} {:>12}  {}", c.step, c.bytes, c.path.display());
+                }
+            }
+            Ok(0)
+        }
+        Remote::Ckpt {
+            command: Ckpt::Export {
+                run,
+                step,
+                dir,
+                conn,
+            },
+        } => {
+            let client = Client::new(&conn)?;
+            if dir.exists() {
+                return Err(CallError::Other(format!(
+                    "{} exists; give a new folder",
+                    dir.display()
+                )));
+            }
+            let files: Vec<(String, Vec<u8>)> = ["config.json", "model.safetensors"]
+                .iter()
+                .map(|name| {
+                    client
+                        .bytes(&format!("/v1/runs/{run}/checkpoints/{step}/files/{name}"))
+                        .map(|b| (name.to_string(), b))
+                })
+                .collect::<Result<_, _>>()?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CallError::Other(format!("creating {}: {e}", dir.display())))?;
+            for (name, bytes) in files {
+                std::fs::write(dir.join(&name), bytes).map_err(|e| {
+                    CallError::Other(format!("writing {}: {e}", dir.join(&name).display()))
+                })?;
+            }
+            eprintln!(
+                "r1ctl: step {step} of {run} written to {} (Hugging Face layout)",
+                dir.display()
+            );
+            Ok(0)
+        }
+        Remote::Eval {
+            run,
+            step,
+            k,
+            problems,
+            greedy,
+            temperature,
+            top_p,
+            conn,
+        } => {
+            let request = EvalRequest {
+                step,
+                k,
+                problems,
+                greedy,
+                temperature,
+                top_p,
+                ..EvalRequest::default()
+            };
+            let report: EvalReport =
+                Client::new(&conn)?.post(&format!("/v1/runs/{run}/eval"), &request)?;
+            if conn.output == Output::Json {
+                print_json(&report);
+            } else {
+                println!(
+                    "{:<10} {:>6} {:>8} {:>3} {:>8} {:>8} {:>8} {:>8}",
+                    "RUN", "STEP", "PROBLEMS", "K", "PASS@1", "CONS@K", "FORMAT", "LENGTH"
+                );
+                println!(
+                    "{:<10} {:>6} {:>8} {:>3} {:>7.1}% {:>7.1}% {:>7.1}% {:>8.1}",
+                    report.run,
+                    report.step,
+                    report.problems,
+                    report.k,
+                    100.0 * report.pass_at_1,
+                    100.0 * report.cons_at_k,
+                    100.0 * report.format_rate,
+                    report.mean_length
+                );
+            }
+            Ok(0)
+        }
+        Remote::Watch { run, interval, conn } => watch(run, interval, &conn),
+    }
+}
+
+fn control(run: &str, action: &str, conn: &Conn) -> Result<i32, CallError> {
+    let info: RunInfo =
+        Client::new(conn)?.post(&format!("/v1/runs/{run}/{action}"), &serde_json::json!({}))?;
+    if conn.output == Output::Json {
+        print_json(&info);
+    } else {
+        eprintln!("r1ctl: {action} sent to {run} (was {})", info.state.name());
+    }
+    Ok(0)
+}
+
+/// Runs a daemon command; returns the exit code (errors are printed here).
+pub fn run(command: Remote) -> anyhow::Result<i32> {
+    Ok(match call(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("r1ctl: {e}");
+            e.exit_code()
+        }
+    })
+}

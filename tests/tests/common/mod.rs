@@ -1,0 +1,255 @@
+//! Shared by the end-to-end tests: a real `r1d` process on a free port with its own state folder,
+//! `r1ctl` pointed at it, and a tiny model + job config to run.
+//!
+//! The binaries come from the target folder these tests were built into: `cargo test --workspace`
+//! (scripts/test.sh) builds them. Running only this crate's tests needs `cargo build --bins` first.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use r1_kernels::bench::builtin_config;
+use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::tokenizer::ByteTokenizer;
+
+/// A binary of the workspace, next to this test's `deps` folder.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --bins, or run scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A tiny random byte-level model directory.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    model_dir
+}
+
+/// A GRPO job on the tiny model: `steps` steps, a checkpoint every `every` steps.
+pub fn job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
+    let model = tiny_model(dir);
+    let text = format!(
+        r#"
+[run]
+name = "e2e"
+stage = "grpo"
+seed = 5
+
+[model]
+path = "{model}"
+template = "chatml"
+tokenizer = "byte"
+
+[data]
+kind = "builtin"
+task = "arithmetic"
+train_size = 32
+test_size = 8
+
+[sampling]
+temperature = 1.0
+max_new_tokens = 8
+
+[learner]
+group_size = 2
+minibatches = 1
+
+[learner.grpo]
+beta = 0.01
+max_completion_length = 8
+
+[learner.schedule]
+peak_lr = 1e-3
+warmup_steps = 0
+total_steps = 0
+min_lr_ratio = 1.0
+
+[grpo]
+steps = {steps}
+prompts_per_step = 2
+max_batch = 4
+
+[checkpoint]
+every_steps = {every}
+keep_last = 3
+"#,
+        model = model.display()
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `r1d`.
+pub struct Daemon {
+    pub state: PathBuf,
+    pub child: Child,
+    pub addr: String,
+    pub token: String,
+}
+
+impl Daemon {
+    /// Starts `r1d` on a free port with `state` as its state folder; waits for /healthz.
+    pub fn start(state: &Path) -> Daemon {
+        let _ = std::fs::remove_file(state.join("r1d.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.with_extension("log"))
+            .unwrap();
+        let child = Command::new(bin("r1d"))
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let began = Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(state.join("r1d.addr")) {
+                if text.ends_with('\n') {
+                    break text.trim().to_string();
+                }
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "r1d did not start: {}",
+                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let token = std::fs::read_to_string(state.join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let daemon = Daemon {
+            state: state.to_path_buf(),
+            child,
+            addr,
+            token,
+        };
+        while ureq::get(&daemon.url("/healthz")).call().is_err() {
+            assert!(began.elapsed() < Duration::from_secs(30), "r1d never answered /healthz");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        daemon
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GET with the token; the JSON body, or (status, body) for an error status.
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, (u16, serde_json::Value)> {
+        answer(
+            ureq::get(&self.url(path))
+                .set("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
+    /// POST a JSON body with the token.
+    pub fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, (u16, serde_json::Value)> {
+        answer(
+            ureq::post(&self.url(path))
+                .set("Authorization", &format!("Bearer {}", self.token))
+                .send_json(body.clone()),
+        )
+    }
+
+    /// Starts a run of `config` through r1ctl; returns its id.
+    pub fn start_run(&self, config: &Path) -> String {
+        let out = self.r1ctl(&["start".as_ref(), config.as_os_str()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs r1ctl against this daemon.
+    pub fn r1ctl(&self, args: &[&std::ffi::OsStr]) -> Output {
+        Command::new(bin("r1ctl"))
+            .args(args)
+            .env("R1_STATE_DIR", &self.state)
+            .env_remove("R1_ADDR")
+            .env_remove("R1_TOKEN_FILE")
+            .output()
+            .unwrap()
+    }
+
+    /// The run's record.
+    pub fn run(&self, id: &str) -> serde_json::Value {
+        self.get(&format!("/v1/runs/{id}")).unwrap()
+    }
+
+    /// Waits until `done` holds for the run's record.
+    pub fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let began = Instant::now();
+        loop {
+            let run = self.run(id);
+            if done(&run) {
+                return run;
+            }
+            assert!(began.elapsed() < timeout, "timed out; run is {run}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; waits for the exit and returns its status and how long it took.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let began = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        (status, began.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answer(
+    r: Result<ureq::Response, ureq::Error>,
+) -> Result<serde_json::Value, (u16, serde_json::Value)> {
+    match r {
+        Ok(response) => Ok(response.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(ureq::Error::Status(code, response)) => {
+            Err((code, response.into_json().unwrap_or(serde_json::Value::Null)))
+        }
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

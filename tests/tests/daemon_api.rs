@@ -1,0 +1,238 @@
+//! A real `r1d` driven over HTTP and through `r1ctl`: a run from start to finish with pause,
+//! resume and stop; every bad request gets a JSON error with the right status; r1ctl's exit codes;
+//! SIGTERM checkpoints and exits 0, and the next daemon resumes the run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{job_config, Daemon};
+use serde_json::json;
+
+fn code(e: (u16, serde_json::Value)) -> (u16, String) {
+    let code = e.1["error"]["code"].as_str().unwrap_or("?").to_string();
+    assert!(
+        e.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {}",
+        e.1
+    );
+    (e.0, code)
+}
+
+#[test]
+fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 12, 3);
+    let d = Daemon::start(&dir.path().join("state"));
+
+    // The token file is private; /healthz is open, everything else needs the token.
+    let mode = std::fs::metadata(d.state.join("token")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert!(ureq::get(&d.url("/healthz")).call().is_ok());
+    for path in ["/metrics", "/v1/runs"] {
+        match ureq::get(&d.url(path)).call() {
+            Err(ureq::Error::Status(401, r)) => {
+                let body: serde_json::Value = r.into_json().unwrap();
+                assert_eq!(body["error"]["code"], "unauthorized");
+            }
+            other => panic!("{path} without a token: {other:?}"),
+        }
+        let wrong = ureq::get(&d.url(path))
+            .set("Authorization", "Bearer wrong-token-wrong-token")
+            .call();
+        assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+    }
+
+    // Malformed JSON, unknown fields, oversize bodies, bad TOML (with its line), unknown runs/routes.
+    let raw = ureq::post(&d.url("/v1/runs"))
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .set("Content-Type", "application/json")
+        .send_string("{not json");
+    match raw {
+        Err(ureq::Error::Status(400, r)) => {
+            let body: serde_json::Value = r.into_json().unwrap();
+            assert_eq!(body["error"]["code"], "bad_request");
+        }
+        other => panic!("malformed JSON: {other:?}"),
+    }
+    let big = "x".repeat(2 << 20);
+    assert_eq!(
+        code(d.post("/v1/runs", &json!({"config_toml": big})).unwrap_err()),
+        (413, "payload_too_large".into())
+    );
+    assert_eq!(
+        code(d.post("/v1/runs", &json!({"config": "x"})).unwrap_err()),
+        (400, "bad_request".into())
+    );
+    let bad = d
+        .post(
+            "/v1/runs",
+            &json!({"config_toml": "[run]\nname = \"x\"\nstage = \"grpo\"\nbogus = 1\n", "source": "bad.toml"}),
+        )
+        .unwrap_err();
+    let message = bad.1["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(bad.0, 400);
+    assert!(message.contains("bad.toml:") && message.contains("bogus"), "{message}");
+    assert_eq!(
+        code(d.get("/v1/runs/run-9999").unwrap_err()),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        code(d.get("/v1/nothing-here").unwrap_err()),
+        (404, "not_found".into())
+    );
+
+    // A run: start, pause, resume; a second run is refused while it is active.
+    let id = d.start_run(&config);
+    assert_eq!(id, "run-0001");
+    let again = d
+        .post(
+            "/v1/runs",
+            &json!({"config_toml": std::fs::read_to_string(&config).unwrap()}),
+        )
+        .unwrap_err();
+    assert_eq!(code(again), (409, "conflict".into()));
+    d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(1));
+    let out = d.r1ctl(&["pause".as_ref(), id.as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paused = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "paused");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.run(&id)["step"], paused["step"], "a paused run takes no steps");
+    // Resuming a running run is a negative answer: exit code 1.
+    let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
+    assert!(out.status.success());
+    d.wait_for(&id, Duration::from_secs(60), |r| r["state"] != "paused");
+    let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `r1ctl watch` follows it to the end.
+    let out = d.r1ctl(&["watch".as_ref(), id.as_ref(), "--interval".as_ref(), "0.05".as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done = d.run(&id);
+    assert_eq!(done["state"], "finished");
+    assert_eq!(done["step"], 12);
+
+    // Steps 1..=12, each once; samples; checkpoints (keep_last 3: 6, 9, 12).
+    let steps = d.get(&format!("/v1/runs/{id}/steps?limit=1000")).unwrap();
+    let numbers: Vec<u64> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
+    let out = d.r1ctl(&["samples".as_ref(), id.as_ref(), "-o".as_ref(), "json".as_ref()]);
+    let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(samples.as_array().unwrap().len(), 5);
+    let out = d.r1ctl(&["ckpt".as_ref(), "list".as_ref(), id.as_ref(), "-o".as_ref(), "json".as_ref()]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [6, 9, 12]);
+
+    // Export the last checkpoint as a HF folder: it loads, and equals the checkpoint's weights.
+    let export = dir.path().join("export");
+    let out = d.r1ctl(&[
+        "ckpt".as_ref(),
+        "export".as_ref(),
+        id.as_ref(),
+        "12".as_ref(),
+        export.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = r1_kernels::model::load_model_dir(&export).unwrap();
+    let original = r1_kernels::model::load_model_dir(
+        &d.state.join("runs").join(&id).join("checkpoints/step-00000012"),
+    )
+    .unwrap();
+    assert!(exported.params == original.params);
+
+    // Evaluate through r1ctl: numbers in [0, 1], k and problems as asked.
+    let out = d.r1ctl(&[
+        "eval".as_ref(),
+        id.as_ref(),
+        "--k".as_ref(),
+        "2".as_ref(),
+        "--problems".as_ref(),
+        "4".as_ref(),
+        "-o".as_ref(),
+        "json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["step"], 12);
+    assert_eq!(report["k"], 2);
+    assert_eq!(report["problems"], 4);
+    let pass = report["pass_at_1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&pass));
+    assert_eq!(d.get(&format!("/v1/runs/{id}/evals")).unwrap().as_array().unwrap().len(), 1);
+
+    // A finished run cannot be paused (exit 1); an unknown one is not found (exit 1).
+    assert_eq!(d.r1ctl(&["pause".as_ref(), id.as_ref()]).status.code(), Some(1));
+    assert_eq!(d.r1ctl(&["status".as_ref(), "run-0042".as_ref()]).status.code(), Some(1));
+
+    // A second run now starts, and stop ends it early with a checkpoint of its last step.
+    let config2 = job_config(&dir.path().join("second"), 400, 1000);
+    let id2 = {
+        std::fs::create_dir_all(dir.path().join("second")).unwrap();
+        d.start_run(&config2)
+    };
+    assert_eq!(id2, "run-0002");
+    d.wait_for(&id2, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(2));
+    let out = d.r1ctl(&["stop".as_ref(), id2.as_ref()]);
+    assert!(out.status.success());
+    let stopped = d.wait_for(&id2, Duration::from_secs(60), |r| r["state"] == "stopped");
+    let step = stopped["step"].as_u64().unwrap();
+    assert!(step < 400);
+    let ckpts = d.get(&format!("/v1/runs/{id2}/checkpoints")).unwrap();
+    assert_eq!(ckpts.as_array().unwrap().last().unwrap()["step"], step);
+
+    // `list` shows both; a table goes to stdout.
+    let out = d.r1ctl(&["list".as_ref()]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("run-0001") && table.contains("finished") && table.contains("stopped"), "{table}");
+
+    // Unreachable daemon: exit code 3.
+    let (status, took) = d.terminate();
+    assert!(status.success());
+    assert!(took < Duration::from_secs(30));
+    let out = std::process::Command::new(common::bin("r1ctl"))
+        .args(["list", "--addr", "127.0.0.1:1"])
+        .env("R1_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_zero_and_the_next_daemon_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 30, 1000);
+    let state = dir.path().join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run(&config);
+    let seen = d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(3));
+    let (status, took) = d.terminate();
+    assert!(status.success(), "r1d exited with {status}");
+    assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
+
+    // The shutdown wrote a checkpoint of the step it reached, and the run is still resumable.
+    let d = Daemon::start(&state);
+    let run = d.run(&id);
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let last = checkpoints.as_array().unwrap().last().cloned().expect("a checkpoint at shutdown");
+    assert!(last["step"].as_u64().unwrap() >= seen["step"].as_u64().unwrap());
+    assert_ne!(run["state"], "stopped");
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(done["step"], 30);
+    assert!(
+        done["message"].as_str().unwrap_or("").contains("resumed from"),
+        "{done}"
+    );
+    let steps = d.get(&format!("/v1/runs/{id}/steps?limit=1000")).unwrap();
+    assert_eq!(steps.as_array().unwrap().len(), 30);
+}
