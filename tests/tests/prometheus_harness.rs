@@ -249,14 +249,17 @@ fn prometheus_scrapes_r1_metrics_and_every_dashboard_query_has_data() {
     names.sort_unstable();
     assert_eq!(names, ["alpha", "beta"]);
 
-    // Throughput panels show the rate the run produces: 4096 tokens per ~0.1 s step.
+    // Counters arrive whole: every step generated 4096 tokens, as scraped at the same instant.
+    let per_step = prometheus
+        .query(r#"r1_tokens_generated_total{run="alpha"} / r1_steps_total{run="alpha"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(per_step.len(), 1, "{per_step:?}");
+    assert_eq!(per_step[0].1, 4096.0);
+    // And the throughput panel's rate() is positive once two scrapes are in its window.
     let generated = prometheus
         .query(r#"sum(rate(r1_tokens_generated_total{run="alpha"}[1m]))"#)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        generated[0].1 > 4096.0,
-        "{generated:?} tokens/s from ~10 steps/s of 4096 tokens"
-    );
+    assert!(generated[0].1 > 0.0, "{generated:?}");
 }
 
 #[test]
