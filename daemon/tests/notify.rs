@@ -67,7 +67,10 @@ fn watchdog_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         // libtest may print "test child_sends_notifications ... " on the same line first.
-        .find_map(|l| l.split_once("R1-WATCHDOG ").map(|(_, v)| v.trim().to_owned()))
+        .find_map(|l| {
+            l.split_once("R1-WATCHDOG ")
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .expect("the child prints its watchdog interval")
 }
 

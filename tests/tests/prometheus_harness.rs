@@ -24,7 +24,9 @@ use serde_json::Value;
 const KL: f64 = 0.0123;
 
 fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 /// A learner step of `run`, its numbers varying with `step` the way a run's do.
@@ -218,27 +220,33 @@ fn prometheus_scrapes_r1_metrics_and_every_dashboard_query_has_data() {
     assert_eq!(kl[0].1, KL);
     assert_eq!(kl[0].0["job"], "r1d");
 
-    let exprs = dashboard_queries(&repo_file("config/grafana/r1.json"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let exprs =
+        dashboard_queries(&repo_file("config/grafana/r1.json")).unwrap_or_else(|e| panic!("{e}"));
     assert!(exprs.len() >= 30, "{} queries", exprs.len());
     // rate() needs two scrapes in its window; give the run a few seconds, then every panel
     // must show a finite number.
     let mut failures = Vec::new();
     prometheus
-        .wait_until("every dashboard query has data", Duration::from_secs(30), || {
-            failures.clear();
-            for expr in &exprs {
-                match prometheus.query(expr) {
-                    Ok(series) if series.is_empty() => failures.push(format!("{expr}: no data")),
-                    Ok(series) if series.iter().any(|(_, v)| !v.is_finite()) => {
-                        failures.push(format!("{expr}: not finite: {series:?}"))
+        .wait_until(
+            "every dashboard query has data",
+            Duration::from_secs(30),
+            || {
+                failures.clear();
+                for expr in &exprs {
+                    match prometheus.query(expr) {
+                        Ok(series) if series.is_empty() => {
+                            failures.push(format!("{expr}: no data"))
+                        }
+                        Ok(series) if series.iter().any(|(_, v)| !v.is_finite()) => {
+                            failures.push(format!("{expr}: not finite: {series:?}"))
+                        }
+                        Ok(_) => {}
+                        Err(error) => failures.push(error.to_string()),
                     }
-                    Ok(_) => {}
-                    Err(error) => failures.push(error.to_string()),
                 }
-            }
-            Ok((failures.is_empty(), failures.join("\n")))
-        })
+                Ok((failures.is_empty(), failures.join("\n")))
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The run selector's query: both runs, the queued one before its first step.
@@ -281,7 +289,10 @@ fn a_wrong_token_is_refused_and_prometheus_reports_the_target_down() {
     let leaked = prometheus
         .query("r1_build_info")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(leaked.is_empty(), "metrics scraped without the token: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "metrics scraped without the token: {leaked:?}"
+    );
 }
 
 #[test]
@@ -325,7 +336,10 @@ fn the_dashboard_has_the_documented_layout() {
     let mut ids = std::collections::HashSet::new();
     for panel in panels {
         let title = panel["title"].as_str().unwrap();
-        assert!(ids.insert(panel["id"].as_u64().unwrap()), "duplicate id: {title}");
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "duplicate id: {title}"
+        );
         let grid = &panel["gridPos"];
         let right = grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap();
         assert!(right <= 24, "{title} is wider than the dashboard");
