@@ -211,7 +211,16 @@ fn prometheus_scrapes_r1_metrics_and_every_dashboard_query_has_data() {
         .query(r#"up{job="r1d"}"#)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(up.len(), 1, "{up:?}");
-    assert_eq!(up[0].1, 1.0, "scrape failed: {}", prometheus.log_tail());
+    assert_eq!(
+        up[0].1,
+        1.0,
+        "scrape failed: {:?}",
+        prometheus.scrape_error()
+    );
+    assert_eq!(
+        prometheus.scrape_error().unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
 
     let kl = prometheus
         .query(r#"r1_kl_divergence{run="alpha"}"#)
@@ -220,33 +229,13 @@ fn prometheus_scrapes_r1_metrics_and_every_dashboard_query_has_data() {
     assert_eq!(kl[0].1, KL);
     assert_eq!(kl[0].0["job"], "r1d");
 
-    let exprs =
-        dashboard_queries(&repo_file("config/grafana/r1.json")).unwrap_or_else(|e| panic!("{e}"));
+    let dashboard = repo_file("config/grafana/r1.json");
+    let exprs = dashboard_queries(&dashboard).unwrap_or_else(|e| panic!("{e}"));
     assert!(exprs.len() >= 30, "{} queries", exprs.len());
     // rate() needs two scrapes in its window; give the run a few seconds, then every panel
     // must show a finite number.
-    let mut failures = Vec::new();
     prometheus
-        .wait_until(
-            "every dashboard query has data",
-            Duration::from_secs(30),
-            || {
-                failures.clear();
-                for expr in &exprs {
-                    match prometheus.query(expr) {
-                        Ok(series) if series.is_empty() => {
-                            failures.push(format!("{expr}: no data"))
-                        }
-                        Ok(series) if series.iter().any(|(_, v)| !v.is_finite()) => {
-                            failures.push(format!("{expr}: not finite: {series:?}"))
-                        }
-                        Ok(_) => {}
-                        Err(error) => failures.push(error.to_string()),
-                    }
-                }
-                Ok((failures.is_empty(), failures.join("\n")))
-            },
-        )
+        .wait_for_dashboard_data(&dashboard, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The run selector's query: both runs, the queued one before its first step.
@@ -286,6 +275,11 @@ fn a_wrong_token_is_refused_and_prometheus_reports_the_target_down() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(up[0].1, 0.0);
+    let error = prometheus
+        .scrape_error()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a failed scrape has an error");
+    assert!(error.contains("401"), "{error}");
     let leaked = prometheus
         .query("r1_build_info")
         .unwrap_or_else(|e| panic!("{e}"));
