@@ -11,8 +11,11 @@ use r1_daemon::metrics::{ComponentStat, Metrics, StepMetrics, RUN_STATES, SANDBO
 /// One sample line of the text format: metric name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
+    /// Metric name, with `_bucket`/`_sum`/`_count` for histogram lines.
     name: String,
+    /// Label names and values, unescaped.
     labels: BTreeMap<String, String>,
+    /// The sample value (NaN and ±Inf included).
     value: f64,
 }
 

@@ -151,6 +151,27 @@ impl Prometheus {
         token_file: &Path,
         options: &PrometheusOptions,
     ) -> Result<Self, HarnessError> {
+        // The free port is picked before Prometheus binds it; another process may take it in
+        // between. Only that case is retried, with a new port.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(target, token_file, options) {
+                Err(HarnessError::NotReady { log, .. })
+                    if attempt < 3 && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One try of [`Prometheus::start_with`] on a fresh port and directory.
+    fn start_once(
+        target: SocketAddr,
+        token_file: &Path,
+        options: &PrometheusOptions,
+    ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("r1-prometheus-")
             .tempdir()

@@ -73,8 +73,11 @@ fn step(run: &str, step: u64) -> StepMetrics {
 /// The scrape target: serves `metrics.render()` at `/metrics` to holders of `token` while a
 /// second thread records steps; both stop on drop.
 struct TargetServer {
+    /// Where Prometheus scrapes it.
     address: SocketAddr,
+    /// Tells both threads to end.
     stop: Arc<AtomicBool>,
+    /// The server and the step recorder, joined on drop.
     threads: Vec<JoinHandle<()>>,
 }
 
