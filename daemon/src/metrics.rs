@@ -102,11 +102,14 @@ struct LearnerStat {
     /// The gauge, labelled `run`.
     gauge: GaugeVec,
     /// Reads the statistic out of a step.
-    read: fn(&StepMetrics) -> f64,
+    read: ReadStat,
 }
 
+/// Reads one statistic out of a step.
+type ReadStat = fn(&StepMetrics) -> f64;
+
 /// The learner statistics exported as `r1_<name>{run}` gauges: name, help, accessor.
-const LEARNER_STATS: [(&str, &str, fn(&StepMetrics) -> f64); 14] = [
+const LEARNER_STATS: [(&str, &str, ReadStat); 14] = [
     (
         "r1_reward_mean",
         "Mean total reward over the latest step's completions.",

@@ -11,8 +11,11 @@ use r1_daemon::metrics::{ComponentStat, Metrics, StepMetrics, RUN_STATES, SANDBO
 /// One sample line of the text format: metric name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
+    /// Metric name, with `_bucket`/`_sum`/`_count` for histogram lines.
     name: String,
+    /// Label names and values, unescaped.
     labels: BTreeMap<String, String>,
+    /// The sample value (NaN and ±Inf included).
     value: f64,
 }
 
@@ -490,4 +493,30 @@ fn promtool_check_metrics_is_clean() {
         "promtool check metrics: {}\n{said}",
         out.status
     );
+}
+
+/// docs/observability.md's metric table names exactly the families r1d exports, with their types.
+#[test]
+fn the_documented_metric_table_matches_the_exposition() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/observability.md");
+    let doc = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut documented = BTreeMap::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `r1_")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let kind = cells[2].to_owned();
+        for name in cells[1].split(',') {
+            documented.insert(name.trim().trim_matches('`').to_owned(), kind.clone());
+        }
+    }
+    let metrics = Metrics::new("0");
+    populate(&metrics);
+    let exported: BTreeMap<String, String> = metrics
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect();
+    assert_eq!(documented, exported, "{} vs render()", path.display());
 }

@@ -23,7 +23,7 @@ fn child_sends_notifications() {
     let Ok(plan) = std::env::var(CHILD_ENV) else {
         return;
     };
-    for action in plan.split(',') {
+    for action in plan.split(',').filter(|a| !a.is_empty()) {
         match action {
             "ready" => notify::ready(),
             "status" => notify::status("step 7/100\nreward 0.5"),
@@ -66,7 +66,11 @@ fn run_child(plan: &str, env: &[(&str, &str)]) -> Output {
 fn watchdog_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("R1-WATCHDOG ").map(str::to_owned))
+        // libtest may print "test child_sends_notifications ... " on the same line first.
+        .find_map(|l| {
+            l.split_once("R1-WATCHDOG ")
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .expect("the child prints its watchdog interval")
 }
 

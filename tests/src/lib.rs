@@ -151,6 +151,27 @@ impl Prometheus {
         token_file: &Path,
         options: &PrometheusOptions,
     ) -> Result<Self, HarnessError> {
+        // The free port is picked before Prometheus binds it; another process may take it in
+        // between. Only that case is retried, with a new port.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(target, token_file, options) {
+                Err(HarnessError::NotReady { log, .. })
+                    if attempt < 3 && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One try of [`Prometheus::start_with`] on a fresh port and directory.
+    fn start_once(
+        target: SocketAddr,
+        token_file: &Path,
+        options: &PrometheusOptions,
+    ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("r1-prometheus-")
             .tempdir()
@@ -327,6 +348,57 @@ impl Prometheus {
                 "result type {other:?} is neither vector nor scalar"
             ))),
         }
+    }
+
+    /// The last scrape error of the [`JOB`] target (`/api/v1/targets`), `None` after a
+    /// successful scrape: says why `up` is 0 (a 401 for a wrong token, a refused connection…).
+    pub fn scrape_error(&self) -> Result<Option<String>, HarnessError> {
+        let (status, body) = self.get("/api/v1/targets?state=active")?;
+        let targets_error = |message: String| HarnessError::Query {
+            expr: "/api/v1/targets".into(),
+            message,
+        };
+        let answer: Value = serde_json::from_str(&body)
+            .map_err(|e| targets_error(format!("HTTP {status}, body is not JSON ({e}): {body}")))?;
+        let target = answer["data"]["activeTargets"]
+            .as_array()
+            .and_then(|targets| targets.iter().find(|t| t["labels"]["job"] == JOB))
+            .ok_or_else(|| targets_error(format!("no active {JOB} target: {body}")))?;
+        Ok(target["lastError"]
+            .as_str()
+            .filter(|error| !error.is_empty())
+            .map(str::to_owned))
+    }
+
+    /// Waits until every query of the Grafana dashboard at `dashboard` (see
+    /// [`dashboard_queries`]) returns at least one series, all finite. The error lists each
+    /// query that did not, and why.
+    pub fn wait_for_dashboard_data(
+        &self,
+        dashboard: &Path,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let exprs = dashboard_queries(dashboard)?;
+        self.wait_until(
+            &format!("every query of {} has data", dashboard.display()),
+            timeout,
+            || {
+                let mut failures = Vec::new();
+                for expr in &exprs {
+                    match self.query(expr) {
+                        Ok(series) if series.is_empty() => {
+                            failures.push(format!("{expr}: no data"))
+                        }
+                        Ok(series) if series.iter().any(|(_, v)| !v.is_finite()) => {
+                            failures.push(format!("{expr}: not finite: {series:?}"))
+                        }
+                        Ok(_) => {}
+                        Err(error) => failures.push(error.to_string()),
+                    }
+                }
+                Ok((failures.is_empty(), failures.join("\n")))
+            },
+        )
     }
 
     /// `GET path` on Prometheus' HTTP API: status code and body.
