@@ -124,6 +124,11 @@ fn run_director(
         let recorder = Recorder { events: recorded }.start();
         let director = Director::new(plan, recorder.recipient()).start();
         control(director);
+        // A run that never ends fails the test below instead of hanging it.
+        actix::spawn(async {
+            actix::clock::sleep(Duration::from_secs(300)).await;
+            System::current().stop();
+        });
     });
     sys.run().unwrap();
     let events = events.lock().unwrap().clone();
@@ -185,27 +190,35 @@ fn the_director_takes_the_same_steps_as_grpo_step() {
 fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = tiny_model(dir.path());
-    let events = run_director(plan(dir.path(), &model_dir, 6, Vec::new()), |director| {
+    // What the controller saw: (step when paused, step 50 ms later, state then).
+    let seen_paused = Arc::new(Mutex::new(None));
+    let seen = seen_paused.clone();
+    let events = run_director(plan(dir.path(), &model_dir, 6, Vec::new()), move |director| {
         actix::spawn(async move {
+            // Pause once a step is done; the pause waits for the step under way.
+            while director.send(GetStatus).await.unwrap().step < 1 {
+                actix::clock::sleep(Duration::from_millis(2)).await;
+            }
             director.send(Pause).await.unwrap();
-            loop {
+            let paused_at = loop {
                 let status = director.send(GetStatus).await.unwrap();
                 if status.state == RunState::Paused {
-                    assert!(status.step >= 1, "a pause waits for the step under way");
-                    break;
+                    break status.step;
                 }
-                actix::clock::sleep(Duration::from_millis(5)).await;
-            }
+                actix::clock::sleep(Duration::from_millis(2)).await;
+            };
             actix::clock::sleep(Duration::from_millis(50)).await;
-            let still = director.send(GetStatus).await.unwrap();
-            assert_eq!(still.state, RunState::Paused);
+            let later = director.send(GetStatus).await.unwrap();
+            *seen.lock().unwrap() = Some((paused_at, later.step, later.state));
             director.send(Resume).await.unwrap();
             director.send(Stop).await.unwrap();
         });
     });
-    let seen = states(&events);
+    let (paused_at, later, state) = seen_paused.lock().unwrap().expect("the controller ran");
+    assert!(paused_at >= 1);
+    assert_eq!((later, state), (paused_at, RunState::Paused), "a paused run takes no steps");
     assert_eq!(
-        seen,
+        states(&events),
         [
             RunState::Starting,
             RunState::Running,
