@@ -220,7 +220,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run has ended for good.
     pub fn is_final(self) -> bool {
-        matches!(self, RunState::Stopped | RunState::Finished | RunState::Failed)
+        matches!(
+            self,
+            RunState::Stopped | RunState::Finished | RunState::Failed
+        )
     }
 
     /// Its name, as in the API and metrics.

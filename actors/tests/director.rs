@@ -193,30 +193,37 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
     // What the controller saw: (step when paused, step 50 ms later, state then).
     let seen_paused = Arc::new(Mutex::new(None));
     let seen = seen_paused.clone();
-    let events = run_director(plan(dir.path(), &model_dir, 6, Vec::new()), move |director| {
-        actix::spawn(async move {
-            // Pause once a step is done; the pause waits for the step under way.
-            while director.send(GetStatus).await.unwrap().step < 1 {
-                actix::clock::sleep(Duration::from_millis(2)).await;
-            }
-            director.send(Pause).await.unwrap();
-            let paused_at = loop {
-                let status = director.send(GetStatus).await.unwrap();
-                if status.state == RunState::Paused {
-                    break status.step;
+    let events = run_director(
+        plan(dir.path(), &model_dir, 6, Vec::new()),
+        move |director| {
+            actix::spawn(async move {
+                // Pause once a step is done; the pause waits for the step under way.
+                while director.send(GetStatus).await.unwrap().step < 1 {
+                    actix::clock::sleep(Duration::from_millis(2)).await;
                 }
-                actix::clock::sleep(Duration::from_millis(2)).await;
-            };
-            actix::clock::sleep(Duration::from_millis(50)).await;
-            let later = director.send(GetStatus).await.unwrap();
-            *seen.lock().unwrap() = Some((paused_at, later.step, later.state));
-            director.send(Resume).await.unwrap();
-            director.send(Stop).await.unwrap();
-        });
-    });
+                director.send(Pause).await.unwrap();
+                let paused_at = loop {
+                    let status = director.send(GetStatus).await.unwrap();
+                    if status.state == RunState::Paused {
+                        break status.step;
+                    }
+                    actix::clock::sleep(Duration::from_millis(2)).await;
+                };
+                actix::clock::sleep(Duration::from_millis(50)).await;
+                let later = director.send(GetStatus).await.unwrap();
+                *seen.lock().unwrap() = Some((paused_at, later.step, later.state));
+                director.send(Resume).await.unwrap();
+                director.send(Stop).await.unwrap();
+            });
+        },
+    );
     let (paused_at, later, state) = seen_paused.lock().unwrap().expect("the controller ran");
     assert!(paused_at >= 1);
-    assert_eq!((later, state), (paused_at, RunState::Paused), "a paused run takes no steps");
+    assert_eq!(
+        (later, state),
+        (paused_at, RunState::Paused),
+        "a paused run takes no steps"
+    );
     assert_eq!(
         states(&events),
         [
@@ -245,10 +252,7 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
         ),
         |_| {},
     );
-    assert_eq!(
-        steps(&resumed),
-        ((stopped_at + 1)..=6).collect::<Vec<_>>()
-    );
+    assert_eq!(steps(&resumed), ((stopped_at + 1)..=6).collect::<Vec<_>>());
     let straight_dir = tempfile::tempdir().unwrap();
     run_director(plan(straight_dir.path(), &model_dir, 6, Vec::new()), |_| {});
     let a = std::fs::read(checkpoint_dir(&root, 6).join("model.safetensors")).unwrap();

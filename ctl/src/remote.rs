@@ -27,7 +27,12 @@ pub enum Output {
 #[derive(Args, Clone)]
 pub struct Conn {
     /// r1d's state folder: the address (r1d.addr) and token are read from it.
-    #[arg(long, env = "R1_STATE_DIR", default_value = "/var/lib/r1d", global = true)]
+    #[arg(
+        long,
+        env = "R1_STATE_DIR",
+        default_value = "/var/lib/r1d",
+        global = true
+    )]
     state_dir: PathBuf,
     /// Address of r1d's API (default: STATE_DIR/r1d.addr, else 127.0.0.1:7878).
     #[arg(long, env = "R1_ADDR", global = true)]
@@ -156,7 +161,11 @@ impl Client {
         Self::decode(response)
     }
 
-    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CallError> {
         let response = self
             .request("POST", path)
             .send_json(body)
@@ -365,7 +374,10 @@ fn start(config: &Path, conn: &Conn) -> Result<i32, CallError> {
         print_json(&info);
     } else {
         println!("{}", info.id);
-        eprintln!("r1ctl: started {} ({}); follow it with `r1ctl watch {}`", info.id, info.name, info.id);
+        eprintln!(
+            "r1ctl: started {} ({}); follow it with `r1ctl watch {}`",
+            info.id, info.name, info.id
+        );
     }
     Ok(0)
 }
@@ -379,11 +391,9 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
     let mut info: RunInfo = client.get(&format!("/v1/runs/{id}"))?;
     let bar = indicatif::ProgressBar::new(info.total_steps);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} steps  {msg}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
     );
     bar.set_prefix(id.clone());
     let mut after = 0;
@@ -401,7 +411,8 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
             bar.set_message(info.state.name().to_string());
         }
         if conn.output == Output::Json {
-            let steps: Vec<StepRecord> = client.get(&format!("/v1/runs/{id}/steps?after={after}"))?;
+            let steps: Vec<StepRecord> =
+                client.get(&format!("/v1/runs/{id}/steps?after={after}"))?;
             for s in &steps {
                 bar.suspend(|| println!("{}", serde_json::to_string(s).expect("serializes")));
                 after = s.step;
@@ -493,12 +504,13 @@ fn call(command: Remote) -> Result<i32, CallError> {
             Ok(0)
         }
         Remote::Ckpt {
-            command: Ckpt::Export {
-                run,
-                step,
-                dir,
-                conn,
-            },
+            command:
+                Ckpt::Export {
+                    run,
+                    step,
+                    dir,
+                    conn,
+                },
         } => {
             let client = Client::new(&conn)?;
             if dir.exists() {
@@ -570,7 +582,11 @@ fn call(command: Remote) -> Result<i32, CallError> {
             }
             Ok(0)
         }
-        Remote::Watch { run, interval, conn } => watch(run, interval, &conn),
+        Remote::Watch {
+            run,
+            interval,
+            conn,
+        } => watch(run, interval, &conn),
     }
 }
 

@@ -96,8 +96,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let token_path = args.token_file.unwrap_or_else(|| state_dir.join("token"));
     let token = token(&token_path)?;
     let store = Store::open(&state_dir.join("state.sled"))?;
-    let listener = TcpListener::bind(args.listen)
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     write_atomic(&state_dir.join("r1d.addr"), &format!("{addr}\n"))?;
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
@@ -106,7 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         state_dir.display()
     );
-    eprintln!("r1d: listening on http://{addr} (state {})", state_dir.display());
+    eprintln!(
+        "r1d: listening on http://{addr} (state {})",
+        state_dir.display()
+    );
 
     let stop_timeout = Duration::from_secs(args.stop_timeout);
     let system = actix::System::new();
@@ -133,7 +136,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         wait_for_signal().await?;
-        eprintln!("r1d: stopping: checkpointing runs (at most {}s)", stop_timeout.as_secs());
+        eprintln!(
+            "r1d: stopping: checkpointing runs (at most {}s)",
+            stop_timeout.as_secs()
+        );
         notify::stopping();
         hub.do_send(SuspendAll);
         let began = Instant::now();

@@ -352,7 +352,7 @@ impl Metrics {
             })
             .collect();
 
-        Self {
+        let metrics = Self {
             steps: counter(
                 r,
                 "r1_steps_total",
@@ -469,7 +469,12 @@ impl Metrics {
                 prometheus::DEFAULT_BUCKETS.to_vec(),
             ),
             registry,
+        };
+        // Every outcome exists from the start at 0, so rates are 0 rather than absent.
+        for outcome in SANDBOX_OUTCOMES {
+            metrics.sandbox_runs.with_label_values(&[outcome]);
         }
+        metrics
     }
 
     /// Records one finished learner step: counters advance, every statistic's gauge takes the

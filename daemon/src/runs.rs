@@ -490,9 +490,9 @@ pub fn evaluate_run(
         Some(step) => checkpoints.iter().find(|c| c.step == step).ok_or_else(|| {
             ApiError::NotFound(format!("run {} has no checkpoint at step {step}", info.id))
         })?,
-        None => checkpoints.last().ok_or_else(|| {
-            ApiError::Conflict(format!("run {} has no checkpoint yet", info.id))
-        })?,
+        None => checkpoints
+            .last()
+            .ok_or_else(|| ApiError::Conflict(format!("run {} has no checkpoint yet", info.id)))?,
     };
     if request.k == 0 || request.k > 64 {
         return Err(ApiError::BadRequest(format!(
@@ -500,8 +500,11 @@ pub fn evaluate_run(
             request.k
         )));
     }
-    let model = load_model_dir(&checkpoint_dir(&info.output_dir.join("checkpoints"), saved.step))
-        .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
+    let model = load_model_dir(&checkpoint_dir(
+        &info.output_dir.join("checkpoints"),
+        saved.step,
+    ))
+    .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
     let tokenizer = job.tokenizer().map_err(ApiError::Internal)?;
     let mut problems = job.problems(Split::Test).map_err(ApiError::Internal)?;
     if let Some(n) = request.problems {

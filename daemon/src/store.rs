@@ -72,10 +72,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(sled_err)?;
+        let db = sled::Config::new().path(path).open().map_err(sled_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         Ok(Store {
             runs: tree("runs")?,
@@ -115,7 +112,11 @@ impl Store {
         Ok(())
     }
 
-    fn scan<T: DeserializeOwned>(&self, tree: &sled::Tree, run: &str) -> Result<Vec<T>, StoreError> {
+    fn scan<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        run: &str,
+    ) -> Result<Vec<T>, StoreError> {
         tree.scan_prefix(prefix(run))
             .map(|kv| {
                 let (k, v) = self.sled(kv)?;
@@ -194,7 +195,12 @@ impl Store {
     }
 
     /// Every recorded step of a run with `step > after`, at most `limit`.
-    pub fn steps(&self, run: &str, after: u64, limit: usize) -> Result<Vec<StepRecord>, StoreError> {
+    pub fn steps(
+        &self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StepRecord>, StoreError> {
         self.steps
             .range(key(run, after.saturating_add(1))..key(run, u64::MAX))
             .take(limit)

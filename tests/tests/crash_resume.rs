@@ -50,7 +50,9 @@ fn sigkill_at_random_moments_changes_nothing() {
     // The reference: the same job, never interrupted.
     let reference = Daemon::start(&dir.path().join("reference"));
     let ref_id = reference.start_run(&config);
-    reference.wait_for(&ref_id, Duration::from_secs(300), |r| r["state"] == "finished");
+    reference.wait_for(&ref_id, Duration::from_secs(300), |r| {
+        r["state"] == "finished"
+    });
     let want_weights = final_weights(&reference, &ref_id);
     let want_steps = step_numbers(&reference, &ref_id);
     assert_eq!(want_steps.len() as u64, STEPS);
@@ -94,16 +96,33 @@ fn sigkill_at_random_moments_changes_nothing() {
             "after kill {kills}: {run}"
         );
         last_step = last_step.min(run["step"].as_u64().unwrap());
-        assert!(began.elapsed() < Duration::from_secs(600), "the run makes no progress");
+        assert!(
+            began.elapsed() < Duration::from_secs(600),
+            "the run makes no progress"
+        );
     }
-    assert!(kills >= 10, "only {kills} kills before the run finished; make it longer");
+    assert!(
+        kills >= 10,
+        "only {kills} kills before the run finished; make it longer"
+    );
     eprintln!("{kills} kills");
 
-    assert_eq!(final_weights(&d, &id), want_weights, "weights differ after {kills} kills");
+    assert_eq!(
+        final_weights(&d, &id),
+        want_weights,
+        "weights differ after {kills} kills"
+    );
     let got_steps = step_numbers(&d, &id);
     let numbers: Vec<u64> = got_steps.iter().map(|s| s.0).collect();
-    assert_eq!(numbers, (1..=STEPS).collect::<Vec<_>>(), "a step recorded twice or missing");
-    assert_eq!(got_steps, want_steps, "step statistics differ from the uninterrupted run");
+    assert_eq!(
+        numbers,
+        (1..=STEPS).collect::<Vec<_>>(),
+        "a step recorded twice or missing"
+    );
+    assert_eq!(
+        got_steps, want_steps,
+        "step statistics differ from the uninterrupted run"
+    );
 }
 
 #[test]
@@ -113,7 +132,9 @@ fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
     let state = dir.path().join("state");
     let d = Daemon::start(&state);
     let id = d.start_run(&config);
-    d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(6));
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(6)
+    });
     let out = d.r1ctl(&["pause".as_ref(), id.as_ref()]);
     assert!(out.status.success());
     d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "paused");

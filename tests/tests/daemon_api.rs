@@ -12,7 +12,9 @@ use serde_json::json;
 fn code(e: (u16, serde_json::Value)) -> (u16, String) {
     let code = e.1["error"]["code"].as_str().unwrap_or("?").to_string();
     assert!(
-        e.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        e.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error without a message: {}",
         e.1
     );
@@ -27,7 +29,10 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
 
     // The token file is private; /healthz is open, everything else needs the token.
     let mode = std::fs::metadata(d.state.join("token")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
     assert!(ureq::get(&d.url("/healthz")).call().is_ok());
     for path in ["/metrics", "/v1/runs"] {
         match ureq::get(&d.url(path)).call() {
@@ -57,7 +62,10 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
     }
     let big = "x".repeat(2 << 20);
     assert_eq!(
-        code(d.post("/v1/runs", &json!({"config_toml": big})).unwrap_err()),
+        code(
+            d.post("/v1/runs", &json!({"config_toml": big}))
+                .unwrap_err()
+        ),
         (413, "payload_too_large".into())
     );
     assert_eq!(
@@ -72,7 +80,10 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         .unwrap_err();
     let message = bad.1["error"]["message"].as_str().unwrap().to_string();
     assert_eq!(bad.0, 400);
-    assert!(message.contains("bad.toml:") && message.contains("bogus"), "{message}");
+    assert!(
+        message.contains("bad.toml:") && message.contains("bogus"),
+        "{message}"
+    );
     assert_eq!(
         code(d.get("/v1/runs/run-9999").unwrap_err()),
         (404, "not_found".into())
@@ -92,22 +103,46 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         )
         .unwrap_err();
     assert_eq!(code(again), (409, "conflict".into()));
-    d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(1));
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(1)
+    });
     let out = d.r1ctl(&["pause".as_ref(), id.as_ref()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let paused = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "paused");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(d.run(&id)["step"], paused["step"], "a paused run takes no steps");
+    assert_eq!(
+        d.run(&id)["step"],
+        paused["step"],
+        "a paused run takes no steps"
+    );
     // Resuming a running run is a negative answer: exit code 1.
     let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
     assert!(out.status.success());
     d.wait_for(&id, Duration::from_secs(60), |r| r["state"] != "paused");
     let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // `r1ctl watch` follows it to the end.
-    let out = d.r1ctl(&["watch".as_ref(), id.as_ref(), "--interval".as_ref(), "0.05".as_ref()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.r1ctl(&[
+        "watch".as_ref(),
+        id.as_ref(),
+        "--interval".as_ref(),
+        "0.05".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done = d.run(&id);
     assert_eq!(done["state"], "finished");
     assert_eq!(done["step"], 12);
@@ -121,10 +156,21 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         .map(|s| s["step"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
-    let out = d.r1ctl(&["samples".as_ref(), id.as_ref(), "-o".as_ref(), "json".as_ref()]);
+    let out = d.r1ctl(&[
+        "samples".as_ref(),
+        id.as_ref(),
+        "-o".as_ref(),
+        "json".as_ref(),
+    ]);
     let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(samples.as_array().unwrap().len(), 5);
-    let out = d.r1ctl(&["ckpt".as_ref(), "list".as_ref(), id.as_ref(), "-o".as_ref(), "json".as_ref()]);
+    let out = d.r1ctl(&[
+        "ckpt".as_ref(),
+        "list".as_ref(),
+        id.as_ref(),
+        "-o".as_ref(),
+        "json".as_ref(),
+    ]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kept: Vec<u64> = list
         .as_array()
@@ -143,10 +189,17 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         "12".as_ref(),
         export.as_os_str(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported = r1_kernels::model::load_model_dir(&export).unwrap();
     let original = r1_kernels::model::load_model_dir(
-        &d.state.join("runs").join(&id).join("checkpoints/step-00000012"),
+        &d.state
+            .join("runs")
+            .join(&id)
+            .join("checkpoints/step-00000012"),
     )
     .unwrap();
     assert!(exported.params == original.params);
@@ -162,18 +215,37 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         "-o".as_ref(),
         "json".as_ref(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["step"], 12);
     assert_eq!(report["k"], 2);
     assert_eq!(report["problems"], 4);
     let pass = report["pass_at_1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&pass));
-    assert_eq!(d.get(&format!("/v1/runs/{id}/evals")).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.get(&format!("/v1/runs/{id}/evals"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A finished run cannot be paused (exit 1); an unknown one is not found (exit 1).
-    assert_eq!(d.r1ctl(&["pause".as_ref(), id.as_ref()]).status.code(), Some(1));
-    assert_eq!(d.r1ctl(&["status".as_ref(), "run-0042".as_ref()]).status.code(), Some(1));
+    assert_eq!(
+        d.r1ctl(&["pause".as_ref(), id.as_ref()]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        d.r1ctl(&["status".as_ref(), "run-0042".as_ref()])
+            .status
+            .code(),
+        Some(1)
+    );
 
     // A second run now starts, and stop ends it early with a checkpoint of its last step.
     let config2 = job_config(&dir.path().join("second"), 400, 1000);
@@ -182,7 +254,9 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         d.start_run(&config2)
     };
     assert_eq!(id2, "run-0002");
-    d.wait_for(&id2, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(2));
+    d.wait_for(&id2, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
     let out = d.r1ctl(&["stop".as_ref(), id2.as_ref()]);
     assert!(out.status.success());
     let stopped = d.wait_for(&id2, Duration::from_secs(60), |r| r["state"] == "stopped");
@@ -194,7 +268,10 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
     // `list` shows both; a table goes to stdout.
     let out = d.r1ctl(&["list".as_ref()]);
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.contains("run-0001") && table.contains("finished") && table.contains("stopped"), "{table}");
+    assert!(
+        table.contains("run-0001") && table.contains("finished") && table.contains("stopped"),
+        "{table}"
+    );
 
     // Unreachable daemon: exit code 3.
     let (status, took) = d.terminate();
@@ -205,7 +282,12 @@ fn the_api_runs_a_stage_and_refuses_bad_requests_clearly() {
         .env("R1_STATE_DIR", dir.path().join("state"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -215,7 +297,9 @@ fn sigterm_checkpoints_and_exits_zero_and_the_next_daemon_resumes() {
     let state = dir.path().join("state");
     let d = Daemon::start(&state);
     let id = d.start_run(&config);
-    let seen = d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(3));
+    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(3)
+    });
     let (status, took) = d.terminate();
     assert!(status.success(), "r1d exited with {status}");
     assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
@@ -224,13 +308,21 @@ fn sigterm_checkpoints_and_exits_zero_and_the_next_daemon_resumes() {
     let d = Daemon::start(&state);
     let run = d.run(&id);
     let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
-    let last = checkpoints.as_array().unwrap().last().cloned().expect("a checkpoint at shutdown");
+    let last = checkpoints
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a checkpoint at shutdown");
     assert!(last["step"].as_u64().unwrap() >= seen["step"].as_u64().unwrap());
     assert_ne!(run["state"], "stopped");
     let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
     assert_eq!(done["step"], 30);
     assert!(
-        done["message"].as_str().unwrap_or("").contains("resumed from"),
+        done["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resumed from"),
         "{done}"
     );
     let steps = d.get(&format!("/v1/runs/{id}/steps?limit=1000")).unwrap();

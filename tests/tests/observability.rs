@@ -18,7 +18,9 @@ fn prometheus_scrapes_a_running_r1d_and_every_dashboard_query_has_data() {
     let config = job_config(dir.path(), 100_000, 2);
     let d = Daemon::start(&dir.path().join("state"));
     let id = d.start_run(&config);
-    d.wait_for(&id, Duration::from_secs(60), |r| r["step"].as_u64() >= Some(2));
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
 
     // What r1d serves passes promtool.
     let text = ureq::get(&d.url("/metrics"))
@@ -28,7 +30,10 @@ fn prometheus_scrapes_a_running_r1d_and_every_dashboard_query_has_data() {
         .into_string()
         .unwrap();
     assert!(text.contains("r1_build_info"), "{text}");
-    assert!(text.contains(&format!("r1_steps_total{{run=\"{id}\"}}")), "{text}");
+    assert!(
+        text.contains(&format!("r1_steps_total{{run=\"{id}\"}}")),
+        "{text}"
+    );
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -54,9 +54,7 @@ impl Director {
         let sandbox = plan.sandbox.clone();
         let (model_dir, learner_config) = (plan.model_dir.clone(), plan.learner.clone());
         let workers = Workers {
-            sampler: SyncArbiter::start(1, move || {
-                SamplerActor::new(tokenizer.clone(), max_batch)
-            }),
+            sampler: SyncArbiter::start(1, move || SamplerActor::new(tokenizer.clone(), max_batch)),
             judge: SyncArbiter::start(1, move || JudgeActor::new(sandbox.clone())),
             lang: SyncArbiter::start(1, LangActor::default),
             learner: SyncArbiter::start(1, move || {

@@ -17,7 +17,10 @@ use r1_kernels::tokenizer::ByteTokenizer;
 /// A binary of the workspace, next to this test's `deps` folder.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -46,6 +49,8 @@ pub fn job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
 name = "e2e"
 stage = "grpo"
 seed = 5
+# r1d keeps run outputs under its state folder; output_dir is for `r1ctl train`.
+output_dir = "runs/e2e"
 
 [model]
 path = "{model}"
@@ -143,7 +148,10 @@ impl Daemon {
             token,
         };
         while ureq::get(&daemon.url("/healthz")).call().is_err() {
-            assert!(began.elapsed() < Duration::from_secs(30), "r1d never answered /healthz");
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "r1d never answered /healthz"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         daemon
@@ -178,7 +186,11 @@ impl Daemon {
     /// Starts a run of `config` through r1ctl; returns its id.
     pub fn start_run(&self, config: &Path) -> String {
         let out = self.r1ctl(&["start".as_ref(), config.as_os_str()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
@@ -199,7 +211,12 @@ impl Daemon {
     }
 
     /// Waits until `done` holds for the run's record.
-    pub fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let began = Instant::now();
         loop {
             let run = self.run(id);
@@ -238,9 +255,10 @@ fn answer(
 ) -> Result<serde_json::Value, (u16, serde_json::Value)> {
     match r {
         Ok(response) => Ok(response.into_json().unwrap_or(serde_json::Value::Null)),
-        Err(ureq::Error::Status(code, response)) => {
-            Err((code, response.into_json().unwrap_or(serde_json::Value::Null)))
-        }
+        Err(ureq::Error::Status(code, response)) => Err((
+            code,
+            response.into_json().unwrap_or(serde_json::Value::Null),
+        )),
         Err(e) => panic!("transport error: {e}"),
     }
 }
