@@ -131,6 +131,20 @@ impl DeviceModel {
         Ok(())
     }
 
+    /// Replaces the gradients with `grads` (same layout as the parameters): gradients averaged
+    /// across data-parallel learners on the host, or a test's known values.
+    pub fn load_grads(&self, be: &CudaBackend, grads: &[f32]) -> Result<(), CudaError> {
+        self.check_trainable()?;
+        if grads.len() != self.layout.total {
+            return Err(CudaError::Input(format!(
+                "load_grads: {} floats for {} parameters",
+                grads.len(),
+                self.layout.total
+            )));
+        }
+        be.copy_to_device(&self.grads, 0, grads)
+    }
+
     /// Sets every gradient to 0 (backward accumulates).
     pub fn zero_grads(&self, be: &CudaBackend) -> Result<(), CudaError> {
         self.check_trainable()?;
