@@ -337,9 +337,12 @@ impl DeviceDecoder {
             )));
         }
         for (r, p) in params.iter().enumerate() {
-            if !(p.temperature >= 0.0 && p.temperature.is_finite())
-                || !(p.top_p > 0.0 && p.top_p <= 1.0)
-                || !(0.0..=1.0).contains(&p.min_p)
+            let valid = p.temperature >= 0.0
+                && p.temperature.is_finite()
+                && p.top_p > 0.0
+                && p.top_p <= 1.0
+                && (0.0..=1.0).contains(&p.min_p);
+            if !valid
             {
                 return Err(CudaError::Input(format!(
                     "sample: row {r} has temperature {}, top_p {}, min_p {}",

@@ -342,7 +342,7 @@ pub fn rope_backward(
 }
 
 fn check_attn(s: AttnShape) -> Result<(), CudaError> {
-    if s.hs > MAX_HEAD_SIZE || s.nkv == 0 || s.nh % s.nkv != 0 {
+    if s.hs > MAX_HEAD_SIZE || s.nkv == 0 || !s.nh.is_multiple_of(s.nkv) {
         return Err(CudaError::Input(format!(
             "attention: head size {} (at most {MAX_HEAD_SIZE}), {} query heads over {} kv heads",
             s.hs, s.nh, s.nkv
