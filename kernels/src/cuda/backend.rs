@@ -269,6 +269,9 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     /// On-disk PTX cache (`R1_CUDA_PTX_CACHE`), if set.
     ptx_cache: Option<PathBuf>,
+    /// Reusable f32 scratch for ops' intermediate results (column-sum partials): ops run in
+    /// stream order, so one buffer serves them all; it only grows.
+    scratch: Mutex<Option<DeviceBuffer<f32>>>,
     /// Streaming multiprocessors: grid sizes for grid-stride kernels.
     sm_count: usize,
     name: String,
@@ -297,7 +300,8 @@ pub fn device_count() -> Result<usize, CudaError> {
             "the driver library lacks a symbol cudarc needs (driver too old)".into(),
         )
     })?
-    .map_err(|e| CudaError::driver("cuInit / cuDeviceGetCount", e))?;
+    // cuInit fails when the driver is installed but unusable (no device, version mismatch).
+    .map_err(|e| CudaError::NoDriver(format!("cuInit / cuDeviceGetCount failed: {e:?}")))?;
     Ok(count.max(0) as usize)
 }
 
@@ -358,6 +362,7 @@ impl CudaBackend {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             ptx_cache,
+            scratch: Mutex::new(None),
             sm_count,
             name,
         })
@@ -396,6 +401,24 @@ impl CudaBackend {
             ctx: self.ctx.clone(),
             _values: PhantomData,
         })
+    }
+
+    /// The address of at least `len` floats of scratch, valid until the next call (stream-ordered
+    /// use only: a kernel queued before a later call may still be reading it, so growing
+    /// synchronises before freeing the old buffer).
+    pub fn scratch_f32(&self, len: usize) -> Result<u64, CudaError> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        match scratch.as_ref() {
+            Some(buf) if buf.len() >= len => Ok(buf.ptr()),
+            _ => {
+                self.synchronize()?;
+                *scratch = None;
+                let buf = self.alloc::<f32>(len.max(1 << 16))?;
+                let ptr = buf.ptr();
+                *scratch = Some(buf);
+                Ok(ptr)
+            }
+        }
     }
 
     /// `len` zeros.

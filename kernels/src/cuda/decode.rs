@@ -342,8 +342,7 @@ impl DeviceDecoder {
                 && p.top_p > 0.0
                 && p.top_p <= 1.0
                 && (0.0..=1.0).contains(&p.min_p);
-            if !valid
-            {
+            if !valid {
                 return Err(CudaError::Input(format!(
                     "sample: row {r} has temperature {}, top_p {}, min_p {}",
                     p.temperature, p.top_p, p.min_p

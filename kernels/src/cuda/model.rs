@@ -252,6 +252,8 @@ pub struct DeviceActivations {
     rstdf: DeviceBuffer<f32>,
     /// A projection's output before its residual add [N, C].
     proj: DeviceBuffer<f32>,
+    /// Token ids of the last forward pass, on the host (embedding backward groups them by id).
+    ids_host: Vec<u32>,
     /// Token ids, head targets, positions and segment starts [N].
     ids: DeviceBuffer<u32>,
     targets: DeviceBuffer<u32>,
@@ -323,6 +325,7 @@ impl DeviceActivations {
             xf: be.alloc(n * c)?,
             rstdf: be.alloc(n)?,
             proj: be.alloc(n * c)?,
+            ids_host: Vec::new(),
             ids: be.alloc(n)?,
             targets: be.alloc(n)?,
             positions: be.upload(&positions)?,
@@ -447,6 +450,8 @@ pub fn forward(
     let cfg = &model.config;
     check_ids(cfg, acts, ids, "forward")?;
     be.copy_to_device(&acts.ids, 0, ids)?;
+    acts.ids_host.clear();
+    acts.ids_host.extend_from_slice(ids);
     let lay = &model.layout;
     let (n, c, qkv_w, qd, i) = (
         acts.tokens(),
@@ -831,5 +836,8 @@ pub fn backward(
             c,
         )?;
     }
-    ops::embedding_backward(be, model.g(lay.embed), dres, acts.ids.ptr(), n, c)
+    if acts.ids_host.len() != n {
+        return Err(CudaError::Input("backward before forward".into()));
+    }
+    ops::embedding_backward(be, model.g(lay.embed), dres, &acts.ids_host, c)
 }

@@ -53,25 +53,84 @@ pub fn embedding_forward(
     )
 }
 
-/// dwte[ids[n], :] += dout[n, :] (deterministic: a thread per column walks the tokens in order).
+/// dwte[ids[n], :] += dout[n, :]. Tokens are grouped by id on the host, so each (id, column) is
+/// summed by one thread in token order: deterministic, and the CPU twin's order of additions.
 pub fn embedding_backward(
     be: &CudaBackend,
     dwte: Ptr,
     dout: Ptr,
-    ids: Ptr,
-    n: usize,
+    ids: &[u32],
     c: usize,
 ) -> Result<(), CudaError> {
-    be.launch_1d(
+    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+    order.sort_by_key(|&t| (ids[t as usize], t));
+    let mut unique = Vec::new();
+    let mut starts = Vec::new();
+    for (k, &t) in order.iter().enumerate() {
+        let id = ids[t as usize];
+        if unique.last() != Some(&id) {
+            unique.push(id);
+            starts.push(k as u32);
+        }
+    }
+    starts.push(order.len() as u32);
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let (g_order, g_starts, g_unique) =
+        (be.upload(&order)?, be.upload(&starts)?, be.upload(&unique)?);
+    be.launch(
         ("elementwise", "embedding_backward"),
-        c,
+        (grid(unique.len())?, grid(c.div_ceil(256))?, 1),
+        256,
         &[
             Arg::Ptr(dwte),
             Arg::Ptr(dout),
-            Arg::Ptr(ids),
-            int(n)?,
+            Arg::Ptr(g_order.ptr()),
+            Arg::Ptr(g_starts.ptr()),
+            Arg::Ptr(g_unique.ptr()),
+            int(unique.len())?,
             int(c)?,
         ],
+    )?;
+    // The index buffers are freed on return: wait until the kernel has read them.
+    be.synchronize()
+}
+
+/// Row chunks of the two-pass column sums: enough blocks to fill the GPU, few partials to add.
+const COLUMN_CHUNKS: usize = 64;
+
+/// out[C] += Σₙ a[n, :] ⊙ (b[n, :]) · (row_scale[n]), b and row_scale optional; deterministic.
+pub fn column_sum(
+    be: &CudaBackend,
+    out: Ptr,
+    a: Ptr,
+    b: Option<Ptr>,
+    row_scale: Option<Ptr>,
+    n: usize,
+    c: usize,
+) -> Result<(), CudaError> {
+    let chunks = COLUMN_CHUNKS.min(n.max(1));
+    let rows_per_chunk = n.div_ceil(chunks).max(1);
+    let partials = be.scratch_f32(chunks * c)?;
+    be.launch(
+        ("elementwise", "column_partials"),
+        (grid(c.div_ceil(256))?, grid(chunks)?, 1),
+        256,
+        &[
+            Arg::Ptr(partials),
+            Arg::Ptr(a),
+            Arg::Ptr(b.unwrap_or(0)),
+            Arg::Ptr(row_scale.unwrap_or(0)),
+            int(n)?,
+            int(c)?,
+            int(rows_per_chunk)?,
+        ],
+    )?;
+    be.launch_1d(
+        ("elementwise", "column_reduce"),
+        c,
+        &[Arg::Ptr(out), Arg::Ptr(partials), int(chunks)?, int(c)?],
     )
 }
 
@@ -181,18 +240,7 @@ pub fn rmsnorm_backward(
             int(c)?,
         ],
     )?;
-    be.launch_1d(
-        ("rmsnorm", "rmsnorm_backward_weight"),
-        c,
-        &[
-            Arg::Ptr(dweight),
-            Arg::Ptr(dout),
-            Arg::Ptr(inp),
-            Arg::Ptr(rstd),
-            int(n)?,
-            int(c)?,
-        ],
-    )
+    column_sum(be, dweight, dout, Some(inp), Some(rstd), n, c)
 }
 
 /// out[N,OC] (f32) = inp[N,C] · weight[OC,C]ᵀ (+ bias[OC]), bf16 operands, f32 accumulation.
@@ -250,11 +298,7 @@ pub fn matmul_backward(
     // dW[OC,C] += doutᵀ[OC,N] · inp[N,C]
     be.gemm_bf16(dweight, dout_bf16, inp, (oc, c, n), true, false, 1.0, 1.0)?;
     if let Some(dbias) = dbias {
-        be.launch_1d(
-            ("elementwise", "column_sum"),
-            oc,
-            &[Arg::Ptr(dbias), Arg::Ptr(dout_f32), int(n)?, int(oc)?],
-        )?;
+        column_sum(be, dbias, dout_f32, None, None, n, oc)?;
     }
     Ok(())
 }

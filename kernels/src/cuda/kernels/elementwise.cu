@@ -9,14 +9,19 @@ extern "C" __global__ void embedding_forward(float* out, const u32* ids, const b
     out[i] = bf16_to_f32(wte[(long long)ids[row] * c + col]);
 }
 
-// dwte[ids[n], col] += dout[n, col]. One thread owns a column and walks the tokens in order, so
-// repeated ids add up deterministically, with no atomics.
-extern "C" __global__ void embedding_backward(float* dwte, const float* dout, const u32* ids, int n, int c) {
-    int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= c) return;
-    for (int row = 0; row < n; row++) {
-        dwte[(long long)ids[row] * c + col] += dout[(long long)row * c + col];
-    }
+// dwte[id, :] += dout[n, :] for every token n with that id. The host groups the tokens by id
+// (`order` lists token indices id by id, `starts[k]..starts[k+1]` are those of `unique_ids[k]`),
+// so a thread owns one (id, column) and adds its tokens in order: deterministic, no atomics,
+// and the same additions in the same order as the CPU twin.
+extern "C" __global__ void embedding_backward(float* dwte, const float* dout, const u32* order, const u32* starts,
+                                              const u32* unique_ids, int distinct, int c) {
+    int k = blockIdx.x;
+    int col = blockIdx.y * blockDim.x + threadIdx.x;
+    if (k >= distinct || col >= c) return;
+    float* w = dwte + (long long)unique_ids[k] * c + col;
+    float acc = *w;
+    for (u32 t = starts[k]; t < starts[k + 1]; t++) acc += dout[(long long)order[t] * c + col];
+    *w = acc;
 }
 
 // out = a + b (the residual add after a projection); out may alias a.
@@ -53,11 +58,31 @@ extern "C" __global__ void add_bias(float* out, const bf16* bias, int n, int oc)
     out[i] += bf16_to_f32(bias[i % oc]);
 }
 
-// dbias[OC] += Σₙ dout[n, :]: a thread per column, rows in order (deterministic).
-extern "C" __global__ void column_sum(float* dbias, const float* dout, int n, int oc) {
+// Column sums in two deterministic passes (a thread per column walking all N rows would leave most
+// of the GPU idle). Pass 1: partials[chunk, col] = Σ over the chunk's rows of
+// a[row, col] · (b ? b[row, col] : 1) · (row_scale ? row_scale[row] : 1).
+extern "C" __global__ void column_partials(float* partials, const float* a, const float* b, const float* row_scale,
+                                           int n, int c, int rows_per_chunk) {
     int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= oc) return;
+    int chunk = blockIdx.y;
+    if (col >= c) return;
+    int r0 = chunk * rows_per_chunk, r1 = min(n, r0 + rows_per_chunk);
     float acc = 0.0f;
-    for (int row = 0; row < n; row++) acc += dout[(long long)row * oc + col];
-    dbias[col] += acc;
+    for (int row = r0; row < r1; row++) {
+        long long at = (long long)row * c + col;
+        float v = a[at];
+        if (b) v *= b[at];
+        if (row_scale) v *= row_scale[row];
+        acc += v;
+    }
+    partials[(long long)chunk * c + col] = acc;
+}
+
+// Pass 2: out[col] += Σ_chunk partials[chunk, col], chunks in order.
+extern "C" __global__ void column_reduce(float* out, const float* partials, int chunks, int c) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= c) return;
+    float acc = 0.0f;
+    for (int k = 0; k < chunks; k++) acc += partials[(long long)k * c + col];
+    out[col] += acc;
 }

@@ -33,15 +33,5 @@ extern "C" __global__ void rmsnorm_backward(float* dinp, const float* dout, cons
     for (int i = threadIdx.x; i < c; i += blockDim.x) d[i] += s * (go[i] * bf16_to_f32(weight[i]) - x[i] * s * dot);
 }
 
-// dweight[:] += Σₙ dout[n,:] ⊙ inp[n,:] · rstd[n]: a thread per column, rows in order.
-extern "C" __global__ void rmsnorm_backward_weight(float* dweight, const float* dout, const float* inp,
-                                                   const float* rstd, int n, int c) {
-    int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= c) return;
-    float acc = 0.0f;
-    for (int row = 0; row < n; row++) {
-        long long at = (long long)row * c + col;
-        acc += dout[at] * inp[at] * rstd[row];
-    }
-    dweight[col] += acc;
-}
+// dweight is a column sum of dout ⊙ inp · rstd: `column_partials` / `column_reduce` in
+// elementwise.cu.
