@@ -11,7 +11,20 @@ BF16_PEAK = 989e12
 HBM = 4.8e12
 
 
-def config():
+DEVICE = "cuda"
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def config(tiny=False):
+    """Qwen2-0.5B's shape; `tiny` is a smoke-test shape for checking this script without a GPU."""
+    if tiny:
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+                           tie_word_embeddings=True, attn_implementation="sdpa")
     return Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
                        rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True,
@@ -33,20 +46,20 @@ def row(test, shape, tokens_per_s, achieved, peak_percent, step_s):
 
 def train(c, b, t, steps):
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(c).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    ids = torch.randint(0, c.vocab_size, (b, t), device="cuda")
+    model = Qwen2ForCausalLM(c).to(DEVICE)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1, fused=DEVICE == "cuda")
+    ids = torch.randint(0, c.vocab_size, (b, t), device=DEVICE)
     times = []
     for step in range(steps + 1):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         if step > 0:
             times.append(time.perf_counter() - start)
     step_s = sorted(times)[len(times) // 2]
@@ -54,14 +67,15 @@ def train(c, b, t, steps):
     flops = 6.0 * matmul_params(c) * n + 3 * 2 * 2 * c.num_hidden_layers * c.hidden_size * (t / 2) * n
     row("train", f"{b}x{t}", n / step_s, flops / step_s / 1e12, 100 * flops / step_s / BF16_PEAK, step_s)
     del model, opt
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
 
 
 @torch.no_grad()
 def decode(c, batch, context, steps):
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(c).cuda().to(torch.bfloat16).eval()
-    ids = torch.randint(0, c.vocab_size, (batch, context), device="cuda")
+    model = Qwen2ForCausalLM(c).to(DEVICE).to(torch.bfloat16).eval()
+    ids = torch.randint(0, c.vocab_size, (batch, context), device=DEVICE)
     try:  # only the last position's logits: a [64, 512, V] tensor is not needed
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
     except TypeError:
@@ -70,12 +84,12 @@ def decode(c, batch, context, steps):
     nxt = torch.multinomial(torch.softmax(out.logits[:, -1].float(), -1), 1)
     times = []
     for step in range(steps + 1):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         nxt = torch.multinomial(torch.softmax(out.logits[:, -1].float(), -1), 1)
-        torch.cuda.synchronize()
+        sync()
         if step > 0:
             times.append(time.perf_counter() - start)
     total = sum(times)
@@ -94,9 +108,14 @@ def main():
     p.add_argument("--decode-batch", type=int, default=64)
     p.add_argument("--decode-context", type=int, default=512)
     p.add_argument("--decode-steps", type=int, default=64)
+    p.add_argument("--device", default="cuda", help="cpu only to smoke-test this script")
+    p.add_argument("--tiny", action="store_true", help="a tiny shape, to smoke-test this script")
     a = p.parse_args()
-    c = config()
-    print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+    global DEVICE
+    DEVICE = a.device
+    c = config(a.tiny)
+    name = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
+    print(f"torch {torch.__version__} on {name}")
     print(f"{'test':<8} {'shape':<14} {'tokens/s':>12} {'achieved':>12} {'% peak':>8} {'step ms':>10}")
     train(c, a.train_batch, a.train_len, a.train_steps)
     decode(c, a.decode_batch, a.decode_context, a.decode_steps)

@@ -174,3 +174,21 @@ pub fn bench_decode(
         step_s,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ParamLayout;
+
+    #[test]
+    fn the_benchmark_shape_is_qwen2_05b() {
+        let cfg = qwen2_05b_config();
+        let layout = ParamLayout::new(&cfg);
+        // Hugging Face's parameter count of Qwen/Qwen2-0.5B (tied embeddings counted once).
+        assert_eq!(layout.total, 494_032_768);
+        // 6 FLOPs per matmul parameter per token, plus attention; the LM head counts.
+        let flops = train_flops(&cfg, layout.matmul_params(&cfg), 4096, 512);
+        let gemm = 6.0 * layout.matmul_params(&cfg) as f64 * 4096.0;
+        assert!(flops > gemm && flops < 1.2 * gemm, "{flops} vs {gemm}");
+    }
+}
