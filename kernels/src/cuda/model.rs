@@ -176,16 +176,7 @@ impl DeviceModel {
             bias2_sqrt: (1.0 - (config.beta2 as f64).powi(t)).sqrt() as f32,
             eps: config.eps,
         };
-        // Adjacent tensors with the same decay flag go in one launch.
-        let mut runs: Vec<(usize, usize, bool)> = Vec::new();
-        for (range, decays) in self.layout.decay_ranges() {
-            match runs.last_mut() {
-                Some((start, len, d)) if *d == decays && *start + *len == range.start => {
-                    *len += range.len()
-                }
-                _ => runs.push((range.start, range.len(), decays)),
-            }
-        }
+        let runs = decay_runs(&self.layout);
         for (start, len, decays) in runs {
             ops::adamw_update(
                 be,
@@ -219,6 +210,56 @@ impl DeviceModel {
     fn g(&self, offset: usize) -> u64 {
         self.grads.at(offset)
     }
+}
+
+/// (start, length, decays) of maximal runs of adjacent tensors sharing a weight-decay flag: one
+/// AdamW launch each.
+pub fn decay_runs(layout: &ParamLayout) -> Vec<(usize, usize, bool)> {
+    let mut runs: Vec<(usize, usize, bool)> = Vec::new();
+    for (range, decays) in layout.decay_ranges() {
+        match runs.last_mut() {
+            Some((start, len, d)) if *d == decays && *start + *len == range.start => {
+                *len += range.len()
+            }
+            _ => runs.push((range.start, range.len(), decays)),
+        }
+    }
+    runs
+}
+
+/// Positions and segment starts [B·T] of rows packed with sequences of the given lengths (the
+/// rest of each row is one padding segment), as `cpu::Activations::set_segments` lays them out.
+pub fn segment_layout(
+    b: usize,
+    t: usize,
+    segments: &[Vec<usize>],
+) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+    if !segments.is_empty() && segments.len() != b {
+        return Err(CudaError::Input(format!(
+            "segments: {} rows given for a batch of {b}",
+            segments.len()
+        )));
+    }
+    let mut positions = vec![0u32; b * t];
+    let mut starts = vec![0u32; b * t];
+    for row in 0..b {
+        let lengths: &[usize] = segments.get(row).map_or(&[], |v| v.as_slice());
+        let total: usize = lengths.iter().sum();
+        if total > t || lengths.contains(&0) {
+            return Err(CudaError::Input(format!(
+                "segments of row {row}: lengths {lengths:?} do not fit {t} positions"
+            )));
+        }
+        let mut at = 0;
+        for &len in lengths.iter().chain(std::iter::once(&(t - total))) {
+            for k in 0..len {
+                positions[row * t + at + k] = k as u32;
+                starts[row * t + at + k] = at as u32;
+            }
+            at += len;
+        }
+    }
+    Ok((positions, starts))
 }
 
 /// Everything forward keeps for backward, and backward's scratch, for one (B, T), on the device.
@@ -363,33 +404,7 @@ impl DeviceActivations {
         be: &CudaBackend,
         segments: &[Vec<usize>],
     ) -> Result<(), CudaError> {
-        let t = self.t;
-        if !segments.is_empty() && segments.len() != self.b {
-            return Err(CudaError::Input(format!(
-                "segments: {} rows given for a batch of {}",
-                segments.len(),
-                self.b
-            )));
-        }
-        let mut positions = vec![0u32; self.tokens()];
-        let mut starts = vec![0u32; self.tokens()];
-        for row in 0..self.b {
-            let lengths: &[usize] = segments.get(row).map_or(&[], |v| v.as_slice());
-            let total: usize = lengths.iter().sum();
-            if total > t || lengths.contains(&0) {
-                return Err(CudaError::Input(format!(
-                    "segments of row {row}: lengths {lengths:?} do not fit {t} positions"
-                )));
-            }
-            let mut at = 0;
-            for &len in lengths.iter().chain(std::iter::once(&(t - total))) {
-                for k in 0..len {
-                    positions[row * t + at + k] = k as u32;
-                    starts[row * t + at + k] = at as u32;
-                }
-                at += len;
-            }
-        }
+        let (positions, starts) = segment_layout(self.b, self.t, segments)?;
         be.copy_to_device(&self.positions, 0, &positions)?;
         be.copy_to_device(&self.seg_start, 0, &starts)
     }
@@ -840,4 +855,62 @@ pub fn backward(
         return Err(CudaError::Input("backward before forward".into()));
     }
     ops::embedding_backward(be, model.g(lay.embed), dres, &acts.ids_host, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Architecture, RopeScaling};
+
+    #[test]
+    fn adamw_runs_cover_every_parameter_once_and_split_at_decay_changes() {
+        let cfg = ModelConfig {
+            architecture: Architecture::Qwen2,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            vocab_size: 11,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e4,
+            rope_scaling: RopeScaling::None,
+            attention_bias: true,
+            tie_word_embeddings: false,
+            max_position_embeddings: 16,
+            eos_token_ids: vec![],
+            bos_token_id: None,
+        };
+        let layout = ParamLayout::new(&cfg);
+        let runs = decay_runs(&layout);
+        let mut at = 0;
+        for (i, &(start, len, decays)) in runs.iter().enumerate() {
+            assert_eq!(start, at, "runs are contiguous");
+            at += len;
+            if i > 0 {
+                assert_ne!(decays, runs[i - 1].2, "adjacent runs differ in decay");
+            }
+            for slot in layout
+                .slots
+                .iter()
+                .filter(|s| s.offset >= start && s.offset < start + len)
+            {
+                assert_eq!(slot.decays(), decays, "{}", slot.name);
+            }
+        }
+        assert_eq!(at, layout.total);
+    }
+
+    #[test]
+    fn packed_segments_restart_positions_and_bad_lengths_are_refused() {
+        let (pos, starts) = segment_layout(2, 5, &[vec![2, 2], vec![5]]).unwrap();
+        assert_eq!(pos, vec![0, 1, 0, 1, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(starts, vec![0, 0, 2, 2, 4, 0, 0, 0, 0, 0]);
+        let (pos, starts) = segment_layout(1, 3, &[]).unwrap();
+        assert_eq!((pos, starts), (vec![0, 1, 2], vec![0, 0, 0]));
+        assert!(segment_layout(2, 5, &[vec![6], vec![1]]).is_err());
+        assert!(segment_layout(2, 5, &[vec![0], vec![1]]).is_err());
+        assert!(segment_layout(2, 5, &[vec![1]]).is_err());
+    }
 }

@@ -62,18 +62,7 @@ pub fn embedding_backward(
     ids: &[u32],
     c: usize,
 ) -> Result<(), CudaError> {
-    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-    order.sort_by_key(|&t| (ids[t as usize], t));
-    let mut unique = Vec::new();
-    let mut starts = Vec::new();
-    for (k, &t) in order.iter().enumerate() {
-        let id = ids[t as usize];
-        if unique.last() != Some(&id) {
-            unique.push(id);
-            starts.push(k as u32);
-        }
-    }
-    starts.push(order.len() as u32);
+    let (order, starts, unique) = group_by_id(ids);
     if unique.is_empty() {
         return Ok(());
     }
@@ -95,6 +84,24 @@ pub fn embedding_backward(
     )?;
     // The index buffers are freed on return: wait until the kernel has read them.
     be.synchronize()
+}
+
+/// Token indices grouped by id, for `embedding_backward`: `order` lists the tokens id by id (in
+/// token order within an id), `starts[k]..starts[k + 1]` are the entries of `unique[k]`.
+pub fn group_by_id(ids: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+    order.sort_by_key(|&t| (ids[t as usize], t));
+    let mut unique = Vec::new();
+    let mut starts = Vec::new();
+    for (k, &t) in order.iter().enumerate() {
+        let id = ids[t as usize];
+        if unique.last() != Some(&id) {
+            unique.push(id);
+            starts.push(k as u32);
+        }
+    }
+    starts.push(order.len() as u32);
+    (order, starts, unique)
 }
 
 /// Row chunks of the two-pass column sums: enough blocks to fill the GPU, few partials to add.
@@ -645,4 +652,20 @@ pub fn clip_grad_norm(be: &CudaBackend, g: Ptr, n: usize, max_norm: f64) -> Resu
         }
     }
     Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_grouped_by_id_in_token_order() {
+        let (order, starts, unique) = group_by_id(&[5, 2, 5, 9, 2, 5]);
+        assert_eq!(unique, vec![2, 5, 9]);
+        assert_eq!(starts, vec![0, 2, 5, 6]);
+        assert_eq!(order, vec![1, 4, 0, 2, 5, 3]);
+        let (order, starts, unique) = group_by_id(&[]);
+        assert!(order.is_empty() && unique.is_empty());
+        assert_eq!(starts, vec![0]);
+    }
 }
