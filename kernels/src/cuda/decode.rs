@@ -56,7 +56,6 @@ pub struct DeviceDecoder {
     x: DeviceBuffer<f32>,
     ln: DeviceBuffer<bf16>,
     rstd: DeviceBuffer<f32>,
-    proj: DeviceBuffer<f32>,
     qkv: DeviceBuffer<f32>,
     atty: DeviceBuffer<f32>,
     atty_bf16: DeviceBuffer<bf16>,
@@ -66,9 +65,8 @@ pub struct DeviceDecoder {
     picked: DeviceBuffer<bf16>,
     /// Logits of the last step [S, V].
     logits: DeviceBuffer<f32>,
-    tokens: DeviceBuffer<u32>,
-    slot_ids: DeviceBuffer<u32>,
-    positions: DeviceBuffer<u32>,
+    /// The step's inputs in one upload: tokens | slots | positions, [3, max_rows].
+    step_inputs: DeviceBuffer<u32>,
     logit_rows: DeviceBuffer<u32>,
     /// Per-row sampling parameters and results.
     temperature: DeviceBuffer<f32>,
@@ -112,7 +110,6 @@ impl DeviceDecoder {
             x: be.alloc(r * c)?,
             ln: be.alloc(r * c)?,
             rstd: be.alloc(r)?,
-            proj: be.alloc(r * c)?,
             qkv: be.alloc(r * cfg.qkv_dim())?,
             atty: be.alloc(r * cfg.q_dim())?,
             atty_bf16: be.alloc(r * cfg.q_dim())?,
@@ -120,9 +117,7 @@ impl DeviceDecoder {
             h: be.alloc(r * i)?,
             picked: be.alloc(r * c)?,
             logits: be.alloc(r * v)?,
-            tokens: be.alloc(r)?,
-            slot_ids: be.alloc(r)?,
-            positions: be.alloc(r)?,
+            step_inputs: be.alloc(3 * r)?,
             logit_rows: be.alloc(r)?,
             temperature: be.alloc(r)?,
             top_k: be.alloc(r)?,
@@ -184,10 +179,20 @@ impl DeviceDecoder {
                 cfg.vocab_size
             )));
         }
-        let slot_ids: Vec<u32> = slots.iter().map(|&x| x as u32).collect();
-        be.copy_to_device(&self.tokens, 0, tokens)?;
-        be.copy_to_device(&self.slot_ids, 0, &slot_ids)?;
-        be.copy_to_device(&self.positions, 0, positions)?;
+        // One host-to-device copy per step instead of three.
+        let r = self.max_rows;
+        let mut inputs = vec![0u32; 3 * r];
+        inputs[..s].copy_from_slice(tokens);
+        for (dst, &slot) in inputs[r..r + s].iter_mut().zip(slots) {
+            *dst = slot as u32;
+        }
+        inputs[2 * r..2 * r + s].copy_from_slice(positions);
+        be.copy_to_device(&self.step_inputs, 0, &inputs)?;
+        let (d_tokens, d_slots, d_positions) = (
+            self.step_inputs.ptr(),
+            self.step_inputs.at(r),
+            self.step_inputs.at(2 * r),
+        );
 
         let lay = &model.layout;
         let (c, qkv_w, qd, kvd, i, v) = (
@@ -201,16 +206,11 @@ impl DeviceDecoder {
         let (nh, nkv, hs) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let eps = cfg.rms_norm_eps as f32;
         let per_layer = self.slots * self.max_len * kvd;
-        let (x, ln, rstd, proj) = (
-            self.x.ptr(),
-            self.ln.ptr(),
-            self.rstd.ptr(),
-            self.proj.ptr(),
-        );
+        let (x, ln, rstd) = (self.x.ptr(), self.ln.ptr(), self.rstd.ptr());
         let (qkv, atty, atty_bf16) = (self.qkv.ptr(), self.atty.ptr(), self.atty_bf16.ptr());
         let (gu, h) = (self.gu.ptr(), self.h.ptr());
 
-        ops::embedding_forward(be, x, self.tokens.ptr(), model.w(lay.embed), s, c)?;
+        ops::embedding_forward(be, x, d_tokens, model.w(lay.embed), s, c)?;
         for (l, o) in lay.layers.iter().enumerate() {
             ops::rmsnorm_forward(be, ln, rstd, x, model.w(o.ln1), s, c, eps)?;
             let bias = o.qkv_b.map(|b| model.w(b));
@@ -218,7 +218,7 @@ impl DeviceDecoder {
             ops::rope_apply(
                 be,
                 qkv,
-                self.positions.ptr(),
+                d_positions,
                 model.rope_tables(),
                 s,
                 qkv_w,
@@ -238,8 +238,8 @@ impl DeviceDecoder {
                     Arg::Ptr(ck),
                     Arg::Ptr(cv),
                     Arg::Ptr(qkv),
-                    Arg::Ptr(self.slot_ids.ptr()),
-                    Arg::Ptr(self.positions.ptr()),
+                    Arg::Ptr(d_slots),
+                    Arg::Ptr(d_positions),
                     Arg::int(s)?,
                     Arg::int(qd)?,
                     Arg::int(kvd)?,
@@ -255,8 +255,8 @@ impl DeviceDecoder {
                     Arg::Ptr(qkv),
                     Arg::Ptr(ck),
                     Arg::Ptr(cv),
-                    Arg::Ptr(self.slot_ids.ptr()),
-                    Arg::Ptr(self.positions.ptr()),
+                    Arg::Ptr(d_slots),
+                    Arg::Ptr(d_positions),
                     Arg::int(s)?,
                     Arg::int(nh)?,
                     Arg::int(nkv)?,
@@ -265,13 +265,12 @@ impl DeviceDecoder {
                 ],
             )?;
             ops::cast_to_bf16(be, atty_bf16, atty, s * qd)?;
-            ops::matmul_forward(be, proj, atty_bf16, model.w(o.o_w), None, s, qd, c, false)?;
-            ops::residual_forward(be, x, x, proj, s * c)?;
+            // x += atty · W_oᵀ: the residual add is the GEMM's beta = 1.
+            ops::matmul_forward(be, x, atty_bf16, model.w(o.o_w), None, s, qd, c, true)?;
             ops::rmsnorm_forward(be, ln, rstd, x, model.w(o.ln2), s, c, eps)?;
             ops::matmul_forward(be, gu, ln, model.w(o.gate_up_w), None, s, c, 2 * i, false)?;
             ops::swiglu_forward(be, h, gu, s, i)?;
-            ops::matmul_forward(be, proj, h, model.w(o.down_w), None, s, i, c, false)?;
-            ops::residual_forward(be, x, x, proj, s * c)?;
+            ops::matmul_forward(be, x, h, model.w(o.down_w), None, s, i, c, true)?;
         }
         ops::rmsnorm_forward(be, ln, rstd, x, model.w(lay.final_norm), s, c, eps)?;
         let head = model.w(lay.lm_head);
