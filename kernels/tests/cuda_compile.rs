@@ -36,7 +36,14 @@ fn kernel_names(source: &str) -> Vec<String> {
     source
         .split("extern \"C\" __global__ void ")
         .skip(1)
-        .filter_map(|rest| rest.split('(').next().map(|s| s.trim().to_string()))
+        .filter_map(|rest| {
+            // `__launch_bounds__(N)` may sit between `void` and the name.
+            let rest = match rest.strip_prefix("__launch_bounds__(") {
+                Some(after) => after.split_once(')')?.1,
+                None => rest,
+            };
+            rest.split('(').next().map(|s| s.trim().to_string())
+        })
         .collect()
 }
 
@@ -80,7 +87,9 @@ fn every_kernel_source_compiles_to_ptx_with_nvrtc() {
     for kernel in kernel_sources() {
         match compile_kernel_ptx(kernel, ARCH, &include) {
             Ok(ptx) => {
-                for name in kernel_names(kernel.source) {
+                let names = kernel_names(kernel.source);
+                assert!(!names.is_empty(), "{}.cu: no kernel found", kernel.name);
+                for name in names {
                     assert!(
                         ptx.contains(&format!(".entry {name}(")),
                         "{}.cu: kernel `{name}` is missing from the PTX",

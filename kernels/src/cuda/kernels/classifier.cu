@@ -6,7 +6,7 @@
 #define CLS_THREADS 1024
 
 // lse[r] = log Σ_j exp(z_rj); logp[r] = z_r,target − lse; entropy[r] = lse − Σ_j p_rj z_rj.
-extern "C" __global__ void classifier_stats(float* lse_out, float* logp_out, float* entropy_out,
+extern "C" __global__ void __launch_bounds__(CLS_THREADS) classifier_stats(float* lse_out, float* logp_out, float* entropy_out,
                                             const float* logits, const u32* targets, int rows, int v) {
     __shared__ float scratch[32];
     __shared__ double dscratch[32];

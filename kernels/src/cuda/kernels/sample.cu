@@ -51,7 +51,7 @@ __device__ __forceinline__ void block_argmax(float& best, int& best_i, float* va
 
 // tokens[r], sampling_logprob[r] (log π over the truncated, tempered distribution; 0 when greedy),
 // raw_logprob[r] (log softmax of the raw logits) for every row r.
-extern "C" __global__ void sample_rows(u32* tokens, float* sampling_logprob, float* raw_logprob,
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(u32* tokens, float* sampling_logprob, float* raw_logprob,
                                        const float* logits, const float* temperature, const int* top_k,
                                        const float* top_p, const float* min_p, const u64* seeds,
                                        const u64* counters, int s, int v) {
