@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/fetch-nvrtc.sh || echo "test.sh: could not fetch NVRTC; the CUDA kernel compile test will skip" >&2
 scripts/fetch-smollm2.sh || echo "test.sh: could not fetch SmolLM2; the real-model GGUF tests will skip" >&2
 cargo test --workspace "$@"

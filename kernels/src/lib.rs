@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod model;
 pub mod sample;

@@ -1,0 +1,756 @@
+//! One GPU: its context and stream, the kernels compiled for it, device buffers, kernel launches
+//! and cuBLAS GEMMs. Everything runs in order on one stream; host reads synchronise it.
+//!
+//! Kernel sources are compiled by NVRTC to PTX for the device's compute capability the first time
+//! one of their kernels runs, and kept per device. With `R1_CUDA_PTX_CACHE=<dir>` the PTX is also
+//! kept on disk, named by source, architecture and a hash of the source, so a machine without
+//! NVRTC can run kernels compiled elsewhere (the device check carries such a folder).
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::sys as cublas_sys;
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaModule};
+
+use super::error::CudaError;
+
+/// Prepended to every kernel source: bf16 conversions and warp/block reductions.
+const COMMON: &str = include_str!("kernels/common.cuh");
+
+/// One CUDA C source file of the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSource {
+    /// The file's stem (`rmsnorm` for `kernels/rmsnorm.cu`); also the module's name.
+    pub name: &'static str,
+    /// The file's text, without the common prelude.
+    pub source: &'static str,
+}
+
+/// Every kernel source of the backend, in the order the CI compile test walks them.
+const SOURCES: &[KernelSource] = &[
+    KernelSource {
+        name: "elementwise",
+        source: include_str!("kernels/elementwise.cu"),
+    },
+    KernelSource {
+        name: "rmsnorm",
+        source: include_str!("kernels/rmsnorm.cu"),
+    },
+    KernelSource {
+        name: "rope",
+        source: include_str!("kernels/rope.cu"),
+    },
+    KernelSource {
+        name: "swiglu",
+        source: include_str!("kernels/swiglu.cu"),
+    },
+    KernelSource {
+        name: "attention",
+        source: include_str!("kernels/attention.cu"),
+    },
+    KernelSource {
+        name: "classifier",
+        source: include_str!("kernels/classifier.cu"),
+    },
+    KernelSource {
+        name: "adamw",
+        source: include_str!("kernels/adamw.cu"),
+    },
+    KernelSource {
+        name: "decode",
+        source: include_str!("kernels/decode.cu"),
+    },
+    KernelSource {
+        name: "sample",
+        source: include_str!("kernels/sample.cu"),
+    },
+];
+
+/// Every kernel source of the backend.
+pub fn kernel_sources() -> &'static [KernelSource] {
+    SOURCES
+}
+
+/// The text NVRTC compiles for `kernel`: the common prelude, then the file.
+fn full_source(kernel: &KernelSource) -> String {
+    format!(
+        "{COMMON}\n#line 1 \"{}.cu\"\n{}",
+        kernel.name, kernel.source
+    )
+}
+
+/// NVRTC options besides the architecture: deterministic, IEEE-accurate f32 (the parity tests
+/// compare f32 paths at 1e-5).
+const NVRTC_OPTIONS: &[&str] = &["--std=c++17", "-default-device"];
+
+/// Whether NVRTC (`libnvrtc.so.13`) can be opened by this process.
+pub fn nvrtc_available() -> bool {
+    catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// Compiles one kernel source to PTX for `arch` (e.g. `compute_90`) with NVRTC. `include_paths`
+/// are passed as `-I` (the kernels include no CUDA header; a caller may add some). Fails with
+/// NVRTC's log when the source does not compile.
+pub fn compile_kernel_ptx(
+    kernel: &KernelSource,
+    arch: &str,
+    include_paths: &[PathBuf],
+) -> Result<String, CudaError> {
+    if !nvrtc_available() {
+        return Err(CudaError::NoNvrtc {
+            kernel: kernel.name.into(),
+            message: "libnvrtc.so.13 is not on the library path (LD_LIBRARY_PATH); \
+                      scripts/fetch-nvrtc.sh fetches it from PyPI"
+                .into(),
+        });
+    }
+    let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
+    options.push(format!("--gpu-architecture={arch}"));
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        include_paths: include_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        name: Some(format!("{}.cu", kernel.name)),
+        ..Default::default()
+    };
+    let source = full_source(kernel);
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        cudarc::nvrtc::compile_ptx_with_opts(&source, opts)
+    }))
+    .map_err(|_| CudaError::NoNvrtc {
+        kernel: kernel.name.into(),
+        message: "NVRTC panicked while loading (a symbol missing from libnvrtc?)".into(),
+    })?;
+    match compiled {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(CudaError::Compile {
+            kernel: kernel.name.into(),
+            arch: arch.into(),
+            log: log.to_string_lossy().into_owned(),
+        }),
+        Err(e) => Err(CudaError::Compile {
+            kernel: kernel.name.into(),
+            arch: arch.into(),
+            log: format!("{e:?}"),
+        }),
+    }
+}
+
+/// FNV-1a: a stable 64-bit hash of a kernel's full source and options, naming its PTX on disk.
+fn source_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Where the PTX of `kernel` for `arch` lives inside a PTX cache folder.
+pub fn ptx_cache_path(dir: &Path, kernel: &KernelSource, arch: &str) -> PathBuf {
+    let key = format!("{}\n{}", NVRTC_OPTIONS.join(" "), full_source(kernel));
+    dir.join(format!(
+        "{}-{arch}-{:016x}.ptx",
+        kernel.name,
+        source_hash(&key)
+    ))
+}
+
+/// Compiles every kernel source for `arch` into `dir` (what `scripts/build-device-check.sh`
+/// carries to a machine without NVRTC). Returns the files written.
+pub fn fill_ptx_cache(
+    dir: &Path,
+    arch: &str,
+    include_paths: &[PathBuf],
+) -> Result<Vec<PathBuf>, CudaError> {
+    std::fs::create_dir_all(dir).map_err(|e| CudaError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut written = Vec::new();
+    for kernel in SOURCES {
+        let ptx = compile_kernel_ptx(kernel, arch, include_paths)?;
+        let path = ptx_cache_path(dir, kernel, arch);
+        std::fs::write(&path, ptx).map_err(|e| CudaError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Memory on the device for `len` values of `T`, freed on drop. `T` is a plain number type
+/// (f32, bf16, u32, f64, ...); the contents start undefined unless made with `zeros`.
+pub struct DeviceBuffer<T> {
+    ptr: drv_sys::CUdeviceptr,
+    len: usize,
+    ctx: Arc<CudaContext>,
+    _values: PhantomData<T>,
+}
+
+// SAFETY: a device pointer is plain data; every access goes through the backend's one stream.
+unsafe impl<T> Send for DeviceBuffer<T> {}
+unsafe impl<T> Sync for DeviceBuffer<T> {}
+
+impl<T> DeviceBuffer<T> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The device address of element 0.
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    /// The device address of element `i` (may be one past the end).
+    pub fn at(&self, i: usize) -> u64 {
+        debug_assert!(i <= self.len, "device offset {i} past {}", self.len);
+        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    }
+}
+
+impl<T> Drop for DeviceBuffer<T> {
+    fn drop(&mut self) {
+        if self.ptr != 0 {
+            // Errors cannot be returned from drop; a failed free leaks device memory only.
+            let _ = self.ctx.bind_to_thread();
+            let _ = unsafe { drv::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// A kernel argument: device pointers and scalars as the kernel declares them.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    /// A device pointer.
+    Ptr(u64),
+    /// `int`.
+    I32(i32),
+    /// `long long`.
+    I64(i64),
+    /// `unsigned long long`.
+    U64(u64),
+    /// `float`.
+    F32(f32),
+}
+
+impl Arg {
+    /// An `int` from a size, refusing values a kernel's `int` cannot hold.
+    pub fn int(v: usize) -> Result<Arg, CudaError> {
+        i32::try_from(v)
+            .map(Arg::I32)
+            .map_err(|_| CudaError::Input(format!("{v} does not fit a kernel's int")))
+    }
+}
+
+/// The device, its stream, its compiled kernels and its cuBLAS handle.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: drv_sys::CUstream,
+    cublas: cublas_sys::cublasHandle_t,
+    /// `compute_XY` of the device: the NVRTC target and part of the PTX cache key.
+    arch: String,
+    /// Loaded modules by source name: compiled once per device.
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Functions by name, resolved once.
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// On-disk PTX cache (`R1_CUDA_PTX_CACHE`), if set.
+    ptx_cache: Option<PathBuf>,
+    /// Reusable f32 scratch for ops' intermediate results (column-sum partials): ops run in
+    /// stream order, so one buffer serves them all; it only grows.
+    scratch: Mutex<Option<DeviceBuffer<f32>>>,
+    /// Streaming multiprocessors: grid sizes for grid-stride kernels.
+    sm_count: usize,
+    name: String,
+}
+
+// SAFETY: the raw stream and cuBLAS handle are only used through &self methods that bind the
+// context first; CUDA streams and cuBLAS handles may be used from any thread, one at a time,
+// which the engine's single learner/sampler thread per backend guarantees.
+unsafe impl Send for CudaBackend {}
+unsafe impl Sync for CudaBackend {}
+
+/// Number of CUDA devices, or why there are none (no driver library, driver too old).
+pub fn device_count() -> Result<usize, CudaError> {
+    let present = catch_unwind(|| unsafe { drv_sys::is_culib_present() }).unwrap_or(false);
+    if !present {
+        return Err(CudaError::NoDriver(
+            "the NVIDIA driver library (libcuda.so) could not be opened".into(),
+        ));
+    }
+    let count = catch_unwind(|| {
+        drv::init()?;
+        drv::device::get_count()
+    })
+    .map_err(|_| {
+        CudaError::NoDriver(
+            "the driver library lacks a symbol cudarc needs (driver too old)".into(),
+        )
+    })?
+    // cuInit fails when the driver is installed but unusable (no device, version mismatch).
+    .map_err(|e| CudaError::NoDriver(format!("cuInit / cuDeviceGetCount failed: {e:?}")))?;
+    Ok(count.max(0) as usize)
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`. No driver or no such device is an error, never a panic.
+    pub fn new(ordinal: usize) -> Result<Self, CudaError> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(CudaError::NoDevice { ordinal, count });
+        }
+        let ctx = catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| CudaError::NoDriver("creating a context panicked".into()))?
+            .map_err(|e| CudaError::driver(format!("context on device {ordinal}"), e))?;
+        // Streams are ordered by the engine itself; cudarc's per-buffer events are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| CudaError::driver("compute capability", e))?;
+        let sm_count = ctx
+            .attribute(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| CudaError::driver("multiprocessor count", e))?
+            .max(1) as usize;
+        let name = ctx
+            .name()
+            .unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+            .map_err(|e| CudaError::driver("stream", e))?;
+        let cublas_present =
+            catch_unwind(|| unsafe { cublas_sys::is_culib_present() }).unwrap_or(false);
+        if !cublas_present {
+            return Err(CudaError::Cublas {
+                context: "opening libcublas.so.13".into(),
+                message: "not found on the library path (LD_LIBRARY_PATH)".into(),
+            });
+        }
+        let cublas = catch_unwind(cudarc::cublas::result::create_handle)
+            .map_err(|_| CudaError::Cublas {
+                context: "cublasCreate".into(),
+                message: "panicked (a symbol missing from libcublas?)".into(),
+            })?
+            .map_err(|e| CudaError::Cublas {
+                context: "cublasCreate".into(),
+                message: format!("{e:?}"),
+            })?;
+        unsafe { cudarc::cublas::result::set_stream(cublas, stream as _) }.map_err(|e| {
+            CudaError::Cublas {
+                context: "cublasSetStream".into(),
+                message: format!("{e:?}"),
+            }
+        })?;
+        let ptx_cache = std::env::var_os("R1_CUDA_PTX_CACHE").map(PathBuf::from);
+        tracing::info!(device = %name, arch = %format!("compute_{major}{minor}"), "CUDA backend ready");
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            cublas,
+            arch: format!("compute_{major}{minor}"),
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            ptx_cache,
+            scratch: Mutex::new(None),
+            sm_count,
+            name,
+        })
+    }
+
+    /// The device's name, e.g. "NVIDIA H200".
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    /// `compute_XY`: the architecture kernels are compiled for.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// Streaming multiprocessors of the device.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+
+    fn bind(&self) -> Result<(), CudaError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| CudaError::driver("binding the context", e))
+    }
+
+    /// `len` values of uninitialised device memory.
+    pub fn alloc<T>(&self, len: usize) -> Result<DeviceBuffer<T>, CudaError> {
+        self.bind()?;
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let ptr = unsafe { drv::malloc_sync(bytes) }
+            .map_err(|e| CudaError::driver(format!("allocating {bytes} bytes"), e))?;
+        Ok(DeviceBuffer {
+            ptr,
+            len,
+            ctx: self.ctx.clone(),
+            _values: PhantomData,
+        })
+    }
+
+    /// The address of at least `len` floats of scratch, valid until the next call (stream-ordered
+    /// use only: a kernel queued before a later call may still be reading it, so growing
+    /// synchronises before freeing the old buffer).
+    pub fn scratch_f32(&self, len: usize) -> Result<u64, CudaError> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        match scratch.as_ref() {
+            Some(buf) if buf.len() >= len => Ok(buf.ptr()),
+            _ => {
+                self.synchronize()?;
+                *scratch = None;
+                let buf = self.alloc::<f32>(len.max(1 << 16))?;
+                let ptr = buf.ptr();
+                *scratch = Some(buf);
+                Ok(ptr)
+            }
+        }
+    }
+
+    /// `len` zeros.
+    pub fn zeros<T>(&self, len: usize) -> Result<DeviceBuffer<T>, CudaError> {
+        let buf = self.alloc(len)?;
+        self.memset_zero(&buf)?;
+        Ok(buf)
+    }
+
+    /// A copy of `host` on the device.
+    pub fn upload<T: Copy>(&self, host: &[T]) -> Result<DeviceBuffer<T>, CudaError> {
+        let buf = self.alloc(host.len())?;
+        self.copy_to_device(&buf, 0, host)?;
+        Ok(buf)
+    }
+
+    /// Writes `host` into `dst` starting at element `at`.
+    pub fn copy_to_device<T: Copy>(
+        &self,
+        dst: &DeviceBuffer<T>,
+        at: usize,
+        host: &[T],
+    ) -> Result<(), CudaError> {
+        if at + host.len() > dst.len {
+            return Err(CudaError::Input(format!(
+                "upload of {} values at {at} into a buffer of {}",
+                host.len(),
+                dst.len
+            )));
+        }
+        if host.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        // Pageable host memory: the driver stages the copy before returning, so `host` may be
+        // dropped right after.
+        unsafe { drv::memcpy_htod_async(dst.at(at), host, self.stream) }
+            .map_err(|e| CudaError::driver("host-to-device copy", e))
+    }
+
+    /// Reads `src[at..at + out.len()]` into `out` (synchronises the stream).
+    pub fn copy_to_host<T: Copy>(
+        &self,
+        out: &mut [T],
+        src: &DeviceBuffer<T>,
+        at: usize,
+    ) -> Result<(), CudaError> {
+        if at + out.len() > src.len {
+            return Err(CudaError::Input(format!(
+                "download of {} values at {at} from a buffer of {}",
+                out.len(),
+                src.len
+            )));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_dtoh_async(out, src.at(at), self.stream) }
+            .map_err(|e| CudaError::driver("device-to-host copy", e))?;
+        self.synchronize()
+    }
+
+    /// The whole buffer on the host.
+    pub fn download<T: Copy + Default>(&self, src: &DeviceBuffer<T>) -> Result<Vec<T>, CudaError> {
+        let mut out = vec![T::default(); src.len];
+        self.copy_to_host(&mut out, src, 0)?;
+        Ok(out)
+    }
+
+    /// Copies `len` values of `T` between device addresses (from `DeviceBuffer::at`).
+    pub fn copy_device<T>(&self, dst: u64, src: u64, len: usize) -> Result<(), CudaError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_dtod_async(dst, src, len * std::mem::size_of::<T>(), self.stream) }
+            .map_err(|e| CudaError::driver("device-to-device copy", e))
+    }
+
+    /// Sets every byte of `buf` to 0.
+    pub fn memset_zero<T>(&self, buf: &DeviceBuffer<T>) -> Result<(), CudaError> {
+        self.zero_range::<T>(buf.ptr, buf.len)
+    }
+
+    /// Sets `len` values of `T` starting at device address `ptr` to 0.
+    pub fn zero_range<T>(&self, ptr: u64, len: usize) -> Result<(), CudaError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memset_d8_async(ptr, 0, len * std::mem::size_of::<T>(), self.stream) }
+            .map_err(|e| CudaError::driver("memset", e))
+    }
+
+    /// Waits for everything queued on the stream; reports a kernel's failure.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.bind()?;
+        unsafe { drv::stream::synchronize(self.stream) }
+            .map_err(|e| CudaError::driver("stream synchronize (a kernel failed?)", e))
+    }
+
+    /// The PTX of `kernel` for this device: from the disk cache, else NVRTC (then cached).
+    fn ptx(&self, kernel: &KernelSource) -> Result<String, CudaError> {
+        if let Some(dir) = &self.ptx_cache {
+            let path = ptx_cache_path(dir, kernel, &self.arch);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                tracing::debug!(kernel = kernel.name, path = %path.display(), "PTX from disk cache");
+                return Ok(text);
+            }
+            let ptx = compile_kernel_ptx(kernel, &self.arch, &[])?;
+            // A cache that cannot be written is not fatal: the PTX is in memory.
+            if std::fs::create_dir_all(dir).is_ok() {
+                let _ = std::fs::write(&path, &ptx);
+            }
+            return Ok(ptx);
+        }
+        compile_kernel_ptx(kernel, &self.arch, &[])
+    }
+
+    fn module(&self, name: &'static str) -> Result<Arc<CudaModule>, CudaError> {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = modules.get(name) {
+            return Ok(m.clone());
+        }
+        let kernel = SOURCES
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| CudaError::Input(format!("no kernel source named `{name}`")))?;
+        let ptx = self.ptx(kernel)?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .map_err(|e| {
+                CudaError::driver(format!("loading module `{name}` for {}", self.arch), e)
+            })?;
+        modules.insert(name, module.clone());
+        Ok(module)
+    }
+
+    fn function(
+        &self,
+        module: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction, CudaError> {
+        {
+            let functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = functions.get(name) {
+                return Ok(f.clone());
+            }
+        }
+        let f = self
+            .module(module)?
+            .load_function(name)
+            .map_err(|e| CudaError::driver(format!("kernel `{name}` in `{module}.cu`"), e))?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, f.clone());
+        Ok(f)
+    }
+
+    /// Compiles (or loads from the PTX cache) and loads every kernel source now, so that the
+    /// first step does not pay for it and a missing compiler shows up at start.
+    pub fn load_all_kernels(&self) -> Result<(), CudaError> {
+        for k in SOURCES {
+            self.module(k.name)?;
+        }
+        Ok(())
+    }
+
+    /// Launches `module.cu`'s kernel `name` on the stream.
+    pub fn launch(
+        &self,
+        (module, name): (&'static str, &'static str),
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let f = self.function(module, name)?;
+        self.bind()?;
+        // Each argument lives in an 8-byte slot; the kernel reads as many bytes as its parameter
+        // type has, and x86-64 and the GPU are both little-endian.
+        let mut slots: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::Ptr(p) => p,
+                Arg::I32(v) => v as u32 as u64,
+                Arg::I64(v) => v as u64,
+                Arg::U64(v) => v,
+                Arg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let mut params: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
+        unsafe {
+            drv::launch_kernel(
+                f.cu_function(),
+                grid,
+                (block, 1, 1),
+                0,
+                self.stream,
+                &mut params,
+            )
+        }
+        .map_err(|e| CudaError::driver(format!("launching `{name}`"), e))
+    }
+
+    /// Launches an elementwise kernel over `n` items, 256 threads a block.
+    pub fn launch_1d(
+        &self,
+        kernel: (&'static str, &'static str),
+        n: usize,
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
+        let blocks = n.div_ceil(256);
+        let blocks = u32::try_from(blocks)
+            .map_err(|_| CudaError::Input(format!("{n} elements is too many for one launch")))?;
+        self.launch(kernel, (blocks, 1, 1), 256, args)
+    }
+
+    /// Row-major `out[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · out` with bf16 operands,
+    /// f32 output and f32 accumulation. `A` is stored [M,K] (or [K,M] when `trans_a`), `B` [K,N]
+    /// (or [N,K] when `trans_b`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16(
+        &self,
+        out: u64,
+        a: u64,
+        b: u64,
+        (m, n, k): (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<(), CudaError> {
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let to_int = |v: usize| {
+            i32::try_from(v).map_err(|_| CudaError::Input(format!("GEMM dimension {v} too large")))
+        };
+        let (mi, ni, ki) = (to_int(m)?, to_int(n)?, to_int(k)?);
+        let lda = if trans_a { mi } else { ki };
+        let ldb = if trans_b { ki } else { ni };
+        let op = |t: bool| {
+            if t {
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        self.bind()?;
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: cuBLAS gets B first.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                self.cublas,
+                op(trans_b),
+                op(trans_a),
+                ni,
+                mi,
+                ki,
+                &alpha as *const f32 as *const c_void,
+                b as *const c_void,
+                cublas_sys::cudaDataType::CUDA_R_16BF,
+                ldb,
+                a as *const c_void,
+                cublas_sys::cudaDataType::CUDA_R_16BF,
+                lda,
+                &beta as *const f32 as *const c_void,
+                out as *mut c_void,
+                cublas_sys::cudaDataType::CUDA_R_32F,
+                ni,
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| CudaError::Cublas {
+            context: format!("cublasGemmEx m={m} n={n} k={k} ta={trans_a} tb={trans_b}"),
+            message: format!("{e:?}"),
+        })
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let _ = self.bind();
+        let _ = self.synchronize();
+        unsafe {
+            let _ = cudarc::cublas::result::destroy_handle(self.cublas);
+            let _ = drv::stream::destroy(self.stream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_source_is_listed_once_and_named_by_its_file() {
+        let mut names: Vec<_> = SOURCES.iter().map(|k| k.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SOURCES.len());
+        for k in SOURCES {
+            assert!(
+                k.source.contains("extern \"C\" __global__"),
+                "{}.cu defines kernels",
+                k.name
+            );
+        }
+    }
+
+    #[test]
+    fn ptx_cache_names_change_with_the_source_and_the_arch() {
+        let dir = Path::new("/cache");
+        let a = ptx_cache_path(dir, &SOURCES[0], "compute_90");
+        let b = ptx_cache_path(dir, &SOURCES[0], "compute_80");
+        let c = ptx_cache_path(dir, &SOURCES[1], "compute_90");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, ptx_cache_path(dir, &SOURCES[0], "compute_90"));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("elementwise-compute_90-"));
+    }
+}
