@@ -10,4 +10,5 @@ pub mod judge;
 pub mod keeper;
 pub mod lang;
 pub mod learner;
+pub mod reward_model;
 pub mod stages;

@@ -4,6 +4,7 @@
 mod bench;
 mod judge;
 mod model;
+mod rm;
 mod run;
 mod train;
 
@@ -29,6 +30,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),
+    /// Reward models: train, score, and the tiny preference-RL demo.
+    Rm(rm::RmArgs),
 }
 
 fn main() {
@@ -43,6 +46,7 @@ fn main() {
         Command::Run(args) => run::run(args),
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
+        Command::Rm(args) => rm::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
