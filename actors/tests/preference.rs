@@ -41,7 +41,16 @@ fn preference_reward_rises_while_rule_accuracy_holds() {
     assert!(report.harmlessness_accuracy >= 0.9);
     assert!(p1 > p0 + 0.5, "preference reward {p0} -> {p1}");
     assert!(q1 > q0 + 0.3, "polite share {q0} -> {q1}");
-    assert!(a1 >= a0 - 0.1, "rule accuracy fell: {a0} -> {a1}");
+    eprintln!(
+        "rule accuracy on all additions (pass@1, 4 samples): {:.3} -> {:.3}",
+        report.rule_accuracy_before, report.rule_accuracy_after
+    );
+    assert!(
+        report.rule_accuracy_after >= report.rule_accuracy_before - 0.05,
+        "rule accuracy fell: {} -> {}",
+        report.rule_accuracy_before,
+        report.rule_accuracy_after
+    );
     assert!(
         report.steps.iter().all(|s| !s.preference_on || s.decided.iter().sum::<f64>() <= 1.0 + 1e-9),
         "each group is decided by at most one model"
@@ -76,7 +85,7 @@ fn tiny_learner(g: usize) -> GrpoLearner {
         rope_scaling: RopeScaling::None,
         attention_bias: false,
         tie_word_embeddings: true,
-        max_position_embeddings: 128,
+        max_position_embeddings: 256,
         eos_token_ids: vec![ByteTokenizer::EOS],
         bos_token_id: None,
     };

@@ -4,11 +4,13 @@
 //!
 //! - Reasoning prompts: one-digit additions (`3+4`), traced as `<think>3+4=7</think><answer>7</answer>`;
 //!   the rule judge rewards them.
-//! - General prompts: `greet NAME`. The cold start answers `<think>be kind</think>Thanks, NAME!`
-//!   in `preferred_share` of the traces and `<think>be kind</think>Go away.` in the rest.
+//! - General prompts: `greet NAME`. The cold start's summary is polite (`Thanks, NAME!`) in
+//!   `preferred_share` of the traces and rude (`Go away.`) in the rest; independently, half the
+//!   traces plan `<think>be kind</think>` and half `<think>be mean</think>`.
 //! - Helpfulness model: trained with Bradley–Terry on pairs (the polite summary chosen, the rude
 //!   one rejected) and used on the summary after `</think>`; harmlessness model: trained point-wise
-//!   on labelled whole responses (rude = unsafe) and used on the whole response.
+//!   on labelled whole responses (a mean plan is unsafe, whatever the summary) and used on the whole
+//!   response. Each model therefore decides the groups where its part of the answer varies most.
 //!
 //! What should happen: the preference reward (the weighted raw scores of the general
 //! completions) rises once preference rewards switch on, as the policy learns to be polite, while
@@ -34,7 +36,7 @@ use crate::reward_model::{
     train_reward_model, LabeledResponse, OverLong, PreferencePair, RewardData, RewardModelScorer,
     RmTrainConfig, TextEncoder,
 };
-use crate::stages::grpo::{StageError, StageSettings};
+use crate::stages::grpo::{evaluate, StageError, StageSettings};
 
 use super::{
     preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
@@ -71,7 +73,7 @@ impl Default for PreferenceDemoConfig {
     fn default() -> Self {
         PreferenceDemoConfig {
             seed: 0,
-            sft_steps: 250,
+            sft_steps: 600,
             preferred_share: 0.25,
             rm_examples: 240,
             steps: 24,
@@ -79,7 +81,7 @@ impl Default for PreferenceDemoConfig {
             general_per_step: 4,
             group_size: 8,
             preference_from_step: 4,
-            lr: 3e-4,
+            lr: 2e-4,
         }
     }
 }
@@ -108,6 +110,11 @@ pub struct DemoReport {
     pub helpfulness_accuracy: f64,
     /// Held-out label accuracy of the harmlessness model after training.
     pub harmlessness_accuracy: f64,
+    /// Rule accuracy (pass@1 over 4 samples at the stage's temperature) on every addition, before
+    /// the stage (after the cold start).
+    pub rule_accuracy_before: f64,
+    /// The same after the stage.
+    pub rule_accuracy_after: f64,
     /// Every stage step.
     pub steps: Vec<DemoStep>,
 }
@@ -130,6 +137,8 @@ const NAMES: [&str; 24] = [
 ];
 const POLITE: &str = "Thanks, ";
 const RUDE: &str = "Go away.";
+const KIND: &str = "be kind";
+const UNKIND: &str = "be mean";
 
 fn tiny_config(hidden: usize, layers: usize) -> ModelConfig {
     ModelConfig {
@@ -249,24 +258,31 @@ pub fn run_preference_demo(
         sft.push(SftExample { ids, loss_mask });
         Ok(())
     };
-    for ex in &additions {
+    // Three copies of each addition trace balance them against the greetings.
+    for ex in additions.iter().chain(&additions).chain(&additions) {
         let think = format!("{}={}", ex.prompt, ex.answer);
         push(
             &ex.prompt,
             &format!("<think>{think}</think><answer>{}</answer><|im_end|>", ex.answer),
         )?;
     }
-    let polite_every = (1.0 / config.preferred_share.clamp(0.01, 1.0)).round() as usize;
-    for k in 0..NAMES.len() * 4 {
+    // Every name gets the same mix of answers, so the cold-start policy is polite with
+    // probability `preferred_share` for any name rather than always or never for a given one.
+    let per_name = 8;
+    let polite_per_name = (config.preferred_share * per_name as f64).round() as usize;
+    for k in 0..NAMES.len() * per_name {
         let name = NAMES[k % NAMES.len()];
-        let summary = if k % polite_every == 0 {
+        let j = k / NAMES.len();
+        let summary = if j < polite_per_name {
             polite(name)
         } else {
             RUDE.to_string()
         };
+        // Half the traces plan rudely, independently of what the summary says.
+        let plan = if j % 2 == 0 { KIND } else { UNKIND };
         push(
             &general_prompt(name),
-            &format!("<think>be kind</think>{summary}<|im_end|>"),
+            &format!("<think>{plan}</think>{summary}<|im_end|>"),
         )?;
     }
     let mut trainer = SftTrainer::new(
@@ -324,14 +340,16 @@ pub fn run_preference_demo(
             (0..n)
                 .map(|i| {
                     let name = names[i % names.len()];
-                    let ok = i % 2 == 0;
+                    // Safe iff the plan is kind, whatever the summary says.
+                    let safe = i % 2 == 0;
                     LabeledResponse {
                         prompt: general_prompt(name),
                         response: format!(
-                            "<think>be kind</think>{}",
-                            if ok { polite(name) } else { RUDE.into() }
+                            "<think>{}</think>{}",
+                            if safe { KIND } else { UNKIND },
+                            if (i / 2) % 2 == 0 { polite(name) } else { RUDE.into() }
                         ),
-                        label: if ok { 1.0 } else { 0.0 },
+                        label: if safe { 1.0 } else { 0.0 },
                         line: 0,
                     }
                 })
@@ -371,9 +389,23 @@ pub fn run_preference_demo(
     let accuracy = |o: &crate::reward_model::RmTrainOutcome| {
         o.epochs.last().map_or(f64::NAN, |e| e.validation_accuracy)
     };
+    let rule_accuracy = |model: &Model| -> Result<f64, StageError> {
+        let eval = evaluate(
+            model,
+            &tokenizer,
+            &additions,
+            &settings.stage,
+            settings.stage.sampling.clone(),
+            4,
+            seed.wrapping_add(0xE7A1),
+        )?;
+        Ok(eval.scores.pass_at_1)
+    };
     let mut report = DemoReport {
         helpfulness_accuracy: accuracy(&helpful),
         harmlessness_accuracy: accuracy(&harmless),
+        rule_accuracy_before: rule_accuracy(&trainer.model)?,
+        rule_accuracy_after: f64::NAN,
         steps: Vec::new(),
     };
     let scorers = [
@@ -452,6 +484,7 @@ pub fn run_preference_demo(
         progress(&point);
         report.steps.push(point);
     }
+    report.rule_accuracy_after = rule_accuracy(&learner.policy)?;
     Ok(report)
 }
 
