@@ -97,7 +97,7 @@ fn check_gradients(architecture: Architecture) {
         let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         assert!(norm > 0.0, "{}: zero gradient", slot.name);
         let original = rm.model.params[slot.range()].to_vec();
-        let mut at = |sign: f32, rm: &mut RewardModel| {
+        let at = |sign: f32, rm: &mut RewardModel| {
             for ((p, o), gi) in rm.model.params[slot.range()]
                 .iter_mut()
                 .zip(&original)
