@@ -307,7 +307,7 @@ impl PreferenceStageSection {
 /// Deserializes TOML with errors that name the file, line, column and key path.
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     let syntax = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
-        let before = &text[..span.map_or(0, |s| s.start).min(text.len())];
+        let before = &text[..span.as_ref().map_or(0, |s| s.start).min(text.len())];
         let (line, column) = if span.is_some() {
             (
                 before.matches('\n').count() + 1,
