@@ -22,8 +22,7 @@ use r1_kernels::model::RewardModel;
 use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::reward::{pad_rows, reward_backward, reward_forward, score_positions};
 use r1_kernels::train::{
-    bradley_terry, clip_grad_norm, pairwise_accuracy, pointwise_bce, AdamW, AdamWConfig,
-    LrSchedule,
+    bradley_terry, clip_grad_norm, pairwise_accuracy, pointwise_bce, AdamW, AdamWConfig, LrSchedule,
 };
 use r1_kernels::EngineError;
 
@@ -719,8 +718,7 @@ pub fn train_reward_model(
                 lr,
             });
         }
-        let (validation_loss, validation_accuracy) =
-            validate(&rm, &validation, config.batch_size)?;
+        let (validation_loss, validation_accuracy) = validate(&rm, &validation, config.batch_size)?;
         let report = EpochReport {
             epoch: epoch + 1,
             train_loss: loss_sum / batches.max(1) as f64,

@@ -52,7 +52,10 @@ fn preference_reward_rises_while_rule_accuracy_holds() {
         report.rule_accuracy_after
     );
     assert!(
-        report.steps.iter().all(|s| !s.preference_on || s.decided.iter().sum::<f64>() <= 1.0 + 1e-9),
+        report
+            .steps
+            .iter()
+            .all(|s| !s.preference_on || s.decided.iter().sum::<f64>() <= 1.0 + 1e-9),
         "each group is decided by at most one model"
     );
 }
@@ -144,9 +147,10 @@ fn settings(from_step: u64) -> PreferenceSettings {
 fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step() {
     let g = 4;
     let tokenizer = Tokenizer::byte();
-    let task = r1_actors::data::builtin_task("arithmetic", 1, r1_actors::judge::tasks::Split::Train, 1)
-        .unwrap()
-        .remove(0);
+    let task =
+        r1_actors::data::builtin_task("arithmetic", 1, r1_actors::judge::tasks::Split::Train, 1)
+            .unwrap()
+            .remove(0);
     let prompts = vec![
         StagePrompt::Reasoning(task),
         StagePrompt::General {

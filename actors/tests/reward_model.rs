@@ -141,7 +141,10 @@ fn a_tiny_reward_model_ranks_held_out_pairs_right() {
         let alone = scorer.score(std::slice::from_ref(item)).unwrap()[0];
         assert!((alone - b).abs() < 1e-5);
     }
-    assert!(batched[0] > batched[1] && batched[2] > batched[3], "{batched:?}");
+    assert!(
+        batched[0] > batched[1] && batched[2] > batched[3],
+        "{batched:?}"
+    );
 
     // Deterministic given the seed.
     let again = train_reward_model(
@@ -232,11 +235,18 @@ fn bad_data_files_are_errors_naming_the_line() {
             .to_string()
     };
     let ok = r#"{"prompt": "p", "chosen": "a", "rejected": "b"}"#;
-    let e = err(&format!("{ok}\n\n{{\"prompt\": \"p\", \"chosen\": \"same\", \"rejected\": \"same\"}}\n"));
-    assert!(e.contains("pairs.jsonl:3") && e.contains("identical"), "{e}");
+    let e = err(&format!(
+        "{ok}\n\n{{\"prompt\": \"p\", \"chosen\": \"same\", \"rejected\": \"same\"}}\n"
+    ));
+    assert!(
+        e.contains("pairs.jsonl:3") && e.contains("identical"),
+        "{e}"
+    );
     let e = err(&format!("{ok}\n{{\"prompt\": \"p\", \"chosen\": \"a\"}}\n"));
     assert!(e.contains(":2") && e.contains("no `rejected` field"), "{e}");
-    let e = err(&format!("{ok}\n{{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}}\n"));
+    let e = err(&format!(
+        "{ok}\n{{\"prompt\": \"p\", \"chosen\": 3, \"rejected\": \"b\"}}\n"
+    ));
     assert!(e.contains(":2") && e.contains("must be a string"), "{e}");
     let e = err("{oops\n");
     assert!(e.contains(":1") && e.contains("invalid JSON"), "{e}");
@@ -281,7 +291,10 @@ fn over_long_texts_keep_their_end_or_are_refused() {
         .encode("a long prompt", "the end", &what)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("line 7") && e.contains("20 tokens") && e.contains("8"), "{e}");
+    assert!(
+        e.contains("line 7") && e.contains("20 tokens") && e.contains("8"),
+        "{e}"
+    );
 
     // Training refuses a too-long pair by its line number.
     let data = RewardData::Pairs(vec![PreferencePair {

@@ -371,7 +371,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("rm.toml:") && err.contains("epochz"), "{err}");
+        assert!(
+            err.starts_with("rm.toml:") && err.contains("epochz"),
+            "{err}"
+        );
         let err = RewardModelJob::from_toml(
             &text.replace("batch_size = 16", "batch_size = 0"),
             Path::new("rm.toml"),

@@ -104,7 +104,9 @@ fn tokenizer_for(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<Token
                 dir.display()
             )
         }),
-        (None, None) => bail!("no tokenizer: set tokenizer = \"byte\" or start from a model directory"),
+        (None, None) => {
+            bail!("no tokenizer: set tokenizer = \"byte\" or start from a model directory")
+        }
     }
 }
 
@@ -318,7 +320,11 @@ fn score(args: ScoreArgs) -> anyhow::Result<i32> {
     for (n, line) in &lines {
         match line {
             Line::One(..) => {
-                writeln!(out, "{}", serde_json::json!({"line": n, "score": scores[at]}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"line": n, "score": scores[at]})
+                )?;
                 sum += scores[at] as f64;
                 at += 1;
             }
@@ -379,11 +385,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<i32> {
         100.0 * report.harmlessness_accuracy
     );
     println!("preference reward (mean of first/last 3 steps): {p0:+.3} -> {p1:+.3}");
-    println!(
-        "polite summaries: {:.1}% -> {:.1}%",
-        100.0 * q0,
-        100.0 * q1
-    );
+    println!("polite summaries: {:.1}% -> {:.1}%", 100.0 * q0, 100.0 * q1);
     println!(
         "rule accuracy on reasoning prompts: {:.1}% -> {:.1}%",
         100.0 * a0,

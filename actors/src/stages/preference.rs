@@ -24,9 +24,7 @@ pub mod demo;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::sample::{
-    Completion, FinishReason, GenerationRequest, Sampler, SamplingParams,
-};
+use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::format::FormatConfig;
@@ -122,7 +120,10 @@ impl PreferenceSettings {
         }
         for (i, m) in self.reward_models.iter().enumerate() {
             if !m.weight.is_finite() {
-                return Err(format!("reward_models[{i}] ({}).weight is not finite", m.name));
+                return Err(format!(
+                    "reward_models[{i}] ({}).weight is not finite",
+                    m.name
+                ));
             }
         }
         self.stage.sampling.validate()
@@ -189,11 +190,9 @@ pub fn response_view(completion: &str, view: ResponseView, markers: &[String]) -
     }
     match view {
         ResponseView::Whole => text.to_string(),
-        ResponseView::Summary => text
-            .rfind("</think>")
-            .map_or(String::new(), |at| {
-                text[at + "</think>".len()..].trim().to_string()
-            }),
+        ResponseView::Summary => text.rfind("</think>").map_or(String::new(), |at| {
+            text[at + "</think>".len()..].trim().to_string()
+        }),
     }
 }
 
@@ -419,11 +418,7 @@ pub fn preference_step(
             .iter()
             .map(|c| mean_std(&c[grp * g..(grp + 1) * g]).1)
             .collect();
-        if let Some((m, &s)) = spread
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-        {
+        if let Some((m, &s)) = spread.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
             if s > 1e-9 {
                 model_stats[m].decided_share += 1.0 / general_groups as f64;
             }
@@ -445,8 +440,16 @@ pub fn preference_step(
     Ok(PreferenceStepReport {
         learner: learner_stats,
         preference_on,
-        rule_accuracy: if reasoning_n > 0 { acc_sum / rn } else { f64::NAN },
-        rule_format: if reasoning_n > 0 { fmt_sum / rn } else { f64::NAN },
+        rule_accuracy: if reasoning_n > 0 {
+            acc_sum / rn
+        } else {
+            f64::NAN
+        },
+        rule_format: if reasoning_n > 0 {
+            fmt_sum / rn
+        } else {
+            f64::NAN
+        },
         reward_models: model_stats,
         preference_reward: if general.is_empty() {
             f64::NAN

@@ -217,8 +217,8 @@ mod tests {
             let mut down = c;
             down[i] -= h;
             let step = (up[i] - down[i]) as f64;
-            let numeric = (pointwise_bce(&up, &labels).loss - pointwise_bce(&down, &labels).loss)
-                / step;
+            let numeric =
+                (pointwise_bce(&up, &labels).loss - pointwise_bce(&down, &labels).loss) / step;
             assert!((numeric - bce.d_first[i] as f64).abs() < 1e-4);
         }
         assert!(bt.loss.is_finite() && bce.loss.is_finite());

@@ -263,7 +263,10 @@ pub fn run_preference_demo(
         let think = format!("{}={}", ex.prompt, ex.answer);
         push(
             &ex.prompt,
-            &format!("<think>{think}</think><answer>{}</answer><|im_end|>", ex.answer),
+            &format!(
+                "<think>{think}</think><answer>{}</answer><|im_end|>",
+                ex.answer
+            ),
         )?;
     }
     // Every name gets the same mix of answers, so the cold-start policy is polite with
@@ -347,7 +350,11 @@ pub fn run_preference_demo(
                         response: format!(
                             "<think>{}</think>{}",
                             if safe { KIND } else { UNKIND },
-                            if (i / 2) % 2 == 0 { polite(name) } else { RUDE.into() }
+                            if (i / 2) % 2 == 0 {
+                                polite(name)
+                            } else {
+                                RUDE.into()
+                            }
                         ),
                         label: if safe { 1.0 } else { 0.0 },
                         line: 0,
@@ -367,7 +374,12 @@ pub fn run_preference_demo(
     let stop = AtomicBool::new(false);
     let n_val = (config.rm_examples / 10).max(2);
     let helpful = train_reward_model(
-        RewardModel::random(tiny_config(32, 1), Some(ByteTokenizer::EOS), seed + 10, 0.02),
+        RewardModel::random(
+            tiny_config(32, 1),
+            Some(ByteTokenizer::EOS),
+            seed + 10,
+            0.02,
+        ),
         &encoder,
         &pairs(train_names, config.rm_examples),
         &pairs(val_names, n_val),
@@ -377,7 +389,12 @@ pub fn run_preference_demo(
     )
     .map_err(|e| bad(format!("helpfulness model: {e}")))?;
     let harmless = train_reward_model(
-        RewardModel::random(tiny_config(32, 1), Some(ByteTokenizer::EOS), seed + 20, 0.02),
+        RewardModel::random(
+            tiny_config(32, 1),
+            Some(ByteTokenizer::EOS),
+            seed + 20,
+            0.02,
+        ),
         &encoder,
         &labels(train_names, config.rm_examples),
         &labels(val_names, n_val),
