@@ -573,7 +573,7 @@ impl Encoded {
     }
 
     /// Rows of items `idx` and the loss over them (pairs: chosen rows then rejected rows).
-    fn rows_and_loss(&self, idx: &[usize]) -> (Vec<&[u32]>, Box<dyn Fn(&[f32]) -> Loss + '_>) {
+    fn rows_and_loss(&self, idx: &[usize]) -> (Vec<&[u32]>, LossOf<'_>) {
         match self {
             Encoded::Pairs(p) => {
                 let mut rows: Vec<&[u32]> = idx.iter().map(|&i| p[i].0.as_slice()).collect();
@@ -616,6 +616,9 @@ impl Encoded {
         }
     }
 }
+
+/// The loss of a batch as a function of its rows' rewards.
+type LossOf<'a> = Box<dyn Fn(&[f32]) -> Loss + 'a>;
 
 /// A batch's loss, gradient per row and accuracy.
 struct Loss {

@@ -387,9 +387,14 @@ fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     println!("preference reward (mean of first/last 3 steps): {p0:+.3} -> {p1:+.3}");
     println!("polite summaries: {:.1}% -> {:.1}%", 100.0 * q0, 100.0 * q1);
     println!(
-        "rule accuracy on reasoning prompts: {:.1}% -> {:.1}%",
+        "rule accuracy of the reasoning rollouts (mean of first/last 3 steps): {:.1}% -> {:.1}%",
         100.0 * a0,
         100.0 * a1
+    );
+    println!(
+        "rule accuracy on every addition (pass@1, 4 samples), before -> after the stage: {:.1}% -> {:.1}%",
+        100.0 * report.rule_accuracy_before,
+        100.0 * report.rule_accuracy_after
     );
     println!("{:.1} s", start.elapsed().as_secs_f64());
     Ok(0)

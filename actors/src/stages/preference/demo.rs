@@ -282,7 +282,7 @@ pub fn run_preference_demo(
             RUDE.to_string()
         };
         // Half the traces plan rudely, independently of what the summary says.
-        let plan = if j % 2 == 0 { KIND } else { UNKIND };
+        let plan = if j.is_multiple_of(2) { KIND } else { UNKIND };
         push(
             &general_prompt(name),
             &format!("<think>{plan}</think>{summary}<|im_end|>"),
@@ -344,13 +344,13 @@ pub fn run_preference_demo(
                 .map(|i| {
                     let name = names[i % names.len()];
                     // Safe iff the plan is kind, whatever the summary says.
-                    let safe = i % 2 == 0;
+                    let safe = i.is_multiple_of(2);
                     LabeledResponse {
                         prompt: general_prompt(name),
                         response: format!(
                             "<think>{}</think>{}",
                             if safe { KIND } else { UNKIND },
-                            if (i / 2) % 2 == 0 {
+                            if (i / 2).is_multiple_of(2) {
                                 polite(name)
                             } else {
                                 RUDE.into()
