@@ -12,4 +12,5 @@ pub mod lang;
 pub mod learner;
 pub mod messages;
 pub mod service;
+pub mod reward_model;
 pub mod stages;

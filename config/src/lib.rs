@@ -8,6 +8,8 @@
 //!
 //! `config/examples/` holds presets with the paper's numbers; a test loads every one.
 
+pub mod preference;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +158,9 @@ pub struct JobConfig {
     /// Checkpointing.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// The preference-RL stage's reward models and schedule (the last RL stage).
+    #[serde(default)]
+    pub preference: Option<preference::PreferenceStageSection>,
 }
 
 /// Why a config cannot be used: where, and what.
@@ -310,6 +315,9 @@ impl JobConfig {
                 ));
             }
             _ => {}
+        }
+        if let Some(p) = &self.preference {
+            p.validate(path)?;
         }
         if self.checkpoint.every_steps == 0 {
             return Err(invalid(

@@ -6,6 +6,7 @@ mod bench;
 mod judge;
 mod model;
 mod remote;
+mod rm;
 mod run;
 mod train;
 
@@ -33,6 +34,8 @@ enum Command {
     Model(model::ModelArgs),
     #[command(flatten)]
     Remote(remote::Remote),
+    /// Reward models: train, score, and the tiny preference-RL demo.
+    Rm(rm::RmArgs),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
         Command::Remote(command) => remote::run(command),
+        Command::Rm(args) => rm::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -4,6 +4,7 @@
 
 pub mod default_run;
 pub mod grpo;
+pub mod preference;
 pub mod rejection;
 
 pub use grpo::{evaluate, grpo_step, GrpoStepReport, StageEval, StageSettings};

@@ -147,6 +147,13 @@ impl Activations {
         &self.xf
     }
 
+    /// The gradient w.r.t. the final hidden states [N, C] that `backward` starts from. `head` fills
+    /// it for the LM head; a different head (the reward model's scalar score) zeroes it and writes
+    /// its own gradient here before calling `backward`.
+    pub fn hidden_grad_mut(&mut self) -> &mut [f32] {
+        &mut self.dxf
+    }
+
     /// q|k|v (after RoPE) of layer `l` from the last forward pass: [N, QKV]. The sampler copies
     /// keys and values out of it into its KV cache after prefilling a prompt.
     pub fn layer_qkv(&self, l: usize) -> &[f32] {

@@ -65,6 +65,17 @@ impl Model {
 pub fn load_model_dir(dir: &Path) -> Result<Model> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let layout = ParamLayout::new(&config);
+    let params = read_params(dir, &layout)?;
+    Ok(Model {
+        config,
+        layout,
+        params,
+    })
+}
+
+/// Reads every tensor of `layout` from the safetensors file(s) of `dir` into one flat f32 buffer
+/// (also used by the sequence-classification loader, whose layout adds `score.weight`).
+pub(crate) fn read_params(dir: &Path, layout: &ParamLayout) -> Result<Vec<f32>> {
     let mut params = vec![0f32; layout.total];
 
     let single = dir.join("model.safetensors");
@@ -132,11 +143,7 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
             })?;
         }
     }
-    Ok(Model {
-        config,
-        layout,
-        params,
-    })
+    Ok(params)
 }
 
 /// Reads `model.safetensors.index.json`'s weight map into tensor → shard path.
@@ -207,6 +214,18 @@ fn widen_into(dtype: Dtype, data: &[u8], out: &mut [f32]) -> std::result::Result
 /// Writes `model` as a Hugging Face directory: `config.json` and an f32 `model.safetensors`
 /// (each file written then fsynced). The directory is created if needed.
 pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
+    write_params(model, dir)?;
+    let config =
+        serde_json::to_vec_pretty(&model.config.to_json()).map_err(|e| EngineError::Json {
+            path: dir.join("config.json"),
+            source: e,
+        })?;
+    write_synced(&dir.join("config.json"), &config)
+}
+
+/// Writes every tensor of `model.layout` into `dir/model.safetensors` (f32, Hugging Face names),
+/// creating `dir`; the caller writes config.json.
+pub(crate) fn write_params(model: &Model, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
     let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
         Vec::with_capacity(model.layout.slots.len());
@@ -235,18 +254,12 @@ pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-    write_synced(&path, &serialized)?;
-    let config =
-        serde_json::to_vec_pretty(&model.config.to_json()).map_err(|e| EngineError::Json {
-            path: dir.join("config.json"),
-            source: e,
-        })?;
-    write_synced(&dir.join("config.json"), &config)
+    write_synced(&path, &serialized)
 }
 
 /// Writes a whole file and fsyncs it, so a crash never leaves a half-written checkpoint file that
 /// looks complete.
-fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     let mut file = std::fs::File::create(path).map_err(|e| EngineError::io(path, e))?;
     file.write_all(data).map_err(|e| EngineError::io(path, e))?;
     file.sync_all().map_err(|e| EngineError::io(path, e))
