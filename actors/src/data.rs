@@ -308,7 +308,7 @@ impl DataSource {
         let (items, path, parquet) = match self {
             DataSource::Jsonl { path, fields } => (load_jsonl(path, fields)?, path, false),
             DataSource::Parquet { path, fields } => (load_parquet(path, fields)?, path, true),
-            DataSource::Builtin { .. } => (Vec::new(), &PathBuf::new(), false),
+            DataSource::Builtin { .. } => return Ok(Vec::new()),
         };
         items
             .iter()

@@ -103,9 +103,8 @@ fn a_step_reports_components_phases_and_tokens() {
     assert_eq!(report.dynamic.prompts_consumed, 3);
     assert!(report.tokens_generated > 0);
     assert_eq!(report.learner.tokens_trained, report.tokens_generated);
-    assert_eq!(
-        report.tokens_generated as f64,
-        report.learner.completion_len_mean * 6.0
+    assert!(
+        (report.tokens_generated as f64 - report.learner.completion_len_mean * 6.0).abs() < 1e-9
     );
 }
 
@@ -174,10 +173,10 @@ fn dynamic_sampling_replaces_flat_groups_deterministically() {
     assert_eq!(d.prompts_consumed, 4 + d.resampled_groups);
     assert!(d.rounds >= 1 && d.rounds <= 3);
     // The batch always holds prompts_per_step groups.
-    assert_eq!(report.learner.completion_len_mean * 8.0, {
-        let total: f64 = report.learner.tokens_trained as f64;
-        total
-    });
+    assert_eq!(
+        report.learner.completion_len_mean * 8.0,
+        report.learner.tokens_trained as f64
+    );
     // A random model rarely gets anything right: flat groups are dropped and replaced.
     assert!(
         d.resampled_groups > 0,

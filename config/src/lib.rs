@@ -261,7 +261,7 @@ impl JobConfig {
                     "steps, prompts_per_step and max_batch must be at least 1".into(),
                 ));
             }
-            (Stage::Sft, None) => {
+            (Stage::Sft, _) if self.sft.is_none() => {
                 return Err(invalid(
                     "sft",
                     "stage = \"sft\" needs an [sft] table (data = the JSONL set)".into(),

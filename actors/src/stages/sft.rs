@@ -50,7 +50,7 @@ pub struct SftConfig {
     /// The cosine's floor as a fraction of `lr`.
     pub min_lr_ratio: f64,
     /// AdamW weight decay.
-    pub weight_decay: f64,
+    pub weight_decay: f32,
     /// Global gradient-norm clip (0 disables).
     pub max_grad_norm: f64,
 }
