@@ -123,6 +123,17 @@ pub struct GrpoStepReport {
     pub sample: Option<(String, String, f32)>,
 }
 
+impl GrpoStepReport {
+    /// The report without its wall times: what the seed determines, so two runs of the same step
+    /// compare equal on it.
+    pub fn deterministic(&self) -> GrpoStepReport {
+        GrpoStepReport {
+            phases: PhaseSeconds::default(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Phrases the paper's "aha moment" is made of; their rate is tracked as the run goes.
 const REFLECTION_PHRASES: &[&str] = &[
     "wait",
