@@ -189,7 +189,7 @@ pub fn run_grpo(
         let dir = job.run.output_dir.join("final");
         save_model_dir(&learner.policy, &dir).map_err(|e| RunError::Model {
             path: dir.clone(),
-            source: e,
+            source: Box::new(e),
         })?;
         report.final_model = Some(dir);
     }

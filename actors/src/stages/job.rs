@@ -49,7 +49,7 @@ impl ModelSpec {
     pub fn load(&self) -> Result<Model, RunError> {
         load_model_dir(&self.path).map_err(|e| RunError::Model {
             path: self.path.clone(),
-            source: e,
+            source: Box::new(e),
         })
     }
 }
@@ -172,9 +172,9 @@ pub enum RunError {
     Model {
         /// The directory.
         path: PathBuf,
-        /// What the engine said.
+        /// What the engine said (boxed: it is large, and errors are rare).
         #[source]
-        source: r1_kernels::EngineError,
+        source: Box<r1_kernels::EngineError>,
     },
     /// A file could not be written or read.
     #[error("{path}: {source}")]

@@ -322,7 +322,7 @@ pub fn run_sft(
         let dir = job.run.output_dir.join("final");
         save_model_dir(&trainer.model, &dir).map_err(|e| RunError::Model {
             path: dir.clone(),
-            source: e,
+            source: Box::new(e),
         })?;
         report.final_model = Some(dir);
     }
