@@ -208,7 +208,8 @@ pub fn run_eval(
         if problems.is_empty() {
             return Err(RunError::Invalid(format!("dataset {name}: no problems")));
         }
-        let eval = evaluate_with(&model, &ctx, &problems, sampling.clone(), k, job.run.seed)?;
+        let eval = evaluate_with(&model, &ctx, &problems, sampling.clone(), k, job.run.seed)
+            .map_err(|e| RunError::Invalid(format!("dataset {name}: {e}")))?;
         progress(StageEvent::Evaluated {
             dataset: name.clone(),
             eval,
