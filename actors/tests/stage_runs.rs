@@ -474,3 +474,77 @@ fn rejection_distill_and_eval_run_end_to_end() {
     let student_eval = eval(&student_final, "eval-student");
     assert_eq!(student_eval.datasets[0].eval.scores.pass_at_1, 0.5);
 }
+
+#[test]
+fn rejection_and_eval_stop_between_batches_and_keep_what_they_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(dir.path(), "base", 3);
+    let data = dir.path().join("q.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"1?\", \"answer\": \"1\"}\n{\"prompt\": \"2?\", \"answer\": \"2\"}\n{\"prompt\": \"3?\", \"answer\": \"3\"}\n",
+    )
+    .unwrap();
+    let source = DataSource::Jsonl {
+        path: data,
+        fields: FieldMap::default(),
+    };
+    let stop = AtomicBool::new(false);
+    let report = run_rejection(
+        &RejectionJob {
+            run: run_spec(&dir.path().join("rejection"), None),
+            model: spec(&model),
+            data: source.clone(),
+            sampling: sampling(8),
+            rules: Default::default(),
+            rejection: RejectionConfig {
+                samples_per_prompt: 2,
+                prompts_per_batch: 1,
+                ..RejectionConfig::default()
+            },
+        },
+        &mut |e| {
+            if matches!(e, StageEvent::Sampled { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(report.stopped);
+    assert_eq!((report.prompts, report.prompts_planned), (1, 3));
+    assert_eq!(report.summary.seen, 2);
+    // The set and its summary are written, with what was kept before the stop.
+    assert!(report.output.exists());
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.output.with_extension("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["stopped"], true);
+
+    let stop = AtomicBool::new(false);
+    let eval = run_eval(
+        &EvalJob {
+            run: run_spec(&dir.path().join("eval"), None),
+            model: spec(&model),
+            datasets: vec![("a".into(), source.clone()), ("b".into(), source)],
+            sampling: sampling(8),
+            rules: Default::default(),
+            eval: EvalConfig {
+                samples: 2,
+                ..EvalConfig::default()
+            },
+        },
+        &mut |e| {
+            if matches!(e, StageEvent::Evaluated { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(eval.stopped);
+    assert_eq!(eval.datasets.len(), 1);
+    assert_eq!(eval.datasets[0].eval.scores.k, 2);
+    assert!(eval.report.exists());
+}
