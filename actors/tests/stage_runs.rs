@@ -548,3 +548,67 @@ fn rejection_and_eval_stop_between_batches_and_keep_what_they_have() {
     assert_eq!(eval.datasets[0].eval.scores.k, 2);
     assert!(eval.report.exists());
 }
+
+#[test]
+fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
+    use r1_actors::data::DatasetItem;
+    use r1_actors::judge::reward::{RewardRules, RewardWeights};
+    let tokenizer = Tokenizer::byte();
+    // Even problems have a target language: a random model's samples often differ in language
+    // share, so their groups can carry signal. Odd ones have none: every sample scores 0, a flat
+    // group.
+    let pool: Vec<StageProblem> = (0..200)
+        .map(|i| {
+            StageProblem::from_item(&DatasetItem {
+                prompt: if i % 2 == 0 {
+                    format!("What is {i} plus one?")
+                } else {
+                    format!("{i}+1")
+                },
+                answer: Some((i + 1).to_string()),
+                tests: None,
+                language: (i % 2 == 0).then(|| "en".to_string()),
+                line: i + 1,
+            })
+            .unwrap()
+        })
+        .collect();
+    let sandbox = CodeSandbox::unavailable("none");
+    let settings = StageSettings {
+        rules: RewardRules {
+            weights: RewardWeights {
+                accuracy: 1.0,
+                format: 1.0,
+                language: 1.0,
+            },
+            ..RewardRules::default()
+        },
+        ..settings()
+    };
+    let ctx = StepContext {
+        tokenizer: &tokenizer,
+        settings: &settings,
+        sandbox: &sandbox,
+    };
+    let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
+    let mut cursor = 0usize;
+    let mut source = |n: usize| {
+        let out = pool[cursor..cursor + n].to_vec();
+        cursor += n;
+        out
+    };
+    let report = grpo_step_from(&mut learner, &ctx, &mut source, 4, 20, 3).unwrap();
+    let d = report.dynamic;
+    assert!(d.dropped_groups > 0 && d.resampled_groups > 0, "{d:?}");
+    assert_eq!(d.prompts_consumed, 4 + d.resampled_groups);
+    assert_eq!(
+        d.prompts_consumed,
+        4 + d.dropped_groups,
+        "every dropped group was replaced"
+    );
+    assert_eq!(cursor, d.prompts_consumed);
+    // Enough rounds: the batch is all informative groups, and it stopped drawing once full.
+    assert!(d.rounds < 21, "{d:?}");
+    assert_eq!(report.learner.frac_zero_std, 0.0, "{d:?}");
+    assert!(report.components[2].std > 0.0);
+}
