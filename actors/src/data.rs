@@ -1,9 +1,12 @@
-//! Datasets: JSONL files with a configurable field mapping, and the built-in generated tasks.
+//! Datasets: JSONL and Parquet files with a configurable field mapping, and the built-in
+//! generated tasks.
 //!
-//! A line is one JSON object. `FieldMap` says which key holds the prompt, the gold answer, code
-//! tests and the target language; keys may be dotted paths into nested objects (`meta.answer`).
-//! A malformed line is an error naming the file and line number, so a bad dataset is found
-//! before a run starts, not hours into it. Parquet is not read yet (convert to JSONL).
+//! A JSONL line is one JSON object; a Parquet row is read through the crate's row API and seen as
+//! the same JSON object (nested groups become nested objects, lists arrays). `FieldMap` says which
+//! key holds the prompt, the gold answer, code tests and the target language; keys may be dotted
+//! paths into nested objects (`meta.answer`). A malformed line or row is an error naming the file
+//! and its number, so a bad dataset is found before a run starts, not hours into it.
+//! [`DataSource`] is the job config's `[data]` table and turns into a stage's problems.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::judge::tasks::{arithmetic, countdown, GenerateError, Split, TaskExample};
+use crate::stages::problem::StageProblem;
 
 /// Where a dataset line keeps each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +53,8 @@ pub struct DatasetItem {
     pub tests: Option<Value>,
     /// Target language name or code, when given.
     pub language: Option<String>,
-    /// 1-based line number in its file (provenance for reports and errors).
+    /// 1-based line number (JSONL) or row number (Parquet) in its file: provenance for reports
+    /// and errors.
     pub line: usize,
 }
 
@@ -72,6 +77,16 @@ pub enum DataError {
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A Parquet row is not what the field map expects, or the file is not valid Parquet.
+    #[error("{path}: row {row}: {message}")]
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 1-based row number (0: the file itself).
+        row: usize,
         /// What is wrong.
         message: String,
     },
@@ -107,51 +122,58 @@ pub fn parse_line(
     fields: &FieldMap,
     path: &Path,
 ) -> Result<DatasetItem, DataError> {
-    let bad = |message: String| DataError::Line {
+    let value: Value = serde_json::from_str(text).map_err(|e| DataError::Line {
+        path: path.to_path_buf(),
+        line,
+        message: format!("invalid JSON: {e}"),
+    })?;
+    parse_value(&value, line, fields).map_err(|message| DataError::Line {
         path: path.to_path_buf(),
         line,
         message,
-    };
-    let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    })
+}
+
+/// Reads one record (a JSONL line's object or a Parquet row) through the field map; `number` is
+/// the item's 1-based line or row. The error is the message alone; callers add file and place.
+pub fn parse_value(value: &Value, number: usize, fields: &FieldMap) -> Result<DatasetItem, String> {
     if !value.is_object() {
-        return Err(bad("expected a JSON object".into()));
+        return Err("expected a JSON object".into());
     }
-    let prompt = match lookup(&value, &fields.prompt) {
+    let prompt = match lookup(value, &fields.prompt) {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(bad(format!("`{}` is empty", fields.prompt))),
+        Some(Value::String(_)) => return Err(format!("`{}` is empty", fields.prompt)),
         Some(other) => {
-            return Err(bad(format!(
+            return Err(format!(
                 "`{}` must be a string, found {other}",
                 fields.prompt
-            )))
-        }
-        None => return Err(bad(format!("no `{}` field (the prompt)", fields.prompt))),
-    };
-    let answer = match lookup(&value, &fields.answer) {
-        None => None,
-        Some(v) => Some(text_field(v).ok_or_else(|| {
-            bad(format!(
-                "`{}` must be a string or number, found {v}",
-                fields.answer
             ))
-        })?),
+        }
+        None => return Err(format!("no `{}` field (the prompt)", fields.prompt)),
     };
-    let language = match lookup(&value, &fields.language) {
+    let answer =
+        match lookup(value, &fields.answer) {
+            None => None,
+            Some(v) => Some(text_field(v).ok_or_else(|| {
+                format!("`{}` must be a string or number, found {v}", fields.answer)
+            })?),
+        };
+    let language = match lookup(value, &fields.language) {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
-            return Err(bad(format!(
+            return Err(format!(
                 "`{}` must be a string, found {other}",
                 fields.language
-            )))
+            ))
         }
     };
     Ok(DatasetItem {
         prompt,
         answer,
-        tests: lookup(&value, &fields.tests).cloned(),
+        tests: lookup(value, &fields.tests).cloned(),
         language,
-        line,
+        line: number,
     })
 }
 
@@ -176,6 +198,139 @@ pub fn load_jsonl(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, Da
         items.push(parse_line(&text, line_no, fields, path)?);
     }
     Ok(items)
+}
+
+/// Reads a Parquet dataset row by row (row groups in order); a row is seen as the JSON object of
+/// its columns and read through `fields` like a JSONL line. Errors name the file and the row.
+pub fn load_parquet(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, DataError> {
+    use parquet::file::reader::SerializedFileReader;
+    let file = std::fs::File::open(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let bad = |row: usize, message: String| DataError::Row {
+        path: path.to_path_buf(),
+        row,
+        message,
+    };
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| bad(0, format!("not a readable Parquet file: {e}")))?;
+    let mut items = Vec::new();
+    for (i, row) in reader.into_iter().enumerate() {
+        let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
+        items.push(parse_value(&row.to_json_value(), i + 1, fields).map_err(|m| bad(i + 1, m))?);
+    }
+    Ok(items)
+}
+
+/// Where a stage's prompts come from: the job config's `[data]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// A generated task (countdown, arithmetic) with seeded train/test splits.
+    Builtin {
+        /// Task name.
+        task: String,
+        /// Problems in the training pool.
+        #[serde(default = "default_pool")]
+        train_size: usize,
+        /// Held-out problems for evaluation.
+        #[serde(default = "default_eval_size")]
+        test_size: usize,
+    },
+    /// A JSONL file and where each field is in its lines.
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// Field mapping.
+        #[serde(default)]
+        fields: FieldMap,
+    },
+    /// A Parquet file and where each field is in its rows.
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// Field mapping.
+        #[serde(default)]
+        fields: FieldMap,
+    },
+}
+
+fn default_pool() -> usize {
+    10_000
+}
+
+fn default_eval_size() -> usize {
+    200
+}
+
+impl DataSource {
+    /// A short name for tables and provenance: the task name or the file's path.
+    pub fn name(&self) -> String {
+        match self {
+            DataSource::Builtin { task, .. } => task.clone(),
+            DataSource::Jsonl { path, .. } | DataSource::Parquet { path, .. } => {
+                path.display().to_string()
+            }
+        }
+    }
+
+    /// The items of a file source (`None` for a built-in task).
+    pub fn items(&self) -> Result<Option<Vec<DatasetItem>>, DataError> {
+        match self {
+            DataSource::Builtin { .. } => Ok(None),
+            DataSource::Jsonl { path, fields } => load_jsonl(path, fields).map(Some),
+            DataSource::Parquet { path, fields } => load_parquet(path, fields).map(Some),
+        }
+    }
+
+    /// The problems a stage trains on (`split = Train`) or evaluates on (`Test`): a built-in
+    /// task's seeded split (`train_size` or `test_size` problems), or every item of a file, each
+    /// of which must have an answer or tests (the error names the line or row that has neither).
+    pub fn problems(&self, seed: u64, split: Split) -> Result<Vec<StageProblem>, DataError> {
+        if let DataSource::Builtin {
+            task,
+            train_size,
+            test_size,
+        } = self
+        {
+            let n = if split == Split::Train {
+                *train_size
+            } else {
+                *test_size
+            };
+            return Ok(builtin_task(task, seed, split, n)?
+                .iter()
+                .enumerate()
+                .map(|(i, ex)| StageProblem::from_task(ex, i))
+                .collect());
+        }
+        let (items, path, parquet) = match self {
+            DataSource::Jsonl { path, fields } => (load_jsonl(path, fields)?, path, false),
+            DataSource::Parquet { path, fields } => (load_parquet(path, fields)?, path, true),
+            DataSource::Builtin { .. } => return Ok(Vec::new()),
+        };
+        items
+            .iter()
+            .map(|item| {
+                StageProblem::from_item(item).map_err(|message| {
+                    if parquet {
+                        DataError::Row {
+                            path: path.clone(),
+                            row: item.line,
+                            message,
+                        }
+                    } else {
+                        DataError::Line {
+                            path: path.clone(),
+                            line: item.line,
+                            message,
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 /// `n` problems of a built-in task (`countdown` or `arithmetic`) from its seeded split.
@@ -260,6 +415,142 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("/nonexistent/x.jsonl"));
+    }
+
+    /// Writes rows of (question, gold) with the parquet crate itself, snappy-compressed; `None`
+    /// is a null.
+    fn write_parquet(path: &Path, rows: &[(Option<&str>, Option<i64>)]) {
+        use parquet::basic::Compression;
+        use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use parquet::schema::parser::parse_message_type;
+        use std::sync::Arc;
+        let schema = Arc::new(
+            parse_message_type(
+                "message item { OPTIONAL BYTE_ARRAY question (UTF8); OPTIONAL INT64 gold; }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+        );
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let levels = |present: Vec<bool>| present.iter().map(|&p| i16::from(p)).collect::<Vec<_>>();
+        let questions: Vec<ByteArray> = rows
+            .iter()
+            .filter_map(|r| r.0)
+            .map(ByteArray::from)
+            .collect();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(
+                &questions,
+                Some(&levels(rows.iter().map(|r| r.0.is_some()).collect())),
+                None,
+            )
+            .unwrap();
+        col.close().unwrap();
+        let golds: Vec<i64> = rows.iter().filter_map(|r| r.1).collect();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(
+                &golds,
+                Some(&levels(rows.iter().map(|r| r.1.is_some()).collect())),
+                None,
+            )
+            .unwrap();
+        col.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+
+    #[test]
+    fn parquet_rows_read_like_jsonl_lines_and_bad_rows_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("set.parquet");
+        let fields = FieldMap {
+            prompt: "question".into(),
+            answer: "gold".into(),
+            ..FieldMap::default()
+        };
+        write_parquet(&path, &[(Some("1+1?"), Some(2)), (Some("2+2?"), None)]);
+        let items = load_parquet(&path, &fields).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            (
+                items[0].prompt.as_str(),
+                items[0].answer.as_deref(),
+                items[0].line
+            ),
+            ("1+1?", Some("2"), 1)
+        );
+        assert_eq!((items[1].answer.as_deref(), items[1].line), (None, 2));
+
+        // A row without a prompt is an error naming the file and the row.
+        write_parquet(
+            &path,
+            &[
+                (Some("1+1?"), Some(2)),
+                (Some("q"), Some(1)),
+                (None, Some(3)),
+            ],
+        );
+        let err = load_parquet(&path, &fields).unwrap_err().to_string();
+        assert!(
+            err.contains("set.parquet: row 3: no `question` field"),
+            "{err}"
+        );
+
+        // As a data source, a row with nothing to judge against is named too.
+        write_parquet(&path, &[(Some("1+1?"), Some(2)), (Some("2+2?"), None)]);
+        let source = DataSource::Parquet {
+            path: path.clone(),
+            fields,
+        };
+        let err = source.problems(0, Split::Train).unwrap_err().to_string();
+        assert!(
+            err.contains("row 2") && err.contains("neither an answer"),
+            "{err}"
+        );
+
+        // Not Parquet at all.
+        std::fs::write(&path, "{\"prompt\": \"x\"}\n").unwrap();
+        let err = load_parquet(&path, &FieldMap::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("set.parquet") && err.contains("Parquet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_sources_give_judgeable_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(&path, "{\"prompt\": \"1+1?\", \"answer\": 2}\n").unwrap();
+        let source = DataSource::Jsonl {
+            path,
+            fields: FieldMap::default(),
+        };
+        let problems = source.problems(0, Split::Train).unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].judge.answer.as_deref(), Some("2"));
+        let builtin = DataSource::Builtin {
+            task: "arithmetic".into(),
+            train_size: 5,
+            test_size: 3,
+        };
+        assert_eq!(builtin.problems(1, Split::Train).unwrap().len(), 5);
+        let test = builtin.problems(1, Split::Test).unwrap();
+        assert_eq!(test.len(), 3);
+        let direct = builtin_task("arithmetic", 1, Split::Test, 3).unwrap();
+        assert_eq!(test[2], StageProblem::from_task(&direct[2], 2));
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct GrpoStepStats {
     pub truncated_fraction: f64,
     /// Optimizer steps taken in this GRPO step.
     pub optimizer_steps: usize,
+    /// Completion tokens that carried loss (truncated ones excluded under `mask_truncated`).
+    #[serde(default)]
+    pub tokens_trained: usize,
 }
 
 /// Rows of equal length ready for the engine: inputs, targets and a loss mask, [B, T] each.
@@ -395,6 +398,11 @@ impl GrpoLearner {
         stats.completion_len_mean = lens.iter().sum::<usize>() as f64 / n;
         stats.completion_len_max = lens.iter().copied().max().unwrap_or(0);
         stats.truncated_fraction = rollouts.iter().filter(|r| r.truncated).count() as f64 / n;
+        stats.tokens_trained = rollouts
+            .iter()
+            .filter(|r| !(cfg.mask_truncated && r.truncated))
+            .map(|r| r.completion_ids.len())
+            .sum();
         Ok(stats)
     }
 }

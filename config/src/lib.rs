@@ -2,7 +2,9 @@
 //!
 //! Each component owns its config struct (torchtitan style): sampling (`SamplingParams`), rewards
 //! (`RewardRules`), the learner (`LearnerConfig`, with the GRPO objective, AdamW and the schedule);
-//! `JobConfig` composes them with what only a run has (stage, model, data, steps, checkpoints).
+//! `JobConfig` composes them with what only a run has (stage, model, data, checkpoints) and one
+//! table per stage (`[grpo]`, `[sft]`, `[rejection]`, `[distill]`, `[eval]`), each owned by the
+//! stage in `r1_actors::stages`; `JobConfig::*_job` turn a config into the stage's job.
 //! Unknown keys are rejected, and every error names the file, the line and the key path, e.g.
 //! `r1-zero.toml:14:1: learner.grpo.betta: unknown field`.
 //!
@@ -14,11 +16,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use r1_actors::data::FieldMap;
 use r1_actors::judge::reward::RewardRules;
 use r1_actors::learner::LearnerConfig;
+use r1_actors::stages::{DistillJob, EvalJob, GrpoJob, ModelSpec, RejectionJob, RunSpec, SftJob};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::PromptTemplate;
+
+pub use r1_actors::data::{DataSource as DataConfig, FieldMap};
+pub use r1_actors::stages::{
+    CheckpointConfig, DistillConfig, EvalConfig, GrpoLoopConfig, RejectionConfig, SftConfig,
+};
 
 /// Which stage of the R1 pipeline a run executes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +37,8 @@ pub enum Stage {
     Sft,
     /// Sample k answers per prompt, keep correct readable ones as an SFT set.
     Rejection,
+    /// A teacher's filtered samples, then SFT of a student on them.
+    Distill,
     /// pass@1 over k samples and cons@k.
     Eval,
 }
@@ -64,75 +73,6 @@ pub struct ModelSection {
     pub tokenizer: Option<String>,
 }
 
-/// Where prompts come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum DataConfig {
-    /// A generated task (countdown, arithmetic) with seeded train/test splits.
-    Builtin {
-        /// Task name.
-        task: String,
-        /// Problems in the training pool.
-        #[serde(default = "default_pool")]
-        train_size: usize,
-        /// Held-out problems for evaluation.
-        #[serde(default = "default_eval_size")]
-        test_size: usize,
-    },
-    /// A JSONL file and where each field is in its lines.
-    Jsonl {
-        /// The file.
-        path: PathBuf,
-        /// Field mapping.
-        #[serde(default)]
-        fields: FieldMap,
-    },
-}
-
-fn default_pool() -> usize {
-    10_000
-}
-
-fn default_eval_size() -> usize {
-    200
-}
-
-/// The GRPO loop around the learner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpoLoopConfig {
-    /// GRPO steps.
-    pub steps: u64,
-    /// Prompts per step (each sampled `learner.group_size` times).
-    pub prompts_per_step: usize,
-    /// Most sequences decoded at once.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-}
-
-fn default_max_batch() -> usize {
-    64
-}
-
-/// When checkpoints are written and how many are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointConfig {
-    /// Steps between checkpoints.
-    pub every_steps: u64,
-    /// Most recent checkpoints kept (the best by evaluation is kept besides).
-    pub keep_last: usize,
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig {
-            every_steps: 50,
-            keep_last: 3,
-        }
-    }
-}
-
 /// A whole run: each component's config, composed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +95,18 @@ pub struct JobConfig {
     /// The GRPO loop (for `stage = "grpo"`).
     #[serde(default)]
     pub grpo: Option<GrpoLoopConfig>,
+    /// Supervised fine-tuning (for `stage = "sft"`, and the student of `distill`).
+    #[serde(default)]
+    pub sft: Option<SftConfig>,
+    /// Rejection sampling (for `stage = "rejection"`, and the teacher of `distill`).
+    #[serde(default)]
+    pub rejection: Option<RejectionConfig>,
+    /// Distillation's student (for `stage = "distill"`).
+    #[serde(default)]
+    pub distill: Option<DistillConfig>,
+    /// Evaluation (for `stage = "eval"`).
+    #[serde(default)]
+    pub eval: Option<EvalConfig>,
     /// Checkpointing.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
@@ -314,10 +266,41 @@ impl JobConfig {
                     "steps, prompts_per_step and max_batch must be at least 1".into(),
                 ));
             }
+            (Stage::Sft, _) if self.sft.is_none() => {
+                return Err(invalid(
+                    "sft",
+                    "stage = \"sft\" needs an [sft] table (data = the JSONL set)".into(),
+                ))
+            }
+            (Stage::Sft, _) if self.sft.as_ref().is_some_and(|s| s.data.is_none()) => {
+                return Err(invalid(
+                    "sft.data",
+                    "stage = \"sft\" needs the JSONL set to train on".into(),
+                ));
+            }
+            (Stage::Distill, _) if self.distill.is_none() => {
+                return Err(invalid(
+                    "distill",
+                    "stage = \"distill\" needs a [distill] table (student = a model directory)"
+                        .into(),
+                ));
+            }
             _ => {}
         }
         if let Some(p) = &self.preference {
             p.validate(path)?;
+        }
+        if let Some(sft) = &self.sft {
+            sft.validate().map_err(|m| invalid("sft", m))?;
+        }
+        if let Some(rejection) = &self.rejection {
+            rejection.validate().map_err(|m| invalid("rejection", m))?;
+        }
+        if let Some(eval) = &self.eval {
+            eval.validate().map_err(|m| invalid("eval", m))?;
+            for (name, data) in &eval.datasets {
+                check_data(data).map_err(|m| invalid(&format!("eval.datasets.{name}"), m))?;
+            }
         }
         if self.checkpoint.every_steps == 0 {
             return Err(invalid(
@@ -330,15 +313,120 @@ impl JobConfig {
                 return Err(invalid("model.tokenizer", format!("`{t}` is not a tokenizer r1 builds in (byte); leave it out to use the model's tokenizer.json")));
             }
         }
-        if let DataConfig::Builtin { task, .. } = &self.data {
-            if task != "countdown" && task != "arithmetic" {
-                return Err(invalid(
-                    "data.task",
-                    format!("unknown built-in task `{task}` (countdown, arithmetic)"),
-                ));
-            }
-        }
+        check_data(&self.data).map_err(|m| {
+            let key = if matches!(self.data, DataConfig::Builtin { .. }) {
+                "data.task"
+            } else {
+                "data"
+            };
+            invalid(key, m)
+        })?;
         Ok(())
+    }
+
+    /// The run's identity and output for a stage; `config_hash` identifies the config text (its
+    /// checkpoints are refused under another), `stop_at` ends it early.
+    pub fn run_spec(&self, config_hash: String, stop_at: Option<u64>) -> RunSpec {
+        RunSpec {
+            seed: self.run.seed,
+            output_dir: self.run.output_dir.clone(),
+            checkpoint: self.checkpoint,
+            config_hash,
+            stop_at,
+        }
+    }
+
+    /// The `[model]` section as the stages take it.
+    pub fn model_spec(&self) -> ModelSpec {
+        ModelSpec {
+            path: self.model.path.clone(),
+            template: self.model.template,
+            tokenizer: self.model.tokenizer.clone(),
+        }
+    }
+
+    /// The GRPO stage's job (`None` without a `[grpo]` table).
+    pub fn grpo_job(&self, run: RunSpec) -> Option<GrpoJob> {
+        Some(GrpoJob {
+            run,
+            model: self.model_spec(),
+            data: self.data.clone(),
+            sampling: self.sampling.clone(),
+            rules: self.rewards,
+            learner: self.learner.clone(),
+            grpo: self.grpo.clone()?,
+        })
+    }
+
+    /// The SFT stage's job (`None` without an `[sft]` table).
+    pub fn sft_job(&self, run: RunSpec) -> Option<SftJob> {
+        Some(SftJob {
+            run,
+            model: self.model_spec(),
+            sft: self.sft.clone()?,
+        })
+    }
+
+    /// The rejection stage's job (`[rejection]` defaults when absent).
+    pub fn rejection_job(&self, run: RunSpec) -> RejectionJob {
+        RejectionJob {
+            run,
+            model: self.model_spec(),
+            data: self.data.clone(),
+            sampling: self.sampling.clone(),
+            rules: self.rewards,
+            rejection: self.rejection.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The distill stage's job (`None` without a `[distill]` table).
+    pub fn distill_job(&self, run: RunSpec) -> Option<DistillJob> {
+        Some(DistillJob {
+            run,
+            teacher: self.model_spec(),
+            distill: self.distill.clone()?,
+            data: self.data.clone(),
+            sampling: self.sampling.clone(),
+            rules: self.rewards,
+            rejection: self.rejection.clone().unwrap_or_default(),
+            sft: self.sft.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The evaluation stage's job (`[eval]` defaults when absent; its datasets, else `[data]`).
+    pub fn eval_job(&self, run: RunSpec) -> EvalJob {
+        let eval = self.eval.clone().unwrap_or_default();
+        let datasets = if eval.datasets.is_empty() {
+            vec![(self.data.name(), self.data.clone())]
+        } else {
+            eval.datasets
+                .iter()
+                .map(|(name, data)| (name.clone(), data.clone()))
+                .collect()
+        };
+        EvalJob {
+            run,
+            model: self.model_spec(),
+            datasets,
+            sampling: self.sampling.clone(),
+            rules: self.rewards,
+            eval,
+        }
+    }
+}
+
+/// Checks what can be checked of a data source without reading it.
+fn check_data(data: &DataConfig) -> Result<(), String> {
+    match data {
+        DataConfig::Builtin { task, .. } if task != "countdown" && task != "arithmetic" => Err(
+            format!("unknown built-in task `{task}` (countdown, arithmetic)"),
+        ),
+        DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. }
+            if path.as_os_str().is_empty() =>
+        {
+            Err("path must not be empty".into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -421,6 +509,119 @@ prompts_per_step = 4
         assert!(err.contains("[grpo]"), "{err}");
     }
 
+    /// The header of a config for `stage`, with a built-in task as data.
+    fn header(stage: &str) -> String {
+        format!(
+            "[run]\nname = \"t\"\nstage = \"{stage}\"\noutput_dir = \"runs/t\"\n\n[model]\npath = \"models/m\"\n\n[data]\nkind = \"builtin\"\ntask = \"arithmetic\"\n"
+        )
+    }
+
+    #[test]
+    fn every_stage_has_its_table_and_located_errors() {
+        // sft: the table and its data are required; unknown keys are located.
+        let sft = format!(
+            "{}\n[sft]\ndata = \"d.jsonl\"\nepochs = 2\npack_length = 64\n",
+            header("sft")
+        );
+        let c = parse(&sft).unwrap();
+        let s = c.sft.as_ref().unwrap();
+        assert_eq!((s.epochs, s.pack_length, s.batch_size), (2, 64, 8));
+        let err = parse(&header("sft")).unwrap_err().to_string();
+        assert!(err.contains("[sft]"), "{err}");
+        let err = parse(&format!("{}\n[sft]\nepochs = 2\n", header("sft")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sft.data"), "{err}");
+        let err = parse(&format!("{sft}lr_peak = 1.0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("job.toml:17:1: sft.lr_peak: unknown field"),
+            "{err}"
+        );
+        let err = parse(&sft.replace("epochs = 2", "epochs = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("job.toml: sft: epochs"), "{err}");
+
+        // rejection: defaults without a table; the filter nests.
+        let c = parse(&header("rejection")).unwrap();
+        assert!(c.rejection.is_none());
+        let c = parse(&format!(
+            "{}\n[rejection]\nsamples_per_prompt = 8\n\n[rejection.filter]\nmax_repeats = 5\n",
+            header("rejection")
+        ))
+        .unwrap();
+        let r = c.rejection.unwrap();
+        assert_eq!((r.samples_per_prompt, r.filter.max_repeats), (8, 5));
+        let err = parse(&format!(
+            "{}\n[rejection.filter]\nmax_repeat = 5\n",
+            header("rejection")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(":14:1: rejection.filter.max_repeat"), "{err}");
+
+        // distill: needs its student.
+        let err = parse(&header("distill")).unwrap_err().to_string();
+        assert!(err.contains("[distill]"), "{err}");
+        let c = parse(&format!(
+            "{}\n[distill]\nstudent = \"s\"\n",
+            header("distill")
+        ))
+        .unwrap();
+        assert_eq!(c.distill.unwrap().student, PathBuf::from("s"));
+
+        // eval: the paper's sampling by default, named datasets of any kind.
+        let c = parse(&header("eval")).unwrap();
+        let job = c.eval_job(c.run_spec(String::new(), None));
+        assert_eq!(
+            (job.eval.temperature, job.eval.top_p, job.eval.samples),
+            (0.6, 0.95, 4)
+        );
+        assert_eq!(job.datasets.len(), 1);
+        let c = parse(&format!(
+            "{}\n[eval]\ngreedy = true\n\n[eval.datasets.gsm]\nkind = \"parquet\"\npath = \"gsm.parquet\"\nfields = {{ prompt = \"question\" }}\n\n[eval.datasets.count]\nkind = \"builtin\"\ntask = \"countdown\"\n",
+            header("eval")
+        ))
+        .unwrap();
+        let job = c.eval_job(c.run_spec(String::new(), None));
+        let names: Vec<&str> = job.datasets.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["count", "gsm"]);
+        assert!(job.eval.greedy);
+        let err = parse(&format!(
+            "{}\n[eval.datasets.x]\nkind = \"builtin\"\ntask = \"chess\"\n",
+            header("eval")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("eval.datasets.x") && err.contains("chess"),
+            "{err}"
+        );
+        let err = parse(&format!("{}\n[eval]\ntop_p = 0.0\n", header("eval")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eval: top_p"), "{err}");
+
+        // grpo: dynamic sampling off by default; parquet data.
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.grpo.as_ref().unwrap().dynamic_sampling, 0);
+        let c = parse(&MINIMAL.replace(
+            "kind = \"builtin\"\ntask = \"countdown\"",
+            "kind = \"parquet\"\npath = \"m.parquet\"",
+        ))
+        .unwrap();
+        assert!(matches!(c.data, DataConfig::Parquet { .. }));
+        let err = parse(&MINIMAL.replace(
+            "kind = \"builtin\"\ntask = \"countdown\"",
+            "kind = \"parquet\"\npath = \"m.parquet\"\ncolumns = 3",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("data") && err.contains("columns"), "{err}");
+    }
+
     #[test]
     fn every_example_preset_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -432,7 +633,7 @@ prompts_per_step = 4
                 seen += 1;
             }
         }
-        assert!(seen >= 3, "presets in {}", dir.display());
+        assert!(seen >= 8, "presets in {}", dir.display());
         let zero = JobConfig::from_file(&dir.join("r1-zero.toml")).unwrap();
         // The paper's R1-Zero settings.
         assert_eq!(zero.learner.schedule.peak_lr, 3e-6);

@@ -28,7 +28,7 @@ enum Command {
     Judge(judge::JudgeArgs),
     /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
     Run(run::RunArgs),
-    /// Run a job config's GRPO stage in-process, resuming from its newest good checkpoint.
+    /// Run a job config's stage (grpo, sft, rejection, distill, eval) in-process, resuming.
     Train(train::TrainArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),

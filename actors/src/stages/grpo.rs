@@ -1,6 +1,13 @@
-//! One GRPO step of a stage, end to end in-process: render each task prompt with the template,
-//! sample a group of completions per prompt, score every completion with the reward rules, and
-//! hand the rollouts to the learner. Plus `evaluate`: pass@1 and cons@k on held-out problems.
+//! One GRPO step of a stage, end to end in-process: render each prompt with the template, sample
+//! a group of completions per prompt, score every completion with the reward rules, optionally
+//! replace the groups that carry no signal (dynamic sampling), and hand the rollouts to the
+//! learner. Plus `evaluate`: pass@1 and cons@k on held-out problems.
+//!
+//! The phases are public functions (`sampling_for`, `group_requests`, `stage_rules`,
+//! `reward_item`, `judge_completions`, `informative_groups`, `rollouts`, `step_report`) so an
+//! actor pipeline can run them one by one and get the same numbers as `grpo_step`.
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +20,8 @@ use crate::eval::{score, EvalScores, ProblemSamples};
 use crate::judge::format::FormatConfig;
 use crate::judge::math::equivalent;
 use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardReport, RewardRules};
-use crate::judge::tasks::TaskExample;
 use crate::learner::{GrpoLearner, GrpoStepStats, LearnerError, Rollout};
+use crate::stages::problem::PromptProblem;
 
 /// Errors of a stage step: the prompt could not be encoded, the sampler or the learner refused,
 /// or an item could not be judged.
@@ -37,6 +44,9 @@ pub enum StageError {
         /// What the judge said.
         message: String,
     },
+    /// The prompt source gave nothing to train on.
+    #[error("the prompt source is empty")]
+    NoPrompts,
 }
 
 /// How a stage samples and judges (the learner has its own config).
@@ -53,6 +63,41 @@ pub struct StageSettings {
     pub max_batch: usize,
 }
 
+/// Mean and population std of one reward component over a step's completions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentStat {
+    /// `accuracy`, `format` or `language`.
+    pub name: String,
+    /// Mean over the completions that have the component.
+    pub mean: f64,
+    /// Population std over the same completions.
+    pub std: f64,
+}
+
+/// Wall time of a step's phases, in seconds: where a step's time goes decides what to speed up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// Encoding prompts and generating completions (every round).
+    pub sample: f64,
+    /// Scoring completions with the reward rules (every round).
+    pub judge: f64,
+    /// The learner's update.
+    pub learn: f64,
+}
+
+/// What dynamic sampling did in a step; with it off, one round and nothing resampled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DynamicSamplingStats {
+    /// Sampling rounds run (1 without resampling).
+    pub rounds: usize,
+    /// Groups sampled beyond the first `prompts_per_step` (fresh prompts replacing dropped ones).
+    pub resampled_groups: usize,
+    /// Groups with all-equal rewards left out of the batch.
+    pub dropped_groups: usize,
+    /// Prompts taken from the prompt source: a runner advances its data cursor by this much.
+    pub prompts_consumed: usize,
+}
+
 /// What one stage step did: the learner's statistics plus what the judge saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrpoStepReport {
@@ -64,10 +109,29 @@ pub struct GrpoStepReport {
     pub format: f64,
     /// Mean language-consistency share (over items with a target language).
     pub language: f64,
+    /// Mean and std of each reward component (accuracy, format, language).
+    pub components: Vec<ComponentStat>,
     /// Share of completions containing a reflection phrase ("wait", "let me verify", …).
     pub reflection_rate: f64,
+    /// Tokens generated in the step, dropped groups included.
+    pub tokens_generated: usize,
+    /// Time per phase.
+    pub phases: PhaseSeconds,
+    /// Dynamic sampling's rounds and resampled groups.
+    pub dynamic: DynamicSamplingStats,
     /// One rollout for people to read: prompt, completion, total reward.
     pub sample: Option<(String, String, f32)>,
+}
+
+impl GrpoStepReport {
+    /// The report without its wall times: what the seed determines, so two runs of the same step
+    /// compare equal on it.
+    pub fn deterministic(&self) -> GrpoStepReport {
+        GrpoStepReport {
+            phases: PhaseSeconds::default(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Phrases the paper's "aha moment" is made of; their rate is tracked as the run goes.
@@ -118,8 +182,8 @@ pub struct GroupRequests {
 }
 
 /// Renders and encodes every problem's prompt and builds its generation request.
-pub fn group_requests(
-    problems: &[TaskExample],
+pub fn group_requests<P: PromptProblem>(
+    problems: &[P],
     settings: &StageSettings,
     tokenizer: &Tokenizer,
     sampling: &SamplingParams,
@@ -130,7 +194,7 @@ pub fn group_requests(
     let prompts = problems
         .iter()
         .map(|p| {
-            let rendered = settings.template.render_prompt(&p.prompt);
+            let rendered = settings.template.render_prompt(p.prompt());
             prefilled_think = rendered.prefilled_think;
             rendered
                 .encode(tokenizer)
@@ -168,31 +232,47 @@ pub fn stage_rules(settings: &StageSettings, prefilled_think: bool) -> RewardRul
 }
 
 /// The reward item of a completion of `problems[completion.request]`.
-pub fn reward_item(problems: &[TaskExample], completion: &Completion) -> RewardItem {
-    RewardItem::for_task(
-        completion.text.clone().unwrap_or_default(),
-        &problems[completion.request],
-        true,
-    )
+pub fn reward_item<P: PromptProblem>(problems: &[P], completion: &Completion) -> RewardItem {
+    problems[completion.request].reward_item(completion.text.clone().unwrap_or_default())
 }
 
-/// Scores every completion under `rules`, index-aligned with `completions`.
-pub fn judge_completions(
-    problems: &[TaskExample],
+/// Scores every completion under `rules`, index-aligned with `completions`. Code problems are
+/// run in `sandbox` (`CodeSandbox::unavailable` where a stage has none: they then score 0 with
+/// the reason).
+pub fn judge_completions<P: PromptProblem>(
+    problems: &[P],
     completions: &[Completion],
     rules: &RewardRules,
+    sandbox: &CodeSandbox,
 ) -> Result<Vec<RewardReport>, StageError> {
-    // Built-in tasks need no code sandbox; a code task here would be an error, not a silent 0.
-    let sandbox = CodeSandbox::unavailable("the built-in task stage runs no code");
     completions
         .iter()
         .map(|c| {
-            score_item(&reward_item(problems, c), rules, &sandbox).map_err(|e| StageError::Judge {
+            score_item(&reward_item(problems, c), rules, sandbox).map_err(|e| StageError::Judge {
                 problem: c.request,
                 message: e.to_string(),
             })
         })
         .collect()
+}
+
+/// Per group of `group_size` consecutive rewards: whether it carries a learning signal (its
+/// rewards are not all equal). Dynamic sampling keeps only these.
+pub fn informative_groups(rewards: &[f64], group_size: usize) -> Vec<bool> {
+    rewards
+        .chunks(group_size.max(1))
+        .map(|g| g.iter().any(|r| *r != g[0]))
+        .collect()
+}
+
+/// What a stage needs besides the model to sample and judge: tokenizer, settings, sandbox.
+pub struct StepContext<'a> {
+    /// Encodes prompts, decodes completions.
+    pub tokenizer: &'a Tokenizer,
+    /// Template, sampling, rules, batch size.
+    pub settings: &'a StageSettings,
+    /// Where code problems are judged.
+    pub sandbox: &'a CodeSandbox,
 }
 
 /// Completions of a batch of problems and their reward reports, index-aligned.
@@ -205,21 +285,25 @@ struct Judged {
     reports: Vec<RewardReport>,
 }
 
-/// Samples `k` completions of each problem and judges them.
-fn sample_and_judge(
+/// Samples `k` completions of each problem and judges them, adding each phase's time to `phases`.
+fn sample_and_judge<P: PromptProblem>(
     model: &Model,
-    tokenizer: &Tokenizer,
-    problems: &[TaskExample],
-    settings: &StageSettings,
+    ctx: &StepContext,
+    problems: &[P],
     sampling: SamplingParams,
     k: usize,
     seed: u64,
+    phases: &mut PhaseSeconds,
 ) -> Result<Judged, StageError> {
-    let batch = group_requests(problems, settings, tokenizer, &sampling, k, seed)?;
-    let completions =
-        Sampler::new(model, settings.max_batch).generate(&batch.requests, Some(tokenizer))?;
-    let rules = stage_rules(settings, batch.prefilled_think);
-    let reports = judge_completions(problems, &completions, &rules)?;
+    let began = Instant::now();
+    let batch = group_requests(problems, ctx.settings, ctx.tokenizer, &sampling, k, seed)?;
+    let completions = Sampler::new(model, ctx.settings.max_batch)
+        .generate(&batch.requests, Some(ctx.tokenizer))?;
+    phases.sample += began.elapsed().as_secs_f64();
+    let began = Instant::now();
+    let rules = stage_rules(ctx.settings, batch.prefilled_think);
+    let reports = judge_completions(problems, &completions, &rules, ctx.sandbox)?;
+    phases.judge += began.elapsed().as_secs_f64();
     Ok(Judged {
         prompts: batch.prompts,
         completions,
@@ -245,39 +329,73 @@ pub fn rollouts(
         .collect()
 }
 
-/// The step report from the learner's statistics and what the judge saw.
-pub fn step_report(
+/// Mean and population std of `values` (0, 0 when empty).
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// The step report from the learner's statistics and what the judge saw. Phase times are zero
+/// and dynamic sampling is one round over these problems; `grpo_step_from` fills in its own.
+pub fn step_report<P: PromptProblem>(
     stats: GrpoStepStats,
-    problems: &[TaskExample],
+    problems: &[P],
     completions: &[Completion],
     reports: &[RewardReport],
 ) -> GrpoStepReport {
     let n = reports.len().max(1) as f64;
+    let accuracy: Vec<f64> = reports.iter().map(|r| r.accuracy.reward as f64).collect();
+    let format: Vec<f64> = reports.iter().map(|r| r.format.reward as f64).collect();
     let languages: Vec<f64> = reports
         .iter()
         .filter_map(|r| r.language.as_ref().map(|l| l.share as f64))
         .collect();
+    let components = [
+        ("accuracy", &accuracy),
+        ("format", &format),
+        ("language", &languages),
+    ]
+    .into_iter()
+    .map(|(name, values)| {
+        let (mean, std) = mean_std(values);
+        ComponentStat {
+            name: name.into(),
+            mean,
+            std,
+        }
+    })
+    .collect();
     GrpoStepReport {
         learner: stats,
-        accuracy: reports
-            .iter()
-            .map(|r| r.accuracy.reward as f64)
-            .sum::<f64>()
-            / n,
-        format: reports.iter().map(|r| r.format.reward as f64).sum::<f64>() / n,
+        accuracy: accuracy.iter().sum::<f64>() / n,
+        format: format.iter().sum::<f64>() / n,
         language: if languages.is_empty() {
             0.0
         } else {
             languages.iter().sum::<f64>() / languages.len() as f64
         },
+        components,
         reflection_rate: completions
             .iter()
             .filter(|c| c.text.as_deref().is_some_and(reflects))
             .count() as f64
             / n,
+        tokens_generated: completions.iter().map(|c| c.token_ids.len()).sum(),
+        phases: PhaseSeconds::default(),
+        dynamic: DynamicSamplingStats {
+            rounds: 1,
+            resampled_groups: 0,
+            dropped_groups: 0,
+            prompts_consumed: problems.len(),
+        },
         sample: completions.first().zip(reports.first()).map(|(c, r)| {
             (
-                problems[c.request].prompt.clone(),
+                problems[c.request].prompt().to_string(),
                 c.text.clone().unwrap_or_default(),
                 r.total,
             )
@@ -285,57 +403,206 @@ pub fn step_report(
     }
 }
 
-/// One GRPO step on `problems` (each sampled `learner.config.group_size` times). `seed` makes the
-/// step's sampling reproducible (a stage passes its seed and the step number).
-pub fn grpo_step(
+/// The seed of dynamic-sampling round `round` of a step: round 0 uses the step's seed itself, so
+/// a step without resampling samples exactly as before dynamic sampling existed.
+pub fn round_seed(seed: u64, round: usize) -> u64 {
+    seed.wrapping_add((round as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// The groups a step trains on, gathered over the rounds.
+struct Batch<P> {
+    problems: Vec<P>,
+    prompts: Vec<Vec<u32>>,
+    completions: Vec<Completion>,
+    reports: Vec<RewardReport>,
+}
+
+impl<P> Batch<P> {
+    fn new() -> Self {
+        Batch {
+            problems: Vec::new(),
+            prompts: Vec::new(),
+            completions: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    /// Appends group `i` of `judged` (problem `problem`), renumbering its completions.
+    fn push(&mut self, problem: P, judged: &Judged, i: usize, g: usize) {
+        let at = self.problems.len();
+        self.problems.push(problem);
+        self.prompts.push(judged.prompts[i].clone());
+        for j in i * g..(i + 1) * g {
+            let mut c = judged.completions[j].clone();
+            c.request = at;
+            self.completions.push(c);
+            self.reports.push(judged.reports[j].clone());
+        }
+    }
+
+    fn append(&mut self, other: Batch<P>) {
+        let at = self.problems.len();
+        self.problems.extend(other.problems);
+        self.prompts.extend(other.prompts);
+        self.completions
+            .extend(other.completions.into_iter().map(|mut c| {
+                c.request += at;
+                c
+            }));
+        self.reports.extend(other.reports);
+    }
+}
+
+/// One GRPO step: `prompts_per_step` prompts from `source`, each sampled
+/// `learner.config.group_size` times, judged, and learned from.
+///
+/// `source(n)` returns the next `n` prompts of the run's data stream (fewer when it runs out).
+/// With `extra_rounds > 0` (dynamic sampling, DAPO), groups whose rewards are all equal are
+/// dropped and fresh prompts are drawn and sampled, up to `extra_rounds` more rounds, until the
+/// batch holds `prompts_per_step` informative groups; if the rounds run out first, the earliest
+/// dropped groups fill the batch back to `prompts_per_step`. Each round's sampling is seeded from
+/// (`seed`, round). The report's `dynamic.prompts_consumed` is how far `source` advanced.
+pub fn grpo_step_from<P: PromptProblem + Clone>(
     learner: &mut GrpoLearner,
-    tokenizer: &Tokenizer,
-    problems: &[TaskExample],
-    settings: &StageSettings,
+    ctx: &StepContext,
+    source: &mut dyn FnMut(usize) -> Vec<P>,
+    prompts_per_step: usize,
+    extra_rounds: usize,
     seed: u64,
 ) -> Result<GrpoStepReport, StageError> {
     let g = learner.config.group_size;
-    let sampling = sampling_for(settings, tokenizer);
-    let Judged {
-        prompts,
-        completions,
-        reports,
-    } = sample_and_judge(
-        &learner.policy,
+    let sampling = sampling_for(ctx.settings, ctx.tokenizer);
+    let mut phases = PhaseSeconds::default();
+    let mut dynamic = DynamicSamplingStats::default();
+    let mut kept: Batch<P> = Batch::new();
+    let mut dropped: Batch<P> = Batch::new();
+    let mut tokens_generated = 0;
+    for round in 0..=extra_rounds {
+        let want = prompts_per_step - kept.problems.len();
+        let problems = source(want);
+        if problems.is_empty() {
+            break;
+        }
+        dynamic.rounds += 1;
+        dynamic.prompts_consumed += problems.len();
+        if round > 0 {
+            dynamic.resampled_groups += problems.len();
+        }
+        let judged = sample_and_judge(
+            &learner.policy,
+            ctx,
+            &problems,
+            sampling.clone(),
+            g,
+            round_seed(seed, round),
+            &mut phases,
+        )?;
+        tokens_generated += judged
+            .completions
+            .iter()
+            .map(|c| c.token_ids.len())
+            .sum::<usize>();
+        let rewards: Vec<f64> = judged.reports.iter().map(|r| r.total as f64).collect();
+        let informative = informative_groups(&rewards, g);
+        for (i, problem) in problems.into_iter().enumerate() {
+            if extra_rounds == 0 || informative[i] {
+                kept.push(problem, &judged, i, g);
+            } else {
+                dynamic.dropped_groups += 1;
+                dropped.push(problem, &judged, i, g);
+            }
+        }
+        if kept.problems.len() >= prompts_per_step {
+            break;
+        }
+    }
+    if kept.problems.len() < prompts_per_step && !dropped.problems.is_empty() {
+        // Out of rounds: refill with the earliest dropped groups, so every step trains on the
+        // same number of groups (their advantages are 0; the KL term still applies).
+        let refill = (prompts_per_step - kept.problems.len()).min(dropped.problems.len());
+        let mut head: Batch<P> = Batch::new();
+        head.problems = dropped.problems.drain(..refill).collect();
+        head.prompts = dropped.prompts.drain(..refill).collect();
+        head.completions = dropped.completions.drain(..refill * g).collect();
+        head.reports = dropped.reports.drain(..refill * g).collect();
+        dynamic.dropped_groups -= refill;
+        kept.append(head);
+    }
+    if kept.problems.is_empty() {
+        return Err(StageError::NoPrompts);
+    }
+    let began = Instant::now();
+    let stats = learner.step(&rollouts(&kept.prompts, &kept.completions, &kept.reports))?;
+    phases.learn = began.elapsed().as_secs_f64();
+    let mut report = step_report(stats, &kept.problems, &kept.completions, &kept.reports);
+    report.phases = phases;
+    report.dynamic = dynamic;
+    report.tokens_generated = tokens_generated;
+    Ok(report)
+}
+
+/// One GRPO step on exactly `problems` (each sampled `learner.config.group_size` times), without
+/// dynamic sampling or a code sandbox. `seed` makes the step's sampling reproducible (a stage
+/// passes its seed and the step number).
+pub fn grpo_step<P: PromptProblem + Clone>(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    problems: &[P],
+    settings: &StageSettings,
+    seed: u64,
+) -> Result<GrpoStepReport, StageError> {
+    let sandbox = CodeSandbox::unavailable("this stage step runs no code");
+    let ctx = StepContext {
         tokenizer,
-        problems,
         settings,
-        sampling,
-        g,
-        seed,
-    )?;
-    let stats = learner.step(&rollouts(&prompts, &completions, &reports))?;
-    Ok(step_report(stats, problems, &completions, &reports))
+        sandbox: &sandbox,
+    };
+    let mut once = Some(problems.to_vec());
+    let mut source = |_: usize| once.take().unwrap_or_default();
+    grpo_step_from(learner, &ctx, &mut source, problems.len(), 0, seed)
 }
 
 /// pass@1 over `k` samples and cons@k of `model` on `problems`, with the stage's template and
 /// rules; `sampling` is the evaluation's (the paper: temperature 0.6, top-p 0.95; or greedy).
-pub fn evaluate(
+/// Code problems score 0 (no sandbox); `evaluate_with` takes one.
+pub fn evaluate<P: PromptProblem>(
     model: &Model,
     tokenizer: &Tokenizer,
-    problems: &[TaskExample],
+    problems: &[P],
     settings: &StageSettings,
     sampling: SamplingParams,
     k: usize,
     seed: u64,
 ) -> Result<StageEval, StageError> {
-    let sampling = sampling_for(
-        &StageSettings {
-            sampling,
-            ..settings.clone()
-        },
+    let sandbox = CodeSandbox::unavailable("this evaluation runs no code");
+    let ctx = StepContext {
         tokenizer,
-    );
+        settings,
+        sandbox: &sandbox,
+    };
+    evaluate_with(model, &ctx, problems, sampling, k, seed)
+}
+
+/// `evaluate` with a code sandbox in `ctx`.
+pub fn evaluate_with<P: PromptProblem>(
+    model: &Model,
+    ctx: &StepContext,
+    problems: &[P],
+    sampling: SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<StageEval, StageError> {
+    let settings = StageSettings {
+        sampling,
+        ..ctx.settings.clone()
+    };
+    let sampling = sampling_for(&settings, ctx.tokenizer);
+    let mut phases = PhaseSeconds::default();
     let Judged {
         completions,
         reports,
         ..
-    } = sample_and_judge(model, tokenizer, problems, settings, sampling, k, seed)?;
+    } = sample_and_judge(model, ctx, problems, sampling, k, seed, &mut phases)?;
     let mut per_problem: Vec<ProblemSamples> = problems
         .iter()
         .map(|_| ProblemSamples {
@@ -371,4 +638,34 @@ pub struct StageEval {
     pub mean_length: f64,
     /// Share of samples cut by the length limit.
     pub truncated_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn informative_groups_are_those_with_a_reward_spread() {
+        let rewards = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 2.0, 2.0];
+        assert_eq!(
+            informative_groups(&rewards, 2),
+            vec![false, true, false, false]
+        );
+        assert_eq!(informative_groups(&rewards, 4), vec![true, true]);
+        assert_eq!(informative_groups(&[], 4), Vec::<bool>::new());
+    }
+
+    #[test]
+    fn round_zero_keeps_the_step_seed_and_rounds_differ() {
+        assert_eq!(round_seed(77, 0), 77);
+        assert_ne!(round_seed(77, 1), round_seed(77, 2));
+        assert_ne!(round_seed(77, 1), 77);
+    }
+
+    #[test]
+    fn component_stats_are_mean_and_population_std() {
+        assert_eq!(mean_std(&[]), (0.0, 0.0));
+        let (m, s) = mean_std(&[1.0, 0.0, 1.0, 0.0]);
+        assert!((m - 0.5).abs() < 1e-12 && (s - 0.5).abs() < 1e-12);
+    }
 }

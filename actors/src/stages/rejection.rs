@@ -7,7 +7,7 @@
 //! longer than `max_paragraph_chars`) and no huge code blocks (none longer than
 //! `max_code_block_lines`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -127,12 +127,14 @@ pub fn readability(
 pub struct SftRecord {
     /// The prompt as the dataset gave it.
     pub prompt: String,
-    /// The kept completion.
-    pub completion: String,
+    /// The kept completion (named as the SFT stage reads it by default).
+    pub response: String,
     /// The gold answer it matched.
     pub answer: Option<String>,
     /// Provenance: the checkpoint that sampled it.
     pub source_checkpoint: String,
+    /// Provenance: the dataset of the prompt (a file path or a built-in task name).
+    pub source_dataset: String,
     /// Provenance: the dataset line (or generated problem index) of the prompt.
     pub source_line: usize,
     /// Provenance: which of the k samples it was.
@@ -172,16 +174,29 @@ pub struct RejectionSummary {
     /// Dropped as incorrect.
     pub incorrect: usize,
     /// Dropped as unreadable, by reason.
-    pub unreadable: HashMap<String, usize>,
+    pub unreadable: BTreeMap<String, usize>,
+}
+
+impl RejectionSummary {
+    /// Adds another batch's counts.
+    pub fn merge(&mut self, other: &RejectionSummary) {
+        self.seen += other.seen;
+        self.kept += other.kept;
+        self.incorrect += other.incorrect;
+        for (reason, n) in &other.unreadable {
+            *self.unreadable.entry(reason.clone()).or_insert(0) += n;
+        }
+    }
 }
 
 /// Keeps the correct, readable candidates (at most `per_prompt` per dataset line) and returns them
-/// with a summary.
+/// with a summary; `checkpoint` and `dataset` are written into each record as provenance.
 pub fn select(
     candidates: &[Candidate],
     filter: &ReadabilityFilter,
     per_prompt: usize,
     checkpoint: &str,
+    dataset: &str,
 ) -> (Vec<SftRecord>, RejectionSummary) {
     let mut summary = RejectionSummary {
         seen: candidates.len(),
@@ -211,9 +226,10 @@ pub fn select(
         *kept += 1;
         out.push(SftRecord {
             prompt: c.prompt.clone(),
-            completion: c.completion.clone(),
+            response: c.completion.clone(),
             answer: c.answer.clone(),
             source_checkpoint: checkpoint.to_string(),
+            source_dataset: dataset.to_string(),
             source_line: c.line,
             sample: c.sample,
             reward: c.reward,
@@ -318,11 +334,18 @@ mod tests {
             candidate(good, true, 1),
             candidate(good, true, 2),
         ];
-        let (kept, summary) = select(&candidates, &ReadabilityFilter::default(), 1, "ckpt-7");
+        let (kept, summary) = select(
+            &candidates,
+            &ReadabilityFilter::default(),
+            1,
+            "ckpt-7",
+            "math.jsonl",
+        );
         assert_eq!(kept.len(), 2, "one per prompt line");
         assert_eq!((summary.seen, summary.kept, summary.incorrect), (5, 2, 1));
         assert_eq!(summary.unreadable.get("language_mixing"), Some(&1));
         assert_eq!(kept[0].source_checkpoint, "ckpt-7");
+        assert_eq!(kept[0].source_dataset, "math.jsonl");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sft.jsonl");
         write_sft_set(&path, &kept).unwrap();

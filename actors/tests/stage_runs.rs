@@ -1,0 +1,614 @@
+//! The runnable stages as library functions, on a tiny byte-tokenizer model: the GRPO step's
+//! statistics and dynamic sampling, SFT and GRPO honouring the stop flag and resuming exactly,
+//! rejection sampling writing provenance, distillation and evaluation.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use r1_actors::data::{DataSource, FieldMap};
+use r1_actors::judge::reward::CodeSandbox;
+use r1_actors::judge::tasks::{arithmetic, Split};
+use r1_actors::learner::{GrpoLearner, LearnerConfig};
+use r1_actors::stages::grpo::grpo_step_from;
+use r1_actors::stages::rejection::SftRecord;
+use r1_actors::stages::{
+    grpo_step, run_distill, run_eval, run_grpo, run_rejection, run_sft, CheckpointConfig,
+    DistillConfig, DistillJob, EvalConfig, EvalJob, GrpoJob, GrpoLoopConfig, ModelSpec,
+    RejectionConfig, RejectionJob, RunSpec, SftConfig, SftJob, StageEvent, StageProblem,
+    StageSettings, StepContext,
+};
+use r1_kernels::bench::builtin_config;
+use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::sample::SamplingParams;
+use r1_kernels::template::{PromptTemplate, TemplateKind};
+use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
+use r1_kernels::train::{GrpoConfig, LrSchedule};
+
+fn tiny_byte_model(seed: u64) -> Model {
+    let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    Model::random(config, seed, 0.05)
+}
+
+fn model_dir(root: &Path, name: &str, seed: u64) -> PathBuf {
+    let dir = root.join(name);
+    save_model_dir(&tiny_byte_model(seed), &dir).unwrap();
+    dir
+}
+
+fn spec(path: &Path) -> ModelSpec {
+    ModelSpec {
+        path: path.to_path_buf(),
+        template: PromptTemplate::new(TemplateKind::ChatMl),
+        tokenizer: Some("byte".into()),
+    }
+}
+
+fn run_spec(output: &Path, stop_at: Option<u64>) -> RunSpec {
+    RunSpec {
+        seed: 5,
+        output_dir: output.to_path_buf(),
+        checkpoint: CheckpointConfig {
+            every_steps: 100,
+            keep_last: 2,
+        },
+        config_hash: "test".into(),
+        stop_at,
+    }
+}
+
+fn learner_config() -> LearnerConfig {
+    LearnerConfig {
+        grpo: GrpoConfig {
+            beta: 0.01,
+            max_completion_length: 12,
+            ..GrpoConfig::default()
+        },
+        group_size: 2,
+        minibatches: 1,
+        schedule: LrSchedule::constant(1e-3),
+        ..LearnerConfig::default()
+    }
+}
+
+fn sampling(max_new_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        max_new_tokens,
+        ..SamplingParams::default()
+    }
+}
+
+fn settings() -> StageSettings {
+    StageSettings {
+        template: PromptTemplate::new(TemplateKind::ChatMl),
+        sampling: sampling(12),
+        rules: Default::default(),
+        max_batch: 8,
+    }
+}
+
+#[test]
+fn a_step_reports_components_phases_and_tokens() {
+    let tokenizer = Tokenizer::byte();
+    let problems = arithmetic::generate(5, Split::Train, 3).unwrap();
+    let mut learner = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let report = grpo_step(&mut learner, &tokenizer, &problems, &settings(), 9).unwrap();
+    let names: Vec<&str> = report.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["accuracy", "format", "language"]);
+    assert_eq!(report.components[0].mean, report.accuracy);
+    assert!(report.phases.sample > 0.0 && report.phases.learn > 0.0);
+    assert_eq!(report.dynamic.rounds, 1);
+    assert_eq!(report.dynamic.prompts_consumed, 3);
+    assert!(report.tokens_generated > 0);
+    assert_eq!(report.learner.tokens_trained, report.tokens_generated);
+    assert!(
+        (report.tokens_generated as f64 - report.learner.completion_len_mean * 6.0).abs() < 1e-9
+    );
+}
+
+#[test]
+fn without_dynamic_sampling_a_sourced_step_is_the_plain_step() {
+    let tokenizer = Tokenizer::byte();
+    let tasks = arithmetic::generate(5, Split::Train, 3).unwrap();
+    let mut plain = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let a = grpo_step(&mut plain, &tokenizer, &tasks, &settings(), 9).unwrap();
+    // The same problems as dataset-style stage problems, through a prompt source.
+    let problems: Vec<StageProblem> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| StageProblem::from_task(t, i))
+        .collect();
+    let sandbox = CodeSandbox::unavailable("none");
+    let settings = settings();
+    let ctx = StepContext {
+        tokenizer: &tokenizer,
+        settings: &settings,
+        sandbox: &sandbox,
+    };
+    let mut sourced = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let mut at = 0;
+    let mut source = |n: usize| {
+        let out = problems[at..(at + n).min(problems.len())].to_vec();
+        at += out.len();
+        out
+    };
+    let b = grpo_step_from(&mut sourced, &ctx, &mut source, 3, 0, 9).unwrap();
+    assert_eq!(plain.policy.params, sourced.policy.params);
+    assert_eq!(a.learner, b.learner);
+}
+
+#[test]
+fn dynamic_sampling_replaces_flat_groups_deterministically() {
+    let tokenizer = Tokenizer::byte();
+    let pool: Vec<StageProblem> = arithmetic::generate(7, Split::Train, 40)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| StageProblem::from_task(t, i))
+        .collect();
+    let sandbox = CodeSandbox::unavailable("none");
+    let settings = settings();
+    let ctx = StepContext {
+        tokenizer: &tokenizer,
+        settings: &settings,
+        sandbox: &sandbox,
+    };
+    let run = || {
+        let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
+        let mut cursor = 0usize;
+        let mut source = |n: usize| {
+            let out = pool[cursor..cursor + n].to_vec();
+            cursor += n;
+            out
+        };
+        let report = grpo_step_from(&mut learner, &ctx, &mut source, 4, 2, 3).unwrap();
+        (learner.policy.params, report, cursor)
+    };
+    let (params, report, cursor) = run();
+    let d = report.dynamic;
+    // The source advanced by exactly what the report says it consumed.
+    assert_eq!(d.prompts_consumed, cursor);
+    assert_eq!(d.prompts_consumed, 4 + d.resampled_groups);
+    assert!(d.rounds >= 1 && d.rounds <= 3);
+    // The batch always holds prompts_per_step groups.
+    assert_eq!(
+        report.learner.completion_len_mean * 8.0,
+        report.learner.tokens_trained as f64
+    );
+    // A random model rarely gets anything right: flat groups are dropped and replaced.
+    assert!(
+        d.resampled_groups > 0,
+        "a random model gave informative groups everywhere: {d:?}"
+    );
+    assert!(report.tokens_generated >= report.learner.tokens_trained);
+    let (params_b, report_b, _) = run();
+    assert_eq!(params, params_b, "dynamic sampling is deterministic");
+    assert_eq!(report.dynamic, report_b.dynamic);
+}
+
+fn write_sft_set(path: &Path) {
+    // One short problem the tiny model memorises in a few dozen steps.
+    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
+    std::fs::write(path, format!("{line}\n").repeat(8)).unwrap();
+}
+
+fn sft_job(root: &Path, model: &Path, output: &str, stop_at: Option<u64>) -> SftJob {
+    let data = root.join("sft.jsonl");
+    write_sft_set(&data);
+    SftJob {
+        run: run_spec(&root.join(output), stop_at),
+        model: spec(model),
+        sft: SftConfig {
+            data: Some(data),
+            epochs: 6,
+            batch_size: 4,
+            pack_length: 128,
+            lr: 3e-3,
+            warmup_steps: 2,
+            ..SftConfig::default()
+        },
+    }
+}
+
+#[test]
+fn sft_stops_on_the_flag_and_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(dir.path(), "base", 3);
+    let never = AtomicBool::new(false);
+    let straight = run_sft(
+        &sft_job(dir.path(), &model, "straight", None),
+        &mut |_| {},
+        &never,
+    )
+    .unwrap();
+    assert_eq!((straight.steps, straight.steps_planned), (12, 12));
+    assert!(!straight.stopped);
+    assert!(straight.last_loss.unwrap() < straight.first_loss.unwrap());
+    let final_a = straight.final_model.unwrap();
+
+    // Stop after the third step: the stage checkpoints and says it stopped.
+    let stop = AtomicBool::new(false);
+    let job = sft_job(dir.path(), &model, "split", None);
+    let first = run_sft(
+        &job,
+        &mut |e| {
+            if let StageEvent::SftStep { step: 3, .. } = e {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(first.stopped);
+    assert_eq!(first.steps, 3);
+    assert!(first.checkpoint.unwrap().ends_with("step-00000003"));
+    assert!(first.final_model.is_none());
+    let mut resumed_at = None;
+    let second = run_sft(
+        &job,
+        &mut |e| {
+            if let StageEvent::Resumed { step } = e {
+                resumed_at = Some(step);
+            }
+        },
+        &never,
+    )
+    .unwrap();
+    assert_eq!(resumed_at, Some(3));
+    let final_b = second.final_model.unwrap();
+    assert_eq!(
+        std::fs::read(final_a.join("model.safetensors")).unwrap(),
+        std::fs::read(final_b.join("model.safetensors")).unwrap(),
+        "the resumed run's weights differ from the straight run's"
+    );
+}
+
+#[test]
+fn grpo_on_a_jsonl_dataset_stops_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(dir.path(), "base", 4);
+    let data = dir.path().join("math.jsonl");
+    std::fs::write(
+        &data,
+        "{\"q\": \"1+1?\", \"a\": 2}\n{\"q\": \"2+3?\", \"a\": \"5\"}\n{\"q\": \"3*3?\", \"a\": 9}\n",
+    )
+    .unwrap();
+    let job = |output: &str| GrpoJob {
+        run: run_spec(&dir.path().join(output), None),
+        model: spec(&model),
+        data: DataSource::Jsonl {
+            path: data.clone(),
+            fields: FieldMap {
+                prompt: "q".into(),
+                answer: "a".into(),
+                ..FieldMap::default()
+            },
+        },
+        sampling: sampling(10),
+        rules: Default::default(),
+        learner: learner_config(),
+        grpo: GrpoLoopConfig {
+            steps: 3,
+            prompts_per_step: 2,
+            max_batch: 8,
+            dynamic_sampling: 1,
+        },
+    };
+    let never = AtomicBool::new(false);
+    let mut steps = 0;
+    let straight = run_grpo(
+        &job("straight"),
+        &mut |e| {
+            if let StageEvent::GrpoStep { report, .. } = e {
+                steps += 1;
+                assert_eq!(report.components.len(), 3);
+            }
+        },
+        &never,
+    )
+    .unwrap();
+    assert_eq!((steps, straight.steps, straight.stopped), (3, 3, false));
+    assert!(straight.data_cursor >= 6);
+
+    let stop = AtomicBool::new(true);
+    let none = run_grpo(&job("split"), &mut |_| {}, &stop).unwrap();
+    assert!(none.stopped && none.steps == 0 && none.checkpoint.is_none());
+    let stop = AtomicBool::new(false);
+    let first = run_grpo(
+        &job("split"),
+        &mut |e| {
+            if matches!(e, StageEvent::GrpoStep { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(first.stopped && first.steps == 1 && first.checkpoint.is_some());
+    let second = run_grpo(&job("split"), &mut |_| {}, &never).unwrap();
+    assert_eq!(second.data_cursor, straight.data_cursor);
+    assert_eq!(
+        std::fs::read(straight.final_model.unwrap().join("model.safetensors")).unwrap(),
+        std::fs::read(second.final_model.unwrap().join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn rejection_distill_and_eval_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = model_dir(dir.path(), "base", 3);
+    let never = AtomicBool::new(false);
+    // A teacher that has memorised "7?" → 7.
+    let teacher = run_sft(
+        &sft_job(dir.path(), &base, "teacher", None),
+        &mut |_| {},
+        &never,
+    )
+    .unwrap()
+    .final_model
+    .unwrap();
+    let data = dir.path().join("q.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n{\"prompt\": \"7?\", \"answer\": \"8\"}\n",
+    )
+    .unwrap();
+    let source = DataSource::Jsonl {
+        path: data.clone(),
+        fields: FieldMap::default(),
+    };
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 40,
+        ..SamplingParams::default()
+    };
+    let rejection = RejectionConfig {
+        samples_per_prompt: 2,
+        keep_per_prompt: 1,
+        prompts_per_batch: 1,
+        ..RejectionConfig::default()
+    };
+    let report = run_rejection(
+        &RejectionJob {
+            run: run_spec(&dir.path().join("rejection"), None),
+            model: spec(&teacher),
+            data: source.clone(),
+            sampling: greedy.clone(),
+            rules: Default::default(),
+            rejection: rejection.clone(),
+        },
+        &mut |_| {},
+        &never,
+    )
+    .unwrap();
+    assert_eq!(
+        (report.summary.seen, report.summary.kept),
+        (4, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.summary.incorrect, 2);
+    let text = std::fs::read_to_string(&report.output).unwrap();
+    let records: Vec<SftRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.source_checkpoint, teacher.display().to_string());
+    assert_eq!(r.source_dataset, data.display().to_string());
+    assert_eq!((r.source_line, r.sample), (1, 0));
+    assert!(r.response.contains("<answer>7</answer>"), "{}", r.response);
+
+    // Distillation: the teacher's kept samples train a fresh student.
+    let student = model_dir(dir.path(), "student", 8);
+    let distilled = run_distill(
+        &DistillJob {
+            run: run_spec(&dir.path().join("distill"), None),
+            teacher: spec(&teacher),
+            distill: DistillConfig {
+                student: student.clone(),
+            },
+            data: source.clone(),
+            sampling: greedy.clone(),
+            rules: Default::default(),
+            rejection,
+            sft: SftConfig {
+                epochs: 30,
+                batch_size: 1,
+                lr: 3e-3,
+                ..SftConfig::default()
+            },
+        },
+        &mut |_| {},
+        &never,
+    )
+    .unwrap();
+    assert_eq!(distilled.teacher.summary.kept, 1);
+    let student_report = distilled.student.unwrap();
+    assert_eq!(student_report.steps, 30);
+    let student_final = student_report.final_model.unwrap();
+
+    // Evaluation: greedy, two datasets; the teacher answers "7?" with 7, so one of the two
+    // problems is right.
+    let eval = |model: &Path, output: &str| {
+        run_eval(
+            &EvalJob {
+                run: run_spec(&dir.path().join(output), None),
+                model: spec(model),
+                datasets: vec![
+                    ("q".into(), source.clone()),
+                    (
+                        "arithmetic".into(),
+                        DataSource::Builtin {
+                            task: "arithmetic".into(),
+                            train_size: 10,
+                            test_size: 3,
+                        },
+                    ),
+                ],
+                sampling: greedy.clone(),
+                rules: Default::default(),
+                eval: EvalConfig {
+                    greedy: true,
+                    ..EvalConfig::default()
+                },
+            },
+            &mut |_| {},
+            &never,
+        )
+        .unwrap()
+    };
+    let teacher_eval = eval(&teacher, "eval-teacher");
+    assert_eq!(teacher_eval.datasets.len(), 2);
+    let q = &teacher_eval.datasets[0].eval;
+    assert_eq!((q.scores.problems, q.scores.k), (2, 1));
+    assert_eq!(q.scores.pass_at_1, 0.5);
+    assert_eq!(q.format_rate, 1.0);
+    assert!(teacher_eval.table().contains("pass@1"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&teacher_eval.report).unwrap()).unwrap();
+    assert_eq!(json["datasets"][0]["name"], "q");
+    // The student learned the teacher's answer.
+    let student_eval = eval(&student_final, "eval-student");
+    assert_eq!(student_eval.datasets[0].eval.scores.pass_at_1, 0.5);
+}
+
+#[test]
+fn rejection_and_eval_stop_between_batches_and_keep_what_they_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(dir.path(), "base", 3);
+    let data = dir.path().join("q.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"1?\", \"answer\": \"1\"}\n{\"prompt\": \"2?\", \"answer\": \"2\"}\n{\"prompt\": \"3?\", \"answer\": \"3\"}\n",
+    )
+    .unwrap();
+    let source = DataSource::Jsonl {
+        path: data,
+        fields: FieldMap::default(),
+    };
+    let stop = AtomicBool::new(false);
+    let report = run_rejection(
+        &RejectionJob {
+            run: run_spec(&dir.path().join("rejection"), None),
+            model: spec(&model),
+            data: source.clone(),
+            sampling: sampling(8),
+            rules: Default::default(),
+            rejection: RejectionConfig {
+                samples_per_prompt: 2,
+                prompts_per_batch: 1,
+                ..RejectionConfig::default()
+            },
+        },
+        &mut |e| {
+            if matches!(e, StageEvent::Sampled { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(report.stopped);
+    assert_eq!((report.prompts, report.prompts_planned), (1, 3));
+    assert_eq!(report.summary.seen, 2);
+    // The set and its summary are written, with what was kept before the stop.
+    assert!(report.output.exists());
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.output.with_extension("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["stopped"], true);
+
+    let stop = AtomicBool::new(false);
+    let eval = run_eval(
+        &EvalJob {
+            run: run_spec(&dir.path().join("eval"), None),
+            model: spec(&model),
+            datasets: vec![("a".into(), source.clone()), ("b".into(), source)],
+            sampling: sampling(8),
+            rules: Default::default(),
+            eval: EvalConfig {
+                samples: 2,
+                ..EvalConfig::default()
+            },
+        },
+        &mut |e| {
+            if matches!(e, StageEvent::Evaluated { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(eval.stopped);
+    assert_eq!(eval.datasets.len(), 1);
+    assert_eq!(eval.datasets[0].eval.scores.k, 2);
+    assert!(eval.report.exists());
+}
+
+#[test]
+fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
+    use r1_actors::data::DatasetItem;
+    use r1_actors::judge::reward::{RewardRules, RewardWeights};
+    let tokenizer = Tokenizer::byte();
+    // Even problems have a target language: a random model's samples often differ in language
+    // share, so their groups can carry signal. Odd ones have none: every sample scores 0, a flat
+    // group.
+    let pool: Vec<StageProblem> = (0..200)
+        .map(|i| {
+            StageProblem::from_item(&DatasetItem {
+                prompt: if i % 2 == 0 {
+                    format!("What is {i} plus one?")
+                } else {
+                    format!("{i}+1")
+                },
+                answer: Some((i + 1).to_string()),
+                tests: None,
+                language: (i % 2 == 0).then(|| "en".to_string()),
+                line: i + 1,
+            })
+            .unwrap()
+        })
+        .collect();
+    let sandbox = CodeSandbox::unavailable("none");
+    let settings = StageSettings {
+        rules: RewardRules {
+            weights: RewardWeights {
+                accuracy: 1.0,
+                format: 1.0,
+                language: 1.0,
+            },
+            ..RewardRules::default()
+        },
+        ..settings()
+    };
+    let ctx = StepContext {
+        tokenizer: &tokenizer,
+        settings: &settings,
+        sandbox: &sandbox,
+    };
+    let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
+    let mut cursor = 0usize;
+    let mut source = |n: usize| {
+        let out = pool[cursor..cursor + n].to_vec();
+        cursor += n;
+        out
+    };
+    let report = grpo_step_from(&mut learner, &ctx, &mut source, 4, 20, 3).unwrap();
+    let d = report.dynamic;
+    assert!(d.dropped_groups > 0 && d.resampled_groups > 0, "{d:?}");
+    assert_eq!(d.prompts_consumed, 4 + d.resampled_groups);
+    assert_eq!(
+        d.prompts_consumed,
+        4 + d.dropped_groups,
+        "every dropped group was replaced"
+    );
+    assert_eq!(cursor, d.prompts_consumed);
+    // Enough rounds: the batch is all informative groups, and it stopped drawing once full.
+    assert!(d.rounds < 21, "{d:?}");
+    assert_eq!(report.learner.frac_zero_std, 0.0, "{d:?}");
+    assert!(report.components[2].std > 0.0);
+}
