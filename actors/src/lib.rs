@@ -11,6 +11,6 @@ pub mod keeper;
 pub mod lang;
 pub mod learner;
 pub mod messages;
-pub mod service;
 pub mod reward_model;
+pub mod service;
 pub mod stages;

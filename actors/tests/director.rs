@@ -15,7 +15,7 @@ use r1_actors::keeper::{checkpoint_dir, load_checkpoint};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::messages::{GetStatus, Pause, Resume, RunEvent, RunEventKind, RunState, Stop};
 use r1_actors::service::{Director, GrpoPlan};
-use r1_actors::stages::{grpo_step, StageSettings};
+use r1_actors::stages::{grpo_step, StageProblem, StageSettings};
 use r1_kernels::bench::builtin_config;
 use r1_kernels::model::{load_model_dir, save_model_dir, Model};
 use r1_kernels::sample::SamplingParams;
@@ -45,7 +45,14 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
         run: "test".into(),
         model_dir: model_dir.to_path_buf(),
         tokenizer: Arc::new(Tokenizer::byte()),
-        problems: Arc::new(builtin_task("arithmetic", 3, Split::Train, 16).unwrap()),
+        problems: Arc::new(
+            builtin_task("arithmetic", 3, Split::Train, 16)
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, ex)| StageProblem::from_task(ex, i))
+                .collect(),
+        ),
         settings: StageSettings {
             template: PromptTemplate::new(TemplateKind::ChatMl),
             sampling: SamplingParams {
@@ -152,7 +159,7 @@ fn the_director_takes_the_same_steps_as_grpo_step() {
             plan.step_seed(step),
         )
         .unwrap();
-        expected.push(report);
+        expected.push(report.deterministic());
     }
 
     let events = run_director(plan, |_| {});
@@ -167,7 +174,7 @@ fn the_director_takes_the_same_steps_as_grpo_step() {
                 assert_eq!(samples.len(), 1);
                 assert!(record.tokens_generated > 0 && record.tokens_trained > 0);
                 assert_eq!(record.components.len(), 3);
-                Some(record.report.clone())
+                Some(record.report.deterministic())
             }
             _ => None,
         })

@@ -76,7 +76,9 @@ impl CallError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CallError::Unreachable { .. } => 3,
-            CallError::Api { status, .. } if matches!(status, 404 | 409) => 1,
+            CallError::Api {
+                status: 404 | 409, ..
+            } => 1,
             _ => 2,
         }
     }
@@ -189,7 +191,8 @@ impl Client {
 pub enum Remote {
     /// Start a run of a job config on the daemon.
     Start {
-        /// The job config (TOML); relative paths in it are resolved against its folder.
+        /// The job config (TOML); relative paths in it are resolved against the current folder,
+        /// as `r1ctl train` does.
         config: PathBuf,
         #[command(flatten)]
         conn: Conn,
@@ -357,10 +360,8 @@ fn show_run(r: &RunInfo, output: Output) {
 fn start(config: &Path, conn: &Conn) -> Result<i32, CallError> {
     let text = std::fs::read_to_string(config)
         .map_err(|e| CallError::Other(format!("reading {}: {e}", config.display())))?;
-    let base_dir = config
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
+    // Relative paths in a config mean what they mean to `r1ctl train` run here: from this folder.
+    let base_dir = std::env::current_dir().ok();
     let client = Client::new(conn)?;
     let info: RunInfo = client.post(
         "/v1/runs",

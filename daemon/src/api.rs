@@ -33,8 +33,8 @@ pub struct StartRequest {
     /// Where it came from (a file name), used in error messages.
     #[serde(default = "default_source")]
     pub source: String,
-    /// Folder that relative paths in the config are resolved against (the config file's folder);
-    /// the daemon's working directory when absent.
+    /// Folder that relative paths in the config are resolved against (`r1ctl start` sends its
+    /// working directory); the daemon's working directory when absent.
     #[serde(default)]
     pub base_dir: Option<PathBuf>,
 }

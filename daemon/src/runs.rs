@@ -10,15 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use sha2::{Digest, Sha256};
 
-use r1_actors::data::builtin_task;
 use r1_actors::judge::reward::CodeSandbox;
+use r1_actors::judge::sandbox::SandboxConfig;
 use r1_actors::judge::tasks::Split;
 use r1_actors::keeper::checkpoint_dir;
 use r1_actors::messages::{
     Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, StepRecord, Stop, Suspend,
 };
 use r1_actors::service::{Director, GrpoPlan};
-use r1_actors::stages::{evaluate, StageSettings};
+use r1_actors::stages::{evaluate, StageProblem, StageSettings};
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
@@ -56,8 +56,16 @@ impl Job {
                 config.run.stage
             )));
         }
-        if config.grpo.is_none() {
-            return Err(ApiError::BadRequest(format!("{source}: no [grpo] table")));
+        match &config.grpo {
+            None => return Err(ApiError::BadRequest(format!("{source}: no [grpo] table"))),
+            Some(grpo) if grpo.dynamic_sampling > 0 => {
+                return Err(ApiError::BadRequest(format!(
+                    "{source}: grpo.dynamic_sampling = {}: the daemon's director does not resample \
+                     groups yet; set it to 0 or run the stage with `r1ctl train`",
+                    grpo.dynamic_sampling
+                )))
+            }
+            Some(_) => {}
         }
         Ok(Job {
             config,
@@ -83,24 +91,25 @@ impl Job {
         }
     }
 
-    fn problems(&self, split: Split) -> Result<Vec<r1_actors::judge::tasks::TaskExample>, String> {
+    /// The `[data]` table with relative file paths resolved against the base folder.
+    fn data(&self) -> DataConfig {
         match &self.config.data {
-            DataConfig::Builtin {
-                task,
-                train_size,
-                test_size,
-            } => {
-                let n = if split == Split::Train {
-                    *train_size
-                } else {
-                    *test_size
-                };
-                builtin_task(task, self.config.run.seed, split, n).map_err(|e| e.to_string())
-            }
-            _ => Err(
-                "data: the daemon reads built-in task data today (data.kind = \"builtin\")".into(),
-            ),
+            DataConfig::Jsonl { path, fields } => DataConfig::Jsonl {
+                path: self.resolve(path),
+                fields: fields.clone(),
+            },
+            DataConfig::Parquet { path, fields } => DataConfig::Parquet {
+                path: self.resolve(path),
+                fields: fields.clone(),
+            },
+            builtin => builtin.clone(),
         }
+    }
+
+    fn problems(&self, split: Split) -> Result<Vec<StageProblem>, String> {
+        self.data()
+            .problems(self.config.run.seed, split)
+            .map_err(|e| format!("data: {e}"))
     }
 
     fn settings(&self) -> StageSettings {
@@ -146,9 +155,8 @@ impl Job {
             resume_from,
             reward_timeout: Duration::from_secs(600),
             samples_per_step: SAMPLES_PER_STEP,
-            sandbox: Arc::new(CodeSandbox::unavailable(
-                "built-in task runs have no code items",
-            )),
+            // Started by the first code item; built-in tasks and math sets never start it.
+            sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
         })
     }
 }
@@ -202,6 +210,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     state_dir: PathBuf,
     directors: HashMap<String, Addr<Director>>,
+    sandboxes: HashMap<String, Arc<CodeSandbox>>,
 }
 
 impl Hub {
@@ -212,6 +221,7 @@ impl Hub {
             metrics,
             state_dir,
             directors: HashMap::new(),
+            sandboxes: HashMap::new(),
         }
     }
 
@@ -232,6 +242,7 @@ impl Hub {
             .collect();
         resume_from.reverse();
         let plan = job.plan(&info.id, &info.output_dir, resume_from)?;
+        self.sandboxes.insert(info.id.clone(), plan.sandbox.clone());
         let director = Director::new(plan, ctx.address().recipient()).start();
         self.directors.insert(info.id.clone(), director);
         Ok(())
@@ -435,6 +446,7 @@ impl Handler<RunEvent> for Hub {
             } => {
                 if state == RunState::Suspended || state.is_final() {
                     self.directors.remove(&id);
+                    self.sandboxes.remove(&id);
                 }
                 if state == RunState::Suspended {
                     return;
@@ -464,6 +476,9 @@ impl Handler<RunEvent> for Hub {
                 self.metrics.observe_step(&step_metrics(&id, &record));
                 for component in &record.reward_timeouts {
                     self.metrics.observe_reward_timeout(component);
+                }
+                if let Some(judge) = self.sandboxes.get(&id).and_then(|s| s.running()) {
+                    self.metrics.sync_sandbox(&judge.counts());
                 }
                 self.record_step(&id, &record);
             }

@@ -38,7 +38,11 @@ fn step_numbers(d: &Daemon, id: &str) -> Vec<(u64, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["step"].as_u64().unwrap(), s["report"].to_string()))
+        .map(|s| {
+            let mut report = s["report"].clone();
+            report["phases"] = serde_json::Value::Null;
+            (s["step"].as_u64().unwrap(), report.to_string())
+        })
         .collect()
 }
 

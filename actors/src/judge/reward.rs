@@ -433,6 +433,11 @@ impl CodeSandbox {
         }
     }
 
+    /// The judge if it has been started (by a code item), without starting it.
+    pub fn running(&self) -> Option<&CodeJudge> {
+        self.judge.get().and_then(|r| r.as_ref().ok())
+    }
+
     /// The judge, starting it on first call; the error is why it is unavailable.
     pub fn judge(&self) -> Result<&CodeJudge, &str> {
         self.judge

@@ -117,7 +117,7 @@ impl Director {
 
     fn take_step(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
-        let due = (self.step + 1) % self.plan.checkpoint_every.max(1) == 0;
+        let due = (self.step + 1).is_multiple_of(self.plan.checkpoint_every.max(1));
         let fut = step(self.plan.clone(), self.workers.clone(), self.step, due);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -387,7 +387,12 @@ async fn step(
     workers.sampler.do_send(UpdateWeights(learned.weights));
     phases.learn = t.elapsed().as_secs_f64();
 
-    let report = step_report(learned.stats, &problems, &completions, &reports);
+    let mut report = step_report(learned.stats, &problems, &completions, &reports);
+    report.phases = crate::stages::grpo::PhaseSeconds {
+        sample: phases.sample,
+        judge: phases.judge,
+        learn: phases.learn,
+    };
     let new_step = report.learner.step;
     let checkpoint = if checkpoint_due || new_step >= plan.steps {
         let t = Instant::now();

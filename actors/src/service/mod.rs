@@ -17,8 +17,8 @@ pub use workers::{JudgeActor, KeeperActor, LangActor, LearnerActor, SamplerActor
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::reward::CodeSandbox;
-use crate::judge::tasks::TaskExample;
 use crate::learner::LearnerConfig;
+use crate::stages::StageProblem;
 use crate::stages::StageSettings;
 
 /// Everything a director needs to run a GRPO stage, resolved from a job config.
@@ -31,7 +31,7 @@ pub struct GrpoPlan {
     /// Its tokenizer.
     pub tokenizer: Arc<Tokenizer>,
     /// The training prompts, taken in order, `prompts_per_step` per step, cycling.
-    pub problems: Arc<Vec<TaskExample>>,
+    pub problems: Arc<Vec<StageProblem>>,
     /// Template, sampling, reward rules, decode batch.
     pub settings: StageSettings,
     /// The learner's settings (group size, minibatches, objective, schedule…).
@@ -63,7 +63,7 @@ pub struct GrpoPlan {
 impl GrpoPlan {
     /// The prompts of step `step` (0-based): `prompts_per_step` from cursor `step × prompts_per_step`,
     /// wrapping around the pool.
-    pub fn batch(&self, step: u64) -> Vec<TaskExample> {
+    pub fn batch(&self, step: u64) -> Vec<StageProblem> {
         let n = self.problems.len().max(1);
         let start = (step as usize).wrapping_mul(self.prompts_per_step) % n;
         self.problems
