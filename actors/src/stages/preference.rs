@@ -24,7 +24,7 @@ pub mod demo;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
+use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::format::FormatConfig;
@@ -32,7 +32,7 @@ use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardRules};
 use crate::judge::tasks::TaskExample;
 use crate::learner::{GrpoLearner, GrpoStepStats, Rollout};
 use crate::reward_model::RewardModelScorer;
-use crate::stages::grpo::{StageError, StageSettings};
+use crate::stages::grpo::{sampling_for, StageError, StageSettings};
 
 /// One prompt of the stage and the kind of reward it gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,25 +229,6 @@ pub struct PreferenceStepReport {
     pub reasoning_groups: usize,
     /// Groups of general prompts.
     pub general_groups: usize,
-}
-
-/// Stop rules for the template (end of turn, end of sequence, `</answer>`), as the GRPO stage.
-fn sampling_for(settings: &StageSettings, tokenizer: &Tokenizer) -> SamplingParams {
-    let mut params = settings.sampling.clone();
-    if let Some(id) = settings
-        .template
-        .end_of_turn()
-        .and_then(|t| tokenizer.token_id(t))
-    {
-        params.stop_token_ids.push(id);
-    }
-    params
-        .stop_token_ids
-        .extend(tokenizer.eos_ids().iter().copied());
-    if !params.stop_strings.iter().any(|s| s == "</answer>") {
-        params.stop_strings.push("</answer>".into());
-    }
-    params
 }
 
 /// Strings that end a turn, stripped before a reward model reads a completion.
