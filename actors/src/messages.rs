@@ -7,7 +7,7 @@
 //!          ──Learn─────▶ Learner ──▶ Learned (stats + the new weights)
 //!          ──Snapshot──▶ Learner ──SaveCheckpoint──▶ CheckpointKeeper
 //!          ──RunEvent──▶ whoever watches the run (the daemon: sled + /metrics)
-//! Control: Pause, Resume, Stop, Suspend, GetStatus ──▶ Director
+//! Control: Pause, Resume, Stop, Suspend, SetBest, GetStatus ──▶ Director
 //! ```
 //!
 //! Replies that can fail carry `Result<_, String>`: the error text is what a user reads.
@@ -151,6 +151,8 @@ pub struct SaveCheckpoint {
     pub state: TrainerState,
     /// Most recent checkpoints kept.
     pub keep_last: usize,
+    /// Kept besides them: the best checkpoint by evaluation.
+    pub keep_also: Option<PathBuf>,
 }
 
 /// A checkpoint on disk, durable.
@@ -186,6 +188,11 @@ pub struct Stop;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Suspend;
+
+/// Director: this checkpoint scored best in evaluation; pruning spares it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetBest(pub PathBuf);
 
 /// Director: where the run is.
 #[derive(Message)]

@@ -70,6 +70,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
         checkpoint_root: dir.join("checkpoints"),
         checkpoint_every: 2,
         keep_last: 5,
+        best: None,
         config_hash: "hash".into(),
         resume_from,
         reward_timeout: Duration::from_secs(60),

@@ -15,7 +15,8 @@ use r1_actors::judge::sandbox::SandboxConfig;
 use r1_actors::judge::tasks::Split;
 use r1_actors::keeper::checkpoint_dir;
 use r1_actors::messages::{
-    Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, StepRecord, Stop, Suspend,
+    Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, SetBest, StepRecord, Stop,
+    Suspend,
 };
 use r1_actors::service::{Director, GrpoPlan};
 use r1_actors::stages::{evaluate, StageProblem, StageSettings};
@@ -126,6 +127,7 @@ impl Job {
         run: &str,
         output_dir: &Path,
         resume_from: Vec<PathBuf>,
+        best: Option<PathBuf>,
     ) -> Result<GrpoPlan, String> {
         let grpo = self.config.grpo.clone().ok_or("no [grpo] table")?;
         let model_dir = self.resolve(&self.config.model.path);
@@ -148,6 +150,7 @@ impl Job {
             checkpoint_root: output_dir.join("checkpoints"),
             checkpoint_every: self.config.checkpoint.every_steps,
             keep_last: self.config.checkpoint.keep_last,
+            best,
             config_hash: Sha256::digest(self.text.as_bytes())
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -199,6 +202,11 @@ pub struct ControlRun {
 #[rtype(result = "()")]
 pub struct SuspendAll;
 
+/// An evaluation of a run was recorded: the best checkpoint may have changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EvalRecorded(pub String);
+
 /// How many directors are still alive.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -241,11 +249,28 @@ impl Hub {
             .map(|c| c.path)
             .collect();
         resume_from.reverse();
-        let plan = job.plan(&info.id, &info.output_dir, resume_from)?;
+        let best = self.best_checkpoint(&info.id);
+        let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
         self.sandboxes.insert(info.id.clone(), plan.sandbox.clone());
         let director = Director::new(plan, ctx.address().recipient()).start();
         self.directors.insert(info.id.clone(), director);
         Ok(())
+    }
+
+    /// The recorded checkpoint with the highest evaluated pass@1 (the later one on a tie).
+    fn best_checkpoint(&self, id: &str) -> Option<PathBuf> {
+        let evals = self.store.evals(id).ok()?;
+        let checkpoints = self.store.checkpoints(id).ok()?;
+        evals
+            .iter()
+            .filter_map(|e| {
+                checkpoints
+                    .iter()
+                    .find(|c| c.step == e.step)
+                    .map(|c| (e.pass_at_1, c.step, c.path.clone()))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(_, _, path)| path)
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut RunInfo)) -> Option<RunInfo> {
@@ -344,7 +369,7 @@ impl Handler<StartRun> for Hub {
             )));
         }
         // Everything that can be wrong with the job is found before it gets an id.
-        job.plan("check", &self.state_dir.join("check"), Vec::new())
+        job.plan("check", &self.state_dir.join("check"), Vec::new(), None)
             .map_err(|e| ApiError::BadRequest(format!("{}: {e}", msg.source)))?;
         let id = self.store.next_run_id().map_err(store_err)?;
         let grpo = job.config.grpo.as_ref().expect("parse checked [grpo]");
@@ -421,6 +446,18 @@ impl Handler<SuspendAll> for Hub {
     fn handle(&mut self, _: SuspendAll, _: &mut Context<Self>) {
         for director in self.directors.values() {
             director.do_send(Suspend);
+        }
+    }
+}
+
+impl Handler<EvalRecorded> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: EvalRecorded, _: &mut Context<Self>) {
+        if let (Some(director), Some(best)) =
+            (self.directors.get(&msg.0), self.best_checkpoint(&msg.0))
+        {
+            director.do_send(SetBest(best));
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::api::{ErrorBody, ErrorDetail, EvalRequest, StartRequest, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
-use crate::runs::{evaluate_run, Control, ControlRun, Hub, StartRun};
+use crate::runs::{evaluate_run, Control, ControlRun, EvalRecorded, Hub, StartRun};
 use crate::store::Store;
 
 /// An error a client gets, as `{"error":{"code","message"}}`.
@@ -302,6 +302,7 @@ async fn eval(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     state.store.put_eval(&id, &report)?;
+    state.hub.do_send(EvalRecorded(id.into_inner()));
     Ok(HttpResponse::Ok().json(report))
 }
 

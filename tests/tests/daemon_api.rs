@@ -328,3 +328,48 @@ fn sigterm_checkpoints_and_exits_zero_and_the_next_daemon_resumes() {
     let steps = d.get(&format!("/v1/runs/{id}/steps?limit=1000")).unwrap();
     assert_eq!(steps.as_array().unwrap().len(), 30);
 }
+
+#[test]
+fn the_best_checkpoint_by_evaluation_survives_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint every 2 steps, the newest 3 kept.
+    let config = job_config(dir.path(), 400, 2);
+    let d = Daemon::start(&dir.path().join("state"));
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
+    let report = d
+        .post(
+            &format!("/v1/runs/{id}/eval"),
+            &json!({"step": 2, "k": 1, "problems": 2}),
+        )
+        .unwrap();
+    assert_eq!(report["step"], 2);
+    // Well past the point where step 2 would have been pruned.
+    d.wait_for(&id, Duration::from_secs(120), |r| {
+        r["step"].as_u64() >= Some(14)
+    });
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let steps: Vec<u64> = checkpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps[0], 2,
+        "the evaluated checkpoint was pruned: {steps:?}"
+    );
+    assert!(
+        steps.len() <= 4 && steps.iter().skip(1).all(|s| *s > 8),
+        "{steps:?}"
+    );
+    assert!(d
+        .state
+        .join(format!(
+            "runs/{id}/checkpoints/step-00000002/model.safetensors"
+        ))
+        .is_file());
+    assert!(d.r1ctl(&["stop".as_ref(), id.as_ref()]).status.success());
+}

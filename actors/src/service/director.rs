@@ -11,7 +11,7 @@ use crate::judge::reward::RewardReport;
 use crate::keeper::TrainerState;
 use crate::messages::{
     DirectorStatus, Generate, GetStatus, Judge, Learn, Load, Pause, PhaseTimes, Resume, RunEvent,
-    RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage,
+    RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage, SetBest,
     StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
 };
 use crate::stages::grpo::{
@@ -34,6 +34,8 @@ struct Workers {
 /// Drives one run. Create with [`Director::new`], start with `Actor::start`.
 pub struct Director {
     plan: Arc<GrpoPlan>,
+    /// Spared by pruning (the best checkpoint by evaluation).
+    best: Option<std::path::PathBuf>,
     watcher: Recipient<RunEvent>,
     workers: Workers,
     state: RunState,
@@ -63,6 +65,7 @@ impl Director {
             keeper: SyncArbiter::start(1, KeeperActor::default),
         };
         Director {
+            best: plan.best.clone(),
             plan: Arc::new(plan),
             watcher,
             workers,
@@ -118,7 +121,13 @@ impl Director {
     fn take_step(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
         let due = (self.step + 1).is_multiple_of(self.plan.checkpoint_every.max(1));
-        let fut = step(self.plan.clone(), self.workers.clone(), self.step, due);
+        let fut = step(
+            self.plan.clone(),
+            self.workers.clone(),
+            self.step,
+            due,
+            self.best.clone(),
+        );
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
@@ -152,6 +161,7 @@ impl Director {
             self.workers.clone(),
             self.step,
             self.optimizer_step,
+            self.best.clone(),
         );
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
@@ -262,6 +272,14 @@ impl Handler<Suspend> for Director {
     }
 }
 
+impl Handler<SetBest> for Director {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetBest, _: &mut Context<Self>) {
+        self.best = Some(msg.0);
+    }
+}
+
 impl Handler<GetStatus> for Director {
     type Result = MessageResult<GetStatus>;
 
@@ -297,6 +315,7 @@ async fn step(
     workers: Workers,
     step: u64,
     checkpoint_due: bool,
+    best: Option<std::path::PathBuf>,
 ) -> Result<StepDone, String> {
     let began = Instant::now();
     let mut phases = PhaseTimes::default();
@@ -396,7 +415,14 @@ async fn step(
     let new_step = report.learner.step;
     let checkpoint = if checkpoint_due || new_step >= plan.steps {
         let t = Instant::now();
-        let saved = checkpoint(plan.clone(), workers, new_step, learned.optimizer_step).await?;
+        let saved = checkpoint(
+            plan.clone(),
+            workers,
+            new_step,
+            learned.optimizer_step,
+            best,
+        )
+        .await?;
         phases.checkpoint = t.elapsed().as_secs_f64();
         Some(saved)
     } else {
@@ -460,6 +486,7 @@ async fn checkpoint(
     workers: Workers,
     step: u64,
     optimizer_step: u64,
+    best: Option<std::path::PathBuf>,
 ) -> Result<SavedCheckpoint, String> {
     let snapshot = workers
         .learner
@@ -480,6 +507,7 @@ async fn checkpoint(
             snapshot,
             state,
             keep_last: plan.keep_last,
+            keep_also: best,
         })
         .await
         .map_err(|e| format!("keeper: {e}"))?

@@ -48,6 +48,8 @@ pub struct GrpoPlan {
     pub checkpoint_every: u64,
     /// Most recent checkpoints kept.
     pub keep_last: usize,
+    /// The best checkpoint by evaluation so far, kept besides the recent ones.
+    pub best: Option<PathBuf>,
     /// Hash of the job config (refuses resuming under another config).
     pub config_hash: String,
     /// Recorded checkpoints to resume from, newest first (empty: start from `model_dir`).

@@ -257,7 +257,8 @@ impl Handler<SaveCheckpoint> for KeeperActor {
             &msg.state,
         )
         .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?;
-        prune(&msg.root, msg.keep_last.max(1), None).map_err(|e| format!("pruning: {e}"))?;
+        prune(&msg.root, msg.keep_last.max(1), msg.keep_also.as_deref())
+            .map_err(|e| format!("pruning: {e}"))?;
         let unix_seconds = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
