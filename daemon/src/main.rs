@@ -14,9 +14,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rand::RngCore;
 
+use futures_util::future::{select, Either};
 use r1_daemon::metrics::Metrics;
 use r1_daemon::notify;
-use r1_daemon::runs::{Hub, LiveRuns, SuspendAll};
+use r1_daemon::runs::{Hub, LiveRuns, LoadingRuns, SuspendAll};
 use r1_daemon::server::{serve, AppState};
 use r1_daemon::store::Store;
 
@@ -124,18 +125,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         let server = serve(listener, state)?;
         let handle = server.handle();
         actix::spawn(server);
-        notify::ready();
-        if let Some(interval) = notify::watchdog_interval() {
-            // Pinged from the event loop: a hung loop stops the pings and systemd restarts us.
-            actix::spawn(async move {
-                let mut tick = actix::clock::interval(interval / 2);
-                loop {
-                    tick.tick().await;
-                    notify::watchdog_ping();
-                }
-            });
+        // Signals are ours from here on, also while resumed runs load.
+        let mut signalled = Box::pin(signal_received()?);
+        // READY once the API serves and every resumed run has loaded its model.
+        let loaded = async {
+            while !matches!(hub.send(LoadingRuns).await, Ok(0) | Err(_)) {
+                actix::clock::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if let Either::Left(((), _)) = select(Box::pin(loaded), signalled.as_mut()).await {
+            notify::ready();
+            if let Some(interval) = notify::watchdog_interval() {
+                // Pinged from the event loop: a hung loop stops the pings and systemd restarts us.
+                actix::spawn(async move {
+                    let mut tick = actix::clock::interval(interval / 2);
+                    loop {
+                        tick.tick().await;
+                        notify::watchdog_ping();
+                    }
+                });
+            }
+            signalled.await;
         }
-        wait_for_signal().await?;
         eprintln!(
             "r1d: stopping: checkpointing runs (at most {}s)",
             stop_timeout.as_secs()
@@ -156,13 +167,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Registers for SIGTERM and SIGINT; the future ends when either arrives.
+fn signal_received() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use actix_web::rt::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    futures_util::future::select(Box::pin(term.recv()), Box::pin(int.recv())).await;
-    Ok(())
+    Ok(async move {
+        select(Box::pin(term.recv()), Box::pin(int.recv())).await;
+    })
 }
 
 fn main() -> ExitCode {

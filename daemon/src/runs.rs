@@ -207,6 +207,11 @@ pub struct SuspendAll;
 #[rtype(result = "()")]
 pub struct EvalRecorded(pub String);
 
+/// How many runs are still loading their model (systemd READY waits for none).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LoadingRuns;
+
 /// How many directors are still alive.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -219,6 +224,8 @@ pub struct Hub {
     state_dir: PathBuf,
     directors: HashMap<String, Addr<Director>>,
     sandboxes: HashMap<String, Arc<CodeSandbox>>,
+    /// Runs whose director is still loading its model or checkpoint.
+    loading: std::collections::HashSet<String>,
 }
 
 impl Hub {
@@ -230,6 +237,7 @@ impl Hub {
             state_dir,
             directors: HashMap::new(),
             sandboxes: HashMap::new(),
+            loading: Default::default(),
         }
     }
 
@@ -252,6 +260,7 @@ impl Hub {
         let best = self.best_checkpoint(&info.id);
         let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
         self.sandboxes.insert(info.id.clone(), plan.sandbox.clone());
+        self.loading.insert(info.id.clone());
         let director = Director::new(plan, ctx.address().recipient()).start();
         self.directors.insert(info.id.clone(), director);
         Ok(())
@@ -462,6 +471,14 @@ impl Handler<EvalRecorded> for Hub {
     }
 }
 
+impl Handler<LoadingRuns> for Hub {
+    type Result = usize;
+
+    fn handle(&mut self, _: LoadingRuns, _: &mut Context<Self>) -> usize {
+        self.loading.len()
+    }
+}
+
 impl Handler<LiveRuns> for Hub {
     type Result = usize;
 
@@ -481,6 +498,9 @@ impl Handler<RunEvent> for Hub {
                 step,
                 message,
             } => {
+                if state != RunState::Starting {
+                    self.loading.remove(&id);
+                }
                 if state == RunState::Suspended || state.is_final() {
                     self.directors.remove(&id);
                     self.sandboxes.remove(&id);

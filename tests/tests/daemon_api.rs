@@ -373,3 +373,57 @@ fn the_best_checkpoint_by_evaluation_survives_pruning() {
         .is_file());
     assert!(d.r1ctl(&["stop".as_ref(), id.as_ref()]).status.success());
 }
+
+#[test]
+fn r1d_tells_systemd_ready_after_resumed_runs_load_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 400, 2);
+    let state = dir.path().join("state");
+    // A run to resume, so READY has a model load to wait for.
+    let d = Daemon::start(&state);
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
+    let (status, _) = d.terminate();
+    assert!(status.success());
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let _ = std::fs::remove_file(state.join("r1d.addr"));
+    let mut child = std::process::Command::new(common::bin("r1d"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("no READY from r1d");
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(message.contains("READY=1"), "{message}");
+    // By READY the resumed run has loaded: its state is past `starting`.
+    let addr = std::fs::read_to_string(state.join("r1d.addr")).unwrap();
+    let token = std::fs::read_to_string(state.join("token")).unwrap();
+    let run: serde_json::Value = ureq::get(&format!("http://{}/v1/runs/{id}", addr.trim()))
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_ne!(run["state"], "starting", "{run}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut stopping = false;
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING from r1d");
+    assert!(child.wait().unwrap().success());
+}
