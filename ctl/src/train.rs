@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -93,7 +94,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let run = job.run_spec(config_hash, args.steps);
-    let stop = AtomicBool::new(false);
+    // The first SIGINT / SIGTERM asks the stage to stop after its current step, writing what it
+    // has (a checkpoint); a second one ends the process at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let stop: &AtomicBool = &stop;
     let mut began = Instant::now();
     let mut progress = |event: StageEvent| print_event(event, &mut began);
     let name = args.config.display();
@@ -102,7 +112,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             let Some(grpo) = job.grpo_job(run) else {
                 bail!("{name}: no [grpo] table")
             };
-            let report = run_grpo(&grpo, &mut progress, &stop)?;
+            let report = run_grpo(&grpo, &mut progress, stop)?;
             println!(
                 "done: step {} (checkpoints in {})",
                 report.steps,
@@ -117,7 +127,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             let Some(sft) = job.sft_job(run) else {
                 bail!("{name}: no [sft] table")
             };
-            let report = run_sft(&sft, &mut progress, &stop)?;
+            let report = run_sft(&sft, &mut progress, stop)?;
             println!(
                 "done: step {}/{} over {} examples (checkpoints in {})",
                 report.steps,
@@ -131,7 +141,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             report.stopped
         }
         Stage::Rejection => {
-            let report = run_rejection(&job.rejection_job(run), &mut progress, &stop)?;
+            let report = run_rejection(&job.rejection_job(run), &mut progress, stop)?;
             let s = &report.summary;
             println!(
                 "done: {} prompts, {} samples: {} kept, {} incorrect, {} unreadable -> {}",
@@ -148,7 +158,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             let Some(distill) = job.distill_job(run) else {
                 bail!("{name}: no [distill] table")
             };
-            let report = run_distill(&distill, &mut progress, &stop)?;
+            let report = run_distill(&distill, &mut progress, stop)?;
             println!(
                 "done: teacher kept {} of {} samples -> {}",
                 report.teacher.summary.kept,
@@ -170,11 +180,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             report.stopped
         }
         Stage::Eval => {
-            let report = run_eval(&job.eval_job(run), &mut progress, &stop)?;
+            let report = run_eval(&job.eval_job(run), &mut progress, stop)?;
             print!("{}", report.table());
             println!("report: {}", report.report.display());
             report.stopped
         }
     };
+    if stopped {
+        eprintln!(
+            "r1ctl train: stopped on request after the current step; run the same command to resume"
+        );
+    }
     Ok(if stopped { 1 } else { 0 })
 }

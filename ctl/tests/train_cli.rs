@@ -166,3 +166,55 @@ fn bad_configs_and_changed_configs_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("different config"));
 }
+
+#[test]
+fn ctrl_c_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_from_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.path().join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    let path = write_config(dir.path(), &model_dir, &dir.path().join("out"));
+    // Many steps, no checkpoint before the stop.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("steps = 3\n", "steps = 100000\n")
+        .replace("every_steps = 1\n", "every_steps = 100000\n");
+    std::fs::write(&path, text).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .arg("train")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut steps = 0;
+    while steps < 2 {
+        let line = lines.next().expect("r1ctl train ended early").unwrap();
+        steps += usize::from(line.starts_with("step"));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{rest:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped on request"), "{stderr}");
+    // The stop wrote a checkpoint of the last step taken; the next run resumes from it.
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join("out/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    let step: u64 = checkpoints[0].trim_start_matches("step-").parse().unwrap();
+    assert!(step >= 2);
+    let out = train(&path, Some(step + 1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("resuming at step {step}")),
+        "{stderr}"
+    );
+}
