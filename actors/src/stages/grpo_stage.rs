@@ -12,17 +12,18 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::model::save_model_dir;
 use r1_kernels::sample::SamplingParams;
 
 use crate::data::DataSource;
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::keeper::{checkpoint_dir, latest_good, prune, save_checkpoint, TrainerState};
+use crate::keeper::{latest_good, TrainerState};
 use crate::learner::{GrpoLearner, LearnerConfig};
 use crate::stages::grpo::{grpo_step_from, StageSettings, StepContext};
-use crate::stages::job::{create_dir, stop_requested, ModelSpec, RunError, RunSpec, StageEvent};
+use crate::stages::job::{
+    stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec, StageEvent,
+};
 use crate::stages::problem::StageProblem;
 
 /// The GRPO loop around the learner (the job config's `[grpo]` table).
@@ -186,12 +187,7 @@ pub fn run_grpo(
     report.steps = learner.step;
     report.data_cursor = cursor;
     if !report.stopped && learner.step >= job.grpo.steps {
-        let dir = job.run.output_dir.join("final");
-        save_model_dir(&learner.policy, &dir).map_err(|e| RunError::Model {
-            path: dir.clone(),
-            source: Box::new(e),
-        })?;
-        report.final_model = Some(dir);
+        report.final_model = Some(write_final(&job.run, &learner.policy)?);
     }
     Ok(report)
 }
@@ -203,9 +199,6 @@ fn save(
     cursor: u64,
     progress: &mut dyn FnMut(StageEvent),
 ) -> Result<PathBuf, RunError> {
-    let root = job.run.checkpoint_root();
-    create_dir(&root)?;
-    let dir = checkpoint_dir(&root, learner.step);
     let state = TrainerState {
         step: learner.step,
         optimizer_step: learner.optimizer_step,
@@ -213,17 +206,12 @@ fn save(
         seed: job.run.seed,
         config_hash: job.run.config_hash.clone(),
     };
-    save_checkpoint(
-        &dir,
+    write_checkpoint(
+        &job.run,
         &learner.policy,
         learner.reference.as_ref(),
         &learner.optimizer,
         &state,
-    )?;
-    prune(&root, job.run.checkpoint.keep_last, None)?;
-    progress(StageEvent::Checkpoint {
-        step: learner.step,
-        path: dir.clone(),
-    });
-    Ok(dir)
+        progress,
+    )
 }

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::model::{load_model_dir, Model};
+use r1_kernels::model::{load_model_dir, save_model_dir, Model};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
+use r1_kernels::train::AdamW;
 
 use crate::data::DataError;
-use crate::keeper::CheckpointError;
+use crate::keeper::{checkpoint_dir, prune, save_checkpoint, CheckpointError, TrainerState};
 use crate::learner::{LearnerError, SftStepStats};
 use crate::stages::grpo::{GrpoStepReport, StageError, StageEval};
 
@@ -217,4 +218,36 @@ pub fn create_dir(dir: &Path) -> Result<(), RunError> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+/// Writes a checkpoint at `state.step` under the run's checkpoint folder, prunes old ones and
+/// reports it: what every stage with steps does every `checkpoint.every_steps` and at a stop.
+pub(crate) fn write_checkpoint(
+    run: &RunSpec,
+    model: &Model,
+    reference: Option<&Model>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    progress: &mut dyn FnMut(StageEvent),
+) -> Result<PathBuf, RunError> {
+    let root = run.checkpoint_root();
+    create_dir(&root)?;
+    let dir = checkpoint_dir(&root, state.step);
+    save_checkpoint(&dir, model, reference, optimizer, state)?;
+    prune(&root, run.checkpoint.keep_last, None)?;
+    progress(StageEvent::Checkpoint {
+        step: state.step,
+        path: dir.clone(),
+    });
+    Ok(dir)
+}
+
+/// Writes the model a finished stage ends with to `<output_dir>/final`.
+pub(crate) fn write_final(run: &RunSpec, model: &Model) -> Result<PathBuf, RunError> {
+    let dir = run.output_dir.join("final");
+    save_model_dir(model, &dir).map_err(|e| RunError::Model {
+        path: dir.clone(),
+        source: Box::new(e),
+    })?;
+    Ok(dir)
 }

@@ -17,15 +17,16 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use r1_kernels::model::save_model_dir;
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::{AdamWConfig, LrSchedule};
 
 use crate::data::DataError;
-use crate::keeper::{checkpoint_dir, latest_good, prune, save_checkpoint, TrainerState};
+use crate::keeper::{latest_good, TrainerState};
 use crate::learner::{SftExample, SftTrainer};
-use crate::stages::job::{create_dir, stop_requested, ModelSpec, RunError, RunSpec, StageEvent};
+use crate::stages::job::{
+    stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec, StageEvent,
+};
 
 /// The SFT stage's settings (the job config's `[sft]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -319,12 +320,7 @@ pub fn run_sft(
     }
     report.steps = trainer.step;
     if !report.stopped && trainer.step >= planned {
-        let dir = job.run.output_dir.join("final");
-        save_model_dir(&trainer.model, &dir).map_err(|e| RunError::Model {
-            path: dir.clone(),
-            source: Box::new(e),
-        })?;
-        report.final_model = Some(dir);
+        report.final_model = Some(write_final(&job.run, &trainer.model)?);
     }
     Ok(report)
 }
@@ -335,9 +331,6 @@ fn save(
     trainer: &SftTrainer,
     progress: &mut dyn FnMut(StageEvent),
 ) -> Result<PathBuf, RunError> {
-    let root = job.run.checkpoint_root();
-    create_dir(&root)?;
-    let dir = checkpoint_dir(&root, trainer.step);
     let state = TrainerState {
         step: trainer.step,
         optimizer_step: trainer.step,
@@ -345,13 +338,14 @@ fn save(
         seed: job.run.seed,
         config_hash: job.run.config_hash.clone(),
     };
-    save_checkpoint(&dir, &trainer.model, None, &trainer.optimizer, &state)?;
-    prune(&root, job.run.checkpoint.keep_last, None)?;
-    progress(StageEvent::Checkpoint {
-        step: trainer.step,
-        path: dir.clone(),
-    });
-    Ok(dir)
+    write_checkpoint(
+        &job.run,
+        &trainer.model,
+        None,
+        &trainer.optimizer,
+        &state,
+        progress,
+    )
 }
 
 #[cfg(test)]
