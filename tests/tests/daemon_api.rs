@@ -339,16 +339,23 @@ fn the_best_checkpoint_by_evaluation_survives_pruning() {
     d.wait_for(&id, Duration::from_secs(60), |r| {
         r["step"].as_u64() >= Some(2)
     });
+    // Paused, so the oldest checkpoint stays put while it is evaluated.
+    assert!(d.r1ctl(&["pause".as_ref(), id.as_ref()]).status.success());
+    d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "paused");
+    let oldest = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap()[0]["step"]
+        .as_u64()
+        .unwrap();
     let report = d
         .post(
             &format!("/v1/runs/{id}/eval"),
-            &json!({"step": 2, "k": 1, "problems": 2}),
+            &json!({"step": oldest, "k": 1, "problems": 2}),
         )
         .unwrap();
-    assert_eq!(report["step"], 2);
-    // Well past the point where step 2 would have been pruned.
+    assert_eq!(report["step"], oldest);
+    assert!(d.r1ctl(&["resume".as_ref(), id.as_ref()]).status.success());
+    // Well past the point where it would have been pruned.
     d.wait_for(&id, Duration::from_secs(120), |r| {
-        r["step"].as_u64() >= Some(14)
+        r["step"].as_u64() >= Some(oldest + 12)
     });
     let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
     let steps: Vec<u64> = checkpoints
@@ -358,17 +365,17 @@ fn the_best_checkpoint_by_evaluation_survives_pruning() {
         .map(|c| c["step"].as_u64().unwrap())
         .collect();
     assert_eq!(
-        steps[0], 2,
+        steps[0], oldest,
         "the evaluated checkpoint was pruned: {steps:?}"
     );
     assert!(
-        steps.len() <= 4 && steps.iter().skip(1).all(|s| *s > 8),
+        steps.len() <= 4 && steps.iter().skip(1).all(|s| *s > oldest + 6),
         "{steps:?}"
     );
     assert!(d
         .state
         .join(format!(
-            "runs/{id}/checkpoints/step-00000002/model.safetensors"
+            "runs/{id}/checkpoints/step-{oldest:08}/model.safetensors"
         ))
         .is_file());
     assert!(d.r1ctl(&["stop".as_ref(), id.as_ref()]).status.success());
