@@ -223,6 +223,63 @@ pub fn load_parquet(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, 
     Ok(items)
 }
 
+/// Reads prompts alone (the preference stage's general prompts): one non-empty string per JSONL
+/// line or Parquet row (a `.parquet` file) at the dotted key `field`. Blank JSONL lines are
+/// skipped; errors name the file and the line or row; a file with no prompts is an error.
+pub fn load_prompts(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
+    let read = |value: &Value| match lookup(value, field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("`{field}` (the prompt) is empty")),
+        Some(other) => Err(format!(
+            "`{field}` (the prompt) must be a string, found {other}"
+        )),
+        None => Err(format!("no `{field}` field (the prompt)")),
+    };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut prompts = Vec::new();
+    if path.extension().is_some_and(|e| e == "parquet") {
+        use parquet::file::reader::SerializedFileReader;
+        let bad = |row: usize, message: String| DataError::Row {
+            path: path.to_path_buf(),
+            row,
+            message,
+        };
+        let reader = SerializedFileReader::new(std::fs::File::open(path).map_err(io)?)
+            .map_err(|e| bad(0, format!("not a readable Parquet file: {e}")))?;
+        for (i, row) in reader.into_iter().enumerate() {
+            let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
+            prompts.push(read(&row.to_json_value()).map_err(|m| bad(i + 1, m))?);
+        }
+    } else {
+        let file = std::fs::File::open(path).map_err(io)?;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let bad = |message: String| DataError::Line {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            };
+            let text = line.map_err(|e| bad(e.to_string()))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let value: Value =
+                serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            prompts.push(read(&value).map_err(bad)?);
+        }
+    }
+    if prompts.is_empty() {
+        return Err(DataError::Line {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "the file holds no prompts".into(),
+        });
+    }
+    Ok(prompts)
+}
+
 /// Where a stage's prompts come from: the job config's `[data]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]

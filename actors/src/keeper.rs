@@ -56,7 +56,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 }
 
 /// Everything besides weights and moments that an exact resume needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerState {
     /// Stage steps completed.
@@ -70,10 +70,14 @@ pub struct TrainerState {
     pub seed: u64,
     /// Hash of the run's config, to refuse resuming under a different config.
     pub config_hash: String,
+    /// The preference stage's running moments of each reward model's scores (absent in other
+    /// stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_normaliser: Option<crate::stages::preference::RewardNormaliser>,
 }
 
 /// `trainer.json` on disk: the state plus a checksum of every file of the checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainerFile {
     state: TrainerState,

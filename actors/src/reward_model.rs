@@ -160,6 +160,40 @@ pub struct RewardModelScorer {
 }
 
 impl RewardModelScorer {
+    /// Loads a reward-model directory (`…ForSequenceClassification`) with its tokenizer.json, or
+    /// r1's byte tokenizer when `tokenizer` is `Some("byte")`; over-long texts keep their end.
+    pub fn load(
+        dir: &std::path::Path,
+        tokenizer: Option<&str>,
+        max_batch: usize,
+        max_tokens: usize,
+    ) -> Result<Self, RewardModelError> {
+        let rm = r1_kernels::model::load_reward_model_dir(dir)?;
+        let tokenizer = match tokenizer {
+            Some("byte") => Tokenizer::byte(),
+            Some(other) => {
+                return Err(RewardModelError::Tokenizer(format!(
+                    "`{other}` is not a tokenizer r1 builds in (byte)"
+                )))
+            }
+            None => Tokenizer::from_model_dir(dir).map_err(|e| {
+                RewardModelError::Tokenizer(format!(
+                    "tokenizer of {} (a byte-tokenizer model needs tokenizer = \"byte\"): {e}",
+                    dir.display()
+                ))
+            })?,
+        };
+        Ok(RewardModelScorer {
+            rm,
+            encoder: TextEncoder {
+                tokenizer,
+                max_tokens: max_tokens.max(1),
+                over_long: OverLong::KeepEnd,
+            },
+            max_batch: max_batch.max(1),
+        })
+    }
+
     /// The reward of each (prompt, response), in order.
     pub fn score(&self, items: &[(String, String)]) -> Result<Vec<f32>, RewardModelError> {
         let ids = items

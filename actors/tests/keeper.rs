@@ -49,6 +49,7 @@ fn state(learner: &GrpoLearner) -> TrainerState {
         data_cursor: learner.step * 2,
         seed: 7,
         config_hash: "test".into(),
+        reward_normaliser: None,
     }
 }
 

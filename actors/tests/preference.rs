@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use r1_actors::judge::format::FormatConfig;
-use r1_actors::judge::reward::{RewardRules, RewardWeights};
+use r1_actors::judge::reward::{CodeSandbox, RewardRules, RewardWeights};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::stages::preference::demo::{run_preference_demo, PreferenceDemoConfig};
 use r1_actors::stages::preference::{
@@ -152,7 +152,7 @@ fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step(
             .unwrap()
             .remove(0);
     let prompts = vec![
-        StagePrompt::Reasoning(task),
+        StagePrompt::task(&task),
         StagePrompt::General {
             prompt: "say hi".into(),
         },
@@ -172,11 +172,13 @@ fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step(
     let mut learner = tiny_learner(g);
     let mut normaliser = RewardNormaliser::default();
     let settings = settings(1);
+    let sandbox = CodeSandbox::unavailable("no code here");
 
     // Step 0: preference is off, yet the models score the general completions (for the curve).
     let off = preference_step(
         &mut learner,
         &tokenizer,
+        &sandbox,
         &prompts,
         &settings,
         &scorers,
@@ -185,19 +187,22 @@ fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step(
         7,
     )
     .unwrap();
-    assert!(!off.preference_on);
-    assert_eq!((off.reasoning_groups, off.general_groups), (1, 2));
+    assert!(!off.stats.preference_on);
+    assert_eq!(
+        (off.stats.reasoning_groups, off.stats.general_groups),
+        (1, 2)
+    );
     let seen = length.seen.take();
     assert_eq!(seen.len(), 2 * g, "only general completions are scored");
     assert!(seen.iter().all(|(p, _)| p == "say hi" || p == "say bye"));
-    assert_eq!(off.reward_models[1].mean, 3.0);
-    assert_eq!(off.reward_models[1].std, 0.0);
+    assert_eq!(off.stats.reward_models[1].mean, 3.0);
+    assert_eq!(off.stats.reward_models[1].std, 0.0);
     // Random completions vary in length, so the length model decides every group it can; the
     // constant model never does.
-    assert_eq!(off.reward_models[1].decided_share, 0.0);
-    assert!(off.reward_models[0].decided_share > 0.0);
+    assert_eq!(off.stats.reward_models[1].decided_share, 0.0);
+    assert!(off.stats.reward_models[0].decided_share > 0.0);
     // No preference reward yet: the general groups have zero reward, the reasoning group is ruled.
-    assert!(off.learner.frac_zero_std >= 2.0 / 3.0 - 1e-9);
+    assert!(off.report.learner.frac_zero_std >= 2.0 / 3.0 - 1e-9);
     // The summary view of a completion without `</think>` is empty.
     for (_, summary) in constant.seen.take() {
         assert!(!summary.contains("<think>"));
@@ -206,6 +211,7 @@ fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step(
     let on = preference_step(
         &mut learner,
         &tokenizer,
+        &sandbox,
         &prompts,
         &settings,
         &scorers,
@@ -214,15 +220,16 @@ fn general_prompts_go_to_the_reward_models_and_switch_on_at_the_configured_step(
         8,
     )
     .unwrap();
-    assert!(on.preference_on);
+    assert!(on.stats.preference_on);
     // Preference reward = Σ weight · raw score: 2 · mean length + 1 · 3.
-    let want = 2.0 * on.reward_models[0].mean + 3.0;
-    assert!((on.preference_reward - want).abs() < 1e-9);
+    let want = 2.0 * on.stats.reward_models[0].mean + 3.0;
+    assert!((on.stats.preference_reward - want).abs() < 1e-9);
 
     // Scorer count must match the configured models.
     let err = preference_step(
         &mut learner,
         &tokenizer,
+        &sandbox,
         &prompts,
         &settings,
         &scorers[..1],

@@ -10,15 +10,16 @@ use r1_actors::judge::reward::CodeSandbox;
 use r1_actors::judge::tasks::{arithmetic, Split};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::stages::grpo::grpo_step_from;
+use r1_actors::stages::preference::{Normalisation, ResponseView};
 use r1_actors::stages::rejection::SftRecord;
 use r1_actors::stages::{
-    grpo_step, run_distill, run_eval, run_grpo, run_rejection, run_sft, CheckpointConfig,
-    DistillConfig, DistillJob, EvalConfig, EvalJob, GrpoJob, GrpoLoopConfig, ModelSpec,
-    RejectionConfig, RejectionJob, RunSpec, SftConfig, SftJob, StageEvent, StageProblem,
-    StageSettings, StepContext,
+    grpo_step, run_distill, run_eval, run_grpo, run_preference, run_rejection, run_sft,
+    CheckpointConfig, DistillConfig, DistillJob, EvalConfig, EvalJob, GeneralPrompts, GrpoJob,
+    GrpoLoopConfig, ModelSpec, PreferenceJob, RejectionConfig, RejectionJob, RewardModelSpec,
+    RunSpec, SftConfig, SftJob, StageEvent, StageProblem, StageSettings, StepContext,
 };
 use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
@@ -611,4 +612,152 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
     assert!(d.rounds < 21, "{d:?}");
     assert_eq!(report.learner.frac_zero_std, 0.0, "{d:?}");
     assert!(report.components[2].std > 0.0);
+}
+
+fn preference_job(root: &Path, output: &str, stop_at: Option<u64>) -> PreferenceJob {
+    let model = root.join("policy");
+    if !model.exists() {
+        save_model_dir(&tiny_byte_model(3), &model).unwrap();
+        for (name, seed) in [("helpful", 11), ("harmless", 12)] {
+            let rm = RewardModel::from_causal_lm(
+                &tiny_byte_model(seed),
+                Some(ByteTokenizer::EOS),
+                seed,
+                0.5,
+            );
+            save_reward_model_dir(&rm, &root.join(name)).unwrap();
+        }
+        std::fs::write(
+            root.join("general.jsonl"),
+            "{\"prompt\": \"say hi\"}\n\n{\"prompt\": \"say bye\"}\n{\"prompt\": \"thank Ada\"}\n",
+        )
+        .unwrap();
+    }
+    let rm = |name: &str, view| RewardModelSpec {
+        name: name.into(),
+        path: root.join(name),
+        tokenizer: Some("byte".into()),
+        view,
+        weight: 1.0,
+        max_batch: 4,
+        max_tokens: 64,
+    };
+    PreferenceJob {
+        run: run_spec(&root.join(output), stop_at),
+        model: spec(&model),
+        data: DataSource::Builtin {
+            task: "arithmetic".into(),
+            train_size: 20,
+            test_size: 4,
+        },
+        general: GeneralPrompts {
+            path: root.join("general.jsonl"),
+            field: "prompt".into(),
+        },
+        sampling: sampling(10),
+        rules: Default::default(),
+        learner: learner_config(),
+        grpo: GrpoLoopConfig {
+            steps: 4,
+            prompts_per_step: 4,
+            max_batch: 8,
+            dynamic_sampling: 0,
+        },
+        reward_models: vec![
+            rm("helpful", ResponseView::Summary),
+            rm("harmless", ResponseView::Whole),
+        ],
+        normalisation: Normalisation::Running { momentum: 0.5 },
+        preference_from_step: 1,
+        general_share: 0.5,
+    }
+}
+
+#[test]
+fn the_preference_stage_runs_from_model_directories_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let never = AtomicBool::new(false);
+    let mut steps = Vec::new();
+    let whole = run_preference(
+        &preference_job(root, "whole", None),
+        &mut |e| {
+            if let StageEvent::PreferenceStep { report, .. } = e {
+                steps.push(*report);
+            }
+        },
+        &never,
+    )
+    .unwrap();
+    assert_eq!(whole.steps, 4);
+    assert_eq!(steps.len(), 4);
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!((s.stats.reasoning_groups, s.stats.general_groups), (2, 2));
+        assert_eq!(s.stats.preference_on, i >= 1);
+        let names: Vec<&str> = s
+            .stats
+            .reward_models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["helpful", "harmless"]);
+        // A random reward model tells random whole responses apart.
+        assert!(s.stats.reward_models[1].std > 0.0, "{:?}", s.stats);
+        assert!(s.stats.preference_reward.is_finite());
+    }
+    let final_dir = whole.final_model.expect("a finished run saves its policy");
+
+    // Stopped after two steps (a checkpoint holding the reward normaliser's moments), then
+    // continued: the same policy as the run that never stopped.
+    let first =
+        run_preference(&preference_job(root, "split", Some(2)), &mut |_| {}, &never).unwrap();
+    assert_eq!((first.steps, first.final_model.is_none()), (2, true));
+    let saved = r1_actors::keeper::load_checkpoint(&first.checkpoint.unwrap()).unwrap();
+    assert!(saved.state.reward_normaliser.is_some());
+    let mut resumed_at = None;
+    let second = run_preference(
+        &preference_job(root, "split", None),
+        &mut |e| {
+            if let StageEvent::Resumed { step } = e {
+                resumed_at = Some(step);
+            }
+        },
+        &never,
+    )
+    .unwrap();
+    assert_eq!(resumed_at, Some(2));
+    let a = std::fs::read(final_dir.join("model.safetensors")).unwrap();
+    let b = std::fs::read(second.final_model.unwrap().join("model.safetensors")).unwrap();
+    assert!(a == b, "the resumed run ended with other weights");
+}
+
+#[test]
+fn the_preference_stage_names_a_missing_reward_model_and_a_bad_prompt_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let never = AtomicBool::new(false);
+    let mut job = preference_job(root, "out", None);
+    job.reward_models[1].path = root.join("nowhere");
+    let err = run_preference(&job, &mut |_| {}, &never)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("reward model `harmless`") && err.contains("nowhere"),
+        "{err}"
+    );
+
+    let job = preference_job(root, "out", None);
+    std::fs::write(
+        root.join("general.jsonl"),
+        "{\"prompt\": \"say hi\"}\n{\"question\": \"say bye\"}\n",
+    )
+    .unwrap();
+    let err = run_preference(&job, &mut |_| {}, &never)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("general.jsonl:2") && err.contains("no `prompt` field"),
+        "{err}"
+    );
+    assert!(!root.join("out").join("checkpoints").exists());
 }

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use r1_actors::judge::reward::RewardRules;
 use r1_actors::learner::LearnerConfig;
-use r1_actors::stages::{DistillJob, EvalJob, GrpoJob, ModelSpec, RejectionJob, RunSpec, SftJob};
+use r1_actors::stages::{
+    DistillJob, EvalJob, GeneralPrompts, GrpoJob, ModelSpec, PreferenceJob, RejectionJob,
+    RewardModelSpec, RunSpec, SftJob,
+};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::PromptTemplate;
 
@@ -41,6 +44,9 @@ pub enum Stage {
     Distill,
     /// pass@1 over k samples and cons@k.
     Eval,
+    /// The last RL stage: GRPO with rule rewards for reasoning prompts and reward models for
+    /// general ones (`[grpo]` and `[preference]`).
+    Preference,
 }
 
 /// What the run is and where it writes.
@@ -266,6 +272,32 @@ impl JobConfig {
                     "steps, prompts_per_step and max_batch must be at least 1".into(),
                 ));
             }
+            (Stage::Preference, _) if self.preference.is_none() => {
+                return Err(invalid(
+                    "preference",
+                    "stage = \"preference\" needs a [preference] table (reward_models, general_prompts, preference_from_step)".into(),
+                ))
+            }
+            (Stage::Preference, None) => {
+                return Err(invalid(
+                    "grpo",
+                    "stage = \"preference\" needs a [grpo] table (steps, prompts_per_step)".into(),
+                ))
+            }
+            (Stage::Preference, Some(g))
+                if g.steps == 0 || g.prompts_per_step == 0 || g.max_batch == 0 =>
+            {
+                return Err(invalid(
+                    "grpo",
+                    "steps, prompts_per_step and max_batch must be at least 1".into(),
+                ));
+            }
+            (Stage::Preference, Some(g)) if g.dynamic_sampling > 0 => {
+                return Err(invalid(
+                    "grpo.dynamic_sampling",
+                    "the preference stage does not resample groups; leave it at 0".into(),
+                ));
+            }
             (Stage::Sft, _) if self.sft.is_none() => {
                 return Err(invalid(
                     "sft",
@@ -355,6 +387,40 @@ impl JobConfig {
             rules: self.rewards,
             learner: self.learner.clone(),
             grpo: self.grpo.clone()?,
+        })
+    }
+
+    /// The preference stage's job (`None` without `[grpo]` and `[preference]` tables).
+    pub fn preference_job(&self, run: RunSpec) -> Option<PreferenceJob> {
+        let p = self.preference.as_ref()?;
+        Some(PreferenceJob {
+            run,
+            model: self.model_spec(),
+            data: self.data.clone(),
+            general: GeneralPrompts {
+                path: p.general_prompts.clone(),
+                field: p.general_prompt_field.clone(),
+            },
+            sampling: self.sampling.clone(),
+            rules: self.rewards,
+            learner: self.learner.clone(),
+            grpo: self.grpo.clone()?,
+            reward_models: p
+                .reward_models
+                .iter()
+                .map(|m| RewardModelSpec {
+                    name: m.name.clone(),
+                    path: m.path.clone(),
+                    tokenizer: m.tokenizer.clone(),
+                    view: m.view,
+                    weight: m.weight,
+                    max_batch: m.max_batch,
+                    max_tokens: m.max_tokens,
+                })
+                .collect(),
+            normalisation: p.normalisation,
+            preference_from_step: p.preference_from_step,
+            general_share: p.general_share,
         })
     }
 

@@ -199,6 +199,10 @@ pub struct RewardModelEntry {
     /// Its weight after normalisation.
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// `"byte"` for r1's byte tokenizer (tiny built-in models); absent: the directory's
+    /// tokenizer.json.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
     /// Most sequences per forward pass.
     #[serde(default = "default_rm_batch")]
     pub max_batch: usize,
@@ -230,11 +234,19 @@ pub struct PreferenceStageSection {
     pub normalisation: Normalisation,
     /// First step at which preference rewards count (the paper: the last 400 steps).
     pub preference_from_step: u64,
-    /// JSONL of general prompts (field `prompt`); the job's `[data]` holds the reasoning prompts.
+    /// The general prompts: JSONL, or Parquet for a `.parquet` file; the job's `[data]` holds
+    /// the reasoning prompts.
     pub general_prompts: PathBuf,
+    /// The dotted key of each general prompt in its line or row.
+    #[serde(default = "default_prompt_field")]
+    pub general_prompt_field: String,
     /// Share of each step's prompts that are general.
     #[serde(default = "default_general_share")]
     pub general_share: f64,
+}
+
+fn default_prompt_field() -> String {
+    "prompt".into()
 }
 
 fn default_normalisation() -> Normalisation {
@@ -261,6 +273,26 @@ impl PreferenceStageSection {
                 return Err(invalid(
                     &format!("reward_models[{i}]"),
                     "weight must be finite, max_batch and max_tokens at least 1".into(),
+                ));
+            }
+            if let Some(t) = m.tokenizer.as_deref().filter(|t| *t != "byte") {
+                return Err(invalid(
+                    &format!("reward_models[{i}].tokenizer"),
+                    format!("`{t}` is not a tokenizer r1 builds in (byte)"),
+                ));
+            }
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(
+                    &format!("reward_models[{i}].name"),
+                    format!(
+                        "`{}`: use letters, digits, `_` or `-` (it labels metrics)",
+                        m.name
+                    ),
                 ));
             }
             if self.reward_models[..i].iter().any(|o| o.name == m.name) {

@@ -1,5 +1,5 @@
 //! `r1ctl train CONFIG.toml`: runs a job config's stage in-process (`run.stage`: grpo, sft,
-//! rejection, distill, eval) — the library's stage function, with a progress line per step on
+//! rejection, distill, eval, preference) — the library's stage function, with a progress line per step on
 //! stdout and notes on stderr. Stages with steps resume from the newest good checkpoint under
 //! `<output_dir>/checkpoints` (damaged ones are reported and skipped) and checkpoint every
 //! `checkpoint.every_steps`; a run stopped at any point and started again ends with the same
@@ -14,7 +14,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use r1_actors::stages::{run_distill, run_eval, run_grpo, run_rejection, run_sft, StageEvent};
+use r1_actors::stages::{
+    run_distill, run_eval, run_grpo, run_preference, run_rejection, run_sft, StageEvent,
+};
 use r1_config::{JobConfig, Stage};
 
 /// Arguments of `r1ctl train`.
@@ -49,6 +51,34 @@ fn print_event(event: StageEvent, began: &mut Instant) {
                 p.sample,
                 p.judge,
                 p.learn,
+                began.elapsed().as_secs_f64()
+            );
+            *began = Instant::now();
+        }
+        StageEvent::PreferenceStep { steps, report } => {
+            let stats = &report.report.learner;
+            let p = &report.stats;
+            let models: Vec<String> = p
+                .reward_models
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {:+.3}±{:.3} decided {:.2}",
+                        m.name, m.mean, m.std, m.decided_share
+                    )
+                })
+                .collect();
+            println!(
+                "step {:>5}/{steps}  reward {:.3}  preference {:+.3}{}  rule accuracy {:.3}  format {:.3}  [{}]  kl {:.4}  length {:.1}  {:.1}s",
+                stats.step,
+                stats.reward_mean,
+                p.preference_reward,
+                if p.preference_on { " (on)" } else { " (off)" },
+                p.rule_accuracy,
+                p.rule_format,
+                models.join("; "),
+                stats.kl,
+                stats.completion_len_mean,
                 began.elapsed().as_secs_f64()
             );
             *began = Instant::now();
@@ -117,6 +147,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                 "done: step {} (checkpoints in {})",
                 report.steps,
                 grpo.run.checkpoint_root().display()
+            );
+            if let Some(dir) = &report.final_model {
+                println!("final model: {}", dir.display());
+            }
+            report.stopped
+        }
+        Stage::Preference => {
+            let Some(preference) = job.preference_job(run) else {
+                bail!("{name}: stage = \"preference\" needs [grpo] and [preference] tables")
+            };
+            let report = run_preference(&preference, &mut progress, stop)?;
+            println!(
+                "done: step {} (checkpoints in {})",
+                report.steps,
+                preference.run.checkpoint_root().display()
             );
             if let Some(dir) = &report.final_model {
                 println!("final model: {}", dir.display());

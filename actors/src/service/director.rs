@@ -499,6 +499,7 @@ async fn checkpoint(
         data_cursor: step * plan.prompts_per_step as u64,
         seed: plan.seed,
         config_hash: plan.config_hash.clone(),
+        reward_normaliser: None,
     };
     workers
         .keeper

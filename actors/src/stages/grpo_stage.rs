@@ -205,6 +205,7 @@ fn save(
         data_cursor: cursor,
         seed: job.run.seed,
         config_hash: job.run.config_hash.clone(),
+        reward_normaliser: None,
     };
     write_checkpoint(
         &job.run,

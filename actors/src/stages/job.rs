@@ -117,6 +117,13 @@ pub enum StageEvent {
         /// The step's statistics.
         report: Box<GrpoStepReport>,
     },
+    /// A preference-RL step finished.
+    PreferenceStep {
+        /// Steps planned.
+        steps: u64,
+        /// The step's statistics.
+        report: Box<crate::stages::preference::PreferenceStepReport>,
+    },
     /// An SFT step finished.
     SftStep {
         /// Steps done.

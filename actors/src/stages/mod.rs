@@ -2,7 +2,8 @@
 //! learn, with optional dynamic sampling) and the evaluation of a model on held-out problems
 //! (`grpo`), the problems they take (`problem`), the readability filter (`rejection`). Whole
 //! stages, each a library function with a progress callback and a stop flag (`job`): `run_grpo`,
-//! `run_sft`, `run_rejection`, `run_distill`, `run_eval`. The embedded default run chains them in
+//! `run_sft`, `run_rejection`, `run_distill`, `run_eval`, `run_preference` (the last RL stage:
+//! rule rewards and reward models, `preference`). The embedded default run chains them in
 //! miniature.
 
 pub mod default_run;
@@ -12,6 +13,7 @@ pub mod grpo;
 pub mod grpo_stage;
 pub mod job;
 pub mod preference;
+pub mod preference_stage;
 pub mod problem;
 pub mod rejection;
 pub mod rejection_stage;
@@ -24,6 +26,7 @@ pub use grpo::{
 };
 pub use grpo_stage::{run_grpo, GrpoJob, GrpoLoopConfig, GrpoRunReport};
 pub use job::{CheckpointConfig, ModelSpec, RunError, RunSpec, StageEvent};
+pub use preference_stage::{run_preference, GeneralPrompts, PreferenceJob, RewardModelSpec};
 pub use problem::{PromptProblem, StageProblem};
 pub use rejection_stage::{run_rejection, RejectionConfig, RejectionJob, RejectionRunReport};
 pub use sft::{run_sft, SftConfig, SftJob, SftRunReport};

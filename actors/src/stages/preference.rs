@@ -24,22 +24,27 @@ pub mod demo;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler};
+use std::time::Instant;
+
+use r1_kernels::sample::{Completion, FinishReason, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
-use crate::judge::format::FormatConfig;
-use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardRules};
+use crate::judge::reward::{CodeSandbox, RewardItem, RewardReport};
 use crate::judge::tasks::TaskExample;
 use crate::learner::{GrpoLearner, GrpoStepStats, Rollout};
 use crate::reward_model::RewardModelScorer;
-use crate::stages::grpo::{sampling_for, StageError, StageSettings};
+use crate::stages::grpo::{
+    group_requests, judge_completions, reflects, sampling_for, stage_rules, step_report,
+    GrpoStepReport, PhaseSeconds, StageError, StageSettings,
+};
+use crate::stages::problem::{PromptProblem, StageProblem};
 
 /// One prompt of the stage and the kind of reward it gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StagePrompt {
-    /// A task with a verifiable answer: rule rewards.
-    Reasoning(TaskExample),
+    /// A problem with a verifiable answer (or tests): rule rewards.
+    Reasoning(StageProblem),
     /// A general request: reward models.
     General {
         /// The user's request.
@@ -48,11 +53,50 @@ pub enum StagePrompt {
 }
 
 impl StagePrompt {
+    /// A built-in task problem as a reasoning prompt (judged as the task itself would be).
+    pub fn task(example: &TaskExample) -> Self {
+        StagePrompt::Reasoning(StageProblem::from_task(example, 0))
+    }
+
     /// The user turn.
     pub fn text(&self) -> &str {
         match self {
-            StagePrompt::Reasoning(t) => &t.prompt,
+            StagePrompt::Reasoning(p) => &p.prompt,
             StagePrompt::General { prompt } => prompt,
+        }
+    }
+}
+
+/// Reasoning prompts are judged as their problem; a general prompt's reward item carries only the
+/// prompt (the stage never sends it to the rule judge: the reward models score it).
+impl PromptProblem for StagePrompt {
+    fn prompt(&self) -> &str {
+        self.text()
+    }
+
+    fn reward_item(&self, completion: String) -> RewardItem {
+        match self {
+            StagePrompt::Reasoning(p) => p.reward_item(completion),
+            StagePrompt::General { prompt } => RewardItem {
+                completion,
+                answer: None,
+                task: None,
+                language: None,
+                prompt: Some(prompt.clone()),
+                tests: None,
+                extract: None,
+                format: None,
+                problem: None,
+                numbers: None,
+                target: None,
+            },
+        }
+    }
+
+    fn source(&self) -> usize {
+        match self {
+            StagePrompt::Reasoning(p) => p.source,
+            StagePrompt::General { .. } => 0,
         }
     }
 }
@@ -209,30 +253,8 @@ pub struct RewardModelStats {
     pub decided_share: f64,
 }
 
-/// What one preference step did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreferenceStepReport {
-    /// The learner's statistics (reward = the combined reward trained on).
-    pub learner: GrpoStepStats,
-    /// Whether preference rewards counted in this step.
-    pub preference_on: bool,
-    /// Mean accuracy reward over reasoning completions (NaN without reasoning prompts).
-    pub rule_accuracy: f64,
-    /// Mean format reward over reasoning completions.
-    pub rule_format: f64,
-    /// Per reward model, over general completions.
-    pub reward_models: Vec<RewardModelStats>,
-    /// Mean weighted preference reward of general completions with raw (unnormalised) scores:
-    /// the curve that should rise.
-    pub preference_reward: f64,
-    /// Groups of each kind.
-    pub reasoning_groups: usize,
-    /// Groups of general prompts.
-    pub general_groups: usize,
-}
-
 /// Strings that end a turn, stripped before a reward model reads a completion.
-fn end_markers(settings: &StageSettings, tokenizer: &Tokenizer) -> Vec<String> {
+pub fn end_markers(settings: &StageSettings, tokenizer: &Tokenizer) -> Vec<String> {
     let mut markers: Vec<String> = settings
         .template
         .end_of_turn()
@@ -257,127 +279,156 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     )
 }
 
-/// One preference-RL step: sample `learner.config.group_size` completions of every prompt, reward
-/// reasoning prompts by the rules and general prompts by the reward models (`scorers`, aligned with
-/// `settings.reward_models`), and take one GRPO step. `step` decides whether preference rewards
-/// count; `seed` makes sampling reproducible.
-#[allow(clippy::too_many_arguments)]
-pub fn preference_step(
-    learner: &mut GrpoLearner,
-    tokenizer: &Tokenizer,
+/// The prompts of step `step` (0-based): `n_reasoning` reasoning problems from cursor
+/// `step × n_reasoning`, then `n_general` general prompts from cursor `step × n_general`, each
+/// pool taken in order and cycled. An empty pool contributes nothing.
+pub fn step_prompts(
+    reasoning: &[StageProblem],
+    general: &[String],
+    n_reasoning: usize,
+    n_general: usize,
+    step: u64,
+) -> Vec<StagePrompt> {
+    let take = |len: usize, n: usize| {
+        let start = if len == 0 {
+            0
+        } else {
+            (step as usize).wrapping_mul(n) % len
+        };
+        (0..if len == 0 { 0 } else { n }).map(move |i| (start + i) % len)
+    };
+    take(reasoning.len(), n_reasoning)
+        .map(|i| StagePrompt::Reasoning(reasoning[i].clone()))
+        .chain(
+            take(general.len(), n_general).map(|i| StagePrompt::General {
+                prompt: general[i].clone(),
+            }),
+        )
+        .collect()
+}
+
+/// Indices of the completions of reasoning prompts (judged by the rules) and of general prompts
+/// (scored by the reward models).
+pub fn split_by_kind(
     prompts: &[StagePrompt],
+    completions: &[Completion],
+) -> (Vec<usize>, Vec<usize>) {
+    (0..completions.len())
+        .partition(|&k| matches!(prompts[completions[k].request], StagePrompt::Reasoning(_)))
+}
+
+/// What one reward model reads of each general completion: (user prompt, its view).
+pub fn model_items(
+    prompts: &[StagePrompt],
+    completions: &[Completion],
+    general: &[usize],
+    view: ResponseView,
+    markers: &[String],
+) -> Vec<(String, String)> {
+    general
+        .iter()
+        .map(|&k| {
+            let c = &completions[k];
+            (
+                prompts[c.request].text().to_string(),
+                response_view(c.text.as_deref().unwrap_or_default(), view, markers),
+            )
+        })
+        .collect()
+}
+
+/// What the preference part of a step did (beside the learner's statistics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceStats {
+    /// Whether preference rewards counted in this step.
+    pub preference_on: bool,
+    /// Mean accuracy reward over reasoning completions (0 without reasoning prompts).
+    pub rule_accuracy: f64,
+    /// Mean format reward over reasoning completions.
+    pub rule_format: f64,
+    /// Per reward model, over general completions.
+    pub reward_models: Vec<RewardModelStats>,
+    /// Mean weighted preference reward of general completions with raw (unnormalised) scores:
+    /// the curve that should rise (0 without general prompts).
+    pub preference_reward: f64,
+    /// Groups of reasoning prompts.
+    pub reasoning_groups: usize,
+    /// Groups of general prompts.
+    pub general_groups: usize,
+}
+
+/// The step's rewards, one per completion, and what they were made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CombinedRewards {
+    /// The reward each completion trains on.
+    pub rewards: Vec<f64>,
+    /// The step's preference statistics.
+    pub stats: PreferenceStats,
+}
+
+/// Combines the rule reports of the reasoning completions (`rule`, aligned with `reasoning`) and
+/// each reward model's raw scores of the general completions (`raw[m]`, aligned with `general`;
+/// `None` when the model did not answer: it contributes nothing this step) into one reward per
+/// completion. `n` is the number of completions and `g` the group size.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_rewards(
     settings: &PreferenceSettings,
-    scorers: &[&dyn ResponseScorer],
+    n: usize,
+    g: usize,
+    reasoning: &[usize],
+    rule: &[RewardReport],
+    general: &[usize],
+    raw: &[Option<Vec<f32>>],
     normaliser: &mut RewardNormaliser,
     step: u64,
-    seed: u64,
-) -> Result<PreferenceStepReport, StageError> {
-    if scorers.len() != settings.reward_models.len() {
-        return Err(StageError::Judge {
-            problem: 0,
-            message: format!(
-                "{} reward-model scorers for {} configured reward models",
-                scorers.len(),
-                settings.reward_models.len()
-            ),
-        });
+) -> Result<CombinedRewards, String> {
+    let g = g.max(1);
+    let mut rewards = vec![0f64; n];
+    for (&k, report) in reasoning.iter().zip(rule) {
+        rewards[k] = report.total as f64;
     }
-    let g = learner.config.group_size.max(1);
-    let stage = &settings.stage;
-    let sampling = sampling_for(stage, tokenizer);
-    let mut prefilled = false;
-    let prompt_ids = prompts
-        .iter()
-        .map(|p| {
-            let rendered = stage.template.render_prompt(p.text());
-            prefilled = rendered.prefilled_think;
-            rendered
-                .encode(tokenizer)
-                .map_err(|e| StageError::Tokenizer(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let requests: Vec<GenerationRequest> = prompt_ids
-        .iter()
-        .enumerate()
-        .map(|(i, ids)| GenerationRequest {
-            prompt_ids: ids.clone(),
-            samples: g,
-            seed: seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i as u64),
-            params: sampling.clone(),
-        })
-        .collect();
-    let mut completions: Vec<Completion> =
-        Sampler::new(&learner.policy, stage.max_batch).generate(&requests, Some(tokenizer))?;
-    // Groups must be consecutive for the learner.
-    completions.sort_by_key(|c| (c.request, c.sample));
-    let text = |c: &Completion| c.text.clone().unwrap_or_default();
-
-    // Rule rewards for reasoning prompts.
-    let rules = RewardRules {
-        format: FormatConfig {
-            prefilled_think: prefilled,
-            ..stage.rules.format
-        },
-        ..stage.rules
-    };
-    let sandbox = CodeSandbox::unavailable("the preference stage runs no code");
-    let mut rewards = vec![0f64; completions.len()];
-    let (mut acc_sum, mut fmt_sum, mut reasoning_n) = (0.0, 0.0, 0usize);
-    for (k, c) in completions.iter().enumerate() {
-        if let StagePrompt::Reasoning(task) = &prompts[c.request] {
-            let item = RewardItem::for_task(text(c), task, true);
-            let report = score_item(&item, &rules, &sandbox).map_err(|e| StageError::Judge {
-                problem: c.request,
-                message: e.to_string(),
-            })?;
-            rewards[k] = report.total as f64;
-            acc_sum += report.accuracy.reward as f64;
-            fmt_sum += report.format.reward as f64;
-            reasoning_n += 1;
+    let column = |f: fn(&RewardReport) -> f32| {
+        if rule.is_empty() {
+            0.0
+        } else {
+            rule.iter().map(|r| f(r) as f64).sum::<f64>() / rule.len() as f64
         }
-    }
-
-    // Reward models for general prompts.
-    let general: Vec<usize> = (0..completions.len())
-        .filter(|&k| matches!(prompts[completions[k].request], StagePrompt::General { .. }))
-        .collect();
-    let markers = end_markers(stage, tokenizer);
+    };
     let preference_on = step >= settings.preference_from_step;
     let mut contributions: Vec<Vec<f64>> = Vec::new();
     let mut model_stats = Vec::new();
     let mut preference_reward = vec![0f64; general.len()];
-    for (m, (use_, scorer)) in settings.reward_models.iter().zip(scorers).enumerate() {
-        if general.is_empty() {
-            break;
+    for (m, use_) in settings.reward_models.iter().enumerate() {
+        let scores = match raw.get(m) {
+            Some(Some(scores)) if !general.is_empty() => scores,
+            _ => {
+                model_stats.push(RewardModelStats {
+                    name: use_.name.clone(),
+                    mean: 0.0,
+                    std: 0.0,
+                    decided_share: 0.0,
+                });
+                contributions.push(vec![0.0; general.len()]);
+                continue;
+            }
+        };
+        if scores.len() != general.len() {
+            return Err(format!(
+                "reward model `{}` returned {} scores for {} responses",
+                use_.name,
+                scores.len(),
+                general.len()
+            ));
         }
-        let items: Vec<(String, String)> = general
-            .iter()
-            .map(|&k| {
-                let c = &completions[k];
-                (
-                    prompts[c.request].text().to_string(),
-                    response_view(&text(c), use_.view, &markers),
-                )
-            })
-            .collect();
-        let raw = scorer.score(&items).map_err(|message| StageError::Judge {
-            problem: completions[general[0]].request,
-            message: format!("reward model `{}`: {message}", use_.name),
-        })?;
-        if let Some(bad) = raw.iter().find(|r| !r.is_finite()) {
-            return Err(StageError::Judge {
-                problem: completions[general[0]].request,
-                message: format!("reward model `{}` returned {bad}", use_.name),
-            });
+        if let Some(bad) = scores.iter().find(|r| !r.is_finite()) {
+            return Err(format!("reward model `{}` returned {bad}", use_.name));
         }
-        let raw64: Vec<f64> = raw.iter().map(|&x| x as f64).collect();
+        let raw64: Vec<f64> = scores.iter().map(|&x| x as f64).collect();
         let (mean, std) = mean_std(&raw64);
         for (p, r) in preference_reward.iter_mut().zip(&raw64) {
             *p += use_.weight * r;
         }
-        let normed = normaliser.normalise(settings.normalisation, m, &raw);
+        let normed = normaliser.normalise(settings.normalisation, m, scores);
         contributions.push(normed.iter().map(|x| use_.weight * x).collect());
         model_stats.push(RewardModelStats {
             name: use_.name.clone(),
@@ -391,7 +442,6 @@ pub fn preference_step(
             rewards[k] = contributions.iter().map(|c| c[j]).sum();
         }
     }
-
     // Which model decided each general group.
     let general_groups = general.len() / g;
     for grp in 0..general_groups {
@@ -405,40 +455,162 @@ pub fn preference_step(
             }
         }
     }
+    Ok(CombinedRewards {
+        rewards,
+        stats: PreferenceStats {
+            preference_on,
+            rule_accuracy: column(|r| r.accuracy.reward),
+            rule_format: column(|r| r.format.reward),
+            reward_models: model_stats,
+            preference_reward: if general.is_empty() {
+                0.0
+            } else {
+                mean_std(&preference_reward).0
+            },
+            reasoning_groups: reasoning.len() / g,
+            general_groups,
+        },
+    })
+}
 
-    let rollouts: Vec<Rollout> = completions
+/// The learner's view of the step: (prompt, completion, combined reward, truncated).
+pub fn preference_rollouts(
+    prompt_ids: &[Vec<u32>],
+    completions: &[Completion],
+    rewards: &[f64],
+) -> Vec<Rollout> {
+    completions
         .iter()
-        .zip(&rewards)
+        .zip(rewards)
         .map(|(c, &reward)| Rollout {
             prompt_ids: prompt_ids[c.request].clone(),
             completion_ids: c.token_ids.clone(),
             reward,
             truncated: c.finish == FinishReason::Length,
         })
-        .collect();
+        .collect()
+}
+
+/// The GRPO step report of a preference step: the learner's statistics over every completion,
+/// accuracy, format and the other rule components over the reasoning completions (`rule`,
+/// aligned with `reasoning`), reflection and tokens over every completion.
+pub fn preference_report(
+    learner: GrpoStepStats,
+    prompts: &[StagePrompt],
+    completions: &[Completion],
+    reasoning: &[usize],
+    rule: &[RewardReport],
+) -> GrpoStepReport {
+    let judged: Vec<Completion> = reasoning.iter().map(|&k| completions[k].clone()).collect();
+    let mut report = step_report(learner, prompts, &judged, rule);
+    let n = completions.len().max(1) as f64;
+    report.reflection_rate = completions
+        .iter()
+        .filter(|c| c.text.as_deref().is_some_and(reflects))
+        .count() as f64
+        / n;
+    report.tokens_generated = completions.iter().map(|c| c.token_ids.len()).sum();
+    if report.sample.is_none() {
+        report.sample = completions.first().map(|c| {
+            (
+                prompts[c.request].text().to_string(),
+                c.text.clone().unwrap_or_default(),
+                0.0,
+            )
+        });
+    }
+    report
+}
+
+/// What one preference step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceStepReport {
+    /// The GRPO report (learner statistics; rule components over reasoning completions).
+    pub report: GrpoStepReport,
+    /// The preference part.
+    pub stats: PreferenceStats,
+}
+
+/// One preference-RL step: sample `learner.config.group_size` completions of every prompt, reward
+/// reasoning prompts by the rules (code in `sandbox`) and general prompts by the reward models
+/// (`scorers`, aligned with `settings.reward_models`), and take one GRPO step. `step` decides
+/// whether preference rewards count; `seed` makes sampling reproducible.
+#[allow(clippy::too_many_arguments)]
+pub fn preference_step(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    sandbox: &CodeSandbox,
+    prompts: &[StagePrompt],
+    settings: &PreferenceSettings,
+    scorers: &[&dyn ResponseScorer],
+    normaliser: &mut RewardNormaliser,
+    step: u64,
+    seed: u64,
+) -> Result<PreferenceStepReport, StageError> {
+    let judge_error = |message: String| StageError::Judge {
+        problem: 0,
+        message,
+    };
+    if scorers.len() != settings.reward_models.len() {
+        return Err(judge_error(format!(
+            "{} reward-model scorers for {} configured reward models",
+            scorers.len(),
+            settings.reward_models.len()
+        )));
+    }
+    let g = learner.config.group_size.max(1);
+    let stage = &settings.stage;
+    let mut phases = PhaseSeconds::default();
+    let began = Instant::now();
+    let sampling = sampling_for(stage, tokenizer);
+    let batch = group_requests(prompts, stage, tokenizer, &sampling, g, seed)?;
+    let mut completions: Vec<Completion> = Sampler::new(&learner.policy, stage.max_batch)
+        .generate(&batch.requests, Some(tokenizer))?;
+    // Groups must be consecutive for the learner.
+    completions.sort_by_key(|c| (c.request, c.sample));
+    phases.sample = began.elapsed().as_secs_f64();
+
+    let began = Instant::now();
+    let (reasoning, general) = split_by_kind(prompts, &completions);
+    let judged: Vec<Completion> = reasoning.iter().map(|&k| completions[k].clone()).collect();
+    let rules = stage_rules(stage, batch.prefilled_think);
+    let rule = judge_completions(prompts, &judged, &rules, sandbox)?;
+    let markers = end_markers(stage, tokenizer);
+    let mut raw = Vec::new();
+    for (use_, scorer) in settings.reward_models.iter().zip(scorers) {
+        if general.is_empty() {
+            raw.push(None);
+            continue;
+        }
+        let items = model_items(prompts, &completions, &general, use_.view, &markers);
+        let scores = scorer
+            .score(&items)
+            .map_err(|message| judge_error(format!("reward model `{}`: {message}", use_.name)))?;
+        raw.push(Some(scores));
+    }
+    let combined = combine_rewards(
+        settings,
+        completions.len(),
+        g,
+        &reasoning,
+        &rule,
+        &general,
+        &raw,
+        normaliser,
+        step,
+    )
+    .map_err(judge_error)?;
+    phases.judge = began.elapsed().as_secs_f64();
+
+    let began = Instant::now();
+    let rollouts = preference_rollouts(&batch.prompts, &completions, &combined.rewards);
     let learner_stats = learner.step(&rollouts)?;
-    let rn = reasoning_n as f64;
+    phases.learn = began.elapsed().as_secs_f64();
+    let mut report = preference_report(learner_stats, prompts, &completions, &reasoning, &rule);
+    report.phases = phases;
     Ok(PreferenceStepReport {
-        learner: learner_stats,
-        preference_on,
-        rule_accuracy: if reasoning_n > 0 {
-            acc_sum / rn
-        } else {
-            f64::NAN
-        },
-        rule_format: if reasoning_n > 0 {
-            fmt_sum / rn
-        } else {
-            f64::NAN
-        },
-        reward_models: model_stats,
-        preference_reward: if general.is_empty() {
-            f64::NAN
-        } else {
-            mean_std(&preference_reward).0
-        },
-        reasoning_groups: reasoning_n / g,
-        general_groups,
+        report,
+        stats: combined.stats,
     })
 }
 

@@ -337,6 +337,7 @@ fn save(
         data_cursor: trainer.step * job.sft.batch_size as u64,
         seed: job.run.seed,
         config_hash: job.run.config_hash.clone(),
+        reward_normaliser: None,
     };
     write_checkpoint(
         &job.run,

@@ -29,7 +29,7 @@ use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
 use r1_kernels::train::{AdamWConfig, GrpoConfig, LrSchedule};
 
 use crate::judge::format::FormatConfig;
-use crate::judge::reward::{RewardRules, RewardWeights};
+use crate::judge::reward::{CodeSandbox, RewardRules, RewardWeights};
 use crate::judge::tasks::{arithmetic, ArithOp, ArithmeticConfig, Problem, Split, TaskExample};
 use crate::learner::{GrpoLearner, LearnerConfig, SftExample, SftTrainer};
 use crate::reward_model::{
@@ -462,11 +462,12 @@ pub fn run_preference_demo(
         },
     );
     let mut normaliser = RewardNormaliser::default();
+    let sandbox = CodeSandbox::unavailable("the demo runs no code");
     for step in 0..config.steps {
         let mut prompts: Vec<StagePrompt> = (0..config.reasoning_per_step)
             .map(|i| {
-                StagePrompt::Reasoning(
-                    additions[(step * config.reasoning_per_step + i) % additions.len()].clone(),
+                StagePrompt::task(
+                    &additions[(step * config.reasoning_per_step + i) % additions.len()],
                 )
             })
             .collect();
@@ -476,6 +477,7 @@ pub fn run_preference_demo(
         let r = preference_step(
             &mut learner,
             &tokenizer,
+            &sandbox,
             &prompts,
             &settings,
             &scorer_refs,
@@ -492,11 +494,16 @@ pub fn run_preference_demo(
         };
         let point = DemoStep {
             step,
-            preference_on: r.preference_on,
-            preference_reward: r.preference_reward,
+            preference_on: r.stats.preference_on,
+            preference_reward: r.stats.preference_reward,
             polite_share,
-            rule_accuracy: r.rule_accuracy,
-            decided: r.reward_models.iter().map(|m| m.decided_share).collect(),
+            rule_accuracy: r.stats.rule_accuracy,
+            decided: r
+                .stats
+                .reward_models
+                .iter()
+                .map(|m| m.decided_share)
+                .collect(),
         };
         progress(&point);
         report.steps.push(point);
