@@ -25,6 +25,7 @@ use r1_kernels::train::adamw::AdamW;
 use crate::judge::reward::{LanguageScore, RewardItem, RewardReport, RewardRules};
 use crate::keeper::TrainerState;
 use crate::learner::{GrpoStepStats, Rollout};
+use crate::stages::preference::{PreferenceStats, RewardNormaliser};
 use crate::stages::GrpoStepReport;
 
 /// A version of the policy's weights, shared read-only between the learner and the sampler.
@@ -68,6 +69,16 @@ pub struct Judge {
     pub rules: RewardRules,
 }
 
+/// Reward-model scorer: model `model`'s raw score of each (prompt, response), in order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<f32>, String>")]
+pub struct ScoreResponses {
+    /// Index of the reward model (as configured).
+    pub model: usize,
+    /// The items: user prompt and the part of the completion the model reads.
+    pub items: Vec<(String, String)>,
+}
+
 /// LangScorer: the language-consistency share of each item.
 #[derive(Message)]
 #[rtype(result = "Vec<Option<LanguageScore>>")]
@@ -98,6 +109,8 @@ pub struct Loaded {
     pub resumed_from: Option<PathBuf>,
     /// Checkpoints that could not be loaded, and why.
     pub skipped: Vec<String>,
+    /// The preference stage's reward normaliser as the resumed checkpoint saved it.
+    pub reward_normaliser: Option<RewardNormaliser>,
 }
 
 /// Learner: one GRPO update on a rollout batch.
@@ -311,6 +324,9 @@ pub struct StepRecord {
     pub reward_timeouts: Vec<String>,
     /// Data cursor after the step.
     pub data_cursor: u64,
+    /// The preference stage's statistics (rule accuracy, each reward model's scores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<PreferenceStats>,
 }
 
 /// What a director tells its watcher.

@@ -14,10 +14,15 @@ use r1_actors::judge::tasks::Split;
 use r1_actors::keeper::{checkpoint_dir, load_checkpoint};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::messages::{GetStatus, Pause, Resume, RunEvent, RunEventKind, RunState, Stop};
-use r1_actors::service::{Director, GrpoPlan};
+use r1_actors::reward_model::{OverLong, RewardModelScorer, TextEncoder};
+use r1_actors::service::{Director, GrpoPlan, PreferencePlan};
+use r1_actors::stages::preference::{
+    preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
+    RewardModelUse, RewardNormaliser,
+};
 use r1_actors::stages::{grpo_step, StageProblem, StageSettings};
 use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{load_model_dir, save_model_dir, Model};
+use r1_kernels::model::{load_model_dir, save_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
@@ -76,6 +81,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
         reward_timeout: Duration::from_secs(60),
         samples_per_step: 1,
         sandbox: Arc::new(CodeSandbox::unavailable("no code in this test")),
+        preference: None,
     }
 }
 
@@ -269,4 +275,122 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
     )
     .unwrap();
     assert!(a == b, "stopped + resumed differs from straight");
+}
+
+/// A plan for a preference run: 2 reasoning + 2 general prompts per step, two random reward
+/// models (one reads the summary, one the whole response), running normalisation.
+fn preference_plan(
+    dir: &Path,
+    model_dir: &Path,
+    steps: u64,
+    resume_from: Vec<PathBuf>,
+) -> GrpoPlan {
+    let mut plan = plan(dir, model_dir, steps, resume_from);
+    plan.prompts_per_step = 4;
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    let scorer = |seed| RewardModelScorer {
+        rm: RewardModel::from_causal_lm(
+            &Model::random(config.clone(), seed, 0.05),
+            Some(ByteTokenizer::EOS),
+            seed,
+            0.5,
+        ),
+        encoder: TextEncoder {
+            tokenizer: Tokenizer::byte(),
+            max_tokens: 64,
+            over_long: OverLong::KeepEnd,
+        },
+        max_batch: 4,
+    };
+    let use_ = |name: &str, view| RewardModelUse {
+        name: name.into(),
+        view,
+        weight: 1.0,
+    };
+    plan.preference = Some(Arc::new(PreferencePlan {
+        settings: PreferenceSettings {
+            stage: plan.settings.clone(),
+            reward_models: vec![
+                use_("helpful", ResponseView::Summary),
+                use_("harmless", ResponseView::Whole),
+            ],
+            normalisation: Normalisation::Running { momentum: 0.5 },
+            preference_from_step: 1,
+        },
+        scorers: Arc::new(vec![scorer(21), scorer(22)]),
+        general: vec!["say hi".into(), "say bye".into(), "thank Ada".into()],
+        n_reasoning: 2,
+        n_general: 2,
+    }));
+    plan
+}
+
+#[test]
+fn a_preference_run_through_the_actors_equals_preference_step_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = tiny_model(dir.path());
+    let plan = preference_plan(dir.path(), &model_dir, 4, Vec::new());
+    let preference = plan.preference.clone().unwrap();
+
+    let mut learner = GrpoLearner::new(load_model_dir(&model_dir).unwrap(), plan.learner.clone());
+    let mut normaliser = RewardNormaliser::default();
+    let scorers: Vec<&dyn ResponseScorer> = preference
+        .scorers
+        .iter()
+        .map(|s| s as &dyn ResponseScorer)
+        .collect();
+    let mut expected = Vec::new();
+    for step in 0..4 {
+        let r = preference_step(
+            &mut learner,
+            &plan.tokenizer,
+            &plan.sandbox,
+            &plan.preference_prompts(step),
+            &preference.settings,
+            &scorers,
+            &mut normaliser,
+            step,
+            plan.step_seed(step),
+        )
+        .unwrap();
+        expected.push((r.report.deterministic(), r.stats));
+    }
+
+    let events = run_director(plan, |_| {});
+    assert_eq!(
+        states(&events),
+        [RunState::Starting, RunState::Running, RunState::Finished]
+    );
+    let got: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Step(record, samples) => {
+                assert_eq!(samples.len(), 1);
+                let names: Vec<&str> = record.components.iter().map(|c| c.0.as_str()).collect();
+                assert_eq!(names, ["accuracy", "format", "language", "preference"]);
+                assert_eq!(record.data_cursor, record.step * 2);
+                Some((
+                    record.report.deterministic(),
+                    record.preference.clone().expect("preference statistics"),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(expected.iter().skip(1).all(|(_, s)| s.preference_on));
+    let root = dir.path().join("checkpoints");
+    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
+    assert!(last.model.params == learner.policy.params);
+    assert_eq!(last.state.reward_normaliser.as_ref(), Some(&normaliser));
+
+    // A director resumed from step 2 (weights, optimizer and the normaliser's moments) ends
+    // with the same weights.
+    std::fs::remove_dir_all(checkpoint_dir(&root, 4)).unwrap();
+    let resumed = preference_plan(dir.path(), &model_dir, 4, vec![checkpoint_dir(&root, 2)]);
+    let events = run_director(resumed, |_| {});
+    assert_eq!(steps(&events), [3, 4]);
+    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
+    assert!(last.model.params == learner.policy.params);
 }

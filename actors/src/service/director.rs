@@ -7,19 +7,25 @@ use std::time::Instant;
 use actix::prelude::*;
 use futures_util::future::join;
 
-use crate::judge::reward::RewardReport;
+use crate::judge::reward::{RewardItem, RewardReport, RewardRules};
 use crate::keeper::TrainerState;
 use crate::messages::{
     DirectorStatus, Generate, GetStatus, Judge, Learn, Load, Pause, PhaseTimes, Resume, RunEvent,
-    RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage, SetBest,
-    StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
+    RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage,
+    ScoreResponses, SetBest, StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
 };
 use crate::stages::grpo::{
     group_requests, reward_item, rollouts, sampling_for, stage_rules, step_report,
 };
+use crate::stages::preference::{
+    combine_rewards, end_markers, model_items, preference_report, preference_rollouts,
+    split_by_kind, RewardNormaliser,
+};
 
-use super::workers::{JudgeActor, KeeperActor, LangActor, LearnerActor, SamplerActor};
-use super::GrpoPlan;
+use super::workers::{
+    JudgeActor, KeeperActor, LangActor, LearnerActor, RewardModelActor, SamplerActor,
+};
+use super::{GrpoPlan, PreferencePlan};
 
 /// The worker actors of one run.
 #[derive(Clone)]
@@ -29,6 +35,8 @@ struct Workers {
     lang: Addr<LangActor>,
     learner: Addr<LearnerActor>,
     keeper: Addr<KeeperActor>,
+    /// The reward-model scorer of a preference run.
+    reward_models: Option<Addr<RewardModelActor>>,
 }
 
 /// Drives one run. Create with [`Director::new`], start with `Actor::start`.
@@ -42,6 +50,8 @@ pub struct Director {
     step: u64,
     optimizer_step: u64,
     last_checkpoint: Option<u64>,
+    /// The preference stage's running moments of each reward model's scores.
+    normaliser: RewardNormaliser,
     pause_requested: bool,
     stop_requested: bool,
     suspend_requested: bool,
@@ -63,6 +73,10 @@ impl Director {
                 LearnerActor::new(model_dir.clone(), learner_config.clone())
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),
+            reward_models: plan.preference.as_ref().map(|p| {
+                let scorers = p.scorers.clone();
+                SyncArbiter::start(1, move || RewardModelActor::new(scorers.clone()))
+            }),
         };
         Director {
             best: plan.best.clone(),
@@ -73,6 +87,7 @@ impl Director {
             step: 0,
             optimizer_step: 0,
             last_checkpoint: None,
+            normaliser: RewardNormaliser::default(),
             pause_requested: false,
             stop_requested: false,
             suspend_requested: false,
@@ -127,6 +142,7 @@ impl Director {
             self.step,
             due,
             self.best.clone(),
+            self.normaliser.clone(),
         );
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -134,6 +150,7 @@ impl Director {
                 Ok(done) => {
                     act.step = done.record.step;
                     act.optimizer_step = done.optimizer_step;
+                    act.normaliser = done.normaliser;
                     let checkpoint = done.checkpoint.clone();
                     act.emit(RunEventKind::Step(Box::new(done.record), done.samples));
                     if let Some(saved) = checkpoint {
@@ -162,6 +179,7 @@ impl Director {
             self.step,
             self.optimizer_step,
             self.best.clone(),
+            self.normaliser.clone(),
         );
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
@@ -195,6 +213,7 @@ impl Actor for Director {
             match result {
                 Ok(loaded) => {
                     act.step = loaded.weights.step;
+                    act.normaliser = loaded.reward_normaliser.clone().unwrap_or_default();
                     if loaded.resumed_from.is_some() {
                         act.last_checkpoint = Some(act.step);
                     }
@@ -297,6 +316,7 @@ struct StepDone {
     samples: Vec<SampleRecord>,
     checkpoint: Option<SavedCheckpoint>,
     optimizer_step: u64,
+    normaliser: RewardNormaliser,
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -309,14 +329,101 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Step `step` (0-based) of the plan: sample → judge ‖ language → learn → (checkpoint).
+/// Judges `items` (accuracy, format) and scores their language on the two reward actors in
+/// parallel, combining the components under `rules`. A reply that does not come within the plan's
+/// timeout scores its items 0 and is named in the returned list.
+async fn judge_items(
+    plan: &GrpoPlan,
+    workers: &Workers,
+    items: Arc<Vec<RewardItem>>,
+    rules: RewardRules,
+) -> Result<(Vec<RewardReport>, Vec<String>), String> {
+    let mut timeouts = Vec::new();
+    if items.is_empty() {
+        return Ok((Vec::new(), timeouts));
+    }
+    let (judged, languages) = join(
+        workers
+            .judge
+            .send(Judge {
+                items: items.clone(),
+                rules,
+            })
+            .timeout(plan.reward_timeout),
+        workers
+            .lang
+            .send(ScoreLanguage {
+                items: items.clone(),
+                weighted: rules.weights.language != 0.0,
+            })
+            .timeout(plan.reward_timeout),
+    )
+    .await;
+    let mut reports = match judged {
+        Ok(reports) => reports?,
+        Err(actix::MailboxError::Timeout) => {
+            timeouts.push("judge".to_string());
+            vec![RewardReport::unjudged("the judge did not answer in time"); items.len()]
+        }
+        Err(e) => return Err(format!("judge: {e}")),
+    };
+    let languages = match languages {
+        Ok(languages) => languages,
+        Err(actix::MailboxError::Timeout) => {
+            timeouts.push("language".to_string());
+            vec![None; items.len()]
+        }
+        Err(e) => return Err(format!("language scorer: {e}")),
+    };
+    for (report, language) in reports.iter_mut().zip(languages) {
+        report.set_language(language, &rules.weights);
+    }
+    Ok((reports, timeouts))
+}
+
+/// Per-component (name, mean, population std) of rule reports.
+fn components(reports: &[RewardReport]) -> Vec<(String, f64, f64)> {
+    let column = |f: &dyn Fn(&RewardReport) -> Option<f64>| -> Vec<f64> {
+        reports.iter().filter_map(f).collect()
+    };
+    [
+        ("accuracy", column(&|r| Some(r.accuracy.reward as f64))),
+        ("format", column(&|r| Some(r.format.reward as f64))),
+        (
+            "language",
+            column(&|r| r.language.as_ref().map(|l| l.share as f64)),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, values)| {
+        let (mean, std) = mean_std(&values);
+        (name.to_string(), mean, std)
+    })
+    .collect()
+}
+
+/// Step `step` (0-based) of the plan: sample → judge ‖ language (‖ reward models) → learn →
+/// (checkpoint).
 async fn step(
     plan: Arc<GrpoPlan>,
     workers: Workers,
     step: u64,
     checkpoint_due: bool,
     best: Option<std::path::PathBuf>,
+    normaliser: RewardNormaliser,
 ) -> Result<StepDone, String> {
+    if let Some(preference) = plan.preference.clone() {
+        return preference_step(
+            plan,
+            &preference,
+            workers,
+            step,
+            checkpoint_due,
+            best,
+            normaliser,
+        )
+        .await;
+    }
     let began = Instant::now();
     let mut phases = PhaseTimes::default();
     let problems = plan.batch(step);
@@ -351,43 +458,7 @@ async fn step(
             .map(|c| reward_item(&problems, c))
             .collect::<Vec<_>>(),
     );
-    let (judged, languages) = join(
-        workers
-            .judge
-            .send(Judge {
-                items: items.clone(),
-                rules,
-            })
-            .timeout(plan.reward_timeout),
-        workers
-            .lang
-            .send(ScoreLanguage {
-                items: items.clone(),
-                weighted: rules.weights.language != 0.0,
-            })
-            .timeout(plan.reward_timeout),
-    )
-    .await;
-    let mut reward_timeouts = Vec::new();
-    let mut reports = match judged {
-        Ok(reports) => reports?,
-        Err(actix::MailboxError::Timeout) => {
-            reward_timeouts.push("judge".to_string());
-            vec![RewardReport::unjudged("the judge did not answer in time"); items.len()]
-        }
-        Err(e) => return Err(format!("judge: {e}")),
-    };
-    let languages = match languages {
-        Ok(languages) => languages,
-        Err(actix::MailboxError::Timeout) => {
-            reward_timeouts.push("language".to_string());
-            vec![None; items.len()]
-        }
-        Err(e) => return Err(format!("language scorer: {e}")),
-    };
-    for (report, language) in reports.iter_mut().zip(languages) {
-        report.set_language(language, &rules.weights);
-    }
+    let (reports, reward_timeouts) = judge_items(&plan, &workers, items, rules).await?;
     phases.judge = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -421,6 +492,7 @@ async fn step(
             new_step,
             learned.optimizer_step,
             best,
+            normaliser.clone(),
         )
         .await?;
         phases.checkpoint = t.elapsed().as_secs_f64();
@@ -429,23 +501,6 @@ async fn step(
         None
     };
 
-    let column = |f: &dyn Fn(&RewardReport) -> Option<f64>| -> Vec<f64> {
-        reports.iter().filter_map(f).collect()
-    };
-    let components = [
-        ("accuracy", column(&|r| Some(r.accuracy.reward as f64))),
-        ("format", column(&|r| Some(r.format.reward as f64))),
-        (
-            "language",
-            column(&|r| r.language.as_ref().map(|l| l.share as f64)),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, values)| {
-        let (mean, std) = mean_std(&values);
-        (name.to_string(), mean, std)
-    })
-    .collect();
     let g = plan.learner.group_size.max(1);
     let samples = completions
         .iter()
@@ -465,18 +520,194 @@ async fn step(
     Ok(StepDone {
         record: StepRecord {
             step: new_step,
-            components,
+            components: components(&reports),
             phases,
             seconds: began.elapsed().as_secs_f64(),
             tokens_generated: completions.iter().map(|c| c.token_ids.len() as u64).sum(),
             tokens_trained,
             reward_timeouts,
-            data_cursor: new_step * plan.prompts_per_step as u64,
+            data_cursor: plan.data_cursor(new_step),
             report,
+            preference: None,
         },
         samples,
         checkpoint,
         optimizer_step: learned.optimizer_step,
+        normaliser,
+    })
+}
+
+/// A preference-RL step: sample every prompt → rule judge ‖ language on the reasoning completions
+/// ‖ each reward model on the general completions → combine → learn → (checkpoint). The same
+/// phase functions as the in-process `preference::preference_step`, in the same order.
+async fn preference_step(
+    plan: Arc<GrpoPlan>,
+    preference: &PreferencePlan,
+    workers: Workers,
+    step: u64,
+    checkpoint_due: bool,
+    best: Option<std::path::PathBuf>,
+    mut normaliser: RewardNormaliser,
+) -> Result<StepDone, String> {
+    let began = Instant::now();
+    let mut phases = PhaseTimes::default();
+    let prompts = plan.preference_prompts(step);
+    let tokenizer = &plan.tokenizer;
+    let g = plan.learner.group_size.max(1);
+    let sampling = sampling_for(&plan.settings, tokenizer);
+    let batch = group_requests(
+        &prompts,
+        &plan.settings,
+        tokenizer,
+        &sampling,
+        g,
+        plan.step_seed(step),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let t = Instant::now();
+    let mut completions = workers
+        .sampler
+        .send(Generate {
+            requests: batch.requests,
+        })
+        .await
+        .map_err(|e| format!("sampler: {e}"))??
+        .completions;
+    completions.sort_by_key(|c| (c.request, c.sample));
+    phases.sample = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let (reasoning, general) = split_by_kind(&prompts, &completions);
+    let rules = stage_rules(&plan.settings, batch.prefilled_think);
+    let items = Arc::new(
+        reasoning
+            .iter()
+            .map(|&k| reward_item(&prompts, &completions[k]))
+            .collect::<Vec<_>>(),
+    );
+    let markers = end_markers(&plan.settings, tokenizer);
+    let scorer = workers
+        .reward_models
+        .as_ref()
+        .ok_or("a preference run without its reward-model scorer")?;
+    let nothing_to_score = general.is_empty();
+    let scores =
+        futures_util::future::join_all(preference.settings.reward_models.iter().enumerate().map(
+            |(m, use_)| {
+                let items = model_items(&prompts, &completions, &general, use_.view, &markers);
+                let reply = scorer
+                    .send(ScoreResponses { model: m, items })
+                    .timeout(plan.reward_timeout);
+                async move { (use_.name.clone(), nothing_to_score, reply.await) }
+            },
+        ));
+    let (judged, scores) = join(judge_items(&plan, &workers, items, rules), scores).await;
+    let (rule, mut reward_timeouts) = judged?;
+    let mut raw = Vec::new();
+    for (name, nothing_to_score, reply) in scores {
+        raw.push(match reply {
+            _ if nothing_to_score => None,
+            Ok(scores) => Some(scores.map_err(|e| format!("reward model `{name}`: {e}"))?),
+            Err(actix::MailboxError::Timeout) => {
+                reward_timeouts.push(format!("reward_model:{name}"));
+                None
+            }
+            Err(e) => return Err(format!("reward model `{name}`: {e}")),
+        });
+    }
+    let combined = combine_rewards(
+        &preference.settings,
+        completions.len(),
+        g,
+        &reasoning,
+        &rule,
+        &general,
+        &raw,
+        &mut normaliser,
+        step,
+    )?;
+    phases.judge = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let batch_rollouts = preference_rollouts(&batch.prompts, &completions, &combined.rewards);
+    let tokens_trained = batch_rollouts
+        .iter()
+        .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)
+        .sum();
+    let learned = workers
+        .learner
+        .send(Learn {
+            rollouts: batch_rollouts,
+        })
+        .await
+        .map_err(|e| format!("learner: {e}"))??;
+    workers.sampler.do_send(UpdateWeights(learned.weights));
+    phases.learn = t.elapsed().as_secs_f64();
+
+    let mut report = preference_report(learned.stats, &prompts, &completions, &reasoning, &rule);
+    report.phases = crate::stages::grpo::PhaseSeconds {
+        sample: phases.sample,
+        judge: phases.judge,
+        learn: phases.learn,
+    };
+    let new_step = report.learner.step;
+    let checkpoint = if checkpoint_due || new_step >= plan.steps {
+        let t = Instant::now();
+        let saved = checkpoint(
+            plan.clone(),
+            workers,
+            new_step,
+            learned.optimizer_step,
+            best,
+            normaliser.clone(),
+        )
+        .await?;
+        phases.checkpoint = t.elapsed().as_secs_f64();
+        Some(saved)
+    } else {
+        None
+    };
+
+    // The first completion of each group, reasoning and general alike.
+    let samples = (0..completions.len())
+        .step_by(g)
+        .take(plan.samples_per_step)
+        .map(|k| {
+            let c = &completions[k];
+            let judged = reasoning.iter().position(|&r| r == k).map(|i| &rule[i]);
+            SampleRecord {
+                step: new_step,
+                prompt: prompts[c.request].text().to_string(),
+                completion: c.text.clone().unwrap_or_default(),
+                reward: combined.rewards[k] as f32,
+                accuracy: judged.map_or(0.0, |r| r.accuracy.reward),
+                format: judged.map_or(0.0, |r| r.format.reward),
+                language: judged.and_then(|r| r.language.as_ref().map(|l| l.share)),
+            }
+        })
+        .collect();
+    let mut record_components = components(&rule);
+    let general_rewards: Vec<f64> = general.iter().map(|&k| combined.rewards[k]).collect();
+    let (mean, std) = mean_std(&general_rewards);
+    record_components.push(("preference".to_string(), mean, std));
+    Ok(StepDone {
+        record: StepRecord {
+            step: new_step,
+            components: record_components,
+            phases,
+            seconds: began.elapsed().as_secs_f64(),
+            tokens_generated: completions.iter().map(|c| c.token_ids.len() as u64).sum(),
+            tokens_trained,
+            reward_timeouts,
+            data_cursor: plan.data_cursor(new_step),
+            report,
+            preference: Some(combined.stats),
+        },
+        samples,
+        checkpoint,
+        optimizer_step: learned.optimizer_step,
+        normaliser,
     })
 }
 
@@ -487,6 +718,7 @@ async fn checkpoint(
     step: u64,
     optimizer_step: u64,
     best: Option<std::path::PathBuf>,
+    normaliser: RewardNormaliser,
 ) -> Result<SavedCheckpoint, String> {
     let snapshot = workers
         .learner
@@ -496,10 +728,10 @@ async fn checkpoint(
     let state = TrainerState {
         step,
         optimizer_step,
-        data_cursor: step * plan.prompts_per_step as u64,
+        data_cursor: plan.data_cursor(step),
         seed: plan.seed,
         config_hash: plan.config_hash.clone(),
-        reward_normaliser: None,
+        reward_normaliser: plan.preference.is_some().then_some(normaliser),
     };
     workers
         .keeper

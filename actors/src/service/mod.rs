@@ -1,7 +1,8 @@
-//! The actors of a run (actix): a [`Director`] drives one GRPO stage through the Sampler,
-//! RewardJudge, LangScorer, Learner and CheckpointKeeper, each on its own thread. The messages
+//! The actors of a run (actix): a [`Director`] drives one GRPO stage (R1-Zero, reasoning RL, or
+//! preference RL with reward models) through the Sampler, RewardJudge, LangScorer, reward-model
+//! scorer, Learner and CheckpointKeeper, each on its own thread. The messages
 //! are all in [`crate::messages`]. The numbers equal the in-process [`crate::stages::grpo_step`]
-//! bit for bit: the director calls the same phase functions in the same order with the same
+//! (and `preference::preference_step`) bit for bit: the director calls the same phase functions in the same order with the same
 //! seeds.
 
 mod director;
@@ -12,14 +13,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use director::Director;
-pub use workers::{JudgeActor, KeeperActor, LangActor, LearnerActor, SamplerActor};
+pub use workers::{
+    JudgeActor, KeeperActor, LangActor, LearnerActor, RewardModelActor, SamplerActor,
+};
 
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::reward::CodeSandbox;
 use crate::learner::LearnerConfig;
+use crate::reward_model::RewardModelScorer;
+use crate::stages::preference::{step_prompts, PreferenceSettings, StagePrompt};
 use crate::stages::StageProblem;
 use crate::stages::StageSettings;
+
+/// What a preference-RL run adds to its plan: the reward models and the general prompts.
+pub struct PreferencePlan {
+    /// Reward models, normalisation, switch-on step (`settings.stage` equals the plan's).
+    pub settings: PreferenceSettings,
+    /// The loaded reward models, in `settings.reward_models` order.
+    pub scorers: Arc<Vec<RewardModelScorer>>,
+    /// The general prompts, taken in order, `n_general` per step, cycling.
+    pub general: Vec<String>,
+    /// Reasoning prompts per step (from the plan's problems).
+    pub n_reasoning: usize,
+    /// General prompts per step.
+    pub n_general: usize,
+}
 
 /// Everything a director needs to run a GRPO stage, resolved from a job config.
 #[derive(Clone)]
@@ -60,6 +79,9 @@ pub struct GrpoPlan {
     pub samples_per_step: usize,
     /// Where code items run.
     pub sandbox: Arc<CodeSandbox>,
+    /// Set for a preference-RL run: reasoning prompts get the rule rewards, general ones the
+    /// reward models (see `stages::preference`).
+    pub preference: Option<Arc<PreferencePlan>>,
 }
 
 impl GrpoPlan {
@@ -75,6 +97,23 @@ impl GrpoPlan {
             .take(self.prompts_per_step)
             .cloned()
             .collect()
+    }
+
+    /// The prompts of a preference run's step `step` (0-based; see `preference::step_prompts`).
+    pub fn preference_prompts(&self, step: u64) -> Vec<StagePrompt> {
+        match &self.preference {
+            Some(p) => step_prompts(&self.problems, &p.general, p.n_reasoning, p.n_general, step),
+            None => Vec::new(),
+        }
+    }
+
+    /// Reasoning prompts consumed after `step` steps.
+    pub fn data_cursor(&self, step: u64) -> u64 {
+        let per_step = self
+            .preference
+            .as_ref()
+            .map_or(self.prompts_per_step, |p| p.n_reasoning);
+        step * per_step as u64
     }
 
     /// The sampling seed of step `step` (0-based).

@@ -16,8 +16,9 @@ use crate::keeper::{checkpoint_dir, load_checkpoint, prune, save_checkpoint};
 use crate::learner::{GrpoLearner, LearnerConfig};
 use crate::messages::{
     Generate, Generated, Judge, Learn, Learned, Load, Loaded, SaveCheckpoint, SavedCheckpoint,
-    ScoreLanguage, Snapshot, TakeSnapshot, UpdateWeights, Weights,
+    ScoreLanguage, ScoreResponses, Snapshot, TakeSnapshot, UpdateWeights, Weights,
 };
+use crate::reward_model::RewardModelScorer;
 
 /// Generates completions with the newest weights the learner handed over.
 pub struct SamplerActor {
@@ -119,6 +120,35 @@ impl Handler<ScoreLanguage> for LangActor {
     }
 }
 
+/// Scores responses with the run's reward models (preference stage), one batched forward pass
+/// per chunk of `max_batch` sequences.
+pub struct RewardModelActor {
+    scorers: Arc<Vec<RewardModelScorer>>,
+}
+
+impl RewardModelActor {
+    /// A scorer over the loaded models, in their configured order.
+    pub fn new(scorers: Arc<Vec<RewardModelScorer>>) -> Self {
+        RewardModelActor { scorers }
+    }
+}
+
+impl Actor for RewardModelActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<ScoreResponses> for RewardModelActor {
+    type Result = Result<Vec<f32>, String>;
+
+    fn handle(&mut self, msg: ScoreResponses, _: &mut SyncContext<Self>) -> Self::Result {
+        let scorer = self
+            .scorers
+            .get(msg.model)
+            .ok_or_else(|| format!("no reward model {}", msg.model))?;
+        scorer.score(&msg.items).map_err(|e| e.to_string())
+    }
+}
+
 /// Owns the policy, its reference and the optimizer.
 pub struct LearnerActor {
     model_dir: std::path::PathBuf,
@@ -155,6 +185,7 @@ impl Handler<Load> for LearnerActor {
     fn handle(&mut self, msg: Load, _: &mut SyncContext<Self>) -> Self::Result {
         let mut skipped = Vec::new();
         let mut resumed_from = None;
+        let mut reward_normaliser = None;
         for dir in &msg.checkpoints {
             match load_checkpoint(dir) {
                 Ok(checkpoint) if checkpoint.state.config_hash != msg.config_hash => {
@@ -164,6 +195,7 @@ impl Handler<Load> for LearnerActor {
                     ));
                 }
                 Ok(checkpoint) => {
+                    reward_normaliser = checkpoint.state.reward_normaliser.clone();
                     self.learner = Some(GrpoLearner::resume(checkpoint, self.config.clone()));
                     resumed_from = Some(dir.clone());
                     break;
@@ -180,6 +212,7 @@ impl Handler<Load> for LearnerActor {
             weights: self.weights()?,
             resumed_from,
             skipped,
+            reward_normaliser,
         })
     }
 }
