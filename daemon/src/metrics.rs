@@ -47,6 +47,19 @@ pub struct ComponentStat {
     pub std: f64,
 }
 
+/// One reward model's scores over a preference step's general completions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RewardModelStat {
+    /// The model's name in the stage config (`helpfulness`).
+    pub name: String,
+    /// Mean raw score.
+    pub mean: f64,
+    /// Population standard deviation of the raw scores.
+    pub std: f64,
+    /// Share of general prompt groups whose ranking this model decided, 0 to 1.
+    pub decided_share: f64,
+}
+
 /// Everything one learner step of one run reports; the daemon fills it from the learner's stats
 /// and the step's timings.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,6 +108,10 @@ pub struct StepMetrics {
     pub tokens_generated: u64,
     /// Tokens the learner trained on in this step.
     pub tokens_trained: u64,
+    /// A preference step's reward models (empty in other stages).
+    pub reward_models: Vec<RewardModelStat>,
+    /// A preference step's (preference rewards counted, mean weighted raw preference reward).
+    pub preference: Option<(bool, f64)>,
 }
 
 /// A per-run gauge holding the latest value of one learner statistic.
@@ -207,6 +224,16 @@ pub struct Metrics {
     component_mean: GaugeVec,
     /// `r1_reward_component_std{run,component}`.
     component_std: GaugeVec,
+    /// `r1_reward_model_score_mean{run,model}`.
+    rm_mean: GaugeVec,
+    /// `r1_reward_model_score_std{run,model}`.
+    rm_std: GaugeVec,
+    /// `r1_reward_model_decided_ratio{run,model}`.
+    rm_decided: GaugeVec,
+    /// `r1_preference_reward{run}`.
+    preference_reward: GaugeVec,
+    /// `r1_preference_active{run}`.
+    preference_active: IntGaugeVec,
     /// `r1_step_duration_seconds{run}`.
     step_duration: HistogramVec,
     /// `r1_phase_duration_seconds{run,phase}`.
@@ -386,6 +413,36 @@ impl Metrics {
                 "Standard deviation of one reward component over the latest step's completions.",
                 &["run", "component"],
             ),
+            rm_mean: gauge(
+                r,
+                "r1_reward_model_score_mean",
+                "Mean raw score of one reward model over the latest preference step's general completions.",
+                &["run", "model"],
+            ),
+            rm_std: gauge(
+                r,
+                "r1_reward_model_score_std",
+                "Standard deviation of one reward model's raw scores over the latest preference step's general completions.",
+                &["run", "model"],
+            ),
+            rm_decided: gauge(
+                r,
+                "r1_reward_model_decided_ratio",
+                "Share of the latest preference step's general prompt groups whose ranking this reward model decided (0 to 1).",
+                &["run", "model"],
+            ),
+            preference_reward: gauge(
+                r,
+                "r1_preference_reward",
+                "Mean weighted raw reward-model score of the latest preference step's general completions.",
+                &["run"],
+            ),
+            preference_active: int_gauge(
+                r,
+                "r1_preference_active",
+                "1 when preference rewards counted in the run's latest step, 0 before they switch on.",
+                &["run"],
+            ),
             step_duration: histogram(
                 r,
                 "r1_step_duration_seconds",
@@ -504,6 +561,20 @@ impl Metrics {
             self.component_std
                 .with_label_values(&labels)
                 .set(component.std);
+        }
+        for model in &m.reward_models {
+            let labels = [run, model.name.as_str()];
+            self.rm_mean.with_label_values(&labels).set(model.mean);
+            self.rm_std.with_label_values(&labels).set(model.std);
+            self.rm_decided
+                .with_label_values(&labels)
+                .set(model.decided_share);
+        }
+        if let Some((active, reward)) = m.preference {
+            self.preference_reward.with_label_values(&[run]).set(reward);
+            self.preference_active
+                .with_label_values(&[run])
+                .set(i64::from(active));
         }
         if valid_seconds(m.step_seconds, "step", run) {
             self.step_duration
@@ -636,6 +707,7 @@ impl Metrics {
             &self.run_state,
             &self.checkpoint_step,
             &self.checkpoint_bytes,
+            &self.preference_active,
         ] {
             remove_run(vec, run);
         }
@@ -644,6 +716,10 @@ impl Metrics {
             &self.component_mean,
             &self.component_std,
             &self.checkpoint_time,
+            &self.rm_mean,
+            &self.rm_std,
+            &self.rm_decided,
+            &self.preference_reward,
         ];
         for vec in float_gauges
             .into_iter()

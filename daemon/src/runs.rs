@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use sha2::{Digest, Sha256};
 
+use r1_actors::data::load_prompts;
 use r1_actors::judge::reward::CodeSandbox;
 use r1_actors::judge::sandbox::SandboxConfig;
 use r1_actors::judge::tasks::Split;
@@ -18,15 +19,18 @@ use r1_actors::messages::{
     Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, SetBest, StepRecord, Stop,
     Suspend,
 };
-use r1_actors::service::{Director, GrpoPlan};
-use r1_actors::stages::{evaluate, StageProblem, StageSettings};
+use r1_actors::reward_model::RewardModelScorer;
+use r1_actors::service::{Director, GrpoPlan, PreferencePlan};
+use r1_actors::stages::preference::{PreferenceSettings, RewardModelUse};
+use r1_actors::stages::preference_stage::split_prompts;
+use r1_actors::stages::{evaluate, GrpoLoopConfig, StageProblem, StageSettings};
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::api::{EvalReport, EvalRequest, RunInfo, StepSummary};
-use crate::metrics::{ComponentStat, Metrics, StepMetrics};
+use crate::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics};
 use crate::server::ApiError;
 use crate::store::Store;
 
@@ -50,10 +54,10 @@ impl Job {
     fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Job, ApiError> {
         let config = JobConfig::from_toml(text, Path::new(source))
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if config.run.stage != Stage::Grpo {
+        if !matches!(config.run.stage, Stage::Grpo | Stage::Preference) {
             return Err(ApiError::BadRequest(format!(
-                "{source}: run.stage = {:?}: the daemon runs GRPO stages today; run other stages \
-                 with `r1ctl train`",
+                "{source}: run.stage = {:?}: the daemon runs the RL stages (grpo, preference) \
+                 today; run other stages with `r1ctl train`",
                 config.run.stage
             )));
         }
@@ -160,7 +164,66 @@ impl Job {
             samples_per_step: SAMPLES_PER_STEP,
             // Started by the first code item; built-in tasks and math sets never start it.
             sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
+            preference: self.preference_plan(&grpo)?.map(Arc::new),
         })
+    }
+
+    /// A preference run's reward models (loaded) and general prompts; `None` for other stages.
+    /// Errors name the key under `[preference]` and the file or directory.
+    fn preference_plan(&self, grpo: &GrpoLoopConfig) -> Result<Option<PreferencePlan>, String> {
+        let Some(p) = self.config.preference.as_ref() else {
+            return Ok(None);
+        };
+        if self.config.run.stage != Stage::Preference {
+            return Ok(None);
+        }
+        let (n_reasoning, n_general) = split_prompts(grpo.prompts_per_step, p.general_share);
+        let general = if n_general > 0 {
+            load_prompts(&self.resolve(&p.general_prompts), &p.general_prompt_field)
+                .map_err(|e| format!("preference.general_prompts: {e}"))?
+        } else {
+            Vec::new()
+        };
+        let scorers = p
+            .reward_models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let dir = self.resolve(&m.path);
+                RewardModelScorer::load(&dir, m.tokenizer.as_deref(), m.max_batch, m.max_tokens)
+                    .map_err(|e| {
+                        format!(
+                            "preference.reward_models[{i}] ({}): {}: {e}",
+                            m.name,
+                            dir.display()
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let settings = PreferenceSettings {
+            stage: self.settings(),
+            reward_models: p
+                .reward_models
+                .iter()
+                .map(|m| RewardModelUse {
+                    name: m.name.clone(),
+                    view: m.view,
+                    weight: m.weight,
+                })
+                .collect(),
+            normalisation: p.normalisation,
+            preference_from_step: p.preference_from_step,
+        };
+        settings
+            .validate()
+            .map_err(|e| format!("preference: {e}"))?;
+        Ok(Some(PreferencePlan {
+            settings,
+            scorers: Arc::new(scorers),
+            general,
+            n_reasoning,
+            n_general,
+        }))
     }
 }
 
@@ -385,7 +448,11 @@ impl Handler<StartRun> for Hub {
         let info = RunInfo {
             id: id.clone(),
             name: job.config.run.name.clone(),
-            stage: "grpo".into(),
+            stage: match job.config.run.stage {
+                Stage::Preference => "preference",
+                _ => "grpo",
+            }
+            .into(),
             state: RunState::Queued,
             step: 0,
             total_steps: grpo.steps,
@@ -625,7 +692,12 @@ fn step_metrics(run: &str, record: &StepRecord) -> StepMetrics {
     let stats = &record.report.learner;
     StepMetrics {
         run: run.to_string(),
-        stage: "grpo".into(),
+        stage: if record.preference.is_some() {
+            "preference"
+        } else {
+            "grpo"
+        }
+        .into(),
         step: record.step,
         reward_mean: stats.reward_mean,
         reward_std: stats.reward_std,
@@ -659,5 +731,20 @@ fn step_metrics(run: &str, record: &StepRecord) -> StepMetrics {
         step_seconds: record.seconds,
         tokens_generated: record.tokens_generated,
         tokens_trained: record.tokens_trained,
+        reward_models: record
+            .preference
+            .iter()
+            .flat_map(|p| &p.reward_models)
+            .map(|m| RewardModelStat {
+                name: m.name.clone(),
+                mean: m.mean,
+                std: m.std,
+                decided_share: m.decided_share,
+            })
+            .collect(),
+        preference: record
+            .preference
+            .as_ref()
+            .map(|p| (p.preference_on, p.preference_reward)),
     }
 }

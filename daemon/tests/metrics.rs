@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use r1_actors::judge::sandbox::JudgeCounts;
-use r1_daemon::metrics::{ComponentStat, Metrics, StepMetrics, RUN_STATES, SANDBOX_OUTCOMES};
+use r1_daemon::metrics::{
+    ComponentStat, Metrics, RewardModelStat, StepMetrics, RUN_STATES, SANDBOX_OUTCOMES,
+};
 
 /// One sample line of the text format: metric name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,21 @@ fn step(run: &str, step: u64) -> StepMetrics {
         step_seconds: 3.75,
         tokens_generated: 10_000,
         tokens_trained: 12_500,
+        reward_models: vec![
+            RewardModelStat {
+                name: "helpfulness".into(),
+                mean: 0.75,
+                std: 0.5,
+                decided_share: 0.5,
+            },
+            RewardModelStat {
+                name: "harmlessness".into(),
+                mean: -0.25,
+                std: 0.125,
+                decided_share: 0.25,
+            },
+        ],
+        preference: Some((true, 0.5)),
     }
 }
 
@@ -187,6 +204,14 @@ fn a_step_lands_under_its_documented_names_and_labels() {
     let format = [("run", "alpha"), ("component", "format")];
     assert_eq!(value(&s, "r1_reward_component_mean", &accuracy), 0.5);
     assert_eq!(value(&s, "r1_reward_component_std", &format), 0.0625);
+    // A preference step's reward models, each under its name.
+    let helpful = [("run", "alpha"), ("model", "helpfulness")];
+    let harmless = [("run", "alpha"), ("model", "harmlessness")];
+    assert_eq!(value(&s, "r1_reward_model_score_mean", &helpful), 0.75);
+    assert_eq!(value(&s, "r1_reward_model_score_std", &harmless), 0.125);
+    assert_eq!(value(&s, "r1_reward_model_decided_ratio", &harmless), 0.25);
+    assert_eq!(value(&s, "r1_preference_reward", &run), 0.5);
+    assert_eq!(value(&s, "r1_preference_active", &run), 1.0);
     assert_eq!(
         value(
             &s,

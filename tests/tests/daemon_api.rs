@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{job_config, Daemon};
+use common::{job_config, preference_job_config, Daemon};
 use serde_json::json;
 
 fn code(e: (u16, serde_json::Value)) -> (u16, String) {
@@ -433,4 +433,113 @@ fn r1d_tells_systemd_ready_after_resumed_runs_load_and_stopping_on_sigterm() {
     }
     assert!(stopping, "no STOPPING from r1d");
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn r1d_runs_the_preference_stage_with_its_reward_models_and_refuses_bad_ones_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = preference_job_config(dir.path(), 4, 2);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let d = Daemon::start(&dir.path().join("state"));
+
+    // A missing reward-model directory and a general prompt without its field: 400s naming the
+    // key and the file, before the run gets an id.
+    let helpful = dir.path().join("helpful").display().to_string();
+    let missing = text.replace(&helpful, "/nowhere/helpful");
+    let (status, body) = d
+        .post(
+            "/v1/runs",
+            &json!({"config_toml": missing, "source": "pref.toml"}),
+        )
+        .unwrap_err();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("preference.reward_models[0] (helpful)")
+            && message.contains("/nowhere/helpful"),
+        "{message}"
+    );
+    std::fs::write(
+        dir.path().join("bad-general.jsonl"),
+        "{\"prompt\": \"hi\"}\n{\"request\": \"bye\"}\n",
+    )
+    .unwrap();
+    let general = dir.path().join("general.jsonl").display().to_string();
+    let bad_prompts = text.replace(
+        &general,
+        &dir.path().join("bad-general.jsonl").display().to_string(),
+    );
+    let (status, body) = d
+        .post("/v1/runs", &json!({"config_toml": bad_prompts}))
+        .unwrap_err();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("bad-general.jsonl:2") && message.contains("no `prompt` field"),
+        "{message}"
+    );
+    assert!(d.get("/v1/runs").unwrap().as_array().unwrap().is_empty());
+
+    // The run: every step records the rule accuracy and each reward model's numbers.
+    let id = d.start_run(&config);
+    assert_eq!(d.run(&id)["stage"], "preference");
+    d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    let steps = d.get(&format!("/v1/runs/{id}/steps")).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    for (i, s) in steps.iter().enumerate() {
+        let p = &s["preference"];
+        assert_eq!(p["preference_on"], i >= 1, "{s}");
+        assert_eq!(
+            (p["reasoning_groups"].as_u64(), p["general_groups"].as_u64()),
+            (Some(2), Some(2))
+        );
+        let models: Vec<&str> = p["reward_models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(models, ["helpful", "harmless"]);
+    }
+    let samples = d.get(&format!("/v1/runs/{id}/samples")).unwrap();
+    let prompts: Vec<&str> = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["prompt"].as_str().unwrap())
+        .collect();
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.starts_with("say ") || p.starts_with("thank ")),
+        "{prompts:?}"
+    );
+    // The checkpoint holds the reward normaliser's moments (exact resume).
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let last = checkpoints.as_array().unwrap().last().unwrap();
+    let trainer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(last["path"].as_str().unwrap()).join("trainer.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        trainer["state"]["reward_normaliser"].is_object(),
+        "{trainer}"
+    );
+
+    let metrics = ureq::get(&d.url("/metrics"))
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for series in [
+        format!("r1_reward_model_score_mean{{model=\"helpful\",run=\"{id}\"}}"),
+        format!("r1_reward_model_decided_ratio{{model=\"harmless\",run=\"{id}\"}}"),
+        format!("r1_preference_active{{run=\"{id}\"}} 1"),
+        format!("r1_run_stage{{run=\"{id}\",stage=\"preference\"}} 1"),
+    ] {
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
 }

@@ -8,14 +8,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{job_config, Daemon};
+use common::{preference_job_config, Daemon};
 use r1_tests::Prometheus;
 
 #[test]
 fn prometheus_scrapes_a_running_r1d_and_every_dashboard_query_has_data() {
     let dir = tempfile::tempdir().unwrap();
     // Long enough to outlast the test; a checkpoint every 2 steps feeds the checkpoint panels.
-    let config = job_config(dir.path(), 100_000, 2);
+    // A preference run: its steps feed the learning panels as any GRPO run's do, and its
+    // reward models the preference panels.
+    let config = preference_job_config(dir.path(), 100_000, 2);
     let d = Daemon::start(&dir.path().join("state"));
     let id = d.start_run(&config);
     d.wait_for(&id, Duration::from_secs(60), |r| {
@@ -34,6 +36,14 @@ fn prometheus_scrapes_a_running_r1d_and_every_dashboard_query_has_data() {
         text.contains(&format!("r1_steps_total{{run=\"{id}\"}}")),
         "{text}"
     );
+    for model in ["helpful", "harmless"] {
+        assert!(
+            text.contains(&format!(
+                "r1_reward_model_score_mean{{model=\"{model}\",run=\"{id}\"}}"
+            )),
+            "{text}"
+        );
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

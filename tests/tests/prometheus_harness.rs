@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use r1_actors::judge::sandbox::JudgeCounts;
-use r1_daemon::metrics::{ComponentStat, Metrics, StepMetrics, CONTENT_TYPE};
+use r1_daemon::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics, CONTENT_TYPE};
 use r1_tests::{dashboard_queries, http_get, Prometheus};
 use serde_json::Value;
 
@@ -67,6 +67,21 @@ fn step(run: &str, step: u64) -> StepMetrics {
         step_seconds: 1.05,
         tokens_generated: 4096,
         tokens_trained: 5120,
+        reward_models: vec![
+            RewardModelStat {
+                name: "helpfulness".into(),
+                mean: 0.75,
+                std: 0.5,
+                decided_share: 0.5,
+            },
+            RewardModelStat {
+                name: "harmlessness".into(),
+                mean: -0.25,
+                std: 0.125,
+                decided_share: 0.25,
+            },
+        ],
+        preference: Some((true, 0.5)),
     }
 }
 
@@ -327,7 +342,8 @@ fn the_dashboard_has_the_documented_layout() {
             "Throughput",
             "Phases",
             "Sandbox",
-            "Checkpoints"
+            "Checkpoints",
+            "Preference RL (reward models)"
         ]
     );
     let mut ids = std::collections::HashSet::new();

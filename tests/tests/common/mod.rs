@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
 use r1_kernels::tokenizer::ByteTokenizer;
 
 /// A binary of the workspace, next to this test's `deps` folder.
@@ -93,6 +93,61 @@ keep_last = 3
         model = model.display()
     );
     let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A preference-RL job on the tiny model: `steps` steps of 2 reasoning (arithmetic) and 2 general
+/// prompts, two random tiny reward models (`helpful` reads the summary, `harmless` the whole
+/// response), preference rewards from step 1, a checkpoint every `every` steps.
+pub fn preference_job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
+    let grpo = std::fs::read_to_string(job_config(dir, steps, every)).unwrap();
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    for (name, seed) in [("helpful", 11), ("harmless", 12)] {
+        let rm = RewardModel::from_causal_lm(
+            &Model::random(config.clone(), seed, 0.05),
+            Some(ByteTokenizer::EOS),
+            seed,
+            0.5,
+        );
+        save_reward_model_dir(&rm, &dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("general.jsonl"),
+        "{\"prompt\": \"say hi\"}\n{\"prompt\": \"say bye\"}\n{\"prompt\": \"thank Ada\"}\n",
+    )
+    .unwrap();
+    let text = grpo
+        .replace("stage = \"grpo\"", "stage = \"preference\"")
+        .replace("prompts_per_step = 2", "prompts_per_step = 4")
+        + &format!(
+            r#"
+[preference]
+preference_from_step = 1
+general_prompts = "{general}"
+general_share = 0.5
+normalisation = {{ kind = "running", momentum = 0.5 }}
+
+[[preference.reward_models]]
+name = "helpful"
+path = "{helpful}"
+tokenizer = "byte"
+view = "summary"
+max_tokens = 64
+
+[[preference.reward_models]]
+name = "harmless"
+path = "{harmless}"
+tokenizer = "byte"
+view = "whole"
+max_tokens = 64
+"#,
+            general = dir.join("general.jsonl").display(),
+            helpful = dir.join("helpful").display(),
+            harmless = dir.join("harmless").display(),
+        );
+    let path = dir.join("preference.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
