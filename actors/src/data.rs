@@ -223,24 +223,22 @@ pub fn load_parquet(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, 
     Ok(items)
 }
 
-/// Reads prompts alone (the preference stage's general prompts): one non-empty string per JSONL
-/// line or Parquet row (a `.parquet` file) at the dotted key `field`. Blank JSONL lines are
-/// skipped; errors name the file and the line or row; a file with no prompts is an error.
-pub fn load_prompts(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
-    let read = |value: &Value| match lookup(value, field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(format!("`{field}` (the prompt) is empty")),
-        Some(other) => Err(format!(
-            "`{field}` (the prompt) must be a string, found {other}"
-        )),
-        None => Err(format!("no `{field}` field (the prompt)")),
-    };
+/// Reads a JSONL file, or a Parquet file (a `.parquet` name) whose rows are seen as the JSON
+/// objects of their columns, handing each record and its 1-based line or row number to `parse`.
+/// Blank JSONL lines are skipped. Every error names the file and the line or row; a file with no
+/// records is an error (`what` names what it should hold).
+pub fn read_records<T>(
+    path: &Path,
+    what: &str,
+    mut parse: impl FnMut(&Value, usize) -> Result<T, String>,
+) -> Result<Vec<T>, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut prompts = Vec::new();
-    if path.extension().is_some_and(|e| e == "parquet") {
+    let mut out = Vec::new();
+    let parquet = path.extension().is_some_and(|e| e == "parquet");
+    if parquet {
         use parquet::file::reader::SerializedFileReader;
         let bad = |row: usize, message: String| DataError::Row {
             path: path.to_path_buf(),
@@ -251,7 +249,7 @@ pub fn load_prompts(path: &Path, field: &str) -> Result<Vec<String>, DataError> 
             .map_err(|e| bad(0, format!("not a readable Parquet file: {e}")))?;
         for (i, row) in reader.into_iter().enumerate() {
             let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
-            prompts.push(read(&row.to_json_value()).map_err(|m| bad(i + 1, m))?);
+            out.push(parse(&row.to_json_value(), i + 1).map_err(|m| bad(i + 1, m))?);
         }
     } else {
         let file = std::fs::File::open(path).map_err(io)?;
@@ -267,17 +265,42 @@ pub fn load_prompts(path: &Path, field: &str) -> Result<Vec<String>, DataError> 
             }
             let value: Value =
                 serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-            prompts.push(read(&value).map_err(bad)?);
+            if !value.is_object() {
+                return Err(bad("expected a JSON object".into()));
+            }
+            out.push(parse(&value, i + 1).map_err(bad)?);
         }
     }
-    if prompts.is_empty() {
-        return Err(DataError::Line {
-            path: path.to_path_buf(),
-            line: 0,
-            message: "the file holds no prompts".into(),
+    if out.is_empty() {
+        let message = format!("the file holds no {what}");
+        return Err(if parquet {
+            DataError::Row {
+                path: path.to_path_buf(),
+                row: 0,
+                message,
+            }
+        } else {
+            DataError::Line {
+                path: path.to_path_buf(),
+                line: 0,
+                message,
+            }
         });
     }
-    Ok(prompts)
+    Ok(out)
+}
+
+/// Reads prompts alone (the preference stage's general prompts): one non-empty string per JSONL
+/// line or Parquet row at the dotted key `field` (see [`read_records`]).
+pub fn load_prompts(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
+    read_records(path, "prompts", |value, _| match lookup(value, field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("`{field}` (the prompt) is empty")),
+        Some(other) => Err(format!(
+            "`{field}` (the prompt) must be a string, found {other}"
+        )),
+        None => Err(format!("no `{field}` field (the prompt)")),
+    })
 }
 
 /// Where a stage's prompts come from: the job config's `[data]` table.

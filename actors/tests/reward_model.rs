@@ -251,7 +251,7 @@ fn bad_data_files_are_errors_naming_the_line() {
     let e = err("{oops\n");
     assert!(e.contains(":1") && e.contains("invalid JSON"), "{e}");
     let e = err("\n\n");
-    assert!(e.contains("no items"), "{e}");
+    assert!(e.contains("no preference pairs"), "{e}");
     let e = load_pairs(Path::new("/nonexistent/p.jsonl"), &PairFields::default())
         .unwrap_err()
         .to_string();
@@ -277,6 +277,105 @@ fn bad_data_files_are_errors_naming_the_line() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("labels.jsonl:2") && e.contains("[0, 1]"), "{e}");
+}
+
+/// A Parquet file of optional UTF-8 string columns, one row per entry of `rows`.
+fn write_parquet(path: &Path, columns: &[&str], rows: &[Vec<Option<&str>>]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+    let fields: String = columns
+        .iter()
+        .map(|c| format!("OPTIONAL BYTE_ARRAY {c} (UTF8); "))
+        .collect();
+    let schema = Arc::new(parse_message_type(&format!("message pair {{ {fields}}}")).unwrap());
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer =
+        SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
+            .unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for c in 0..columns.len() {
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .filter_map(|r| r[c])
+            .map(ByteArray::from)
+            .collect();
+        let levels: Vec<i16> = rows.iter().map(|r| i16::from(r[c].is_some())).collect();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&levels), None)
+            .unwrap();
+        col.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn preference_pairs_and_prompts_read_from_parquet_and_bad_rows_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairs.parquet");
+    let columns = ["prompt", "chosen", "rejected"];
+    write_parquet(
+        &path,
+        &columns,
+        &[
+            vec![Some("greet Bo"), Some("Thanks, Bo!"), Some("Go away.")],
+            vec![Some("greet Cy"), Some("Thanks, Cy!"), Some("")],
+        ],
+    );
+    let pairs = load_pairs(&path, &PairFields::default()).unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(
+        (
+            pairs[1].prompt.as_str(),
+            pairs[1].chosen.as_str(),
+            pairs[1].rejected.as_str(),
+            pairs[1].line
+        ),
+        ("greet Cy", "Thanks, Cy!", "", 2)
+    );
+    // The general prompts of the preference stage read from the same file.
+    let prompts = r1_actors::data::load_prompts(&path, "prompt").unwrap();
+    assert_eq!(prompts, ["greet Bo", "greet Cy"]);
+
+    write_parquet(
+        &path,
+        &columns,
+        &[
+            vec![Some("p"), Some("a"), Some("b")],
+            vec![Some("p"), Some("same"), Some("same")],
+        ],
+    );
+    let e = load_pairs(&path, &PairFields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pairs.parquet: row 2") && e.contains("identical"),
+        "{e}"
+    );
+    write_parquet(
+        &path,
+        &columns,
+        &[
+            vec![Some("p"), Some("a"), Some("b")],
+            vec![Some("p"), None, Some("b")],
+        ],
+    );
+    let e = load_pairs(&path, &PairFields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("row 2") && e.contains("no `chosen` field"),
+        "{e}"
+    );
+    std::fs::write(&path, b"not parquet at all").unwrap();
+    let e = load_pairs(&path, &PairFields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a readable Parquet file"), "{e}");
 }
 
 #[test]

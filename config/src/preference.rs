@@ -55,7 +55,7 @@ fn default_tiny_layers() -> usize {
 pub enum RmDataSection {
     /// Preference pairs (prompt, chosen, rejected): the Bradley–Terry loss.
     Pairs {
-        /// The JSONL file.
+        /// The file: JSONL, or Parquet for a `.parquet` name.
         path: PathBuf,
         /// Field mapping.
         #[serde(default)]
@@ -69,7 +69,7 @@ pub enum RmDataSection {
     },
     /// Labelled responses (prompt, response, safe): the point-wise loss.
     Labels {
-        /// The JSONL file.
+        /// The file: JSONL, or Parquet for a `.parquet` name.
         path: PathBuf,
         /// Field mapping.
         #[serde(default)]

@@ -258,3 +258,87 @@ fn bad_stage_tables_are_refused_with_their_place() {
         "{err}"
     );
 }
+
+#[test]
+fn the_preference_stage_runs_from_a_config_with_a_reward_model_r1ctl_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = d.join("base");
+    tiny_model(&base, 3);
+
+    // A reward model trained by `r1ctl rm train` from the shipped example (paths made absolute).
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/rm");
+    let rm_config = d.join("rm.toml");
+    std::fs::write(
+        &rm_config,
+        std::fs::read_to_string(examples.join("tiny-pairs.toml"))
+            .unwrap()
+            .replace(
+                "\"runs/rm-tiny\"",
+                &format!("\"{}\"", d.join("rm").display()),
+            )
+            .replace(
+                "\"config/examples/rm/tiny-pairs.jsonl\"",
+                &format!("\"{}\"", examples.join("tiny-pairs.jsonl").display()),
+            )
+            .replace("epochs = 4", "epochs = 1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .args(["rm", "train"])
+        .arg(&rm_config)
+        .output()
+        .unwrap();
+    ok(out);
+    assert!(d.join("rm/final/config.json").exists());
+
+    std::fs::write(
+        d.join("q.jsonl"),
+        "{\"prompt\": \"2+3\", \"answer\": \"5\"}\n{\"prompt\": \"4+4\", \"answer\": \"8\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("general.jsonl"),
+        "{\"request\": {\"text\": \"greet Ada\"}}\n{\"request\": {\"text\": \"greet Bo\"}}\n",
+    )
+    .unwrap();
+    let data = format!(
+        "kind = \"jsonl\"\npath = \"{}\"",
+        d.join("q.jsonl").display()
+    );
+    let tables = format!(
+        "[learner]\ngroup_size = 2\nminibatches = 1\n\n[grpo]\nsteps = 3\nprompts_per_step = 4\nmax_batch = 8\n\n\
+         [preference]\npreference_from_step = 1\ngeneral_prompts = \"{general}\"\ngeneral_prompt_field = \"request.text\"\n\
+         general_share = 0.5\n\n[[preference.reward_models]]\nname = \"helpfulness\"\npath = \"{rm}\"\n\
+         tokenizer = \"byte\"\nview = \"whole\"\nmax_tokens = 128\n",
+        general = d.join("general.jsonl").display(),
+        rm = d.join("rm/final").display(),
+    );
+    let pref = config(d, "pref", "preference", &base, &data, &tables);
+    let out = ok(train(&pref));
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step")).collect();
+    assert_eq!(steps.len(), 3, "{out}");
+    assert!(
+        steps[0].contains("(off)") && steps[2].contains("(on)"),
+        "{out}"
+    );
+    assert!(steps.iter().all(|l| l.contains("helpfulness")), "{out}");
+    assert!(d.join("pref/final/model.safetensors").exists(), "{out}");
+
+    // A reward model that is not there: the error names it and its directory.
+    let missing = config(
+        d,
+        "pref-missing",
+        "preference",
+        &base,
+        &data,
+        &tables.replace(&d.join("rm/final").display().to_string(), "/no/such/rm"),
+    );
+    let out = train(&missing);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reward model `helpfulness`") && err.contains("/no/such/rm"),
+        "{err}"
+    );
+}

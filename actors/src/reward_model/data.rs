@@ -1,13 +1,12 @@
 //! Reward-model data: JSONL preference pairs (prompt, chosen, rejected) and labelled responses
 //! (prompt, response, safe), with field mappings and errors that name the file and line.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::DataError;
+use crate::data::{read_records, DataError};
 
 /// Where a preference line keeps each field (dotted paths into nested objects, as `FieldMap`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,74 +130,29 @@ fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
         .filter(|v| !v.is_null())
 }
 
-/// Reads a JSONL file line by line; blank lines are skipped, others go to `parse` with their number.
-fn read_lines<T>(
-    path: &Path,
-    mut parse: impl FnMut(&Value, usize, &dyn Fn(String) -> DataError) -> Result<T, DataError>,
-) -> Result<Vec<T>, DataError> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let bad = |message: String| DataError::Line {
-            path: path.to_path_buf(),
-            line: line_no,
-            message,
-        };
-        let text = line.map_err(|e| bad(e.to_string()))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(bad("expected a JSON object".into()));
-        }
-        out.push(parse(&value, line_no, &bad)?);
-    }
-    if out.is_empty() {
-        return Err(DataError::Line {
-            path: path.to_path_buf(),
-            line: 0,
-            message: "the file holds no items".into(),
-        });
-    }
-    Ok(out)
-}
-
 /// A required string field; `allow_empty` for responses (an empty answer is a valid rejected one).
-fn string_field(
-    value: &Value,
-    key: &str,
-    what: &str,
-    allow_empty: bool,
-    bad: &dyn Fn(String) -> DataError,
-) -> Result<String, DataError> {
+fn string_field(value: &Value, key: &str, what: &str, allow_empty: bool) -> Result<String, String> {
     match lookup(value, key) {
         Some(Value::String(s)) if allow_empty || !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(bad(format!("`{key}` ({what}) is empty"))),
-        Some(other) => Err(bad(format!(
-            "`{key}` ({what}) must be a string, found {other}"
-        ))),
-        None => Err(bad(format!("no `{key}` field ({what})"))),
+        Some(Value::String(_)) => Err(format!("`{key}` ({what}) is empty")),
+        Some(other) => Err(format!("`{key}` ({what}) must be a string, found {other}")),
+        None => Err(format!("no `{key}` field ({what})")),
     }
 }
 
-/// Reads preference pairs. Errors name the file and line: invalid JSON, a missing or non-string
-/// field, or a pair whose chosen and rejected responses are identical (it carries no preference).
+/// Reads preference pairs from JSONL, or Parquet for a `.parquet` file. Errors name the file and
+/// the line or row: invalid JSON, a missing or non-string field, or a pair whose chosen and
+/// rejected responses are identical (it carries no preference).
 pub fn load_pairs(path: &Path, fields: &PairFields) -> Result<Vec<PreferencePair>, DataError> {
-    read_lines(path, |value, line, bad| {
-        let prompt = string_field(value, &fields.prompt, "the prompt", false, bad)?;
-        let chosen = string_field(value, &fields.chosen, "the chosen response", true, bad)?;
-        let rejected = string_field(value, &fields.rejected, "the rejected response", true, bad)?;
+    read_records(path, "preference pairs", |value, line| {
+        let prompt = string_field(value, &fields.prompt, "the prompt", false)?;
+        let chosen = string_field(value, &fields.chosen, "the chosen response", true)?;
+        let rejected = string_field(value, &fields.rejected, "the rejected response", true)?;
         if chosen == rejected {
-            return Err(bad(format!(
+            return Err(format!(
                 "`{}` and `{}` are identical: the pair states no preference",
                 fields.chosen, fields.rejected
-            )));
+            ));
         }
         Ok(PreferencePair {
             prompt,
@@ -209,29 +163,25 @@ pub fn load_pairs(path: &Path, fields: &PairFields) -> Result<Vec<PreferencePair
     })
 }
 
-/// Reads labelled responses (safety data). The label is true/false or a number in [0, 1].
+/// Reads labelled responses (safety data) from JSONL, or Parquet for a `.parquet` file. The label
+/// is true/false or a number in [0, 1].
 pub fn load_labels(path: &Path, fields: &LabelFields) -> Result<Vec<LabeledResponse>, DataError> {
-    read_lines(path, |value, line, bad| {
-        let prompt = string_field(value, &fields.prompt, "the prompt", false, bad)?;
-        let response = string_field(value, &fields.response, "the response", true, bad)?;
+    read_records(path, "labelled responses", |value, line| {
+        let prompt = string_field(value, &fields.prompt, "the prompt", false)?;
+        let response = string_field(value, &fields.response, "the response", true)?;
         let label = match lookup(value, &fields.label) {
             Some(Value::Bool(b)) => f32::from(u8::from(*b)),
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(x) if (0.0..=1.0).contains(&x) => x as f32,
-                _ => {
-                    return Err(bad(format!(
-                        "`{}` must be in [0, 1], found {n}",
-                        fields.label
-                    )))
-                }
+                _ => return Err(format!("`{}` must be in [0, 1], found {n}", fields.label)),
             },
             Some(other) => {
-                return Err(bad(format!(
+                return Err(format!(
                     "`{}` (the label) must be true/false or a number in [0, 1], found {other}",
                     fields.label
-                )))
+                ))
             }
-            None => return Err(bad(format!("no `{}` field (the label)", fields.label))),
+            None => return Err(format!("no `{}` field (the label)", fields.label)),
         };
         Ok(LabeledResponse {
             prompt,
