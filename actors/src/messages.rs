@@ -111,6 +111,8 @@ pub struct Loaded {
     pub skipped: Vec<String>,
     /// The preference stage's reward normaliser as the resumed checkpoint saved it.
     pub reward_normaliser: Option<RewardNormaliser>,
+    /// The data cursor the resumed checkpoint saved (0 from the model directory).
+    pub data_cursor: u64,
 }
 
 /// Learner: one GRPO update on a rollout batch.

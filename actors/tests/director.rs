@@ -20,7 +20,7 @@ use r1_actors::stages::preference::{
     preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
     RewardModelUse, RewardNormaliser,
 };
-use r1_actors::stages::{grpo_step, StageProblem, StageSettings};
+use r1_actors::stages::{grpo_step, grpo_step_from, StageProblem, StageSettings, StepContext};
 use r1_kernels::bench::builtin_config;
 use r1_kernels::model::{load_model_dir, save_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
@@ -71,6 +71,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
         learner,
         steps,
         prompts_per_step: 2,
+        dynamic_sampling: 0,
         seed: 3,
         checkpoint_root: dir.join("checkpoints"),
         checkpoint_every: 2,
@@ -392,5 +393,81 @@ fn a_preference_run_through_the_actors_equals_preference_step_and_resumes_exactl
     let events = run_director(resumed, |_| {});
     assert_eq!(steps(&events), [3, 4]);
     let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
+    assert!(last.model.params == learner.policy.params);
+}
+
+#[test]
+fn dynamic_sampling_through_the_actors_equals_grpo_step_from_and_resumes_at_the_saved_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = tiny_model(dir.path());
+    let mut dynamic = plan(dir.path(), &model_dir, 4, Vec::new());
+    dynamic.dynamic_sampling = 2;
+    let sandbox = CodeSandbox::unavailable("no code in this test");
+
+    // In-process: the same stream, cursor carried across steps.
+    let mut learner =
+        GrpoLearner::new(load_model_dir(&model_dir).unwrap(), dynamic.learner.clone());
+    let ctx = StepContext {
+        tokenizer: &dynamic.tokenizer,
+        settings: &dynamic.settings,
+        sandbox: &sandbox,
+    };
+    let mut cursor = 0u64;
+    let mut expected = Vec::new();
+    let mut cursors = Vec::new();
+    for step in 0..4 {
+        let mut next = cursor;
+        let mut source = |n: usize| {
+            let batch = dynamic.take(next, n);
+            next += batch.len() as u64;
+            batch
+        };
+        let report = grpo_step_from(
+            &mut learner,
+            &ctx,
+            &mut source,
+            2,
+            2,
+            dynamic.step_seed(step),
+        )
+        .unwrap();
+        cursor += report.dynamic.prompts_consumed as u64;
+        cursors.push(cursor);
+        expected.push(report.deterministic());
+    }
+    assert!(
+        expected.iter().any(|r| r.dynamic.resampled_groups > 0),
+        "a random tiny model should leave some groups flat"
+    );
+
+    let events = run_director(dynamic, |_| {});
+    let got: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Step(record, _) => {
+                Some((record.report.deterministic(), record.data_cursor))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        expected
+            .into_iter()
+            .zip(cursors.clone())
+            .collect::<Vec<_>>()
+    );
+    let root = dir.path().join("checkpoints");
+    let at2 = load_checkpoint(&checkpoint_dir(&root, 2)).unwrap();
+    assert_eq!(at2.state.data_cursor, cursors[1]);
+
+    // Resumed from step 2: the saved cursor, the same weights at the end.
+    std::fs::remove_dir_all(checkpoint_dir(&root, 4)).unwrap();
+    let mut resumed = plan(dir.path(), &model_dir, 4, vec![checkpoint_dir(&root, 2)]);
+    resumed.dynamic_sampling = 2;
+    let events = run_director(resumed, |_| {});
+    assert_eq!(steps(&events), [3, 4]);
+    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
+    assert_eq!(last.state.data_cursor, cursors[3]);
     assert!(last.model.params == learner.policy.params);
 }

@@ -61,16 +61,8 @@ impl Job {
                 config.run.stage
             )));
         }
-        match &config.grpo {
-            None => return Err(ApiError::BadRequest(format!("{source}: no [grpo] table"))),
-            Some(grpo) if grpo.dynamic_sampling > 0 => {
-                return Err(ApiError::BadRequest(format!(
-                    "{source}: grpo.dynamic_sampling = {}: the daemon's director does not resample \
-                     groups yet; set it to 0 or run the stage with `r1ctl train`",
-                    grpo.dynamic_sampling
-                )))
-            }
-            Some(_) => {}
+        if config.grpo.is_none() {
+            return Err(ApiError::BadRequest(format!("{source}: no [grpo] table")));
         }
         Ok(Job {
             config,
@@ -150,6 +142,7 @@ impl Job {
             learner: self.config.learner.clone(),
             steps: grpo.steps,
             prompts_per_step: grpo.prompts_per_step,
+            dynamic_sampling: grpo.dynamic_sampling,
             seed: self.config.run.seed,
             checkpoint_root: output_dir.join("checkpoints"),
             checkpoint_every: self.config.checkpoint.every_steps,

@@ -543,3 +543,59 @@ fn r1d_runs_the_preference_stage_with_its_reward_models_and_refuses_bad_ones_cle
         assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
     }
 }
+
+#[test]
+fn r1d_with_dynamic_sampling_ends_with_the_weights_r1ctl_train_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 4, 2);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_batch = 4\n", "max_batch = 4\ndynamic_sampling = 2\n");
+    std::fs::write(&config, &text).unwrap();
+
+    let d = Daemon::start(&dir.path().join("state"));
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    let steps = d.get(&format!("/v1/runs/{id}/steps")).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    let resampled: u64 = steps
+        .iter()
+        .map(|s| s["report"]["dynamic"]["resampled_groups"].as_u64().unwrap())
+        .sum();
+    assert!(
+        resampled > 0,
+        "a random tiny model leaves groups flat: {steps:?}"
+    );
+    let cursor = steps[3]["data_cursor"].as_u64().unwrap();
+    assert_eq!(
+        cursor,
+        8 + resampled,
+        "the cursor counts every prompt sampled"
+    );
+
+    // The same config in-process.
+    let out = std::process::Command::new(common::bin("r1ctl"))
+        .arg("train")
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let last = checkpoints.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["step"], 4);
+    let daemon =
+        r1_actors::keeper::load_checkpoint(std::path::Path::new(last["path"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(daemon.state.data_cursor, cursor);
+    let in_process = r1_kernels::model::load_model_dir(&dir.path().join("runs/e2e/final")).unwrap();
+    assert!(
+        daemon.model.params == in_process.params,
+        "r1d and r1ctl train took different steps"
+    );
+}

@@ -15,7 +15,8 @@ use crate::messages::{
     ScoreResponses, SetBest, StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
 };
 use crate::stages::grpo::{
-    group_requests, reward_item, rollouts, sampling_for, stage_rules, step_report,
+    group_requests, reward_item, rollouts, round_seed, sampling_for, stage_rules, step_report,
+    DynamicSampling,
 };
 use crate::stages::preference::{
     combine_rewards, end_markers, model_items, preference_report, preference_rollouts,
@@ -52,6 +53,8 @@ pub struct Director {
     last_checkpoint: Option<u64>,
     /// The preference stage's running moments of each reward model's scores.
     normaliser: RewardNormaliser,
+    /// Next prompt of the training stream.
+    cursor: u64,
     pause_requested: bool,
     stop_requested: bool,
     suspend_requested: bool,
@@ -88,6 +91,7 @@ impl Director {
             optimizer_step: 0,
             last_checkpoint: None,
             normaliser: RewardNormaliser::default(),
+            cursor: 0,
             pause_requested: false,
             stop_requested: false,
             suspend_requested: false,
@@ -143,6 +147,7 @@ impl Director {
             due,
             self.best.clone(),
             self.normaliser.clone(),
+            self.cursor,
         );
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -151,6 +156,7 @@ impl Director {
                     act.step = done.record.step;
                     act.optimizer_step = done.optimizer_step;
                     act.normaliser = done.normaliser;
+                    act.cursor = done.cursor;
                     let checkpoint = done.checkpoint.clone();
                     act.emit(RunEventKind::Step(Box::new(done.record), done.samples));
                     if let Some(saved) = checkpoint {
@@ -180,6 +186,7 @@ impl Director {
             self.optimizer_step,
             self.best.clone(),
             self.normaliser.clone(),
+            self.cursor,
         );
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
@@ -214,6 +221,7 @@ impl Actor for Director {
                 Ok(loaded) => {
                     act.step = loaded.weights.step;
                     act.normaliser = loaded.reward_normaliser.clone().unwrap_or_default();
+                    act.cursor = loaded.data_cursor;
                     if loaded.resumed_from.is_some() {
                         act.last_checkpoint = Some(act.step);
                     }
@@ -317,6 +325,7 @@ struct StepDone {
     checkpoint: Option<SavedCheckpoint>,
     optimizer_step: u64,
     normaliser: RewardNormaliser,
+    cursor: u64,
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -403,7 +412,10 @@ fn components(reports: &[RewardReport]) -> Vec<(String, f64, f64)> {
 }
 
 /// Step `step` (0-based) of the plan: sample → judge ‖ language (‖ reward models) → learn →
-/// (checkpoint).
+/// (checkpoint). With dynamic sampling, sample → judge ‖ language repeats for fresh prompts in
+/// place of groups whose rewards are all equal (`stages::grpo::DynamicSampling`), reading the
+/// training stream from `cursor`.
+#[allow(clippy::too_many_arguments)]
 async fn step(
     plan: Arc<GrpoPlan>,
     workers: Workers,
@@ -411,6 +423,7 @@ async fn step(
     checkpoint_due: bool,
     best: Option<std::path::PathBuf>,
     normaliser: RewardNormaliser,
+    cursor: u64,
 ) -> Result<StepDone, String> {
     if let Some(preference) = plan.preference.clone() {
         return preference_step(
@@ -426,43 +439,59 @@ async fn step(
     }
     let began = Instant::now();
     let mut phases = PhaseTimes::default();
-    let problems = plan.batch(step);
     let tokenizer = &plan.tokenizer;
     let sampling = sampling_for(&plan.settings, tokenizer);
-    let batch = group_requests(
-        &problems,
-        &plan.settings,
-        tokenizer,
-        &sampling,
+    let mut rounds = DynamicSampling::new(
+        plan.prompts_per_step,
+        plan.dynamic_sampling,
         plan.learner.group_size,
-        plan.step_seed(step),
-    )
-    .map_err(|e| e.to_string())?;
-
-    let t = Instant::now();
-    let generated = workers
-        .sampler
-        .send(Generate {
-            requests: batch.requests,
-        })
-        .await
-        .map_err(|e| format!("sampler: {e}"))??;
-    phases.sample = t.elapsed().as_secs_f64();
-    let completions = generated.completions;
-
-    let t = Instant::now();
-    let rules = stage_rules(&plan.settings, batch.prefilled_think);
-    let items = Arc::new(
-        completions
-            .iter()
-            .map(|c| reward_item(&problems, c))
-            .collect::<Vec<_>>(),
     );
-    let (reports, reward_timeouts) = judge_items(&plan, &workers, items, rules).await?;
-    phases.judge = t.elapsed().as_secs_f64();
+    let mut cursor = cursor;
+    let mut reward_timeouts = Vec::new();
+    while rounds.want() > 0 {
+        let problems = plan.take(cursor, rounds.want());
+        if problems.is_empty() {
+            break;
+        }
+        cursor += problems.len() as u64;
+        let batch = group_requests(
+            &problems,
+            &plan.settings,
+            tokenizer,
+            &sampling,
+            plan.learner.group_size,
+            round_seed(plan.step_seed(step), rounds.round()),
+        )
+        .map_err(|e| e.to_string())?;
+
+        let t = Instant::now();
+        let generated = workers
+            .sampler
+            .send(Generate {
+                requests: batch.requests,
+            })
+            .await
+            .map_err(|e| format!("sampler: {e}"))??;
+        phases.sample += t.elapsed().as_secs_f64();
+        let completions = generated.completions;
+
+        let t = Instant::now();
+        let rules = stage_rules(&plan.settings, batch.prefilled_think);
+        let items = Arc::new(
+            completions
+                .iter()
+                .map(|c| reward_item(&problems, c))
+                .collect::<Vec<_>>(),
+        );
+        let (reports, timeouts) = judge_items(&plan, &workers, items, rules).await?;
+        reward_timeouts.extend(timeouts);
+        phases.judge += t.elapsed().as_secs_f64();
+        rounds.add(problems, batch.prompts, completions, reports);
+    }
+    let kept = rounds.finish().map_err(|e| e.to_string())?;
 
     let t = Instant::now();
-    let batch_rollouts = rollouts(&batch.prompts, &completions, &reports);
+    let batch_rollouts = rollouts(&kept.prompts, &kept.completions, &kept.reports);
     let tokens_trained = batch_rollouts
         .iter()
         .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)
@@ -477,12 +506,19 @@ async fn step(
     workers.sampler.do_send(UpdateWeights(learned.weights));
     phases.learn = t.elapsed().as_secs_f64();
 
-    let mut report = step_report(learned.stats, &problems, &completions, &reports);
+    let mut report = step_report(
+        learned.stats,
+        &kept.problems,
+        &kept.completions,
+        &kept.reports,
+    );
     report.phases = crate::stages::grpo::PhaseSeconds {
         sample: phases.sample,
         judge: phases.judge,
         learn: phases.learn,
     };
+    report.dynamic = kept.dynamic.clone();
+    report.tokens_generated = kept.tokens_generated;
     let new_step = report.learner.step;
     let checkpoint = if checkpoint_due || new_step >= plan.steps {
         let t = Instant::now();
@@ -493,6 +529,7 @@ async fn step(
             learned.optimizer_step,
             best,
             normaliser.clone(),
+            cursor,
         )
         .await?;
         phases.checkpoint = t.elapsed().as_secs_f64();
@@ -502,14 +539,15 @@ async fn step(
     };
 
     let g = plan.learner.group_size.max(1);
-    let samples = completions
+    let samples = kept
+        .completions
         .iter()
-        .zip(&reports)
+        .zip(&kept.reports)
         .step_by(g)
         .take(plan.samples_per_step)
         .map(|(c, r)| SampleRecord {
             step: new_step,
-            prompt: problems[c.request].prompt.clone(),
+            prompt: kept.problems[c.request].prompt.clone(),
             completion: c.text.clone().unwrap_or_default(),
             reward: r.total,
             accuracy: r.accuracy.reward,
@@ -520,13 +558,13 @@ async fn step(
     Ok(StepDone {
         record: StepRecord {
             step: new_step,
-            components: components(&reports),
+            components: components(&kept.reports),
             phases,
             seconds: began.elapsed().as_secs_f64(),
-            tokens_generated: completions.iter().map(|c| c.token_ids.len() as u64).sum(),
+            tokens_generated: kept.tokens_generated as u64,
             tokens_trained,
             reward_timeouts,
-            data_cursor: plan.data_cursor(new_step),
+            data_cursor: cursor,
             report,
             preference: None,
         },
@@ -534,6 +572,7 @@ async fn step(
         checkpoint,
         optimizer_step: learned.optimizer_step,
         normaliser,
+        cursor,
     })
 }
 
@@ -661,6 +700,7 @@ async fn preference_step(
             learned.optimizer_step,
             best,
             normaliser.clone(),
+            plan.data_cursor(new_step),
         )
         .await?;
         phases.checkpoint = t.elapsed().as_secs_f64();
@@ -708,6 +748,7 @@ async fn preference_step(
         checkpoint,
         optimizer_step: learned.optimizer_step,
         normaliser,
+        cursor: plan.data_cursor(new_step),
     })
 }
 
@@ -719,6 +760,7 @@ async fn checkpoint(
     optimizer_step: u64,
     best: Option<std::path::PathBuf>,
     normaliser: RewardNormaliser,
+    cursor: u64,
 ) -> Result<SavedCheckpoint, String> {
     let snapshot = workers
         .learner
@@ -728,7 +770,7 @@ async fn checkpoint(
     let state = TrainerState {
         step,
         optimizer_step,
-        data_cursor: plan.data_cursor(step),
+        data_cursor: cursor,
         seed: plan.seed,
         config_hash: plan.config_hash.clone(),
         reward_normaliser: plan.preference.is_some().then_some(normaliser),

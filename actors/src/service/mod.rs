@@ -59,6 +59,10 @@ pub struct GrpoPlan {
     pub steps: u64,
     /// Prompts per step.
     pub prompts_per_step: usize,
+    /// Dynamic sampling (DAPO): at most this many extra rounds per step replace groups whose
+    /// rewards are all equal with fresh prompts (0: off); the data cursor then advances by the
+    /// prompts each step consumed and is saved in every checkpoint.
+    pub dynamic_sampling: usize,
     /// The run's seed; step `s` samples with a seed derived from (seed, s).
     pub seed: u64,
     /// Where checkpoints go.
@@ -88,14 +92,22 @@ impl GrpoPlan {
     /// The prompts of step `step` (0-based): `prompts_per_step` from cursor `step × prompts_per_step`,
     /// wrapping around the pool.
     pub fn batch(&self, step: u64) -> Vec<StageProblem> {
-        let n = self.problems.len().max(1);
-        let start = (step as usize).wrapping_mul(self.prompts_per_step) % n;
-        self.problems
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(self.prompts_per_step)
-            .cloned()
+        self.take(
+            step.wrapping_mul(self.prompts_per_step as u64),
+            self.prompts_per_step,
+        )
+    }
+
+    /// `n` problems of the training stream from `cursor`, wrapping around the pool (none when the
+    /// pool is empty).
+    pub fn take(&self, cursor: u64, n: usize) -> Vec<StageProblem> {
+        let len = self.problems.len();
+        if len == 0 {
+            return Vec::new();
+        }
+        let start = (cursor % len as u64) as usize;
+        (0..n)
+            .map(|i| self.problems[(start + i) % len].clone())
             .collect()
     }
 
@@ -107,7 +119,8 @@ impl GrpoPlan {
         }
     }
 
-    /// Reasoning prompts consumed after `step` steps.
+    /// Prompts consumed after `step` steps without dynamic sampling (which consumes more; its
+    /// cursor is the director's).
     pub fn data_cursor(&self, step: u64) -> u64 {
         let per_step = self
             .preference

@@ -186,6 +186,7 @@ impl Handler<Load> for LearnerActor {
         let mut skipped = Vec::new();
         let mut resumed_from = None;
         let mut reward_normaliser = None;
+        let mut data_cursor = 0;
         for dir in &msg.checkpoints {
             match load_checkpoint(dir) {
                 Ok(checkpoint) if checkpoint.state.config_hash != msg.config_hash => {
@@ -196,6 +197,7 @@ impl Handler<Load> for LearnerActor {
                 }
                 Ok(checkpoint) => {
                     reward_normaliser = checkpoint.state.reward_normaliser.clone();
+                    data_cursor = checkpoint.state.data_cursor;
                     self.learner = Some(GrpoLearner::resume(checkpoint, self.config.clone()));
                     resumed_from = Some(dir.clone());
                     break;
@@ -213,6 +215,7 @@ impl Handler<Load> for LearnerActor {
             resumed_from,
             skipped,
             reward_normaliser,
+            data_cursor,
         })
     }
 }

@@ -453,6 +453,133 @@ impl<P> Batch<P> {
     }
 }
 
+/// The groups a step trains on, index-aligned: problems, encoded prompts, completions (grouped,
+/// `request` indexing `problems`), reward reports.
+pub struct StepBatch<P> {
+    /// One per group.
+    pub problems: Vec<P>,
+    /// Encoded prompt of each group.
+    pub prompts: Vec<Vec<u32>>,
+    /// Every completion, `group_size` per group, in group order.
+    pub completions: Vec<Completion>,
+    /// The reward report of each completion.
+    pub reports: Vec<RewardReport>,
+    /// What dynamic sampling did.
+    pub dynamic: DynamicSamplingStats,
+    /// Completion tokens sampled over every round (dropped groups included).
+    pub tokens_generated: usize,
+}
+
+/// Dynamic sampling (DAPO) as a state machine shared by the in-process step and the daemon's
+/// director: each round asks for [`DynamicSampling::want`] fresh prompts, and [`DynamicSampling::add`]
+/// keeps the groups whose rewards are not all equal (every group when `extra_rounds` is 0). After
+/// `extra_rounds` extra rounds, [`DynamicSampling::finish`] refills the batch to `prompts_per_step`
+/// with the earliest dropped groups.
+pub struct DynamicSampling<P> {
+    kept: Batch<P>,
+    dropped: Batch<P>,
+    dynamic: DynamicSamplingStats,
+    tokens_generated: usize,
+    prompts_per_step: usize,
+    extra_rounds: usize,
+    group_size: usize,
+    round: usize,
+}
+
+impl<P> DynamicSampling<P> {
+    /// A step of `prompts_per_step` groups of `group_size`, with up to `extra_rounds` resampling
+    /// rounds.
+    pub fn new(prompts_per_step: usize, extra_rounds: usize, group_size: usize) -> Self {
+        DynamicSampling {
+            kept: Batch::new(),
+            dropped: Batch::new(),
+            dynamic: DynamicSamplingStats::default(),
+            tokens_generated: 0,
+            prompts_per_step,
+            extra_rounds,
+            group_size: group_size.max(1),
+            round: 0,
+        }
+    }
+
+    /// The number of the next round (0 first): its sampling seed is `round_seed(seed, round)`.
+    pub fn round(&self) -> usize {
+        self.round
+    }
+
+    /// How many prompts the next round samples; 0 when the step has its groups or its rounds.
+    pub fn want(&self) -> usize {
+        if self.round > self.extra_rounds {
+            return 0;
+        }
+        self.prompts_per_step
+            .saturating_sub(self.kept.problems.len())
+    }
+
+    /// Adds a sampled and judged round: `problems` and, index-aligned, their encoded `prompts`,
+    /// `completions` (grouped, `request` indexing `problems`) and `reports`.
+    pub fn add(
+        &mut self,
+        problems: Vec<P>,
+        prompts: Vec<Vec<u32>>,
+        completions: Vec<Completion>,
+        reports: Vec<RewardReport>,
+    ) {
+        let g = self.group_size;
+        self.dynamic.rounds += 1;
+        self.dynamic.prompts_consumed += problems.len();
+        if self.round > 0 {
+            self.dynamic.resampled_groups += problems.len();
+        }
+        self.round += 1;
+        self.tokens_generated += completions.iter().map(|c| c.token_ids.len()).sum::<usize>();
+        let judged = Judged {
+            prompts,
+            completions,
+            reports,
+        };
+        let rewards: Vec<f64> = judged.reports.iter().map(|r| r.total as f64).collect();
+        let informative = informative_groups(&rewards, g);
+        for (i, problem) in problems.into_iter().enumerate() {
+            if self.extra_rounds == 0 || informative[i] {
+                self.kept.push(problem, &judged, i, g);
+            } else {
+                self.dynamic.dropped_groups += 1;
+                self.dropped.push(problem, &judged, i, g);
+            }
+        }
+    }
+
+    /// The groups to train on.
+    pub fn finish(mut self) -> Result<StepBatch<P>, StageError> {
+        let g = self.group_size;
+        if self.kept.problems.len() < self.prompts_per_step && !self.dropped.problems.is_empty() {
+            // Out of rounds: refill with the earliest dropped groups, so every step trains on the
+            // same number of groups (their advantages are 0; the KL term still applies).
+            let refill =
+                (self.prompts_per_step - self.kept.problems.len()).min(self.dropped.problems.len());
+            let mut head: Batch<P> = Batch::new();
+            head.problems = self.dropped.problems.drain(..refill).collect();
+            head.prompts = self.dropped.prompts.drain(..refill).collect();
+            head.completions = self.dropped.completions.drain(..refill * g).collect();
+            head.reports = self.dropped.reports.drain(..refill * g).collect();
+            self.dynamic.dropped_groups -= refill;
+            self.kept.append(head);
+        }
+        if self.kept.problems.is_empty() {
+            return Err(StageError::NoPrompts);
+        }
+        Ok(StepBatch {
+            problems: self.kept.problems,
+            prompts: self.kept.prompts,
+            completions: self.kept.completions,
+            reports: self.kept.reports,
+            dynamic: self.dynamic,
+            tokens_generated: self.tokens_generated,
+        })
+    }
+}
+
 /// One GRPO step: `prompts_per_step` prompts from `source`, each sampled
 /// `learner.config.group_size` times, judged, and learned from.
 ///
@@ -473,20 +600,11 @@ pub fn grpo_step_from<P: PromptProblem + Clone>(
     let g = learner.config.group_size;
     let sampling = sampling_for(ctx.settings, ctx.tokenizer);
     let mut phases = PhaseSeconds::default();
-    let mut dynamic = DynamicSamplingStats::default();
-    let mut kept: Batch<P> = Batch::new();
-    let mut dropped: Batch<P> = Batch::new();
-    let mut tokens_generated = 0;
-    for round in 0..=extra_rounds {
-        let want = prompts_per_step - kept.problems.len();
-        let problems = source(want);
+    let mut rounds = DynamicSampling::new(prompts_per_step, extra_rounds, g);
+    while rounds.want() > 0 {
+        let problems = source(rounds.want());
         if problems.is_empty() {
             break;
-        }
-        dynamic.rounds += 1;
-        dynamic.prompts_consumed += problems.len();
-        if round > 0 {
-            dynamic.resampled_groups += problems.len();
         }
         let judged = sample_and_judge(
             &learner.policy,
@@ -494,50 +612,23 @@ pub fn grpo_step_from<P: PromptProblem + Clone>(
             &problems,
             sampling.clone(),
             g,
-            round_seed(seed, round),
+            round_seed(seed, rounds.round()),
             &mut phases,
         )?;
-        tokens_generated += judged
-            .completions
-            .iter()
-            .map(|c| c.token_ids.len())
-            .sum::<usize>();
-        let rewards: Vec<f64> = judged.reports.iter().map(|r| r.total as f64).collect();
-        let informative = informative_groups(&rewards, g);
-        for (i, problem) in problems.into_iter().enumerate() {
-            if extra_rounds == 0 || informative[i] {
-                kept.push(problem, &judged, i, g);
-            } else {
-                dynamic.dropped_groups += 1;
-                dropped.push(problem, &judged, i, g);
-            }
-        }
-        if kept.problems.len() >= prompts_per_step {
-            break;
-        }
+        rounds.add(problems, judged.prompts, judged.completions, judged.reports);
     }
-    if kept.problems.len() < prompts_per_step && !dropped.problems.is_empty() {
-        // Out of rounds: refill with the earliest dropped groups, so every step trains on the
-        // same number of groups (their advantages are 0; the KL term still applies).
-        let refill = (prompts_per_step - kept.problems.len()).min(dropped.problems.len());
-        let mut head: Batch<P> = Batch::new();
-        head.problems = dropped.problems.drain(..refill).collect();
-        head.prompts = dropped.prompts.drain(..refill).collect();
-        head.completions = dropped.completions.drain(..refill * g).collect();
-        head.reports = dropped.reports.drain(..refill * g).collect();
-        dynamic.dropped_groups -= refill;
-        kept.append(head);
-    }
-    if kept.problems.is_empty() {
-        return Err(StageError::NoPrompts);
-    }
+    let batch = rounds.finish()?;
     let began = Instant::now();
-    let stats = learner.step(&rollouts(&kept.prompts, &kept.completions, &kept.reports))?;
+    let stats = learner.step(&rollouts(
+        &batch.prompts,
+        &batch.completions,
+        &batch.reports,
+    ))?;
     phases.learn = began.elapsed().as_secs_f64();
-    let mut report = step_report(stats, &kept.problems, &kept.completions, &kept.reports);
+    let mut report = step_report(stats, &batch.problems, &batch.completions, &batch.reports);
     report.phases = phases;
-    report.dynamic = dynamic;
-    report.tokens_generated = tokens_generated;
+    report.dynamic = batch.dynamic;
+    report.tokens_generated = batch.tokens_generated;
     Ok(report)
 }
 
