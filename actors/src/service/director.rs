@@ -9,9 +9,10 @@ use futures_util::future::join;
 
 use crate::judge::reward::{RewardItem, RewardReport, RewardRules};
 use crate::keeper::TrainerState;
+use crate::learner::Rollout;
 use crate::messages::{
-    DirectorStatus, Generate, GetStatus, Judge, Learn, Load, Pause, PhaseTimes, Resume, RunEvent,
-    RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage,
+    DirectorStatus, Generate, GetStatus, Judge, Learn, Learned, Load, Pause, PhaseTimes, Resume,
+    RunEvent, RunEventKind, RunState, SampleRecord, SaveCheckpoint, SavedCheckpoint, ScoreLanguage,
     ScoreResponses, SetBest, StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
 };
 use crate::stages::grpo::{
@@ -22,6 +23,7 @@ use crate::stages::preference::{
     combine_rewards, end_markers, model_items, preference_report, preference_rollouts,
     split_by_kind, RewardNormaliser,
 };
+use crate::stages::GrpoStepReport;
 
 use super::workers::{
     JudgeActor, KeeperActor, LangActor, LearnerActor, RewardModelActor, SamplerActor,
@@ -490,53 +492,26 @@ async fn step(
     }
     let kept = rounds.finish().map_err(|e| e.to_string())?;
 
-    let t = Instant::now();
     let batch_rollouts = rollouts(&kept.prompts, &kept.completions, &kept.reports);
-    let tokens_trained = batch_rollouts
-        .iter()
-        .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)
-        .sum();
-    let learned = workers
-        .learner
-        .send(Learn {
-            rollouts: batch_rollouts,
-        })
-        .await
-        .map_err(|e| format!("learner: {e}"))??;
-    workers.sampler.do_send(UpdateWeights(learned.weights));
-    phases.learn = t.elapsed().as_secs_f64();
-
+    let (learned, tokens_trained) = learn(&workers, batch_rollouts, &mut phases).await?;
+    let optimizer_step = learned.optimizer_step;
     let mut report = step_report(
         learned.stats,
         &kept.problems,
         &kept.completions,
         &kept.reports,
     );
-    report.phases = crate::stages::grpo::PhaseSeconds {
-        sample: phases.sample,
-        judge: phases.judge,
-        learn: phases.learn,
-    };
     report.dynamic = kept.dynamic.clone();
     report.tokens_generated = kept.tokens_generated;
-    let new_step = report.learner.step;
-    let checkpoint = if checkpoint_due || new_step >= plan.steps {
-        let t = Instant::now();
-        let saved = checkpoint(
-            plan.clone(),
-            workers,
-            new_step,
-            learned.optimizer_step,
-            best,
-            normaliser.clone(),
-            cursor,
-        )
-        .await?;
-        phases.checkpoint = t.elapsed().as_secs_f64();
-        Some(saved)
-    } else {
-        None
+    let saving = Saving {
+        due: checkpoint_due,
+        optimizer_step,
+        best,
+        normaliser: &normaliser,
+        cursor,
     };
+    let checkpoint = close_step(&plan, workers, &mut report, &mut phases, saving).await?;
+    let new_step = report.learner.step;
 
     let g = plan.learner.group_size.max(1);
     let samples = kept
@@ -570,7 +545,7 @@ async fn step(
         },
         samples,
         checkpoint,
-        optimizer_step: learned.optimizer_step,
+        optimizer_step,
         normaliser,
         cursor,
     })
@@ -668,46 +643,19 @@ async fn preference_step(
     )?;
     phases.judge = t.elapsed().as_secs_f64();
 
-    let t = Instant::now();
     let batch_rollouts = preference_rollouts(&batch.prompts, &completions, &combined.rewards);
-    let tokens_trained = batch_rollouts
-        .iter()
-        .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)
-        .sum();
-    let learned = workers
-        .learner
-        .send(Learn {
-            rollouts: batch_rollouts,
-        })
-        .await
-        .map_err(|e| format!("learner: {e}"))??;
-    workers.sampler.do_send(UpdateWeights(learned.weights));
-    phases.learn = t.elapsed().as_secs_f64();
-
+    let (learned, tokens_trained) = learn(&workers, batch_rollouts, &mut phases).await?;
+    let optimizer_step = learned.optimizer_step;
     let mut report = preference_report(learned.stats, &prompts, &completions, &reasoning, &rule);
-    report.phases = crate::stages::grpo::PhaseSeconds {
-        sample: phases.sample,
-        judge: phases.judge,
-        learn: phases.learn,
+    let saving = Saving {
+        due: checkpoint_due,
+        optimizer_step,
+        best,
+        normaliser: &normaliser,
+        cursor: plan.data_cursor(step + 1),
     };
+    let checkpoint = close_step(&plan, workers, &mut report, &mut phases, saving).await?;
     let new_step = report.learner.step;
-    let checkpoint = if checkpoint_due || new_step >= plan.steps {
-        let t = Instant::now();
-        let saved = checkpoint(
-            plan.clone(),
-            workers,
-            new_step,
-            learned.optimizer_step,
-            best,
-            normaliser.clone(),
-            plan.data_cursor(new_step),
-        )
-        .await?;
-        phases.checkpoint = t.elapsed().as_secs_f64();
-        Some(saved)
-    } else {
-        None
-    };
 
     // The first completion of each group, reasoning and general alike.
     let samples = (0..completions.len())
@@ -746,10 +694,76 @@ async fn preference_step(
         },
         samples,
         checkpoint,
-        optimizer_step: learned.optimizer_step,
+        optimizer_step,
         normaliser,
         cursor: plan.data_cursor(new_step),
     })
+}
+
+/// Sends the step's rollouts to the learner and its new weights to the sampler; returns the
+/// learner's reply and the tokens it trained on, timing the learn phase.
+async fn learn(
+    workers: &Workers,
+    rollouts: Vec<Rollout>,
+    phases: &mut PhaseTimes,
+) -> Result<(Learned, u64), String> {
+    let t = Instant::now();
+    let tokens_trained = rollouts
+        .iter()
+        .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)
+        .sum();
+    let learned = workers
+        .learner
+        .send(Learn { rollouts })
+        .await
+        .map_err(|e| format!("learner: {e}"))??;
+    workers
+        .sampler
+        .do_send(UpdateWeights(learned.weights.clone()));
+    phases.learn = t.elapsed().as_secs_f64();
+    Ok((learned, tokens_trained))
+}
+
+/// What a step's checkpoint, if one is due, holds besides the learner's state.
+struct Saving<'a> {
+    due: bool,
+    optimizer_step: u64,
+    best: Option<std::path::PathBuf>,
+    normaliser: &'a RewardNormaliser,
+    cursor: u64,
+}
+
+/// Ends a step: copies its phase times into the report and writes a checkpoint when one is due
+/// (every `checkpoint_every` steps and at the last step).
+async fn close_step(
+    plan: &Arc<GrpoPlan>,
+    workers: Workers,
+    report: &mut GrpoStepReport,
+    phases: &mut PhaseTimes,
+    saving: Saving<'_>,
+) -> Result<Option<SavedCheckpoint>, String> {
+    report.phases = crate::stages::grpo::PhaseSeconds {
+        sample: phases.sample,
+        judge: phases.judge,
+        learn: phases.learn,
+    };
+    let new_step = report.learner.step;
+    if !(saving.due || new_step >= plan.steps) {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let saved = checkpoint(
+        plan.clone(),
+        workers,
+        new_step,
+        saving.optimizer_step,
+        saving.best,
+        saving.normaliser.clone(),
+        saving.cursor,
+    )
+    .await?;
+    phases.checkpoint = t.elapsed().as_secs_f64();
+    Ok(Some(saved))
 }
 
 /// A checkpoint of the learner's current state at `step`.

@@ -18,11 +18,12 @@ use crate::data::DataSource;
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::keeper::{latest_good, TrainerState};
+use crate::keeper::TrainerState;
 use crate::learner::{GrpoLearner, LearnerConfig};
 use crate::stages::grpo::{grpo_step_from, StageSettings, StepContext};
 use crate::stages::job::{
-    stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec, StageEvent,
+    resume_point, stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec,
+    StageEvent,
 };
 use crate::stages::problem::StageProblem;
 
@@ -97,24 +98,8 @@ pub fn run_grpo(
             job.data.name()
         )));
     }
-    let root = job.run.checkpoint_root();
-    let (latest, skipped) = latest_good(&root)?;
-    for damaged in skipped {
-        progress(StageEvent::Note {
-            message: format!("skipping {damaged}"),
-        });
-    }
-    let (mut learner, mut cursor) = match latest {
+    let (mut learner, mut cursor) = match resume_point(&job.run, progress)? {
         Some(checkpoint) => {
-            if checkpoint.state.config_hash != job.run.config_hash {
-                return Err(RunError::Invalid(format!(
-                    "the checkpoints in {} were written under a different config; use a new output_dir",
-                    root.display()
-                )));
-            }
-            progress(StageEvent::Resumed {
-                step: checkpoint.state.step,
-            });
             let cursor = checkpoint.state.data_cursor;
             (GrpoLearner::resume(checkpoint, job.learner.clone()), cursor)
         }

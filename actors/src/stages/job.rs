@@ -17,7 +17,9 @@ use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::AdamW;
 
 use crate::data::DataError;
-use crate::keeper::{checkpoint_dir, prune, save_checkpoint, CheckpointError, TrainerState};
+use crate::keeper::{
+    checkpoint_dir, latest_good, prune, save_checkpoint, Checkpoint, CheckpointError, TrainerState,
+};
 use crate::learner::{LearnerError, SftStepStats};
 use crate::stages::grpo::{GrpoStepReport, StageError, StageEval};
 
@@ -225,6 +227,35 @@ pub fn create_dir(dir: &Path) -> Result<(), RunError> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+/// The checkpoint a stage with steps resumes from: the newest under the run's checkpoint folder
+/// whose checksums verify (damaged ones are reported as notes and skipped), refused if it was
+/// written under another config; reported as `Resumed`. `None`: start from the model.
+pub(crate) fn resume_point(
+    run: &RunSpec,
+    progress: &mut dyn FnMut(StageEvent),
+) -> Result<Option<Checkpoint>, RunError> {
+    let root = run.checkpoint_root();
+    let (latest, skipped) = latest_good(&root)?;
+    for damaged in skipped {
+        progress(StageEvent::Note {
+            message: format!("skipping {damaged}"),
+        });
+    }
+    let Some(checkpoint) = latest else {
+        return Ok(None);
+    };
+    if checkpoint.state.config_hash != run.config_hash {
+        return Err(RunError::Invalid(format!(
+            "the checkpoints in {} were written under a different config; use a new output_dir",
+            root.display()
+        )));
+    }
+    progress(StageEvent::Resumed {
+        step: checkpoint.state.step,
+    });
+    Ok(Some(checkpoint))
 }
 
 /// Writes a checkpoint at `state.step` under the run's checkpoint folder, prunes old ones and

@@ -21,13 +21,14 @@ use crate::data::{load_prompts, DataSource};
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::keeper::{latest_good, TrainerState};
+use crate::keeper::TrainerState;
 use crate::learner::{GrpoLearner, LearnerConfig};
 use crate::reward_model::RewardModelScorer;
 use crate::stages::grpo::StageSettings;
 use crate::stages::grpo_stage::{GrpoLoopConfig, GrpoRunReport};
 use crate::stages::job::{
-    stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec, StageEvent,
+    resume_point, stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec,
+    StageEvent,
 };
 use crate::stages::preference::{
     preference_step, step_prompts, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
@@ -203,24 +204,8 @@ pub fn run_preference(
     let scorer_refs: Vec<&dyn ResponseScorer> =
         scorers.iter().map(|s| s as &dyn ResponseScorer).collect();
 
-    let root = job.run.checkpoint_root();
-    let (latest, skipped) = latest_good(&root)?;
-    for damaged in skipped {
-        progress(StageEvent::Note {
-            message: format!("skipping {damaged}"),
-        });
-    }
-    let (mut learner, mut normaliser) = match latest {
+    let (mut learner, mut normaliser) = match resume_point(&job.run, progress)? {
         Some(checkpoint) => {
-            if checkpoint.state.config_hash != job.run.config_hash {
-                return Err(RunError::Invalid(format!(
-                    "the checkpoints in {} were written under a different config; use a new output_dir",
-                    root.display()
-                )));
-            }
-            progress(StageEvent::Resumed {
-                step: checkpoint.state.step,
-            });
             let normaliser = checkpoint
                 .state
                 .reward_normaliser

@@ -7,7 +7,6 @@
 //! of epoch `s / steps_per_epoch`, whose order is a shuffle seeded by (seed, epoch): the data
 //! position follows from the step alone, so a resumed run sees exactly the batches it would have.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -21,11 +20,12 @@ use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::{AdamWConfig, LrSchedule};
 
-use crate::data::DataError;
-use crate::keeper::{latest_good, TrainerState};
+use crate::data::{read_records, DataError};
+use crate::keeper::TrainerState;
 use crate::learner::{SftExample, SftTrainer};
 use crate::stages::job::{
-    stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec, StageEvent,
+    resume_point, stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec,
+    StageEvent,
 };
 
 /// The SFT stage's settings (the job config's `[sft]` table).
@@ -128,38 +128,23 @@ pub struct SftRunReport {
     pub final_model: Option<PathBuf>,
 }
 
-/// Reads a JSONL SFT set and tokenizes it: prompt through the template (not learned), response
-/// plus end-of-turn (learned). Errors name the file and line.
+/// Reads an SFT set (JSONL, or Parquet for a `.parquet` file) and tokenizes it: prompt through the
+/// template (not learned), response plus end-of-turn (learned). Errors name the file and the line
+/// or row; a set with no examples is an error.
 pub fn load_sft_set(
     path: &Path,
     config: &SftConfig,
     template: &PromptTemplate,
     tokenizer: &Tokenizer,
 ) -> Result<Vec<SftExample>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut examples = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let bad = |message: String| DataError::Line {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message,
-        };
-        let text = line.map_err(|e| bad(e.to_string()))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let field = |key: &str| -> Result<String, DataError> {
-            match key.split('.').try_fold(&value, |v, k| v.get(k)) {
+    read_records(path, "examples", |value, _| {
+        let field = |key: &str| -> Result<String, String> {
+            match key.split('.').try_fold(value, |v, k| v.get(k)) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(other) if !other.is_null() => Err(bad(format!(
-                    "`{key}` must be a non-empty string, found {other}"
-                ))),
-                _ => Err(bad(format!("no `{key}` field"))),
+                Some(other) if !other.is_null() => {
+                    Err(format!("`{key}` must be a non-empty string, found {other}"))
+                }
+                _ => Err(format!("no `{key}` field")),
             }
         };
         let prompt = field(&config.prompt_key)?;
@@ -172,17 +157,16 @@ pub fn load_sft_set(
         let prompt_ids = template
             .render_prompt(&prompt)
             .encode(tokenizer)
-            .map_err(|e| bad(format!("tokenizing the prompt: {e}")))?;
+            .map_err(|e| format!("tokenizing the prompt: {e}"))?;
         let response_ids = tokenizer
             .encode(&response, false)
-            .map_err(|e| bad(format!("tokenizing the response: {e}")))?;
+            .map_err(|e| format!("tokenizing the response: {e}"))?;
         let mut loss_mask = vec![0.0; prompt_ids.len()];
         loss_mask.extend(std::iter::repeat_n(1.0, response_ids.len()));
         let mut ids = prompt_ids;
         ids.extend(response_ids);
-        examples.push(SftExample { ids, loss_mask });
-    }
-    Ok(examples)
+        Ok(SftExample { ids, loss_mask })
+    })
 }
 
 /// The example order of `epoch`: a shuffle seeded by (seed, epoch).
@@ -242,24 +226,8 @@ pub fn run_sft(
         weight_decay: cfg.weight_decay,
         ..AdamWConfig::default()
     };
-    let root = job.run.checkpoint_root();
-    let (latest, skipped) = latest_good(&root)?;
-    for damaged in skipped {
-        progress(StageEvent::Note {
-            message: format!("skipping {damaged}"),
-        });
-    }
-    let mut trainer = match latest {
+    let mut trainer = match resume_point(&job.run, progress)? {
         Some(checkpoint) => {
-            if checkpoint.state.config_hash != job.run.config_hash {
-                return Err(RunError::Invalid(format!(
-                    "the checkpoints in {} were written under a different config; use a new output_dir",
-                    root.display()
-                )));
-            }
-            progress(StageEvent::Resumed {
-                step: checkpoint.state.step,
-            });
             let mut trainer = SftTrainer::new(checkpoint.model, adamw, schedule, cfg.max_grad_norm);
             trainer.optimizer = checkpoint.optimizer;
             trainer.optimizer.config = adamw;
