@@ -19,11 +19,8 @@ use r1_actors::messages::{
     Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, SetBest, StepRecord, Stop,
     Suspend,
 };
-use r1_actors::reward_model::RewardModelScorer;
 use r1_actors::service::{Director, GrpoPlan, PreferencePlan};
-use r1_actors::stages::preference::{PreferenceSettings, RewardModelUse};
-use r1_actors::stages::preference_stage::split_prompts;
-use r1_actors::stages::{evaluate, GrpoLoopConfig, StageProblem, StageSettings};
+use r1_actors::stages::{evaluate, RewardModelSpec, StageProblem, StageSettings};
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
@@ -157,59 +154,44 @@ impl Job {
             samples_per_step: SAMPLES_PER_STEP,
             // Started by the first code item; built-in tasks and math sets never start it.
             sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
-            preference: self.preference_plan(&grpo)?.map(Arc::new),
+            preference: self.preference_plan()?.map(Arc::new),
         })
     }
 
     /// A preference run's reward models (loaded) and general prompts; `None` for other stages.
     /// Errors name the key under `[preference]` and the file or directory.
-    fn preference_plan(&self, grpo: &GrpoLoopConfig) -> Result<Option<PreferencePlan>, String> {
-        let Some(p) = self.config.preference.as_ref() else {
-            return Ok(None);
-        };
+    fn preference_plan(&self) -> Result<Option<PreferencePlan>, String> {
         if self.config.run.stage != Stage::Preference {
             return Ok(None);
         }
-        let (n_reasoning, n_general) = split_prompts(grpo.prompts_per_step, p.general_share);
+        let run = self.config.run_spec(String::new(), None);
+        let Some(job) = self.config.preference_job(run) else {
+            return Ok(None);
+        };
+        let settings = job.settings();
+        settings
+            .validate()
+            .map_err(|e| format!("preference: {e}"))?;
+        let (n_reasoning, n_general) = job.split();
         let general = if n_general > 0 {
-            load_prompts(&self.resolve(&p.general_prompts), &p.general_prompt_field)
+            load_prompts(&self.resolve(&job.general.path), &job.general.field)
                 .map_err(|e| format!("preference.general_prompts: {e}"))?
         } else {
             Vec::new()
         };
-        let scorers = p
+        let scorers = job
             .reward_models
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let dir = self.resolve(&m.path);
-                RewardModelScorer::load(&dir, m.tokenizer.as_deref(), m.max_batch, m.max_tokens)
-                    .map_err(|e| {
-                        format!(
-                            "preference.reward_models[{i}] ({}): {}: {e}",
-                            m.name,
-                            dir.display()
-                        )
-                    })
+                let spec = RewardModelSpec {
+                    path: self.resolve(&m.path),
+                    ..m.clone()
+                };
+                spec.load()
+                    .map_err(|e| format!("preference.reward_models[{i}]: {e}"))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let settings = PreferenceSettings {
-            stage: self.settings(),
-            reward_models: p
-                .reward_models
-                .iter()
-                .map(|m| RewardModelUse {
-                    name: m.name.clone(),
-                    view: m.view,
-                    weight: m.weight,
-                })
-                .collect(),
-            normalisation: p.normalisation,
-            preference_from_step: p.preference_from_step,
-        };
-        settings
-            .validate()
-            .map_err(|e| format!("preference: {e}"))?;
         Ok(Some(PreferencePlan {
             settings,
             scorers: Arc::new(scorers),

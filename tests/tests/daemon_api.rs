@@ -455,7 +455,7 @@ fn r1d_runs_the_preference_stage_with_its_reward_models_and_refuses_bad_ones_cle
     let message = body["error"]["message"].as_str().unwrap();
     assert_eq!(status, 400);
     assert!(
-        message.contains("preference.reward_models[0] (helpful)")
+        message.contains("preference.reward_models[0]: reward model `helpful`")
             && message.contains("/nowhere/helpful"),
         "{message}"
     );
