@@ -297,11 +297,17 @@ impl Hub {
         resume_from.reverse();
         let best = self.best_checkpoint(&info.id);
         let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
-        self.sandboxes.insert(info.id.clone(), plan.sandbox.clone());
-        self.loading.insert(info.id.clone());
-        let director = Director::new(plan, ctx.address().recipient()).start();
-        self.directors.insert(info.id.clone(), director);
+        self.start_director(plan, ctx);
         Ok(())
+    }
+
+    /// Starts the director of `plan` (a new run, or one being resumed).
+    fn start_director(&mut self, plan: GrpoPlan, ctx: &mut Context<Self>) {
+        let id = plan.run.clone();
+        self.sandboxes.insert(id.clone(), plan.sandbox.clone());
+        self.loading.insert(id.clone());
+        let director = Director::new(plan, ctx.address().recipient()).start();
+        self.directors.insert(id, director);
     }
 
     /// The recorded checkpoint with the highest evaluated pass@1 (the later one on a tie).
@@ -416,7 +422,9 @@ impl Handler<StartRun> for Hub {
             )));
         }
         // Everything that can be wrong with the job is found before it gets an id.
-        job.plan("check", &self.state_dir.join("check"), Vec::new(), None)
+        // The plan (reward models loaded, prompts read) is built once, then given the run's id.
+        let mut plan = job
+            .plan("check", &self.state_dir.join("check"), Vec::new(), None)
             .map_err(|e| ApiError::BadRequest(format!("{}: {e}", msg.source)))?;
         let id = self.store.next_run_id().map_err(store_err)?;
         let grpo = job.config.grpo.as_ref().expect("parse checked [grpo]");
@@ -441,7 +449,9 @@ impl Handler<StartRun> for Hub {
         };
         self.store.put_run(&info).map_err(store_err)?;
         self.metrics.set_run_state(&id, "queued");
-        self.launch(&info, ctx).map_err(ApiError::BadRequest)?;
+        plan.run = id.clone();
+        plan.checkpoint_root = info.output_dir.join("checkpoints");
+        self.start_director(plan, ctx);
         Ok(info)
     }
 }

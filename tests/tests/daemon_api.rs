@@ -599,3 +599,51 @@ fn r1d_with_dynamic_sampling_ends_with_the_weights_r1ctl_train_reaches() {
         "r1d and r1ctl train took different steps"
     );
 }
+
+#[test]
+fn a_preference_run_stopped_by_sigterm_resumes_to_the_weights_r1ctl_train_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = preference_job_config(dir.path(), 6, 2);
+    let state = dir.path().join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(120), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
+    let (status, _) = d.terminate();
+    assert!(status.success(), "r1d exited with {status}");
+
+    // The next daemon resumes the run (weights, optimizer, the reward normaliser's moments).
+    let d = Daemon::start(&state);
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(done["step"], 6);
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resumed from"),
+        "{done}"
+    );
+    let out = std::process::Command::new(common::bin("r1ctl"))
+        .arg("train")
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let last = checkpoints.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["step"], 6);
+    let daemon =
+        r1_actors::keeper::load_checkpoint(std::path::Path::new(last["path"].as_str().unwrap()))
+            .unwrap();
+    let in_process = r1_kernels::model::load_model_dir(&dir.path().join("runs/e2e/final")).unwrap();
+    assert!(
+        daemon.model.params == in_process.params,
+        "the interrupted r1d run and r1ctl train ended with different weights"
+    );
+}
