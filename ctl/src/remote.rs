@@ -194,6 +194,10 @@ pub enum Remote {
         /// The job config (TOML); relative paths in it are resolved against the current folder,
         /// as `r1ctl train` does.
         config: PathBuf,
+        /// While another run is active, queue this one behind it (it starts when the runs
+        /// before it have ended) instead of failing.
+        #[arg(long)]
+        queue: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -357,7 +361,7 @@ fn show_run(r: &RunInfo, output: Output) {
     }
 }
 
-fn start(config: &Path, conn: &Conn) -> Result<i32, CallError> {
+fn start(config: &Path, queue: bool, conn: &Conn) -> Result<i32, CallError> {
     let text = std::fs::read_to_string(config)
         .map_err(|e| CallError::Other(format!("reading {}: {e}", config.display())))?;
     // Relative paths in a config mean what they mean to `r1ctl train` run here: from this folder.
@@ -369,16 +373,24 @@ fn start(config: &Path, conn: &Conn) -> Result<i32, CallError> {
             config_toml: text,
             source: config.display().to_string(),
             base_dir,
+            queue,
         },
     )?;
     if conn.output == Output::Json {
         print_json(&info);
     } else {
         println!("{}", info.id);
-        eprintln!(
-            "r1ctl: started {} ({}); follow it with `r1ctl watch {}`",
-            info.id, info.name, info.id
-        );
+        if info.state == r1_daemon::api::RunState::Queued {
+            eprintln!(
+                "r1ctl: queued {} ({}); it starts when the runs before it have ended",
+                info.id, info.name
+            );
+        } else {
+            eprintln!(
+                "r1ctl: started {} ({}); follow it with `r1ctl watch {}`",
+                info.id, info.name, info.id
+            );
+        }
     }
     Ok(0)
 }
@@ -438,7 +450,11 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
 
 fn call(command: Remote) -> Result<i32, CallError> {
     match command {
-        Remote::Start { config, conn } => start(&config, &conn),
+        Remote::Start {
+            config,
+            queue,
+            conn,
+        } => start(&config, queue, &conn),
         Remote::Status { run, conn } => {
             let client = Client::new(&conn)?;
             let id = match run {

@@ -3,7 +3,8 @@
 //! Routes (all but `/healthz` need `Authorization: Bearer <token>`):
 //! - `GET /healthz` → `{"status":"ok","version":…}`
 //! - `GET /metrics` → Prometheus text
-//! - `POST /v1/runs` [`StartRequest`] → 201 [`RunInfo`]; 409 while another run is active
+//! - `POST /v1/runs` [`StartRequest`] → 201 [`RunInfo`]; 409 while another run is active, unless
+//!   `queue` is set: the run is then `queued` and starts when the runs before it have ended
 //! - `GET /v1/runs` → `[RunInfo]`; `GET /v1/runs/{id}` → [`RunInfo`]
 //! - `POST /v1/runs/{id}/pause|resume|stop` → [`RunInfo`]; 409 when the state does not allow it
 //! - `GET /v1/runs/{id}/steps?after=N&limit=M` → `[StepRecord]`
@@ -37,6 +38,10 @@ pub struct StartRequest {
     /// working directory); the daemon's working directory when absent.
     #[serde(default)]
     pub base_dir: Option<PathBuf>,
+    /// Queue the run behind the active one instead of refusing it (runs start one at a time, in
+    /// the order they were queued).
+    #[serde(default)]
+    pub queue: bool,
 }
 
 fn default_source() -> String {

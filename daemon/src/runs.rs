@@ -212,6 +212,8 @@ pub struct StartRun {
     pub source: String,
     /// Where its relative paths point.
     pub base_dir: PathBuf,
+    /// Queue it behind the active run instead of refusing it.
+    pub queue: bool,
 }
 
 /// What a client asks of a run.
@@ -301,6 +303,42 @@ impl Hub {
         Ok(())
     }
 
+    /// When no run is active, launches the oldest queued run (one that cannot be launched any
+    /// more — its model gone, say — fails with the reason, and the next is tried).
+    fn start_next_queued(&mut self, ctx: &mut Context<Self>) {
+        if !self.directors.is_empty() {
+            return;
+        }
+        let mut queued: Vec<RunInfo> = match self.store.runs() {
+            Ok(runs) => runs
+                .into_iter()
+                .filter(|r| r.state == RunState::Queued)
+                .collect(),
+            Err(e) => {
+                tracing::error!("reading runs: {e}");
+                return;
+            }
+        };
+        queued.sort_by(|a, b| {
+            a.created_unix
+                .total_cmp(&b.created_unix)
+                .then(a.id.cmp(&b.id))
+        });
+        for info in queued {
+            tracing::info!(run = %info.id, "starting queued run");
+            match self.launch(&info, ctx) {
+                Ok(()) => return,
+                Err(message) => {
+                    self.update(&info.id, |i| {
+                        i.state = RunState::Failed;
+                        i.message = Some(format!("starting: {message}"));
+                    });
+                    self.metrics.set_run_state(&info.id, "failed");
+                }
+            }
+        }
+    }
+
     /// Starts the director of `plan` (a new run, or one being resumed).
     fn start_director(&mut self, plan: GrpoPlan, ctx: &mut Context<Self>) {
         let id = plan.run.clone();
@@ -375,7 +413,7 @@ impl Actor for Hub {
         };
         for info in runs {
             self.metrics.set_run_state(&info.id, info.state.name());
-            if info.state.is_final() {
+            if info.state.is_final() || info.state == RunState::Queued {
                 continue;
             }
             tracing::info!(run = %info.id, state = info.state.name(), "resuming");
@@ -397,6 +435,7 @@ impl Actor for Hub {
                 }
             }
         }
+        self.start_next_queued(ctx);
     }
 }
 
@@ -406,22 +445,21 @@ impl Handler<StartRun> for Hub {
     fn handle(&mut self, msg: StartRun, ctx: &mut Context<Self>) -> Self::Result {
         let job = Job::parse(&msg.config_toml, &msg.source, &msg.base_dir)?;
         let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
-        if let Some(busy) = self
+        let busy = self
             .store
             .runs()
             .map_err(store_err)?
             .into_iter()
-            .find(|r| !r.state.is_final())
-        {
+            .find(|r| !r.state.is_final());
+        if let (Some(busy), false) = (&busy, msg.queue) {
             return Err(ApiError::Conflict(format!(
-                "run {} is {} and this machine runs one run at a time; stop it (r1ctl stop {}) \
-                 or wait for it to finish",
+                "run {} is {} and this machine runs one run at a time; stop it (r1ctl stop {}), \
+                 wait for it to finish, or queue this one behind it (r1ctl start --queue)",
                 busy.id,
                 busy.state.name(),
                 busy.id
             )));
         }
-        // Everything that can be wrong with the job is found before it gets an id.
         // The plan (reward models loaded, prompts read) is built once, then given the run's id.
         let mut plan = job
             .plan("check", &self.state_dir.join("check"), Vec::new(), None)
@@ -449,6 +487,10 @@ impl Handler<StartRun> for Hub {
         };
         self.store.put_run(&info).map_err(store_err)?;
         self.metrics.set_run_state(&id, "queued");
+        if busy.is_some() {
+            // Queued: checked now, launched (and its plan built again) when its turn comes.
+            return Ok(info);
+        }
         plan.run = id.clone();
         plan.checkpoint_root = info.output_dir.join("checkpoints");
         self.start_director(plan, ctx);
@@ -465,6 +507,22 @@ impl Handler<ControlRun> for Hub {
             .run(&msg.id)
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)))?;
+        if info.state == RunState::Queued && !self.directors.contains_key(&msg.id) {
+            // Not started yet: stopping it takes it out of the queue; nothing else applies.
+            if msg.action != Control::Stop {
+                return Err(ApiError::Conflict(format!(
+                    "run {} is queued: it can only be stopped (taken out of the queue)",
+                    msg.id
+                )));
+            }
+            self.metrics.set_run_state(&msg.id, "stopped");
+            return self
+                .update(&msg.id, |i| {
+                    i.state = RunState::Stopped;
+                    i.message = Some("taken out of the queue before it started".into());
+                })
+                .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)));
+        }
         let Some(director) = self.directors.get(&msg.id) else {
             return Err(ApiError::Conflict(format!(
                 "run {} is {}",
@@ -542,7 +600,7 @@ impl Handler<LiveRuns> for Hub {
 impl Handler<RunEvent> for Hub {
     type Result = ();
 
-    fn handle(&mut self, event: RunEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, event: RunEvent, ctx: &mut Context<Self>) {
         let id = event.run;
         match event.kind {
             RunEventKind::State {
@@ -577,6 +635,9 @@ impl Handler<RunEvent> for Hub {
                         info.message = message;
                     }
                 });
+                if state.is_final() {
+                    self.start_next_queued(ctx);
+                }
             }
             RunEventKind::Step(record, samples) => {
                 if let Err(e) = self.store.put_step(&id, &record, &samples) {

@@ -165,6 +165,7 @@ async fn start_run(
             config_toml: body.config_toml,
             source: body.source,
             base_dir,
+            queue: body.queue,
         })
         .await
         .map_err(mailbox)??;

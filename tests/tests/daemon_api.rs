@@ -647,3 +647,101 @@ fn a_preference_run_stopped_by_sigterm_resumes_to_the_weights_r1ctl_train_reache
         "the interrupted r1d run and r1ctl train ended with different weights"
     );
 }
+
+#[test]
+fn runs_queued_behind_the_active_one_start_in_order_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 8, 4);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start(&state);
+    let first = d.start_run(&config);
+
+    // Without --queue a second run is refused and the message says how to queue it.
+    let refused = d
+        .post("/v1/runs", &json!({"config_toml": text}))
+        .unwrap_err();
+    let message = refused.1["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(refused.0, 409);
+    assert!(message.contains("--queue"), "{message}");
+    // A bad config is refused even when queued: it is checked now, not when its turn comes.
+    let bad = d
+        .post(
+            "/v1/runs",
+            &json!({"config_toml": text.replace("arithmetic", "nosuchtask"), "queue": true}),
+        )
+        .unwrap_err();
+    assert_eq!(bad.0, 400, "{}", bad.1);
+
+    let queue = |d: &Daemon| {
+        let out = d.r1ctl(&["start".as_ref(), "--queue".as_ref(), config.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("queued"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let second = queue(&d);
+    let third = queue(&d);
+    let fourth = queue(&d);
+    assert_eq!(d.run(&second)["state"], "queued");
+    // A queued run can be taken out of the queue, not paused.
+    assert_eq!(
+        code(
+            d.post(&format!("/v1/runs/{third}/pause"), &json!({}))
+                .unwrap_err()
+        ),
+        (409, "conflict".into())
+    );
+    let out = d.r1ctl(&["stop".as_ref(), third.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.run(&third)["state"], "stopped");
+
+    // A restart while the first runs: it resumes, the queue keeps its order.
+    d.wait_for(&first, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(2)
+    });
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    let d = Daemon::start(&state);
+    assert_eq!(d.run(&second)["state"], "queued");
+    d.wait_for(&first, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    d.wait_for(&second, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    let last = d.wait_for(&fourth, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    assert_eq!(last["step"], 8);
+    assert_eq!(
+        d.run(&third)["step"],
+        0,
+        "a run taken out of the queue never ran"
+    );
+    // They ran one after another: each started after the one before it finished.
+    let finished = |id: &str| d.run(id)["updated_unix"].as_f64().unwrap();
+    let created_steps = |id: &str| {
+        d.get(&format!("/v1/runs/{id}/steps"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (
+            created_steps(&first),
+            created_steps(&second),
+            created_steps(&fourth)
+        ),
+        (8, 8, 8)
+    );
+    assert!(finished(&first) <= finished(&second) && finished(&second) <= finished(&fourth));
+}
