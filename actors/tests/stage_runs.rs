@@ -761,3 +761,95 @@ fn the_preference_stage_names_a_missing_reward_model_and_a_bad_prompt_line() {
     );
     assert!(!root.join("out").join("checkpoints").exists());
 }
+
+#[test]
+fn a_stopped_or_killed_rejection_run_continues_to_the_set_an_uninterrupted_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = model_dir(dir.path(), "base", 3);
+    let never = AtomicBool::new(false);
+    // A teacher that has memorised "7?" → 7, so some samples are kept.
+    let teacher = run_sft(
+        &sft_job(dir.path(), &base, "teacher", None),
+        &mut |_| {},
+        &never,
+    )
+    .unwrap()
+    .final_model
+    .unwrap();
+    let data = dir.path().join("q.jsonl");
+    let lines: String = (0..6)
+        .map(|i| format!("{{\"prompt\": \"7?\", \"answer\": \"{}\"}}\n", 7 + i % 2))
+        .collect();
+    std::fs::write(&data, lines).unwrap();
+    let job = |out: &str| RejectionJob {
+        run: run_spec(&dir.path().join(out), None),
+        model: spec(&teacher),
+        data: DataSource::Jsonl {
+            path: data.clone(),
+            fields: FieldMap::default(),
+        },
+        sampling: SamplingParams {
+            temperature: 0.3,
+            max_new_tokens: 40,
+            ..SamplingParams::default()
+        },
+        rules: Default::default(),
+        rejection: RejectionConfig {
+            samples_per_prompt: 3,
+            keep_per_prompt: 2,
+            prompts_per_batch: 2,
+            ..RejectionConfig::default()
+        },
+    };
+    let read =
+        |r: &r1_actors::stages::RejectionRunReport| std::fs::read_to_string(&r.output).unwrap();
+    let whole = run_rejection(&job("whole"), &mut |_| {}, &never).unwrap();
+    assert!(!whole.stopped);
+    assert_eq!(whole.prompts, 6);
+    assert!(whole.summary.kept >= 2, "{:?}", whole.summary);
+
+    // Stopped after the first batch, then started again: the same set and summary.
+    for (out, crash) in [("split", false), ("crash", true)] {
+        let stop = AtomicBool::new(false);
+        let first = run_rejection(
+            &job(out),
+            &mut |e| {
+                if matches!(e, StageEvent::Sampled { .. }) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            },
+            &stop,
+        )
+        .unwrap();
+        assert!(first.stopped);
+        assert_eq!(first.prompts, 2);
+        if crash {
+            // A batch's records appended but its summary never written: the extra line is
+            // dropped and the batch sampled again.
+            let mut text = read(&first);
+            text.push_str(read(&whole).lines().last().unwrap());
+            text.push('\n');
+            std::fs::write(&first.output, text).unwrap();
+        }
+        let mut notes = Vec::new();
+        let second = run_rejection(
+            &job(out),
+            &mut |e| {
+                if let StageEvent::Note { message } = e {
+                    notes.push(message);
+                }
+            },
+            &never,
+        )
+        .unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("resuming after 2 of 6 prompts")),
+            "{notes:?}"
+        );
+        assert!(!second.stopped);
+        assert_eq!(second.summary, whole.summary);
+        assert_eq!(read(&second), read(&whole));
+    }
+}

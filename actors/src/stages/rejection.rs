@@ -254,6 +254,22 @@ pub fn write_sft_set(path: &Path, records: &[SftRecord]) -> std::io::Result<()> 
     std::fs::rename(&tmp, path)
 }
 
+/// Appends records to a JSONL set, flushed and fsynced before returning.
+pub fn append_sft_records(path: &Path, records: &[SftRecord]) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?,
+    );
+    for r in records {
+        serde_json::to_writer(&mut file, r)?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    file.get_ref().sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,18 @@
 //! SFT set with provenance (checkpoint, dataset, line, sample), plus a summary JSON beside it.
 //!
 //! Prompts are processed in batches of `prompts_per_batch`; batch `b` samples with the seed
-//! (seed, b), so the set is the same however the work is split. The stop flag is checked between
-//! batches; a stopped run writes the records it has and says so.
+//! (seed, b), so the set is the same however the work is split. After every batch its kept
+//! records are appended to the set (flushed and fsynced) and the summary is rewritten (temp file,
+//! rename) with the prompts done and `stopped: true`; the last batch writes `stopped: false`. The
+//! stop flag is checked between batches.
+//!
+//! Resume: a run whose summary says `stopped` under the same config hash continues after the
+//! prompts it had done, keeping the first `summary.kept` records of the set (a record appended
+//! by a batch whose summary was never written — a crash between the two — is dropped and
+//! sampled again), so a stopped or killed run started again writes the same set as one that never
+//! stopped. A finished set, or one written under another config, is written anew.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +33,8 @@ use crate::stages::grpo::{
 use crate::stages::job::{stop_requested, write_json, ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::problem::{PromptProblem, StageProblem};
 use crate::stages::rejection::{
-    select, write_sft_set, Candidate, ReadabilityFilter, RejectionSummary, SftRecord,
+    append_sft_records, select, write_sft_set, Candidate, ReadabilityFilter, RejectionSummary,
+    SftRecord,
 };
 
 /// The rejection stage's settings (the job config's `[rejection]` table).
@@ -115,6 +124,9 @@ pub struct RejectionRunReport {
     pub stopped: bool,
     /// The JSONL SFT set.
     pub output: PathBuf,
+    /// Hash of the job config that wrote it (a stopped set is continued only under the same).
+    #[serde(default)]
+    pub config_hash: String,
 }
 
 /// Runs the rejection stage; see the module doc.
@@ -145,17 +157,47 @@ pub fn run_rejection(
     let sandbox = CodeSandbox::lazy(SandboxConfig::default());
     let checkpoint = job.model.path.display().to_string();
     let dataset = job.data.name();
-    let mut records: Vec<SftRecord> = Vec::new();
-    let mut report = RejectionRunReport {
-        summary: RejectionSummary::default(),
-        prompts: 0,
-        prompts_planned: problems.len(),
-        stopped: false,
-        output: output.clone(),
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
     };
-    for (b, batch) in problems.chunks(cfg.prompts_per_batch).enumerate() {
+    if let Some(parent) = output.parent() {
+        crate::stages::job::create_dir(parent)?;
+    }
+    let mut report = match resumable(&output, &job.run.config_hash, problems.len())? {
+        Some((report, records)) => {
+            progress(StageEvent::Note {
+                message: format!(
+                    "resuming after {} of {} prompts ({} samples kept) in {}",
+                    report.prompts,
+                    report.prompts_planned,
+                    records.len(),
+                    output.display()
+                ),
+            });
+            write_sft_set(&output, &records).map_err(io(&output))?;
+            report
+        }
+        None => {
+            write_sft_set(&output, &[]).map_err(io(&output))?;
+            RejectionRunReport {
+                summary: RejectionSummary::default(),
+                prompts: 0,
+                prompts_planned: problems.len(),
+                stopped: true,
+                output: output.clone(),
+                config_hash: job.run.config_hash.clone(),
+            }
+        }
+    };
+    let per_batch = cfg.prompts_per_batch;
+    let mut stopped = false;
+    for (b, batch) in problems.chunks(per_batch).enumerate() {
+        if b * per_batch < report.prompts {
+            continue;
+        }
         if stop_requested(stop) {
-            report.stopped = true;
+            stopped = true;
             break;
         }
         let candidates = sample_candidates(
@@ -174,24 +216,68 @@ pub fn run_rejection(
             &checkpoint,
             &dataset,
         );
-        records.extend(kept);
+        append_sft_records(&output, &kept).map_err(io(&output))?;
         report.summary.merge(&summary);
         report.prompts += batch.len();
+        write_json(&summary_path(&output), &report)?;
         progress(StageEvent::Sampled {
             prompts_done: report.prompts,
             prompts: report.prompts_planned,
-            kept: records.len(),
+            kept: report.summary.kept,
         });
     }
-    if let Some(parent) = output.parent() {
-        crate::stages::job::create_dir(parent)?;
-    }
-    write_sft_set(&output, &records).map_err(|source| RunError::Io {
-        path: output.clone(),
-        source,
-    })?;
+    report.stopped = stopped;
     write_json(&summary_path(&output), &report)?;
     Ok(report)
+}
+
+/// A stopped set under the same config and plan: its summary and the records it vouches for.
+fn resumable(
+    output: &Path,
+    config_hash: &str,
+    planned: usize,
+) -> Result<Option<(RejectionRunReport, Vec<SftRecord>)>, RunError> {
+    let Ok(text) = std::fs::read_to_string(summary_path(output)) else {
+        return Ok(None);
+    };
+    let Ok(report) = serde_json::from_str::<RejectionRunReport>(&text) else {
+        return Ok(None);
+    };
+    if !report.stopped
+        || report.config_hash != config_hash
+        || report.prompts_planned != planned
+        || !output.is_file()
+    {
+        return Ok(None);
+    }
+    let mut records = Vec::new();
+    let file = std::fs::File::open(output).map_err(|source| RunError::Io {
+        path: output.to_path_buf(),
+        source,
+    })?;
+    for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file))
+        .take(report.summary.kept)
+        .enumerate()
+    {
+        let bad = |message: String| {
+            RunError::Invalid(format!(
+                "{}:{}: {message} (remove the set and its summary to start over)",
+                output.display(),
+                i + 1
+            ))
+        };
+        let line = line.map_err(|e| bad(e.to_string()))?;
+        records.push(serde_json::from_str::<SftRecord>(&line).map_err(|e| bad(e.to_string()))?);
+    }
+    if records.len() != report.summary.kept {
+        return Err(RunError::Invalid(format!(
+            "{}: {} records, but its summary counts {} kept (remove the set and its summary to start over)",
+            output.display(),
+            records.len(),
+            report.summary.kept
+        )));
+    }
+    Ok(Some((report, records)))
 }
 
 /// `<set>.summary.json` beside the SFT set.
