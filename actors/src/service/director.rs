@@ -501,7 +501,7 @@ async fn step(
         &kept.completions,
         &kept.reports,
     );
-    report.dynamic = kept.dynamic.clone();
+    report.dynamic = kept.dynamic;
     report.tokens_generated = kept.tokens_generated;
     let saving = Saving {
         due: checkpoint_due,
