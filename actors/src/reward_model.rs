@@ -183,6 +183,15 @@ impl RewardModelScorer {
                 ))
             })?,
         };
+        if tokenizer.vocab_size() > rm.model.config.vocab_size {
+            return Err(RewardModelError::Tokenizer(format!(
+                "{}: its tokenizer has {} ids but the model's vocabulary only {} (a tokenizer of \
+                 another model?)",
+                dir.display(),
+                tokenizer.vocab_size(),
+                rm.model.config.vocab_size
+            )));
+        }
         Ok(RewardModelScorer {
             rm,
             encoder: TextEncoder {

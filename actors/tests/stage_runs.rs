@@ -746,6 +746,21 @@ fn the_preference_stage_names_a_missing_reward_model_and_a_bad_prompt_line() {
         "{err}"
     );
 
+    // A reward model whose vocabulary is smaller than its tokenizer's ids: refused at load, not
+    // when the first completion is scored.
+    let mut small = builtin_config("tiny-qwen2").unwrap();
+    small.vocab_size = 100;
+    let rm = RewardModel::from_causal_lm(&Model::random(small, 1, 0.05), Some(0), 1, 0.5);
+    save_reward_model_dir(&rm, &root.join("small-vocab")).unwrap();
+    job.reward_models[1].path = root.join("small-vocab");
+    let err = run_preference(&job, &mut |_| {}, &never)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("reward model `harmless`") && err.contains("vocabulary only 100"),
+        "{err}"
+    );
+
     let job = preference_job(root, "out", None);
     std::fs::write(
         root.join("general.jsonl"),
