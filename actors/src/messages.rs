@@ -357,4 +357,14 @@ pub enum RunEventKind {
     Step(Box<StepRecord>, Vec<SampleRecord>),
     /// A checkpoint became durable.
     Checkpoint(SavedCheckpoint),
+    /// Progress of a stage that has no GRPO step records (sft, rejection, distill, eval).
+    Progress {
+        /// Work done: steps (sft), prompts sampled (rejection), datasets evaluated (eval).
+        done: u64,
+        /// Work planned.
+        total: u64,
+        /// Named statistics of the latest unit of work (`loss`, `learning_rate`, `grad_norm`,
+        /// `kept`, `pass_at_1`, …).
+        stats: Vec<(String, f64)>,
+    },
 }

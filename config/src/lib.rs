@@ -368,6 +368,43 @@ impl JobConfig {
         }
     }
 
+    /// Makes every relative path of the config (model, data, SFT set, rejection output, distill
+    /// student, eval datasets, general prompts, reward models, output directory) relative to
+    /// `base` — what r1d does with the folder `r1ctl start` ran in.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let data = |d: &mut DataConfig| {
+            if let DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. } = d {
+                at(path);
+            }
+        };
+        at(&mut self.run.output_dir);
+        at(&mut self.model.path);
+        data(&mut self.data);
+        if let Some(p) = self.sft.as_mut().and_then(|s| s.data.as_mut()) {
+            at(p);
+        }
+        if let Some(p) = self.rejection.as_mut().and_then(|r| r.output.as_mut()) {
+            at(p);
+        }
+        if let Some(d) = self.distill.as_mut() {
+            at(&mut d.student);
+        }
+        if let Some(e) = self.eval.as_mut() {
+            e.datasets.values_mut().for_each(data);
+        }
+        if let Some(p) = self.preference.as_mut() {
+            at(&mut p.general_prompts);
+            for m in &mut p.reward_models {
+                at(&mut m.path);
+            }
+        }
+    }
+
     /// The `[model]` section as the stages take it.
     pub fn model_spec(&self) -> ModelSpec {
         ModelSpec {

@@ -116,6 +116,8 @@ pub struct StepMetrics {
 
 /// A per-run gauge holding the latest value of one learner statistic.
 struct LearnerStat {
+    /// Its name (`r1_loss`).
+    name: &'static str,
     /// The gauge, labelled `run`.
     gauge: GaugeVec,
     /// Reads the statistic out of a step.
@@ -374,6 +376,7 @@ impl Metrics {
         let learner = LEARNER_STATS
             .iter()
             .map(|&(name, help, read)| LearnerStat {
+                name,
                 gauge: gauge(r, name, help, &["run"]),
                 read,
             })
@@ -594,6 +597,41 @@ impl Metrics {
         self.tokens_trained
             .with_label_values(&[run])
             .inc_by(m.tokens_trained);
+    }
+
+    /// Progress of a stage without GRPO steps (sft, rejection, distill, eval): `done` of `total`
+    /// units of work (`total` 0: not a counted unit). Counted units move `r1_step`,
+    /// `r1_steps_total` and `r1_last_step_timestamp_seconds`; the statistics named `loss`,
+    /// `learning_rate` and `grad_norm` set `r1_loss`, `r1_learning_rate` and `r1_grad_norm`.
+    pub fn observe_progress(
+        &self,
+        run: &str,
+        stage: &str,
+        done: u64,
+        total: u64,
+        stats: &[(String, f64)],
+    ) {
+        self.set_stage(run, stage);
+        if total > 0 {
+            self.steps.with_label_values(&[run]).inc();
+            self.step
+                .with_label_values(&[run])
+                .set(i64::try_from(done).unwrap_or(i64::MAX));
+            self.last_step_time
+                .with_label_values(&[run])
+                .set(unix_now());
+        }
+        for (name, value) in stats {
+            let metric = match name.as_str() {
+                "loss" => "r1_loss",
+                "learning_rate" => "r1_learning_rate",
+                "grad_norm" => "r1_grad_norm",
+                _ => continue,
+            };
+            if let Some(stat) = self.learner.iter().find(|s| s.name == metric) {
+                stat.gauge.with_label_values(&[run]).set(*value);
+            }
+        }
     }
 
     /// Makes `stage` the run's one stage in `r1_run_stage`.

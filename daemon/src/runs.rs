@@ -19,8 +19,13 @@ use r1_actors::messages::{
     Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, SetBest, StepRecord, Stop,
     Suspend,
 };
-use r1_actors::service::{Director, GrpoPlan, PreferencePlan};
-use r1_actors::stages::{evaluate, RewardModelSpec, StageProblem, StageSettings};
+use r1_actors::service::{
+    Director, GrpoPlan, PreferencePlan, StageOutcome, StageTask, StageWorker,
+};
+use r1_actors::stages::{
+    evaluate, run_distill, run_eval, run_rejection, run_sft, RewardModelSpec, StageProblem,
+    StageSettings,
+};
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
@@ -40,64 +45,194 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A parsed job, ready to become a plan.
+/// Whether a stage runs through a director (GRPO steps) rather than a stage worker.
+fn is_rl(stage: Stage) -> bool {
+    matches!(stage, Stage::Grpo | Stage::Preference)
+}
+
+/// The stage's name as runs show it.
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Grpo => "grpo",
+        Stage::Preference => "preference",
+        Stage::Sft => "sft",
+        Stage::Rejection => "rejection",
+        Stage::Distill => "distill",
+        Stage::Eval => "eval",
+    }
+}
+
+/// What the hub can tell a live run, whether a director or a stage worker runs it.
+struct RunHandle {
+    pause: Recipient<Pause>,
+    resume: Recipient<Resume>,
+    stop: Recipient<Stop>,
+    suspend: Recipient<Suspend>,
+    set_best: Recipient<SetBest>,
+}
+
+impl RunHandle {
+    fn of<A>(addr: Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<Pause>
+            + Handler<Resume>
+            + Handler<Stop>
+            + Handler<Suspend>
+            + Handler<SetBest>,
+    {
+        RunHandle {
+            pause: addr.clone().recipient(),
+            resume: addr.clone().recipient(),
+            stop: addr.clone().recipient(),
+            suspend: addr.clone().recipient(),
+            set_best: addr.recipient(),
+        }
+    }
+}
+
+/// A parsed job (every relative path resolved against the folder it was started from), ready to
+/// become a plan (grpo, preference) or a stage task (sft, rejection, distill, eval).
 struct Job {
     config: JobConfig,
     text: String,
-    base_dir: PathBuf,
 }
 
 impl Job {
     fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Job, ApiError> {
-        let config = JobConfig::from_toml(text, Path::new(source))
+        let mut config = JobConfig::from_toml(text, Path::new(source))
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if !matches!(config.run.stage, Stage::Grpo | Stage::Preference) {
-            return Err(ApiError::BadRequest(format!(
-                "{source}: run.stage = {:?}: the daemon runs the RL stages (grpo, preference) \
-                 today; run other stages with `r1ctl train`",
-                config.run.stage
-            )));
-        }
-        if config.grpo.is_none() {
+        if is_rl(config.run.stage) && config.grpo.is_none() {
             return Err(ApiError::BadRequest(format!("{source}: no [grpo] table")));
         }
+        config.resolve_paths(base_dir);
         Ok(Job {
             config,
             text: text.to_string(),
-            base_dir: base_dir.to_path_buf(),
         })
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        path.to_path_buf()
+    }
+
+    fn config_hash(&self) -> String {
+        Sha256::digest(self.text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn tokenizer(&self) -> Result<Tokenizer, String> {
-        let model_dir = self.resolve(&self.config.model.path);
+        let model_dir = &self.config.model.path;
         match self.config.model.tokenizer.as_deref() {
             Some("byte") => Ok(Tokenizer::byte()),
-            _ => Tokenizer::from_model_dir(&model_dir)
+            _ => Tokenizer::from_model_dir(model_dir)
                 .map_err(|e| format!("tokenizer of {}: {e}", model_dir.display())),
         }
     }
 
-    /// The `[data]` table with relative file paths resolved against the base folder.
+    /// The `[data]` table (its paths already resolved).
     fn data(&self) -> DataConfig {
-        match &self.config.data {
-            DataConfig::Jsonl { path, fields } => DataConfig::Jsonl {
-                path: self.resolve(path),
-                fields: fields.clone(),
-            },
-            DataConfig::Parquet { path, fields } => DataConfig::Parquet {
-                path: self.resolve(path),
-                fields: fields.clone(),
-            },
-            builtin => builtin.clone(),
+        self.config.data.clone()
+    }
+
+    /// A stage without GRPO steps as a task for a [`StageWorker`], writing under `output_dir`.
+    /// What can be checked before it runs is: the model directories, the files it reads.
+    fn task(&self, output_dir: &Path) -> Result<StageTask, String> {
+        let has_model = |key: &str, dir: &Path| {
+            if dir.join("config.json").is_file() {
+                Ok(())
+            } else {
+                Err(format!("{key}: {} has no config.json", dir.display()))
+            }
+        };
+        let file = |key: &str, path: &Path| {
+            if path.is_file() {
+                Ok(())
+            } else {
+                Err(format!("{key}: {} is not a readable file", path.display()))
+            }
+        };
+        has_model("model.path", &self.config.model.path)?;
+        if let DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. } = &self.config.data
+        {
+            file("data.path", path)?;
         }
+        let mut run = self.config.run_spec(self.config_hash(), None);
+        run.output_dir = output_dir.to_path_buf();
+        let config = &self.config;
+        let task: StageTask = match config.run.stage {
+            Stage::Sft => {
+                let job = config.sft_job(run).ok_or("no [sft] table")?;
+                if let Some(data) = &job.sft.data {
+                    file("sft.data", data)?;
+                }
+                Arc::new(move |progress, stop| {
+                    let r = run_sft(&job, progress, stop).map_err(|e| e.to_string())?;
+                    Ok(StageOutcome {
+                        stopped: r.stopped,
+                        summary: format!(
+                            "step {}/{} over {} examples; loss {:.4} -> {:.4}",
+                            r.steps,
+                            r.steps_planned,
+                            r.examples,
+                            r.first_loss.unwrap_or(f64::NAN),
+                            r.last_loss.unwrap_or(f64::NAN)
+                        ),
+                    })
+                })
+            }
+            Stage::Rejection => {
+                let job = config.rejection_job(run);
+                Arc::new(move |progress, stop| {
+                    let r = run_rejection(&job, progress, stop).map_err(|e| e.to_string())?;
+                    Ok(StageOutcome {
+                        stopped: r.stopped,
+                        summary: format!(
+                            "{} prompts: kept {} of {} samples -> {}",
+                            r.prompts,
+                            r.summary.kept,
+                            r.summary.seen,
+                            r.output.display()
+                        ),
+                    })
+                })
+            }
+            Stage::Distill => {
+                let job = config.distill_job(run).ok_or("no [distill] table")?;
+                has_model("distill.student", &job.distill.student)?;
+                Arc::new(move |progress, stop| {
+                    let r = run_distill(&job, progress, stop).map_err(|e| e.to_string())?;
+                    Ok(StageOutcome {
+                        stopped: r.stopped,
+                        summary: format!(
+                            "teacher kept {} of {} samples; student {}",
+                            r.teacher.summary.kept,
+                            r.teacher.summary.seen,
+                            r.student.as_ref().map_or("not trained".into(), |s| format!(
+                                "step {}/{}",
+                                s.steps, s.steps_planned
+                            ))
+                        ),
+                    })
+                })
+            }
+            Stage::Eval => {
+                let job = config.eval_job(run);
+                Arc::new(move |progress, stop| {
+                    let r = run_eval(&job, progress, stop).map_err(|e| e.to_string())?;
+                    Ok(StageOutcome {
+                        stopped: r.stopped,
+                        summary: format!("report {}", r.report.display()),
+                    })
+                })
+            }
+            Stage::Grpo | Stage::Preference => {
+                return Err("the RL stages run through a director".into())
+            }
+        };
+        Ok(task)
     }
 
     fn problems(&self, split: Split) -> Result<Vec<StageProblem>, String> {
@@ -145,10 +280,7 @@ impl Job {
             checkpoint_every: self.config.checkpoint.every_steps,
             keep_last: self.config.checkpoint.keep_last,
             best,
-            config_hash: Sha256::digest(self.text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            config_hash: self.config_hash(),
             resume_from,
             reward_timeout: Duration::from_secs(600),
             samples_per_step: SAMPLES_PER_STEP,
@@ -262,7 +394,7 @@ pub struct Hub {
     store: Store,
     metrics: Arc<Metrics>,
     state_dir: PathBuf,
-    directors: HashMap<String, Addr<Director>>,
+    directors: HashMap<String, RunHandle>,
     sandboxes: HashMap<String, Arc<CodeSandbox>>,
     /// Runs whose director is still loading its model or checkpoint.
     loading: std::collections::HashSet<String>,
@@ -297,10 +429,23 @@ impl Hub {
             .map(|c| c.path)
             .collect();
         resume_from.reverse();
+        if !is_rl(job.config.run.stage) {
+            let task = job.task(&info.output_dir)?;
+            self.start_worker(&info.id, task, info.step, ctx);
+            return Ok(());
+        }
         let best = self.best_checkpoint(&info.id);
         let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
         self.start_director(plan, ctx);
         Ok(())
+    }
+
+    /// Starts the stage worker of a run without GRPO steps (`step`: its recorded progress).
+    fn start_worker(&mut self, id: &str, task: StageTask, step: u64, ctx: &mut Context<Self>) {
+        self.loading.insert(id.to_string());
+        let worker =
+            StageWorker::new(id.to_string(), task, ctx.address().recipient(), step).start();
+        self.directors.insert(id.to_string(), RunHandle::of(worker));
     }
 
     /// When no run is active, launches the oldest queued run (one that cannot be launched any
@@ -345,7 +490,7 @@ impl Hub {
         self.sandboxes.insert(id.clone(), plan.sandbox.clone());
         self.loading.insert(id.clone());
         let director = Director::new(plan, ctx.address().recipient()).start();
-        self.directors.insert(id, director);
+        self.directors.insert(id, RunHandle::of(director));
     }
 
     /// The recorded checkpoint with the highest evaluated pass@1 (the later one on a tie).
@@ -419,10 +564,10 @@ impl Actor for Hub {
             tracing::info!(run = %info.id, state = info.state.name(), "resuming");
             match self.launch(&info, ctx) {
                 Ok(()) => {
-                    let director = &self.directors[&info.id];
+                    let run = &self.directors[&info.id];
                     match info.state {
-                        RunState::Paused => director.do_send(Pause),
-                        RunState::Stopping => director.do_send(Stop),
+                        RunState::Paused => run.pause.do_send(Pause),
+                        RunState::Stopping => run.stop.do_send(Stop),
                         _ => {}
                     }
                 }
@@ -460,23 +605,25 @@ impl Handler<StartRun> for Hub {
                 busy.id
             )));
         }
-        // The plan (reward models loaded, prompts read) is built once, then given the run's id.
-        let mut plan = job
-            .plan("check", &self.state_dir.join("check"), Vec::new(), None)
-            .map_err(|e| ApiError::BadRequest(format!("{}: {e}", msg.source)))?;
+        // The plan (reward models loaded, prompts read) is built once, then given the run's id;
+        // a stage without GRPO steps is checked as far as it can be before it runs.
+        let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
+        let check = self.state_dir.join("check");
+        let mut plan = if is_rl(job.config.run.stage) {
+            Some(job.plan("check", &check, Vec::new(), None).map_err(bad)?)
+        } else {
+            job.task(&check).map_err(bad)?;
+            None
+        };
         let id = self.store.next_run_id().map_err(store_err)?;
-        let grpo = job.config.grpo.as_ref().expect("parse checked [grpo]");
         let info = RunInfo {
             id: id.clone(),
             name: job.config.run.name.clone(),
-            stage: match job.config.run.stage {
-                Stage::Preference => "preference",
-                _ => "grpo",
-            }
-            .into(),
+            stage: stage_name(job.config.run.stage).into(),
             state: RunState::Queued,
             step: 0,
-            total_steps: grpo.steps,
+            // Stages without GRPO steps say how much work they have once they start.
+            total_steps: job.config.grpo.as_ref().map_or(0, |g| g.steps),
             created_unix: now(),
             updated_unix: now(),
             message: None,
@@ -491,9 +638,20 @@ impl Handler<StartRun> for Hub {
             // Queued: checked now, launched (and its plan built again) when its turn comes.
             return Ok(info);
         }
-        plan.run = id.clone();
-        plan.checkpoint_root = info.output_dir.join("checkpoints");
-        self.start_director(plan, ctx);
+        match plan.as_mut() {
+            Some(plan) => {
+                plan.run = id.clone();
+                plan.checkpoint_root = info.output_dir.join("checkpoints");
+            }
+            None => {
+                let task = job.task(&info.output_dir).map_err(bad)?;
+                self.start_worker(&id, task, 0, ctx);
+                return Ok(info);
+            }
+        }
+        if let Some(plan) = plan {
+            self.start_director(plan, ctx);
+        }
         Ok(info)
     }
 }
@@ -551,9 +709,9 @@ impl Handler<ControlRun> for Hub {
             )));
         }
         match msg.action {
-            Control::Pause => director.do_send(Pause),
-            Control::Resume => director.do_send(Resume),
-            Control::Stop => director.do_send(Stop),
+            Control::Pause => director.pause.do_send(Pause),
+            Control::Resume => director.resume.do_send(Resume),
+            Control::Stop => director.stop.do_send(Stop),
         }
         Ok(info)
     }
@@ -563,8 +721,8 @@ impl Handler<SuspendAll> for Hub {
     type Result = ();
 
     fn handle(&mut self, _: SuspendAll, _: &mut Context<Self>) {
-        for director in self.directors.values() {
-            director.do_send(Suspend);
+        for run in self.directors.values() {
+            run.suspend.do_send(Suspend);
         }
     }
 }
@@ -576,7 +734,7 @@ impl Handler<EvalRecorded> for Hub {
         if let (Some(director), Some(best)) =
             (self.directors.get(&msg.0), self.best_checkpoint(&msg.0))
         {
-            director.do_send(SetBest(best));
+            director.set_best.do_send(SetBest(best));
         }
     }
 }
@@ -651,6 +809,22 @@ impl Handler<RunEvent> for Hub {
                     self.metrics.sync_sandbox(&judge.counts());
                 }
                 self.record_step(&id, &record);
+            }
+            RunEventKind::Progress { done, total, stats } => {
+                let stage = self
+                    .store
+                    .run(&id)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "unknown".to_string(), |r| r.stage);
+                self.metrics
+                    .observe_progress(&id, &stage, done, total, &stats);
+                if total > 0 {
+                    self.update(&id, |info| {
+                        info.step = done;
+                        info.total_steps = total;
+                    });
+                }
             }
             RunEventKind::Checkpoint(saved) => {
                 if let Err(e) = self.store.put_checkpoint(&id, &saved) {

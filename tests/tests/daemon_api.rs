@@ -745,3 +745,188 @@ fn runs_queued_behind_the_active_one_start_in_order_and_survive_a_restart() {
     );
     assert!(finished(&first) <= finished(&second) && finished(&second) <= finished(&fourth));
 }
+
+/// A config for a stage without GRPO steps on `model`, with `tables` appended.
+fn stage_config(
+    dir: &std::path::Path,
+    name: &str,
+    stage: &str,
+    model: &std::path::Path,
+    tables: &str,
+) -> std::path::PathBuf {
+    let text = format!(
+        "[run]\nname = \"{name}\"\nstage = \"{stage}\"\nseed = 1\noutput_dir = \"runs/{name}\"\n\n\
+         [model]\npath = \"{model}\"\ntemplate = \"chatml\"\ntokenizer = \"byte\"\n\n\
+         [data]\nkind = \"jsonl\"\npath = \"q.jsonl\"\n\n[sampling]\ntemperature = 0.0\nmax_new_tokens = 40\n\n{tables}",
+        model = model.display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_path = dir.path();
+    let model = common::tiny_model(d_path);
+    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
+    std::fs::write(d_path.join("sft.jsonl"), format!("{line}\n").repeat(8)).unwrap();
+    std::fs::write(
+        d_path.join("q.jsonl"),
+        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n{\"prompt\": \"7?\", \"answer\": \"8\"}\n",
+    )
+    .unwrap();
+    // Relative paths (sft.jsonl, q.jsonl) resolve against the folder r1ctl start runs in.
+    let sft = stage_config(
+        d_path,
+        "sft",
+        "sft",
+        &model,
+        "[sft]\ndata = \"sft.jsonl\"\nepochs = 60\nbatch_size = 4\npack_length = 128\nlr = 3e-3\nwarmup_steps = 2\n\n\
+         [checkpoint]\nevery_steps = 10\nkeep_last = 2\n",
+    );
+    let d = Daemon::start(&d_path.join("state"));
+    let start = |config: &std::path::Path| {
+        let out = std::process::Command::new(common::bin("r1ctl"))
+            .arg("start")
+            .arg(config)
+            .env("R1_STATE_DIR", &d.state)
+            .current_dir(d_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = start(&sft);
+    assert_eq!(d.run(&id)["stage"], "sft");
+    d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(5)
+    });
+    let out = d.r1ctl(&["pause".as_ref(), id.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paused = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "paused");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.run(&id)["step"],
+        paused["step"],
+        "a paused stage takes no steps"
+    );
+    assert!(paused["step"].as_u64().unwrap() < 120, "{paused}");
+    let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(
+        (done["step"].as_u64(), done["total_steps"].as_u64()),
+        (Some(120), Some(120))
+    );
+    assert!(
+        done["message"].as_str().unwrap().contains("step 120/120"),
+        "{done}"
+    );
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let steps: Vec<u64> = checkpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [110, 120]);
+    let metrics = ureq::get(&d.url("/metrics"))
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for series in [
+        format!("r1_run_stage{{run=\"{id}\",stage=\"sft\"}} 1"),
+        format!("r1_step{{run=\"{id}\"}} 120"),
+        format!("r1_loss{{run=\"{id}\"}}"),
+    ] {
+        assert!(metrics.contains(&series), "{series} missing");
+    }
+
+    // The same config in-process: paused and resumed, r1d took the same steps.
+    let out = std::process::Command::new(common::bin("r1ctl"))
+        .arg("train")
+        .arg(&sft)
+        .current_dir(d_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_process = r1_kernels::model::load_model_dir(&d_path.join("runs/sft/final")).unwrap();
+    let teacher = std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final");
+    let daemon = r1_kernels::model::load_model_dir(&teacher).unwrap();
+    assert!(
+        daemon.params == in_process.params,
+        "r1d and r1ctl train took different steps"
+    );
+
+    // Rejection sampling and evaluation of that model, through r1d.
+    let rejection = stage_config(
+        d_path,
+        "rejection",
+        "rejection",
+        &teacher,
+        "[rejection]\nsamples_per_prompt = 2\nkeep_per_prompt = 1\n",
+    );
+    let id = start(&rejection);
+    let done = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "finished");
+    assert!(
+        done["message"].as_str().unwrap().contains("kept 1 of 4"),
+        "{done}"
+    );
+    assert!(std::path::Path::new(done["output_dir"].as_str().unwrap())
+        .join("sft.jsonl")
+        .is_file());
+    let eval = stage_config(d_path, "eval", "eval", &teacher, "[eval]\ngreedy = true\n");
+    let id = start(&eval);
+    let done = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "finished");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(done["output_dir"].as_str().unwrap()).join("eval.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["datasets"][0]["scores"]["pass_at_1"], 0.5);
+
+    // A missing SFT set is a 400 before the run gets an id.
+    let missing = stage_config(
+        d_path,
+        "missing",
+        "sft",
+        &model,
+        "[sft]\ndata = \"nowhere.jsonl\"\n",
+    );
+    let (status, body) = d
+        .post(
+            "/v1/runs",
+            &json!({"config_toml": std::fs::read_to_string(&missing).unwrap(), "base_dir": d_path}),
+        )
+        .unwrap_err();
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sft.data"),
+        "{body}"
+    );
+}

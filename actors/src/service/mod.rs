@@ -6,6 +6,7 @@
 //! seeds.
 
 mod director;
+mod stage_worker;
 mod workers;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use director::Director;
+pub use stage_worker::{StageOutcome, StageTask, StageWorker};
 pub use workers::{
     JudgeActor, KeeperActor, LangActor, LearnerActor, RewardModelActor, SamplerActor,
 };
