@@ -575,25 +575,10 @@ fn r1d_with_dynamic_sampling_ends_with_the_weights_r1ctl_train_reaches() {
     );
 
     // The same config in-process.
-    let out = std::process::Command::new(common::bin("r1ctl"))
-        .arg("train")
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
-    let last = checkpoints.as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["step"], 4);
-    let daemon =
-        r1_actors::keeper::load_checkpoint(std::path::Path::new(last["path"].as_str().unwrap()))
-            .unwrap();
+    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
+    let daemon = d.last_checkpoint(&id);
+    assert_eq!(daemon.state.step, 4);
     assert_eq!(daemon.state.data_cursor, cursor);
-    let in_process = r1_kernels::model::load_model_dir(&dir.path().join("runs/e2e/final")).unwrap();
     assert!(
         daemon.model.params == in_process.params,
         "r1d and r1ctl train took different steps"
@@ -624,24 +609,9 @@ fn a_preference_run_stopped_by_sigterm_resumes_to_the_weights_r1ctl_train_reache
             .contains("resumed from"),
         "{done}"
     );
-    let out = std::process::Command::new(common::bin("r1ctl"))
-        .arg("train")
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
-    let last = checkpoints.as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["step"], 6);
-    let daemon =
-        r1_actors::keeper::load_checkpoint(std::path::Path::new(last["path"].as_str().unwrap()))
-            .unwrap();
-    let in_process = r1_kernels::model::load_model_dir(&dir.path().join("runs/e2e/final")).unwrap();
+    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
+    let daemon = d.last_checkpoint(&id);
+    assert_eq!(daemon.state.step, 6);
     assert!(
         daemon.model.params == in_process.params,
         "the interrupted r1d run and r1ctl train ended with different weights"
@@ -859,18 +829,7 @@ fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
     }
 
     // The same config in-process: paused and resumed, r1d took the same steps.
-    let out = std::process::Command::new(common::bin("r1ctl"))
-        .arg("train")
-        .arg(&sft)
-        .current_dir(d_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let in_process = r1_kernels::model::load_model_dir(&d_path.join("runs/sft/final")).unwrap();
+    let in_process = common::train_in_process(&sft, d_path, "runs/sft/final");
     let teacher = std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final");
     let daemon = r1_kernels::model::load_model_dir(&teacher).unwrap();
     assert!(

@@ -15,6 +15,8 @@ use crate::messages::{
 };
 use crate::stages::StageEvent;
 
+use super::workers::dir_bytes;
+
 /// How a stage run ended: whether the stop flag ended it, and a line for people.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageOutcome {
@@ -165,25 +167,14 @@ fn translate(event: StageEvent) -> Option<RunEventKind> {
                 ("cons_at_k", eval.scores.cons_at_k),
             ],
         )),
-        StageEvent::Checkpoint { step, path } => {
-            let bytes = std::fs::read_dir(&path)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter_map(|e| e.metadata().ok())
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0);
-            Some(RunEventKind::Checkpoint(SavedCheckpoint {
-                step,
-                path,
-                bytes,
-                unix_seconds: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-            }))
-        }
+        StageEvent::Checkpoint { step, path } => Some(RunEventKind::Checkpoint(SavedCheckpoint {
+            step,
+            bytes: dir_bytes(&path),
+            path,
+            unix_seconds: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        })),
         // GRPO and preference steps go through the director, never here.
         StageEvent::GrpoStep { .. } | StageEvent::PreferenceStep { .. } => None,
     }

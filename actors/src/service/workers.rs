@@ -260,7 +260,8 @@ impl Actor for KeeperActor {
     type Context = SyncContext<Self>;
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+/// Bytes of the files directly in `dir` (a checkpoint folder); 0 when it cannot be read.
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

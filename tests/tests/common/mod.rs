@@ -152,6 +152,23 @@ max_tokens = 64
     path
 }
 
+/// Runs `r1ctl train CONFIG` in `dir` (relative output paths land there) and loads the model it
+/// saved in `dir/<final_dir>`: the in-process result a daemon run is compared with.
+pub fn train_in_process(config: &Path, dir: &Path, final_dir: &str) -> Model {
+    let out = Command::new(bin("r1ctl"))
+        .arg("train")
+        .arg(config)
+        .current_dir(dir)
+        .output()
+        .expect("running r1ctl train");
+    assert!(
+        out.status.success(),
+        "r1ctl train: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r1_kernels::model::load_model_dir(&dir.join(final_dir)).expect("the final model")
+}
+
 /// A running `r1d`.
 pub struct Daemon {
     pub state: PathBuf,
@@ -161,6 +178,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The run's newest recorded checkpoint, loaded.
+    pub fn last_checkpoint(&self, id: &str) -> r1_actors::keeper::Checkpoint {
+        let checkpoints = self.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+        let last = checkpoints
+            .as_array()
+            .unwrap()
+            .last()
+            .expect("a recorded checkpoint")
+            .clone();
+        r1_actors::keeper::load_checkpoint(Path::new(last["path"].as_str().unwrap())).unwrap()
+    }
+
     /// Starts `r1d` on a free port with `state` as its state folder; waits for /healthz.
     pub fn start(state: &Path) -> Daemon {
         let _ = std::fs::remove_file(state.join("r1d.addr"));
