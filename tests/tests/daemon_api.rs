@@ -757,21 +757,7 @@ fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
          [checkpoint]\nevery_steps = 10\nkeep_last = 2\n",
     );
     let d = Daemon::start(&d_path.join("state"));
-    let start = |config: &std::path::Path| {
-        let out = std::process::Command::new(common::bin("r1ctl"))
-            .arg("start")
-            .arg(config)
-            .env("R1_STATE_DIR", &d.state)
-            .current_dir(d_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let start = |config: &std::path::Path| d.start_run_from(config, d_path);
     let id = start(&sft);
     assert_eq!(d.run(&id)["stage"], "sft");
     d.wait_for(&id, Duration::from_secs(60), |r| {
@@ -887,5 +873,52 @@ fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
             .unwrap()
             .contains("sft.data"),
         "{body}"
+    );
+}
+
+#[test]
+fn an_sft_run_killed_with_sigkill_resumes_from_its_checkpoint_to_r1ctl_trains_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_path = dir.path();
+    let model = common::tiny_model(d_path);
+    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
+    std::fs::write(d_path.join("sft.jsonl"), format!("{line}\n").repeat(8)).unwrap();
+    std::fs::write(
+        d_path.join("q.jsonl"),
+        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n",
+    )
+    .unwrap();
+    let sft = stage_config(
+        d_path,
+        "sft",
+        "sft",
+        &model,
+        "[sft]\ndata = \"sft.jsonl\"\nepochs = 100\nbatch_size = 4\nlr = 3e-3\n\n\
+         [checkpoint]\nevery_steps = 20\nkeep_last = 2\n",
+    );
+    let state = d_path.join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run_from(&sft, d_path);
+    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(50)
+    });
+    d.kill9();
+    eprintln!("killed at step {}", seen["step"]);
+    assert!(
+        seen["step"].as_u64() < Some(200) && seen["state"] != "finished",
+        "the run ended before the kill: {seen}"
+    );
+
+    let d = Daemon::start(&state);
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(done["step"], 200);
+    let in_process = common::train_in_process(&sft, d_path, "runs/sft/final");
+    let daemon = r1_kernels::model::load_model_dir(
+        &std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final"),
+    )
+    .unwrap();
+    assert!(
+        daemon.params == in_process.params,
+        "the killed and resumed SFT run ended with other weights"
     );
 }

@@ -178,6 +178,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts a run with `r1ctl start CONFIG` from the folder `cwd` (its relative paths resolve
+    /// there); returns the run id.
+    pub fn start_run_from(&self, config: &Path, cwd: &Path) -> String {
+        let out = Command::new(bin("r1ctl"))
+            .arg("start")
+            .arg(config)
+            .env("R1_STATE_DIR", &self.state)
+            .current_dir(cwd)
+            .output()
+            .expect("running r1ctl start");
+        assert!(
+            out.status.success(),
+            "r1ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The run's newest recorded checkpoint, loaded.
     pub fn last_checkpoint(&self, id: &str) -> r1_actors::keeper::Checkpoint {
         let checkpoints = self.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
