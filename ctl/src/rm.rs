@@ -83,6 +83,10 @@ struct DemoArgs {
     /// Stage steps.
     #[arg(long, default_value_t = PreferenceDemoConfig::default().steps)]
     steps: usize,
+    /// Also write the cold-start policy, both reward models, the prompts and a job config
+    /// (DIR/preference.toml) that runs this stage with `r1ctl train` or `r1ctl start` (from DIR).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
 }
 
 /// Runs the subcommand; returns the exit code.
@@ -362,6 +366,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     let config = PreferenceDemoConfig {
         seed: args.seed,
         steps: args.steps,
+        keep_dir: args.keep.clone(),
         ..PreferenceDemoConfig::default()
     };
     let start = std::time::Instant::now();
@@ -397,5 +402,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<i32> {
         100.0 * report.rule_accuracy_after
     );
     println!("{:.1} s", start.elapsed().as_secs_f64());
+    if let Some(dir) = &args.keep {
+        println!(
+            "wrote {}: the stage from its files is `cd {} && r1ctl train preference.toml`",
+            dir.display(),
+            dir.display()
+        );
+    }
     Ok(0)
 }

@@ -117,3 +117,67 @@ fn a_bad_pairs_file_exits_2_naming_the_line() {
         "{stderr}"
     );
 }
+
+/// Mean of the values after `key` in the step lines of `r1ctl train` output, over the first and
+/// the last `k` steps.
+fn start_end(out: &str, key: &str, k: usize) -> (f64, f64) {
+    let values: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("step"))
+        .map(|l| {
+            let rest = &l[l.find(key).unwrap_or_else(|| panic!("{key} in {l}")) + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(values.len() >= 2 * k, "{out}");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(&values[..k]), mean(&values[values.len() - k..]))
+}
+
+/// The demo's stage run as a user runs the stage: the files `rm demo --keep` writes (policy,
+/// reward models, prompts, preference.toml), then `r1ctl train preference.toml` from that folder —
+/// the preference reward rises while rule accuracy on the reasoning prompts holds.
+#[test]
+fn the_demo_stage_from_its_files_raises_the_preference_reward_and_keeps_rule_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .args(["rm", "demo", "--steps", "0", "--keep"])
+        .arg(&keep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "policy/config.json",
+        "helpfulness/config.json",
+        "harmlessness/config.json",
+        "additions.jsonl",
+        "greetings.jsonl",
+        "preference.toml",
+    ] {
+        assert!(keep.join(file).is_file(), "{file} missing");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .args(["train", "preference.toml"])
+        .current_dir(&keep)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (p0, p1) = start_end(&stdout, "preference ", 3);
+    let (a0, a1) = start_end(&stdout, "rule accuracy ", 3);
+    eprintln!("preference reward {p0:+.3} -> {p1:+.3}; rule accuracy {a0:.3} -> {a1:.3}");
+    assert!(p1 > p0 + 0.5, "preference reward {p0} -> {p1}\n{stdout}");
+    assert!(a1 >= a0 - 0.05, "rule accuracy {a0} -> {a1}\n{stdout}");
+    assert!(keep
+        .join("runs/preference/final/model.safetensors")
+        .is_file());
+}

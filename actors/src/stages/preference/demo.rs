@@ -67,6 +67,10 @@ pub struct PreferenceDemoConfig {
     pub preference_from_step: u64,
     /// Learning rate of the stage.
     pub lr: f64,
+    /// Where to write the cold-start policy, both reward models, the prompts and a job config
+    /// (`preference.toml`) that runs this stage with `r1ctl train` or `r1ctl start`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PreferenceDemoConfig {
@@ -82,6 +86,7 @@ impl Default for PreferenceDemoConfig {
             group_size: 8,
             preference_from_step: 4,
             lr: 2e-4,
+            keep_dir: None,
         }
     }
 }
@@ -425,6 +430,17 @@ pub fn run_preference_demo(
         rule_accuracy_after: f64::NAN,
         steps: Vec::new(),
     };
+    if let Some(dir) = &config.keep_dir {
+        keep(
+            dir,
+            config,
+            &trainer.model,
+            &helpful.rm,
+            &harmless.rm,
+            &additions,
+        )
+        .map_err(|e| bad(format!("writing {}: {e}", dir.display())))?;
+    }
     let scorers = [
         RewardModelScorer {
             rm: helpful.rm,
@@ -510,6 +526,142 @@ pub fn run_preference_demo(
     }
     report.rule_accuracy_after = rule_accuracy(&learner.policy)?;
     Ok(report)
+}
+
+/// Writes what the stage starts from into `dir`: `policy/` (the cold-start model), `helpfulness/`
+/// and `harmlessness/` (the reward models), `additions.jsonl` and `greetings.jsonl` (the prompts,
+/// in the order the demo takes them), and `preference.toml`, a job config for the same stage
+/// (relative paths: run it from `dir`).
+fn keep(
+    dir: &std::path::Path,
+    config: &PreferenceDemoConfig,
+    policy: &Model,
+    helpful: &RewardModel,
+    harmless: &RewardModel,
+    additions: &[TaskExample],
+) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(dir).map_err(io)?;
+    r1_kernels::model::save_model_dir(policy, &dir.join("policy")).map_err(|e| e.to_string())?;
+    r1_kernels::model::save_reward_model_dir(helpful, &dir.join("helpfulness"))
+        .map_err(|e| e.to_string())?;
+    r1_kernels::model::save_reward_model_dir(harmless, &dir.join("harmlessness"))
+        .map_err(|e| e.to_string())?;
+    let lines = |rows: Vec<serde_json::Value>| -> String {
+        rows.iter().map(|r| format!("{r}\n")).collect()
+    };
+    std::fs::write(
+        dir.join("additions.jsonl"),
+        lines(
+            additions
+                .iter()
+                .map(|ex| serde_json::json!({"prompt": ex.prompt, "answer": ex.answer}))
+                .collect(),
+        ),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        dir.join("greetings.jsonl"),
+        lines(
+            NAMES
+                .iter()
+                .map(|n| serde_json::json!({"prompt": general_prompt(n)}))
+                .collect(),
+        ),
+    )
+    .map_err(io)?;
+    let toml = format!(
+        r#"# The preference stage of `r1ctl rm demo`, from the files beside this config (run it from this
+# folder): `r1ctl train preference.toml`, or `r1ctl start preference.toml` with r1d running.
+
+[run]
+name = "preference-demo"
+stage = "preference"
+seed = {seed}
+output_dir = "runs/preference"
+
+[model]
+path = "policy"
+template = "chatml"
+tokenizer = "byte"
+
+[data]
+kind = "jsonl"
+path = "additions.jsonl"
+
+[sampling]
+temperature = 0.7
+max_new_tokens = 28
+
+[rewards.weights]
+accuracy = 1.0
+format = 1.0
+language = 0.0
+
+[learner]
+group_size = {group}
+minibatches = 2
+epochs = 1
+ref_refresh_steps = 0
+
+[learner.grpo]
+beta = 0.0
+max_completion_length = 28
+
+[learner.schedule]
+peak_lr = {lr:e}
+warmup_steps = 0
+total_steps = 0
+min_lr_ratio = 1.0
+
+[grpo]
+steps = {steps}
+prompts_per_step = {prompts}
+max_batch = 64
+
+[checkpoint]
+every_steps = 8
+keep_last = 2
+
+[preference]
+preference_from_step = {from}
+general_prompts = "greetings.jsonl"
+general_share = {share}
+normalisation = {{ kind = "running", momentum = 0.9 }}
+
+[[preference.reward_models]]
+name = "helpfulness"
+path = "helpfulness"
+tokenizer = "byte"
+view = "summary"
+weight = 1.0
+max_batch = 64
+max_tokens = 96
+
+[[preference.reward_models]]
+name = "harmlessness"
+path = "harmlessness"
+tokenizer = "byte"
+view = "whole"
+weight = 0.5
+max_batch = 64
+max_tokens = 96
+"#,
+        seed = config.seed,
+        group = config.group_size,
+        lr = config.lr,
+        // `--steps 0` writes the files without running the demo's loop: the config keeps its length.
+        steps = if config.steps == 0 {
+            PreferenceDemoConfig::default().steps
+        } else {
+            config.steps
+        },
+        prompts = config.reasoning_per_step + config.general_per_step,
+        from = config.preference_from_step,
+        share = config.general_per_step as f64
+            / (config.reasoning_per_step + config.general_per_step).max(1) as f64,
+    );
+    std::fs::write(dir.join("preference.toml"), toml).map_err(io)
 }
 
 /// A scorer that remembers the responses it was asked about (the demo's window on the summaries).
