@@ -336,20 +336,25 @@ fn grpo_on_a_jsonl_dataset_stops_and_resumes_exactly() {
     );
 }
 
-#[test]
-fn rejection_distill_and_eval_run_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = model_dir(dir.path(), "base", 3);
-    let never = AtomicBool::new(false);
-    // A teacher that has memorised "7?" → 7.
-    let teacher = run_sft(
-        &sft_job(dir.path(), &base, "teacher", None),
+/// A teacher that has memorised "7?" → 7 (SFT of a fresh tiny model under `dir`), so rejection
+/// sampling keeps some of its samples; returns its final model directory.
+fn teacher(dir: &Path) -> PathBuf {
+    let base = model_dir(dir, "base", 3);
+    run_sft(
+        &sft_job(dir, &base, "teacher", None),
         &mut |_| {},
-        &never,
+        &AtomicBool::new(false),
     )
     .unwrap()
     .final_model
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn rejection_distill_and_eval_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+    let teacher = teacher(dir.path());
     let data = dir.path().join("q.jsonl");
     std::fs::write(
         &data,
@@ -780,17 +785,8 @@ fn the_preference_stage_names_a_missing_reward_model_and_a_bad_prompt_line() {
 #[test]
 fn a_stopped_or_killed_rejection_run_continues_to_the_set_an_uninterrupted_run_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let base = model_dir(dir.path(), "base", 3);
     let never = AtomicBool::new(false);
-    // A teacher that has memorised "7?" → 7, so some samples are kept.
-    let teacher = run_sft(
-        &sft_job(dir.path(), &base, "teacher", None),
-        &mut |_| {},
-        &never,
-    )
-    .unwrap()
-    .final_model
-    .unwrap();
+    let teacher = teacher(dir.path());
     let data = dir.path().join("q.jsonl");
     let lines: String = (0..6)
         .map(|i| format!("{{\"prompt\": \"7?\", \"answer\": \"{}\"}}\n", 7 + i % 2))

@@ -23,8 +23,7 @@ use r1_actors::service::{
     Director, GrpoPlan, PreferencePlan, StageOutcome, StageTask, StageWorker,
 };
 use r1_actors::stages::{
-    evaluate, run_distill, run_eval, run_rejection, run_sft, RewardModelSpec, StageProblem,
-    StageSettings,
+    evaluate, run_distill, run_eval, run_rejection, run_sft, StageProblem, StageSettings,
 };
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
@@ -112,10 +111,6 @@ impl Job {
         })
     }
 
-    fn resolve(&self, path: &Path) -> PathBuf {
-        path.to_path_buf()
-    }
-
     fn config_hash(&self) -> String {
         Sha256::digest(self.text.as_bytes())
             .iter()
@@ -130,11 +125,6 @@ impl Job {
             _ => Tokenizer::from_model_dir(model_dir)
                 .map_err(|e| format!("tokenizer of {}: {e}", model_dir.display())),
         }
-    }
-
-    /// The `[data]` table (its paths already resolved).
-    fn data(&self) -> DataConfig {
-        self.config.data.clone()
     }
 
     /// A stage without GRPO steps as a task for a [`StageWorker`], writing under `output_dir`.
@@ -236,7 +226,8 @@ impl Job {
     }
 
     fn problems(&self, split: Split) -> Result<Vec<StageProblem>, String> {
-        self.data()
+        self.config
+            .data
             .problems(self.config.run.seed, split)
             .map_err(|e| format!("data: {e}"))
     }
@@ -258,7 +249,7 @@ impl Job {
         best: Option<PathBuf>,
     ) -> Result<GrpoPlan, String> {
         let grpo = self.config.grpo.clone().ok_or("no [grpo] table")?;
-        let model_dir = self.resolve(&self.config.model.path);
+        let model_dir = self.config.model.path.clone();
         if !model_dir.join("config.json").is_file() {
             return Err(format!(
                 "model.path: {} has no config.json",
@@ -306,7 +297,7 @@ impl Job {
             .map_err(|e| format!("preference: {e}"))?;
         let (n_reasoning, n_general) = job.split();
         let general = if n_general > 0 {
-            load_prompts(&self.resolve(&job.general.path), &job.general.field)
+            load_prompts(&job.general.path, &job.general.field)
                 .map_err(|e| format!("preference.general_prompts: {e}"))?
         } else {
             Vec::new()
@@ -316,11 +307,7 @@ impl Job {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let spec = RewardModelSpec {
-                    path: self.resolve(&m.path),
-                    ..m.clone()
-                };
-                spec.load()
+                m.load()
                     .map_err(|e| format!("preference.reward_models[{i}]: {e}"))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -735,18 +735,25 @@ fn stage_config(
     path
 }
 
+/// A tiny model, an SFT set that teaches "7?" → 7 (`sft.jsonl`) and two prompts to judge against
+/// (`q.jsonl`: answers 7 and 8) in `dir`; returns the model directory.
+fn sft_workspace(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = common::tiny_model(dir);
+    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
+    std::fs::write(dir.join("sft.jsonl"), format!("{line}\n").repeat(8)).unwrap();
+    std::fs::write(
+        dir.join("q.jsonl"),
+        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n{\"prompt\": \"7?\", \"answer\": \"8\"}\n",
+    )
+    .unwrap();
+    model
+}
+
 #[test]
 fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
     let dir = tempfile::tempdir().unwrap();
     let d_path = dir.path();
-    let model = common::tiny_model(d_path);
-    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
-    std::fs::write(d_path.join("sft.jsonl"), format!("{line}\n").repeat(8)).unwrap();
-    std::fs::write(
-        d_path.join("q.jsonl"),
-        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n{\"prompt\": \"7?\", \"answer\": \"8\"}\n",
-    )
-    .unwrap();
+    let model = sft_workspace(d_path);
     // Relative paths (sft.jsonl, q.jsonl) resolve against the folder r1ctl start runs in.
     let sft = stage_config(
         d_path,
@@ -880,14 +887,7 @@ fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
 fn an_sft_run_killed_with_sigkill_resumes_from_its_checkpoint_to_r1ctl_trains_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d_path = dir.path();
-    let model = common::tiny_model(d_path);
-    let line = r#"{"prompt": "7?", "response": "<think>7</think><answer>7</answer>"}"#;
-    std::fs::write(d_path.join("sft.jsonl"), format!("{line}\n").repeat(8)).unwrap();
-    std::fs::write(
-        d_path.join("q.jsonl"),
-        "{\"prompt\": \"7?\", \"answer\": \"7\"}\n",
-    )
-    .unwrap();
+    let model = sft_workspace(d_path);
     let sft = stage_config(
         d_path,
         "sft",

@@ -16,8 +16,8 @@ use crate::messages::{
     ScoreResponses, SetBest, StepRecord, Stop, Suspend, TakeSnapshot, UpdateWeights,
 };
 use crate::stages::grpo::{
-    group_requests, reward_item, rollouts, round_seed, sampling_for, stage_rules, step_report,
-    DynamicSampling,
+    group_requests, mean_std, reward_item, rollouts, round_seed, sampling_for, stage_rules,
+    step_report, DynamicSampling,
 };
 use crate::stages::preference::{
     combine_rewards, end_markers, model_items, preference_report, preference_rollouts,
@@ -330,16 +330,6 @@ struct StepDone {
     cursor: u64,
 }
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    if values.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-    (mean, var.sqrt())
-}
-
 /// Judges `items` (accuracy, format) and scores their language on the two reward actors in
 /// parallel, combining the components under `rules`. A reply that does not come within the plan's
 /// timeout scores its items 0 and is named in the returned list.
@@ -392,25 +382,13 @@ async fn judge_items(
     Ok((reports, timeouts))
 }
 
-/// Per-component (name, mean, population std) of rule reports.
-fn components(reports: &[RewardReport]) -> Vec<(String, f64, f64)> {
-    let column = |f: &dyn Fn(&RewardReport) -> Option<f64>| -> Vec<f64> {
-        reports.iter().filter_map(f).collect()
-    };
-    [
-        ("accuracy", column(&|r| Some(r.accuracy.reward as f64))),
-        ("format", column(&|r| Some(r.format.reward as f64))),
-        (
-            "language",
-            column(&|r| r.language.as_ref().map(|l| l.share as f64)),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, values)| {
-        let (mean, std) = mean_std(&values);
-        (name.to_string(), mean, std)
-    })
-    .collect()
+/// The step report's reward components as the step record keeps them: (name, mean, std).
+fn record_components(report: &GrpoStepReport) -> Vec<(String, f64, f64)> {
+    report
+        .components
+        .iter()
+        .map(|c| (c.name.clone(), c.mean, c.std))
+        .collect()
 }
 
 /// Step `step` (0-based) of the plan: sample → judge ‖ language (‖ reward models) → learn →
@@ -533,7 +511,7 @@ async fn step(
     Ok(StepDone {
         record: StepRecord {
             step: new_step,
-            components: components(&kept.reports),
+            components: record_components(&report),
             phases,
             seconds: began.elapsed().as_secs_f64(),
             tokens_generated: kept.tokens_generated as u64,
@@ -675,14 +653,14 @@ async fn preference_step(
             }
         })
         .collect();
-    let mut record_components = components(&rule);
+    let mut components = record_components(&report);
     let general_rewards: Vec<f64> = general.iter().map(|&k| combined.rewards[k]).collect();
     let (mean, std) = mean_std(&general_rewards);
-    record_components.push(("preference".to_string(), mean, std));
+    components.push(("preference".to_string(), mean, std));
     Ok(StepDone {
         record: StepRecord {
             step: new_step,
-            components: record_components,
+            components,
             phases,
             seconds: began.elapsed().as_secs_f64(),
             tokens_generated: completions.iter().map(|c| c.token_ids.len() as u64).sum(),

@@ -330,7 +330,7 @@ pub fn rollouts(
 }
 
 /// Mean and population std of `values` (0, 0 when empty).
-fn mean_std(values: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
     if values.is_empty() {
         return (0.0, 0.0);
     }

@@ -34,7 +34,7 @@ use crate::judge::tasks::TaskExample;
 use crate::learner::{GrpoLearner, GrpoStepStats, Rollout};
 use crate::reward_model::RewardModelScorer;
 use crate::stages::grpo::{
-    group_requests, judge_completions, reflects, sampling_for, stage_rules, step_report,
+    group_requests, judge_completions, mean_std, reflects, sampling_for, stage_rules, step_report,
     GrpoStepReport, PhaseSeconds, StageError, StageSettings,
 };
 use crate::stages::problem::{PromptProblem, StageProblem};
@@ -267,16 +267,6 @@ pub fn end_markers(settings: &StageSettings, tokenizer: &Tokenizer) -> Vec<Strin
         }
     }
     markers
-}
-
-/// Population mean and std.
-fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len().max(1) as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    (
-        mean,
-        (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt(),
-    )
 }
 
 /// The prompts of step `step` (0-based): `n_reasoning` reasoning problems from cursor
