@@ -2,6 +2,10 @@
 //! everyday spellings that must match and near misses that must not) and on whole completions in
 //! every extraction mode.
 
+mod math_cases;
+
+use std::collections::BTreeMap;
+
 use r1_actors::judge::math::{equivalent, extract_answer, math_reward, ExtractMode};
 
 /// One line of the corpus.
@@ -243,4 +247,225 @@ fn reward_is_symmetric_in_spelling_not_in_correctness() {
         math_reward("<answer>0.57</answer>", "\\frac34", ExtractMode::AnswerTag).reward,
         0.0
     );
+}
+
+/// Per-category tallies of the differential comparison with math-verify.
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    known: usize,
+    r1_right: usize,
+    mv_right: usize,
+    agree: usize,
+}
+
+fn percent(n: usize, d: usize) -> f64 {
+    if d == 0 {
+        100.0
+    } else {
+        100.0 * n as f64 / d as f64
+    }
+}
+
+/// The differential harness's Rust side: r1's verdict (`"extract": "auto"`) on every generated
+/// case beside math-verify's committed verdict, by category: how often each is right where the
+/// truth is known, their agreement where only math-verify's verdict is the reference, and every
+/// case they differ on. `scripts/math-verify-diff.sh` re-derives math-verify's verdicts first.
+#[test]
+fn differential_against_math_verify() {
+    let cases = math_cases::corpus();
+    let verdicts = math_cases::math_verify_verdicts();
+    let documented = math_cases::documented_differences();
+    assert!(
+        cases.len() >= 1_000,
+        "corpus has only {} cases",
+        cases.len()
+    );
+
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut differences = Vec::new();
+    let mut false_positives = Vec::new();
+    let mut r1_wrong = Vec::new();
+    let mut undocumented = Vec::new();
+    let mut reference_disagreements = Vec::new();
+    for case in &cases {
+        let mv = *verdicts
+            .get(&case.id)
+            .unwrap_or_else(|| panic!("no math-verify verdict for {}", case.id));
+        let score = math_reward(&case.completion, &case.gold, ExtractMode::Auto);
+        let r1 = score.reward == 1.0;
+        let t = tallies.entry(case.category.as_str()).or_default();
+        t.cases += 1;
+        t.agree += usize::from(r1 == mv);
+        let line = format!(
+            "{} [{}] gold {:?}, r1 extracted {:?}: r1 {}, math-verify {}{}",
+            case.id,
+            case.template,
+            case.gold,
+            score.extracted,
+            if r1 { "yes" } else { "no" },
+            if mv { "yes" } else { "no" },
+            match case.truth {
+                Some(truth) => format!(", truth {}", if truth { "yes" } else { "no" }),
+                None => String::new(),
+            }
+        );
+        match case.truth {
+            Some(truth) => {
+                t.known += 1;
+                t.r1_right += usize::from(r1 == truth);
+                t.mv_right += usize::from(mv == truth);
+                if r1 && !truth {
+                    false_positives.push(line.clone());
+                }
+                if r1 != truth {
+                    r1_wrong.push(line.clone());
+                }
+            }
+            None if r1 != mv => {
+                reference_disagreements.push(case.id.clone());
+                if !documented.contains_key(&case.id) {
+                    undocumented.push(line.clone());
+                }
+            }
+            None => {}
+        }
+        if r1 != mv {
+            differences.push(line);
+        }
+    }
+
+    println!(
+        "{:<18} {:>6} {:>6} {:>9} {:>9} {:>9}",
+        "category", "cases", "known", "r1 right", "mv right", "agree"
+    );
+    let mut below = Vec::new();
+    for (category, t) in &tallies {
+        println!(
+            "{:<18} {:>6} {:>6} {:>8.1}% {:>8.1}% {:>8.1}%",
+            category,
+            t.cases,
+            t.known,
+            percent(t.r1_right, t.known),
+            percent(t.mv_right, t.known),
+            percent(t.agree, t.cases)
+        );
+        if t.known > 0 && (percent(t.r1_right, t.known) < 99.0 || t.r1_right < t.mv_right) {
+            below.push(format!(
+                "{category}: r1 right on {}/{}, math-verify on {}/{}",
+                t.r1_right, t.known, t.mv_right, t.known
+            ));
+        }
+    }
+    let reference: Vec<&Tally> = tallies
+        .iter()
+        .filter(|(_, t)| t.known == 0)
+        .map(|(_, t)| t)
+        .collect();
+    let reference_cases: usize = reference.iter().map(|t| t.cases).sum();
+    let reference_agree: usize = reference.iter().map(|t| t.agree).sum();
+    let documented_count = reference_disagreements.len() - undocumented.len();
+    println!(
+        "reference (math-verify's verdict only): agree on {reference_agree}/{reference_cases} \
+         ({:.1}%); {documented_count} documented differences (data/math_verify_differences.tsv), \
+         agreement on the rest {:.1}%",
+        percent(reference_agree, reference_cases),
+        percent(reference_agree, reference_cases - documented_count)
+    );
+    println!(
+        "\nevery case where r1 and math-verify differ ({}):",
+        differences.len()
+    );
+    for d in &differences {
+        println!("  {d}");
+    }
+    let stale: Vec<&String> = documented
+        .keys()
+        .filter(|id| !reference_disagreements.contains(id))
+        .collect();
+
+    assert!(
+        false_positives.is_empty(),
+        "r1 says correct to {} wrong answers:\n{}",
+        false_positives.len(),
+        false_positives.join("\n")
+    );
+    assert!(
+        below.is_empty(),
+        "categories below 99% or below math-verify:\n{}\nr1 wrong on:\n{}",
+        below.join("\n"),
+        r1_wrong.join("\n")
+    );
+    assert!(
+        undocumented.is_empty(),
+        "{} undocumented differences with math-verify in the reference category:\n{}",
+        undocumented.len(),
+        undocumented.join("\n")
+    );
+    assert!(
+        stale.is_empty(),
+        "documented differences that no longer differ: {stale:?}"
+    );
+    assert!(
+        percent(reference_agree, reference_cases) >= 97.0,
+        "agreement with math-verify on the reference category is {reference_agree}/{reference_cases}"
+    );
+}
+
+#[test]
+fn issue_17_extraction_kinds() {
+    let auto = |completion: &str, gold: &str| math_reward(completion, gold, ExtractMode::Auto);
+    // A label or variable in the sentence is not the answer.
+    let volume = auto(
+        "We stack the cubes.\n\nThe volume of $ABCDEFGH$ is 120.",
+        "120",
+    );
+    assert_eq!(volume.extracted.as_deref(), Some("120"));
+    assert_eq!(volume.reward, 1.0);
+    assert_eq!(
+        auto("Checking all cases, the largest $n$ is 34.", "34").reward,
+        1.0
+    );
+    assert_eq!(
+        auto("Checking all cases, the largest $n$ is 35.", "34").reward,
+        0.0
+    );
+    // Chat-template debris after the answer: the new turn's box is not the answer.
+    let debris = "So $\\boxed{42}$.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n\
+                  <|im_start|>assistant\n\\boxed{5}";
+    assert_eq!(auto(debris, "42").reward, 1.0);
+    assert_eq!(auto(debris, "5").reward, 0.0);
+    // Several answers, boxed one by one.
+    assert_eq!(
+        auto(
+            "The roots are $\\boxed{1}, \\boxed{2}, \\boxed{3}$.",
+            "\\{1,2,3\\}"
+        )
+        .reward,
+        1.0
+    );
+    assert_eq!(
+        auto("The roots are $\\boxed{1}, \\boxed{2}$.", "\\{1,2,3\\}").reward,
+        0.0,
+        "a missing solution"
+    );
+    assert_eq!(
+        auto(
+            "$\\boxed{(2, 2)} \\text{and} \\boxed{(6, 2)}$",
+            "\\{(2,2),(6,2)\\}"
+        )
+        .reward,
+        1.0
+    );
+    assert_eq!(
+        auto("So $\\boxed{k = 45}$ and $\\boxed{n = 2}$.", "(45, 2)").reward,
+        1.0
+    );
+    assert_eq!(
+        auto("So $\\boxed{k = 45}$ and $\\boxed{n = 3}$.", "(45, 2)").reward,
+        0.0
+    );
+    // Thin spaces in a boxed number.
+    assert_eq!(auto("Total: $\\boxed{32,\\! 349}$", "32349").reward, 1.0);
+    assert_eq!(auto("Total: $\\boxed{32,\\! 348}$", "32349").reward, 0.0);
 }

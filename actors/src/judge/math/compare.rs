@@ -61,8 +61,22 @@ pub fn answers_equivalent(predicted: &str, gold: &str) -> bool {
 }
 
 /// Parses a normalised answer; one `\pm` (or `±`) stands for both signs, so `x = \pm 2` is the
-/// list `x = 2, x = -2`.
+/// list `x = 2, x = -2`; semicolons separate whole solutions, so `p=5,q=2; p=7,q=2` is a list of
+/// two pairs.
 fn parse_answer(s: &str) -> Result<Node, ParseError> {
+    if s.contains(';') {
+        let groups = s
+            .split(';')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(parse_answer)
+            .collect::<Result<Vec<_>, _>>()?;
+        return match groups.len() {
+            0 => Err(ParseError::Unexpected("empty answer".into())),
+            1 => Ok(groups.into_iter().next().unwrap_or(Node::List(Vec::new()))),
+            _ => Ok(Node::List(groups)),
+        };
+    }
     for pm in ["\\pm", "±"] {
         if s.matches(pm).count() == 1 {
             let plus = parse(&s.replacen(pm, "+", 1))?;
@@ -132,7 +146,11 @@ fn text_key(s: &str) -> String {
 /// Structural comparison of two trees, numeric at the leaves.
 pub fn nodes_equivalent(p: &Node, g: &Node) -> bool {
     match (p, g) {
-        (Node::Relation { .. }, Node::Relation { .. }) => relations_equivalent(p, g),
+        (Node::Relation { .. }, Node::Relation { .. }) => {
+            relations_equivalent(p, g)
+                || inequality_matches_membership(p, g)
+                || inequality_matches_membership(g, p)
+        }
         // `x > 5` against `(5, \infty)`; `x = 5` against `5`: the value after the last `=`.
         (Node::Relation { .. }, _) => {
             relation_as_interval(p).is_some_and(|i| nodes_equivalent(&i, g))
@@ -141,6 +159,13 @@ pub fn nodes_equivalent(p: &Node, g: &Node) -> bool {
         (_, Node::Relation { .. }) => {
             relation_as_interval(g).is_some_and(|i| nodes_equivalent(p, &i))
                 || equation_value(g).is_some_and(|v| nodes_equivalent(p, v))
+        }
+        // `x < 1 \text{ or } x > 3` against `(-\infty, 1) \cup (3, \infty)`.
+        (Node::List(items), Node::Union(_)) => {
+            relations_as_union(items).is_some_and(|u| nodes_equivalent(&u, g))
+        }
+        (Node::Union(_), Node::List(items)) => {
+            relations_as_union(items).is_some_and(|u| nodes_equivalent(p, &u))
         }
         (Node::Set(a) | Node::List(a), Node::Set(b) | Node::List(b))
         | (Node::Union(a), Node::Union(b)) => unordered_equivalent(a, b),
@@ -193,12 +218,39 @@ fn is_scalar(n: &Node) -> bool {
     )
 }
 
-/// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`.
+/// `-2 ≤ x ≤ 7` against `x \in [-2, 7]` (normalised to `x = [-2, 7]`): the inequality's interval
+/// against the interval the variable is said to lie in.
+fn inequality_matches_membership(inequality: &Node, membership: &Node) -> bool {
+    match (relation_as_interval(inequality), equation_value(membership)) {
+        (Some(interval), Some(value)) if !is_scalar(value) => nodes_equivalent(&interval, value),
+        _ => false,
+    }
+}
+
+/// Several inequalities read as the union of their intervals; `None` when one is no inequality.
+fn relations_as_union(items: &[Node]) -> Option<Node> {
+    items
+        .iter()
+        .map(relation_as_interval)
+        .collect::<Option<Vec<_>>>()
+        .map(Node::Union)
+}
+
+/// Whether a tree mentions a variable.
+fn has_vars(n: &Node) -> bool {
+    let mut names = Vec::new();
+    collect_vars(n, &mut names);
+    !names.is_empty()
+}
+
+/// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`;
+/// the bounded quantity may be any expression in the variables (`0 < f(x) < 1` is `(0, 1)`) as
+/// long as the bounds have none.
 fn relation_as_interval(n: &Node) -> Option<Node> {
     let Node::Relation { first, rest } = n else {
         return None;
     };
-    let is_var = |n: &Node| matches!(n, Node::Var(_));
+    let is_var = |n: &Node| is_scalar(n) && has_vars(n);
     let closed = |op: RelOp| matches!(op, RelOp::Le | RelOp::Ge);
     let infinity = |sign: bool| {
         if sign {
@@ -302,10 +354,65 @@ fn relations_equivalent(p: &Node, g: &Node) -> bool {
         RelOp::Eq | RelOp::Ne => {
             (nodes_equivalent(&pl, &grr) && nodes_equivalent(&prr, &gl))
                 || scalars_equivalent(&pd, &gd)
-                || scalars_equivalent(&pd, &Node::Neg(Box::new(gd)))
+                || proportional(&pd, &gd)
         }
         _ => scalars_equivalent(&pd, &gd),
     }
+}
+
+/// Whether `p = c·g` for one nonzero constant `c`, judged at the evaluation points: two equations
+/// `p = 0` and `g = 0` then have the same solutions (`2x+4y-3=0` and `y=-\frac12 x+\frac34`).
+fn proportional(p: &Node, g: &Node) -> bool {
+    let mut names = Vec::new();
+    collect_vars(p, &mut names);
+    collect_vars(g, &mut names);
+    names.sort();
+    names.dedup();
+    if names.is_empty() || names.len() > MAX_VARIABLES {
+        return false;
+    }
+    let mut ratio: Option<Value> = None;
+    let mut agreeing = 0;
+    for k in 0..POINTS_USED {
+        let vars = point(&names, k);
+        let (Ok(a), Ok(b)) = (eval(p, &vars), eval(g, &vars)) else {
+            return false;
+        };
+        let zero = |v: Value| v.to_f64() == 0.0;
+        match (zero(a), zero(b)) {
+            (true, true) => continue,
+            (false, false) => {}
+            _ => return false,
+        }
+        let r = match (a, b) {
+            (Value::Exact(x), Value::Exact(y)) => match y.recip().and_then(|inv| x.mul(inv)) {
+                Some(q) => Value::Exact(q),
+                None => Value::Approx(a.to_f64() / b.to_f64()),
+            },
+            _ => Value::Approx(a.to_f64() / b.to_f64()),
+        };
+        match ratio {
+            None => ratio = Some(r),
+            Some(first) if values_close(first, r) => {}
+            Some(_) => return false,
+        }
+        agreeing += 1;
+    }
+    agreeing >= 2
+}
+
+/// The values of `names` at evaluation point `k` (see [`POINTS`]).
+fn point(names: &[String], k: usize) -> Vec<(String, Value)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let (n, d) = POINTS[(k + 3 * j) % POINTS.len()];
+            let value =
+                Rational::new(n, d).map_or(Value::Approx(n as f64 / d as f64), Value::Exact);
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 fn ordered_equivalent(a: &[Node], b: &[Node]) -> bool {
@@ -378,22 +485,13 @@ fn values_equivalent(p: &Node, g: &Node) -> bool {
     }
     if names.is_empty() {
         return match (eval(p, &[]), eval(g, &[])) {
-            (Ok(a), Ok(b)) => values_close(a, b) || rounds_to_gold(p, a, g, b),
+            (Ok(a), Ok(b)) => numbers_equivalent(p, a, g, b),
             _ => false,
         };
     }
     let mut agreeing = 0;
     for k in 0..POINTS_USED {
-        let vars: Vec<(String, Value)> = names
-            .iter()
-            .enumerate()
-            .map(|(j, name)| {
-                let (n, d) = POINTS[(k + 3 * j) % POINTS.len()];
-                let value =
-                    Rational::new(n, d).map_or(Value::Approx(n as f64 / d as f64), Value::Exact);
-                (name.clone(), value)
-            })
-            .collect();
+        let vars = point(&names, k);
         match (eval(p, &vars), eval(g, &vars)) {
             (Ok(a), Ok(b)) if values_close(a, b) => agreeing += 1,
             (Err(_), Err(_)) => {}
@@ -403,19 +501,88 @@ fn values_equivalent(p: &Node, g: &Node) -> bool {
     agreeing >= 2
 }
 
-/// A gold answer written as a rounded decimal (`3.14`, `0.33`) accepts an exact prediction that
-/// rounds to it (`\pi`, `\frac{1}{3}`). A prediction that is itself a decimal literal must match
-/// exactly, so `0.49` does not pass for `0.5`.
-fn rounds_to_gold(p: &Node, pv: Value, g: &Node, gv: Value) -> bool {
-    let Some(places) = literal_decimals(g).filter(|&d| (1..=12).contains(&d)) else {
-        return false;
-    };
-    if literal_decimals(p).is_some() {
+/// Fewest significant digits a predicted decimal needs to pass for a value it rounds: `3.1416` is
+/// π, `3.14` is not (nor is `0.33` a third); a gold decimal sets its own precision.
+const MIN_PREDICTED_SIGNIFICANT_DIGITS: u32 = 4;
+
+/// Two closed-form numbers. Numbers written exactly (integers, fractions, finite decimals) compare
+/// exactly, so `8517213` is never `8517214`. A decimal literal is read as a rounding only of a value
+/// that no finite decimal can write (`8/3`, `\sqrt{2}`, `\pi`): it matches when that value rounded
+/// to the places written is the literal, and, for a predicted decimal, when it carries at least
+/// [`MIN_PREDICTED_SIGNIFICANT_DIGITS`]. Other approximate values (irrational on both sides, or
+/// beyond `i128`) compare within the relative tolerance.
+fn numbers_equivalent(p: &Node, pv: Value, g: &Node, gv: Value) -> bool {
+    if let (Value::Exact(x), Value::Exact(y)) = (pv, gv) {
+        if x == y {
+            return true;
+        }
+    }
+    let predicted_rounding = literal_decimals(p)
+        .filter(|&places| places >= 1)
+        .filter(|_| significant_digits(pv) >= MIN_PREDICTED_SIGNIFICANT_DIGITS)
+        .is_some_and(|places| rounds_to(gv, places, pv));
+    let gold_rounding = literal_decimals(g)
+        .filter(|&places| places >= 1)
+        .is_some_and(|places| rounds_to(pv, places, gv));
+    if predicted_rounding || gold_rounding {
+        return true;
+    }
+    if literal_decimals(p).is_some_and(|d| d >= 1) || literal_decimals(g).is_some_and(|d| d >= 1) {
+        // A decimal that is not the rounding of the other side is a different number, whatever
+        // the tolerance says (`3.14` is not π).
         return false;
     }
-    let scale = 10f64.powi(places as i32);
-    let rounded = (pv.to_f64() * scale).round() / scale;
-    values_close(Value::Approx(rounded), gv)
+    values_close(pv, gv)
+}
+
+/// Whether `value`, having no finite decimal expansion, rounds to `literal` at `places` decimals.
+fn rounds_to(value: Value, places: u32, literal: Value) -> bool {
+    let Value::Exact(lit) = literal else {
+        return false;
+    };
+    match value {
+        Value::Exact(r) => !r.is_terminating_decimal() && r.round_to_places(places) == Some(lit),
+        Value::Approx(x) => {
+            if places > 15 || !x.is_finite() {
+                return false;
+            }
+            let scale = 10f64.powi(places as i32);
+            let rounded = (x * scale).round();
+            let target = lit.to_f64() * scale;
+            (rounded - target).abs() < 0.5
+        }
+    }
+}
+
+/// Significant digits of an exact decimal literal's value: `2.6667` has 5, `0.0300` has 3.
+fn significant_digits(v: Value) -> u32 {
+    let Value::Exact(r) = v else {
+        return 0;
+    };
+    // A decimal literal is n / 10^k in lowest terms; scaling back to the written digits would need
+    // the text, so count the digits of the value's shortest decimal form instead (trailing zeros
+    // written after the point are not significant to this rule).
+    let mut num = r.numer().unsigned_abs();
+    let mut den = r.denom().unsigned_abs();
+    while den > 1 {
+        if den % 10 == 0 {
+            den /= 10;
+        } else if den % 2 == 0 {
+            den /= 2;
+            num *= 5;
+        } else if den % 5 == 0 {
+            den /= 5;
+            num *= 2;
+        } else {
+            return 0;
+        }
+    }
+    let mut digits = 0;
+    while num > 0 {
+        num /= 10;
+        digits += 1;
+    }
+    digits
 }
 
 #[cfg(test)]
@@ -438,6 +605,77 @@ mod tests {
     fn text_keys_ignore_case_and_framing() {
         assert_eq!(text_key("The answer is Yes."), "yes");
         assert_eq!(text_key("No  Solution"), "no solution");
+    }
+
+    #[test]
+    fn exact_numbers_compare_exactly() {
+        for (p, g) in [
+            ("8517213", "8517214"),
+            ("123456700", "123456789"),
+            ("1000001", "1000000"),
+            ("1,000,001", "1000000"),
+            ("-1000001", "-1000000"),
+            ("0.5", "\\frac{51}{100}"),
+            ("\\frac{1000001}{3}", "\\frac{1000000}{3}"),
+            ("2.6666", "\\frac{8}{3}"),
+            ("3.14", "\\pi"),
+            ("0.333", "\\frac{1}{3}"),
+        ] {
+            assert!(!answers_equivalent(p, g), "{p} vs {g}");
+        }
+    }
+
+    #[test]
+    fn decimals_round_values_without_a_finite_expansion() {
+        for (p, g) in [
+            ("2.6667", "\\frac{8}{3}"),
+            ("-2.6667", "-\\frac{8}{3}"),
+            ("0.3333", "\\frac{1}{3}"),
+            ("3.1416", "\\pi"),
+            ("1.414214", "\\sqrt{2}"),
+            ("\\pi", "3.14"),
+            ("\\frac{1}{3}", "0.33"),
+            ("0.5", "\\frac{1}{2}"),
+            ("2.50", "2.5"),
+        ] {
+            assert!(answers_equivalent(p, g), "{p} vs {g}");
+        }
+    }
+
+    #[test]
+    fn significant_digits_of_decimals() {
+        let lit = |n: i128, d: i128| Value::Exact(Rational::new(n, d).expect("valid"));
+        assert_eq!(significant_digits(lit(26_667, 10_000)), 5);
+        assert_eq!(significant_digits(lit(3, 100)), 1);
+        assert_eq!(significant_digits(lit(1, 8)), 3);
+        assert_eq!(significant_digits(lit(1, 3)), 0);
+    }
+
+    #[test]
+    fn issue_kinds() {
+        for (p, g) in [
+            ("-2 ≤ x ≤ 7", "x = [-2,7]"),
+            ("0<f(x)<1", "(0,1)"),
+            ("x < 1, x > 3", "(-∞, 1) ∪ (3, ∞)"),
+            ("S_{MBCN}:S=7:32", "7:32"),
+            ("y=-\\frac12 x+\\frac34", "2x+4y-3=0"),
+            ("6x+12y-9=0", "2x+4y-3=0"),
+            ("p=5,q=2; p=7,q=2", "(5, 2), (7, 2)"),
+            ("k = 45, n = 2", "(45, 2)"),
+            ("(11,7), (7,11)", "(7, 11), (11, 7)"),
+            ("(0.6, 2.6667]", "(\\frac{3}{5}, \\frac{8}{3}]"),
+        ] {
+            assert!(answers_equivalent(p, g), "{p} vs {g}");
+        }
+        for (p, g) in [
+            ("y=-\\frac12 x-\\frac34", "2x+4y-3=0"),
+            ("2x+4y=0", "2x+4y-3=0"),
+            ("x < 1, x ≥ 3", "(-∞, 1) ∪ (3, ∞)"),
+            ("32:7", "7:32"),
+            ("0<f(x)≤1", "(0,1)"),
+        ] {
+            assert!(!answers_equivalent(p, g), "{p} vs {g}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
         "dfrac" | "tfrac" | "cfrac" => "\\frac",
         "dbinom" | "tbinom" => "\\binom",
         "cdot" | "times" | "ast" => "*",
-        "div" => "/",
+        "div" | "colon" => "/",
         "le" | "leq" | "leqslant" => "≤",
         "ge" | "geq" | "geqslant" => "≥",
         "ne" | "neq" => "≠",
@@ -68,7 +68,10 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
 /// synonyms folded (`\dfrac` → `\frac`, `\le` → `≤`, `\cdot` → `*`), `\text{…}` unwrapped, degree
 /// signs dropped, whitespace collapsed, a sentence-final period removed.
 pub fn normalize(answer: &str) -> String {
-    let degrees_dropped = answer.replace("^{\\circ}", "").replace("^\\circ", "");
+    // `32,\! 349`: a negative thin space after a comma removes the comma's space, so the comma
+    // groups thousands (`32,349`), not list items.
+    let grouped = answer.replace(",\\! ", ",").replace(",\\!", ",");
+    let degrees_dropped = grouped.replace("^{\\circ}", "").replace("^\\circ", "");
     let folded = fold_macros(&matrices_to_tuples(&degrees_dropped));
     let unwrapped = unwrap_text_macros(&folded);
     // A power after an unwrapped unit (`\mathrm{cm}^2` → `cm ^2`) belongs to it.
@@ -92,7 +95,14 @@ pub fn normalize(answer: &str) -> String {
 /// Matrix environments whose rows and cells become nested tuples, so matrices compare cell by
 /// cell in order (a column vector becomes a flat tuple). `vmatrix` is a determinant, not a matrix,
 /// and is left for the parser to refuse.
-const MATRIX_ENVIRONMENTS: &[&str] = &["pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix"];
+const MATRIX_ENVIRONMENTS: &[&str] = &[
+    "pmatrix",
+    "bmatrix",
+    "Bmatrix",
+    "matrix",
+    "smallmatrix",
+    "array",
+];
 
 /// Rewrites `\begin{pmatrix} a & b \\ c & d \end{pmatrix}` as `((a, b), (c, d))`. Runs before any
 /// other clean-up because it needs the `&` and `\\` separators that the clean-up drops.
@@ -113,9 +123,16 @@ fn matrices_to_tuples(s: &str) -> String {
                 body_start + body_len + end.len(),
             ))
         });
-        let Some((start, body_start, body_end, after)) = found else {
+        let Some((start, mut body_start, body_end, after)) = found else {
             return cur;
         };
+        // `\begin{array}{cc}`: the column specification is layout, not a cell.
+        if cur[body_start..body_end].trim_start().starts_with('{') {
+            let open = body_start + cur[body_start..].find('{').unwrap_or(0);
+            if let Some(close) = matching_brace(&cur[..body_end], open) {
+                body_start = close + 1;
+            }
+        }
         let rows: Vec<String> = cur[body_start..body_end]
             .split("\\\\")
             .map(str::trim)
@@ -342,6 +359,16 @@ mod tests {
             normalize("\\begin{bmatrix}1\\\\2\\end{bmatrix}"),
             "((1), (2))"
         );
+    }
+
+    #[test]
+    fn arrays_and_thin_spaced_numbers() {
+        assert_eq!(
+            normalize("\\left[\\begin{array}{cc} 1 & 2 \\\\ 3 & 4 \\end{array}\\right]"),
+            "[ ((1, 2), (3, 4)) ]"
+        );
+        assert_eq!(normalize("32,\\! 349"), "32,349");
+        assert_eq!(normalize("1,\\!234,\\!567"), "1,234,567");
     }
 
     #[test]

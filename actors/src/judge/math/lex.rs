@@ -154,7 +154,30 @@ pub fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
                 .take_while(|b| b.is_ascii_alphabetic())
                 .count();
             let word = &s[i..i + len];
-            if let Some(tok) = word_token(word) {
+            let in_subscript = matches!(
+                toks.as_slice(),
+                [
+                    ..,
+                    Token {
+                        tok: Tok::Underscore,
+                        ..
+                    }
+                ] | [
+                    ..,
+                    Token {
+                        tok: Tok::Underscore,
+                        ..
+                    },
+                    Token {
+                        tok: Tok::LBrace,
+                        ..
+                    }
+                ]
+            );
+            if in_subscript {
+                // A label in a subscript (`S_{MBCN}`) names a variable; it is not a word.
+                (Tok::Ident(word.to_string()), len)
+            } else if let Some(tok) = word_token(word) {
                 (tok, len)
             } else if len >= 3 {
                 // Three or more letters that are no function: a word, so the answer is text.
@@ -201,7 +224,8 @@ pub fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
                     continue;
                 }
                 '*' => Tok::Star,
-                '/' => Tok::Slash,
+                // A ratio `7:32` is the quotient 7/32 (`S_{ABC}:S=7:32` states it with a label).
+                '/' | ':' => Tok::Slash,
                 '^' => Tok::Caret,
                 '_' => Tok::Underscore,
                 '%' => Tok::Percent,

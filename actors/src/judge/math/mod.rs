@@ -6,9 +6,10 @@
 //! 1. [`extract_answer`] finds the final answer per the dataset's [`ExtractMode`]: the
 //!    `<answer>…</answer>` tag, the last `\boxed{…}`, or the answer stated in free text.
 //! 2. [`equivalent`] decides whether it equals the gold answer: LaTeX presentation is ignored,
-//!    numbers compare exactly as rationals (with a relative tolerance once irrational),
-//!    expressions compare by value at fixed points, sets, tuples, intervals and equations by
-//!    structure, anything else as text.
+//!    numbers written exactly (integers, fractions, finite decimals) compare exactly as rationals,
+//!    a decimal stands for a value with no finite decimal form only at the precision written,
+//!    irrational values compare with a relative tolerance, expressions compare by value at fixed
+//!    points, sets, tuples, intervals and equations by structure, anything else as text.
 //!
 //! Nothing is ever executed: the parser knows arithmetic, a fixed list of functions and the
 //! containers, with depth and length caps so hostile answers end quickly as "not equal".
@@ -19,8 +20,14 @@
 //! - `x = 5` equals `5` (the value after the last `=`), but `x = 5` and `y = 5` differ.
 //! - A bare list `1, 2` equals the set `\{2, 1\}` and the tuple `(1, 2)`, never `(2, 1)`; a set
 //!   never equals a tuple, and interval ends must match.
-//! - A gold decimal (`3.14`) accepts an exact prediction that rounds to it (`\pi`), not another
-//!   decimal (`3.1416`).
+//! - Exact numbers are exact: `8517213` is not `8517214`. A decimal matches a value that no finite
+//!   decimal writes (`\frac{8}{3}`, `\pi`) when that value rounds to it at the places written; a
+//!   predicted decimal needs 4 significant digits for it (`2.6667` is `\frac{8}{3}`, `2.67` is not),
+//!   a gold decimal sets its own precision (gold `3.14` accepts `\pi`). Two decimals compare
+//!   exactly (`3.1416` is not `3.14`).
+//! - Several boxes in a row are one list answer; `k = 45, n = 2` equals `(45, 2)`; `a:b` is a/b;
+//!   inequalities equal intervals (`0 < f(x) < 1` is `(0, 1)`); equations equal when `lhs - rhs`
+//!   agree up to a nonzero factor (`2x+4y-3=0` is `y=-\frac12 x+\frac34`).
 //! - A gold answer that is one capital letter (`B`, `(B)`) is a multiple-choice letter; a
 //!   prediction naming two options (`(A) or (B)`) picks none.
 //! - `x = \pm 2` is the list `2, -2`; `x > 5` equals the interval `(5, \infty)`; matrices compare
@@ -110,20 +117,23 @@ impl FromStr for ExtractMode {
 }
 
 /// Extracts the final answer of `completion` per `mode`; `None` when there is none (no tag, an
-/// unclosed tag or box, no number), which scores 0.
+/// unclosed tag or box, no number), which scores 0. Text after a chat-template token
+/// (`<|im_end|>`, `<|im_start|>`, …) is a new turn, not the answer, and is ignored; boxes written
+/// one after another (`\boxed{1}, \boxed{2}`) are one answer, the list `1, 2`.
 pub fn extract_answer(completion: &str, mode: ExtractMode) -> Option<String> {
+    let completion = extract::before_chat_debris(completion);
+    let free_text = || extract::free_text(completion).map(str::to_string);
     let found = match mode {
         ExtractMode::AnswerTag => extract::answer_tag(completion),
-        ExtractMode::Boxed => extract::last_boxed(completion),
-        ExtractMode::FreeText => extract::free_text(completion),
+        ExtractMode::Boxed => extract::boxed_answers(completion),
+        ExtractMode::FreeText => free_text(),
         ExtractMode::Auto => extract::answer_tag(completion)
-            .or_else(|| extract::last_boxed(completion))
-            .or_else(|| extract::free_text(completion)),
+            .or_else(|| extract::boxed_answers(completion))
+            .or_else(free_text),
     };
     found
-        .map(str::trim)
+        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
 /// Whether a predicted answer equals the gold answer, mathematically or (for words and choice

@@ -4,8 +4,9 @@
 //! `f64` fallback keeps huge or irrational values (`10^{40}`, `\sqrt{2}`, `\pi`) comparable with a
 //! relative tolerance instead of failing.
 
-/// Relative tolerance for comparing values that are not both exact: wide enough for rounding noise
-/// in `f64` evaluation, narrow enough that `0.333` and `1/3` stay different.
+/// Relative tolerance for comparing values that are not both exact (irrational results, or values
+/// beyond `i128`): wide enough for rounding noise in `f64` evaluation, narrow enough that `0.333`
+/// and `1/3` stay different. Two exact values never use it: `8517213` is not `8517214`.
 pub const RELATIVE_TOLERANCE: f64 = 1e-6;
 
 /// Below this magnitude two approximate values count as zero, where a relative test means nothing.
@@ -137,6 +138,35 @@ impl Rational {
         Some(acc)
     }
 
+    /// Whether the value has a finite decimal expansion (its reduced denominator has no prime factor
+    /// other than 2 and 5): `1/8` is `0.125`, `1/3` has none.
+    pub fn is_terminating_decimal(self) -> bool {
+        let mut d = self.den;
+        while d % 2 == 0 {
+            d /= 2;
+        }
+        while d % 5 == 0 {
+            d /= 5;
+        }
+        d == 1
+    }
+
+    /// The value rounded to `places` decimals, half away from zero; `None` on overflow.
+    pub fn round_to_places(self, places: u32) -> Option<Rational> {
+        let scale = 10i128.checked_pow(places)?;
+        let scaled_num = self.num.checked_mul(scale)?;
+        // Round |num·scale / den| half up, then restore the sign.
+        let magnitude = scaled_num.checked_abs()?;
+        let (q, r) = (magnitude / self.den, magnitude % self.den);
+        let rounded = if r.checked_mul(2)? >= self.den {
+            q + 1
+        } else {
+            q
+        };
+        let signed = if scaled_num < 0 { -rounded } else { rounded };
+        Rational::new(signed, scale)
+    }
+
     /// The exact square root when numerator and denominator are perfect squares.
     pub fn sqrt_exact(self) -> Option<Rational> {
         if self.num < 0 {
@@ -186,14 +216,13 @@ impl Value {
     }
 }
 
-/// Whether two values are the same number: exactly when both are exact, else within
-/// [`RELATIVE_TOLERANCE`]. Exact values are also compared with the tolerance, so `0.3333333` matches
-/// `1/3` (rounding written by a model) while `0.333` does not.
+/// Whether two values are the same number: exactly when both are exact (an integer off by one is
+/// another integer, however large), else within [`RELATIVE_TOLERANCE`]. Rounded decimals written
+/// by a model (`0.3333` for `1/3`) are the caller's business: only the caller knows what was
+/// written as a decimal literal and to how many places.
 pub fn values_close(a: Value, b: Value) -> bool {
     if let (Value::Exact(x), Value::Exact(y)) = (a, b) {
-        if x == y {
-            return true;
-        }
+        return x == y;
     }
     let (x, y) = (a.to_f64(), b.to_f64());
     if !x.is_finite() || !y.is_finite() {
@@ -253,9 +282,41 @@ mod tests {
     }
 
     #[test]
+    fn exact_values_compare_exactly() {
+        let exact = |n: i128| Value::Exact(Rational::integer(n));
+        // The near misses: within the relative tolerance, yet different integers.
+        for (a, b) in [
+            (8_517_213, 8_517_214),
+            (123_456_700, 123_456_789),
+            (1_000_001, 1_000_000),
+        ] {
+            assert!(!values_close(exact(a), exact(b)), "{a} vs {b}");
+        }
+        assert!(values_close(
+            exact(1_000_000),
+            Value::Exact(r(2_000_000, 2))
+        ));
+        let third = Value::Exact(r(1, 3));
+        assert!(!values_close(third, Value::Exact(r(3_333_333, 10_000_000))));
+    }
+
+    #[test]
+    fn terminating_decimals_and_rounding() {
+        assert!(r(1, 8).is_terminating_decimal());
+        assert!(r(7, 20).is_terminating_decimal());
+        assert!(!r(1, 3).is_terminating_decimal());
+        assert!(!r(8, 3).is_terminating_decimal());
+        assert_eq!(r(8, 3).round_to_places(4), Some(r(26_667, 10_000)));
+        assert_eq!(r(8, 3).round_to_places(2), Some(r(267, 100)));
+        assert_eq!(r(-8, 3).round_to_places(2), Some(r(-267, 100)));
+        assert_eq!(r(1, 3).round_to_places(3), Some(r(333, 1000)));
+        assert_eq!(r(1, 8).round_to_places(2), Some(r(13, 100)));
+    }
+
+    #[test]
     fn closeness() {
         let third = Value::Exact(r(1, 3));
-        assert!(values_close(third, Value::Exact(r(3_333_333, 10_000_000))));
+        assert!(values_close(third, Value::Approx(1.0 / 3.0)));
         assert!(!values_close(third, Value::Exact(r(333, 1000))));
         // A value written to 7 significant digits is within the tolerance; to 3 it is not.
         assert!(values_close(
