@@ -9,8 +9,11 @@
 //! - `trainer.json` — step counters, data cursor, seed, the config's hash, and the SHA-256 of every
 //!   other file (written last: a checkpoint without a valid `trainer.json` is not a checkpoint).
 //!
-//! It is written into `<name>.tmp`, every file fsynced, renamed to `<name>`, and the parent
-//! directory fsynced. Loading verifies the checksums; `latest_good` walks back past damaged ones.
+//! It is written into `<name>.tmp`, every file fsynced, renamed to `<name>` (an existing `<name>`,
+//! say a damaged one a resume skipped, is moved to `<name>.old` first and deleted after), and the
+//! parent directory fsynced; transient I/O errors are retried with a bounded backoff. Loading
+//! verifies the checksums; `latest_good` walks back past damaged ones. Every stage and both
+//! drivers (`r1ctl train`, `r1d`) save and resume through these functions.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -112,7 +115,61 @@ fn fsync_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(io(dir))
 }
 
-/// Writes a checkpoint atomically as `dir` (which must not exist yet).
+/// Attempts a checkpoint write gets when the system reports a transient error.
+pub const SAVE_ATTEMPTS: u32 = 8;
+
+/// Whether an I/O error may go away on its own: descriptors exhausted by other activity (EMFILE,
+/// ENFILE), a full disk someone is clearing (ENOSPC), a flaky device (EIO), a signal (EINTR,
+/// EAGAIN). A run should wait and retry these rather than fail for good.
+pub fn is_transient(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOSPC | libc::EIO | libc::EINTR | libc::EAGAIN)
+    ) || error.kind() == std::io::ErrorKind::Interrupted
+}
+
+impl CheckpointError {
+    /// Whether the write that failed with this error may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CheckpointError::Io { source, .. } => is_transient(source),
+            CheckpointError::Engine(r1_kernels::EngineError::Io { source, .. }) => {
+                is_transient(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for a reason that is not transient, or has failed
+/// `attempts` times; waits `first_wait`, then twice as long each time (at most 2 s), between.
+pub fn retry_transient<T>(
+    attempts: u32,
+    first_wait: std::time::Duration,
+    mut attempt: impl FnMut() -> Result<T, CheckpointError>,
+) -> Result<T, CheckpointError> {
+    let mut wait = first_wait;
+    let mut tried = 1;
+    loop {
+        match attempt() {
+            Err(e) if e.is_transient() && tried < attempts => {
+                tracing::warn!("checkpoint write failed ({e}); retrying in {wait:?}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                tried += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Writes a checkpoint atomically as `dir`: into `<dir>.tmp`, fsynced, then renamed into place.
+///
+/// A `dir` that already exists (a damaged checkpoint of the same step that a resume skipped, or
+/// one written before a crash but never recorded) is replaced: it is moved to `<dir>.old` first
+/// and deleted once the new one is in place, so a crash at any moment leaves a complete
+/// checkpoint or the older ones. Transient I/O errors (see [`is_transient`]) are retried with a
+/// bounded backoff ([`SAVE_ATTEMPTS`] attempts, about 7 s in all) before the write fails.
 pub fn save_checkpoint(
     dir: &Path,
     model: &Model,
@@ -120,10 +177,20 @@ pub fn save_checkpoint(
     optimizer: &AdamW,
     state: &TrainerState,
 ) -> Result<(), CheckpointError> {
+    retry_transient(SAVE_ATTEMPTS, std::time::Duration::from_millis(50), || {
+        save_checkpoint_once(dir, model, reference, optimizer, state)
+    })
+}
+
+fn save_checkpoint_once(
+    dir: &Path,
+    model: &Model,
+    reference: Option<&Model>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+) -> Result<(), CheckpointError> {
     let tmp = dir.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
+    remove_any(&tmp)?;
     save_model_dir(model, &tmp)?;
     // Moments by tensor name, so a checkpoint stays readable if the flat layout ever changes.
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -176,11 +243,32 @@ pub fn save_checkpoint(
     })?;
     write_synced(&tmp.join("trainer.json"), &json)?;
     fsync_dir(&tmp)?;
+    // rename(2) cannot replace a non-empty directory: an existing one is moved aside first.
+    let old = dir.with_extension("old");
+    let replaced = std::fs::symlink_metadata(dir).is_ok();
+    if replaced {
+        remove_any(&old)?;
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+    }
     std::fs::rename(&tmp, dir).map_err(io(dir))?;
     if let Some(parent) = dir.parent() {
         fsync_dir(parent)?;
     }
+    if replaced {
+        remove_any(&old)?;
+    }
     Ok(())
+}
+
+/// Removes a file or a directory tree at `path`; nothing there is fine.
+fn remove_any(path: &Path) -> Result<(), CheckpointError> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(io(path))
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
@@ -306,8 +394,8 @@ pub fn latest_good(
     Ok((None, skipped))
 }
 
-/// Deletes all but the newest `keep_last` checkpoints (and any `*.tmp` leftovers of a crash),
-/// sparing `keep_also` (the best by evaluation).
+/// Deletes all but the newest `keep_last` checkpoints (and any `*.tmp` / `*.old` leftovers of a
+/// crash during a save), sparing `keep_also` (the best by evaluation).
 pub fn prune(
     root: &Path,
     keep_last: usize,
@@ -322,8 +410,9 @@ pub fn prune(
     }
     if let Ok(entries) = std::fs::read_dir(root) {
         for entry in entries.flatten() {
-            if entry.path().extension().is_some_and(|e| e == "tmp") {
-                std::fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp" || e == "old") {
+                remove_any(&path)?;
             }
         }
     }

@@ -1,9 +1,10 @@
 //! Checkpoints: exact round trip, bit-identical resume of GRPO training, damaged checkpoints
-//! detected and skipped, pruning.
+//! detected and skipped, a damaged one replaced by a new save of its step, transient I/O errors
+//! retried, pruning.
 
 use r1_actors::keeper::{
-    checkpoint_dir, latest_good, list_checkpoints, load_checkpoint, prune, save_checkpoint,
-    TrainerState,
+    checkpoint_dir, latest_good, list_checkpoints, load_checkpoint, prune, retry_transient,
+    save_checkpoint, CheckpointError, TrainerState,
 };
 use r1_actors::learner::{GrpoLearner, LearnerConfig, Rollout};
 use r1_kernels::bench::builtin_config;
@@ -187,4 +188,96 @@ fn prune_keeps_the_newest_and_the_best() {
         .unwrap()
         .reference
         .is_none());
+}
+
+#[test]
+fn a_save_replaces_a_damaged_checkpoint_of_the_same_step() {
+    // A resume skipped the damaged step-20 and took steps 11..=20 again: saving step 20 must
+    // replace the damaged folder (rename(2) alone fails with "Directory not empty").
+    let model = Model::random(builtin_config("tiny-qwen2").unwrap(), 3, 0.05);
+    let learner = GrpoLearner::new(model, config());
+    let root = tempfile::tempdir().unwrap();
+    let mut s = state(&learner);
+    s.step = 20;
+    let dir = checkpoint_dir(root.path(), 20);
+    save_checkpoint(
+        &dir,
+        &learner.policy,
+        learner.reference.as_ref(),
+        &learner.optimizer,
+        &s,
+    )
+    .unwrap();
+    let weights = dir.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert!(load_checkpoint(&dir).is_err());
+
+    s.data_cursor = 99;
+    save_checkpoint(
+        &dir,
+        &learner.policy,
+        learner.reference.as_ref(),
+        &learner.optimizer,
+        &s,
+    )
+    .unwrap();
+    let loaded = load_checkpoint(&dir).unwrap();
+    assert_eq!((loaded.state.step, loaded.state.data_cursor), (20, 99));
+    assert_eq!(loaded.model.params, learner.policy.params);
+    let names: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["step-00000020"], "no .tmp or .old left behind");
+
+    // A leftover of a crash between the two renames (the old copy moved aside) is cleaned up.
+    std::fs::create_dir(root.path().join("step-00000020.old")).unwrap();
+    prune(root.path(), 3, None).unwrap();
+    assert!(!root.path().join("step-00000020.old").exists());
+    assert!(load_checkpoint(&dir).is_ok());
+}
+
+#[test]
+fn transient_io_errors_are_retried_a_bounded_number_of_times() {
+    let transient = |errno| CheckpointError::Io {
+        path: "x".into(),
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    let wait = std::time::Duration::from_millis(1);
+    // EMFILE twice, then success: the write succeeds on the third attempt.
+    let mut calls = 0;
+    let result = retry_transient(5, wait, || {
+        calls += 1;
+        if calls < 3 {
+            Err(transient(libc::EMFILE))
+        } else {
+            Ok(calls)
+        }
+    });
+    assert_eq!(result.unwrap(), 3);
+    // ENOSPC for ever: it gives up after the bound, with the last error.
+    let mut calls = 0;
+    let result: Result<(), _> = retry_transient(4, wait, || {
+        calls += 1;
+        Err(transient(libc::ENOSPC))
+    });
+    assert_eq!(calls, 4);
+    assert!(result.unwrap_err().is_transient());
+    // A permanent error (EACCES) is not retried.
+    let mut calls = 0;
+    let result: Result<(), _> = retry_transient(4, wait, || {
+        calls += 1;
+        Err(transient(libc::EACCES))
+    });
+    assert_eq!(calls, 1);
+    assert!(!result.unwrap_err().is_transient());
+    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOSPC, libc::EIO, libc::EINTR] {
+        assert!(transient(errno).is_transient(), "errno {errno}");
+    }
 }

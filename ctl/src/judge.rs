@@ -16,6 +16,8 @@ use r1_actors::judge::reward::{
 use r1_actors::judge::sandbox::SandboxConfig;
 use serde::Serialize;
 
+use crate::terminal::printable;
+
 /// Output format.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Output {
@@ -239,10 +241,11 @@ fn table_row(number: usize, report: &RewardReport) -> String {
         .as_ref()
         .map_or("-".to_string(), |l| format!("{:.2}", l.share));
     let reasons = report.reasons();
+    // The reasons quote the candidate (a code test's output, say): escaped, never raw.
     let why = if reasons.is_empty() {
         "-".to_string()
     } else {
-        reasons.join("; ")
+        printable(&reasons.join("; "), false)
     };
     format!(
         "{number:>LINE_WIDTH$}  {task:<TASK_WIDTH$}  {extracted:<EXTRACTED_WIDTH$}  {:>NUMBER_WIDTH$.2}  {:>NUMBER_WIDTH$.2}  {language:>NUMBER_WIDTH$}  {:>NUMBER_WIDTH$.2}  {why}",
@@ -250,14 +253,11 @@ fn table_row(number: usize, report: &RewardReport) -> String {
     )
 }
 
-/// Model text fit for one table cell: line breaks and tabs shown as spaces, cut to `width`
-/// characters with an ellipsis.
+/// Model text fit for one table cell: line breaks and tabs shown as spaces, other control
+/// characters escaped (a raw ESC or BEL would reach the terminal), cut to `width` characters
+/// with an ellipsis.
 fn cell(text: &str, width: usize) -> String {
-    let flat: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = printable(text.trim(), false);
     if flat.chars().count() <= width {
         return flat;
     }
@@ -297,6 +297,22 @@ mod tests {
         assert_eq!(cell("abcdefgh", 5), "abcd…");
         assert_eq!(cell("数数数数数数", 4), "数数数…");
         assert_eq!(cell("  x  ", 3), "x");
+    }
+
+    #[test]
+    fn a_candidates_escape_sequences_never_reach_the_table_raw() {
+        // An answer and a wrong result that carry ESC, BEL and CSI sequences.
+        let line = r#"{"completion": "<think>\u001b[2J</think><answer>\u001b]0;pwned\u0007 41\u001b[8m</answer>", "answer": "42"}"#;
+        let sandbox = CodeSandbox::lazy(SandboxConfig::default());
+        let rules = RewardRules::default();
+        let report = judge_line(line, &rules, &sandbox).unwrap();
+        let row = table_row(1, &report);
+        assert!(
+            !row.chars().any(|c| c.is_control()),
+            "raw control characters in {row:?}"
+        );
+        assert!(row.contains("\\u{1b}"), "{row}");
+        assert!(cell("a\u{1b}[31mb\u{7}", 40).contains("a\\u{1b}[31mb\\u{7}"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod model;
 mod remote;
 mod rm;
 mod run;
+mod terminal;
 mod train;
 
 use clap::{Parser, Subcommand};

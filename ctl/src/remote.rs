@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use r1_actors::messages::{SampleRecord, SavedCheckpoint, StepRecord};
+
+use crate::terminal::printable;
 use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, StartRequest};
 
 /// Output format.
@@ -351,7 +353,7 @@ fn show_run(r: &RunInfo, output: Output) {
     println!("step       {}/{}", r.step, r.total_steps);
     println!("output     {}", r.output_dir.display());
     if let Some(m) = &r.message {
-        println!("message    {m}");
+        println!("message    {}", printable(m, false));
     }
     if let Some(l) = &r.last {
         println!(
@@ -436,7 +438,7 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
             eprintln!("r1ctl: run {id} {}", info.state.name());
             return Ok(if info.state == r1_daemon::api::RunState::Failed {
                 if let Some(m) = &info.message {
-                    eprintln!("r1ctl: {m}");
+                    eprintln!("r1ctl: {}", printable(m, false));
                 }
                 1
             } else {
@@ -499,8 +501,9 @@ fn call(command: Remote) -> Result<i32, CallError> {
                         s.language
                             .map_or(String::new(), |l| format!(", language {l:.2}"))
                     );
-                    println!("prompt:     {}", s.prompt.trim());
-                    println!("completion: {}", s.completion.trim());
+                    // Model output: escaped, so it cannot drive the terminal.
+                    println!("prompt:     {}", printable(s.prompt.trim(), true));
+                    println!("completion: {}", printable(s.completion.trim(), true));
                 }
             }
             Ok(0)

@@ -7,14 +7,17 @@
 //!   `queue` is set: the run is then `queued` and starts when the runs before it have ended
 //! - `GET /v1/runs` → `[RunInfo]`; `GET /v1/runs/{id}` → [`RunInfo`]
 //! - `POST /v1/runs/{id}/pause|resume|stop` → [`RunInfo`]; 409 when the state does not allow it
+//!   (`resume` also restarts a `failed` run from its newest good checkpoint)
 //! - `GET /v1/runs/{id}/steps?after=N&limit=M` → `[StepRecord]`
 //! - `GET /v1/runs/{id}/samples?limit=M` → `[SampleRecord]`
 //! - `GET /v1/runs/{id}/checkpoints` → `[SavedCheckpoint]`
-//! - `GET /v1/runs/{id}/checkpoints/{step}/files/{name}` → the file's bytes
+//! - `GET /v1/runs/{id}/checkpoints/{step}/files/{name}` → the file's bytes, streamed; 503
+//!   `busy` when the most downloads r1d serves at once are in progress
 //! - `POST /v1/runs/{id}/eval` [`EvalRequest`] → [`EvalReport`]; `GET /v1/runs/{id}/evals`
 //!
 //! Errors: `{"error":{"code":…,"message":…}}` with codes `unauthorized` (401), `not_found` (404),
-//! `bad_request` (400), `conflict` (409), `payload_too_large` (413), `internal` (500).
+//! `bad_request` (400), `conflict` (409), `payload_too_large` (413), `busy` (503, with
+//! `Retry-After`), `internal` (500).
 
 use std::path::PathBuf;
 

@@ -5,9 +5,14 @@
 //! - `runs`: the hub actor that owns the runs (one `Director` each) and records their events;
 //! - `store`: the sled state store;
 //! - `metrics`: the Prometheus registry behind `/metrics`;
-//! - `notify`: systemd's notify protocol (readiness, stopping, status, watchdog).
+//! - `notify`: systemd's notify protocol (readiness, stopping, status, watchdog);
+//! - `inputs`: the files a job config names, checked before anything reads them;
+//! - `exposure`: who can reach r1d and what it shares (listen address, token file, state
+//!   folder, descriptor limit).
 
 pub mod api;
+pub mod exposure;
+pub mod inputs;
 pub mod metrics;
 pub mod notify;
 pub mod runs;

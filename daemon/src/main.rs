@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,14 +15,18 @@ use clap::Parser;
 use rand::RngCore;
 
 use futures_util::future::{select, Either};
+use r1_daemon::exposure::{
+    check_token_file, connection_cap, listen_policy, prepare_state_dir, raise_descriptor_limit,
+};
+use r1_daemon::inputs::InputLimits;
 use r1_daemon::metrics::Metrics;
 use r1_daemon::notify;
 use r1_daemon::runs::{Hub, LiveRuns, LoadingRuns, SuspendAll};
-use r1_daemon::server::{serve, AppState};
+use r1_daemon::server::{serve, AppState, DownloadSlots, ServerLimits};
 use r1_daemon::store::Store;
 
 /// The r1 training daemon: runs training stages, keeps their state in sled, serves the control
-/// API and /metrics on 127.0.0.1.
+/// API and /metrics on 127.0.0.1 (another address only with --allow-remote).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -38,12 +42,28 @@ struct Args {
     /// Seconds a shutdown waits for runs to checkpoint before exiting anyway.
     #[arg(long, default_value_t = 120)]
     stop_timeout: u64,
+    /// Allow a --listen address other than loopback. r1d speaks plain HTTP: put a TLS reverse
+    /// proxy in front of it.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Most client connections held open at once (also capped at a quarter of the descriptor
+    /// limit); further clients wait in the listen backlog.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Most checkpoint-file downloads served at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 4)]
+    max_downloads: usize,
+    /// Largest data file (prompts, SFT set) a run may name, in bytes: they are read into memory.
+    #[arg(long, default_value_t = r1_daemon::inputs::DEFAULT_MAX_DATA_BYTES)]
+    max_data_bytes: u64,
 }
 
-/// Reads the token, or creates one (32 random bytes, hex) readable by the owner only.
+/// Reads the token, or creates one (32 random bytes, hex) readable by the owner only. An
+/// existing file that others can read is refused: whoever reads it controls r1d.
 fn token(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            check_token_file(path)?;
             let token = text.trim().to_string();
             if token.len() < 16 {
                 bail!(
@@ -81,21 +101,23 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // systemd may pass several state directories, colon-separated: the first is ours.
-    let state_dir = PathBuf::from(
-        args.state_dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default(),
-    );
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing state directory {}", state_dir.display()))?;
-    let state_dir = state_dir.canonicalize()?;
+    if let Some(warning) = listen_policy(args.listen, args.allow_remote)? {
+        tracing::warn!("{warning}");
+        eprintln!("r1d: warning: {warning}");
+    }
+    let state_dir = prepare_state_dir(&args.state_dir)?;
     let token_path = args.token_file.unwrap_or_else(|| state_dir.join("token"));
     let token = token(&token_path)?;
+    let descriptors = raise_descriptor_limit().context("reading the descriptor limit")?;
+    let limits = ServerLimits {
+        max_connections: connection_cap(descriptors, args.max_connections),
+        ..ServerLimits::default()
+    };
+    tracing::info!(
+        descriptors,
+        max_connections = limits.max_connections,
+        "descriptor limit"
+    );
     let store = Store::open(&state_dir.join("state.sled"))?;
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
@@ -115,14 +137,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     let stop_timeout = Duration::from_secs(args.stop_timeout);
     let system = actix::System::new();
     system.block_on(async move {
-        let hub = Hub::new(store.clone(), metrics.clone(), state_dir.clone()).start();
+        let inputs = InputLimits {
+            max_data_bytes: args.max_data_bytes,
+        };
+        let hub = Hub::new(store.clone(), metrics.clone(), state_dir.clone())
+            .with_input_limits(inputs)
+            .start();
         let state = web::Data::new(AppState {
             store,
             hub: hub.clone(),
             metrics,
             token,
+            downloads: DownloadSlots::new(args.max_downloads),
         });
-        let server = serve(listener, state)?;
+        let server = serve(listener, state, limits)?;
         let handle = server.handle();
         actix::spawn(server);
         // Signals are ours from here on, also while resumed runs load.

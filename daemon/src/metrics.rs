@@ -19,8 +19,8 @@ use r1_actors::judge::sandbox::JudgeCounts;
 
 /// Every state a run can be in; `r1_run_state{run,state}` has one series per state, and exactly
 /// one of them is 1 for a run whose state is known.
-pub const RUN_STATES: [&str; 7] = [
-    "queued", "running", "paused", "stopping", "stopped", "finished", "failed",
+pub const RUN_STATES: [&str; 8] = [
+    "queued", "starting", "running", "paused", "stopping", "stopped", "finished", "failed",
 ];
 
 /// The `outcome` label values of `r1_sandbox_runs_total`, one per field of [`JudgeCounts`]

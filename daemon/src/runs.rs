@@ -31,6 +31,7 @@ use r1_kernels::sample::SamplingParams;
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::api::{EvalReport, EvalRequest, RunInfo, StepSummary};
+use crate::inputs::{check_job, InputLimits};
 use crate::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics};
 use crate::server::ApiError;
 use crate::store::Store;
@@ -385,6 +386,8 @@ pub struct Hub {
     sandboxes: HashMap<String, Arc<CodeSandbox>>,
     /// Runs whose director is still loading its model or checkpoint.
     loading: std::collections::HashSet<String>,
+    /// What a run's config may make the daemon read.
+    inputs: InputLimits,
 }
 
 impl Hub {
@@ -397,7 +400,14 @@ impl Hub {
             directors: HashMap::new(),
             sandboxes: HashMap::new(),
             loading: Default::default(),
+            inputs: InputLimits::default(),
         }
+    }
+
+    /// The same hub with other bounds on the files a run may read.
+    pub fn with_input_limits(mut self, inputs: InputLimits) -> Self {
+        self.inputs = inputs;
+        self
     }
 
     fn output_dir(&self, id: &str) -> PathBuf {
@@ -407,6 +417,9 @@ impl Hub {
     fn launch(&mut self, info: &RunInfo, ctx: &mut Context<Self>) -> Result<(), String> {
         let job = Job::parse(&info.config_toml, "config.toml", &info.base_dir)
             .map_err(|e| e.to_string())?;
+        // Files may have changed since the run was accepted (a FIFO in place of the weights
+        // would hang the loader and the run's stop): checked again before anything reads them.
+        check_job(&job.config, &self.inputs)?;
         // Newest recorded checkpoint first; the learner skips damaged ones.
         let mut resume_from: Vec<PathBuf> = self
             .store
@@ -425,6 +438,42 @@ impl Hub {
         let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
         self.start_director(plan, ctx);
         Ok(())
+    }
+
+    /// Starts a failed run again (`resume` on a failed run): from its newest recorded checkpoint
+    /// that verifies, or from the start when it has none. A failure is often transient (a full
+    /// disk, descriptors exhausted by other activity) while the checkpoints are intact, so the
+    /// user decides; as any start, it waits for no other run to be active (409 otherwise).
+    fn resume_failed(
+        &mut self,
+        info: RunInfo,
+        ctx: &mut Context<Self>,
+    ) -> Result<RunInfo, ApiError> {
+        let busy = self
+            .store
+            .runs()
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .into_iter()
+            .find(|r| r.id != info.id && !r.state.is_final() && r.state != RunState::Queued);
+        if let Some(busy) = busy {
+            return Err(ApiError::Conflict(format!(
+                "run {} is {} and this machine runs one run at a time; resume {} when it has ended",
+                busy.id,
+                busy.state.name(),
+                info.id
+            )));
+        }
+        let previous = info.message.clone().unwrap_or_default();
+        tracing::info!(run = %info.id, "resuming a failed run on request");
+        self.launch(&info, ctx).map_err(|message| {
+            ApiError::Conflict(format!("run {} cannot be resumed: {message}", info.id))
+        })?;
+        self.metrics.set_run_state(&info.id, "starting");
+        self.update(&info.id, |i| {
+            i.state = RunState::Starting;
+            i.message = Some(format!("resumed after it failed ({previous})"));
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("no run {}", info.id)))
     }
 
     /// Starts the stage worker of a run without GRPO steps (`step`: its recorded progress).
@@ -571,37 +620,75 @@ impl Actor for Hub {
     }
 }
 
-impl Handler<StartRun> for Hub {
-    type Result = Result<RunInfo, ApiError>;
+/// A start request checked and loaded off the event loop: the job, and for the RL stages the
+/// plan (tokenizer, prompts and reward models read), not yet given a run id.
+struct PreparedStart {
+    job: Job,
+    plan: Option<GrpoPlan>,
+    msg: StartRun,
+}
 
-    fn handle(&mut self, msg: StartRun, ctx: &mut Context<Self>) -> Self::Result {
-        let job = Job::parse(&msg.config_toml, &msg.source, &msg.base_dir)?;
-        let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
-        let busy = self
+/// Parses the job of a start request, checks every file it names ([`check_job`]) and builds its
+/// plan (reading prompts, tokenizer, reward models). Blocking: runs on a thread of its own, so
+/// the event loop (the API, `/stop`, the systemd watchdog) keeps answering while it reads.
+fn prepare_start(
+    msg: StartRun,
+    inputs: InputLimits,
+    check: PathBuf,
+) -> Result<PreparedStart, ApiError> {
+    let job = Job::parse(&msg.config_toml, &msg.source, &msg.base_dir)?;
+    let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
+    check_job(&job.config, &inputs).map_err(bad)?;
+    // The plan (reward models loaded, prompts read) is built once, then given the run's id;
+    // a stage without GRPO steps is checked as far as it can be before it runs.
+    let plan = if is_rl(job.config.run.stage) {
+        Some(job.plan("check", &check, Vec::new(), None).map_err(bad)?)
+    } else {
+        job.task(&check).map_err(bad)?;
+        None
+    };
+    Ok(PreparedStart { job, plan, msg })
+}
+
+impl Hub {
+    /// The run that keeps `StartRun` from starting at once (any run not ended), if any.
+    fn busy_run(&self) -> Result<Option<RunInfo>, ApiError> {
+        Ok(self
             .store
             .runs()
-            .map_err(store_err)?
+            .map_err(|e| ApiError::Internal(e.to_string()))?
             .into_iter()
-            .find(|r| !r.state.is_final());
+            .find(|r| !r.state.is_final()))
+    }
+
+    fn refuse_busy(busy: &RunInfo) -> ApiError {
+        ApiError::Conflict(format!(
+            "run {} is {} and this machine runs one run at a time; stop it (r1ctl stop {}), \
+             wait for it to finish, or queue this one behind it (r1ctl start --queue)",
+            busy.id,
+            busy.state.name(),
+            busy.id
+        ))
+    }
+
+    /// Records a prepared run and starts it (or leaves it queued behind the active one).
+    fn accept_start(
+        &mut self,
+        prepared: PreparedStart,
+        ctx: &mut Context<Self>,
+    ) -> Result<RunInfo, ApiError> {
+        let PreparedStart {
+            job,
+            mut plan,
+            msg,
+        } = prepared;
+        let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
+        // Checked again: another start may have been accepted while this one was loading.
+        let busy = self.busy_run()?;
         if let (Some(busy), false) = (&busy, msg.queue) {
-            return Err(ApiError::Conflict(format!(
-                "run {} is {} and this machine runs one run at a time; stop it (r1ctl stop {}), \
-                 wait for it to finish, or queue this one behind it (r1ctl start --queue)",
-                busy.id,
-                busy.state.name(),
-                busy.id
-            )));
+            return Err(Self::refuse_busy(busy));
         }
-        // The plan (reward models loaded, prompts read) is built once, then given the run's id;
-        // a stage without GRPO steps is checked as far as it can be before it runs.
         let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
-        let check = self.state_dir.join("check");
-        let mut plan = if is_rl(job.config.run.stage) {
-            Some(job.plan("check", &check, Vec::new(), None).map_err(bad)?)
-        } else {
-            job.task(&check).map_err(bad)?;
-            None
-        };
         let id = self.store.next_run_id().map_err(store_err)?;
         let info = RunInfo {
             id: id.clone(),
@@ -643,10 +730,38 @@ impl Handler<StartRun> for Hub {
     }
 }
 
+impl Handler<StartRun> for Hub {
+    type Result = ResponseActFuture<Self, Result<RunInfo, ApiError>>;
+
+    fn handle(&mut self, msg: StartRun, _: &mut Context<Self>) -> Self::Result {
+        // A refusal that needs no file is answered at once.
+        match self.busy_run() {
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Ok(Some(busy)) if !msg.queue => {
+                return Box::pin(fut::ready(Err(Self::refuse_busy(&busy))))
+            }
+            Ok(_) => {}
+        }
+        let inputs = self.inputs;
+        let check = self.state_dir.join("check");
+        // Spawned at once on the blocking pool; the hub answers other messages meanwhile.
+        let loading = actix_web::web::block(move || prepare_start(msg, inputs, check));
+        Box::pin(
+            async move {
+                loading.await.map_err(|e| {
+                    ApiError::Internal(format!("loading the run's files failed: {e}"))
+                })?
+            }
+            .into_actor(self)
+            .map(|prepared, hub, ctx| hub.accept_start(prepared?, ctx)),
+        )
+    }
+}
+
 impl Handler<ControlRun> for Hub {
     type Result = Result<RunInfo, ApiError>;
 
-    fn handle(&mut self, msg: ControlRun, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ControlRun, ctx: &mut Context<Self>) -> Self::Result {
         let info = self
             .store
             .run(&msg.id)
@@ -667,6 +782,9 @@ impl Handler<ControlRun> for Hub {
                     i.message = Some("taken out of the queue before it started".into());
                 })
                 .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)));
+        }
+        if info.state == RunState::Failed && msg.action == Control::Resume {
+            return self.resume_failed(info, ctx);
         }
         let Some(director) = self.directors.get(&msg.id) else {
             return Err(ApiError::Conflict(format!(

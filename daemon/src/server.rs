@@ -1,10 +1,12 @@
 //! The HTTP control API (actix-web): routes in [`crate::api`], bearer token on everything but
-//! `/healthz`, JSON errors, body size limits, request metrics.
+//! `/healthz`, JSON errors, body size limits, request metrics, and bounds on what clients can
+//! hold (connections, idle time, concurrent downloads streamed in chunks).
 
 use std::future::{ready, Ready};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::dev::{Payload, Service};
@@ -35,6 +37,9 @@ pub enum ApiError {
     /// The body is larger than the limit.
     #[error("request body larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// Too many requests of this kind are being served; try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// The daemon failed.
     #[error("{0}")]
     Internal(String),
@@ -48,6 +53,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -61,6 +67,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +76,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, ApiError::Busy(_)) {
+            response.insert_header(("Retry-After", "1"));
         }
         response.json(ErrorBody {
             error: ErrorDetail {
@@ -95,7 +105,77 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The bearer token.
     pub token: String,
+    /// Bounds the checkpoint-file downloads served at once.
+    pub downloads: DownloadSlots,
 }
+
+/// A counting semaphore for checkpoint-file downloads: each holds a slot until its body has
+/// been sent (or the client went away), and a download beyond the limit is refused with 503
+/// rather than queued, so clients cannot pile up open files and buffers.
+#[derive(Clone)]
+pub struct DownloadSlots {
+    /// Downloads in progress.
+    busy: Arc<AtomicUsize>,
+    /// Most downloads at once.
+    max: usize,
+}
+
+/// A download slot; given back when dropped (with the response body).
+pub struct DownloadSlot(Arc<AtomicUsize>);
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl DownloadSlots {
+    /// At most `max` downloads at once (at least 1).
+    pub fn new(max: usize) -> Self {
+        DownloadSlots {
+            busy: Arc::new(AtomicUsize::new(0)),
+            max: max.max(1),
+        }
+    }
+
+    /// A slot, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<DownloadSlot> {
+        self.busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DownloadSlot(self.busy.clone()))
+    }
+}
+
+/// How much the server lets clients hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections open at once, all workers together (see `exposure::connection_cap`).
+    pub max_connections: usize,
+    /// A client must send its request head within this time after connecting (idle
+    /// connections are closed, not kept for ever).
+    pub client_request_timeout: Duration,
+    /// Idle time a kept-alive connection is held between requests.
+    pub keep_alive: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 256,
+            client_request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Worker threads of the HTTP server.
+const WORKERS: usize = 2;
+
+/// Bytes read from a checkpoint file per chunk of a download.
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// Proof that the request carried the right bearer token.
 pub struct Authorized;
@@ -280,14 +360,66 @@ async fn checkpoint_file(
         .into_iter()
         .find(|c| c.step == step)
         .ok_or_else(|| ApiError::NotFound(format!("run {id} has no checkpoint at step {step}")))?;
-    let file = saved.path.join(&name);
-    let bytes = web::block(move || std::fs::read(&file))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::NotFound(format!("{name} of step {step}: {e}")))?;
+    let slot = state.downloads.try_take().ok_or_else(|| {
+        ApiError::Busy(format!(
+            "{} checkpoint downloads are in progress, the most r1d serves at once (r1d \
+             --max-downloads); retry shortly",
+            state.downloads.max
+        ))
+    })?;
+    let path = saved.path.join(&name);
+    let shown = format!("{name} of step {step}");
+    let (file, len) = web::block(move || {
+        let file = std::fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok((file, meta.len()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::NotFound(format!("{shown}: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
-        .body(bytes))
+        .no_chunking(len)
+        .streaming(file_chunks(file, len, slot)))
+}
+
+/// The bytes of `file` (`len` long) in chunks of [`CHUNK_BYTES`], each read off the event
+/// loop; holds the download `slot` until the last chunk is sent or the client goes away. Memory
+/// per download is one chunk, whatever the file's size.
+fn file_chunks(
+    file: std::fs::File,
+    len: u64,
+    slot: DownloadSlot,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(
+        Some((file, len, slot)),
+        |state| async move {
+            let (mut file, left, slot) = state?;
+            if left == 0 {
+                return None;
+            }
+            let want = usize::try_from(left).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
+            let read = web::block(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; want];
+                file.read_exact(&mut buf).map(|()| (file, buf))
+            })
+            .await;
+            match read {
+                Ok(Ok((file, buf))) => {
+                    let left = left - buf.len() as u64;
+                    Some((Ok(web::Bytes::from(buf)), Some((file, left, slot))))
+                }
+                // The file shrank or could not be read: the response ends short, and the client
+                // sees fewer bytes than Content-Length promised.
+                Ok(Err(e)) => Some((Err(e), None)),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        },
+    )
 }
 
 async fn eval(
@@ -342,10 +474,11 @@ fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::E
     ApiError::NotFound(format!("path: {err}")).into()
 }
 
-/// The HTTP server on `listener`, serving `state`.
+/// The HTTP server on `listener`, serving `state`, holding no more than `limits` allow.
 pub fn serve(
     listener: std::net::TcpListener,
     state: web::Data<AppState>,
+    limits: ServerLimits,
 ) -> std::io::Result<actix_web::dev::Server> {
     Ok(HttpServer::new(move || {
         let recorder = state.metrics.clone();
@@ -396,7 +529,13 @@ pub fn serve(
             .route("/v1/runs/{id}/{action}", web::post().to(control))
             .default_service(web::to(not_found))
     })
-    .workers(2)
+    .workers(WORKERS)
+    // Per worker; connections beyond it wait in the kernel's backlog, costing r1d nothing.
+    .max_connections(limits.max_connections.div_ceil(WORKERS).max(1))
+    .backlog(1024)
+    .client_request_timeout(limits.client_request_timeout)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(limits.keep_alive)
     .disable_signals()
     .listen(listener)?
     .run())

@@ -285,6 +285,32 @@ fn a_stage_change_moves_the_one_hot_stage() {
 }
 
 #[test]
+fn every_state_a_run_is_recorded_in_is_a_known_state() {
+    use r1_daemon::api::RunState;
+    // `Suspended` is never recorded (the run keeps the state it had); every other one is, and
+    // `/metrics` must know it (a run loading its model is `starting`).
+    for state in [
+        RunState::Queued,
+        RunState::Starting,
+        RunState::Running,
+        RunState::Paused,
+        RunState::Stopping,
+        RunState::Stopped,
+        RunState::Finished,
+        RunState::Failed,
+    ] {
+        assert!(RUN_STATES.contains(&state.name()), "{}", state.name());
+    }
+    let metrics = Metrics::new("0");
+    metrics.set_run_state("gamma", "starting");
+    let s = parse(&metrics.render());
+    assert_eq!(
+        value(&s, "r1_run_state", &[("run", "gamma"), ("state", "starting")]),
+        1.0
+    );
+}
+
+#[test]
 fn run_state_is_one_hot_and_lists_the_run() {
     let metrics = Metrics::new("0");
     metrics.set_run_state("beta", "running");

@@ -922,3 +922,529 @@ fn an_sft_run_killed_with_sigkill_resumes_from_its_checkpoint_to_r1ctl_trains_we
         "the killed and resumed SFT run ended with other weights"
     );
 }
+
+/// A GRPO config for `dir` whose `[data]` reads the JSONL file `data` (the built-in task
+/// otherwise).
+fn jsonl_job(dir: &std::path::Path, data: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(job_config(dir, 4, 2)).unwrap();
+    text.replace(
+        "kind = \"builtin\"\ntask = \"arithmetic\"\ntrain_size = 32\ntest_size = 8\n",
+        &format!("kind = \"jsonl\"\npath = \"{}\"\n", data.display()),
+    )
+}
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// The newest checkpoint folder under `root` (`step-NNNNNNNN`).
+fn newest_checkpoint(root: &std::path::Path) -> std::path::PathBuf {
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && !n.contains('.'))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a checkpoint")
+}
+
+/// Cuts a checkpoint's weights in half: its checksum no longer verifies.
+fn damage(checkpoint: &std::path::Path) {
+    let weights = checkpoint.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+}
+
+#[test]
+fn idle_connections_cannot_starve_a_runs_checkpoint_writes() {
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 40, 2);
+    let state = dir.path().join("state");
+    // r1d starts with a soft limit of 128 descriptors (the hard limit as it is): few enough that
+    // a bounded number of idle clients would exhaust them if r1d neither raised the limit nor
+    // capped its connections.
+    let d = Daemon::start_with(&state, &[], Some(128));
+    let id = d.start_run(&config);
+    let root = std::path::Path::new(d.run(&id)["output_dir"].as_str().unwrap()).join("checkpoints");
+    let written = |root: &std::path::Path| {
+        std::fs::read_dir(root).map_or(Vec::new(), |entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.contains('.'))
+                .collect::<Vec<_>>()
+        })
+    };
+    let addr: SocketAddr = d.addr.parse().unwrap();
+
+    // 40 new idle connections (loopback, never sending a byte) every 0.25 s, each held 3 s: up
+    // to ~500 at once, until two more checkpoints have been written or 40 s have passed.
+    let mut seen: std::collections::HashSet<String> = written(&root).into_iter().collect();
+    let before = seen.len();
+    let began = Instant::now();
+    let mut idle: std::collections::VecDeque<(Instant, TcpStream)> = Default::default();
+    let mut opened = 0usize;
+    while began.elapsed() < Duration::from_secs(40) && seen.len() < before + 2 {
+        seen.extend(written(&root));
+        for _ in 0..40 {
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
+                idle.push_back((Instant::now(), s));
+                opened += 1;
+            }
+        }
+        while idle
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(3))
+        {
+            idle.pop_front();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    seen.extend(written(&root));
+    let during = seen.len();
+    drop(idle);
+    eprintln!(
+        "{opened} idle connections in {:.1}s; checkpoints {before} -> {during}",
+        began.elapsed().as_secs_f64()
+    );
+    assert!(opened >= 400, "only {opened} connections were made");
+
+    let done = d.wait_for(&id, Duration::from_secs(180), |r| {
+        r["state"] == "finished" || r["state"] == "failed"
+    });
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["step"], 40);
+    assert!(
+        during >= before + 2,
+        "no checkpoint was written during the flood"
+    );
+    assert!(ureq::get(&d.url("/healthz")).call().is_ok());
+}
+
+#[test]
+fn a_failed_run_resumes_from_its_last_good_checkpoint_to_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 6, 2);
+    let state = dir.path().join("state");
+    let d = Daemon::start(&state);
+    // A file where the step-4 checkpoint goes: that write fails (not a transient error), and
+    // the run fails with its step-2 checkpoint intact.
+    let root = state.join("runs/run-0001/checkpoints");
+    std::fs::create_dir_all(&root).unwrap();
+    let blocker = root.join("step-00000004");
+    std::fs::write(&blocker, "in the way").unwrap();
+    let id = d.start_run(&config);
+    assert_eq!(id, "run-0001");
+    let failed = d.wait_for(&id, Duration::from_secs(120), |r| {
+        r["state"] == "failed" || r["state"] == "finished"
+    });
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("step-00000004"),
+        "{failed}"
+    );
+
+    // The cause gone, `r1ctl resume` restarts it from step 2; it ends as if never interrupted.
+    std::fs::remove_file(&blocker).unwrap();
+    let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| {
+        r["state"] == "finished" || r["state"] == "failed"
+    });
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["step"], 6);
+    let steps = d.get(&format!("/v1/runs/{id}/steps")).unwrap();
+    let numbers: Vec<u64> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "each step recorded once");
+    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
+    let daemon = d.last_checkpoint(&id);
+    assert_eq!(daemon.state.step, 6);
+    assert!(
+        daemon.model.params == in_process.params,
+        "the failed and resumed run ended with other weights"
+    );
+    // A finished run is not resumed: a negative answer.
+    let out = d.r1ctl(&["resume".as_ref(), id.as_ref()]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn an_sft_run_in_r1d_resumes_past_a_damaged_newest_checkpoint_to_r1ctl_trains_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_path = dir.path();
+    let model = sft_workspace(d_path);
+    let sft = stage_config(
+        d_path,
+        "sft",
+        "sft",
+        &model,
+        "[sft]\ndata = \"sft.jsonl\"\nepochs = 100\nbatch_size = 4\nlr = 3e-3\n\n\
+         [checkpoint]\nevery_steps = 20\nkeep_last = 3\n",
+    );
+    let state = d_path.join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run_from(&sft, d_path);
+    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(45)
+    });
+    d.kill9();
+    assert_ne!(seen["state"], "finished", "{seen}");
+    let root = std::path::Path::new(seen["output_dir"].as_str().unwrap()).join("checkpoints");
+    let newest = newest_checkpoint(&root);
+    damage(&newest);
+    eprintln!("damaged {}", newest.display());
+
+    // The next r1d resumes from the checkpoint before it, takes the same steps again, saves
+    // over the damaged folder and ends with r1ctl train's weights.
+    let d = Daemon::start(&state);
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| {
+        r["state"] == "finished" || r["state"] == "failed"
+    });
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["step"], 200);
+    let in_process = common::train_in_process(&sft, d_path, "runs/sft/final");
+    let daemon = r1_kernels::model::load_model_dir(
+        &std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final"),
+    )
+    .unwrap();
+    assert!(
+        daemon.params == in_process.params,
+        "the resumed SFT run ended with other weights"
+    );
+}
+
+#[test]
+fn r1ctl_train_grpo_resumes_past_a_damaged_newest_checkpoint_to_the_uninterrupted_weights() {
+    let train = |dir: &std::path::Path, config: &std::path::Path, extra: &[&str]| {
+        let out = std::process::Command::new(common::bin("r1ctl"))
+            .arg("train")
+            .arg(config)
+            .args(extra)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "r1ctl train: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let interrupted = tempfile::tempdir().unwrap();
+    let config = job_config(interrupted.path(), 8, 2);
+    train(interrupted.path(), &config, &["--steps", "6"]);
+    let root = interrupted.path().join("runs/e2e/checkpoints");
+    let newest = newest_checkpoint(&root);
+    assert!(newest.ends_with("step-00000006"), "{}", newest.display());
+    damage(&newest);
+    train(interrupted.path(), &config, &[]);
+    assert!(r1_actors::keeper::load_checkpoint(&newest).is_ok());
+    let resumed =
+        r1_kernels::model::load_model_dir(&interrupted.path().join("runs/e2e/final")).unwrap();
+
+    let straight = tempfile::tempdir().unwrap();
+    let config = job_config(straight.path(), 8, 2);
+    let uninterrupted = common::train_in_process(&config, straight.path(), "runs/e2e/final");
+    assert!(
+        resumed.params == uninterrupted.params,
+        "the run resumed past a damaged checkpoint ended with other weights"
+    );
+}
+
+#[test]
+fn paths_that_block_or_never_end_are_refused_and_r1d_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start_with(&state, &["--max-data-bytes", "4096"], None);
+    // Bounded: on a daemon that reads a FIFO on its event loop this answers never.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build();
+    let start = |toml: &str| -> (u16, String) {
+        let r = agent
+            .post(&d.url("/v1/runs"))
+            .set("Authorization", &format!("Bearer {}", d.token))
+            .send_json(json!({"config_toml": toml, "source": "job.toml"}));
+        match r {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("no answer from r1d: {e}"),
+        }
+    };
+
+    let fifo = dir.path().join("prompts.jsonl");
+    mkfifo(&fifo);
+    let (status, body) = start(&jsonl_job(dir.path(), &fifo));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("data.path") && body.contains("FIFO"), "{body}");
+
+    let (status, body) = start(&jsonl_job(dir.path(), std::path::Path::new("/dev/zero")));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("/dev/zero") && body.contains("not a regular file"), "{body}");
+
+    let big = dir.path().join("big.jsonl");
+    let line = "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n";
+    std::fs::write(&big, line.repeat(200)).unwrap();
+    let (status, body) = start(&jsonl_job(dir.path(), &big));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--max-data-bytes") && body.contains("big.jsonl"), "{body}");
+
+    // A model whose weights are a FIFO: refused before the loader could block on it.
+    let pipe_model = dir.path().join("pipe-model");
+    std::fs::create_dir(&pipe_model).unwrap();
+    let model = dir.path().join("model");
+    std::fs::copy(model.join("config.json"), pipe_model.join("config.json")).unwrap();
+    mkfifo(&pipe_model.join("model.safetensors"));
+    let piped = std::fs::read_to_string(dir.path().join("job.toml"))
+        .unwrap()
+        .replace(&model.display().to_string(), &pipe_model.display().to_string());
+    let (status, body) = start(&piped);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("model.safetensors") && body.contains("FIFO"), "{body}");
+
+    // /stop and /healthz answer throughout; a good run starts.
+    assert!(ureq::get(&d.url("/healthz")).call().is_ok());
+    let config = job_config(dir.path(), 200, 1000);
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "running");
+
+    // The weights become a FIFO while r1d is down: the next r1d fails that run with the
+    // reason instead of hanging on it in "starting" for ever, and takes new runs.
+    d.kill9();
+    let weights = model.join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    mkfifo(&weights);
+    let d = Daemon::start(&state);
+    let failed = d.wait_for(&id, Duration::from_secs(30), |r| r["state"] == "failed");
+    let message = failed["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("model.safetensors") && message.contains("FIFO"),
+        "{failed}"
+    );
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let id = d.start_run(&job_config(&other, 2, 2));
+    d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "finished");
+}
+
+#[test]
+fn parallel_checkpoint_downloads_stream_with_bounded_memory() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), 2, 2);
+    let d = Daemon::start_with(&dir.path().join("state"), &["--max-downloads", "4"], None);
+    let id = d.start_run(&config);
+    d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "finished");
+    let checkpoints = d.get(&format!("/v1/runs/{id}/checkpoints")).unwrap();
+    let path = std::path::Path::new(checkpoints[0]["path"].as_str().unwrap()).to_path_buf();
+    // A 16 MiB optimizer file (a real one is gigabytes), in place of the tiny model's.
+    let big: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(path.join("optimizer.safetensors"), &big).unwrap();
+    let want = common::sha256(&path.join("optimizer.safetensors"));
+    let url = d.url(&format!(
+        "/v1/runs/{id}/checkpoints/2/files/optimizer.safetensors"
+    ));
+    let pid = d.child.id();
+    let (_, peak_before) = common::rss_kib(pid);
+
+    // 24 clients at once, each reading slowly: they all hold their response until every one
+    // has an answer.
+    let clients = 24;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, token, barrier) = (url.clone(), d.token.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                match ureq::get(&url)
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .call()
+                {
+                    Ok(r) => {
+                        let mut reader = r.into_reader();
+                        let mut body = vec![0u8; 64 << 10];
+                        reader.read_exact(&mut body).unwrap();
+                        barrier.wait();
+                        std::thread::sleep(Duration::from_millis(300));
+                        reader.read_to_end(&mut body).unwrap();
+                        use sha2::{Digest, Sha256};
+                        let got: String = Sha256::digest(&body)
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        Ok(got)
+                    }
+                    Err(ureq::Error::Status(code, r)) => {
+                        let retry = r.header("Retry-After").map(str::to_string);
+                        let body: serde_json::Value = r.into_json().unwrap();
+                        barrier.wait();
+                        Err((code, body["error"]["code"].as_str().unwrap_or("").to_string(), retry))
+                    }
+                    Err(e) => panic!("download: {e}"),
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let (_, peak_after) = common::rss_kib(pid);
+    let served: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "{} served, {} refused; peak RSS {peak_before} -> {peak_after} KiB",
+        served.len(),
+        refused.len()
+    );
+    assert_eq!(served.len(), 4, "downloads at once are bounded");
+    assert!(served.iter().all(|h| **h == want), "content intact");
+    for (code, name, retry) in &refused {
+        assert_eq!((*code, name.as_str(), retry.as_deref()), (503, "busy", Some("1")));
+    }
+    assert!(
+        peak_after < peak_before + 48 * 1024,
+        "r1d's peak memory grew from {peak_before} to {peak_after} KiB serving 16 MiB files"
+    );
+    // The slots are given back: a later download is served whole.
+    let again = ureq::get(&url)
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .call()
+        .unwrap();
+    assert_eq!(again.header("Content-Length"), Some("16777216"));
+    let mut body = Vec::new();
+    again.into_reader().read_to_end(&mut body).unwrap();
+    assert!(body == big);
+}
+
+/// Runs `r1d ARGS` for at most 10 s (an r1d that starts serves until killed); its exit status
+/// (`None`: still running, killed) and stderr.
+fn r1d_briefly(args: &[&std::ffi::OsStr]) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = std::process::Command::new(common::bin("r1d"))
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("STATE_DIRECTORY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if began.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn r1d_refuses_a_remote_address_a_shared_token_and_a_shared_or_foreign_state_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+
+    // Every interface: refused without --allow-remote (nothing is bound), naming the way out.
+    let state = dir.path().join("state");
+    let (status, stderr) = r1d_briefly(&[
+        &os("--listen"),
+        &os("0.0.0.0:0"),
+        &os("--state-dir"),
+        state.as_os_str(),
+    ]);
+    assert!(status.is_some_and(|s| !s.success()), "r1d served 0.0.0.0: {stderr}");
+    assert!(stderr.contains("--allow-remote") && stderr.contains("TLS"), "{stderr}");
+
+    // A /tmp-like shared folder: refused, and left exactly as it was.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (status, stderr) = r1d_briefly(&[
+        &os("--listen"),
+        &os("127.0.0.1:0"),
+        &os("--state-dir"),
+        shared.as_os_str(),
+    ]);
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains(&shared.display().to_string()) && stderr.contains("writable by group or others"),
+        "{stderr}"
+    );
+    assert_eq!(mode(&shared), 0o1777, "r1d changed the mode of an existing folder");
+    assert!(!shared.join("token").exists());
+
+    // A folder of another user: refused.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = std::ffi::CString::new(foreign.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0, "chown (tests run as root)");
+    let (status, stderr) = r1d_briefly(&[
+        &os("--listen"),
+        &os("127.0.0.1:0"),
+        &os("--state-dir"),
+        foreign.as_os_str(),
+    ]);
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+    assert_eq!(mode(&foreign), 0o755);
+
+    // A token file others can read: refused, naming the file and the fix.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, stderr) = r1d_briefly(&[
+        &os("--listen"),
+        &os("127.0.0.1:0"),
+        &os("--state-dir"),
+        state.as_os_str(),
+        &os("--token-file"),
+        token.as_os_str(),
+    ]);
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", token.display())),
+        "{stderr}"
+    );
+
+    // A missing state folder is created private; the daemon then starts.
+    assert_eq!(mode(&state) & 0o077, 0, "{:o}", mode(&state));
+    let d = Daemon::start(&state);
+    assert!(ureq::get(&d.url("/healthz")).call().is_ok());
+}

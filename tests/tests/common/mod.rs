@@ -210,21 +210,48 @@ impl Daemon {
 
     /// Starts `r1d` on a free port with `state` as its state folder; waits for /healthz.
     pub fn start(state: &Path) -> Daemon {
+        Daemon::start_with(state, &[], None)
+    }
+
+    /// [`Daemon::start`] with more command-line arguments, and optionally a soft limit on open
+    /// descriptors set before r1d runs (the hard limit stays as it is).
+    pub fn start_with(state: &Path, extra: &[&str], nofile_soft: Option<u64>) -> Daemon {
         let _ = std::fs::remove_file(state.join("r1d.addr"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(state.with_extension("log"))
             .unwrap();
-        let child = Command::new(bin("r1d"))
+        let mut command = Command::new(bin("r1d"));
+        command
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state)
+            .args(extra)
             .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(soft) = nofile_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only async-signal-safe calls: getrlimit, setrlimit.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let began = Instant::now();
         let addr = loop {
             if let Ok(text) = std::fs::read_to_string(state.join("r1d.addr")) {
@@ -372,4 +399,17 @@ pub fn sha256(path: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// VmRSS and VmHWM (peak) of process `pid`, in KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
