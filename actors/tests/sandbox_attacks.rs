@@ -1062,6 +1062,15 @@ fn the_channel_to_the_solution_fails_closed() {
         ),
         None,
     );
+    // StopIteration from the solution would end `all(map(...))` early as if every item passed.
+    attack(
+        "StopIteration ends the tests' iteration",
+        assert_job(
+            "def is_prime(n):\n    raise StopIteration\n",
+            "assert all(map(is_prime, [2, 3, 5, 7]))\nassert not any(map(is_prime, [4, 6, 8]))\n",
+        ),
+        Some(CodeOutcome::RuntimeError),
+    );
     attack(
         "a slow function",
         assert_job(

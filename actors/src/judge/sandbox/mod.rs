@@ -34,9 +34,11 @@
 //!   Not covered, by design: tests that need the candidate's own objects (`isinstance` against
 //!   a candidate class, methods of a returned instance, iterators and generators, functions
 //!   passed as arguments, arguments mutated in place: arguments are copies), candidate
-//!   constants (only callables cross), functions named like a builtin (never proxied, so `len`
-//!   in the tests stays Python's), and exceptions other than built-in ones (they arrive as
-//!   `SolutionError("Name: message")`). Write such checks as stdin/stdout cases.
+//!   constants and the modules it imported (only callables cross: the tests import what they
+//!   use), functions named like a builtin (never proxied, so `len` in the tests stays Python's),
+//!   and exceptions other than built-in ones (they arrive as `SolutionError("Name: message")`,
+//!   as does StopIteration, which would otherwise end a `map` over the solution early). Write
+//!   such checks as stdin/stdout cases.
 //!
 //! # Isolation
 //! Every run is a fresh bubblewrap sandbox (see `bwrap.rs`): no network (own network namespace

@@ -287,10 +287,15 @@ def _r1_tests(tests, token, in_fd, out_fd, cap):
         sys.stderr.write("r1: the solution's first message is not its list of functions\n")
         sys.stderr.flush()
         os._exit(1)
+    # The solution's exceptions come back as the same built-in class, so that the tests' own
+    # try/except checks work; never StopIteration, which would silently end a `map` or `all`
+    # over the solution's function as if every item had been checked.
     builtin_exceptions = {
         name: value
         for name, value in vars(builtins).items()
-        if isinstance(value, type) and issubclass(value, Exception)
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and not issubclass(value, (StopIteration, StopAsyncIteration))
     }
 
     def answer(reply):
