@@ -4,11 +4,15 @@
 //! Isolation (all or nothing: a flag bubblewrap cannot honour fails the run, never weakens it):
 //! new user, pid, network, ipc, uts and cgroup namespaces; no further user namespaces inside; a
 //! read-only root holding only `read_only_paths`, four device nodes and a size-capped private
-//! /tmp (no /proc); a new session; an empty environment; `--die-with-parent`. As root,
+//! /tmp (no /proc); a new session; an empty environment; `--die-with-parent`; the syscall filter
+//! of `seccomp.rs`; and a fresh, empty session keyring, joined just before bubblewrap starts
+//! (keyrings are not namespaced, so without it every run would share the judge's). As root,
 //! bubblewrap itself is started under an unprivileged uid, because root ignores RLIMIT_NPROC.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 
+use super::seccomp::{compiled_filters, KEYCTL_JOIN_SESSION_KEYRING};
 use super::{SandboxConfig, SandboxError};
 
 /// The trusted Python prologue, run by the interpreter before the candidate's code.
@@ -23,6 +28,10 @@ const RUNNER: &str = include_str!("runner.py");
 
 /// How long to wait for a killed sandbox to close its pipes and exit before giving up on it.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a run the judge no longer needs may take to end by itself before it is killed: the
+/// solution's half of an assert-style job exits as soon as the tests close their channel.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// How a sandboxed run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +43,9 @@ pub(crate) enum RunEnd {
     TimedOut,
     /// stdout or stderr went past the cap; the process group was killed.
     OutputOverflow,
+    /// The judge asked the run to stop (its verdict no longer depended on it) and it did not end
+    /// within `STOP_GRACE`; the process group was killed.
+    Stopped,
 }
 
 /// What one sandboxed run produced.
@@ -56,6 +68,8 @@ pub(crate) struct Sandbox {
     args: Vec<OsString>,
     /// Host uid and gid to start bubblewrap under, when the judge runs as root.
     drop_to: Option<(u32, u32)>,
+    /// The compiled syscall filters (`seccomp.rs`), handed to each run on fresh descriptors.
+    filters: Vec<Vec<u8>>,
     /// The limits and caps of one run.
     config: SandboxConfig,
 }
@@ -159,8 +173,18 @@ impl Sandbox {
             bwrap,
             args,
             drop_to,
+            filters: compiled_filters()?,
             config: config.clone(),
         })
+    }
+
+    /// The same sandbox without the syscall filter: only for the self-test, which must call
+    /// keyctl inside to see that the session keyring is fresh. Never for candidate code.
+    pub(crate) fn without_syscall_filter(&self) -> Self {
+        Self {
+            filters: Vec::new(),
+            ..self.clone()
+        }
     }
 
     /// Runs the runner once with `stdin` as its standard input, and waits for it to end.
@@ -168,7 +192,23 @@ impl Sandbox {
     /// Errors mean the sandbox itself failed (could not start, or would not die); the caller
     /// scores them 0.
     pub(crate) fn run(&self, stdin: Vec<u8>) -> Result<RunOutput, SandboxError> {
-        let mut child = self.spawn()?;
+        self.run_with(stdin, Vec::new(), None)
+    }
+
+    /// [`Sandbox::run`], also handing `pass_fds` to the sandboxed program at the same numbers
+    /// (they are closed here once it started), and ending the run `STOP_GRACE` after `stop`
+    /// receives or disconnects.
+    pub(crate) fn run_with(
+        &self,
+        stdin: Vec<u8>,
+        pass_fds: Vec<OwnedFd>,
+        stop: Option<&Receiver<()>>,
+    ) -> Result<RunOutput, SandboxError> {
+        let spawned = self.spawn(&pass_fds);
+        // The child holds its own copies now; the judge's must go, or the other end of a pipe
+        // would never see end of file when the sandbox exits.
+        drop(pass_fds);
+        let mut child = spawned?;
         let pid = child.id();
         let (tx, rx) = channel::unbounded();
         let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -185,7 +225,7 @@ impl Sandbox {
             reap(&mut child);
             return Err(error);
         }
-        let collected = self.collect(pid, &rx);
+        let collected = self.collect(pid, &rx, stop);
         // Whatever happened, nothing of this run outlives it: the group is killed while its
         // leader is still an unreaped zombie, so the pid cannot have been reused.
         kill_group(pid);
@@ -207,7 +247,7 @@ impl Sandbox {
         })
     }
 
-    fn spawn(&self) -> Result<Child, SandboxError> {
+    fn spawn(&self, pass_fds: &[OwnedFd]) -> Result<Child, SandboxError> {
         let config = &self.config;
         let limits = [
             (libc::RLIMIT_CPU, config.cpu_seconds, config.cpu_seconds + 1),
@@ -238,7 +278,24 @@ impl Sandbox {
             let hard = hard.min(current.rlim_max);
             (resource, soft.min(hard), hard)
         });
+        // One descriptor per filter, read (and closed) by bubblewrap, which installs the filters
+        // just before it executes the interpreter.
+        let filter_fds = self
+            .filters
+            .iter()
+            .map(|program| filter_fd(program))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inherited: Vec<RawFd> = filter_fds
+            .iter()
+            .chain(pass_fds)
+            .map(AsRawFd::as_raw_fd)
+            .collect();
         let mut command = Command::new(&self.bwrap);
+        for fd in &filter_fds {
+            command
+                .arg("--add-seccomp-fd")
+                .arg(fd.as_raw_fd().to_string());
+        }
         command
             .args(&self.args)
             .env_clear()
@@ -250,8 +307,8 @@ impl Sandbox {
         if let Some((uid, gid)) = self.drop_to {
             command.uid(uid).gid(gid);
         }
-        // SAFETY: the closure only calls setrlimit, which is async-signal-safe, on values
-        // computed before the fork.
+        // SAFETY: the closure only makes async-signal-safe system calls (setrlimit, fcntl,
+        // keyctl) on values computed before the fork, and allocates nothing.
         unsafe {
             command.pre_exec(move || {
                 for (resource, soft, hard) in limits {
@@ -263,13 +320,23 @@ impl Sandbox {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                Ok(())
+                for &fd in &inherited {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                join_fresh_session_keyring()
             });
         }
-        command.spawn().map_err(|source| SandboxError::Io {
-            what: format!("starting {}", self.bwrap.display()),
+        let child = command.spawn().map_err(|source| SandboxError::Io {
+            what: format!(
+                "starting {} (limits, a fresh session keyring, the filters)",
+                self.bwrap.display()
+            ),
             source,
-        })
+        });
+        drop(filter_fds);
+        child
     }
 
     fn start_helpers(
@@ -316,14 +383,38 @@ impl Sandbox {
     }
 
     /// Collects the helpers' events until both pipes are drained and bubblewrap exited, killing
-    /// the group on timeout or overflow. `None` as the end means "use the exit status".
-    fn collect(&self, pid: u32, rx: &Receiver<Event>) -> Result<Collected, SandboxError> {
+    /// the group on timeout, overflow or a stop that outlasted its grace. `None` as the end means
+    /// "use the exit status".
+    fn collect(
+        &self,
+        pid: u32,
+        rx: &Receiver<Event>,
+        stop: Option<&Receiver<()>>,
+    ) -> Result<Collected, SandboxError> {
+        let never = channel::never::<()>();
+        let mut stop = stop.unwrap_or(&never);
+        let mut stopping = false;
         let mut deadline = Instant::now() + self.config.wall_timeout;
         let mut end = None;
         let (mut stdout, mut stderr) = (None, None);
         let mut exited = false;
         while stdout.is_none() || stderr.is_none() || !exited {
-            match rx.recv_deadline(deadline) {
+            let event = crossbeam::select! {
+                recv(rx) -> event => event.map_err(|_| RecvTimeoutError::Disconnected),
+                recv(stop) -> _ => {
+                    // Asked once (a message or the sender dropped); from now on only the grace.
+                    stop = &never;
+                    if end.is_none() {
+                        stopping = true;
+                        deadline = deadline.min(Instant::now() + STOP_GRACE);
+                    }
+                    continue;
+                }
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    Err(RecvTimeoutError::Timeout)
+                }
+            };
+            match event {
                 Ok(Event::Drained {
                     stream,
                     bytes,
@@ -341,7 +432,11 @@ impl Sandbox {
                 }
                 Ok(Event::Exited) => exited = true,
                 Err(RecvTimeoutError::Timeout) if end.is_none() => {
-                    end = Some(RunEnd::TimedOut);
+                    end = Some(if stopping {
+                        RunEnd::Stopped
+                    } else {
+                        RunEnd::TimedOut
+                    });
                     kill_group(pid);
                     deadline = Instant::now() + KILL_GRACE;
                 }
@@ -353,6 +448,48 @@ impl Sandbox {
             stdout: stdout.unwrap_or_default(),
             stderr: stderr.unwrap_or_default(),
         })
+    }
+}
+
+/// A close-on-exec memory file holding one compiled filter, positioned at its start for
+/// bubblewrap to read. Each run gets its own: the file offset is shared by every holder.
+fn filter_fd(program: &[u8]) -> Result<OwnedFd, SandboxError> {
+    let io = |source| SandboxError::Io {
+        what: "writing the syscall filter to a memory file".into(),
+        source,
+    };
+    // SAFETY: the name is a valid NUL-terminated string; the flags are plain integers.
+    let fd = unsafe { libc::memfd_create(c"r1-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(program).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(file.into())
+}
+
+/// Replaces the calling process's session keyring with a new, empty, anonymous one, so that a
+/// sandboxed program can neither read the judge's keys nor leave keys for a later run. Runs
+/// between fork and exec. A kernel without keyrings (ENOSYS) has nothing to isolate.
+fn join_fresh_session_keyring() -> std::io::Result<()> {
+    // SAFETY: a NULL name asks for an anonymous keyring; no memory of ours is read or written.
+    let joined = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if joined >= 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::ENOSYS) {
+        Ok(())
+    } else {
+        Err(error)
     }
 }
 

@@ -36,6 +36,8 @@ pub struct SandboxConfig {
     /// files cannot fill the host's memory.
     pub tmp_bytes: u64,
     /// Bytes read from each of stdout and stderr; one more byte kills the run as an overflow.
+    /// Also the longest message between an assert-style job's solution and its tests: a longer
+    /// result fails the job.
     pub max_output_bytes: usize,
     /// Longest candidate source accepted, in bytes; longer code scores 0 without running.
     pub max_source_bytes: usize,

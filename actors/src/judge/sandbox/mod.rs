@@ -8,33 +8,55 @@
 //!   `expected_output` after trimming trailing whitespace from every line and dropping trailing
 //!   blank lines; the program must also exit with status 0. The expected output never enters the
 //!   sandbox, so there is nothing to read or forge: the proof is the output itself.
-//! - **assert-style tests** (`tests`): Python run after the candidate's code, in the same
-//!   namespace (so it can call the candidate's functions), in one more sandboxed run. A test
-//!   fails by raising. The pass is proven by a per-run nonce: the judge draws 128 random bits,
-//!   hands them to the trusted runner (`runner.py`) on stdin together with the tests, and the
-//!   runner swaps stdin for /dev/null before any candidate code runs. The runner writes the nonce
-//!   as the last line of stdout only after the solution and the tests ran to their end; the judge
-//!   accepts exactly that nonce, with exit status 0. Exiting early (`exit(0)`, `os._exit(0)`,
-//!   `SystemExit`), printing look-alike lines, killing the runner or its parent, closing or
-//!   `dup2`-ing fds, monkeypatching builtins/os/sys, or tracing over asserts all leave the proof
-//!   unwritten or the tests failing.
+//! - **assert-style tests** (`tests`): Python that calls the candidate's functions and fails by
+//!   raising. The verdict is computed in a process where no candidate code ever ran: each job
+//!   runs two sandboxes at once, joined by a request pipe and a reply pipe (dedicated fds, so
+//!   whatever the candidate prints cannot corrupt them).
+//!   - The *solution* sandbox runs the candidate's source as `__main__` (stdin is /dev/null),
+//!     then the trusted prologue (`runner.py`, mode `serve`) names the top-level callables and
+//!     answers each call `{"call", "args", "kwargs"}` with the result as plain data, or with the
+//!     exception's type name and message.
+//!   - The *tests* sandbox (mode `tests`) binds each named function to a proxy that sends the
+//!     call and decodes the reply into fresh built-in objects, runs the tests, and writes a
+//!     per-run nonce (128 random bits from the judge, on stdin, which is then swapped for
+//!     /dev/null) as its last line only when the tests ran to their end and the channel never
+//!     broke. The judge accepts exactly that nonce with exit status 0.
 //!
-//!   What this cannot stop: the tests share a process with the candidate, so a candidate written
-//!   against this runner could dig the nonce or the tests' expected values out of interpreter
-//!   memory (frames, ctypes), or return objects whose `__eq__` always says yes. Write assert tests with exact types
-//!   (`assert type(r) is int and r == 3`) and prefer stdin/stdout cases where cheating matters.
+//!   Plain data is None, bool, int, float (nan and infinities tagged), str, bytes, list, tuple,
+//!   dict, set and frozenset, of exact built-in types (`type(x) is int`: a subclass with a
+//!   forged `__eq__` is refused), nested at most 100 deep, one message at most
+//!   [`SandboxConfig::max_output_bytes`]. So reading the nonce from frames or the heap, emptying
+//!   the tests, swapping `sys.modules` entries, patching `json`, and objects equal to everything
+//!   all fail: none of it reaches the tests' process. A solution that dies, hangs, overflows or
+//!   sends a malformed reply fails the job, even when the tests catch every exception; when it
+//!   left before serving, the job is `Unproven`, or names the solution's crash.
+//!
+//!   Not covered, by design: tests that need the candidate's own objects (`isinstance` against
+//!   a candidate class, methods of a returned instance, iterators and generators, functions
+//!   passed as arguments, arguments mutated in place: arguments are copies), candidate
+//!   constants and the modules it imported (only callables cross: the tests import what they
+//!   use), functions named like a builtin (never proxied, so `len` in the tests stays Python's),
+//!   and exceptions other than built-in ones (they arrive as `SolutionError("Name: message")`,
+//!   as does StopIteration, which would otherwise end a `map` over the solution early). Write
+//!   such checks as stdin/stdout cases.
 //!
 //! # Isolation
 //! Every run is a fresh bubblewrap sandbox (see `bwrap.rs`): no network (own network namespace
 //! with only a loopback nobody listens on), own pid, ipc, uts, user and cgroup namespaces, no
 //! nested user namespaces, a read-only root holding only [`SandboxConfig::read_only_paths`]
 //! (/usr and its links, the loader cache; never /root, /home, /work), no /proc, a size-capped
-//! private /tmp, an empty environment, a new session, `--die-with-parent`. Limits: CPU time,
+//! private /tmp, an empty environment, a new session, `--die-with-parent`. Kernel keyrings are
+//! not namespaced, so each run also gets a fresh, empty session keyring, and a seccomp filter
+//! (see `seccomp.rs`) refuses keyctl/add_key/request_key, ptrace and cross-process memory
+//! access, bpf, perf, userfaultfd, io_uring, mounts, unshare/setns and namespace flags on clone,
+//! module and kexec loading, and x32 calls with EPERM, clone3 with ENOSYS (glibc falls back to
+//! clone), and kills a process making i386 calls. Limits: CPU time,
 //! address space, open files, file size (rlimits), processes (RLIMIT_NPROC, counted per sandbox
 //! because each has its own user namespace), stdout and stderr bytes, and a wall clock after
 //! which the run's process group is SIGKILLed and reaped. Root ignores RLIMIT_NPROC, so a judge
 //! running as root starts bubblewrap as [`SandboxConfig::unprivileged_uid`]. [`CodeJudge::new`]
-//! runs a self-test of these properties and refuses to start when one is missing.
+//! runs a self-test of these properties (the filter's representative denials and the fresh
+//! keyring included) and refuses to start when one is missing.
 //!
 //! A job scores 1.0 when every case and the tests pass, else 0.0 (rule rewards are binary, as in
 //! DeepSeek-R1); cases run in order and the first failure ends the job. Any failure of the sandbox
@@ -44,6 +66,7 @@ mod bwrap;
 mod config;
 mod judging;
 mod pool;
+mod seccomp;
 
 use std::path::PathBuf;
 
@@ -66,7 +89,8 @@ pub struct CodeJob {
     pub source: String,
     /// stdin/stdout cases, each run in its own sandbox.
     pub cases: Vec<TestCase>,
-    /// Assert-style Python run after `source` in the same namespace; empty for none.
+    /// Assert-style Python that calls the functions `source` defines (through the channel to
+    /// the solution's sandbox, see the module docs); empty for none.
     pub tests: String,
 }
 
@@ -91,7 +115,8 @@ pub enum CodeOutcome {
     WrongAnswer,
     /// The program or the tests raised, or the program exited with a non-zero status.
     RuntimeError,
-    /// The assert-style run exited without the runner's proof: the candidate left early.
+    /// The assert-style run exited without the runner's proof: the solution left before it
+    /// served its functions.
     Unproven,
     /// A run passed the wall-clock or the CPU-time limit.
     TimedOut,
@@ -112,7 +137,8 @@ pub struct CodeVerdict {
     pub outcome: CodeOutcome,
     /// Checks (cases, then the assert-style tests as one) that passed before the first failure.
     pub checks_passed: usize,
-    /// Checks the job holds: its cases, plus one when it has assert-style tests.
+    /// Checks the job holds: its cases, plus one when it has assert-style tests (two sandboxes,
+    /// one check).
     pub checks_total: usize,
     /// A short human-readable reason for logs: which check failed and the tail of its stderr.
     pub detail: String,

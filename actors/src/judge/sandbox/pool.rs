@@ -9,14 +9,16 @@ use std::thread::JoinHandle;
 
 use crossbeam::channel::{self, Receiver, Sender};
 
-use super::bwrap::{RunEnd, Sandbox};
-use super::judging::{judge_job, runner_input};
+use super::bwrap::{RunEnd, RunOutput, Sandbox};
+use super::judging::{judge_job, RunnerInput, RunnerMode};
+use super::seccomp::session_keyring;
 use super::{CodeJob, CodeOutcome, CodeVerdict, SandboxConfig, SandboxError};
 
-/// The self-test every judge runs before accepting jobs: each line names an isolation property
+/// The self-test every judge runs before accepting jobs: each check names an isolation property
 /// that, when missing, is printed; a fully isolated sandbox prints only the marker and "ok".
+/// `{syscalls}` is replaced by [`syscall_checks`].
 const PROBE: &str = r#"
-import os, socket
+import ctypes, errno, os, socket
 missing = []
 try:
     open("/usr/r1-probe", "w")
@@ -39,8 +41,59 @@ except OSError:
     pass
 if forked >= 8:
     missing.append("process-limit")
+libc = ctypes.CDLL(None, use_errno=True)
+def fails_with(code, number, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(arg) for arg in args])
+    return result == -1 and ctypes.get_errno() == code
+if not all([{syscalls}]):
+    missing.append("syscall-filter")
 print("R1-PROBE", " ".join(missing) or "ok")
 "#;
+
+/// The keyring half of the self-test, run without the syscall filter (which would refuse the
+/// keyctl it needs): the sandbox's session keyring must be a new, empty one, never the judge's
+/// (`{judge}`, -1 when it has none). Keyrings the kernel refuses outright are unreachable: ok.
+const KEYRING_PROBE: &str = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def keyctl(*args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long({keyctl}), *[ctypes.c_long(arg) for arg in args])
+    return result, ctypes.get_errno()
+serial, error = keyctl(0, -3, 0)
+if serial == -1:
+    print("R1-KEYRING", "ok" if error in (errno.ENOSYS, errno.EPERM) else "error-%d" % error)
+elif serial == {judge}:
+    print("R1-KEYRING", "shared-session-keyring")
+else:
+    size, error = keyctl(11, serial, 0, 0)
+    print("R1-KEYRING", "ok" if size == 0 else "non-empty-session-keyring")
+"#;
+
+/// Python expressions, each true when one representative of the syscall filter's rules is in
+/// force: denied with EPERM (keyctl, userfaultfd, unshare, an x32 call) and clone3 with ENOSYS.
+/// Each call is harmless when the filter is missing.
+fn syscall_checks() -> String {
+    let mut checks = vec![
+        format!("fails_with(errno.EPERM, {}, 0, -3, 0)", libc::SYS_keyctl),
+        // UFFD_USER_MODE_ONLY: an unprivileged userfaultfd. Not ptrace: PTRACE_TRACEME would
+        // stop an unfiltered probe at its next signal instead of reporting the filter missing.
+        format!("fails_with(errno.EPERM, {}, 1)", libc::SYS_userfaultfd),
+        format!(
+            "fails_with(errno.EPERM, {}, {})",
+            libc::SYS_unshare,
+            libc::CLONE_NEWUSER
+        ),
+        format!("fails_with(errno.ENOSYS, {}, 0, 0)", libc::SYS_clone3),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    checks.push(format!(
+        "fails_with(errno.EPERM, {})",
+        super::seccomp::X32_SYSCALL_BIT + libc::SYS_getpid
+    ));
+    checks.join(", ")
+}
 
 /// Process limit the self-test runs under; it tries to fork twice as many children.
 const PROBE_PROCESSES: u64 = 4;
@@ -151,7 +204,7 @@ impl CodeJudge {
         let bwrap = find_program(&config.bwrap)?;
         check_python(&config)?;
         let sandbox = Sandbox::new(bwrap, &config)?;
-        self_test(&sandbox)?;
+        self_test(&sandbox, &config)?;
         let shared = Arc::new(Shared {
             sandbox,
             config,
@@ -337,8 +390,8 @@ fn check_python(config: &SandboxConfig) -> Result<(), SandboxError> {
     }
 }
 
-/// Runs `PROBE` in a sandbox and fails unless every isolation property holds.
-fn self_test(sandbox: &Sandbox) -> Result<(), SandboxError> {
+/// Runs `PROBE` and `KEYRING_PROBE` in sandboxes and fails unless every isolation property holds.
+fn self_test(sandbox: &Sandbox, config: &SandboxConfig) -> Result<(), SandboxError> {
     let unavailable = |failed: String| SandboxError::IsolationUnavailable {
         failed,
         hint:
@@ -349,21 +402,38 @@ fn self_test(sandbox: &Sandbox) -> Result<(), SandboxError> {
                (default 65534), which must be mapped in the judge's own user namespace"
                 .into(),
     };
-    let output = sandbox
-        .run(runner_input(PROBE_PROCESSES, PROBE, "", "-", ""))
-        .map_err(|error| unavailable(format!("the self-test sandbox did not run: {error}")))?;
+    let probe = |sandbox: &Sandbox, source: &str| {
+        let input = RunnerInput {
+            max_processes: PROBE_PROCESSES,
+            ..RunnerInput::new(RunnerMode::Run, config, source)
+        };
+        sandbox
+            .run(input.bytes())
+            .map_err(|error| unavailable(format!("the self-test sandbox did not run: {error}")))
+    };
+    let isolation = probe(sandbox, &PROBE.replace("{syscalls}", &syscall_checks()))?;
+    probe_report(&isolation, "R1-PROBE").map_err(unavailable)?;
+    let judge_keyring = session_keyring().unwrap_or(-1);
+    let keyring = KEYRING_PROBE
+        .replace("{keyctl}", &libc::SYS_keyctl.to_string())
+        .replace("{judge}", &judge_keyring.to_string());
+    let keyring = probe(&sandbox.without_syscall_filter(), &keyring)?;
+    probe_report(&keyring, "R1-KEYRING").map_err(unavailable)
+}
+
+/// Ok when a probe printed `MARKER ok`, else what it reported missing, or how it ended.
+fn probe_report(output: &RunOutput, marker: &str) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    match (output.end, stdout.trim()) {
-        (RunEnd::Exited(0), "R1-PROBE ok") => Ok(()),
-        (RunEnd::Exited(0), report) => Err(unavailable(format!(
-            "missing: {}",
-            report.trim_start_matches("R1-PROBE ")
-        ))),
-        (end, _) => Err(unavailable(format!(
-            "the self-test run ended with {end:?}: {}",
+    let report = stdout.trim().strip_prefix(marker).map(str::trim);
+    match (output.end, report) {
+        (RunEnd::Exited(0), Some("ok")) => Ok(()),
+        (RunEnd::Exited(0), Some(missing)) => Err(format!("missing: {missing}")),
+        (end, _) => Err(format!(
+            "the self-test run ended with {end:?}: {} {}",
+            stdout.trim(),
             stderr.trim()
-        ))),
+        )),
     }
 }
 
@@ -428,6 +498,58 @@ mod tests {
             Err(other) => panic!("wrong error: {other}"),
             Ok(_) => panic!("a judge started on an unisolated sandbox"),
         }
+    }
+
+    #[test]
+    fn a_bubblewrap_that_drops_the_syscall_filter_is_caught_by_the_self_test() {
+        let Ok(real) = find_program(Path::new("bwrap")) else {
+            eprintln!("SKIPPED: bubblewrap is not installed; run scripts/install-deps.sh");
+            return;
+        };
+        if !have_system_python() {
+            eprintln!("SKIPPED: /usr/bin/python3 is not installed; run scripts/install-deps.sh");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // Every other flag reaches the real bubblewrap; only the filters are left out.
+        let unfiltered = format!(
+            "skip=0\nfor arg; do\n  shift\n  if [ $skip = 1 ]; then skip=0; continue; fi\n  \
+             if [ \"$arg\" = --add-seccomp-fd ]; then skip=1; continue; fi\n  \
+             set -- \"$@\" \"$arg\"\ndone\nexec {} \"$@\"",
+            real.display()
+        );
+        let config = SandboxConfig {
+            bwrap: fake_bwrap(&dir, &unfiltered),
+            ..SandboxConfig::for_tests()
+        };
+        match CodeJudge::new(config) {
+            Err(SandboxError::IsolationUnavailable { failed, .. }) => {
+                assert!(failed.contains("syscall-filter"), "{failed}");
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a judge started without its syscall filter"),
+        }
+    }
+
+    #[test]
+    fn probe_reports_are_read_strictly() {
+        let run = |end, stdout: &str| RunOutput {
+            end,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"bwrap: oops".to_vec(),
+        };
+        assert_eq!(
+            probe_report(&run(RunEnd::Exited(0), "R1-KEYRING ok\n"), "R1-KEYRING"),
+            Ok(())
+        );
+        let shared = probe_report(
+            &run(RunEnd::Exited(0), "R1-KEYRING shared-session-keyring"),
+            "R1-KEYRING",
+        );
+        assert_eq!(shared, Err("missing: shared-session-keyring".into()));
+        let crashed = probe_report(&run(RunEnd::Exited(1), "R1-KEYRING ok"), "R1-KEYRING");
+        assert!(crashed.is_err_and(|why| why.contains("oops")));
+        assert!(probe_report(&run(RunEnd::Exited(0), ""), "R1-PROBE").is_err());
     }
 
     #[test]
