@@ -99,7 +99,8 @@ pub struct CodeTests {
     /// Each case is one sandboxed run: `input` on stdin, stdout must equal `expected_output`.
     #[serde(default)]
     pub cases: Vec<TestCase>,
-    /// Python run after the candidate in its namespace; a test fails by raising.
+    /// Python tests, run in a sandbox of their own that calls the candidate's top-level functions
+    /// through proxies (plain data only); a test fails by raising.
     #[serde(default)]
     pub asserts: String,
 }
