@@ -677,11 +677,7 @@ impl Hub {
         prepared: PreparedStart,
         ctx: &mut Context<Self>,
     ) -> Result<RunInfo, ApiError> {
-        let PreparedStart {
-            job,
-            mut plan,
-            msg,
-        } = prepared;
+        let PreparedStart { job, mut plan, msg } = prepared;
         let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
         // Checked again: another start may have been accepted while this one was loading.
         let busy = self.busy_run()?;
