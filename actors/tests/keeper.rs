@@ -277,7 +277,13 @@ fn transient_io_errors_are_retried_a_bounded_number_of_times() {
     });
     assert_eq!(calls, 1);
     assert!(!result.unwrap_err().is_transient());
-    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOSPC, libc::EIO, libc::EINTR] {
+    for errno in [
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::ENOSPC,
+        libc::EIO,
+        libc::EINTR,
+    ] {
         assert!(transient(errno).is_transient(), "errno {errno}");
     }
 }

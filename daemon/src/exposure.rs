@@ -78,7 +78,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExposureError + '_ {
 
 /// Whether r1d may listen on `addr`: a loopback address always; any other only with
 /// `allow_remote`, and then the returned warning is for the log (TLS belongs to a proxy).
-pub fn listen_policy(addr: SocketAddr, allow_remote: bool) -> Result<Option<String>, ExposureError> {
+pub fn listen_policy(
+    addr: SocketAddr,
+    allow_remote: bool,
+) -> Result<Option<String>, ExposureError> {
     if addr.ip().is_loopback() {
         return Ok(None);
     }
@@ -203,9 +206,15 @@ mod tests {
         assert!(listen_policy(local, false).unwrap().is_none());
         assert!(listen_policy(local6, false).unwrap().is_none());
         let err = listen_policy(any, false).unwrap_err().to_string();
-        assert!(err.contains("--allow-remote") && err.contains("0.0.0.0:7878"), "{err}");
+        assert!(
+            err.contains("--allow-remote") && err.contains("0.0.0.0:7878"),
+            "{err}"
+        );
         let warning = listen_policy(any, true).unwrap().unwrap();
-        assert!(warning.contains("TLS") && warning.contains("reverse proxy"), "{warning}");
+        assert!(
+            warning.contains("TLS") && warning.contains("reverse proxy"),
+            "{warning}"
+        );
     }
 
     #[test]

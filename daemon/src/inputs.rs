@@ -111,7 +111,10 @@ pub fn model_dir(key: &str, dir: &Path, needs_config: bool) -> Result<(), String
     let shown = dir.display();
     let meta = std::fs::metadata(dir).map_err(|e| format!("{key}: {shown}: {e}"))?;
     if !meta.is_dir() {
-        return Err(format!("{key}: {shown} is {}, not a directory", kind(&meta)));
+        return Err(format!(
+            "{key}: {shown} is {}, not a directory",
+            kind(&meta)
+        ));
     }
     if needs_config && std::fs::symlink_metadata(dir.join("config.json")).is_err() {
         return Err(format!("{key}: {shown} has no config.json"));
@@ -174,7 +177,10 @@ pub fn check_job(config: &JobConfig, limits: &InputLimits) -> Result<(), String>
         }
         for (i, model) in preference.reward_models.iter().enumerate() {
             model_dir(
-                &format!("preference.reward_models[{i}].path"),
+                &format!(
+                    "preference.reward_models[{i}]: reward model `{}`",
+                    model.name
+                ),
                 &model.path,
                 false,
             )?;
@@ -206,7 +212,10 @@ mod tests {
         let err = data_file("data.path", Path::new("/dev/zero"), &limits).unwrap_err();
         assert!(err.contains("character device"), "{err}");
         let err = data_file("sft.data", dir.path(), &limits).unwrap_err();
-        assert!(err.contains("sft.data") && err.contains("directory"), "{err}");
+        assert!(
+            err.contains("sft.data") && err.contains("directory"),
+            "{err}"
+        );
         // The descriptor check alone (the path swapped after the first look) does not block
         // either: opening a FIFO with O_NONBLOCK returns at once.
         let file = open_nonblocking(&pipe).unwrap();

@@ -463,17 +463,14 @@ impl Hub {
                 info.id
             )));
         }
-        let previous = info.message.clone().unwrap_or_default();
-        tracing::info!(run = %info.id, "resuming a failed run on request");
+        tracing::info!(run = %info.id, failure = ?info.message, "resuming a failed run on request");
         self.launch(&info, ctx).map_err(|message| {
             ApiError::Conflict(format!("run {} cannot be resumed: {message}", info.id))
         })?;
         self.metrics.set_run_state(&info.id, "starting");
-        self.update(&info.id, |i| {
-            i.state = RunState::Starting;
-            i.message = Some(format!("resumed after it failed ({previous})"));
-        })
-        .ok_or_else(|| ApiError::NotFound(format!("no run {}", info.id)))
+        // The director's first event replaces the failure message with what it resumed from.
+        self.update(&info.id, |i| i.state = RunState::Starting)
+            .ok_or_else(|| ApiError::NotFound(format!("no run {}", info.id)))
     }
 
     /// Starts the stage worker of a run without GRPO steps (`step`: its recorded progress).
@@ -677,11 +674,7 @@ impl Hub {
         prepared: PreparedStart,
         ctx: &mut Context<Self>,
     ) -> Result<RunInfo, ApiError> {
-        let PreparedStart {
-            job,
-            mut plan,
-            msg,
-        } = prepared;
+        let PreparedStart { job, mut plan, msg } = prepared;
         let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
         // Checked again: another start may have been accepted while this one was loading.
         let busy = self.busy_run()?;

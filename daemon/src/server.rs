@@ -394,32 +394,29 @@ fn file_chunks(
     len: u64,
     slot: DownloadSlot,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, std::io::Error>> {
-    futures_util::stream::unfold(
-        Some((file, len, slot)),
-        |state| async move {
-            let (mut file, left, slot) = state?;
-            if left == 0 {
-                return None;
+    futures_util::stream::unfold(Some((file, len, slot)), |state| async move {
+        let (mut file, left, slot) = state?;
+        if left == 0 {
+            return None;
+        }
+        let want = usize::try_from(left).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
+        let read = web::block(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf).map(|()| (file, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((file, buf))) => {
+                let left = left - buf.len() as u64;
+                Some((Ok(web::Bytes::from(buf)), Some((file, left, slot))))
             }
-            let want = usize::try_from(left).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
-            let read = web::block(move || {
-                use std::io::Read;
-                let mut buf = vec![0u8; want];
-                file.read_exact(&mut buf).map(|()| (file, buf))
-            })
-            .await;
-            match read {
-                Ok(Ok((file, buf))) => {
-                    let left = left - buf.len() as u64;
-                    Some((Ok(web::Bytes::from(buf)), Some((file, left, slot))))
-                }
-                // The file shrank or could not be read: the response ends short, and the client
-                // sees fewer bytes than Content-Length promised.
-                Ok(Err(e)) => Some((Err(e), None)),
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
-            }
-        },
-    )
+            // The file shrank or could not be read: the response ends short, and the client
+            // sees fewer bytes than Content-Length promised.
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    })
 }
 
 async fn eval(

@@ -305,7 +305,11 @@ fn every_state_a_run_is_recorded_in_is_a_known_state() {
     metrics.set_run_state("gamma", "starting");
     let s = parse(&metrics.render());
     assert_eq!(
-        value(&s, "r1_run_state", &[("run", "gamma"), ("state", "starting")]),
+        value(
+            &s,
+            "r1_run_state",
+            &[("run", "gamma"), ("state", "starting")]
+        ),
         1.0
     );
 }

@@ -971,7 +971,7 @@ fn idle_connections_cannot_starve_a_runs_checkpoint_writes() {
     use std::net::{SocketAddr, TcpStream};
     use std::time::Instant;
     let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), 40, 2);
+    let config = job_config(dir.path(), 400, 10);
     let state = dir.path().join("state");
     // r1d starts with a soft limit of 128 descriptors (the hard limit as it is): few enough that
     // a bounded number of idle clients would exhaust them if r1d neither raised the limit nor
@@ -991,13 +991,15 @@ fn idle_connections_cannot_starve_a_runs_checkpoint_writes() {
     let addr: SocketAddr = d.addr.parse().unwrap();
 
     // 40 new idle connections (loopback, never sending a byte) every 0.25 s, each held 3 s: up
-    // to ~500 at once, until two more checkpoints have been written or 40 s have passed.
+    // to ~500 at once, for 6 s (and on until two more checkpoints were written, at most 40 s).
     let mut seen: std::collections::HashSet<String> = written(&root).into_iter().collect();
     let before = seen.len();
     let began = Instant::now();
     let mut idle: std::collections::VecDeque<(Instant, TcpStream)> = Default::default();
     let mut opened = 0usize;
-    while began.elapsed() < Duration::from_secs(40) && seen.len() < before + 2 {
+    while began.elapsed() < Duration::from_secs(6)
+        || (began.elapsed() < Duration::from_secs(40) && seen.len() < before + 2)
+    {
         seen.extend(written(&root));
         for _ in 0..40 {
             if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
@@ -1020,13 +1022,13 @@ fn idle_connections_cannot_starve_a_runs_checkpoint_writes() {
         "{opened} idle connections in {:.1}s; checkpoints {before} -> {during}",
         began.elapsed().as_secs_f64()
     );
-    assert!(opened >= 400, "only {opened} connections were made");
+    assert!(opened >= 300, "only {opened} connections were made");
 
     let done = d.wait_for(&id, Duration::from_secs(180), |r| {
         r["state"] == "finished" || r["state"] == "failed"
     });
     assert_eq!(done["state"], "finished", "{done}");
-    assert_eq!(done["step"], 40);
+    assert_eq!(done["step"], 400);
     assert!(
         during >= before + 2,
         "no checkpoint was written during the flood"
@@ -1200,18 +1202,27 @@ fn paths_that_block_or_never_end_are_refused_and_r1d_keeps_answering() {
     mkfifo(&fifo);
     let (status, body) = start(&jsonl_job(dir.path(), &fifo));
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("data.path") && body.contains("FIFO"), "{body}");
+    assert!(
+        body.contains("data.path") && body.contains("FIFO"),
+        "{body}"
+    );
 
     let (status, body) = start(&jsonl_job(dir.path(), std::path::Path::new("/dev/zero")));
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("/dev/zero") && body.contains("not a regular file"), "{body}");
+    assert!(
+        body.contains("/dev/zero") && body.contains("not a regular file"),
+        "{body}"
+    );
 
     let big = dir.path().join("big.jsonl");
     let line = "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n";
     std::fs::write(&big, line.repeat(200)).unwrap();
     let (status, body) = start(&jsonl_job(dir.path(), &big));
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("--max-data-bytes") && body.contains("big.jsonl"), "{body}");
+    assert!(
+        body.contains("--max-data-bytes") && body.contains("big.jsonl"),
+        "{body}"
+    );
 
     // A model whose weights are a FIFO: refused before the loader could block on it.
     let pipe_model = dir.path().join("pipe-model");
@@ -1221,10 +1232,16 @@ fn paths_that_block_or_never_end_are_refused_and_r1d_keeps_answering() {
     mkfifo(&pipe_model.join("model.safetensors"));
     let piped = std::fs::read_to_string(dir.path().join("job.toml"))
         .unwrap()
-        .replace(&model.display().to_string(), &pipe_model.display().to_string());
+        .replace(
+            &model.display().to_string(),
+            &pipe_model.display().to_string(),
+        );
     let (status, body) = start(&piped);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("model.safetensors") && body.contains("FIFO"), "{body}");
+    assert!(
+        body.contains("model.safetensors") && body.contains("FIFO"),
+        "{body}"
+    );
 
     // /stop and /healthz answer throughout; a good run starts.
     assert!(ureq::get(&d.url("/healthz")).call().is_ok());
@@ -1303,7 +1320,11 @@ fn parallel_checkpoint_downloads_stream_with_bounded_memory() {
                         let retry = r.header("Retry-After").map(str::to_string);
                         let body: serde_json::Value = r.into_json().unwrap();
                         barrier.wait();
-                        Err((code, body["error"]["code"].as_str().unwrap_or("").to_string(), retry))
+                        Err((
+                            code,
+                            body["error"]["code"].as_str().unwrap_or("").to_string(),
+                            retry,
+                        ))
                     }
                     Err(e) => panic!("download: {e}"),
                 }
@@ -1322,7 +1343,10 @@ fn parallel_checkpoint_downloads_stream_with_bounded_memory() {
     assert_eq!(served.len(), 4, "downloads at once are bounded");
     assert!(served.iter().all(|h| **h == want), "content intact");
     for (code, name, retry) in &refused {
-        assert_eq!((*code, name.as_str(), retry.as_deref()), (503, "busy", Some("1")));
+        assert_eq!(
+            (*code, name.as_str(), retry.as_deref()),
+            (503, "busy", Some("1"))
+        );
     }
     assert!(
         peak_after < peak_before + 48 * 1024,
@@ -1388,8 +1412,14 @@ fn r1d_refuses_a_remote_address_a_shared_token_and_a_shared_or_foreign_state_dir
         &os("--state-dir"),
         state.as_os_str(),
     ]);
-    assert!(status.is_some_and(|s| !s.success()), "r1d served 0.0.0.0: {stderr}");
-    assert!(stderr.contains("--allow-remote") && stderr.contains("TLS"), "{stderr}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "r1d served 0.0.0.0: {stderr}"
+    );
+    assert!(
+        stderr.contains("--allow-remote") && stderr.contains("TLS"),
+        "{stderr}"
+    );
 
     // A /tmp-like shared folder: refused, and left exactly as it was.
     let shared = dir.path().join("shared");
@@ -1403,10 +1433,15 @@ fn r1d_refuses_a_remote_address_a_shared_token_and_a_shared_or_foreign_state_dir
     ]);
     assert!(status.is_some_and(|s| !s.success()), "{stderr}");
     assert!(
-        stderr.contains(&shared.display().to_string()) && stderr.contains("writable by group or others"),
+        stderr.contains(&shared.display().to_string())
+            && stderr.contains("writable by group or others"),
         "{stderr}"
     );
-    assert_eq!(mode(&shared), 0o1777, "r1d changed the mode of an existing folder");
+    assert_eq!(
+        mode(&shared),
+        0o1777,
+        "r1d changed the mode of an existing folder"
+    );
     assert!(!shared.join("token").exists());
 
     // A folder of another user: refused.
@@ -1414,7 +1449,11 @@ fn r1d_refuses_a_remote_address_a_shared_token_and_a_shared_or_foreign_state_dir
     std::fs::create_dir(&foreign).unwrap();
     std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
     let c = std::ffi::CString::new(foreign.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0, "chown (tests run as root)");
+    assert_eq!(
+        unsafe { libc::chown(c.as_ptr(), 65534, 65534) },
+        0,
+        "chown (tests run as root)"
+    );
     let (status, stderr) = r1d_briefly(&[
         &os("--listen"),
         &os("127.0.0.1:0"),
