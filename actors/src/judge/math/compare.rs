@@ -402,7 +402,7 @@ fn proportional(p: &Node, g: &Node) -> bool {
 }
 
 /// The values of `names` at evaluation point `k` (see [`POINTS`]).
-fn point(names: &[String], k: usize) -> Vec<(String, Value)> {
+fn point<'a>(names: &[&'a str], k: usize) -> Vec<(&'a str, Value)> {
     names
         .iter()
         .enumerate()
@@ -410,7 +410,7 @@ fn point(names: &[String], k: usize) -> Vec<(String, Value)> {
             let (n, d) = POINTS[(k + 3 * j) % POINTS.len()];
             let value =
                 Rational::new(n, d).map_or(Value::Approx(n as f64 / d as f64), Value::Exact);
-            (name.clone(), value)
+            (*name, value)
         })
         .collect()
 }
@@ -437,15 +437,18 @@ fn unordered_equivalent(a: &[Node], b: &[Node]) -> bool {
 /// Scalars, with the percent reading: `10%` matches both `0.1` and `10` (a model that drops the
 /// sign of a "what percent" answer is right; `10%` is also exactly 0.1).
 fn scalars_equivalent(p: &Node, g: &Node) -> bool {
-    let readings = |n: &Node| -> Vec<Node> {
-        match n {
-            Node::Percent(inner) => vec![n.clone(), (**inner).clone()],
-            _ => vec![n.clone()],
-        }
-    };
-    let (pv, gv) = (readings(p), readings(g));
+    let (pv, gv) = (percent_readings(p), percent_readings(g));
     pv.iter()
-        .any(|x| gv.iter().any(|y| values_equivalent(x, y)))
+        .flatten()
+        .any(|x| gv.iter().flatten().any(|y| values_equivalent(x, y)))
+}
+
+/// A scalar read as written, and a percentage also as its bare number; borrowed, not cloned.
+fn percent_readings(n: &Node) -> [Option<&Node>; 2] {
+    match n {
+        Node::Percent(inner) => [Some(n), Some(&**inner)],
+        _ => [Some(n), None],
+    }
 }
 
 /// `Some(±1)` for `∞` and `-∞`.
