@@ -236,13 +236,6 @@ fn relations_as_union(items: &[Node]) -> Option<Node> {
         .map(Node::Union)
 }
 
-/// Whether a tree mentions a variable.
-fn has_vars(n: &Node) -> bool {
-    let mut names = Vec::new();
-    collect_vars(n, &mut names);
-    !names.is_empty()
-}
-
 /// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`;
 /// the bounded quantity may be any expression in the variables (`0 < f(x) < 1` is `(0, 1)`) as
 /// long as the bounds have none.
@@ -250,7 +243,13 @@ fn relation_as_interval(n: &Node) -> Option<Node> {
     let Node::Relation { first, rest } = n else {
         return None;
     };
-    let is_var = |n: &Node| is_scalar(n) && has_vars(n);
+    // A variable, or a function of one written `f(x)` (a product of single variables); not
+    // `x^2 < 4`, whose solution set is no ray.
+    let is_var = |n: &Node| match n {
+        Node::Var(_) => true,
+        Node::Mul(factors) => factors.iter().all(|f| matches!(f, Node::Var(_))),
+        _ => false,
+    };
     let closed = |op: RelOp| matches!(op, RelOp::Le | RelOp::Ge);
     let infinity = |sign: bool| {
         if sign {
@@ -676,6 +675,7 @@ mod tests {
             ("x < 1, x ≥ 3", "(-∞, 1) ∪ (3, ∞)"),
             ("32:7", "7:32"),
             ("0<f(x)≤1", "(0,1)"),
+            ("x^2 < 4", "(-∞, 4)"),
         ] {
             assert!(!answers_equivalent(p, g), "{p} vs {g}");
         }
