@@ -1,6 +1,8 @@
 //! Behaviour of the math accuracy reward on a corpus of answer pairs (`data/math_equivalence.tsv`:
-//! everyday spellings that must match and near misses that must not) and on whole completions in
-//! every extraction mode.
+//! everyday spellings that must match and near misses that must not), on whole completions in
+//! every extraction mode, and on the generated corpus of model-like completions
+//! (`data/math_corpus.jsonl`) beside math-verify's committed verdicts
+//! (`differential_against_math_verify`, the Rust side of `scripts/math-verify-diff.sh`).
 
 mod math_cases;
 
