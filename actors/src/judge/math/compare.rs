@@ -237,8 +237,7 @@ fn relations_as_union(items: &[Node]) -> Option<Node> {
 }
 
 /// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`;
-/// the bounded quantity may be any expression in the variables (`0 < f(x) < 1` is `(0, 1)`) as
-/// long as the bounds have none.
+/// the bounded quantity may also be a function value written `f(x)` (`0 < f(x) < 1` is `(0, 1)`).
 fn relation_as_interval(n: &Node) -> Option<Node> {
     let Node::Relation { first, rest } = n else {
         return None;
