@@ -31,8 +31,14 @@ else
   fi
 fi
 
-if [[ ! -x "$venv/bin/python" ]]; then
-  "$python" -m venv "$venv"
+make_venv() { rm -rf "$venv" && "$python" -m venv "$venv" >/dev/null 2>&1; }
+if [[ ! -x "$venv/bin/pip" ]] && ! make_venv; then
+  # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "math-verify-diff: installing python3-venv to make $venv" >&2
+    apt-get install -y -qq python3-venv >/dev/null
+  fi
+  make_venv || { echo "math-verify-diff: cannot make a venv with $python -m venv (on Debian: apt-get install python3-venv)" >&2; exit 2; }
 fi
 if ! cmp -s scripts/math-verify-requirements.txt "$venv/.requirements" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/math-verify-requirements.txt

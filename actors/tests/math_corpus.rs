@@ -1,6 +1,8 @@
 //! Behaviour of the math accuracy reward on a corpus of answer pairs (`data/math_equivalence.tsv`:
-//! everyday spellings that must match and near misses that must not) and on whole completions in
-//! every extraction mode.
+//! everyday spellings that must match and near misses that must not), on whole completions in
+//! every extraction mode, and on the generated corpus of model-like completions
+//! (`data/math_corpus.jsonl`) beside math-verify's committed verdicts
+//! (`differential_against_math_verify`, the Rust side of `scripts/math-verify-diff.sh`).
 
 mod math_cases;
 
@@ -341,13 +343,20 @@ fn differential_against_math_verify() {
     );
     let mut below = Vec::new();
     for (category, t) in &tallies {
+        let right = |n: usize| {
+            if t.known == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", percent(n, t.known))
+            }
+        };
         println!(
-            "{:<18} {:>6} {:>6} {:>8.1}% {:>8.1}% {:>8.1}%",
+            "{:<18} {:>6} {:>6} {:>9} {:>9} {:>8.1}%",
             category,
             t.cases,
             t.known,
-            percent(t.r1_right, t.known),
-            percent(t.mv_right, t.known),
+            right(t.r1_right),
+            right(t.mv_right),
             percent(t.agree, t.cases)
         );
         if t.known > 0 && (percent(t.r1_right, t.known) < 99.0 || t.r1_right < t.mv_right) {

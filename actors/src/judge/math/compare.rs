@@ -55,8 +55,97 @@ pub fn answers_equivalent(predicted: &str, gold: &str) -> bool {
     match (parse_answer(strip_units(&p)), parse_answer(strip_units(&g))) {
         // Both are mathematics: the mathematical verdict is final (text keys would let `-7` match
         // `7` by trimming the sign).
-        (Ok(pn), Ok(gn)) => nodes_equivalent(&pn, &gn),
+        (Ok(pn), Ok(gn)) => {
+            nodes_equivalent(&distribute_over_tuples(pn), &distribute_over_tuples(gn))
+        }
         _ => text_key(&p) == text_key(&g),
+    }
+}
+
+/// Most cells a matrix product or sum is distributed over: a real answer's matrix is small.
+const MAX_DISTRIBUTED_CELLS: usize = 64;
+
+/// Simple matrix arithmetic, distributed cell by cell so it compares with its result: a scalar
+/// times a matrix or vector (`2\begin{pmatrix}1&2\\3&4\end{pmatrix}`), a negated one, and sums of
+/// same-shaped ones. Matrices are nested `(…)` tuples after normalisation; anything else is
+/// returned as it was.
+fn distribute_over_tuples(n: Node) -> Node {
+    let is_tuple = |n: &Node| {
+        matches!(
+            n,
+            Node::Bracketed {
+                open: '(',
+                close: ')',
+                ..
+            }
+        )
+    };
+    let cells = |n: &Node| match n {
+        Node::Bracketed { items, .. } => items.len(),
+        _ => 0,
+    };
+    match n {
+        Node::Neg(inner) if is_tuple(&inner) && cells(&inner) <= MAX_DISTRIBUTED_CELLS => {
+            map_cells(*inner, |cell| {
+                distribute_over_tuples(Node::Neg(Box::new(cell)))
+            })
+        }
+        Node::Mul(factors)
+            if factors.iter().filter(|f| is_tuple(f)).count() == 1
+                && factors.iter().all(|f| is_tuple(f) || is_scalar(f))
+                && factors.iter().map(cells).sum::<usize>() <= MAX_DISTRIBUTED_CELLS =>
+        {
+            let (mut tuples, scalars): (Vec<Node>, Vec<Node>) =
+                factors.into_iter().partition(|f| is_tuple(f));
+            let Some(tuple) = tuples.pop() else {
+                return Node::Mul(scalars);
+            };
+            map_cells(tuple, |cell| {
+                let mut product = scalars.clone();
+                product.push(cell);
+                distribute_over_tuples(Node::Mul(product))
+            })
+        }
+        Node::Add(terms) if terms.len() > 1 => {
+            let terms: Vec<Node> = terms.into_iter().map(distribute_over_tuples).collect();
+            let shape = cells(&terms[0]);
+            let same_shape = terms.iter().all(|t| is_tuple(t) && cells(t) == shape);
+            if !same_shape || shape == 0 || shape > MAX_DISTRIBUTED_CELLS {
+                return Node::Add(terms);
+            }
+            let columns: Vec<Vec<Node>> = terms
+                .into_iter()
+                .map(|t| match t {
+                    Node::Bracketed { items, .. } => items,
+                    other => vec![other],
+                })
+                .collect();
+            let items = (0..shape)
+                .map(|i| {
+                    distribute_over_tuples(Node::Add(
+                        columns.iter().map(|c| c[i].clone()).collect(),
+                    ))
+                })
+                .collect();
+            Node::Bracketed {
+                open: '(',
+                close: ')',
+                items,
+            }
+        }
+        other => other,
+    }
+}
+
+/// A tuple with `f` applied to each cell.
+fn map_cells(tuple: Node, f: impl Fn(Node) -> Node) -> Node {
+    match tuple {
+        Node::Bracketed { open, close, items } => Node::Bracketed {
+            open,
+            close,
+            items: items.into_iter().map(f).collect(),
+        },
+        other => other,
     }
 }
 
@@ -236,21 +325,19 @@ fn relations_as_union(items: &[Node]) -> Option<Node> {
         .map(Node::Union)
 }
 
-/// Whether a tree mentions a variable.
-fn has_vars(n: &Node) -> bool {
-    let mut names = Vec::new();
-    collect_vars(n, &mut names);
-    !names.is_empty()
-}
-
 /// The interval a one-variable inequality describes: `x > 5` is `(5, ∞)`, `1 ≤ x < 3` is `[1, 3)`;
-/// the bounded quantity may be any expression in the variables (`0 < f(x) < 1` is `(0, 1)`) as
-/// long as the bounds have none.
+/// the bounded quantity may also be a function value written `f(x)` (`0 < f(x) < 1` is `(0, 1)`).
 fn relation_as_interval(n: &Node) -> Option<Node> {
     let Node::Relation { first, rest } = n else {
         return None;
     };
-    let is_var = |n: &Node| is_scalar(n) && has_vars(n);
+    // A variable, or a function of one written `f(x)` (a product of single variables); not
+    // `x^2 < 4`, whose solution set is no ray.
+    let is_var = |n: &Node| match n {
+        Node::Var(_) => true,
+        Node::Mul(factors) => factors.iter().all(|f| matches!(f, Node::Var(_))),
+        _ => false,
+    };
     let closed = |op: RelOp| matches!(op, RelOp::Le | RelOp::Ge);
     let infinity = |sign: bool| {
         if sign {
@@ -402,7 +489,7 @@ fn proportional(p: &Node, g: &Node) -> bool {
 }
 
 /// The values of `names` at evaluation point `k` (see [`POINTS`]).
-fn point(names: &[String], k: usize) -> Vec<(String, Value)> {
+fn point<'a>(names: &[&'a str], k: usize) -> Vec<(&'a str, Value)> {
     names
         .iter()
         .enumerate()
@@ -410,7 +497,7 @@ fn point(names: &[String], k: usize) -> Vec<(String, Value)> {
             let (n, d) = POINTS[(k + 3 * j) % POINTS.len()];
             let value =
                 Rational::new(n, d).map_or(Value::Approx(n as f64 / d as f64), Value::Exact);
-            (name.clone(), value)
+            (*name, value)
         })
         .collect()
 }
@@ -437,15 +524,18 @@ fn unordered_equivalent(a: &[Node], b: &[Node]) -> bool {
 /// Scalars, with the percent reading: `10%` matches both `0.1` and `10` (a model that drops the
 /// sign of a "what percent" answer is right; `10%` is also exactly 0.1).
 fn scalars_equivalent(p: &Node, g: &Node) -> bool {
-    let readings = |n: &Node| -> Vec<Node> {
-        match n {
-            Node::Percent(inner) => vec![n.clone(), (**inner).clone()],
-            _ => vec![n.clone()],
-        }
-    };
-    let (pv, gv) = (readings(p), readings(g));
+    let (pv, gv) = (percent_readings(p), percent_readings(g));
     pv.iter()
-        .any(|x| gv.iter().any(|y| values_equivalent(x, y)))
+        .flatten()
+        .any(|x| gv.iter().flatten().any(|y| values_equivalent(x, y)))
+}
+
+/// A scalar read as written, and a percentage also as its bare number; borrowed, not cloned.
+fn percent_readings(n: &Node) -> [Option<&Node>; 2] {
+    match n {
+        Node::Percent(inner) => [Some(n), Some(&**inner)],
+        _ => [Some(n), None],
+    }
 }
 
 /// `Some(±1)` for `∞` and `-∞`.
@@ -664,6 +754,9 @@ mod tests {
             ("k = 45, n = 2", "(45, 2)"),
             ("(11,7), (7,11)", "(7, 11), (11, 7)"),
             ("(0.6, 2.6667]", "(\\frac{3}{5}, \\frac{8}{3}]"),
+            ("2((1, 2), (3, 4))", "((2, 4), (6, 8))"),
+            ("((1, 2), (3, 4)) + ((1, 0), (0, 1))", "((2, 2), (3, 5))"),
+            ("-((1, -2))", "(-1, 2)"),
         ] {
             assert!(answers_equivalent(p, g), "{p} vs {g}");
         }
@@ -673,6 +766,9 @@ mod tests {
             ("x < 1, x ≥ 3", "(-∞, 1) ∪ (3, ∞)"),
             ("32:7", "7:32"),
             ("0<f(x)≤1", "(0,1)"),
+            ("x^2 < 4", "(-∞, 4)"),
+            ("2((1, 2), (3, 4))", "((2, 4), (6, 9))"),
+            ("((1, 2), (3, 4)) + ((1, 0))", "((2, 2), (3, 4))"),
         ] {
             assert!(!answers_equivalent(p, g), "{p} vs {g}");
         }

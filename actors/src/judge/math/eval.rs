@@ -26,7 +26,7 @@ const MAX_FACTORIAL: i128 = 170;
 const MAX_BINOM: i128 = 10_000;
 
 /// Evaluates `node` with the given variable values (a small sorted list, looked up linearly).
-pub fn eval(node: &Node, vars: &[(String, Value)]) -> Result<Value, EvalError> {
+pub fn eval(node: &Node, vars: &[(&str, Value)]) -> Result<Value, EvalError> {
     let v = match node {
         Node::Num { value, .. } => *value,
         Node::Var(name) => vars
@@ -94,10 +94,11 @@ pub fn eval(node: &Node, vars: &[(String, Value)]) -> Result<Value, EvalError> {
     }
 }
 
-/// The free variables of a tree, appended to `out` (unsorted, possibly repeated).
-pub fn collect_vars(node: &Node, out: &mut Vec<String>) {
+/// The free variables of a tree, appended to `out` (unsorted, possibly repeated); borrowed, so the
+/// hot comparison path allocates no names.
+pub fn collect_vars<'a>(node: &'a Node, out: &mut Vec<&'a str>) {
     match node {
-        Node::Var(name) => out.push(name.clone()),
+        Node::Var(name) => out.push(name),
         Node::Num { .. } | Node::Pi | Node::Euler | Node::Inf => {}
         Node::Neg(x) | Node::Func(_, x) | Node::Factorial(x) | Node::Percent(x) | Node::Abs(x) => {
             collect_vars(x, out)

@@ -158,7 +158,7 @@ fn last_boxed_at(text: &str) -> Option<(usize, &str)> {
 }
 
 /// The answer stated in free text: after "the answer is" when present, else the last math span
-/// (`$…$`, `\(…\)`, `\[…\]`), else the last number. A number later in the sentence of the last
+/// (`$…$`, `\(…\)`, `\[…\]`), else the last number. A number the sentence states for the last
 /// span wins over it: in "The volume of $ABCDEFGH$ is 120." the span names the solid and 120 is
 /// the answer.
 pub fn free_text(text: &str) -> Option<&str> {
@@ -172,9 +172,35 @@ pub fn free_text(text: &str) -> Option<&str> {
             .flatten()
             .min()
             .unwrap_or(rest.len());
-        return Some(last_number(&rest[..sentence_end]).unwrap_or(span));
+        return Some(stated_after_span(&rest[..sentence_end]).unwrap_or(span));
     }
     last_number(text)
+}
+
+/// Verbs that state a value: "$ABCDEFGH$ is 120", "$P(10)$ equals 60".
+const STATING_VERBS: &[&str] = &[
+    "is equal to ",
+    "is ",
+    "equals ",
+    "= ",
+    "was ",
+    "are ",
+    "becomes ",
+];
+
+/// The number stated right after a math span by a verb of [`STATING_VERBS`] (` is 120.`), if the
+/// rest of its sentence does that; `None` for anything else (`, which is 2 more than 3`).
+fn stated_after_span(rest: &str) -> Option<&str> {
+    let tail = rest.trim_start();
+    let after_verb = STATING_VERBS
+        .iter()
+        .find_map(|verb| tail.strip_prefix(verb))?
+        .trim_start();
+    let token = after_verb.split_whitespace().next()?;
+    if !token.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return None;
+    }
+    last_number(token)
 }
 
 /// What follows the last answer phrase, up to the end of its line or sentence.
@@ -387,6 +413,16 @@ mod tests {
         assert_eq!(free_text("Therefore $m + n = 27$."), Some("m + n = 27"));
         // A number in a later sentence is not the answer of the span's sentence.
         assert_eq!(free_text("So $x = 5$. It took 3 steps"), Some("x = 5"));
+        // Only a value the sentence states for the span replaces it.
+        assert_eq!(
+            free_text("We get $x = 5$, which is 2 more than 3"),
+            Some("x = 5")
+        );
+        assert_eq!(free_text("In total, $P(10)$ equals 1,774."), Some("1,774"));
+        assert_eq!(
+            free_text("So the area of triangle $ABC$ is 54 square units."),
+            Some("54")
+        );
     }
 
     #[test]

@@ -70,26 +70,39 @@ fn macro_replacement(name: &str) -> Option<&'static str> {
 pub fn normalize(answer: &str) -> String {
     // `32,\! 349`: a negative thin space after a comma removes the comma's space, so the comma
     // groups thousands (`32,349`), not list items.
-    let grouped = answer.replace(",\\! ", ",").replace(",\\!", ",");
-    let degrees_dropped = grouped.replace("^{\\circ}", "").replace("^\\circ", "");
+    let grouped = replace_all(answer.to_string(), &[(",\\! ", ","), (",\\!", ",")]);
+    let degrees_dropped = replace_all(grouped, &[("^{\\circ}", ""), ("^\\circ", "")]);
     let folded = fold_macros(&matrices_to_tuples(&degrees_dropped));
     let unwrapped = unwrap_text_macros(&folded);
     // A power after an unwrapped unit (`\mathrm{cm}^2` → `cm ^2`) belongs to it.
-    let mut out = unwrapped
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace(" ^", "^");
+    let mut out = String::with_capacity(unwrapped.len());
+    for word in unwrapped.split_whitespace() {
+        if !out.is_empty() && !word.starts_with('^') {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
     while out.ends_with('.') || out.ends_with(',') {
         out.pop();
     }
     // `{,}` is the LaTeX way to write a comma that does not add space: a thousands separator.
     // "x = 2 or x = 3" and "1 and 2" list several answers.
-    out.replace("{,}", ",")
-        .replace(" or ", ", ")
-        .replace(" and ", ", ")
-        .trim()
-        .to_string()
+    let out = replace_all(out, &[("{,}", ","), (" or ", ", "), (" and ", ", ")]);
+    match out.trim() {
+        trimmed if trimmed.len() == out.len() => out,
+        trimmed => trimmed.to_string(),
+    }
+}
+
+/// `s` with each `(from, to)` replaced in turn, allocating only when `from` occurs: most answers
+/// contain none of the patterns, and this runs twice per check.
+fn replace_all(mut s: String, patterns: &[(&str, &str)]) -> String {
+    for (from, to) in patterns {
+        if s.contains(from) {
+            s = s.replace(from, to);
+        }
+    }
+    s
 }
 
 /// Matrix environments whose rows and cells become nested tuples, so matrices compare cell by

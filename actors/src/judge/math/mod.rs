@@ -31,7 +31,7 @@
 //! - A gold answer that is one capital letter (`B`, `(B)`) is a multiple-choice letter; a
 //!   prediction naming two options (`(A) or (B)`) picks none.
 //! - `x = \pm 2` is the list `2, -2`; `x > 5` equals the interval `(5, \infty)`; matrices compare
-//!   cell by cell as nested tuples; `e` is Euler's number; `\sin^{-1}` is `\arcsin`.
+//!   cell by cell as nested tuples, after scalar multiples and sums of them are worked out; `e` is Euler's number; `\sin^{-1}` is `\arcsin`.
 //! - Words compare as text without case, and a run of three or more letters that is no known
 //!   function makes the whole answer text, so `yes` is never the product y·e·s.
 //! - Integrals, limits, sums and other unknown macros are not evaluated: such an answer only
