@@ -83,6 +83,29 @@ pub enum EngineError {
     /// A GGUF file could not be read or imported (the message names the file and key or tensor).
     #[error(transparent)]
     Gguf(#[from] crate::model::gguf::GgufError),
+    /// A model or run would need more memory than this process may allocate (checked before
+    /// allocating).
+    #[error("{what}: needs {needed} ({parts}), {available} available ({limit})")]
+    Memory {
+        /// What the memory is for (`loading models/x`, `training models/x`).
+        what: String,
+        /// The bytes needed, formatted.
+        needed: String,
+        /// The bytes available, formatted.
+        available: String,
+        /// Which limit binds (MemAvailable, a cgroup's memory.max, RLIMIT_AS).
+        limit: String,
+        /// Where the bytes go.
+        parts: String,
+    },
+    /// The allocator refused a buffer (after the checks passed: another process took the memory).
+    #[error("could not allocate {bytes} for {what}")]
+    Allocation {
+        /// The buffer.
+        what: String,
+        /// Its size, formatted.
+        bytes: String,
+    },
     /// A caller passed arguments that do not fit the model (token id out of range, wrong lengths).
     #[error("invalid input: {0}")]
     Input(String),
