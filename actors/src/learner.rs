@@ -258,10 +258,8 @@ impl GrpoLearner {
         checkpoint: crate::keeper::Checkpoint,
         config: LearnerConfig,
     ) -> Result<Self, LearnerError> {
-        let grads = r1_kernels::model::limits::try_zeroed(
-            checkpoint.model.layout.total,
-            "the gradients",
-        )?;
+        let grads =
+            r1_kernels::model::limits::try_zeroed(checkpoint.model.layout.total, "the gradients")?;
         let reference = if config.grpo.beta != 0.0 {
             match checkpoint.reference {
                 Some(reference) => Some(reference),

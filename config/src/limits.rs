@@ -43,7 +43,10 @@ const PROMPT_TOKENS_ASSUMED: usize = 1024;
 pub(crate) fn check_sizes(config: &JobConfig) -> Result<(), (String, String)> {
     let at_most = |key: &str, value: usize, max: usize| -> Result<(), (String, String)> {
         if value > max {
-            Err((key.to_string(), format!("{value} is more than r1 accepts ({max})")))
+            Err((
+                key.to_string(),
+                format!("{value} is more than r1 accepts ({max})"),
+            ))
         } else {
             Ok(())
         }
@@ -70,7 +73,10 @@ pub(crate) fn check_sizes(config: &JobConfig) -> Result<(), (String, String)> {
     if !(l.max_grad_norm >= 0.0 && l.max_grad_norm.is_finite()) {
         return Err((
             "learner.max_grad_norm".into(),
-            format!("must be a number >= 0 (0 disables), got {}", l.max_grad_norm),
+            format!(
+                "must be a number >= 0 (0 disables), got {}",
+                l.max_grad_norm
+            ),
         ));
     }
     at_most(
@@ -79,9 +85,17 @@ pub(crate) fn check_sizes(config: &JobConfig) -> Result<(), (String, String)> {
         MAX_TOKENS,
     )?;
     if let Some(g) = &config.grpo {
-        at_most("grpo.prompts_per_step", g.prompts_per_step, MAX_PROMPTS_PER_STEP)?;
+        at_most(
+            "grpo.prompts_per_step",
+            g.prompts_per_step,
+            MAX_PROMPTS_PER_STEP,
+        )?;
         at_most("grpo.max_batch", g.max_batch, MAX_BATCH)?;
-        at_most("grpo.dynamic_sampling", g.dynamic_sampling, MAX_DYNAMIC_ROUNDS)?;
+        at_most(
+            "grpo.dynamic_sampling",
+            g.dynamic_sampling,
+            MAX_DYNAMIC_ROUNDS,
+        )?;
         let rollouts = g.prompts_per_step.saturating_mul(l.group_size);
         if rollouts > MAX_ROLLOUTS_PER_STEP {
             return Err((
@@ -185,7 +199,8 @@ impl JobConfig {
         for (key, file) in self.files_read() {
             check_data_file(file).map_err(|m| invalid(key, m))?;
         }
-        let model = check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
+        let model =
+            check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
         let plan = match self.run.stage {
             Stage::Grpo | Stage::Preference => {
                 let g = self.grpo.as_ref();
@@ -211,7 +226,12 @@ impl JobConfig {
                 let max_batch = self.rejection.as_ref().map_or(64, |r| r.max_batch);
                 let mut teacher = MemoryPlan::default();
                 teacher.add("teacher weights", weights(&model));
-                add_sampler(&mut teacher, &model, max_batch, self.sampling.max_new_tokens);
+                add_sampler(
+                    &mut teacher,
+                    &model,
+                    max_batch,
+                    self.sampling.max_new_tokens,
+                );
                 let student_dir = self.distill.as_ref().map(|d| d.student.as_path());
                 match student_dir {
                     Some(dir) => {
@@ -307,14 +327,20 @@ fn training_plan(model: &ModelConfig, reference: bool) -> MemoryPlan {
 
 /// The sampler's KV cache and decoding buffers for `max_batch` sequences of up to
 /// `max_new_tokens` after a prompt of [`PROMPT_TOKENS_ASSUMED`] (within the model's context).
-fn add_sampler(plan: &mut MemoryPlan, model: &ModelConfig, max_batch: usize, max_new_tokens: usize) {
+fn add_sampler(
+    plan: &mut MemoryPlan,
+    model: &ModelConfig,
+    max_batch: usize,
+    max_new_tokens: usize,
+) {
     let max_len = max_new_tokens
         .saturating_add(PROMPT_TOKENS_ASSUMED)
         .min(model.max_position_embeddings.max(1));
-    plan.add("KV cache", KvCache::bytes(model, max_batch, max_len)).add(
-        "decoding buffers",
-        DecodeScratch::bytes(model, max_batch.max(256), max_len),
-    );
+    plan.add("KV cache", KvCache::bytes(model, max_batch, max_len))
+        .add(
+            "decoding buffers",
+            DecodeScratch::bytes(model, max_batch.max(256), max_len),
+        );
 }
 
 fn stage_name(stage: Stage) -> &'static str {
@@ -367,7 +393,11 @@ prompts_per_step = 4
     #[test]
     fn absurd_counts_are_refused_naming_the_key() {
         for (from, to, key) in [
-            ("group_size = 2", "group_size = 1000000000000", "learner.group_size"),
+            (
+                "group_size = 2",
+                "group_size = 1000000000000",
+                "learner.group_size",
+            ),
             (
                 "prompts_per_step = 4",
                 "prompts_per_step = 1000000000",
@@ -393,13 +423,22 @@ prompts_per_step = 4
             "{message}"
         );
         for (table, key) in [
-            ("[sampling]\nmax_new_tokens = 1000000000000", "sampling.max_new_tokens"),
+            (
+                "[sampling]\nmax_new_tokens = 1000000000000",
+                "sampling.max_new_tokens",
+            ),
             (
                 "[learner.grpo]\nmax_completion_length = 1000000000",
                 "learner.grpo.max_completion_length",
             ),
-            ("[sft]\ndata = \"d\"\nbatch_size = 100000000", "sft.batch_size"),
-            ("[sft]\ndata = \"d\"\npack_length = 100000000000", "sft.pack_length"),
+            (
+                "[sft]\ndata = \"d\"\nbatch_size = 100000000",
+                "sft.batch_size",
+            ),
+            (
+                "[sft]\ndata = \"d\"\npack_length = 100000000000",
+                "sft.pack_length",
+            ),
             (
                 "[rejection]\nsamples_per_prompt = 1000000000",
                 "rejection.samples_per_prompt",
@@ -464,7 +503,9 @@ prompts_per_step = 4
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("data.path") && message.contains("d.jsonl") && message.contains("empty"),
+            message.contains("data.path")
+                && message.contains("d.jsonl")
+                && message.contains("empty"),
             "{message}"
         );
         let config = workspace(dir.path(), "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n");

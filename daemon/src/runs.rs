@@ -820,8 +820,7 @@ impl Handler<RunEvent> for Hub {
                 if state != RunState::Starting {
                     self.loading.remove(&id);
                 }
-                if state == RunState::Paused || state == RunState::Suspended || state.is_final()
-                {
+                if state == RunState::Paused || state == RunState::Suspended || state.is_final() {
                     self.end_guarded_launch(&id);
                 }
                 if state == RunState::Suspended || state.is_final() {

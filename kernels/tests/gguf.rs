@@ -915,7 +915,8 @@ fn a_billion_blocks_in_a_small_file_is_a_named_error_not_an_allocation() {
     w.tensors.push(last);
     let message = import_error(w.bytes()).expect("import should fail");
     assert!(
-        message.contains("llama.block_count") && message.contains("1000 blocks need at least 9002 tensors"),
+        message.contains("llama.block_count")
+            && message.contains("1000 blocks need at least 9002 tensors"),
         "{message}"
     );
 }

@@ -312,14 +312,19 @@ fn weights_that_lack_what_config_json_implies_are_named_before_allocating() {
         "{err}"
     );
     let err = r1_kernels::model::check_model_dir(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("model.embed_tokens.weight"), "{err}");
+    assert!(
+        err.to_string().contains("model.embed_tokens.weight"),
+        "{err}"
+    );
 }
 
 #[test]
 fn weights_larger_than_the_memory_available_are_refused_with_the_figures() {
     use r1_kernels::model::limits::available_memory;
     use r1_kernels::model::{ModelConfig, ParamLayout};
-    let available = available_memory().expect("Linux reports MemAvailable").bytes;
+    let available = available_memory()
+        .expect("Linux reports MemAvailable")
+        .bytes;
     // f32 weights of 1.5 × what is available: a sparse file of real shapes (nothing on disk).
     let vocab = 1 << 21;
     let per_layer_floats = 3 * 2048 * 16384 + 4 * 2048 * 2048;

@@ -261,7 +261,10 @@ fn absurd_sample_counts_and_lengths_are_errors_not_aborts() {
     let mut sampler = Sampler::new(&model, 64);
     // A GRPO group of 1e12 samples: its bookkeeping alone would need terabytes.
     let err = sampler
-        .generate(&[request(&[1, 2, 3], 1_000_000_000_000, 0, sampling(4))], None)
+        .generate(
+            &[request(&[1, 2, 3], 1_000_000_000_000, 0, sampling(4))],
+            None,
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -273,7 +276,10 @@ fn absurd_sample_counts_and_lengths_are_errors_not_aborts() {
         .generate(&[request(&[1, 2, 3], 64, 0, sampling(1 << 24))], None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("KV cache") && err.contains("available"), "{err}");
+    assert!(
+        err.contains("KV cache") && err.contains("available"),
+        "{err}"
+    );
     // The same sampler still serves a sane request.
     let out = sampler
         .generate(&[request(&[1, 2, 3], 2, 0, sampling(4))], None)

@@ -38,7 +38,10 @@ fn set_config_key(model: &Path, key: &str, value: u64) {
 }
 
 fn message(body: &serde_json::Value) -> String {
-    body["error"]["message"].as_str().unwrap_or_default().to_string()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -146,7 +149,10 @@ fn a_run_whose_model_became_absurd_while_r1d_was_down_fails_alone() {
     let d = Daemon::start(&state);
     let run = d.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "failed");
     let m = run["message"].as_str().unwrap_or_default();
-    assert!(m.contains("vocab_size") && m.contains("would need"), "{run}");
+    assert!(
+        m.contains("vocab_size") && m.contains("would need"),
+        "{run}"
+    );
     assert!(ureq::get(&d.url("/healthz")).call().is_ok());
     assert_eq!(d.get("/v1/runs").unwrap().as_array().unwrap().len(), 1);
 }

@@ -129,7 +129,7 @@ impl DecodeScratch {
             atty: buffer(cfg.q_dim())?,
             gu: buffer(2 * cfg.intermediate_size)?,
             h: buffer(cfg.intermediate_size)?,
-            scores: buffer(cfg.num_heads.checked_mul(max_len).unwrap_or(usize::MAX))?,
+            scores: buffer(cfg.num_heads.saturating_mul(max_len))?,
             logits: buffer(cfg.vocab_size)?,
             rope: RopeTable::new(&cfg.rope_inv_freq(), max_len),
         })

@@ -227,7 +227,11 @@ impl ModelConfig {
         for (key, value, max) in [
             ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
             ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
-            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE_SIZE),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
             ("num_hidden_layers", self.num_layers, MAX_LAYERS),
             ("num_attention_heads", self.num_heads, MAX_HEADS),
             ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),

@@ -218,10 +218,7 @@ pub(crate) fn read_params(dir: &Path, layout: &ParamLayout) -> Result<Vec<f32>> 
     let mut plan = MemoryPlan::default();
     plan.add("f32 weights", layout.total as f64 * 4.0);
     plan.check(&format!("loading {}", dir.display()))?;
-    let mut params = try_zeroed(
-        layout.total,
-        &format!("the weights of {}", dir.display()),
-    )?;
+    let mut params = try_zeroed(layout.total, &format!("the weights of {}", dir.display()))?;
     for (file, map, slot_ids) in &files.files {
         let tensors = deserialize(file, map)?;
         for &i in slot_ids {

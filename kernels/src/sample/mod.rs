@@ -248,7 +248,9 @@ impl<'m> Sampler<'m> {
         let total = requests
             .iter()
             .try_fold(0usize, |a, r| a.checked_add(r.samples))
-            .ok_or_else(|| EngineError::Input("generate: the number of samples overflows".into()))?;
+            .ok_or_else(|| {
+                EngineError::Input("generate: the number of samples overflows".into())
+            })?;
         let slots = self.max_batch.min(total);
         // Taken for this call and put back at the end (an error drops it; the next call re-plans).
         let mut state = match self.state.take() {
@@ -279,13 +281,11 @@ impl<'m> Sampler<'m> {
         let mut free: Vec<usize> = (0..slots).rev().collect();
         let mut order: Vec<(usize, usize)> = Vec::new();
         let mut done: Vec<Completion> = Vec::new();
-        let bookkeeping = |_| {
-            EngineError::Allocation {
-                what: format!("the bookkeeping of {total} sequences"),
-                bytes: crate::model::limits::format_bytes(
-                    total as f64 * std::mem::size_of::<(usize, usize, Completion)>() as f64,
-                ),
-            }
+        let bookkeeping = |_| EngineError::Allocation {
+            what: format!("the bookkeeping of {total} sequences"),
+            bytes: crate::model::limits::format_bytes(
+                total as f64 * std::mem::size_of::<(usize, usize, Completion)>() as f64,
+            ),
         };
         order.try_reserve_exact(total).map_err(bookkeeping)?;
         done.try_reserve_exact(total).map_err(bookkeeping)?;

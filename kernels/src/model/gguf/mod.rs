@@ -388,7 +388,10 @@ impl GgufFile {
             (kv_count, KV_MIN_BYTES, "metadata entries"),
             (tensor_count, TENSOR_INFO_MIN_BYTES, "tensor infos"),
         ] {
-            if count.checked_mul(min_bytes).is_none_or(|b| b > r.remaining() as u64) {
+            if count
+                .checked_mul(min_bytes)
+                .is_none_or(|b| b > r.remaining() as u64)
+            {
                 return Err(r.malformed(
                     "header",
                     format!(
@@ -549,13 +552,14 @@ impl GgufFile {
                 tensor: name.to_string(),
             })?;
         let data = self.tensor_bytes(info)?;
-        let mut out = try_zeroed(info.elements() as usize, &format!("tensor `{name}`")).map_err(
-            |e| GgufError::TensorData {
-                path: self.path.clone(),
-                tensor: name.to_string(),
-                message: e.to_string(),
-            },
-        )?;
+        let mut out =
+            try_zeroed(info.elements() as usize, &format!("tensor `{name}`")).map_err(|e| {
+                GgufError::TensorData {
+                    path: self.path.clone(),
+                    tensor: name.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         if !dequantize(info.ggml_type, data, &mut out) {
             // tensor_bytes checked type and size; this is unreachable but must not panic.
             return Err(GgufError::UnsupportedType {
@@ -755,7 +759,9 @@ impl<'a> Cursor<'a> {
                 // allocation; and all arrays together stay under MAX_METADATA_ITEMS, because
                 // a parsed item costs far more memory than its bytes in the file.
                 let min_bytes = min_value_bytes(item_ty);
-                if n.checked_mul(min_bytes).is_none_or(|b| b > self.remaining() as u64) {
+                if n.checked_mul(min_bytes)
+                    .is_none_or(|b| b > self.remaining() as u64)
+                {
                     return Err(self.malformed(
                         what,
                         format!(
