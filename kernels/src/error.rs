@@ -85,18 +85,13 @@ pub enum EngineError {
     Gguf(#[from] crate::model::gguf::GgufError),
     /// A model or run would need more memory than this process may allocate (checked before
     /// allocating).
-    #[error("{what}: needs {needed} ({parts}), {available} available ({limit})")]
+    #[error("{what}: {figures}")]
     Memory {
-        /// What the memory is for (`loading models/x`, `training models/x`).
+        /// What the memory is for (`loading models/x`, `a grpo run on models/x`).
         what: String,
-        /// The bytes needed, formatted.
-        needed: String,
-        /// The bytes available, formatted.
-        available: String,
-        /// Which limit binds (MemAvailable, a cgroup's memory.max, RLIMIT_AS).
-        limit: String,
-        /// Where the bytes go.
-        parts: String,
+        /// `needs 64.0 GiB (weights …, gradients …), 11.3 GiB available (MemAvailable)`: the
+        /// total, where it goes, what is available and which limit binds.
+        figures: String,
     },
     /// The allocator refused a buffer (after the checks passed: another process took the memory).
     #[error("could not allocate {bytes} for {what}")]

@@ -182,10 +182,13 @@ impl MemoryPlan {
         if total > available.bytes as f64 {
             return Err(EngineError::Memory {
                 what: what_for.to_string(),
-                needed: format_bytes(total),
-                available: format_bytes(available.bytes as f64),
-                limit: available.source.clone(),
-                parts: self.describe(),
+                figures: format!(
+                    "needs {} ({}), {} available ({})",
+                    format_bytes(total),
+                    self.describe(),
+                    format_bytes(available.bytes as f64),
+                    available.source
+                ),
             });
         }
         Ok(())
