@@ -197,6 +197,14 @@ pub fn load_jsonl(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, Da
         }
         items.push(parse_line(&text, line_no, fields, path)?);
     }
+    if items.is_empty() {
+        // Refused where it is read, before a run starts, not at the step that finds no prompts.
+        return Err(DataError::Line {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "the file holds no records".into(),
+        });
+    }
     Ok(items)
 }
 
@@ -219,6 +227,9 @@ pub fn load_parquet(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, 
     for (i, row) in reader.into_iter().enumerate() {
         let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
         items.push(parse_value(&row.to_json_value(), i + 1, fields).map_err(|m| bad(i + 1, m))?);
+    }
+    if items.is_empty() {
+        return Err(bad(0, "the file holds no records".into()));
     }
     Ok(items)
 }
@@ -463,6 +474,24 @@ mod tests {
             (Some("2"), Some("en"), 1)
         );
         assert_eq!((items[1].answer.as_deref(), items[1].line), (Some("4"), 3));
+    }
+
+    #[test]
+    fn an_empty_or_blank_data_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let source = DataSource::Jsonl {
+                path: path.clone(),
+                fields: FieldMap::default(),
+            };
+            let err = source.problems(0, Split::Train).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("holds no records"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -213,6 +213,74 @@ pub struct GrpoLearner {
 }
 
 impl GrpoLearner {
+    /// [`GrpoLearner::new`] for a policy read from a file: what training adds to the loaded
+    /// weights (gradients, both AdamW moments, the reference when β ≠ 0) is checked against the
+    /// memory available and allocated fallibly, so a model too big to train is an error with
+    /// the figures rather than an abort of the process (the daemon and its other runs).
+    pub fn try_new(policy: Model, config: LearnerConfig) -> Result<Self, LearnerError> {
+        use r1_kernels::model::limits::{try_zeroed, MemoryPlan};
+        let p = policy.layout.total as f64 * 4.0;
+        let reference = config.grpo.beta != 0.0;
+        let mut plan = MemoryPlan::default();
+        plan.add("gradients", p).add("AdamW moments", 2.0 * p);
+        if reference {
+            plan.add("reference model", p);
+        }
+        plan.check("training the loaded model")?;
+        let optimizer = AdamW::try_new(config.adamw, policy.layout.total)?;
+        let grads = try_zeroed(policy.layout.total, "the gradients")?;
+        let reference = if reference {
+            let params = try_zeroed(policy.layout.total, "the reference model")?;
+            let mut copy = Model {
+                config: policy.config.clone(),
+                layout: policy.layout.clone(),
+                params,
+            };
+            copy.params.copy_from_slice(&policy.params);
+            Some(copy)
+        } else {
+            None
+        };
+        Ok(GrpoLearner {
+            policy,
+            reference,
+            optimizer,
+            step: 0,
+            optimizer_step: 0,
+            config,
+            work: Workspace { acts: None, grads },
+        })
+    }
+
+    /// [`GrpoLearner::resume`] with [`GrpoLearner::try_new`]'s checks (the checkpoint brings its
+    /// own moments and reference; the gradients are allocated fallibly).
+    pub fn try_resume(
+        checkpoint: crate::keeper::Checkpoint,
+        config: LearnerConfig,
+    ) -> Result<Self, LearnerError> {
+        let grads =
+            r1_kernels::model::limits::try_zeroed(checkpoint.model.layout.total, "the gradients")?;
+        let reference = if config.grpo.beta != 0.0 {
+            match checkpoint.reference {
+                Some(reference) => Some(reference),
+                None => Some(checkpoint.model.clone()),
+            }
+        } else {
+            None
+        };
+        let mut optimizer = checkpoint.optimizer;
+        optimizer.config = config.adamw;
+        Ok(GrpoLearner {
+            policy: checkpoint.model,
+            reference,
+            optimizer,
+            step: checkpoint.state.step,
+            optimizer_step: checkpoint.state.optimizer_step,
+            config,
+            work: Workspace { acts: None, grads },
+        })
+    }
+
     /// A learner starting from `policy`; the reference starts as a copy of it.
     pub fn new(policy: Model, config: LearnerConfig) -> Self {
         let reference = (config.grpo.beta != 0.0).then(|| policy.clone());

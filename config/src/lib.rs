@@ -10,6 +10,7 @@
 //!
 //! `config/examples/` holds presets with the paper's numbers; a test loads every one.
 
+pub mod limits;
 pub mod preference;
 
 use std::path::{Path, PathBuf};
@@ -334,6 +335,7 @@ impl JobConfig {
                 check_data(data).map_err(|m| invalid(&format!("eval.datasets.{name}"), m))?;
             }
         }
+        limits::check_sizes(self).map_err(|(key, message)| invalid(&key, message))?;
         if self.checkpoint.every_steps == 0 {
             return Err(invalid(
                 "checkpoint.every_steps",

@@ -119,6 +119,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     let text = std::fs::read(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let job = JobConfig::from_file(&args.config)?;
+    // What the stage will read and the memory it needs, before anything is loaded: a model too
+    // big for this machine is refused with the figures instead of aborting mid-load.
+    job.check_resources(&args.config)?;
     let config_hash: String = Sha256::digest(&text)
         .iter()
         .map(|b| format!("{b:02x}"))

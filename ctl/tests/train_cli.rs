@@ -218,3 +218,44 @@ fn ctrl_c_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_from_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn absurd_sizes_and_a_model_too_big_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = builtin_config("tiny-qwen2").unwrap();
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let model_dir = dir.path().join("model");
+    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    let job = write_config(dir.path(), &model_dir, &dir.path().join("run"));
+    let text = std::fs::read_to_string(&job).unwrap();
+    let refused = |text: String, key: &str| {
+        std::fs::write(&job, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+            .arg("train")
+            .arg(&job)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        stderr
+    };
+    refused(
+        text.replace("group_size = 2", "group_size = 1000000000000"),
+        "learner.group_size",
+    );
+    refused(
+        text.replace("prompts_per_step = 2", "prompts_per_step = 1000000000"),
+        "grpo.prompts_per_step",
+    );
+    // The model directory's config.json asks for a 1e12-token vocabulary.
+    let path = model_dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["vocab_size"] = 1_000_000_000_000u64.into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let stderr = refused(text, "vocab_size");
+    assert!(stderr.contains("would need"), "{stderr}");
+    assert!(!dir.path().join("run").exists(), "nothing was written");
+}

@@ -39,6 +39,11 @@ use crate::store::Store;
 /// Rollouts kept per step in the store.
 const SAMPLES_PER_STEP: usize = 4;
 
+/// Times r1d may go down while a run loads (resumed or launched from the queue) before the run
+/// is failed instead of launched again: a run that aborts the process would otherwise make
+/// every restart under systemd abort too.
+pub const MAX_RESUME_ATTEMPTS: u32 = 3;
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -504,9 +509,13 @@ impl Hub {
         });
         for info in queued {
             tracing::info!(run = %info.id, "starting queued run");
-            match self.launch(&info, ctx) {
+            match self
+                .begin_guarded_launch(&info.id)
+                .and_then(|()| self.launch(&info, ctx))
+            {
                 Ok(()) => return,
                 Err(message) => {
+                    self.end_guarded_launch(&info.id);
                     self.update(&info.id, |i| {
                         i.state = RunState::Failed;
                         i.message = Some(format!("starting: {message}"));
@@ -524,6 +533,39 @@ impl Hub {
         self.loading.insert(id.clone());
         let director = Director::new(plan, ctx.address().recipient()).start();
         self.directors.insert(id, RunHandle::of(director));
+    }
+
+    /// The crash-loop guard, before a run is launched from the store (resumed at start, or
+    /// started from the queue): counts the attempt in sled, flushed, before anything loads, and
+    /// refuses the launch once r1d has gone down [`MAX_RESUME_ATTEMPTS`] times during this
+    /// run's earlier attempts (each attempt ends at its first step, or when it pauses, stops,
+    /// suspends or fails: [`Hub::end_guarded_launch`]).
+    fn begin_guarded_launch(&mut self, id: &str) -> Result<(), String> {
+        let attempts = self.store.resume_attempts(id).map_err(|e| e.to_string())?;
+        if attempts >= MAX_RESUME_ATTEMPTS {
+            return Err(format!(
+                "r1d went down {attempts} times while this run was loading or taking its first \
+                 step, so it is not resumed again; check its model, data and config \
+                 (docs/daemon.md, crash-loop guard) and start it anew"
+            ));
+        }
+        self.store
+            .set_resume_attempts(id, attempts + 1)
+            .map_err(|e| format!("recording the resume attempt: {e}"))
+    }
+
+    /// The run got through its load and first step (or ended, or was put aside): the daemon
+    /// survived this attempt, so the count starts over.
+    fn end_guarded_launch(&self, id: &str) {
+        match self.store.resume_attempts(id) {
+            Ok(0) => {}
+            Ok(_) => {
+                if let Err(e) = self.store.set_resume_attempts(id, 0) {
+                    tracing::error!("clearing the resume attempts of {id}: {e}");
+                }
+            }
+            Err(e) => tracing::error!("reading the resume attempts of {id}: {e}"),
+        }
     }
 
     /// The recorded checkpoint with the highest evaluated pass@1 (the later one on a tie).
@@ -595,7 +637,10 @@ impl Actor for Hub {
                 continue;
             }
             tracing::info!(run = %info.id, state = info.state.name(), "resuming");
-            match self.launch(&info, ctx) {
+            match self
+                .begin_guarded_launch(&info.id)
+                .and_then(|()| self.launch(&info, ctx))
+            {
                 Ok(()) => {
                     let run = &self.directors[&info.id];
                     match info.state {
@@ -605,6 +650,8 @@ impl Actor for Hub {
                     }
                 }
                 Err(message) => {
+                    // Failed alone: the daemon stays up and serves the other runs.
+                    self.end_guarded_launch(&info.id);
                     self.update(&info.id, |i| {
                         i.state = RunState::Failed;
                         i.message = Some(format!("resuming: {message}"));
@@ -623,6 +670,17 @@ struct PreparedStart {
     job: Job,
     plan: Option<GrpoPlan>,
     msg: StartRun,
+    /// [`check_start_resources`], computed off the event loop both ways: whether the run
+    /// starts at once or waits in the queue is only known when the hub accepts it.
+    resources: StartResources,
+}
+
+/// The start-time resource check of a prepared run, for either way it may be accepted.
+struct StartResources {
+    /// Held to the memory r1d may allocate now: the run starts at once.
+    now: Result<(), ApiError>,
+    /// Files and sizes only: the run waits behind an active one that holds the memory.
+    queued: Result<(), ApiError>,
 }
 
 /// Parses the job of a start request, checks every file it names ([`check_job`]) and builds its
@@ -636,6 +694,13 @@ fn prepare_start(
     let job = Job::parse(&msg.config_toml, &msg.source, &msg.base_dir)?;
     let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
     check_job(&job.config, &inputs).map_err(bad)?;
+    let resources = StartResources {
+        now: check_start_resources(&job, &msg.source, false),
+        queued: check_start_resources(&job, &msg.source, true),
+    };
+    // Refused before the plan is built (prompts read, reward models loaded) when it cannot
+    // run either way.
+    resources.queued.clone()?;
     // The plan (reward models loaded, prompts read) is built once, then given the run's id;
     // a stage without GRPO steps is checked as far as it can be before it runs.
     let plan = if is_rl(job.config.run.stage) {
@@ -644,7 +709,12 @@ fn prepare_start(
         job.task(&check).map_err(bad)?;
         None
     };
-    Ok(PreparedStart { job, plan, msg })
+    Ok(PreparedStart {
+        job,
+        plan,
+        msg,
+        resources,
+    })
 }
 
 impl Hub {
@@ -674,12 +744,24 @@ impl Hub {
         prepared: PreparedStart,
         ctx: &mut Context<Self>,
     ) -> Result<RunInfo, ApiError> {
-        let PreparedStart { job, mut plan, msg } = prepared;
+        let PreparedStart {
+            job,
+            mut plan,
+            msg,
+            resources: prepared_resources,
+        } = prepared;
         let store_err = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
         // Checked again: another start may have been accepted while this one was loading.
         let busy = self.busy_run()?;
         if let (Some(busy), false) = (&busy, msg.queue) {
             return Err(Self::refuse_busy(busy));
+        }
+        // A run queued behind an active one is not held to today's free memory (the active run
+        // holds it); its own loaders check again when it starts.
+        if busy.is_some() {
+            prepared_resources.queued?;
+        } else {
+            prepared_resources.now?;
         }
         let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
         let id = self.store.next_run_id().map_err(store_err)?;
@@ -749,6 +831,22 @@ impl Handler<StartRun> for Hub {
             .map(|prepared, hub, ctx| hub.accept_start(prepared?, ctx)),
         )
     }
+}
+
+/// Start-time validation of what the run will read and need (`JobConfig::check_resources`):
+/// data files non-empty and regular, model sizes within bounds and present in the weights, and
+/// the stage's memory against what r1d may still allocate — a refusal is a 400 with the figures,
+/// never an abort later. A run queued behind an active one is not held to today's free memory
+/// (the active run holds it); its own loaders check again when it starts.
+fn check_start_resources(job: &Job, source: &str, queued: bool) -> Result<(), ApiError> {
+    let available = if queued {
+        None
+    } else {
+        r1_kernels::model::limits::available_memory()
+    };
+    job.config
+        .check_resources_against(Path::new(source), available.as_ref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 impl Handler<ControlRun> for Hub {
@@ -867,6 +965,9 @@ impl Handler<RunEvent> for Hub {
                 if state != RunState::Starting {
                     self.loading.remove(&id);
                 }
+                if state == RunState::Paused || state == RunState::Suspended || state.is_final() {
+                    self.end_guarded_launch(&id);
+                }
                 if state == RunState::Suspended || state.is_final() {
                     self.directors.remove(&id);
                     self.sandboxes.remove(&id);
@@ -896,6 +997,7 @@ impl Handler<RunEvent> for Hub {
                 }
             }
             RunEventKind::Step(record, samples) => {
+                self.end_guarded_launch(&id);
                 if let Err(e) = self.store.put_step(&id, &record, &samples) {
                     tracing::error!("recording step {} of {id}: {e}", record.step);
                 }
@@ -909,6 +1011,7 @@ impl Handler<RunEvent> for Hub {
                 self.record_step(&id, &record);
             }
             RunEventKind::Progress { done, total, stats } => {
+                self.end_guarded_launch(&id);
                 let stage = self
                     .store
                     .run(&id)

@@ -278,4 +278,27 @@ impl Store {
     pub fn evals(&self, run: &str) -> Result<Vec<EvalReport>, StoreError> {
         self.scan(&self.evals, run)
     }
+
+    /// How many times r1d began to resume (or launch) `run` without the run getting through its
+    /// load and first step: the crash-loop guard's count (`meta/resuming/<id>`).
+    pub fn resume_attempts(&self, run: &str) -> Result<u32, StoreError> {
+        let r = self.meta.get(format!("resuming/{run}"));
+        Ok(self
+            .sled(r)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    /// Sets the count (0 removes it) and flushes: it must be on disk before the run loads, so
+    /// that a load which takes the process down is counted.
+    pub fn set_resume_attempts(&self, run: &str, attempts: u32) -> Result<(), StoreError> {
+        let k = format!("resuming/{run}");
+        let r = if attempts == 0 {
+            self.meta.remove(k).map(|_| ())
+        } else {
+            self.meta.insert(k, &attempts.to_be_bytes()).map(|_| ())
+        };
+        self.sled(r)?;
+        self.flush()
+    }
 }

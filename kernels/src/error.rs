@@ -83,6 +83,24 @@ pub enum EngineError {
     /// A GGUF file could not be read or imported (the message names the file and key or tensor).
     #[error(transparent)]
     Gguf(#[from] crate::model::gguf::GgufError),
+    /// A model or run would need more memory than this process may allocate (checked before
+    /// allocating).
+    #[error("{what}: {figures}")]
+    Memory {
+        /// What the memory is for (`loading models/x`, `a grpo run on models/x`).
+        what: String,
+        /// `needs 64.0 GiB (weights …, gradients …), 11.3 GiB available (MemAvailable)`: the
+        /// total, where it goes, what is available and which limit binds.
+        figures: String,
+    },
+    /// The allocator refused a buffer (after the checks passed: another process took the memory).
+    #[error("could not allocate {bytes} for {what}")]
+    Allocation {
+        /// The buffer.
+        what: String,
+        /// Its size, formatted.
+        bytes: String,
+    },
     /// A caller passed arguments that do not fit the model (token id out of range, wrong lengths).
     #[error("invalid input: {0}")]
     Input(String),

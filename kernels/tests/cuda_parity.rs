@@ -704,8 +704,8 @@ fn fixtures_logits_gradients_and_greedy_decode_match_on_the_gpu() {
 
         // Logits of the fixture's batch through the training path, and the CPU decoder's logits
         // for the same prompt.
-        let mut cache = KvCache::new(&model, 1, max_len);
-        let mut scratch = DecodeScratch::new(&model, max_len, max_len);
+        let mut cache = KvCache::new(&model, 1, max_len).unwrap();
+        let mut scratch = DecodeScratch::new(&model, max_len, max_len).unwrap();
         cpu::decode_step(
             &model,
             &mut cache,

@@ -258,3 +258,126 @@ fn unsupported_dtype_architecture_and_missing_files_are_named_errors() {
     let err = load_model_dir(empty.path()).unwrap_err();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
+
+/// A tiny model saved in `dir`, with `edit` applied to its config.json afterwards.
+fn edited_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let config = r1_kernels::bench::builtin_config("tiny-qwen2").unwrap();
+    save_model_dir(&Model::random(config, 3, 0.02), dir).unwrap();
+    let path = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+}
+
+#[test]
+fn absurd_sizes_in_config_json_are_refused_naming_the_key_before_allocating() {
+    for (key, value) in [
+        ("vocab_size", 1_000_000_000u64),
+        ("vocab_size", 1_000_000_000_000),
+        ("num_hidden_layers", 10_000_000),
+        ("num_hidden_layers", 1_000_000_000),
+        ("intermediate_size", 1_000_000_000_000),
+        ("head_dim", 1_000_000),
+        ("max_position_embeddings", 1 << 40),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        edited_config(dir.path(), |c| c[key] = value.into());
+        let err = load_model_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, EngineError::Config { .. }), "{key}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("`{key}`"))
+                && message.contains(&value.to_string())
+                && message.contains("would need"),
+            "{key}: {message}"
+        );
+    }
+}
+
+#[test]
+fn weights_that_lack_what_config_json_implies_are_named_before_allocating() {
+    // Every size within its bound, but together ~10^14 parameters: the old loader allocated
+    // them all (an abort) before it looked at the weight file. Now the file is checked first.
+    let dir = tempfile::tempdir().unwrap();
+    edited_config(dir.path(), |c| {
+        c["num_hidden_layers"] = 1000.into();
+        c["intermediate_size"] = 500_000.into();
+        c["hidden_size"] = 65_536.into();
+        c["head_dim"] = 64.into();
+    });
+    let err = load_model_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Shape { ref tensor, .. } if tensor == "model.embed_tokens.weight"),
+        "{err}"
+    );
+    let err = r1_kernels::model::check_model_dir(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("model.embed_tokens.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn weights_larger_than_the_memory_available_are_refused_with_the_figures() {
+    use r1_kernels::model::limits::available_memory;
+    use r1_kernels::model::{ModelConfig, ParamLayout};
+    let available = available_memory()
+        .expect("Linux reports MemAvailable")
+        .bytes;
+    // f32 weights of 1.5 × what is available: a sparse file of real shapes (nothing on disk).
+    let vocab = 1 << 21;
+    let per_layer_floats = 3 * 2048 * 16384 + 4 * 2048 * 2048;
+    let layers = ((available as f64 * 1.5 / 4.0 - 2.0 * (vocab * 2048) as f64)
+        / per_layer_floats as f64)
+        .ceil()
+        .clamp(1.0, 1024.0) as usize;
+    let config = ModelConfig {
+        hidden_size: 2048,
+        intermediate_size: 16384,
+        num_layers: layers,
+        num_heads: 16,
+        num_kv_heads: 16,
+        head_dim: 128,
+        vocab_size: vocab,
+        tie_word_embeddings: false,
+        ..r1_kernels::bench::builtin_config("tiny-qwen2").unwrap()
+    };
+    let layout = ParamLayout::new(&config);
+    assert!(layout.total as f64 * 4.0 > available as f64, "{available}");
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for slot in &layout.slots {
+        header.insert(
+            slot.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": slot.shape, "data_offsets": [offset, offset + slot.len * 4]}),
+        );
+        offset += slot.len * 4;
+    }
+    let mut header = serde_json::to_vec(&header).unwrap();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&header);
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len((bytes.len() + offset) as u64)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&config.to_json()).unwrap(),
+    )
+    .unwrap();
+    let message = load_model_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        message.contains("loading")
+            && message.contains("needs ")
+            && message.contains("available")
+            && message.contains("f32 weights"),
+        "{message}"
+    );
+}

@@ -252,3 +252,37 @@ fn bad_requests_are_clear_errors() {
         (3, FinishReason::Length)
     );
 }
+
+#[test]
+fn absurd_sample_counts_and_lengths_are_errors_not_aborts() {
+    let mut config = r1_kernels::bench::builtin_config("tiny-qwen2").unwrap();
+    config.max_position_embeddings = 1 << 24;
+    let model = Model::random(config, 5, 0.05);
+    let mut sampler = Sampler::new(&model, 64);
+    // A GRPO group of 1e12 samples: its bookkeeping alone would need terabytes.
+    let err = sampler
+        .generate(
+            &[request(&[1, 2, 3], 1_000_000_000_000, 0, sampling(4))],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1000000000000 sequences") && err.contains("needs"),
+        "{err}"
+    );
+    // A completion limit as long as a 16M-token context: a KV cache of hundreds of GiB.
+    let err = sampler
+        .generate(&[request(&[1, 2, 3], 64, 0, sampling(1 << 24))], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("KV cache") && err.contains("available"),
+        "{err}"
+    );
+    // The same sampler still serves a sane request.
+    let out = sampler
+        .generate(&[request(&[1, 2, 3], 2, 0, sampling(4))], None)
+        .unwrap();
+    assert_eq!(out.len(), 2);
+}

@@ -198,7 +198,10 @@ impl Handler<Load> for LearnerActor {
                 Ok(checkpoint) => {
                     reward_normaliser = checkpoint.state.reward_normaliser.clone();
                     data_cursor = checkpoint.state.data_cursor;
-                    self.learner = Some(GrpoLearner::resume(checkpoint, self.config.clone()));
+                    self.learner = Some(
+                        GrpoLearner::try_resume(checkpoint, self.config.clone())
+                            .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?,
+                    );
                     resumed_from = Some(dir.clone());
                     break;
                 }
@@ -208,7 +211,10 @@ impl Handler<Load> for LearnerActor {
         if self.learner.is_none() {
             let model = load_model_dir(&self.model_dir)
                 .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?;
-            self.learner = Some(GrpoLearner::new(model, self.config.clone()));
+            self.learner = Some(
+                GrpoLearner::try_new(model, self.config.clone())
+                    .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?,
+            );
         }
         Ok(Loaded {
             weights: self.weights()?,

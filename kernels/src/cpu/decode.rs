@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::ops::{self, RopeTable};
 use super::rowmat::{dot, matmul_rows};
 use crate::error::{EngineError, Result};
-use crate::model::Model;
+use crate::model::limits::try_zeroed;
+use crate::model::{Model, ModelConfig};
 
 /// Keys and values of every cached position, per layer and slot: [L, slots, P, KVD] each.
 pub struct KvCache {
@@ -25,18 +26,35 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// A cache for `slots` sequences of up to `max_len` tokens of `model`.
-    pub fn new(model: &Model, slots: usize, max_len: usize) -> Self {
+    /// A cache for `slots` sequences of up to `max_len` tokens of `model`. Its size is checked
+    /// and its buffers allocated fallibly: a cache too large for memory is an error saying how
+    /// large, not an abort.
+    pub fn new(model: &Model, slots: usize, max_len: usize) -> Result<Self> {
         let cfg = &model.config;
-        let len = cfg.num_layers * slots * max_len * cfg.kv_dim();
-        KvCache {
+        let len = [cfg.num_layers, slots, max_len, cfg.kv_dim()]
+            .into_iter()
+            .try_fold(1usize, |a, b| a.checked_mul(b))
+            .ok_or_else(|| {
+                EngineError::Input(format!(
+                    "a KV cache for {slots} sequences of {max_len} tokens would need {}",
+                    crate::model::limits::format_bytes(Self::bytes(cfg, slots, max_len))
+                ))
+            })?;
+        let what = format!("the KV cache ({slots} sequences of {max_len} tokens)");
+        Ok(KvCache {
             slots,
             max_len,
             kv_dim: cfg.kv_dim(),
             layers: cfg.num_layers,
-            k: vec![0.0; len],
-            v: vec![0.0; len],
-        }
+            k: try_zeroed(len, &what)?,
+            v: try_zeroed(len, &what)?,
+        })
+    }
+
+    /// Bytes of a cache for `slots` sequences of `max_len` tokens (f64: never overflows), for
+    /// memory estimates before a run starts.
+    pub fn bytes(cfg: &ModelConfig, slots: usize, max_len: usize) -> f64 {
+        2.0 * 4.0 * cfg.num_layers as f64 * slots as f64 * max_len as f64 * cfg.kv_dim() as f64
     }
 
     fn offset(&self, layer: usize, slot: usize, pos: usize) -> usize {
@@ -87,24 +105,48 @@ pub struct DecodeScratch {
 }
 
 impl DecodeScratch {
-    /// Buffers for `max_rows` sequences of up to `max_len` positions.
-    pub fn new(model: &Model, max_rows: usize, max_len: usize) -> Self {
+    /// Buffers for `max_rows` sequences of up to `max_len` positions, allocated fallibly.
+    pub fn new(model: &Model, max_rows: usize, max_len: usize) -> Result<Self> {
         let cfg = &model.config;
         let r = max_rows.max(1);
-        DecodeScratch {
+        let what = format!("the decoding buffers ({r} rows of {max_len} positions)");
+        let buffer = |width: usize| -> Result<Vec<f32>> {
+            let len = r.checked_mul(width).ok_or_else(|| {
+                EngineError::Input(format!(
+                    "{what} would need {}",
+                    crate::model::limits::format_bytes(Self::bytes(cfg, r, max_len))
+                ))
+            })?;
+            try_zeroed(len, &what)
+        };
+        Ok(DecodeScratch {
             max_rows: r,
-            x: vec![0.0; r * cfg.hidden_size],
-            ln: vec![0.0; r * cfg.hidden_size],
-            proj: vec![0.0; r * cfg.hidden_size],
-            rstd: vec![0.0; r],
-            qkv: vec![0.0; r * cfg.qkv_dim()],
-            atty: vec![0.0; r * cfg.q_dim()],
-            gu: vec![0.0; r * 2 * cfg.intermediate_size],
-            h: vec![0.0; r * cfg.intermediate_size],
-            scores: vec![0.0; r * cfg.num_heads * max_len],
-            logits: vec![0.0; r * cfg.vocab_size],
+            x: buffer(cfg.hidden_size)?,
+            ln: buffer(cfg.hidden_size)?,
+            proj: buffer(cfg.hidden_size)?,
+            rstd: buffer(1)?,
+            qkv: buffer(cfg.qkv_dim())?,
+            atty: buffer(cfg.q_dim())?,
+            gu: buffer(2 * cfg.intermediate_size)?,
+            h: buffer(cfg.intermediate_size)?,
+            scores: buffer(cfg.num_heads.saturating_mul(max_len))?,
+            logits: buffer(cfg.vocab_size)?,
             rope: RopeTable::new(&cfg.rope_inv_freq(), max_len),
-        }
+        })
+    }
+
+    /// Bytes of the buffers for `rows` sequences of `max_len` positions (f64: never overflows).
+    pub fn bytes(cfg: &ModelConfig, rows: usize, max_len: usize) -> f64 {
+        let per_row = 3.0 * cfg.hidden_size as f64
+            + 1.0
+            + cfg.qkv_dim() as f64
+            + cfg.q_dim() as f64
+            + 3.0 * cfg.intermediate_size as f64
+            + cfg.num_heads as f64 * max_len as f64
+            + cfg.vocab_size as f64;
+        // The RoPE table: cos and sin for every position, HS/2 each.
+        let rope = max_len as f64 * cfg.head_dim as f64;
+        4.0 * (rows.max(1) as f64 * per_row + rope)
     }
 }
 

@@ -101,6 +101,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
+        super::weights::require_regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
         let json: Value = serde_json::from_str(&text).map_err(|e| EngineError::Json {
             path: path.to_path_buf(),
@@ -198,7 +199,115 @@ impl ModelConfig {
                 return Err(reader.error(key, "must be positive".into()));
             }
         }
+        config.check_bounds(&reader)?;
         Ok(config)
+    }
+
+    /// Refuses sizes no real model has before anything is allocated from them: the error names
+    /// the key, its value, the bound, and what the config would need (an `intermediate_size` of
+    /// 1e12 is "the weights alone would need 5.8 PiB", not an abort in the allocator).
+    fn check_bounds(&self, reader: &Reader<'_>) -> Result<()> {
+        self.bounds().map_err(|(key, message)| {
+            // Without a `head_dim` key the head width is hidden_size / num_attention_heads.
+            let key = if key == "head_dim" && reader.json.get("head_dim").is_none_or(Value::is_null)
+            {
+                "num_attention_heads"
+            } else {
+                key
+            };
+            reader.error(key, message)
+        })
+    }
+
+    /// The first size beyond what r1 accepts, as (config.json key, message with the value, the
+    /// bound and the memory the config would need); importers map the key to their own names.
+    pub fn bounds(&self) -> std::result::Result<(), (&'static str, String)> {
+        use super::limits::*;
+        let weights = format_bytes(self.parameter_estimate() * 4.0);
+        for (key, value, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+        ] {
+            if value > max {
+                return Err((
+                    key,
+                    format!(
+                        "{value} is more than r1 accepts ({max}): the weights alone would need {weights} in f32"
+                    ),
+                ));
+            }
+        }
+        if self.max_position_embeddings > MAX_POSITIONS {
+            let kv_per_token = 2.0 * self.num_layers as f64 * self.kv_dim() as f64 * 4.0;
+            return Err((
+                "max_position_embeddings",
+                format!(
+                    "{} is more than r1 accepts ({MAX_POSITIONS}): one sequence's KV cache at that length would need {}",
+                    self.max_position_embeddings,
+                    format_bytes(kv_per_token * self.max_position_embeddings as f64)
+                ),
+            ));
+        }
+        if self.parameter_count().is_none() {
+            return Err((
+                "vocab_size",
+                format!("the parameter count overflows: the weights would need {weights}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parameters the config implies, in f64 so that an absurd config cannot overflow the
+    /// estimate that explains why it is refused.
+    pub fn parameter_estimate(&self) -> f64 {
+        let (v, c, i, l) = (
+            self.vocab_size as f64,
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            self.num_layers as f64,
+        );
+        let (q, kv) = (
+            self.num_heads as f64 * self.head_dim as f64,
+            self.num_kv_heads as f64 * self.head_dim as f64,
+        );
+        let qkv = q + 2.0 * kv;
+        let bias = if self.attention_bias { qkv } else { 0.0 };
+        let per_layer = 2.0 * c + qkv * c + bias + c * q + 3.0 * i * c;
+        let heads = if self.tie_word_embeddings { 1.0 } else { 2.0 };
+        heads * v * c + l * per_layer + c
+    }
+
+    /// Exact parameter count (the flat layout's length), `None` when it overflows `usize`.
+    pub fn parameter_count(&self) -> Option<usize> {
+        let c = self.hidden_size;
+        let q = self.num_heads.checked_mul(self.head_dim)?;
+        let kv = self.num_kv_heads.checked_mul(self.head_dim)?;
+        let qkv = kv.checked_mul(2)?.checked_add(q)?;
+        let bias = if self.attention_bias { qkv } else { 0 };
+        let per_layer = [
+            c.checked_mul(2)?,
+            qkv.checked_mul(c)?,
+            bias,
+            c.checked_mul(q)?,
+            self.intermediate_size.checked_mul(c)?.checked_mul(3)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, |a, b| a.checked_add(b))?;
+        let embed = self.vocab_size.checked_mul(c)?;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        embed
+            .checked_mul(heads)?
+            .checked_add(per_layer.checked_mul(self.num_layers)?)?
+            .checked_add(c)
     }
 
     /// Width of all query heads together (NH × HS).

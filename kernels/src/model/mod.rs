@@ -4,10 +4,11 @@
 pub mod config;
 pub mod gguf;
 pub mod layout;
+pub mod limits;
 pub mod sequence_classification;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use layout::{ParamLayout, TensorSlot};
 pub use sequence_classification::{load_reward_model_dir, save_reward_model_dir, RewardModel};
-pub use weights::{load_model_dir, save_model_dir, Model};
+pub use weights::{check_model_dir, load_model_dir, save_model_dir, Model};

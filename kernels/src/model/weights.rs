@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::config::ModelConfig;
 use super::layout::ParamLayout;
+use super::limits::{try_zeroed, MemoryPlan};
 use crate::error::{EngineError, Result};
 
 /// A model in memory: its config, where each tensor lives, and the flat f32 parameters.
@@ -61,7 +62,10 @@ impl Model {
     }
 }
 
-/// Loads a Hugging Face model directory.
+/// Loads a Hugging Face model directory. Before the parameters are allocated, config.json's sizes
+/// are bounded, every tensor the config implies is found in the weight files with its shape, and
+/// the bytes the weights need are checked against the memory available: a directory that
+/// cannot load is an error naming the key, the tensor or the figures, never an abort.
 pub fn load_model_dir(dir: &Path) -> Result<Model> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let layout = ParamLayout::new(&config);
@@ -73,70 +77,156 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
     })
 }
 
-/// Reads every tensor of `layout` from the safetensors file(s) of `dir` into one flat f32 buffer
-/// (also used by the sequence-classification loader, whose layout adds `score.weight`).
-pub(crate) fn read_params(dir: &Path, layout: &ParamLayout) -> Result<Vec<f32>> {
-    let mut params = vec![0f32; layout.total];
+/// Checks a model directory without loading its weights: config.json within bounds, and every
+/// tensor it implies present in the weight files with the implied shape and a readable dtype.
+/// Returns the config (callers estimate the memory a run on it needs).
+pub fn check_model_dir(dir: &Path) -> Result<ModelConfig> {
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let layout = ParamLayout::new(&config);
+    let files = WeightFiles::open(dir, &layout)?;
+    files.check(&layout)?;
+    Ok(config)
+}
 
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    // Which file holds each tensor.
-    let files: HashMap<String, PathBuf> = if single.exists() {
-        layout
-            .slots
-            .iter()
-            .map(|s| (s.name.clone(), single.clone()))
-            .collect()
-    } else if index.exists() {
-        read_index(&index, dir)?
-    } else {
-        return Err(EngineError::io(
-            &single,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "neither model.safetensors nor model.safetensors.index.json exists",
-            ),
-        ));
-    };
+/// The weight files of a directory, mapped, with the slots each one holds.
+struct WeightFiles {
+    /// (file, its map, indices into the layout's slots).
+    files: Vec<(PathBuf, memmap2::Mmap, Vec<usize>)>,
+}
 
-    let mut by_file: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
-    for (i, slot) in layout.slots.iter().enumerate() {
-        let file = files
-            .get(&slot.name)
-            .ok_or_else(|| EngineError::MissingTensor {
-                path: index.clone(),
-                tensor: slot.name.clone(),
-            })?;
-        by_file.entry(file.as_path()).or_default().push(i);
-    }
-    for (file, slot_ids) in by_file {
-        let handle = std::fs::File::open(file).map_err(|e| EngineError::io(file, e))?;
-        // SAFETY: the map is read-only and lives only inside this loop; a concurrent writer to a
-        // model file is outside what r1 supports (safetensors' own loaders make the same choice).
-        let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| EngineError::io(file, e))?;
-        let tensors = SafeTensors::deserialize(&map).map_err(|e| EngineError::Safetensors {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        for i in slot_ids {
-            let slot = &layout.slots[i];
-            let view = tensors
-                .tensor(&slot.name)
-                .map_err(|_| EngineError::MissingTensor {
-                    path: file.to_path_buf(),
+impl WeightFiles {
+    /// Finds which file holds each tensor of `layout` and maps those files.
+    fn open(dir: &Path, layout: &ParamLayout) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        // Which file holds each tensor.
+        let files: HashMap<String, PathBuf> = if single.exists() {
+            layout
+                .slots
+                .iter()
+                .map(|s| (s.name.clone(), single.clone()))
+                .collect()
+        } else if index.exists() {
+            read_index(&index, dir)?
+        } else {
+            return Err(EngineError::io(
+                &single,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "neither model.safetensors nor model.safetensors.index.json exists",
+                ),
+            ));
+        };
+        let mut by_file: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+        for (i, slot) in layout.slots.iter().enumerate() {
+            let file = files
+                .get(&slot.name)
+                .ok_or_else(|| EngineError::MissingTensor {
+                    path: index.clone(),
                     tensor: slot.name.clone(),
                 })?;
-            if view.shape() != slot.shape.as_slice() {
-                return Err(EngineError::Shape {
-                    path: file.to_path_buf(),
-                    tensor: slot.name.clone(),
-                    expected: slot.shape.clone(),
-                    found: view.shape().to_vec(),
-                });
+            by_file.entry(file.as_path()).or_default().push(i);
+        }
+        let mut out = Vec::with_capacity(by_file.len());
+        for (file, slot_ids) in by_file {
+            require_regular_file(file)?;
+            let handle = std::fs::File::open(file).map_err(|e| EngineError::io(file, e))?;
+            // SAFETY: the map is read-only and lives only while the model loads; a concurrent
+            // writer to a model file is outside what r1 supports (safetensors' own loaders make
+            // the same choice).
+            let map =
+                unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| EngineError::io(file, e))?;
+            out.push((file.to_path_buf(), map, slot_ids));
+        }
+        Ok(WeightFiles { files: out })
+    }
+
+    /// Every slot present with its shape, a dtype r1 widens and the bytes that shape needs; the
+    /// headers alone are read.
+    fn check(&self, layout: &ParamLayout) -> Result<()> {
+        for (file, map, slot_ids) in &self.files {
+            let tensors = deserialize(file, map)?;
+            for &i in slot_ids {
+                let slot = &layout.slots[i];
+                let view = find(&tensors, file, slot)?;
+                let width = match view.dtype() {
+                    Dtype::F32 => 4,
+                    Dtype::BF16 | Dtype::F16 => 2,
+                    other => {
+                        return Err(EngineError::Dtype {
+                            path: file.clone(),
+                            tensor: slot.name.clone(),
+                            dtype: format!("{other:?}"),
+                        })
+                    }
+                };
+                if view.data().len() != slot.len * width {
+                    return Err(EngineError::Dtype {
+                        path: file.clone(),
+                        tensor: slot.name.clone(),
+                        dtype: format!(
+                            "{:?} with {} bytes for {} elements",
+                            view.dtype(),
+                            view.data().len(),
+                            slot.len
+                        ),
+                    });
+                }
             }
+        }
+        Ok(())
+    }
+}
+
+fn deserialize<'a>(file: &Path, map: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(map).map_err(|e| EngineError::Safetensors {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The tensor of `slot` in a file, with the shape the config implies.
+fn find<'a>(
+    tensors: &SafeTensors<'a>,
+    file: &Path,
+    slot: &super::layout::TensorSlot,
+) -> Result<safetensors::tensor::TensorView<'a>> {
+    let view = tensors
+        .tensor(&slot.name)
+        .map_err(|_| EngineError::MissingTensor {
+            path: file.to_path_buf(),
+            tensor: slot.name.clone(),
+        })?;
+    if view.shape() != slot.shape.as_slice() {
+        return Err(EngineError::Shape {
+            path: file.to_path_buf(),
+            tensor: slot.name.clone(),
+            expected: slot.shape.clone(),
+            found: view.shape().to_vec(),
+        });
+    }
+    Ok(view)
+}
+
+/// Reads every tensor of `layout` from the safetensors file(s) of `dir` into one flat f32 buffer
+/// (also used by the sequence-classification loader, whose layout adds `score.weight`). The
+/// files are checked against the layout and the buffer against the memory available before it
+/// is allocated, and the allocation itself is fallible.
+pub(crate) fn read_params(dir: &Path, layout: &ParamLayout) -> Result<Vec<f32>> {
+    let files = WeightFiles::open(dir, layout)?;
+    files.check(layout)?;
+    let mut plan = MemoryPlan::default();
+    plan.add("f32 weights", layout.total as f64 * 4.0);
+    plan.check(&format!("loading {}", dir.display()))?;
+    let mut params = try_zeroed(layout.total, &format!("the weights of {}", dir.display()))?;
+    for (file, map, slot_ids) in &files.files {
+        let tensors = deserialize(file, map)?;
+        for &i in slot_ids {
+            let slot = &layout.slots[i];
+            let view = find(&tensors, file, slot)?;
             widen_into(view.dtype(), view.data(), &mut params[slot.range()]).map_err(|dtype| {
                 EngineError::Dtype {
-                    path: file.to_path_buf(),
+                    path: file.clone(),
                     tensor: slot.name.clone(),
                     dtype,
                 }
@@ -144,6 +234,20 @@ pub(crate) fn read_params(dir: &Path, layout: &ParamLayout) -> Result<Vec<f32>> 
         }
     }
     Ok(params)
+}
+
+/// Refuses what is not a regular file before it is opened: opening a FIFO blocks until a writer
+/// comes, and a device never ends.
+pub(crate) fn require_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(EngineError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ))
+    }
 }
 
 /// Reads `model.safetensors.index.json`'s weight map into tensor → shard path.

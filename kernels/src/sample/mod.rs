@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use crate::cpu::{self, DecodeScratch, KvCache};
 use crate::error::{EngineError, Result};
+use crate::model::limits::MemoryPlan;
 use crate::model::Model;
 pub use pick::{pick, Pick, SamplingParams};
 
@@ -244,26 +245,59 @@ impl<'m> Sampler<'m> {
             .map(|r| r.prompt_ids.len() + max_new(r))
             .max()
             .unwrap_or(1);
-        let total: usize = requests.iter().map(|r| r.samples).sum();
+        let total = requests
+            .iter()
+            .try_fold(0usize, |a, r| a.checked_add(r.samples))
+            .ok_or_else(|| {
+                EngineError::Input("generate: the number of samples overflows".into())
+            })?;
         let slots = self.max_batch.min(total);
         // Taken for this call and put back at the end (an error drops it; the next call re-plans).
         let mut state = match self.state.take() {
             Some(st) if st.cache.slots >= slots && st.cache.max_len >= max_len => st,
-            _ => DecodeState {
-                cache: KvCache::new(model, slots, max_len),
-                scratch: DecodeScratch::new(model, slots.max(PREFILL_ROWS), max_len),
-            },
+            _ => {
+                // Sized from the batch and the context: checked against the memory available
+                // before the buffers exist, then allocated fallibly.
+                let rows = slots.max(PREFILL_ROWS);
+                let mut plan = MemoryPlan::default();
+                plan.add("KV cache", KvCache::bytes(&model.config, slots, max_len))
+                    .add(
+                        "decoding buffers",
+                        DecodeScratch::bytes(&model.config, rows, max_len),
+                    )
+                    .add(
+                        "bookkeeping",
+                        total as f64 * std::mem::size_of::<(usize, usize, Completion)>() as f64,
+                    );
+                plan.check(&format!(
+                    "sampling {total} sequences of up to {max_len} tokens, {slots} at a time"
+                ))?;
+                DecodeState {
+                    cache: KvCache::new(model, slots, max_len)?,
+                    scratch: DecodeScratch::new(model, rows, max_len)?,
+                }
+            }
         };
         let mut free: Vec<usize> = (0..slots).rev().collect();
-        let order: Vec<(usize, usize)> = requests
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| (0..r.samples).map(move |j| (i, j)))
-            .collect();
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        let mut done: Vec<Completion> = Vec::new();
+        let bookkeeping = |_| EngineError::Allocation {
+            what: format!("the bookkeeping of {total} sequences"),
+            bytes: crate::model::limits::format_bytes(
+                total as f64 * std::mem::size_of::<(usize, usize, Completion)>() as f64,
+            ),
+        };
+        order.try_reserve_exact(total).map_err(bookkeeping)?;
+        done.try_reserve_exact(total).map_err(bookkeeping)?;
+        order.extend(
+            requests
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| (0..r.samples).map(move |j| (i, j))),
+        );
         let mut next = 0;
         let mut prefilled: HashMap<usize, PrefilledPrompt> = HashMap::new();
         let mut active: Vec<Active> = Vec::new();
-        let mut done: Vec<Completion> = Vec::with_capacity(total);
         let eos = &model.config.eos_token_ids;
 
         loop {

@@ -45,6 +45,18 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// Fresh state for `n` parameters, allocated fallibly: an optimizer too big for memory is an
+    /// error naming its size, not an abort (the moments are twice the model).
+    pub fn try_new(config: AdamWConfig, n: usize) -> crate::error::Result<Self> {
+        use crate::model::limits::try_zeroed;
+        Ok(AdamW {
+            config,
+            m: try_zeroed(n, "the AdamW first moments")?,
+            v: try_zeroed(n, "the AdamW second moments")?,
+            step: 0,
+        })
+    }
+
     /// Fresh state for `n` parameters.
     pub fn new(config: AdamWConfig, n: usize) -> Self {
         AdamW {

@@ -16,6 +16,7 @@ use std::path::Path;
 use super::{tokenizer_config_json, tokenizer_json, GgufError, GgufFile, Result};
 use crate::model::config::{Architecture, ModelConfig, RopeScaling};
 use crate::model::layout::ParamLayout;
+use crate::model::limits::{try_zeroed, MemoryPlan};
 use crate::model::weights::{save_model_dir, Model};
 
 /// The engine's config for a Llama GGUF, from its `llama.*` and `tokenizer.ggml.*` metadata.
@@ -240,7 +241,15 @@ pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
         gguf.tensor_bytes(info)?;
         sources.push((name, permuted_heads));
     }
-    let mut params = vec![0f32; layout.total];
+    let what = format!("importing {}", gguf.path().display());
+    let mut plan = MemoryPlan::default();
+    plan.add("f32 weights", layout.total as f64 * 4.0);
+    let engine = |e: crate::error::EngineError| GgufError::TooLarge {
+        path: gguf.path().to_path_buf(),
+        message: e.to_string(),
+    };
+    plan.check(&what).map_err(engine)?;
+    let mut params = try_zeroed(layout.total, &what).map_err(engine)?;
     for (slot, (name, permuted_heads)) in layout.slots.iter().zip(sources) {
         let data = gguf.tensor_f32(&name)?;
         let out = &mut params[slot.range()];
@@ -261,12 +270,41 @@ pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
 /// (checked through the last block's first tensor), or sizes whose products overflow. After this,
 /// planning the layout is cheap and cannot overflow.
 fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
+    // The engine's bounds, named with the GGUF key that set each size.
+    if let Err((key, message)) = config.bounds() {
+        let key = match key {
+            "vocab_size" => "llama.vocab_size",
+            "hidden_size" => "llama.embedding_length",
+            "intermediate_size" => "llama.feed_forward_length",
+            "num_hidden_layers" => "llama.block_count",
+            "num_attention_heads" => "llama.attention.head_count",
+            "num_key_value_heads" => "llama.attention.head_count_kv",
+            "head_dim" => "llama.attention.key_length",
+            "max_position_embeddings" => "llama.context_length",
+            other => other,
+        };
+        return Err(gguf.metadata_error(key, message));
+    }
     let last = format!("blk.{}.attn_norm.weight", config.num_layers - 1);
     if gguf.tensor_info(&last).is_none() {
         return Err(GgufError::MissingTensor {
             path: gguf.path().to_path_buf(),
             tensor: last,
         });
+    }
+    // Each block is nine tensors of the file: a block count the file's tensor index cannot hold
+    // is refused before the layout plans a slot for each (a crafted 4.7 KB file once asked for
+    // a billion blocks).
+    let needed = config.num_layers.saturating_mul(9).saturating_add(2);
+    if needed > gguf.tensors.len() {
+        return Err(gguf.metadata_error(
+            "llama.block_count",
+            format!(
+                "{} blocks need at least {needed} tensors; the file has {}",
+                config.num_layers,
+                gguf.tensors.len()
+            ),
+        ));
     }
     let c = config.hidden_size;
     let per_layer = config

@@ -14,12 +14,23 @@ mod llama;
 mod quant;
 mod tokenizer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub use llama::{import_to_dir, llama_config, load_llama};
 pub use quant::{dequantize, GgmlType};
 pub use tokenizer::{tokenizer_config_json, tokenizer_json};
+
+use crate::model::limits::try_zeroed;
+
+/// Fewest bytes a metadata entry takes: key length (8), value type (4), one byte of value.
+const KV_MIN_BYTES: u64 = 13;
+/// Fewest bytes a tensor info takes: name length (8), n_dims (4), type (4), offset (8).
+const TENSOR_INFO_MIN_BYTES: u64 = 24;
+/// Most array items in all of a file's metadata together. A parsed item costs 32 bytes however
+/// small it was in the file (a 64 MB array of u8 would cost 2 GiB); the largest real vocabularies
+/// (262k tokens, with scores, types and merges) hold about 1M.
+pub const MAX_METADATA_ITEMS: u64 = 1 << 22;
 
 /// Everything that can go wrong reading or importing a GGUF file. Each variant names the file and
 /// the key or tensor concerned.
@@ -125,6 +136,14 @@ pub enum GgufError {
         path: PathBuf,
         /// The architecture named in the file.
         architecture: String,
+    },
+    /// The model fits the file but not this machine's memory (or the allocator refused it).
+    #[error("{path}: {message}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What it needs and what is available.
+        message: String,
     },
     /// Saving the imported model or loading the rebuilt tokenizer failed.
     #[error("{path}: {message}")]
@@ -299,6 +318,8 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, GgufValue>,
     /// Every tensor, in file order.
     pub tensors: Vec<GgufTensorInfo>,
+    /// Position in `tensors` of each name: lookups in constant time.
+    index: HashMap<String, usize>,
     /// Where the data section starts.
     data_start: usize,
     /// The whole file, kept so tensors are read (and dequantised) only when asked for.
@@ -342,6 +363,7 @@ impl GgufFile {
             bytes,
             pos: 0,
             path: &path,
+            items: 0,
         };
         let magic = r.take(4, "header")?;
         if magic != b"GGUF" {
@@ -359,6 +381,26 @@ impl GgufFile {
         }
         let tensor_count = r.u64("header")?;
         let kv_count = r.u64("header")?;
+        // Every count is checked against the bytes left before it drives a loop or an
+        // allocation: a metadata entry takes at least 13 bytes (key length, type, one byte of
+        // value), a tensor info at least 24 (name length, n_dims, type, offset).
+        for (count, min_bytes, what) in [
+            (kv_count, KV_MIN_BYTES, "metadata entries"),
+            (tensor_count, TENSOR_INFO_MIN_BYTES, "tensor infos"),
+        ] {
+            if count
+                .checked_mul(min_bytes)
+                .is_none_or(|b| b > r.remaining() as u64)
+            {
+                return Err(r.malformed(
+                    "header",
+                    format!(
+                        "{count} {what} of at least {min_bytes} bytes each cannot fit in the {} bytes of the file",
+                        bytes.len()
+                    ),
+                ));
+            }
+        }
 
         let mut metadata = BTreeMap::new();
         for i in 0..kv_count {
@@ -371,7 +413,10 @@ impl GgufFile {
             }
         }
 
-        let mut tensors: Vec<GgufTensorInfo> = Vec::new();
+        // Bounded by the file's length just above; a HashMap finds duplicates (and, later, each
+        // tensor by name) in constant time where a scan made 100k tensors take seconds.
+        let mut tensors: Vec<GgufTensorInfo> = Vec::with_capacity(tensor_count as usize);
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(tensor_count as usize);
         for i in 0..tensor_count {
             let name = r.string(&format!("tensor info {i}"))?;
             let what = format!("tensor info `{name}`");
@@ -392,7 +437,7 @@ impl GgufFile {
             }
             let ggml_type = GgmlType(r.u32(&what)?);
             let offset = r.u64(&what)?;
-            if tensors.iter().any(|t| t.name == name) {
+            if index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(r.malformed(&what, "appears twice".into()));
             }
             tensors.push(GgufTensorInfo {
@@ -420,11 +465,29 @@ impl GgufFile {
         if data_start > bytes.len() && !tensors.is_empty() {
             return Err(r.malformed("data section", "the file ends before it starts".into()));
         }
+        // Each tensor of a type r1 reads must lie inside the file: its element count and offset
+        // are the file's word, checked here rather than when the tensor is first read.
+        let data_len = bytes.len().saturating_sub(data_start) as u64;
+        for t in &tensors {
+            if let Some(len) = t.ggml_type.bytes_for(t.elements()) {
+                if t.offset.checked_add(len).is_none_or(|end| end > data_len) {
+                    return Err(GgufError::TensorData {
+                        path: path.clone(),
+                        tensor: t.name.clone(),
+                        message: format!(
+                            "data at offset {} + {len} bytes lies past the end of the file ({data_len} bytes of data)",
+                            t.offset
+                        ),
+                    });
+                }
+            }
+        }
         Ok(GgufFile {
             path,
             version,
             metadata,
             tensors,
+            index,
             data_start,
             storage,
         })
@@ -442,7 +505,7 @@ impl GgufFile {
 
     /// The tensor info of `name`, if present.
     pub fn tensor_info(&self, name: &str) -> Option<&GgufTensorInfo> {
-        self.tensors.iter().find(|t| t.name == name)
+        self.index.get(name).map(|&i| &self.tensors[i])
     }
 
     /// The raw stored bytes of a tensor, checked to lie inside the file and to be exactly what its
@@ -489,7 +552,14 @@ impl GgufFile {
                 tensor: name.to_string(),
             })?;
         let data = self.tensor_bytes(info)?;
-        let mut out = vec![0f32; info.elements() as usize];
+        let mut out =
+            try_zeroed(info.elements() as usize, &format!("tensor `{name}`")).map_err(|e| {
+                GgufError::TensorData {
+                    path: self.path.clone(),
+                    tensor: name.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         if !dequantize(info.ggml_type, data, &mut out) {
             // tensor_bytes checked type and size; this is unreachable but must not panic.
             return Err(GgufError::UnsupportedType {
@@ -583,6 +653,22 @@ struct Cursor<'a> {
     pos: usize,
     /// The file's path, for errors.
     path: &'a Path,
+    /// Array items read so far, in all metadata values.
+    items: u64,
+}
+
+/// Fewest bytes a value of type `ty` takes in the file (unknown types: 1, refused when read).
+fn min_value_bytes(ty: u32) -> u64 {
+    match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        // A string or an array is at least its 8-byte length (and an array its item type).
+        8 => 8,
+        9 => 12,
+        10..=12 => 8,
+        _ => 1,
+    }
 }
 
 impl<'a> Cursor<'a> {
@@ -668,15 +754,32 @@ impl<'a> Cursor<'a> {
                 }
                 let item_ty = self.u32(what)?;
                 let n = self.u64(what)?;
-                // Every item takes at least one byte, so a count larger than what is left is a lie
-                // to be refused before it becomes an allocation.
-                if n > self.remaining() as u64 {
+                // Every item takes at least its type's smallest size, so a count whose items
+                // cannot fit in what is left is a lie to be refused before it becomes an
+                // allocation; and all arrays together stay under MAX_METADATA_ITEMS, because
+                // a parsed item costs far more memory than its bytes in the file.
+                let min_bytes = min_value_bytes(item_ty);
+                if n.checked_mul(min_bytes)
+                    .is_none_or(|b| b > self.remaining() as u64)
+                {
                     return Err(self.malformed(
                         what,
                         format!(
-                            "an array of {n} items at byte {} cannot fit in the {} bytes left",
+                            "an array of {n} items of at least {min_bytes} bytes at byte {} cannot fit in the {} bytes left",
                             self.pos,
                             self.remaining()
+                        ),
+                    ));
+                }
+                self.items = self.items.saturating_add(n);
+                if self.items > MAX_METADATA_ITEMS {
+                    return Err(self.malformed(
+                        what,
+                        format!(
+                            "an array of {n} items takes the metadata past {MAX_METADATA_ITEMS} array items in all (about {} in memory)",
+                            crate::model::limits::format_bytes(
+                                self.items as f64 * std::mem::size_of::<GgufValue>() as f64
+                            )
                         ),
                     ));
                 }

@@ -1,0 +1,564 @@
+//! Sizes a job config may ask for, checked at validation, and the resources a run needs, checked
+//! before it starts (`r1ctl train`, and `r1d` before it answers a start: a refusal is a 400).
+//!
+//! A `group_size` of 1e12 is a typo or an attack, never a run: every count that sizes a buffer
+//! (samples, prompts, batch rows, tokens) has an upper bound far above any real recipe, and the
+//! error names the key. Then [`JobConfig::check_resources`] reads what the run will read — the
+//! model's config.json and weight headers, the data files — and estimates the memory the stage
+//! needs against what this process may allocate, so that a run too big for the machine is refused
+//! with the figures ("needs 64.0 GiB, 11.3 GiB available") instead of aborting the process that
+//! hosts it.
+
+use std::path::Path;
+
+use r1_kernels::cpu::{DecodeScratch, KvCache};
+use r1_kernels::model::check_model_dir;
+use r1_kernels::model::limits::{available_memory, MemoryAvailable, MemoryPlan};
+use r1_kernels::model::ModelConfig;
+
+use crate::{ConfigError, DataConfig, JobConfig, Stage};
+
+/// Most completions per prompt (`learner.group_size`, `rejection.samples_per_prompt`,
+/// `eval.samples`); the paper uses 16, DAPO 16, some recipes 64.
+pub const MAX_SAMPLES_PER_PROMPT: usize = 1024;
+/// Most prompts in one step or batch.
+pub const MAX_PROMPTS_PER_STEP: usize = 65_536;
+/// Most rollouts (prompts × group) in one GRPO step.
+pub const MAX_ROLLOUTS_PER_STEP: usize = 1 << 20;
+/// Most sequences decoded or trained together (`max_batch`, `sft.batch_size`).
+pub const MAX_BATCH: usize = 4096;
+/// Most tokens in one completion, packed row or scored sequence.
+pub const MAX_TOKENS: usize = 1 << 20;
+/// Most passes over a set.
+pub const MAX_EPOCHS: usize = 1 << 16;
+/// Most problems a built-in task generates per split.
+pub const MAX_TASK_PROBLEMS: usize = 1_000_000;
+/// Most extra sampling rounds of dynamic sampling per step.
+pub const MAX_DYNAMIC_ROUNDS: usize = 1024;
+/// Prompt tokens assumed when sizing the sampler's KV cache before the prompts are read.
+const PROMPT_TOKENS_ASSUMED: usize = 1024;
+
+/// Refuses counts beyond the bounds above, and values no run can use (`min_lr_ratio = nan`,
+/// `max_completion_length = 0`). Returns the key path and the message.
+pub(crate) fn check_sizes(config: &JobConfig) -> Result<(), (String, String)> {
+    let at_most = |key: &str, value: usize, max: usize| -> Result<(), (String, String)> {
+        if value > max {
+            Err((
+                key.to_string(),
+                format!("{value} is more than r1 accepts ({max})"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let l = &config.learner;
+    at_most("learner.group_size", l.group_size, MAX_SAMPLES_PER_PROMPT)?;
+    at_most("learner.minibatches", l.minibatches, MAX_ROLLOUTS_PER_STEP)?;
+    at_most("learner.epochs", l.epochs, MAX_EPOCHS)?;
+    let completion = l.grpo.max_completion_length;
+    if completion == 0 {
+        return Err((
+            "learner.grpo.max_completion_length".into(),
+            "must be at least 1 (it normalises the loss and bounds a completion)".into(),
+        ));
+    }
+    at_most("learner.grpo.max_completion_length", completion, MAX_TOKENS)?;
+    let ratio = l.schedule.min_lr_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err((
+            "learner.schedule.min_lr_ratio".into(),
+            format!("must be a number in [0, 1], got {ratio}"),
+        ));
+    }
+    if !(l.max_grad_norm >= 0.0 && l.max_grad_norm.is_finite()) {
+        return Err((
+            "learner.max_grad_norm".into(),
+            format!(
+                "must be a number >= 0 (0 disables), got {}",
+                l.max_grad_norm
+            ),
+        ));
+    }
+    at_most(
+        "sampling.max_new_tokens",
+        config.sampling.max_new_tokens,
+        MAX_TOKENS,
+    )?;
+    if let Some(g) = &config.grpo {
+        at_most(
+            "grpo.prompts_per_step",
+            g.prompts_per_step,
+            MAX_PROMPTS_PER_STEP,
+        )?;
+        at_most("grpo.max_batch", g.max_batch, MAX_BATCH)?;
+        at_most(
+            "grpo.dynamic_sampling",
+            g.dynamic_sampling,
+            MAX_DYNAMIC_ROUNDS,
+        )?;
+        let rollouts = g.prompts_per_step.saturating_mul(l.group_size);
+        if rollouts > MAX_ROLLOUTS_PER_STEP {
+            return Err((
+                "grpo.prompts_per_step".into(),
+                format!(
+                    "{} prompts × learner.group_size {} = {rollouts} rollouts per step, more than r1 accepts ({MAX_ROLLOUTS_PER_STEP})",
+                    g.prompts_per_step, l.group_size
+                ),
+            ));
+        }
+    }
+    if let Some(s) = &config.sft {
+        at_most("sft.batch_size", s.batch_size, MAX_BATCH)?;
+        at_most("sft.pack_length", s.pack_length, MAX_TOKENS)?;
+        at_most("sft.epochs", s.epochs, MAX_EPOCHS)?;
+    }
+    if let Some(r) = &config.rejection {
+        at_most(
+            "rejection.samples_per_prompt",
+            r.samples_per_prompt,
+            MAX_SAMPLES_PER_PROMPT,
+        )?;
+        at_most(
+            "rejection.keep_per_prompt",
+            r.keep_per_prompt,
+            MAX_SAMPLES_PER_PROMPT,
+        )?;
+        at_most(
+            "rejection.prompts_per_batch",
+            r.prompts_per_batch,
+            MAX_PROMPTS_PER_STEP,
+        )?;
+        at_most("rejection.max_batch", r.max_batch, MAX_BATCH)?;
+    }
+    if let Some(e) = &config.eval {
+        at_most("eval.samples", e.samples, MAX_SAMPLES_PER_PROMPT)?;
+        at_most("eval.max_batch", e.max_batch, MAX_BATCH)?;
+        for (name, data) in &e.datasets {
+            check_task_sizes(&format!("eval.datasets.{name}"), data)?;
+        }
+    }
+    check_task_sizes("data", &config.data)?;
+    if let Some(p) = &config.preference {
+        for (i, m) in p.reward_models.iter().enumerate() {
+            at_most(
+                &format!("preference.reward_models[{i}].max_batch"),
+                m.max_batch,
+                MAX_BATCH,
+            )?;
+            at_most(
+                &format!("preference.reward_models[{i}].max_tokens"),
+                m.max_tokens,
+                MAX_TOKENS,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A built-in task's split sizes (generated in memory at start).
+fn check_task_sizes(key: &str, data: &DataConfig) -> Result<(), (String, String)> {
+    if let DataConfig::Builtin {
+        train_size,
+        test_size,
+        ..
+    } = data
+    {
+        for (field, n) in [("train_size", train_size), ("test_size", test_size)] {
+            if *n > MAX_TASK_PROBLEMS {
+                return Err((
+                    format!("{key}.{field}"),
+                    format!("{n} is more than r1 accepts ({MAX_TASK_PROBLEMS})"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl JobConfig {
+    /// What a run of this config will read and need, checked before it starts: every data file
+    /// it reads is a non-empty regular file, every model directory's config.json is within
+    /// bounds and its weights hold every tensor it implies, and the memory the stage needs
+    /// fits what this process may allocate. Paths must already be resolved (relative ones
+    /// resolve against the current folder). Errors name the key, the file and the figures.
+    pub fn check_resources(&self, path: &Path) -> Result<(), ConfigError> {
+        self.check_resources_against(path, available_memory().as_ref())
+    }
+
+    /// [`JobConfig::check_resources`] against a given memory limit (`None`: unknown, not checked).
+    pub fn check_resources_against(
+        &self,
+        path: &Path,
+        available: Option<&MemoryAvailable>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        for (key, file) in self.files_read() {
+            check_data_file(file).map_err(|m| invalid(key, m))?;
+        }
+        let model =
+            check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
+        let plan = match self.run.stage {
+            Stage::Grpo | Stage::Preference => {
+                let g = self.grpo.as_ref();
+                let max_batch = g.map_or(64, |g| g.max_batch);
+                let mut plan = training_plan(&model, self.learner.grpo.beta > 0.0);
+                plan.add("sampler's copy of the weights", weights(&model));
+                add_sampler(&mut plan, &model, max_batch, self.sampling.max_new_tokens);
+                plan
+            }
+            Stage::Sft => training_plan(&model, false),
+            Stage::Rejection | Stage::Eval => {
+                let max_batch = match self.run.stage {
+                    Stage::Eval => self.eval.as_ref().map_or(64, |e| e.max_batch),
+                    _ => self.rejection.as_ref().map_or(64, |r| r.max_batch),
+                };
+                let mut plan = MemoryPlan::default();
+                plan.add("weights", weights(&model));
+                add_sampler(&mut plan, &model, max_batch, self.sampling.max_new_tokens);
+                plan
+            }
+            Stage::Distill => {
+                // The teacher samples, then the student trains: the larger phase counts.
+                let max_batch = self.rejection.as_ref().map_or(64, |r| r.max_batch);
+                let mut teacher = MemoryPlan::default();
+                teacher.add("teacher weights", weights(&model));
+                add_sampler(
+                    &mut teacher,
+                    &model,
+                    max_batch,
+                    self.sampling.max_new_tokens,
+                );
+                let student_dir = self.distill.as_ref().map(|d| d.student.as_path());
+                match student_dir {
+                    Some(dir) => {
+                        let student = check_model_dir(dir)
+                            .map_err(|e| invalid("distill.student", e.to_string()))?;
+                        let student = training_plan(&student, false);
+                        if student.total() > teacher.total() {
+                            student
+                        } else {
+                            teacher
+                        }
+                    }
+                    None => teacher,
+                }
+            }
+        };
+        plan.check_against(
+            &format!(
+                "a {} run on {}",
+                stage_name(self.run.stage),
+                self.model.path.display()
+            ),
+            available,
+        )
+        .map_err(|e| invalid("model.path", e.to_string()))
+    }
+
+    /// The data files the stage reads, with the key that names each.
+    fn files_read(&self) -> Vec<(&'static str, &Path)> {
+        let mut files = Vec::new();
+        let uses_data = match self.run.stage {
+            Stage::Grpo | Stage::Preference | Stage::Rejection | Stage::Distill => true,
+            Stage::Eval => self.eval.as_ref().is_none_or(|e| e.datasets.is_empty()),
+            Stage::Sft => false,
+        };
+        if uses_data {
+            if let DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. } = &self.data {
+                files.push(("data.path", path.as_path()));
+            }
+        }
+        if self.run.stage == Stage::Eval {
+            for data in self.eval.iter().flat_map(|e| e.datasets.values()) {
+                if let DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. } = data {
+                    files.push(("eval.datasets", path.as_path()));
+                }
+            }
+        }
+        if self.run.stage == Stage::Sft {
+            if let Some(p) = self.sft.as_ref().and_then(|s| s.data.as_ref()) {
+                files.push(("sft.data", p.as_path()));
+            }
+        }
+        if self.run.stage == Stage::Preference {
+            if let Some(p) = &self.preference {
+                files.push(("preference.general_prompts", p.general_prompts.as_path()));
+            }
+        }
+        files
+    }
+}
+
+/// A data file must be a regular file (a FIFO would block the reader, a device never end) and
+/// not empty (an empty set would fail the run at its first step instead of now).
+fn check_data_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() == 0 {
+        return Err(format!("{} is empty: it holds no records", path.display()));
+    }
+    Ok(())
+}
+
+/// f32 bytes of a model's parameters.
+fn weights(model: &ModelConfig) -> f64 {
+    model.parameter_estimate() * 4.0
+}
+
+/// What training a model holds: its weights, gradients, both AdamW moments, and the frozen
+/// reference when the KL term needs one.
+fn training_plan(model: &ModelConfig, reference: bool) -> MemoryPlan {
+    let p = weights(model);
+    let mut plan = MemoryPlan::default();
+    plan.add("weights", p)
+        .add("gradients", p)
+        .add("AdamW moments", 2.0 * p);
+    if reference {
+        plan.add("reference model", p);
+    }
+    plan
+}
+
+/// The sampler's KV cache and decoding buffers for `max_batch` sequences of up to
+/// `max_new_tokens` after a prompt of [`PROMPT_TOKENS_ASSUMED`] (within the model's context).
+fn add_sampler(
+    plan: &mut MemoryPlan,
+    model: &ModelConfig,
+    max_batch: usize,
+    max_new_tokens: usize,
+) {
+    let max_len = max_new_tokens
+        .saturating_add(PROMPT_TOKENS_ASSUMED)
+        .min(model.max_position_embeddings.max(1));
+    plan.add("KV cache", KvCache::bytes(model, max_batch, max_len))
+        .add(
+            "decoding buffers",
+            DecodeScratch::bytes(model, max_batch.max(256), max_len),
+        );
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Grpo => "grpo",
+        Stage::Preference => "preference",
+        Stage::Sft => "sft",
+        Stage::Rejection => "rejection",
+        Stage::Distill => "distill",
+        Stage::Eval => "eval",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r1_kernels::bench::builtin_config;
+    use r1_kernels::model::{save_model_dir, Model};
+
+    const GRPO: &str = r#"
+[run]
+name = "t"
+stage = "grpo"
+output_dir = "runs/t"
+
+[model]
+path = "MODEL"
+tokenizer = "byte"
+
+[data]
+kind = "jsonl"
+path = "DATA"
+
+[learner]
+group_size = 2
+
+[grpo]
+steps = 10
+prompts_per_step = 4
+"#;
+
+    fn parse(text: &str) -> Result<JobConfig, ConfigError> {
+        JobConfig::from_toml(text, Path::new("job.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn absurd_counts_are_refused_naming_the_key() {
+        for (from, to, key) in [
+            (
+                "group_size = 2",
+                "group_size = 1000000000000",
+                "learner.group_size",
+            ),
+            (
+                "prompts_per_step = 4",
+                "prompts_per_step = 1000000000",
+                "grpo.prompts_per_step",
+            ),
+            (
+                "prompts_per_step = 4",
+                "prompts_per_step = 4\nmax_batch = 100000000",
+                "grpo.max_batch",
+            ),
+        ] {
+            let message = error(&GRPO.replace(from, to));
+            assert!(message.contains(key), "{key}: {message}");
+        }
+        // Each within its bound, the product beyond the rollouts a step may take.
+        let message = error(
+            &GRPO
+                .replace("group_size = 2", "group_size = 1024")
+                .replace("prompts_per_step = 4", "prompts_per_step = 65536"),
+        );
+        assert!(
+            message.contains("grpo.prompts_per_step") && message.contains("rollouts per step"),
+            "{message}"
+        );
+        for (table, key) in [
+            (
+                "[sampling]\nmax_new_tokens = 1000000000000",
+                "sampling.max_new_tokens",
+            ),
+            (
+                "[learner.grpo]\nmax_completion_length = 1000000000",
+                "learner.grpo.max_completion_length",
+            ),
+            (
+                "[sft]\ndata = \"d\"\nbatch_size = 100000000",
+                "sft.batch_size",
+            ),
+            (
+                "[sft]\ndata = \"d\"\npack_length = 100000000000",
+                "sft.pack_length",
+            ),
+            (
+                "[rejection]\nsamples_per_prompt = 1000000000",
+                "rejection.samples_per_prompt",
+            ),
+            ("[eval]\nsamples = 1000000000", "eval.samples"),
+        ] {
+            let message = error(&format!("{GRPO}\n{table}\n"));
+            assert!(
+                message.contains(key) && message.contains("more than r1 accepts"),
+                "{key}: {message}"
+            );
+        }
+        let message = error(&GRPO.replace(
+            "kind = \"jsonl\"\npath = \"DATA\"",
+            "kind = \"builtin\"\ntask = \"arithmetic\"\ntrain_size = 1000000000000",
+        ));
+        assert!(message.contains("data.train_size"), "{message}");
+    }
+
+    #[test]
+    fn nan_ratio_and_zero_completion_length_are_refused_naming_the_key() {
+        let message = error(&format!(
+            "{GRPO}\n[learner.schedule]\npeak_lr = 1e-3\nwarmup_steps = 0\ntotal_steps = 10\nmin_lr_ratio = nan\n"
+        ));
+        assert!(
+            message.contains("learner.schedule.min_lr_ratio"),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{GRPO}\n[learner.grpo]\nmax_completion_length = 0\n"
+        ));
+        assert!(
+            message.contains("learner.grpo.max_completion_length")
+                && message.contains("at least 1"),
+            "{message}"
+        );
+    }
+
+    /// A tiny model directory and a data file with `data` in `dir`; the GRPO config on them.
+    fn workspace(dir: &Path, data: &str) -> JobConfig {
+        let model = dir.join("model");
+        save_model_dir(
+            &Model::random(builtin_config("tiny-qwen2").unwrap(), 1, 0.05),
+            &model,
+        )
+        .unwrap();
+        std::fs::write(dir.join("d.jsonl"), data).unwrap();
+        parse(
+            &GRPO
+                .replace("MODEL", &model.display().to_string())
+                .replace("DATA", &dir.join("d.jsonl").display().to_string()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_data_file_is_refused_before_the_run_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = workspace(dir.path(), "");
+        let message = config
+            .check_resources(Path::new("job.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("data.path")
+                && message.contains("d.jsonl")
+                && message.contains("empty"),
+            "{message}"
+        );
+        let config = workspace(dir.path(), "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n");
+        config.check_resources(Path::new("job.toml")).unwrap();
+    }
+
+    #[test]
+    fn a_model_too_big_for_memory_is_refused_with_the_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = workspace(dir.path(), "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n");
+        let tight = MemoryAvailable {
+            bytes: 4096,
+            source: "RLIMIT_AS (ulimit -v)".into(),
+        };
+        let message = config
+            .check_resources_against(Path::new("job.toml"), Some(&tight))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("model.path")
+                && message.contains("needs ")
+                && message.contains("4.0 KiB available")
+                && message.contains("AdamW moments")
+                && message.contains("reference model")
+                && message.contains("KV cache"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn absurd_sizes_in_the_model_config_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = workspace(dir.path(), "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n");
+        let path = dir.path().join("model/config.json");
+        let good: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (key, value) in [
+            ("vocab_size", serde_json::json!(1_000_000_000_000u64)),
+            ("num_hidden_layers", serde_json::json!(1_000_000_000u64)),
+            ("intermediate_size", serde_json::json!(1_000_000_000_000u64)),
+            ("head_dim", serde_json::json!(1_000_000u64)),
+        ] {
+            let mut bad = good.clone();
+            bad[key] = value;
+            std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+            let message = config
+                .check_resources(Path::new("job.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(key) && message.contains("would need"),
+                "{key}: {message}"
+            );
+        }
+    }
+}
