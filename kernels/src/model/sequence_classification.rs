@@ -198,6 +198,12 @@ fn read_config(path: &Path) -> Result<(ModelConfig, bool, Option<u32>)> {
 /// Loads a reward model directory (config.json + model.safetensors or a sharded index).
 pub fn load_reward_model_dir(dir: &Path) -> Result<RewardModel> {
     let (config, file_ties_embeddings, pad_token_id) = read_config(&dir.join("config.json"))?;
+    // The file holds no LM head: size it as tied.
+    let tied = ModelConfig {
+        tie_word_embeddings: true,
+        ..config.clone()
+    };
+    super::weights::check_weights_fit(dir, &tied)?;
     let (layout, score) = layout_with_score(&config);
     let params = read_params(dir, &layout)?;
     Ok(RewardModel {

@@ -64,6 +64,7 @@ impl Model {
 /// Loads a Hugging Face model directory.
 pub fn load_model_dir(dir: &Path) -> Result<Model> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    check_weights_fit(dir, &config)?;
     let layout = ParamLayout::new(&config);
     let params = read_params(dir, &layout)?;
     Ok(Model {
@@ -71,6 +72,65 @@ pub fn load_model_dir(dir: &Path) -> Result<Model> {
         layout,
         params,
     })
+}
+
+/// Refuses a config whose parameters cannot be in the directory's weight files, before anything
+/// is allocated for them: a parameter takes at least 2 bytes on disk (bf16/f16), so a
+/// `config.json` that claims more than half the files' bytes in parameters (or a count that
+/// overflows) is wrong, and planning its layout would ask for memory it does not describe.
+pub(crate) fn check_weights_fit(dir: &Path, config: &ModelConfig) -> Result<()> {
+    let c = config.hidden_size;
+    let params = (|| {
+        let q = config.num_heads.checked_mul(config.head_dim)?;
+        let qkv = config
+            .num_kv_heads
+            .checked_mul(config.head_dim)?
+            .checked_mul(2)?
+            .checked_add(q)?;
+        let layer = qkv
+            .checked_mul(c)?
+            .checked_add(q.checked_mul(c)?)?
+            .checked_add(config.intermediate_size.checked_mul(c)?.checked_mul(3)?)?;
+        let heads = if config.tie_word_embeddings { 1 } else { 2 };
+        config
+            .vocab_size
+            .checked_mul(c)?
+            .checked_mul(heads)?
+            .checked_add(layer.checked_mul(config.num_layers)?)?
+            .checked_mul(2)
+    })();
+    let single = dir.join("model.safetensors");
+    let on_disk: u64 = if single.exists() {
+        std::fs::metadata(&single)
+            .map_err(|e| EngineError::io(&single, e))?
+            .len()
+    } else {
+        let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    match params {
+        Some(bytes) if bytes as u64 <= on_disk => Ok(()),
+        _ => Err(EngineError::Config {
+            path: dir.join("config.json"),
+            key: "hidden_size".into(),
+            message: format!(
+                "{} layers of width {c} (MLP {}, {} heads of {}, vocabulary {}) need {} bytes of \
+                 weights at 2 bytes each, but the weight files in {} hold {on_disk} bytes",
+                config.num_layers,
+                config.intermediate_size,
+                config.num_heads,
+                config.head_dim,
+                config.vocab_size,
+                params.map_or("more than 2^64".to_string(), |b| b.to_string()),
+                dir.display()
+            ),
+        }),
+    }
 }
 
 /// Reads every tensor of `layout` from the safetensors file(s) of `dir` into one flat f32 buffer
@@ -263,4 +323,75 @@ pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     let mut file = std::fs::File::create(path).map_err(|e| EngineError::io(path, e))?;
     file.write_all(data).map_err(|e| EngineError::io(path, e))?;
     file.sync_all().map_err(|e| EngineError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{load_reward_model_dir, save_reward_model_dir, Architecture, RewardModel, RopeScaling};
+
+    fn tiny(architecture: Architecture) -> ModelConfig {
+        ModelConfig {
+            architecture,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_layers: 1,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            vocab_size: 24,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            attention_bias: true,
+            tie_word_embeddings: true,
+            max_position_embeddings: 64,
+            eos_token_ids: vec![1],
+            bos_token_id: Some(0),
+        }
+    }
+
+    /// Sets `key` of `dir/config.json` to the raw JSON `value`.
+    fn set_key(dir: &Path, key: &str, value: &str) {
+        let path = dir.join("config.json");
+        let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json[key] = serde_json::from_str(value).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+
+    /// Found by the fuzzer (tests/fuzz/corpus/model_dir/regress-*): a config.json whose sizes
+    /// are far beyond its weight file aborted the process ("memory allocation of 850403524276
+    /// bytes failed") while planning the layout; now it is refused, naming the file.
+    #[test]
+    fn sizes_beyond_the_weight_files_are_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = tiny(Architecture::Qwen2);
+        let lm = dir.path().join("lm");
+        save_model_dir(&Model::random(config.clone(), 1, 0.1), &lm).unwrap();
+        let rm = dir.path().join("rm");
+        let reward = RewardModel::from_causal_lm(&Model::random(config, 2, 0.1), Some(1), 3, 0.1);
+        save_reward_model_dir(&reward, &rm).unwrap();
+        assert!(load_model_dir(&lm).is_ok());
+        assert!(load_reward_model_dir(&rm).is_ok());
+        for (key, value) in [
+            ("hidden_size", "2147483647"),
+            ("intermediate_size", "4294967295"),
+            ("vocab_size", "18446744073709551615"),
+            ("num_hidden_layers", "1000000000"),
+        ] {
+            for (dir, load) in [
+                (&lm, load_model_dir as fn(&Path) -> Result<Model>),
+                (&rm, |d: &Path| load_reward_model_dir(d).map(|r| r.model)),
+            ] {
+                let original = std::fs::read(dir.join("config.json")).unwrap();
+                set_key(dir, key, value);
+                let message = load(dir).unwrap_err().to_string();
+                assert!(
+                    message.contains("config.json") && message.contains("weight files"),
+                    "{key} = {value}: {message}"
+                );
+                std::fs::write(dir.join("config.json"), original).unwrap();
+            }
+        }
+    }
 }
