@@ -31,7 +31,10 @@ fn options(inputs: u64) -> Options {
 fn fuzz(target: Target, inputs: u64) {
     let report = fuzz_target(&options(inputs), target).unwrap_or_else(|e| panic!("{target}: {e}"));
     println!("{report}");
-    assert!(report.seeds > 0 && report.inputs == report.seeds + inputs, "{report}");
+    assert!(
+        report.seeds > 0 && report.inputs == report.seeds + inputs,
+        "{report}"
+    );
     assert!(
         report.clean(),
         "{target}: {} panics, {} aborts, {} hangs in {} inputs:\n{report}",

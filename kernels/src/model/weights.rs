@@ -328,7 +328,9 @@ pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{load_reward_model_dir, save_reward_model_dir, Architecture, RewardModel, RopeScaling};
+    use crate::model::{
+        load_reward_model_dir, save_reward_model_dir, Architecture, RewardModel, RopeScaling,
+    };
 
     fn tiny(architecture: Architecture) -> ModelConfig {
         ModelConfig {

@@ -421,11 +421,16 @@ mod tests {
         let huge = TINY_TOKENIZER.replace(r#""world": 2"#, r#""world": 2147483648"#);
         for (text, expected) in [
             (&broken, "tokenizer.json: not a valid tokenizer.json"),
-            (&huge, "token `world` has id 2147483648; r1 reads vocabularies of at most 16777216 ids"),
+            (
+                &huge,
+                "token `world` has id 2147483648; r1 reads vocabularies of at most 16777216 ids",
+            ),
         ] {
             assert_ne!(text, TINY_TOKENIZER);
             let dir = model_dir(&[("tokenizer.json", text), eos]);
-            let message = HfTokenizer::from_model_dir(dir.path()).unwrap_err().to_string();
+            let message = HfTokenizer::from_model_dir(dir.path())
+                .unwrap_err()
+                .to_string();
             assert!(message.contains(expected), "{message}");
         }
     }

@@ -144,8 +144,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 total += report.inputs;
                 clean &= report.clean();
             }
-            println!("total inputs {total}: {}", if clean { "no panics, aborts or hangs" } else { "FINDINGS (reproducers above)" });
-            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            println!(
+                "total inputs {total}: {}",
+                if clean {
+                    "no panics, aborts or hangs"
+                } else {
+                    "FINDINGS (reproducers above)"
+                }
+            );
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

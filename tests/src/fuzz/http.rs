@@ -108,9 +108,14 @@ struct Answer {
 /// until the server closes. The write side is shut after sending, so a request that promises
 /// more body than it has ends at once rather than waiting for bytes that never come.
 fn send(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Answer, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     // The server may answer and close before reading a long body: a failed write is not an error.
     let _ = stream.write_all(request);
     let _ = stream.shutdown(Shutdown::Write);
@@ -135,7 +140,12 @@ fn send(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Answer, S
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err("timed out reading the answer".into())
             }
             Err(_) => break,
@@ -143,7 +153,10 @@ fn send(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Answer, S
     }
     let status = std::str::from_utf8(&buf[..buf.len().min(12)])
         .ok()
-        .and_then(|s| s.strip_prefix("HTTP/1.1 ").or_else(|| s.strip_prefix("HTTP/1.0 ")))
+        .and_then(|s| {
+            s.strip_prefix("HTTP/1.1 ")
+                .or_else(|| s.strip_prefix("HTTP/1.0 "))
+        })
         .and_then(|s| s.get(..3))
         .and_then(|s| s.parse().ok());
     let body = find(&buf, b"\r\n\r\n").map_or(Vec::new(), |end| buf[end + 4..].to_vec());
@@ -205,7 +218,8 @@ impl HttpTarget {
         })
         .to_string();
         let started = self.call("POST", "/v1/runs", Some(&body))?;
-        if started.status != Some(200) && started.status != Some(201) && started.status != Some(202) {
+        if started.status != Some(200) && started.status != Some(201) && started.status != Some(202)
+        {
             return Err(HarnessError(format!(
                 "the setup run was refused ({:?}): {}",
                 started.status,
@@ -268,7 +282,8 @@ impl HttpTarget {
     fn restart(&mut self) -> Result<(), HarnessError> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr, token, log) = launch(&self.exe, &self.root, self.starts, self.memory_limit)?;
+        let (child, addr, token, log) =
+            launch(&self.exe, &self.root, self.starts, self.memory_limit)?;
         self.starts += 1;
         self.child = child;
         self.addr = addr;
@@ -321,7 +336,10 @@ fn launch(
         }
         if began.elapsed() > SETUP_TIMEOUT {
             let _ = child.kill();
-            return Err(HarnessError(format!("r1d did not start: {}", tail(&log, 2000))));
+            return Err(HarnessError(format!(
+                "r1d did not start: {}",
+                tail(&log, 2000)
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -334,7 +352,11 @@ fn launch(
 
 impl Executor for HttpTarget {
     fn exec(&mut self, input: &Input) -> Result<Outcome, HarnessError> {
-        let raw = input.files.first().map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let raw = input
+            .files
+            .first()
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or(&[]);
         let request = replace(
             &replace(raw, TOKEN.as_bytes(), self.token.as_bytes()),
             WORK.as_bytes(),
@@ -347,7 +369,9 @@ impl Executor for HttpTarget {
             return Ok(Outcome::Broke(FindingKind::Abort, message));
         }
         let class = match &answer {
-            Ok(Answer { status: Some(s), .. }) => format!("{}xx", s / 100),
+            Ok(Answer {
+                status: Some(s), ..
+            }) => format!("{}xx", s / 100),
             Ok(Answer { status: None, .. }) => "closed".to_string(),
             Err(_) => "slow".to_string(),
         };
@@ -360,11 +384,22 @@ impl Executor for HttpTarget {
             return Ok(Outcome::Broke(FindingKind::Hang, message));
         }
         let post = request.starts_with(b"POST");
-        if post && matches!(&answer, Ok(Answer { status: Some(200..=299), .. })) {
+        if post
+            && matches!(
+                &answer,
+                Ok(Answer {
+                    status: Some(200..=299),
+                    ..
+                })
+            )
+        {
             self.stop_active_runs()?;
         }
         Ok(match answer {
-            Ok(Answer { status: Some(200..=299), .. }) => Outcome::Accepted,
+            Ok(Answer {
+                status: Some(200..=299),
+                ..
+            }) => Outcome::Accepted,
             _ => Outcome::Refused(class),
         })
     }
@@ -396,7 +431,9 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Requests generated from the API's shape.
 
-const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "BREW", "get", ""];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "BREW", "get", "",
+];
 const RUN_IDS: &[&str] = &[
     "run-0001",
     "run-0002",
@@ -422,8 +459,19 @@ const FILES: &[&str] = &[
 ];
 const ACTIONS: &[&str] = &["pause", "resume", "stop", "start", "eval", "", "PAUSE"];
 const JSON_KEYS: &[&str] = &[
-    "config_toml", "source", "base_dir", "queue", "step", "k", "problems", "greedy", "temperature",
-    "top_p", "seed", "config", "id",
+    "config_toml",
+    "source",
+    "base_dir",
+    "queue",
+    "step",
+    "k",
+    "problems",
+    "greedy",
+    "temperature",
+    "top_p",
+    "seed",
+    "config",
+    "id",
 ];
 
 /// A request generated from the API's routes: any method, a path of a real route with odd
@@ -432,7 +480,8 @@ pub fn generate(rng: &mut impl Rng) -> Input {
     let pick = |rng: &mut dyn rand::RngCore, items: &[&'static str]| -> &'static str {
         items[rng.random_range(0..items.len())]
     };
-    let number = |rng: &mut dyn rand::RngCore| TEXT_NUMBERS[rng.random_range(0..TEXT_NUMBERS.len())];
+    let number =
+        |rng: &mut dyn rand::RngCore| TEXT_NUMBERS[rng.random_range(0..TEXT_NUMBERS.len())];
     let method = pick(rng, METHODS);
     let id = if rng.random_bool(0.05) {
         "x".repeat(rng.random_range(100..20000))
@@ -455,7 +504,10 @@ pub fn generate(rng: &mut impl Rng) -> Input {
         9 => format!("/v1/runs/{id}/eval"),
         10 => format!("/v1/runs/{id}/evals"),
         11 => format!("/v1/runs/{id}/{}", pick(rng, ACTIONS)),
-        _ => format!("/{}", pick(rng, &["", "v1", "v1/", "//v1//runs", "v1/runs/", "%", "?"])),
+        _ => format!(
+            "/{}",
+            pick(rng, &["", "v1", "v1/", "//v1//runs", "v1/runs/", "%", "?"])
+        ),
     };
     if rng.random_bool(0.3) {
         let query = match rng.random_range(0..4) {
@@ -475,22 +527,51 @@ pub fn generate(rng: &mut impl Rng) -> Input {
     } else {
         None
     };
-    let version = if rng.random_bool(0.95) { "HTTP/1.1" } else { pick(rng, &["HTTP/1.0", "HTTP/2", "HTTP/9.9", ""]) };
+    let version = if rng.random_bool(0.95) {
+        "HTTP/1.1"
+    } else {
+        pick(rng, &["HTTP/1.0", "HTTP/2", "HTTP/9.9", ""])
+    };
     let mut text = format!("{method} {path} {version}\r\nHost: 127.0.0.1\r\n");
     match rng.random_range(0..6) {
         0 | 1 => text.push_str(&format!("Authorization: Bearer {TOKEN}\r\n")),
         2 => text.push_str("Authorization: Bearer wrong-token\r\n"),
-        3 => text.push_str(&format!("Authorization: {}\r\n", pick(rng, &["Bearer ", "Basic dXNlcjpwYXNz", "bearer {TOKEN}", "Bearer {TOKEN}{TOKEN}", "Bearer  {TOKEN} "]))),
+        3 => text.push_str(&format!(
+            "Authorization: {}\r\n",
+            pick(
+                rng,
+                &[
+                    "Bearer ",
+                    "Basic dXNlcjpwYXNz",
+                    "bearer {TOKEN}",
+                    "Bearer {TOKEN}{TOKEN}",
+                    "Bearer  {TOKEN} "
+                ]
+            )
+        )),
         _ => {}
     }
     if rng.random_bool(0.7) {
         text.push_str(&format!(
             "Content-Type: {}\r\n",
-            pick(rng, &["application/json", "application/json", "text/plain", "application/json; charset=utf-16", "multipart/form-data; boundary=x", ""])
+            pick(
+                rng,
+                &[
+                    "application/json",
+                    "application/json",
+                    "text/plain",
+                    "application/json; charset=utf-16",
+                    "multipart/form-data; boundary=x",
+                    ""
+                ]
+            )
         ));
     }
     if rng.random_bool(0.1) {
-        text.push_str(&format!("X-Long: {}\r\n", "a".repeat(rng.random_range(1000..70000))));
+        text.push_str(&format!(
+            "X-Long: {}\r\n",
+            "a".repeat(rng.random_range(1000..70000))
+        ));
     }
     if rng.random_bool(0.05) {
         text.push_str("Transfer-Encoding: chunked\r\n");
@@ -499,7 +580,10 @@ pub fn generate(rng: &mut impl Rng) -> Input {
     match rng.random_range(0..10) {
         0 => {}
         1 => text.push_str(&format!("Content-Length: {}\r\n", number(rng))),
-        2 => text.push_str(&format!("Content-Length: {}\r\nContent-Length: 0\r\n", length)),
+        2 => text.push_str(&format!(
+            "Content-Length: {}\r\nContent-Length: 0\r\n",
+            length
+        )),
         _ => text.push_str(&format!("Content-Length: {length}\r\n")),
     }
     text.push_str("\r\n");
@@ -512,7 +596,11 @@ pub fn generate(rng: &mut impl Rng) -> Input {
 /// A JSON value shaped like the API's bodies: objects with its keys, numbers at the edges,
 /// strings that are TOML (good, broken, huge), nesting.
 fn json_value(rng: &mut impl Rng, depth: usize) -> Value {
-    let choice = if depth == 0 { 0 } else { rng.random_range(0..8) };
+    let choice = if depth == 0 {
+        0
+    } else {
+        rng.random_range(0..8)
+    };
     match choice {
         0 | 1 if depth < 4 => {
             let mut object = serde_json::Map::new();
@@ -522,7 +610,10 @@ fn json_value(rng: &mut impl Rng, depth: usize) -> Value {
                     ("config_toml", 0) => Value::String(job_toml(1)),
                     ("config_toml", 1) => Value::String(job_toml(1).replace(
                         "group_size = 2",
-                        &format!("group_size = {}", TEXT_NUMBERS[rng.random_range(0..TEXT_NUMBERS.len())]),
+                        &format!(
+                            "group_size = {}",
+                            TEXT_NUMBERS[rng.random_range(0..TEXT_NUMBERS.len())]
+                        ),
                     )),
                     ("base_dir", 0) => Value::String(WORK.into()),
                     ("source", 0) => Value::String("../../../etc/passwd".into()),
@@ -538,8 +629,14 @@ fn json_value(rng: &mut impl Rng, depth: usize) -> Value {
         }
         3 => Value::Bool(rng.random()),
         4 => Value::Null,
-        5 if depth < 4 => Value::Array((0..rng.random_range(0..4)).map(|_| json_value(rng, depth + 1)).collect()),
+        5 if depth < 4 => Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| json_value(rng, depth + 1))
+                .collect(),
+        ),
         6 => Value::String("x".repeat(rng.random_range(0..3000))),
-        _ => Value::String(["", "[run]", "\u{0}", "run-0001", "ŗ", "\\"][rng.random_range(0..6)].into()),
+        _ => Value::String(
+            ["", "[run]", "\u{0}", "run-0001", "ŗ", "\\"][rng.random_range(0..6)].into(),
+        ),
     }
 }

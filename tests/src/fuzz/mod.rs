@@ -236,15 +236,17 @@ pub fn load_corpus(corpus: &Path, target: Target) -> Result<Vec<Input>, HarnessE
 /// Fuzzes one target: every seed as it is, then mutated inputs until the budget is spent.
 pub fn fuzz_target(options: &Options, target: Target) -> Result<Report, HarnessError> {
     let seeds = load_corpus(&options.corpus, target)?;
-    let scratch = tempfile::tempdir()
-        .map_err(|e| HarnessError(format!("creating a scratch folder: {e}")))?;
+    let scratch =
+        tempfile::tempdir().map_err(|e| HarnessError(format!("creating a scratch folder: {e}")))?;
     let mut executor: Box<dyn Executor> = if target == Target::Http {
         Box::new(http::HttpTarget::start(options, scratch.path())?)
     } else {
         Box::new(Worker::spawn(options, target, scratch.path())?)
     };
     // Each target draws from its own stream, so adding a target does not change another's inputs.
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ (target as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        options.seed ^ (target as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     let mut report = Report::new(target);
     let mut saved: BTreeMap<String, usize> = BTreeMap::new();
     let began = Instant::now();
@@ -336,7 +338,8 @@ fn save_finding(
         .join("crashes")
         .join(target.name())
         .join(format!("{}-{:016x}", kind.name(), input.hash()));
-    let fail = |e: std::io::Error| HarnessError(format!("saving a finding in {}: {e}", dir.display()));
+    let fail =
+        |e: std::io::Error| HarnessError(format!("saving a finding in {}: {e}", dir.display()));
     input.write_into(&dir).map_err(fail)?;
     let note = format!(
         "target: {target}\nkind: {}\nseed: {}\nreplay: cargo run -p r1-tests --bin r1-fuzz -- replay {target} {}\n\n{message}\n",
@@ -438,8 +441,9 @@ fn worker_loop(target: Target) -> Result<(), HarnessError> {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)
             .map_err(|e| HarnessError(format!("creating {}: {e}", work.display())))?;
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| targets::run(target, &input, &work)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            targets::run(target, &input, &work)
+        }));
         let (status, message) = match result {
             Ok(Ok(())) => (ACCEPTED, String::new()),
             Ok(Err(e)) => (REFUSED, e),
@@ -522,9 +526,9 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(stderr);
         limit_memory(&mut command, memory_limit);
-        let mut child = command
-            .spawn()
-            .map_err(|e| HarnessError(format!("starting {} worker {target}: {e}", exe.display())))?;
+        let mut child = command.spawn().map_err(|e| {
+            HarnessError(format!("starting {} worker {target}: {e}", exe.display()))
+        })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = child.stdout.take().expect("piped stdout");
         let (send, replies) = mpsc::channel();
@@ -533,7 +537,8 @@ impl Worker {
             if stdout.read_exact(&mut head).is_err() {
                 return;
             }
-            let n = (u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize).min(MAX_MESSAGE);
+            let n = (u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize)
+                .min(MAX_MESSAGE);
             let mut message = vec![0u8; n];
             if stdout.read_exact(&mut message).is_err() {
                 return;
@@ -552,7 +557,8 @@ impl Worker {
     fn restart(&mut self) -> Result<(), HarnessError> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, stdin, replies) = Self::start(&self.exe, self.target, self.memory_limit, &self.log)?;
+        let (child, stdin, replies) =
+            Self::start(&self.exe, self.target, self.memory_limit, &self.log)?;
         self.child = child;
         self.stdin = stdin;
         self.replies = replies;

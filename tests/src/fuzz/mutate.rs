@@ -148,7 +148,8 @@ impl<R: RngCore> Mutator<'_, R> {
         if self.rng.random_bool(0.5) {
             bytes[at] ^= 1 << self.rng.random_range(0..8);
         } else {
-            bytes[at] = [0u8, 0xff, 0x7f, 0x80, b'"', b'\\', b'{', b'[', b'\n'][self.rng.random_range(0..9)];
+            bytes[at] = [0u8, 0xff, 0x7f, 0x80, b'"', b'\\', b'{', b'[', b'\n']
+                [self.rng.random_range(0..9)];
         }
     }
 
@@ -243,7 +244,9 @@ impl<R: RngCore> Mutator<'_, R> {
             return self.flip(bytes);
         }
         let other = &self.corpus[self.rng.random_range(0..self.corpus.len())];
-        let Some(source) = other.get(name).or_else(|| other.files.first().map(|(_, b)| b.as_slice()))
+        let Some(source) = other
+            .get(name)
+            .or_else(|| other.files.first().map(|(_, b)| b.as_slice()))
         else {
             return;
         };
@@ -284,7 +287,12 @@ impl<R: RngCore> Mutator<'_, R> {
             let end = (start + 1 + self.rng.random_range(0..16)).min(bytes.len());
             let piece = bytes[start..end].to_vec();
             let times = [2, 16, 256, 4096][self.rng.random_range(0..4)];
-            let new: Vec<u8> = piece.iter().copied().cycle().take(piece.len() * times).collect();
+            let new: Vec<u8> = piece
+                .iter()
+                .copied()
+                .cycle()
+                .take(piece.len() * times)
+                .collect();
             bytes.splice(at..at, new);
         }
     }
@@ -319,7 +327,10 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_inputs_and_they_differ_from_the_base() {
-        let base = Input::single("job.toml", b"[grpo]\nsteps = 10\nprompts_per_step = 4\n".to_vec());
+        let base = Input::single(
+            "job.toml",
+            b"[grpo]\nsteps = 10\nprompts_per_step = 4\n".to_vec(),
+        );
         let corpus = vec![base.clone()];
         let run = |seed| {
             let mut m = Mutator {
@@ -332,7 +343,10 @@ mod tests {
         assert_eq!(a, run(1));
         assert_ne!(a, run(2));
         let changed = a.iter().filter(|i| **i != base).count();
-        assert!(changed > 150, "only {changed} of 200 mutations changed the input");
+        assert!(
+            changed > 150,
+            "only {changed} of 200 mutations changed the input"
+        );
         // Size edges reach the numeric fields.
         assert!(a.iter().any(|i| {
             let t = String::from_utf8_lossy(&i.files[0].1).into_owned();
@@ -343,7 +357,10 @@ mod tests {
     #[test]
     fn number_runs_find_numbers_not_words() {
         let text = b"a = 12, b = -3.5e2, c = e, d = x1";
-        let runs: Vec<&[u8]> = number_runs(text).iter().map(|&(s, e)| &text[s..e]).collect();
+        let runs: Vec<&[u8]> = number_runs(text)
+            .iter()
+            .map(|&(s, e)| &text[s..e])
+            .collect();
         assert_eq!(runs, vec![&b"12"[..], b"-3.5e2", b"1"]);
     }
 }

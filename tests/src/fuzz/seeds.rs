@@ -59,9 +59,13 @@ pub fn write_generated(corpus: &Path) -> Result<()> {
         ("tiny-llama-f32.gguf", true, false),
         ("tiny-llama-q8.gguf", false, true),
     ] {
-        std::fs::write(gguf_dir.join(name), tiny_gguf(tie, quantised)).map_err(|e| e.to_string())?;
+        std::fs::write(gguf_dir.join(name), tiny_gguf(tie, quantised))
+            .map_err(|e| e.to_string())?;
     }
-    tokenizer_dirs(&gguf_dir.join("tiny-llama-f32.gguf"), &corpus.join("tokenizer"))?;
+    tokenizer_dirs(
+        &gguf_dir.join("tiny-llama-f32.gguf"),
+        &corpus.join("tokenizer"),
+    )?;
     parquet_sets(&corpus.join("data"))?;
     http_requests(&corpus.join("http"))
 }
@@ -107,8 +111,11 @@ fn model_dirs(out: &Path) -> Result<()> {
             })
             .collect::<Result<_>>()?;
         let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), bytes)
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+            bytes,
+        )
+        .map_err(|e| e.to_string())?;
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(
@@ -183,7 +190,11 @@ fn q8_0(xs: &[f32]) -> Vec<u8> {
         out.extend(d.to_le_bytes());
         let d = d.to_f32();
         for &x in block {
-            let q = if d == 0.0 { 0 } else { (x / d).round().clamp(-127.0, 127.0) as i8 };
+            let q = if d == 0.0 {
+                0
+            } else {
+                (x / d).round().clamp(-127.0, 127.0) as i8
+            };
             out.push(q as u8);
         }
     }
@@ -201,7 +212,9 @@ fn vocabulary() -> (Vec<String>, Vec<i32>, Vec<String>) {
                 char::from_u32(b).map(String::from).unwrap_or_default()
             } else {
                 extra += 1;
-                char::from_u32(255 + extra).map(String::from).unwrap_or_default()
+                char::from_u32(255 + extra)
+                    .map(String::from)
+                    .unwrap_or_default()
             }
         })
         .collect();
@@ -276,12 +289,15 @@ pub fn tiny_gguf(tie: bool, quantised: bool) -> Vec<u8> {
     // (name, GGUF dims fastest first, ggml type, bytes)
     let mut tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)> = Vec::new();
     for slot in &model.layout.slots {
-        let name = names.get(slot.name.as_str()).map(|s| s.to_string()).or_else(|| {
-            let rest = slot.name.strip_prefix("model.layers.")?;
-            let (layer, tensor) = rest.split_once('.')?;
-            let suffix = layer_names.iter().find(|(hf, _)| *hf == tensor)?.1;
-            Some(format!("blk.{layer}.{suffix}"))
-        });
+        let name = names
+            .get(slot.name.as_str())
+            .map(|s| s.to_string())
+            .or_else(|| {
+                let rest = slot.name.strip_prefix("model.layers.")?;
+                let (layer, tensor) = rest.split_once('.')?;
+                let suffix = layer_names.iter().find(|(hf, _)| *hf == tensor)?.1;
+                Some(format!("blk.{layer}.{suffix}"))
+            });
         let Some(name) = name else { continue };
         let data = &model.params[slot.range()];
         let dims: Vec<u64> = slot.shape.iter().rev().map(|&d| d as u64).collect();
@@ -325,7 +341,12 @@ fn tokenizer_dirs(gguf: &Path, out: &Path) -> Result<()> {
     r1_kernels::model::gguf::import_to_dir(gguf, &imported).map_err(|e| e.to_string())?;
     let bpe = out.join("bpe-imported");
     std::fs::create_dir_all(&bpe).map_err(|e| e.to_string())?;
-    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "config.json"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "config.json",
+    ] {
         std::fs::copy(imported.join(name), bpe.join(name)).map_err(|e| format!("{name}: {e}"))?;
     }
     let word = out.join("wordlevel");
@@ -366,7 +387,10 @@ fn parquet_sets(out: &Path) -> Result<()> {
     };
     write_parquet(
         &out.join("prompts.parquet"),
-        &format!("message set {{ {}}}", strings(&["prompt", "answer", "language"])),
+        &format!(
+            "message set {{ {}}}",
+            strings(&["prompt", "answer", "language"])
+        ),
         &[
             vec![Cell::S("What is 2+2?"), Cell::S("4"), Cell::S("en")],
             vec![Cell::S("Compute 7*6."), Cell::S("42"), Cell::Null],
@@ -376,7 +400,10 @@ fn parquet_sets(out: &Path) -> Result<()> {
     )?;
     write_parquet(
         &out.join("pairs.parquet"),
-        &format!("message set {{ {}}}", strings(&["prompt", "chosen", "rejected"])),
+        &format!(
+            "message set {{ {}}}",
+            strings(&["prompt", "chosen", "rejected"])
+        ),
         &[
             vec![Cell::S("Say hi"), Cell::S("Hi!"), Cell::S("No.")],
             vec![Cell::S("Add 1+1"), Cell::S("2"), Cell::S("")],
@@ -396,7 +423,10 @@ fn parquet_sets(out: &Path) -> Result<()> {
         &out.join("sft.parquet"),
         &format!("message set {{ {}}}", strings(&["prompt", "response"])),
         &[
-            vec![Cell::S("1+1?"), Cell::S("<think>one and one</think><answer>2</answer>")],
+            vec![
+                Cell::S("1+1?"),
+                Cell::S("<think>one and one</think><answer>2</answer>"),
+            ],
             vec![Cell::S("ünï"), Cell::S("数学 🙂")],
         ],
         8,
@@ -423,8 +453,9 @@ fn write_parquet(path: &Path, schema: &str, rows: &[Vec<Cell>], per_group: usize
     let schema = Arc::new(parse_message_type(schema).map_err(e)?);
     let columns = rows.first().map_or(0, Vec::len);
     let file = std::fs::File::create(path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let mut writer = SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
-        .map_err(e)?;
+    let mut writer =
+        SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
+            .map_err(e)?;
     for group_rows in rows.chunks(per_group) {
         let mut group = writer.next_row_group().map_err(e)?;
         for c in 0..columns {
@@ -432,23 +463,62 @@ fn write_parquet(path: &Path, schema: &str, rows: &[Vec<Cell>], per_group: usize
                 .iter()
                 .map(|r| i16::from(!matches!(r[c], Cell::Null)))
                 .collect();
-            let mut col = group.next_column().map_err(e)?.ok_or("fewer columns than cells")?;
-            match group_rows.iter().find(|r| !matches!(r[c], Cell::Null)).map(|r| &r[c]) {
+            let mut col = group
+                .next_column()
+                .map_err(e)?
+                .ok_or("fewer columns than cells")?;
+            match group_rows
+                .iter()
+                .find(|r| !matches!(r[c], Cell::Null))
+                .map(|r| &r[c])
+            {
                 Some(Cell::B(_)) => {
-                    let values: Vec<bool> = group_rows.iter().filter_map(|r| match r[c] { Cell::B(b) => Some(b), _ => None }).collect();
-                    col.typed::<BoolType>().write_batch(&values, Some(&levels), None).map_err(e)?;
+                    let values: Vec<bool> = group_rows
+                        .iter()
+                        .filter_map(|r| match r[c] {
+                            Cell::B(b) => Some(b),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<BoolType>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(e)?;
                 }
                 Some(Cell::D(_)) => {
-                    let values: Vec<f64> = group_rows.iter().filter_map(|r| match r[c] { Cell::D(d) => Some(d), _ => None }).collect();
-                    col.typed::<DoubleType>().write_batch(&values, Some(&levels), None).map_err(e)?;
+                    let values: Vec<f64> = group_rows
+                        .iter()
+                        .filter_map(|r| match r[c] {
+                            Cell::D(d) => Some(d),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<DoubleType>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(e)?;
                 }
                 Some(Cell::I(_)) => {
-                    let values: Vec<i64> = group_rows.iter().filter_map(|r| match r[c] { Cell::I(i) => Some(i), _ => None }).collect();
-                    col.typed::<Int64Type>().write_batch(&values, Some(&levels), None).map_err(e)?;
+                    let values: Vec<i64> = group_rows
+                        .iter()
+                        .filter_map(|r| match r[c] {
+                            Cell::I(i) => Some(i),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<Int64Type>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(e)?;
                 }
                 _ => {
-                    let values: Vec<ByteArray> = group_rows.iter().filter_map(|r| match r[c] { Cell::S(s) => Some(ByteArray::from(s)), _ => None }).collect();
-                    col.typed::<ByteArrayType>().write_batch(&values, Some(&levels), None).map_err(e)?;
+                    let values: Vec<ByteArray> = group_rows
+                        .iter()
+                        .filter_map(|r| match r[c] {
+                            Cell::S(s) => Some(ByteArray::from(s)),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(e)?;
                 }
             }
             col.close().map_err(e)?;
@@ -463,8 +533,11 @@ fn write_parquet(path: &Path, schema: &str, rows: &[Vec<Cell>], per_group: usize
 /// for start (the tiny model's config, broken TOML, queueing), eval and controls.
 fn http_requests(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let start = serde_json::json!({"config_toml": job_toml(1), "source": "fuzz.toml", "base_dir": WORK}).to_string();
-    let queued = serde_json::json!({"config_toml": job_toml(1), "base_dir": WORK, "queue": true}).to_string();
+    let start =
+        serde_json::json!({"config_toml": job_toml(1), "source": "fuzz.toml", "base_dir": WORK})
+            .to_string();
+    let queued = serde_json::json!({"config_toml": job_toml(1), "base_dir": WORK, "queue": true})
+        .to_string();
     let broken = serde_json::json!({"config_toml": "[run]\nname = \"x\"\nstage = \"grpo\"\nbogus = 1\n", "source": "bad.toml"}).to_string();
     let eval = serde_json::json!({"k": 1, "problems": 2, "greedy": true, "temperature": 0.6, "top_p": 0.95, "seed": 1}).to_string();
     let eval_step = serde_json::json!({"step": 1, "k": 2, "problems": 1}).to_string();

@@ -184,10 +184,27 @@ fn data(input: &Input, scratch: &Path) -> Result<(), String> {
         }
     };
     note(source.items().map(drop).map_err(|e| e.to_string()));
-    note(source.problems(1, Split::Train).map(drop).map_err(|e| e.to_string()));
-    note(load_prompts(&path, "prompt").map(drop).map_err(|e| e.to_string()));
-    note(load_pairs(&path, &PairFields::default()).map(drop).map_err(|e| e.to_string()));
-    note(load_labels(&path, &LabelFields::default()).map(drop).map_err(|e| e.to_string()));
+    note(
+        source
+            .problems(1, Split::Train)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        load_prompts(&path, "prompt")
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        load_pairs(&path, &PairFields::default())
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        load_labels(&path, &LabelFields::default())
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
     for kind in TemplateKind::ALL {
         let template = PromptTemplate::new(kind).with_reasoning();
         note(
@@ -206,7 +223,9 @@ fn data(input: &Input, scratch: &Path) -> Result<(), String> {
 fn model_dir(input: &Input, scratch: &Path) -> Result<(), String> {
     let dir = materialise(input, scratch, "model")?;
     let lm = load_model_dir(&dir).map(drop).map_err(|e| e.to_string());
-    let rm = load_reward_model_dir(&dir).map(drop).map_err(|e| e.to_string());
+    let rm = load_reward_model_dir(&dir)
+        .map(drop)
+        .map_err(|e| e.to_string());
     lm.or(rm)
 }
 
