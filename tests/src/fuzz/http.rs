@@ -368,6 +368,14 @@ impl Executor for HttpTarget {
             self.restart()?;
             return Ok(Outcome::Broke(FindingKind::Abort, message));
         }
+        if std::env::var_os("R1_FUZZ_TRACE").is_some() {
+            let line = request.split(|&b| b == b'\n').next().unwrap_or(&[]);
+            let status = answer.as_ref().map(|a| a.status);
+            eprintln!(
+                "{} -> {status:?}",
+                String::from_utf8_lossy(&line[..line.len().min(120)])
+            );
+        }
         let class = match &answer {
             Ok(Answer {
                 status: Some(s), ..
@@ -497,7 +505,7 @@ pub fn generate(rng: &mut impl Rng) -> Input {
         6 => format!("/v1/runs/{id}/samples"),
         7 => format!("/v1/runs/{id}/checkpoints"),
         8 => format!(
-            "/v1/runs/{id}/checkpoints/{}/{}",
+            "/v1/runs/{id}/checkpoints/{}/files/{}",
             number(rng),
             pick(rng, FILES)
         ),
