@@ -77,11 +77,11 @@ fn fuzz_math_judge() {
 
 #[test]
 fn fuzz_http_api() {
-    let options = options(600);
+    let options = options(3000);
     assert!(
         options.r1d_exe.is_file(),
         "{} is missing: build the binaries first (cargo build --bins, or run scripts/test.sh)",
         options.r1d_exe.display()
     );
-    fuzz(Target::Http, 600);
+    fuzz(Target::Http, 3000);
 }
