@@ -47,41 +47,41 @@ fn fuzz(target: Target, inputs: u64) {
 
 #[test]
 fn fuzz_job_config() {
-    fuzz(Target::Config, 3000);
+    fuzz(Target::Config, 6000);
 }
 
 #[test]
 fn fuzz_dataset_readers() {
-    fuzz(Target::Data, 1500);
+    fuzz(Target::Data, 3000);
 }
 
 #[test]
 fn fuzz_model_dir_loader() {
-    fuzz(Target::ModelDir, 1500);
+    fuzz(Target::ModelDir, 3000);
 }
 
 #[test]
 fn fuzz_gguf_import() {
-    fuzz(Target::Gguf, 1000);
+    fuzz(Target::Gguf, 2000);
 }
 
 #[test]
 fn fuzz_tokenizer_loader() {
-    fuzz(Target::Tokenizer, 1000);
+    fuzz(Target::Tokenizer, 2000);
 }
 
 #[test]
 fn fuzz_math_judge() {
-    fuzz(Target::Math, 4000);
+    fuzz(Target::Math, 8000);
 }
 
 #[test]
 fn fuzz_http_api() {
-    let options = options(3000);
+    let options = options(5000);
     assert!(
         options.r1d_exe.is_file(),
         "{} is missing: build the binaries first (cargo build --bins, or run scripts/test.sh)",
         options.r1d_exe.display()
     );
-    fuzz(Target::Http, 3000);
+    fuzz(Target::Http, 5000);
 }
