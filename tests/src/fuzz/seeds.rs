@@ -70,6 +70,9 @@ pub fn write_generated(corpus: &Path) -> Result<()> {
     http_requests(&corpus.join("http"))
 }
 
+/// A tensor bound for a shard: name, shape, little-endian f32 bytes.
+type ShardTensor = (String, Vec<usize>, Vec<u8>);
+
 fn model_dirs(out: &Path) -> Result<()> {
     let save = |name: &str, model: &Model| {
         save_model_dir(model, &out.join(name)).map_err(|e| format!("{name}: {e}"))
@@ -87,7 +90,7 @@ fn model_dirs(out: &Path) -> Result<()> {
     let dir = out.join("llama-sharded");
     save_model_dir(&llama, &dir).map_err(|e| e.to_string())?;
     std::fs::remove_file(dir.join("model.safetensors")).map_err(|e| e.to_string())?;
-    let mut shards: [Vec<(String, Vec<usize>, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+    let mut shards: [Vec<ShardTensor>; 2] = [Vec::new(), Vec::new()];
     let mut weight_map = serde_json::Map::new();
     for (i, slot) in llama.layout.slots.iter().enumerate() {
         let bytes: Vec<u8> = llama.params[slot.range()]
