@@ -268,6 +268,40 @@ impl HttpTarget {
         Ok(())
     }
 
+    /// The request with the placeholders filled in. A `Content-Length` that matched the body
+    /// before keeps matching it (the folder path is longer than `{WORK}`); one that did not stays
+    /// off by as much as it was.
+    fn substitute(&self, raw: &[u8]) -> Vec<u8> {
+        let fill = |bytes: &[u8]| {
+            replace(
+                &replace(bytes, TOKEN.as_bytes(), self.token.as_bytes()),
+                WORK.as_bytes(),
+                self.root.to_string_lossy().as_bytes(),
+            )
+        };
+        let Some(split) = find(raw, b"\r\n\r\n") else {
+            return fill(raw);
+        };
+        let (head, body) = (fill(&raw[..split + 4]), fill(&raw[split + 4..]));
+        let grown = body.len() as i64 - (raw.len() - split - 4) as i64;
+        if grown == 0 {
+            return [head, body].concat();
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        for line in text.split_inclusive("\r\n") {
+            let length = line
+                .strip_prefix("Content-Length: ")
+                .and_then(|v| v.trim_end().parse::<i64>().ok());
+            match length {
+                Some(n) => out.extend(format!("Content-Length: {}\r\n", n + grown).into_bytes()),
+                _ => out.extend(line.as_bytes()),
+            }
+        }
+        out.extend(body);
+        out
+    }
+
     /// Whether r1d answers `/healthz`.
     fn healthy(&self) -> bool {
         send(
@@ -357,11 +391,7 @@ impl Executor for HttpTarget {
             .first()
             .map(|(_, b)| b.as_slice())
             .unwrap_or(&[]);
-        let request = replace(
-            &replace(raw, TOKEN.as_bytes(), self.token.as_bytes()),
-            WORK.as_bytes(),
-            self.root.to_string_lossy().as_bytes(),
-        );
+        let request = self.substitute(raw);
         let answer = send(self.addr, &request, self.timeout);
         if let Ok(Some(status)) = self.child.try_wait() {
             let message = format!("r1d exited: {status}\n{}", tail(&self.log, 1500).trim());
