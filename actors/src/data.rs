@@ -221,17 +221,38 @@ pub fn load_parquet(path: &Path, fields: &FieldMap) -> Result<Vec<DatasetItem>, 
         row,
         message,
     };
-    let reader = SerializedFileReader::new(file)
+    let reader = parquet_step(|| SerializedFileReader::new(file))
+        .map_err(|m| bad(0, m))?
         .map_err(|e| bad(0, format!("not a readable Parquet file: {e}")))?;
+    let mut rows = parquet_step(|| reader.into_iter()).map_err(|m| bad(0, m))?;
     let mut items = Vec::new();
-    for (i, row) in reader.into_iter().enumerate() {
-        let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
-        items.push(parse_value(&row.to_json_value(), i + 1, fields).map_err(|m| bad(i + 1, m))?);
+    for i in 1usize.. {
+        let Some(row) = parquet_step(|| rows.next()).map_err(|m| bad(i, m))? else {
+            break;
+        };
+        let row = row.map_err(|e| bad(i, e.to_string()))?;
+        let value = parquet_step(|| row.to_json_value()).map_err(|m| bad(i, m))?;
+        items.push(parse_value(&value, i, fields).map_err(|m| bad(i, m))?);
     }
     if items.is_empty() {
         return Err(bad(0, "the file holds no records".into()));
     }
     Ok(items)
+}
+
+/// Runs one call into the parquet crate, which panics on some corrupt files instead of returning
+/// an error (found by fuzzing: a negative column-chunk offset asserts in
+/// `ColumnChunkMetaData::byte_range` while reading rows). The panic becomes an error message, so a
+/// damaged file is refused with its name and row like any other bad file.
+fn parquet_step<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("not a readable Parquet file: corrupt metadata ({what})")
+    })
 }
 
 /// Reads a JSONL file, or a Parquet file (a `.parquet` name) whose rows are seen as the JSON
@@ -256,11 +277,18 @@ pub fn read_records<T>(
             row,
             message,
         };
-        let reader = SerializedFileReader::new(std::fs::File::open(path).map_err(io)?)
+        let file = std::fs::File::open(path).map_err(io)?;
+        let reader = parquet_step(|| SerializedFileReader::new(file))
+            .map_err(|m| bad(0, m))?
             .map_err(|e| bad(0, format!("not a readable Parquet file: {e}")))?;
-        for (i, row) in reader.into_iter().enumerate() {
-            let row = row.map_err(|e| bad(i + 1, e.to_string()))?;
-            out.push(parse(&row.to_json_value(), i + 1).map_err(|m| bad(i + 1, m))?);
+        let mut rows = parquet_step(|| reader.into_iter()).map_err(|m| bad(0, m))?;
+        for i in 1usize.. {
+            let Some(row) = parquet_step(|| rows.next()).map_err(|m| bad(i, m))? else {
+                break;
+            };
+            let row = row.map_err(|e| bad(i, e.to_string()))?;
+            let value = parquet_step(|| row.to_json_value()).map_err(|m| bad(i, m))?;
+            out.push(parse(&value, i).map_err(|m| bad(i, m))?);
         }
     } else {
         let file = std::fs::File::open(path).map_err(io)?;
@@ -441,6 +469,33 @@ pub fn builtin_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: one byte changed in a Parquet footer (a column chunk's offset made
+    /// negative) made the parquet crate panic while reading rows; every reader now refuses the
+    /// file, naming it and the row.
+    #[test]
+    fn a_parquet_file_that_panics_the_parquet_crate_is_refused_by_every_reader() {
+        let bytes =
+            include_bytes!("../../tests/fuzz/corpus/data/regress-negative-column-offset.parquet");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.parquet");
+        std::fs::write(&path, bytes).unwrap();
+        let source = DataSource::Parquet {
+            path: path.clone(),
+            fields: FieldMap::default(),
+        };
+        let errors = [
+            source.items().map(drop).unwrap_err(),
+            load_prompts(&path, "prompt").map(drop).unwrap_err(),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(
+                message.contains("labels.parquet: row 1: not a readable Parquet file"),
+                "{message}"
+            );
+        }
+    }
 
     #[test]
     fn reads_mapped_fields_and_names_the_bad_line() {

@@ -521,11 +521,24 @@ impl JobConfig {
 }
 
 /// Checks what can be checked of a data source without reading it.
+/// The most problems a built-in task generates per split (10x the default training pool).
+pub const MAX_BUILTIN_PROBLEMS: usize = 100_000;
+
 fn check_data(data: &DataConfig) -> Result<(), String> {
     match data {
         DataConfig::Builtin { task, .. } if task != "countdown" && task != "arithmetic" => Err(
             format!("unknown built-in task `{task}` (countdown, arithmetic)"),
         ),
+        // Generated up front when a run starts: a size far past any sensible split would hold the
+        // start for minutes (found by fuzzing: countdown's `test_size = 1000000`).
+        DataConfig::Builtin {
+            train_size,
+            test_size,
+            ..
+        } if (*train_size).max(*test_size) > MAX_BUILTIN_PROBLEMS => Err(format!(
+            "train_size = {train_size}, test_size = {test_size}: a built-in task generates at most \
+             {MAX_BUILTIN_PROBLEMS} problems per split"
+        )),
         DataConfig::Jsonl { path, .. } | DataConfig::Parquet { path, .. }
             if path.as_os_str().is_empty() =>
         {
@@ -556,6 +569,31 @@ task = "countdown"
 steps = 10
 prompts_per_step = 4
 "#;
+
+    /// Found by fuzzing: `test_size = 1000000` for countdown passed validation and then held the
+    /// start (r1d's planner generates the split) for minutes.
+    #[test]
+    fn built_in_split_sizes_are_capped() {
+        let path = Path::new("job.toml");
+        let ok = MINIMAL.replace(
+            "task = \"countdown\"",
+            "task = \"countdown\"\ntest_size = 100000",
+        );
+        assert!(JobConfig::from_toml(&ok, path).is_ok());
+        for key in ["train_size", "test_size"] {
+            let text = MINIMAL.replace(
+                "task = \"countdown\"",
+                &format!("task = \"countdown\"\n{key} = 1000000"),
+            );
+            let message = JobConfig::from_toml(&text, path).unwrap_err().to_string();
+            assert!(
+                message.contains("job.toml")
+                    && message.contains("data.task")
+                    && message.contains("at most 100000"),
+                "{message}"
+            );
+        }
+    }
 
     fn parse(text: &str) -> Result<JobConfig, ConfigError> {
         JobConfig::from_toml(text, Path::new("job.toml"))

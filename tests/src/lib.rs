@@ -4,6 +4,11 @@
 //! [`Prometheus`] starts Debian's `prometheus` binary on a free loopback port with a generated
 //! scrape config (one job, `r1d`, bearer token from a file, 1 s interval), a throwaway TSDB, and
 //! kills it on drop. Queries go through its HTTP API with a tiny std-only HTTP/1.0 client.
+//!
+//! [`fuzz`] is the fuzzing harness (`r1-fuzz`, `tests/fuzz.rs`, `scripts/fuzz.sh`; see
+//! docs/fuzzing.md).
+
+pub mod fuzz;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -30,6 +30,10 @@ pub struct HfTokenizer {
     known: Vec<bool>,
 }
 
+/// The largest token id a tokenizer.json may use: far above every real vocabulary (the largest
+/// have about 260k tokens) and small enough that a per-id table stays a few megabytes.
+pub const MAX_TOKEN_ID: u32 = (1 << 24) - 1;
+
 impl HfTokenizer {
     /// Loads `dir/tokenizer.json` and resolves eos/bos from `tokenizer_config.json`,
     /// `generation_config.json` and `config.json` in `dir` (each optional; at least one must name an
@@ -41,13 +45,46 @@ impl HfTokenizer {
             path: path.clone(),
             source,
         })?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
+        // The tokenizers crate panics ("Helper") on a JSON syntax error inside `decoder` instead of
+        // returning an error (found by fuzzing), so the syntax is checked first; a panic of the
+        // crate on anything else still becomes an error naming the file.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+            TokenizerError::Parse {
                 path: path.clone(),
                 message: e.to_string(),
+            }
+        })?;
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|panic| TokenizerError::Parse {
+                path: path.clone(),
+                message: format!(
+                    "the tokenizers crate failed on it: {}",
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                ),
             })?;
+        let inner = parsed.map_err(|e| TokenizerError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         check_added_token_ids(&inner, &bytes, &path)?;
         let vocab = inner.get_vocab(true);
+        // `known` below has one entry per id up to the largest: an id like 2^31 would ask for
+        // gigabytes (found by fuzzing), so ids past any real vocabulary are refused.
+        if let Some((token, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if id > MAX_TOKEN_ID {
+                return Err(TokenizerError::Parse {
+                    path: path.clone(),
+                    message: format!(
+                        "token `{token}` has id {id}; r1 reads vocabularies of at most {} ids",
+                        MAX_TOKEN_ID as usize + 1
+                    ),
+                });
+            }
+        }
         let size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
         let mut known = vec![false; size];
         for &id in vocab.values() {
@@ -368,6 +405,33 @@ mod tests {
                 matches!(t.decode(&[1, id], false), Err(TokenizerError::UnknownId { id: got, vocab_size: 7 }) if got == id),
                 "id {id}"
             );
+        }
+    }
+
+    /// Found by fuzzing (tests/fuzz/corpus/tokenizer/regress-*): a JSON syntax error inside
+    /// `decoder` panicked in the tokenizers crate ("Helper"), and a vocabulary id of 2^31 aborted
+    /// the process allocating a 2 GB table. Both are now errors naming tokenizer.json.
+    #[test]
+    fn a_broken_decoder_and_a_huge_id_are_errors_not_crashes() {
+        let eos = ("tokenizer_config.json", r#"{"eos_token": "</s>"}"#);
+        let broken = TINY_TOKENIZER.replace(
+            r#""decoder": null"#,
+            r#""decoder": {"type": "ByteLevel", [[["use_regex": true}"#,
+        );
+        let huge = TINY_TOKENIZER.replace(r#""world": 2"#, r#""world": 2147483648"#);
+        for (text, expected) in [
+            (&broken, "tokenizer.json: not a valid tokenizer.json"),
+            (
+                &huge,
+                "token `world` has id 2147483648; r1 reads vocabularies of at most 16777216 ids",
+            ),
+        ] {
+            assert_ne!(text, TINY_TOKENIZER);
+            let dir = model_dir(&[("tokenizer.json", text), eos]);
+            let message = HfTokenizer::from_model_dir(dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{message}");
         }
     }
 

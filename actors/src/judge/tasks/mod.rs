@@ -225,6 +225,10 @@ impl SeededDraws {
 
 /// Draws problems until `n` distinct ones of `split` are found. `draw` returns `None` for a
 /// rejected draw (e.g. a Countdown target out of range); `task` names the task in errors.
+/// Draws in a row that found no new problem after which a split counts as used up: 1,000 times
+/// what a 10% split with a high rejection rate needs per example.
+const MAX_DRAWS_WITHOUT_NEW: u64 = 100_000;
+
 fn collect_examples(
     task: &'static str,
     seed: u64,
@@ -234,12 +238,17 @@ fn collect_examples(
 ) -> Result<Vec<TaskExample>, GenerateError> {
     let mut draws = SeededDraws::new(seed);
     let mut seen = std::collections::HashSet::new();
-    let mut examples = Vec::with_capacity(n);
+    // Grown as examples come: a huge `n` must end in `Exhausted`, not in one huge allocation.
+    let mut examples = Vec::with_capacity(n.min(1 << 16));
     // Generous: a 10% split with a high rejection rate needs ~100 draws per example.
-    let max_attempts = 10_000 + 1_000 * n as u64;
+    let max_attempts = 10_000u64.saturating_add(1_000u64.saturating_mul(n as u64));
     let mut attempts = 0;
+    let mut last_new = 0;
     while examples.len() < n {
-        if attempts == max_attempts {
+        // A space that is used up shows as a long run of draws with nothing new; giving up then
+        // answers a too-large size in a second rather than after `max_attempts` (found by
+        // fuzzing: `test_size = 1000000` for countdown ran for minutes).
+        if attempts == max_attempts || attempts - last_new > MAX_DRAWS_WITHOUT_NEW {
             return Err(GenerateError::Exhausted {
                 task,
                 split,
@@ -255,6 +264,7 @@ fn collect_examples(
         let key = example.problem.key();
         if Split::of_key(&key) == split && seen.insert(key) {
             examples.push(example);
+            last_new = attempts;
         }
     }
     Ok(examples)
@@ -263,6 +273,37 @@ fn collect_examples(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing the job config: `test_size = 1000000` for countdown drew for minutes
+    /// before giving up, and a size like 10^12 asked for its whole capacity at once. Both now end
+    /// quickly in `Exhausted`.
+    #[test]
+    fn a_split_larger_than_the_problem_space_is_exhausted_quickly() {
+        let began = std::time::Instant::now();
+        for n in [1_000_000, 1_000_000_000_000] {
+            let result = collect_examples("tiny", 1, Split::Train, n, |draws| {
+                // A space of 50 problems.
+                let x = draws.below(50);
+                Some(TaskExample {
+                    prompt: format!("{x}"),
+                    answer: format!("{x}"),
+                    problem: Problem::Arithmetic(ArithmeticProblem {
+                        left: x,
+                        op: ArithOp::Add,
+                        right: 0,
+                    }),
+                })
+            });
+            match result {
+                Err(GenerateError::Exhausted { wanted, found, .. }) => {
+                    assert_eq!(wanted, n);
+                    assert!(found <= 50, "{found}");
+                }
+                other => panic!("{n}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        assert!(began.elapsed().as_secs() < 30, "{:?}", began.elapsed());
+    }
 
     #[test]
     fn split_is_a_fixed_function_of_the_key() {
