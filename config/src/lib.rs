@@ -50,6 +50,20 @@ pub enum Stage {
     Preference,
 }
 
+impl Stage {
+    /// The stage's name as configs, runs and messages spell it (`run.stage`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Grpo => "grpo",
+            Stage::Preference => "preference",
+            Stage::Sft => "sft",
+            Stage::Rejection => "rejection",
+            Stage::Distill => "distill",
+            Stage::Eval => "eval",
+        }
+    }
+}
+
 /// What the run is and where it writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

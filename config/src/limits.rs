@@ -251,7 +251,7 @@ impl JobConfig {
         plan.check_against(
             &format!(
                 "a {} run on {}",
-                stage_name(self.run.stage),
+                self.run.stage.name(),
                 self.model.path.display()
             ),
             available,
@@ -341,17 +341,6 @@ fn add_sampler(
             "decoding buffers",
             DecodeScratch::bytes(model, max_batch.max(256), max_len),
         );
-}
-
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Grpo => "grpo",
-        Stage::Preference => "preference",
-        Stage::Sft => "sft",
-        Stage::Rejection => "rejection",
-        Stage::Distill => "distill",
-        Stage::Eval => "eval",
-    }
 }
 
 #[cfg(test)]

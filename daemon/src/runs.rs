@@ -55,18 +55,6 @@ fn is_rl(stage: Stage) -> bool {
     matches!(stage, Stage::Grpo | Stage::Preference)
 }
 
-/// The stage's name as runs show it.
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Grpo => "grpo",
-        Stage::Preference => "preference",
-        Stage::Sft => "sft",
-        Stage::Rejection => "rejection",
-        Stage::Distill => "distill",
-        Stage::Eval => "eval",
-    }
-}
-
 /// What the hub can tell a live run, whether a director or a stage worker runs it.
 struct RunHandle {
     pause: Recipient<Pause>,
@@ -768,7 +756,7 @@ impl Hub {
         let info = RunInfo {
             id: id.clone(),
             name: job.config.run.name.clone(),
-            stage: stage_name(job.config.run.stage).into(),
+            stage: job.config.run.stage.name().into(),
             state: RunState::Queued,
             step: 0,
             // Stages without GRPO steps say how much work they have once they start.
