@@ -887,22 +887,7 @@ fn r1d_runs_sft_with_pause_and_resume_then_rejection_and_eval_from_its_model() {
 fn an_sft_run_killed_with_sigkill_resumes_from_its_checkpoint_to_r1ctl_trains_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d_path = dir.path();
-    let model = sft_workspace(d_path);
-    let sft = stage_config(
-        d_path,
-        "sft",
-        "sft",
-        &model,
-        "[sft]\ndata = \"sft.jsonl\"\nepochs = 100\nbatch_size = 4\nlr = 3e-3\n\n\
-         [checkpoint]\nevery_steps = 20\nkeep_last = 2\n",
-    );
-    let state = d_path.join("state");
-    let d = Daemon::start(&state);
-    let id = d.start_run_from(&sft, d_path);
-    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
-        r["step"].as_u64() >= Some(50)
-    });
-    d.kill9();
+    let (sft, state, id, seen) = sft_run_killed_at(d_path, 2, 50);
     eprintln!("killed at step {}", seen["step"]);
     assert!(
         seen["step"].as_u64() < Some(200) && seen["state"] != "finished",
@@ -912,14 +897,11 @@ fn an_sft_run_killed_with_sigkill_resumes_from_its_checkpoint_to_r1ctl_trains_we
     let d = Daemon::start(&state);
     let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
     assert_eq!(done["step"], 200);
-    let in_process = common::train_in_process(&sft, d_path, "runs/sft/final");
-    let daemon = r1_kernels::model::load_model_dir(
-        &std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final"),
-    )
-    .unwrap();
-    assert!(
-        daemon.params == in_process.params,
-        "the killed and resumed SFT run ended with other weights"
+    assert_final_weights_equal_r1ctl_train(
+        &done,
+        &sft,
+        d_path,
+        "the killed and resumed SFT run ended with other weights",
     );
 }
 
@@ -1099,22 +1081,7 @@ fn a_failed_run_resumes_from_its_last_good_checkpoint_to_the_uninterrupted_weigh
 fn an_sft_run_in_r1d_resumes_past_a_damaged_newest_checkpoint_to_r1ctl_trains_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d_path = dir.path();
-    let model = sft_workspace(d_path);
-    let sft = stage_config(
-        d_path,
-        "sft",
-        "sft",
-        &model,
-        "[sft]\ndata = \"sft.jsonl\"\nepochs = 100\nbatch_size = 4\nlr = 3e-3\n\n\
-         [checkpoint]\nevery_steps = 20\nkeep_last = 3\n",
-    );
-    let state = d_path.join("state");
-    let d = Daemon::start(&state);
-    let id = d.start_run_from(&sft, d_path);
-    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
-        r["step"].as_u64() >= Some(45)
-    });
-    d.kill9();
+    let (sft, state, id, seen) = sft_run_killed_at(d_path, 3, 45);
     assert_ne!(seen["state"], "finished", "{seen}");
     let root = std::path::Path::new(seen["output_dir"].as_str().unwrap()).join("checkpoints");
     let newest = newest_checkpoint(&root);
@@ -1129,14 +1096,11 @@ fn an_sft_run_in_r1d_resumes_past_a_damaged_newest_checkpoint_to_r1ctl_trains_we
     });
     assert_eq!(done["state"], "finished", "{done}");
     assert_eq!(done["step"], 200);
-    let in_process = common::train_in_process(&sft, d_path, "runs/sft/final");
-    let daemon = r1_kernels::model::load_model_dir(
-        &std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final"),
-    )
-    .unwrap();
-    assert!(
-        daemon.params == in_process.params,
-        "the resumed SFT run ended with other weights"
+    assert_final_weights_equal_r1ctl_train(
+        &done,
+        &sft,
+        d_path,
+        "the resumed SFT run ended with other weights",
     );
 }
 
@@ -1486,4 +1450,54 @@ fn r1d_refuses_a_remote_address_a_shared_token_and_a_shared_or_foreign_state_dir
     assert_eq!(mode(&state) & 0o077, 0, "{:o}", mode(&state));
     let d = Daemon::start(&state);
     assert!(ureq::get(&d.url("/healthz")).call().is_ok());
+}
+
+/// Starts the SFT run of [`sft_workspace`] (200 steps, a checkpoint every 20, the newest
+/// `keep_last` kept) in a fresh r1d under `d_path/state` and SIGKILLs the daemon once the run
+/// has reached `step`. Returns the config, the state dir, the run id and the run as last seen.
+fn sft_run_killed_at(
+    d_path: &std::path::Path,
+    keep_last: u32,
+    step: u64,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+    serde_json::Value,
+) {
+    let model = sft_workspace(d_path);
+    let sft = stage_config(
+        d_path,
+        "sft",
+        "sft",
+        &model,
+        &format!(
+            "[sft]\ndata = \"sft.jsonl\"\nepochs = 100\nbatch_size = 4\nlr = 3e-3\n\n\
+             [checkpoint]\nevery_steps = 20\nkeep_last = {keep_last}\n"
+        ),
+    );
+    let state = d_path.join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run_from(&sft, d_path);
+    let seen = d.wait_for(&id, Duration::from_secs(60), |r| {
+        r["step"].as_u64() >= Some(step)
+    });
+    d.kill9();
+    (sft, state, id, seen)
+}
+
+/// Asserts that the finished run `done` wrote the same `final/` weights as `r1ctl train` on
+/// the same config.
+fn assert_final_weights_equal_r1ctl_train(
+    done: &serde_json::Value,
+    config: &std::path::Path,
+    d_path: &std::path::Path,
+    message: &str,
+) {
+    let in_process = common::train_in_process(config, d_path, "runs/sft/final");
+    let daemon = r1_kernels::model::load_model_dir(
+        &std::path::Path::new(done["output_dir"].as_str().unwrap()).join("final"),
+    )
+    .unwrap();
+    assert!(daemon.params == in_process.params, "{message}");
 }
