@@ -200,7 +200,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
         .map_err(|e| resources_error(e, &args.config))?;
     if args.check {
         eprintln!(
-            "r1ctl train: {} is valid: a {} run; relative paths resolve against {}",
+            "r1ctl train: {} is valid (stage {}); relative paths resolve against {}",
             args.config.display(),
             job.run.stage.name(),
             std::env::current_dir()

@@ -181,12 +181,20 @@ fn run_script(script: &DocScript, dir: &Path, bin_dir: &Path) -> Vec<(String, i3
             .spawn()
             .expect("bash runs")
     };
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut out)
-        .expect("reading the commands' output");
+    // Read on a thread: a process left in the background (r1d) holds the pipe open after bash
+    // exits, so the end of the output is bash's exit, not the pipe's end.
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+    });
     let _ = child.wait();
-    // Whatever the block left in the background (r1d) ends with it.
+    // Whatever the commands left in the background ends with them.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let out = reader
+        .join()
+        .expect("the reader thread")
+        .expect("reading the commands' output");
     let mut results = Vec::new();
     let mut rest = out.as_str();
     while let Some(at) = rest.find(MARK) {
