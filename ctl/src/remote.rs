@@ -823,6 +823,9 @@ fn control(run: &str, action: &str, conn: &Conn) -> Result<i32, CallError> {
     let info: RunInfo = client.post(&format!("/v1/runs/{run}/{action}"), &serde_json::json!({}))?;
     if conn.output == Output::Json {
         print_json(&info);
+    } else if action == "resume" && info.state == RunState::Starting {
+        // A failed or stopped run started again: the answer is its new state.
+        eprintln!("r1ctl: {run} is starting again from its newest good checkpoint");
     } else if info.state.is_final() {
         // Done at once (a queued run taken out of the queue): the answer is the new state.
         eprintln!(

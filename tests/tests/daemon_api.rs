@@ -1573,6 +1573,7 @@ fn newcomer_paths_through_the_daemon_say_what_happened() {
     // Item 10: a stopped run continues on request (here the one taken out of the queue).
     let (code, _, stderr) = r1ctl_in(&d, d_path, &["resume", &queued]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("is starting again"), "{stderr}");
     let continued = d.wait_for(&queued, Duration::from_secs(120), |r| {
         r["state"] == "finished"
     });
