@@ -15,6 +15,8 @@ command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 [ -x /usr/bin/python3 ] || need+=(python3)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# docs/quickstart.md scrapes /metrics with curl, and the docs harness (ctl/tests/docs.rs) runs it.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # No recommends: the prometheus package would otherwise pull in node-exporter and its timers.

@@ -40,7 +40,7 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// JSON printed by ../shared/bench/torch_cpu_baseline.py (scripts/bench.sh), shown beside our figures.
+    /// JSON printed by scripts/torch_cpu_baseline.py (scripts/bench.sh), shown beside our figures.
     #[arg(long)]
     baseline: Option<PathBuf>,
     /// Output format.

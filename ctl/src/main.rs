@@ -15,7 +15,12 @@ use clap::{Parser, Subcommand};
 
 /// r1ctl — drive and inspect r1.
 #[derive(Parser)]
-#[command(name = "r1ctl", version, about)]
+#[command(
+    name = "r1ctl",
+    version,
+    about = "r1ctl: run r1's stages in-process (run, train), benchmark, score completions, \
+             import models, and control the r1d daemon (start, watch, status, …)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +34,8 @@ enum Command {
     Judge(judge::JudgeArgs),
     /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
     Run(run::RunArgs),
-    /// Run a job config's stage (grpo, sft, rejection, distill, eval) in-process, resuming.
+    /// Run a job config's stage (grpo, sft, rejection, distill, eval, preference) in-process,
+    /// resuming.
     Train(train::TrainArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),

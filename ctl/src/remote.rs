@@ -1,4 +1,4 @@
-//! The daemon's client: `r1ctl start|status|list|pause|resume|stop|samples|ckpt|eval|watch`.
+//! The daemon's client: `r1ctl start|status|list|pause|resume|stop|delete|steps|samples|ckpt|eval|watch`.
 //! Data goes to stdout (a table, or JSON with `-o json`), messages to stderr. Exit codes: 0 ok,
 //! 1 a negative answer (no such run, not in a state that allows it), 2 usage or other error,
 //! 3 the daemon is unreachable.
@@ -14,7 +14,7 @@ use serde::Serialize;
 use r1_actors::messages::{SampleRecord, SavedCheckpoint, StepRecord};
 
 use crate::terminal::printable;
-use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, StartRequest};
+use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, RunState, StartRequest};
 
 /// Output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +71,9 @@ pub enum CallError {
     /// Anything else (token file, decoding).
     #[error("{0}")]
     Other(String),
+    /// The command line names something that cannot be (a run id that is a path).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CallError {
@@ -222,7 +225,7 @@ pub enum Remote {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Resume a paused run.
+    /// Resume a paused run, or continue a failed or stopped one from its newest good checkpoint.
     Resume {
         /// Run id.
         run: String,
@@ -233,6 +236,26 @@ pub enum Remote {
     Stop {
         /// Run id.
         run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an ended run: its records in r1d and its folder (checkpoints) under the state folder.
+    Delete {
+        /// Run id.
+        run: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Per-step numbers of a run: reward, accuracy, format, KL, length, seconds.
+    Steps {
+        /// Run id.
+        run: String,
+        /// Only steps after this one.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many steps.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[command(flatten)]
         conn: Conn,
     },
@@ -251,7 +274,8 @@ pub enum Remote {
         #[command(subcommand)]
         command: Ckpt,
     },
-    /// Evaluate a run's checkpoint on held-out problems: pass@1 over k samples and cons@k.
+    /// Evaluate a run's checkpoint: pass@1 over k samples and cons@k, on the built-in task's
+    /// held-out split or an eval set given with --data (the output names which).
     Eval {
         /// Run id.
         run: String,
@@ -273,6 +297,13 @@ pub enum Remote {
         /// Nucleus mass.
         #[arg(long, default_value_t = 0.95)]
         top_p: f32,
+        /// Seed of the evaluation's samplers (same seed, same checkpoint: same scores).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// An eval set (JSONL or .parquet, with prompt and answer) instead of the built-in task's
+        /// held-out split; needed for a run that trained on a file, which has no held-out split.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -311,6 +342,26 @@ pub enum Ckpt {
     },
 }
 
+/// A run id as the API names runs (`run-0001`): checked before it goes into a URL, so a path
+/// given by mistake (`runs/tiny-grpo`) is answered with what a run id is, not a missing route.
+fn run_id(id: &str) -> Result<&str, CallError> {
+    let valid = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && id != "."
+        && id != "..";
+    if valid {
+        Ok(id)
+    } else {
+        Err(CallError::Usage(format!(
+            "`{}` is not a run id: r1d names runs run-0001, run-0002, … (`r1ctl list` shows them); \
+             a run's files are under the daemon's state folder, not given by path",
+            crate::terminal::printable(id, false)
+        )))
+    }
+}
+
 fn print_json<T: Serialize>(value: &T) {
     println!(
         "{}",
@@ -323,12 +374,11 @@ fn run_line(r: &RunInfo) -> String {
         format!("reward {:.3}  accuracy {:.3}", l.reward_mean, l.accuracy)
     });
     format!(
-        "{:<10} {:<10} {:<6} {:>5}/{:<5} {:<16} {}",
+        "{:<10} {:<10} {:<10} {:>11} {:<16} {}",
         r.id,
         r.state.name(),
         r.stage,
-        r.step,
-        r.total_steps,
+        progress(r),
         r.name,
         last
     )
@@ -350,7 +400,11 @@ fn show_run(r: &RunInfo, output: Output) {
     println!("run        {} ({})", r.id, r.name);
     println!("stage      {}", r.stage);
     println!("state      {}", r.state.name());
-    println!("step       {}/{}", r.step, r.total_steps);
+    if r.total_steps == 0 {
+        println!("step       - (the {} stage counts no steps)", r.stage);
+    } else {
+        println!("step       {}/{}", r.step, r.total_steps);
+    }
     println!("output     {}", r.output_dir.display());
     if let Some(m) = &r.message {
         println!("message    {}", printable(m, false));
@@ -382,7 +436,7 @@ fn start(config: &Path, queue: bool, conn: &Conn) -> Result<i32, CallError> {
         print_json(&info);
     } else {
         println!("{}", info.id);
-        if info.state == r1_daemon::api::RunState::Queued {
+        if info.state == RunState::Queued {
             eprintln!(
                 "r1ctl: queued {} ({}); it starts when the runs before it have ended",
                 info.id, info.name
@@ -397,14 +451,46 @@ fn start(config: &Path, queue: bool, conn: &Conn) -> Result<i32, CallError> {
     Ok(0)
 }
 
+/// A run's progress as `step/total`, or `-` for a stage that counts no steps (eval, rejection).
+fn progress(r: &RunInfo) -> String {
+    if r.total_steps == 0 {
+        "-".into()
+    } else {
+        format!("{}/{}", r.step, r.total_steps)
+    }
+}
+
+/// One plain progress line of `r1ctl watch` (the form used when stdout is not a terminal).
+fn watch_line(info: &RunInfo) -> String {
+    let mut line = format!("{} {} step {}", info.id, info.state.name(), progress(info));
+    if let Some(l) = &info.last {
+        line += &format!(
+            "  reward {:.3}  accuracy {:.3}  {:.0} tok/s",
+            l.reward_mean, l.accuracy, l.tokens_per_second
+        );
+    }
+    line
+}
+
 fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallError> {
+    use std::io::IsTerminal;
     let client = Client::new(conn)?;
     let id = match run {
-        Some(id) => id,
+        Some(id) => run_id(&id)?.to_string(),
         None => newest(&client)?,
     };
     let mut info: RunInfo = client.get(&format!("/v1/runs/{id}"))?;
-    let bar = indicatif::ProgressBar::new(info.total_steps);
+    // A live bar on a terminal; redirected (a file, a pipe, a CI log), one plain line per change
+    // of step or state, so the output is readable text rather than nothing.
+    let plain = conn.output == Output::Table && !std::io::stdout().is_terminal();
+    let bar = if plain {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(
+            Some(info.total_steps),
+            indicatif::ProgressDrawTarget::stdout(),
+        )
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}")
             .expect("the template is valid")
@@ -412,7 +498,12 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
     );
     bar.set_prefix(id.clone());
     let mut after = 0;
+    let mut last_printed: Option<(u64, RunState)> = None;
     loop {
+        if plain && last_printed != Some((info.step, info.state)) {
+            println!("{}", watch_line(&info));
+            last_printed = Some((info.step, info.state));
+        }
         bar.set_position(info.step);
         if let Some(l) = &info.last {
             bar.set_message(format!(
@@ -436,7 +527,7 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
         if info.state.is_final() {
             bar.finish();
             eprintln!("r1ctl: run {id} {}", info.state.name());
-            return Ok(if info.state == r1_daemon::api::RunState::Failed {
+            return Ok(if info.state == RunState::Failed {
                 if let Some(m) = &info.message {
                     eprintln!("r1ctl: {}", printable(m, false));
                 }
@@ -460,7 +551,7 @@ fn call(command: Remote) -> Result<i32, CallError> {
         Remote::Status { run, conn } => {
             let client = Client::new(&conn)?;
             let id = match run {
-                Some(id) => id,
+                Some(id) => run_id(&id)?.to_string(),
                 None => newest(&client)?,
             };
             let info: RunInfo = client.get(&format!("/v1/runs/{id}"))?;
@@ -473,7 +564,7 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 print_json(&runs);
             } else {
                 println!(
-                    "{:<10} {:<10} {:<6} {:>11} {:<16} last step",
+                    "{:<10} {:<10} {:<10} {:>11} {:<16} last step",
                     "RUN", "STATE", "STAGE", "STEP", "NAME"
                 );
                 for r in &runs {
@@ -485,11 +576,99 @@ fn call(command: Remote) -> Result<i32, CallError> {
         Remote::Pause { run, conn } => control(&run, "pause", &conn),
         Remote::Resume { run, conn } => control(&run, "resume", &conn),
         Remote::Stop { run, conn } => control(&run, "stop", &conn),
+        Remote::Delete { run, conn } => {
+            let client = Client::new(&conn)?;
+            let run = run_id(&run)?;
+            let response = client
+                .request("DELETE", &format!("/v1/runs/{run}"))
+                .call()
+                .map_err(|e| client.fail(e))?;
+            let info: RunInfo = Client::decode(response)?;
+            if conn.output == Output::Json {
+                print_json(&info);
+            } else {
+                eprintln!(
+                    "r1ctl: deleted {run} ({}, {}); {} removed",
+                    info.name,
+                    info.state.name(),
+                    info.output_dir.display()
+                );
+            }
+            Ok(0)
+        }
+        Remote::Steps {
+            run,
+            after,
+            limit,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let run = run_id(&run)?;
+            let steps: Vec<StepRecord> =
+                client.get(&format!("/v1/runs/{run}/steps?after={after}&limit={limit}"))?;
+            if conn.output == Output::Json {
+                print_json(&steps);
+                return Ok(0);
+            }
+            if steps.is_empty() {
+                let info: RunInfo = client.get(&format!("/v1/runs/{run}"))?;
+                eprintln!(
+                    "r1ctl: {run} has no step records after step {after} (a {} run, {}, step {})",
+                    info.stage,
+                    info.state.name(),
+                    progress(&info)
+                );
+                return Ok(1);
+            }
+            println!(
+                "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "STEP", "REWARD", "ACCURACY", "FORMAT", "KL", "LENGTH", "SECONDS"
+            );
+            for s in &steps {
+                let l = &s.report.learner;
+                println!(
+                    "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.4} {:>8.1} {:>8.2}",
+                    s.step,
+                    l.reward_mean,
+                    s.report.accuracy,
+                    s.report.format,
+                    l.kl,
+                    l.completion_len_mean,
+                    s.seconds
+                );
+            }
+            Ok(0)
+        }
         Remote::Samples { run, limit, conn } => {
+            let client = Client::new(&conn)?;
+            let run = run_id(&run)?;
             let samples: Vec<SampleRecord> =
-                Client::new(&conn)?.get(&format!("/v1/runs/{run}/samples?limit={limit}"))?;
+                client.get(&format!("/v1/runs/{run}/samples?limit={limit}"))?;
             if conn.output == Output::Json {
                 print_json(&samples);
+            } else if samples.is_empty() {
+                // Say why there is nothing, instead of printing nothing and succeeding.
+                let info: RunInfo = client.get(&format!("/v1/runs/{run}"))?;
+                if matches!(info.stage.as_str(), "grpo" | "preference") {
+                    eprintln!(
+                        "r1ctl: {run} has recorded no rollouts yet (it is {}, step {})",
+                        info.state.name(),
+                        progress(&info)
+                    );
+                } else {
+                    eprintln!(
+                        "r1ctl: {run} is {} {} run: only grpo and preference runs record \
+                         rollouts (see `r1ctl status {run}` for its progress)",
+                        if info.stage.starts_with(['a', 'e', 'i', 'o', 'u']) || info.stage == "sft"
+                        {
+                            "an"
+                        } else {
+                            "a"
+                        },
+                        info.stage
+                    );
+                }
+                return Ok(1);
             } else {
                 for s in &samples {
                     println!(
@@ -511,6 +690,7 @@ fn call(command: Remote) -> Result<i32, CallError> {
         Remote::Ckpt {
             command: Ckpt::List { run, conn },
         } => {
+            let run = run_id(&run)?;
             let list: Vec<SavedCheckpoint> =
                 Client::new(&conn)?.get(&format!("/v1/runs/{run}/checkpoints"))?;
             if conn.output == Output::Json {
@@ -533,13 +713,15 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 },
         } => {
             let client = Client::new(&conn)?;
+            let run = run_id(&run)?;
             if dir.exists() {
                 return Err(CallError::Other(format!(
                     "{} exists; give a new folder",
                     dir.display()
                 )));
             }
-            let files: Vec<(String, Vec<u8>)> = ["config.json", "model.safetensors"]
+            let names = ["config.json", "model.safetensors"];
+            let files: Vec<(String, Vec<u8>)> = names
                 .iter()
                 .map(|name| {
                     client
@@ -549,10 +731,21 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 .collect::<Result<_, _>>()?;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| CallError::Other(format!("creating {}: {e}", dir.display())))?;
+            let mut written = Vec::new();
             for (name, bytes) in files {
-                std::fs::write(dir.join(&name), bytes).map_err(|e| {
+                std::fs::write(dir.join(&name), &bytes).map_err(|e| {
                     CallError::Other(format!("writing {}: {e}", dir.join(&name).display()))
                 })?;
+                written.push(serde_json::json!({ "name": name, "bytes": bytes.len() }));
+            }
+            if conn.output == Output::Json {
+                print_json(&serde_json::json!({
+                    "run": run,
+                    "step": step,
+                    "dir": dir,
+                    "files": written,
+                }));
+                return Ok(0);
             }
             eprintln!(
                 "r1ctl: step {step} of {run} written to {} (Hugging Face layout)",
@@ -568,8 +761,20 @@ fn call(command: Remote) -> Result<i32, CallError> {
             greedy,
             temperature,
             top_p,
+            seed,
+            data,
             conn,
         } => {
+            let run = run_id(&run)?;
+            // A relative path means what it means here, as for `r1ctl start`.
+            let data = match data {
+                Some(path) if path.is_relative() => Some(
+                    std::env::current_dir()
+                        .map_err(|e| CallError::Other(format!("the current folder: {e}")))?
+                        .join(path),
+                ),
+                other => other,
+            };
             let request = EvalRequest {
                 step,
                 k,
@@ -577,13 +782,15 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 greedy,
                 temperature,
                 top_p,
-                ..EvalRequest::default()
+                seed,
+                data,
             };
             let report: EvalReport =
                 Client::new(&conn)?.post(&format!("/v1/runs/{run}/eval"), &request)?;
             if conn.output == Output::Json {
                 print_json(&report);
             } else {
+                println!("scored on: {}", printable(&report.dataset, false));
                 println!(
                     "{:<10} {:>6} {:>8} {:>3} {:>8} {:>8} {:>8} {:>8}",
                     "RUN", "STEP", "PROBLEMS", "K", "PASS@1", "CONS@K", "FORMAT", "LENGTH"
@@ -611,12 +818,29 @@ fn call(command: Remote) -> Result<i32, CallError> {
 }
 
 fn control(run: &str, action: &str, conn: &Conn) -> Result<i32, CallError> {
-    let info: RunInfo =
-        Client::new(conn)?.post(&format!("/v1/runs/{run}/{action}"), &serde_json::json!({}))?;
+    let client = Client::new(conn)?;
+    let run = run_id(run)?;
+    let info: RunInfo = client.post(&format!("/v1/runs/{run}/{action}"), &serde_json::json!({}))?;
     if conn.output == Output::Json {
         print_json(&info);
+    } else if action == "resume" && info.state == RunState::Starting {
+        // A failed or stopped run started again: the answer is its new state.
+        eprintln!("r1ctl: {run} is starting again from its newest good checkpoint");
+    } else if info.state.is_final() {
+        // Done at once (a queued run taken out of the queue): the answer is the new state.
+        eprintln!(
+            "r1ctl: {run} is now {}{}",
+            info.state.name(),
+            info.message
+                .as_deref()
+                .map(|m| format!(": {}", printable(m, false)))
+                .unwrap_or_default()
+        );
     } else {
-        eprintln!("r1ctl: {action} sent to {run} (was {})", info.state.name());
+        eprintln!(
+            "r1ctl: {action} sent to {run} (it was {}; it acts after the current step)",
+            info.state.name()
+        );
     }
     Ok(0)
 }

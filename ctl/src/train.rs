@@ -3,10 +3,12 @@
 //! stdout and notes on stderr. Stages with steps resume from the newest good checkpoint under
 //! `<output_dir>/checkpoints` (damaged ones are reported and skipped) and checkpoint every
 //! `checkpoint.every_steps`; a run stopped at any point and started again ends with the same
-//! weights as one that never stopped.
+//! weights as one that never stopped. Ctrl-C / SIGTERM is acknowledged at once and stops after
+//! the current step (exit 1, `stopped:` summary); a second one exits 130. `--check` validates the
+//! config and what it reads and prints the job as TOML without running it.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,12 +23,21 @@ use r1_config::{JobConfig, Stage};
 
 /// Arguments of `r1ctl train`.
 #[derive(Args)]
+#[command(after_help = "\
+Exit status: 0 the stage ended; 1 stopped on request (Ctrl-C or SIGTERM: the current step ends and \
+a checkpoint is written; run the same command to resume); 2 an error (the message names the key \
+and file); 130 a second Ctrl-C or SIGTERM ended it at once (it resumes from its last checkpoint).")]
 pub struct TrainArgs {
     /// The job config (TOML; see config/examples).
     config: PathBuf,
-    /// Stop after this many steps in total (default: the config's); GRPO and SFT.
+    /// Stop after this many steps in total (default: the config's); grpo, preference, sft and
+    /// distill's student. Refused for rejection and eval, which take no steps.
     #[arg(long)]
     steps: Option<u64>,
+    /// Validate the config and what it reads (model, data, memory) and print the job as TOML,
+    /// every default filled in; run nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 /// Prints one event: step lines to stdout, the rest to stderr.
@@ -114,28 +125,100 @@ fn print_event(event: StageEvent, began: &mut Instant) {
     }
 }
 
+/// The first SIGINT / SIGTERM asks the stage to stop after its current step, writing what it
+/// has (a checkpoint), and says so at once; a second one ends the process at once (exit 130).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing the signal handler")?;
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "r1ctl train: second signal: exiting now (status 130); the next run resumes \
+                     from the last checkpoint"
+                );
+                std::process::exit(130);
+            }
+            eprintln!(
+                "r1ctl train: stopping after the current step and writing a checkpoint \
+                 (Ctrl-C again to quit at once)"
+            );
+        }
+    });
+    Ok(stop)
+}
+
+/// A refusal of what the config reads, with what a newcomer needs next: the folder relative paths
+/// were resolved against, and where the config says how to get what is missing.
+fn resources_error(e: r1_config::ConfigError, config: &std::path::Path) -> anyhow::Error {
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "the current folder".into());
+    let missing = matches!(&e, r1_config::ConfigError::Invalid { message, .. }
+        if message.contains("No such file or directory"));
+    let mut text = format!("{e}\n  relative paths in the config resolve against {cwd}");
+    if missing {
+        text += &format!(
+            "\n  the comments at the top of {} say what it needs and how to make or fetch it",
+            config.display()
+        );
+    }
+    anyhow::anyhow!(text)
+}
+
+/// The first word of a stage's summary line: whether it ran to its end or was stopped.
+fn ended(stopped: bool) -> &'static str {
+    if stopped {
+        "stopped"
+    } else {
+        "done"
+    }
+}
+
 /// Runs the stage; returns the exit code.
 pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     let text = std::fs::read(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let job = JobConfig::from_file(&args.config)?;
+    if let (Some(_), Stage::Rejection | Stage::Eval) = (args.steps, job.run.stage) {
+        bail!(
+            "--steps: {}: the {} stage takes no steps (it samples every prompt once); drop \
+             --steps (the config's data sizes bound the work)",
+            args.config.display(),
+            job.run.stage.name()
+        );
+    }
     // What the stage will read and the memory it needs, before anything is loaded: a model too
-    // big for this machine is refused with the figures instead of aborting mid-load.
-    job.check_resources(&args.config)?;
+    // big for this machine, or a missing model, data file or distill student, is refused with
+    // the key and the figures instead of failing mid-run.
+    job.check_resources(&args.config)
+        .map_err(|e| resources_error(e, &args.config))?;
+    if args.check {
+        eprintln!(
+            "r1ctl train: {} is valid (stage {}); relative paths resolve against {}",
+            args.config.display(),
+            job.run.stage.name(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into())
+        );
+        print!(
+            "{}",
+            toml::to_string_pretty(&job).context("serialising the job")?
+        );
+        return Ok(0);
+    }
     let config_hash: String = Sha256::digest(&text)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let run = job.run_spec(config_hash, args.steps);
-    // The first SIGINT / SIGTERM asks the stage to stop after its current step, writing what it
-    // has (a checkpoint); a second one ends the process at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    let stop = stop_on_signals()?;
     let stop: &AtomicBool = &stop;
     let mut began = Instant::now();
     let mut progress = |event: StageEvent| print_event(event, &mut began);
@@ -147,7 +230,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             };
             let report = run_grpo(&grpo, &mut progress, stop)?;
             println!(
-                "done: step {} (checkpoints in {})",
+                "{}: step {} (checkpoints in {})",
+                ended(report.stopped),
                 report.steps,
                 grpo.run.checkpoint_root().display()
             );
@@ -162,7 +246,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             };
             let report = run_preference(&preference, &mut progress, stop)?;
             println!(
-                "done: step {} (checkpoints in {})",
+                "{}: step {} (checkpoints in {})",
+                ended(report.stopped),
                 report.steps,
                 preference.run.checkpoint_root().display()
             );
@@ -177,7 +262,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             };
             let report = run_sft(&sft, &mut progress, stop)?;
             println!(
-                "done: step {}/{} over {} examples (checkpoints in {})",
+                "{}: step {}/{} over {} examples (checkpoints in {})",
+                ended(report.stopped),
                 report.steps,
                 report.steps_planned,
                 report.examples,
@@ -192,7 +278,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             let report = run_rejection(&job.rejection_job(run), &mut progress, stop)?;
             let s = &report.summary;
             println!(
-                "done: {} prompts, {} samples: {} kept, {} incorrect, {} unreadable -> {}",
+                "{}: {} prompts, {} samples: {} kept, {} incorrect, {} unreadable -> {}",
+                ended(report.stopped),
                 report.prompts,
                 s.seen,
                 s.kept,
@@ -208,7 +295,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             };
             let report = run_distill(&distill, &mut progress, stop)?;
             println!(
-                "done: teacher kept {} of {} samples -> {}",
+                "{}: teacher kept {} of {} samples -> {}",
+                ended(report.stopped),
                 report.teacher.summary.kept,
                 report.teacher.summary.seen,
                 report.teacher.output.display()

@@ -6,14 +6,18 @@
 //! - `POST /v1/runs` [`StartRequest`] → 201 [`RunInfo`]; 409 while another run is active, unless
 //!   `queue` is set: the run is then `queued` and starts when the runs before it have ended
 //! - `GET /v1/runs` → `[RunInfo]`; `GET /v1/runs/{id}` → [`RunInfo`]
+//! - `DELETE /v1/runs/{id}` → the deleted [`RunInfo`]: its records and its folder under the state
+//!   folder are removed; 409 unless the run has ended (stopped, finished, failed)
 //! - `POST /v1/runs/{id}/pause|resume|stop` → [`RunInfo`]; 409 when the state does not allow it
-//!   (`resume` also restarts a `failed` run from its newest good checkpoint)
+//!   (`resume` also continues a `failed` or `stopped` run from its newest good checkpoint)
 //! - `GET /v1/runs/{id}/steps?after=N&limit=M` → `[StepRecord]`
 //! - `GET /v1/runs/{id}/samples?limit=M` → `[SampleRecord]`
 //! - `GET /v1/runs/{id}/checkpoints` → `[SavedCheckpoint]`
 //! - `GET /v1/runs/{id}/checkpoints/{step}/files/{name}` → the file's bytes, streamed; 503
 //!   `busy` when the most downloads r1d serves at once are in progress
-//! - `POST /v1/runs/{id}/eval` [`EvalRequest`] → [`EvalReport`]; `GET /v1/runs/{id}/evals`
+//! - `POST /v1/runs/{id}/eval` [`EvalRequest`] → [`EvalReport`]: the built-in task's held-out
+//!   split, or the eval set `data` (required for a run that trained on a file); `GET
+//!   /v1/runs/{id}/evals`
 //!
 //! Errors: `{"error":{"code":…,"message":…}}` with codes `unauthorized` (401), `not_found` (404),
 //! `bad_request` (400), `conflict` (409), `payload_too_large` (413), `busy` (503, with
@@ -121,6 +125,11 @@ pub struct EvalRequest {
     pub top_p: f32,
     /// Evaluation seed.
     pub seed: u64,
+    /// An explicit eval set (JSONL or, by its `.parquet` extension, Parquet; `prompt` and
+    /// `answer` fields), resolved against the run's `base_dir`. Without it the run's built-in
+    /// task's held-out split is scored; a run that trained on a file has no held-out split, and
+    /// is refused without one (scoring the lines it trained on is not an evaluation).
+    pub data: Option<PathBuf>,
 }
 
 impl Default for EvalRequest {
@@ -133,6 +142,7 @@ impl Default for EvalRequest {
             temperature: 0.6,
             top_p: 0.95,
             seed: 0,
+            data: None,
         }
     }
 }
@@ -144,6 +154,9 @@ pub struct EvalReport {
     pub run: String,
     /// The checkpoint's step.
     pub step: u64,
+    /// Which problems were scored: `held-out split of the built-in task …` or `eval set PATH`.
+    #[serde(default)]
+    pub dataset: String,
     /// Held-out problems.
     pub problems: usize,
     /// Samples per problem.

@@ -212,6 +212,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "r1d=info,r1_daemon=info,r1_actors=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a redirected log (a file, journald) stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     match run(args) {

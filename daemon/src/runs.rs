@@ -350,6 +350,14 @@ pub struct ControlRun {
     pub action: Control,
 }
 
+/// Delete an ended run: its records and its folder under the state folder.
+#[derive(Message)]
+#[rtype(result = "Result<RunInfo, ApiError>")]
+pub struct DeleteRun {
+    /// The run.
+    pub id: String,
+}
+
 /// The daemon is stopping: suspend every run (checkpoint, keep resumable).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -433,7 +441,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Starts a failed run again (`resume` on a failed run): from its newest recorded checkpoint
+    /// Starts a failed or stopped run again (`resume` on it): from its newest recorded checkpoint
     /// that verifies, or from the start when it has none. A failure is often transient (a full
     /// disk, descriptors exhausted by other activity) while the checkpoints are intact, so the
     /// user decides; as any start, it waits for no other run to be active (409 otherwise).
@@ -456,7 +464,7 @@ impl Hub {
                 info.id
             )));
         }
-        tracing::info!(run = %info.id, failure = ?info.message, "resuming a failed run on request");
+        tracing::info!(run = %info.id, state = info.state.name(), message = ?info.message, "continuing a run on request");
         self.launch(&info, ctx).map_err(|message| {
             ApiError::Conflict(format!("run {} cannot be resumed: {message}", info.id))
         })?;
@@ -775,13 +783,29 @@ impl Hub {
             // Queued: checked now, launched (and its plan built again) when its turn comes.
             return Ok(info);
         }
+        // Nothing ahead of it: it starts now, and its record says so from the first answer.
+        let mut info = info;
+        info.state = RunState::Starting;
+        self.store.put_run(&info).map_err(store_err)?;
+        self.metrics.set_run_state(&id, "starting");
         match plan.as_mut() {
             Some(plan) => {
                 plan.run = id.clone();
                 plan.checkpoint_root = info.output_dir.join("checkpoints");
             }
             None => {
-                let task = job.task(&info.output_dir).map_err(bad)?;
+                let task = match job.task(&info.output_dir) {
+                    Ok(task) => task,
+                    Err(message) => {
+                        // Recorded as failed, not left starting: a new daemon must not retry it.
+                        self.update(&id, |i| {
+                            i.state = RunState::Failed;
+                            i.message = Some(format!("starting: {message}"));
+                        });
+                        self.metrics.set_run_state(&id, "failed");
+                        return Err(bad(message));
+                    }
+                };
                 self.start_worker(&id, task, 0, ctx);
                 return Ok(info);
             }
@@ -837,6 +861,46 @@ fn check_start_resources(job: &Job, source: &str, queued: bool) -> Result<(), Ap
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+impl Handler<DeleteRun> for Hub {
+    type Result = Result<RunInfo, ApiError>;
+
+    fn handle(&mut self, msg: DeleteRun, _: &mut Context<Self>) -> Self::Result {
+        let info = self
+            .store
+            .run(&msg.id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)))?;
+        // Only an ended run, so nothing writes into what is removed (a queued one is stopped
+        // first: `r1ctl stop` takes it out of the queue).
+        if !info.state.is_final() || self.directors.contains_key(&msg.id) {
+            return Err(ApiError::Conflict(format!(
+                "run {} is {}: stop it first (r1ctl stop {}), then delete it",
+                msg.id,
+                info.state.name(),
+                msg.id
+            )));
+        }
+        let dir = self.output_dir(&msg.id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "removing {} of run {}: {e}",
+                    dir.display(),
+                    msg.id
+                )))
+            }
+        }
+        self.store
+            .delete_run(&msg.id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.metrics.forget_run(&msg.id);
+        tracing::info!(run = %msg.id, "deleted");
+        Ok(info)
+    }
+}
+
 impl Handler<ControlRun> for Hub {
     type Result = Result<RunInfo, ApiError>;
 
@@ -862,7 +926,10 @@ impl Handler<ControlRun> for Hub {
                 })
                 .ok_or_else(|| ApiError::NotFound(format!("no run {}", msg.id)));
         }
-        if info.state == RunState::Failed && msg.action == Control::Resume {
+        // A failed or stopped run continues from its newest good checkpoint on request.
+        if matches!(info.state, RunState::Failed | RunState::Stopped)
+            && msg.action == Control::Resume
+        {
             return self.resume_failed(info, ctx);
         }
         let Some(director) = self.directors.get(&msg.id) else {
@@ -1054,7 +1121,7 @@ pub fn evaluate_run(
     ))
     .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
     let tokenizer = job.tokenizer().map_err(ApiError::Internal)?;
-    let mut problems = job.problems(Split::Test).map_err(ApiError::Internal)?;
+    let (mut problems, dataset) = eval_problems(info, &job, request)?;
     if let Some(n) = request.problems {
         if n == 0 {
             return Err(ApiError::BadRequest("problems must be at least 1".into()));
@@ -1084,6 +1151,7 @@ pub fn evaluate_run(
     Ok(EvalReport {
         run: info.id.clone(),
         step: saved.step,
+        dataset,
         problems: problems.len(),
         k,
         greedy: request.greedy,
@@ -1094,6 +1162,52 @@ pub fn evaluate_run(
         truncated_rate: eval.truncated_rate,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+/// What `POST /v1/runs/{id}/eval` scores, and its name in the report: the eval set the request
+/// names, else the built-in task's held-out split. A run that trained on a file has no held-out
+/// split and is refused without an eval set, rather than scored on the lines it trained on.
+fn eval_problems(
+    info: &RunInfo,
+    job: &Job,
+    request: &EvalRequest,
+) -> Result<(Vec<StageProblem>, String), ApiError> {
+    match (&request.data, &job.config.data) {
+        (Some(path), _) => {
+            let path = info.base_dir.join(path);
+            let bad = |m: String| ApiError::BadRequest(format!("eval set {}: {m}", path.display()));
+            let meta = std::fs::metadata(&path).map_err(|e| bad(e.to_string()))?;
+            if !meta.is_file() || meta.len() == 0 {
+                return Err(bad("not a non-empty regular file".into()));
+            }
+            let source = if path.extension().is_some_and(|e| e == "parquet") {
+                DataConfig::Parquet {
+                    path: path.clone(),
+                    fields: Default::default(),
+                }
+            } else {
+                DataConfig::Jsonl {
+                    path: path.clone(),
+                    fields: Default::default(),
+                }
+            };
+            let problems = source
+                .problems(job.config.run.seed, Split::Test)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok((problems, format!("eval set {}", path.display())))
+        }
+        (None, DataConfig::Builtin { task, .. }) => Ok((
+            job.problems(Split::Test).map_err(ApiError::Internal)?,
+            format!("held-out split of the built-in task {task}"),
+        )),
+        (None, trained_on) => Err(ApiError::BadRequest(format!(
+            "run {} trained on the file {}, which has no held-out split: scoring it would score \
+             the lines it trained on; give an eval set (r1ctl eval {} --data FILE.jsonl)",
+            info.id,
+            trained_on.name(),
+            info.id
+        ))),
+    }
 }
 
 /// A step as the metrics see it.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::api::{ErrorBody, ErrorDetail, EvalRequest, StartRequest, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
-use crate::runs::{evaluate_run, Control, ControlRun, EvalRecorded, Hub, StartRun};
+use crate::runs::{evaluate_run, Control, ControlRun, DeleteRun, EvalRecorded, Hub, StartRun};
 use crate::store::Store;
 
 /// An error a client gets, as `{"error":{"code","message"}}`.
@@ -271,6 +271,21 @@ async fn get_run(
     Ok(HttpResponse::Ok().json(find_run(&state, &id)?))
 }
 
+async fn delete_run(
+    _: Authorized,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let info = state
+        .hub
+        .send(DeleteRun {
+            id: id.into_inner(),
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Ok().json(info))
+}
+
 async fn control(
     _: Authorized,
     state: web::Data<AppState>,
@@ -514,6 +529,7 @@ pub fn serve(
             .route("/v1/runs", web::post().to(start_run))
             .route("/v1/runs", web::get().to(list_runs))
             .route("/v1/runs/{id}", web::get().to(get_run))
+            .route("/v1/runs/{id}", web::delete().to(delete_run))
             .route("/v1/runs/{id}/steps", web::get().to(steps))
             .route("/v1/runs/{id}/samples", web::get().to(samples))
             .route("/v1/runs/{id}/checkpoints", web::get().to(checkpoints))

@@ -20,13 +20,23 @@ pub const SAMPLES_KEPT: usize = 256;
 /// Errors of the store: sled itself, or a record that does not decode.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, corruption it detected).
-    #[error("state store {path}: {source}")]
+    /// sled failed (I/O, corruption it detected). The cause is in the message, not chained as
+    /// a source, so `{:#}` prints it once.
+    #[error("state store {path}: {cause}")]
     Sled {
         /// The store's folder.
         path: PathBuf,
         /// What sled said.
-        source: sled::Error,
+        cause: sled::Error,
+    },
+    /// Another process (another r1d) holds the store's lock.
+    #[error(
+        "state store {path} is in use by another process (is another r1d running on this \
+         state folder? one r1d per --state-dir: stop the other one or pick another folder)"
+    )]
+    Locked {
+        /// The store's folder.
+        path: PathBuf,
     },
     /// A record did not decode (written by another version?).
     #[error("state store: record {key} does not decode: {message}")]
@@ -68,11 +78,22 @@ fn prefix(run: &str) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let sled_err = |source| StoreError::Sled {
+        let sled_err = |cause| StoreError::Sled {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
-        let db = sled::Config::new().path(path).open().map_err(sled_err)?;
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            // sled's lock is an flock on the folder's `db` file; EWOULDBLOCK means held elsewhere.
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            }
+            e => sled_err(e),
+        })?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         Ok(Store {
             runs: tree("runs")?,
@@ -87,9 +108,9 @@ impl Store {
     }
 
     fn sled<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| StoreError::Sled {
+        r.map_err(|cause| StoreError::Sled {
             path: self.path.clone(),
-            source,
+            cause,
         })
     }
 
@@ -183,9 +204,9 @@ impl Store {
             .scan_prefix(prefix(run))
             .keys()
             .collect::<Result<_, _>>()
-            .map_err(|source| StoreError::Sled {
+            .map_err(|cause| StoreError::Sled {
                 path: self.path.clone(),
-                source,
+                cause,
             })?;
         for k in keys.iter().take(keys.len().saturating_sub(SAMPLES_KEPT)) {
             let r = self.samples.remove(k);
@@ -236,9 +257,9 @@ impl Store {
                 .range(key(run, step.saturating_add(1))..key(run, u64::MAX))
                 .keys()
                 .collect::<Result<_, _>>()
-                .map_err(|source| StoreError::Sled {
+                .map_err(|cause| StoreError::Sled {
                     path: self.path.clone(),
-                    source,
+                    cause,
                 })?;
             for k in keys {
                 let r = tree.remove(k);
@@ -277,6 +298,30 @@ impl Store {
     /// A run's evaluations, oldest first.
     pub fn evals(&self, run: &str) -> Result<Vec<EvalReport>, StoreError> {
         self.scan(&self.evals, run)
+    }
+
+    /// Forgets a run: its record, steps, samples, checkpoint records, evaluations and
+    /// crash-loop count; flushes.
+    pub fn delete_run(&self, run: &str) -> Result<(), StoreError> {
+        for tree in [&self.steps, &self.samples, &self.checkpoints, &self.evals] {
+            let keys: Vec<sled::IVec> = tree
+                .scan_prefix(prefix(run))
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(|cause| StoreError::Sled {
+                    path: self.path.clone(),
+                    cause,
+                })?;
+            for k in keys {
+                let r = tree.remove(k);
+                self.sled(r)?;
+            }
+        }
+        let r = self.meta.remove(format!("resuming/{run}"));
+        self.sled(r)?;
+        let r = self.runs.remove(run.as_bytes());
+        self.sled(r)?;
+        self.flush()
     }
 
     /// How many times r1d began to resume (or launch) `run` without the run getting through its

@@ -1501,3 +1501,212 @@ fn assert_final_weights_equal_r1ctl_train(
     .unwrap();
     assert!(daemon.params == in_process.params, "{message}");
 }
+
+/// `r1ctl ARGS` against `d` run from `cwd`: exit code, stdout, stderr.
+fn r1ctl_in(d: &Daemon, cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::bin("r1ctl"))
+        .args(args)
+        .env("R1_STATE_DIR", &d.state)
+        .env_remove("R1_ADDR")
+        .env_remove("R1_TOKEN_FILE")
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 18, through the daemon: a run that starts at once says `started` and is never `queued`;
+/// `watch` redirected prints plain lines; `stop` on a queued run says what happened; `steps`,
+/// `delete`, `eval --seed`/`--data` exist; a run trained on a file is not scored on its own
+/// training lines; `ckpt export -o json` prints JSON; `samples` on an SFT run says why it is empty;
+/// a path where a run id belongs is named as such; r1d's log has no colour codes when redirected;
+/// a second r1d on the same state folder says so once.
+#[test]
+fn newcomer_paths_through_the_daemon_say_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_path = dir.path();
+    let config = job_config(d_path, 6, 3);
+    let state = d_path.join("state");
+    let d = Daemon::start(&state);
+
+    // Item 1: started at once → `starting`/`running`, never `queued`, in JSON and in words.
+    let (code, stdout, stderr) = r1ctl_in(
+        &d,
+        d_path,
+        &["start", "-o", "json", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let info: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_ne!(info["state"], "queued", "{info}");
+    // Item 8: stop on a queued run says it was taken out of the queue, not "(was stopped)".
+    let (code, queued, stderr) =
+        r1ctl_in(&d, d_path, &["start", "--queue", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("queued"), "{stderr}");
+    let queued = queued.trim().to_string();
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["stop", &queued]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("is now stopped") && stderr.contains("taken out of the queue"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("(was stopped)"), "{stderr}");
+
+    // Item 2: watch, redirected, prints plain progress lines and the final state.
+    let (code, watched, stderr) = r1ctl_in(&d, d_path, &["watch", &id, "--interval", "0.05"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        watched
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("{id} finished step 6/6"))),
+        "{watched}"
+    );
+    assert!(!watched.contains('\u{1b}'), "{watched:?}");
+    assert!(stderr.contains(&format!("run {id} finished")), "{stderr}");
+
+    // Item 10: a stopped run continues on request (here the one taken out of the queue).
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["resume", &queued]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("is starting again"), "{stderr}");
+    let continued = d.wait_for(&queued, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    assert_eq!(continued["step"], 6);
+
+    // Item 10: steps.
+    let (code, steps, stderr) = r1ctl_in(&d, d_path, &["steps", &id, "--after", "4"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = steps.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{steps}");
+    assert!(rows[0].trim_start().starts_with('5'), "{steps}");
+
+    // Item 10: eval --seed is deterministic per seed and reported with what it scored.
+    let eval = |seed: &str| {
+        let (code, out, err) = r1ctl_in(
+            &d,
+            d_path,
+            &[
+                "eval",
+                &id,
+                "--k",
+                "2",
+                "--problems",
+                "4",
+                "--seed",
+                seed,
+                "-o",
+                "json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (a, b) = (eval("7"), eval("7"));
+    assert_eq!(a["pass_at_1"], b["pass_at_1"]);
+    assert_eq!(a["mean_length"], b["mean_length"]);
+    assert_eq!(
+        a["dataset"], "held-out split of the built-in task arithmetic",
+        "{a}"
+    );
+
+    // Item 9: ckpt export -o json prints what it wrote.
+    let (code, exported, stderr) = r1ctl_in(
+        &d,
+        d_path,
+        &["ckpt", "export", &id, "6", "exported", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let exported: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(exported["step"], 6);
+    assert_eq!(exported["files"].as_array().unwrap().len(), 2);
+    assert!(d_path.join("exported/model.safetensors").is_file());
+
+    // Item 9: a path where a run id belongs.
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["samples", "runs/tiny-grpo"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not a run id"), "{stderr}");
+    assert!(!stderr.contains("no route"), "{stderr}");
+
+    // Item 10: delete refuses an active run, removes an ended one and its folder.
+    let output_dir = std::path::PathBuf::from(d.run(&id)["output_dir"].as_str().unwrap());
+    assert!(output_dir.is_dir());
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["delete", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("deleted {id}")), "{stderr}");
+    assert!(!output_dir.exists());
+    assert_eq!(d.get(&format!("/v1/runs/{id}")).unwrap_err().0, 404);
+    assert_eq!(d.get(&format!("/v1/runs/{id}/steps")).unwrap_err().0, 404);
+
+    // Items 3 and 9: an SFT run (trained on a file) — samples says why it is empty; eval is
+    // refused without an eval set and scores the given one with it.
+    let ws = d_path.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let model = sft_workspace(&ws);
+    let sft = stage_config(
+        &ws,
+        "sft",
+        "sft",
+        &model,
+        "[sft]\ndata = \"sft.jsonl\"\nepochs = 1\nbatch_size = 4\n\n[checkpoint]\nevery_steps = 1\nkeep_last = 2\n",
+    );
+    let sft_id = d.start_run_from(&sft, &ws);
+    let status = d.wait_for(&sft_id, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    assert_eq!(status["stage"], "sft");
+    let (code, out, stderr) = r1ctl_in(&d, &ws, &["samples", &sft_id]);
+    assert_eq!((code, out.as_str()), (1, ""), "{stderr}");
+    assert!(stderr.contains("is an sft run"), "{stderr}");
+    let (code, _, stderr) = r1ctl_in(&d, &ws, &["eval", &sft_id, "--k", "1"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no held-out split") && stderr.contains("--data"),
+        "{stderr}"
+    );
+    let (code, out, stderr) =
+        r1ctl_in(&d, &ws, &["eval", &sft_id, "--k", "1", "--data", "q.jsonl"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        out.starts_with(&format!(
+            "scored on: eval set {}",
+            ws.join("q.jsonl").display()
+        )),
+        "{out}"
+    );
+    // An eval run counts no steps: `-`, not `0/0`.
+    let eval_config = stage_config(&ws, "ev", "eval", &model, "[eval]\ngreedy = true\n");
+    let eval_id = d.start_run_from(&eval_config, &ws);
+    d.wait_for(&eval_id, Duration::from_secs(120), |r| {
+        r["state"] == "finished"
+    });
+    let (_, shown, _) = r1ctl_in(&d, &ws, &["status", &eval_id]);
+    assert!(
+        shown.contains("step       - (the eval stage counts no steps)"),
+        "{shown}"
+    );
+    assert!(!shown.contains("0/0"), "{shown}");
+
+    // Item 9: the log of a redirected r1d has no colour codes; a second r1d on the same state
+    // folder says it is in use, once.
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    let (status, stderr) = r1d_briefly(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("in use by another process").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("could not acquire lock"), "{stderr}");
+}
