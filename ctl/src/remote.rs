@@ -14,7 +14,7 @@ use serde::Serialize;
 use r1_actors::messages::{SampleRecord, SavedCheckpoint, StepRecord};
 
 use crate::terminal::printable;
-use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, StartRequest};
+use r1_api::{ErrorBody, EvalReport, EvalRequest, RunInfo, RunState, StartRequest};
 
 /// Output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -382,7 +382,7 @@ fn start(config: &Path, queue: bool, conn: &Conn) -> Result<i32, CallError> {
         print_json(&info);
     } else {
         println!("{}", info.id);
-        if info.state == r1_daemon::api::RunState::Queued {
+        if info.state == RunState::Queued {
             eprintln!(
                 "r1ctl: queued {} ({}); it starts when the runs before it have ended",
                 info.id, info.name
@@ -436,7 +436,7 @@ fn watch(run: Option<String>, interval: f64, conn: &Conn) -> Result<i32, CallErr
         if info.state.is_final() {
             bar.finish();
             eprintln!("r1ctl: run {id} {}", info.state.name());
-            return Ok(if info.state == r1_daemon::api::RunState::Failed {
+            return Ok(if info.state == RunState::Failed {
                 if let Some(m) = &info.message {
                     eprintln!("r1ctl: {}", printable(m, false));
                 }

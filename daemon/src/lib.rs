@@ -10,7 +10,7 @@
 //! - `exposure`: who can reach r1d and what it shares (listen address, token file, state
 //!   folder, descriptor limit).
 
-pub mod api;
+pub use r1_api as api;
 pub mod exposure;
 pub mod inputs;
 pub mod metrics;
