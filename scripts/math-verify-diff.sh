@@ -2,10 +2,10 @@
 # The differential harness of the math answer checker against Hugging Face math-verify.
 #
 # 1. Regenerates the corpus (scripts/math_corpus_gen.py, seeded) and fails if it differs from the
-#    committed actors/tests/data/math_corpus.jsonl.
+#    committed actors/judge/tests/data/math_corpus.jsonl.
 # 2. Makes the venv .cache/venv-mathverify with math-verify pinned (scripts/math-verify-requirements.txt),
 #    re-derives math-verify's verdicts on every case and fails if they differ from the committed
-#    actors/tests/data/math_corpus_math_verify.tsv; measures its rate (.cache/math_verify_baseline.json).
+#    actors/judge/tests/data/math_corpus_math_verify.tsv; measures its rate (.cache/math_verify_baseline.json).
 # 3. Runs r1's checker on the same cases (the Rust test math_corpus::differential_against_math_verify)
 #    and prints, by category, how often each is right where the truth is known, their agreement
 #    where only math-verify's verdict is the reference, and every case they differ on.
@@ -25,7 +25,7 @@ else
   tmp=$(mktemp)
   trap 'rm -f "$tmp"' EXIT
   "$python" scripts/math_corpus_gen.py --out "$tmp" >/dev/null
-  if ! cmp -s "$tmp" actors/tests/data/math_corpus.jsonl; then
+  if ! cmp -s "$tmp" actors/judge/tests/data/math_corpus.jsonl; then
     echo "math-verify-diff: scripts/math_corpus_gen.py no longer makes the committed corpus; rerun with --write" >&2
     exit 1
   fi
@@ -51,4 +51,4 @@ else
   "$venv/bin/python" scripts/math_verify_diff.py
 fi
 
-cargo test -p r1-actors --test math_corpus -- differential_against_math_verify --nocapture
+cargo test -p r1-judge --test math_corpus -- differential_against_math_verify --nocapture

@@ -3,7 +3,7 @@
 paired with a gold answer, its category, the template that made it, and (where the construction
 decides it) the truth.
 
-Usage: python3 scripts/math_corpus_gen.py [--out actors/tests/data/math_corpus.jsonl]
+Usage: python3 scripts/math_corpus_gen.py [--out actors/judge/tests/data/math_corpus.jsonl]
 
 Deterministic: one seeded generator, so the committed output is reproducible byte for byte (CI
 can rerun this and diff). Each line is JSON:
@@ -25,7 +25,7 @@ from fractions import Fraction
 
 SEED = 20261206
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "actors" / "tests" / "data" / "math_corpus.jsonl"
+DEFAULT_OUT = ROOT / "actors" / "judge" / "tests" / "data" / "math_corpus.jsonl"
 
 rng = random.Random(SEED)
 

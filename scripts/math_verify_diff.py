@@ -8,10 +8,10 @@ Usage (inside the venv scripts/math-verify-diff.sh makes):
 
 Each case is checked the way TRL and open-r1 do it: `verify(parse(gold), parse(completion))`, the
 gold wrapped in `$…$` so it is read as LaTeX. An exception counts as "no". The verdicts go to
-actors/tests/data/math_corpus_math_verify.tsv (`id<TAB>yes|no`), which the Rust test
+actors/judge/tests/data/math_corpus_math_verify.tsv (`id<TAB>yes|no`), which the Rust test
 `math_corpus::differential_against_math_verify` reads, so CI checks r1's figures without Python.
 The rate (checks per second, one process) goes to .cache/math_verify_baseline.json, which
-`cargo bench -p r1-actors --bench math_bench` prints beside r1's.
+`cargo bench -p r1-judge --bench math_bench` prints beside r1's.
 """
 
 import argparse
@@ -24,8 +24,8 @@ from importlib.metadata import version
 from math_verify import parse, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "actors" / "tests" / "data" / "math_corpus.jsonl"
-VERDICTS = ROOT / "actors" / "tests" / "data" / "math_corpus_math_verify.tsv"
+CORPUS = ROOT / "actors" / "judge" / "tests" / "data" / "math_corpus.jsonl"
+VERDICTS = ROOT / "actors" / "judge" / "tests" / "data" / "math_corpus_math_verify.tsv"
 BASELINE = ROOT / ".cache" / "math_verify_baseline.json"
 
 
@@ -69,7 +69,7 @@ def main():
 
     lines = [
         f"# math-verify {mv_version} verdicts on math_corpus.jsonl: verify(parse('$'+gold+'$'), parse(completion)).",
-        "# Made by scripts/math-verify-diff.sh (scripts/math_verify_diff.py --write); read by actors/tests/math_corpus.rs.",
+        "# Made by scripts/math-verify-diff.sh (scripts/math_verify_diff.py --write); read by actors/judge/tests/math_corpus.rs.",
     ] + [f"{cid}\t{v}" for cid, v in verdicts.items()]
     text = "\n".join(lines) + "\n"
 

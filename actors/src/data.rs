@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::judge::tasks::{arithmetic, countdown, GenerateError, Split, TaskExample};
-use crate::stages::problem::StageProblem;
 
 /// Where a dataset line keeps each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,54 +401,6 @@ impl DataSource {
             DataSource::Parquet { path, fields } => load_parquet(path, fields).map(Some),
         }
     }
-
-    /// The problems a stage trains on (`split = Train`) or evaluates on (`Test`): a built-in
-    /// task's seeded split (`train_size` or `test_size` problems), or every item of a file, each
-    /// of which must have an answer or tests (the error names the line or row that has neither).
-    pub fn problems(&self, seed: u64, split: Split) -> Result<Vec<StageProblem>, DataError> {
-        if let DataSource::Builtin {
-            task,
-            train_size,
-            test_size,
-        } = self
-        {
-            let n = if split == Split::Train {
-                *train_size
-            } else {
-                *test_size
-            };
-            return Ok(builtin_task(task, seed, split, n)?
-                .iter()
-                .enumerate()
-                .map(|(i, ex)| StageProblem::from_task(ex, i))
-                .collect());
-        }
-        let (items, path, parquet) = match self {
-            DataSource::Jsonl { path, fields } => (load_jsonl(path, fields)?, path, false),
-            DataSource::Parquet { path, fields } => (load_parquet(path, fields)?, path, true),
-            DataSource::Builtin { .. } => return Ok(Vec::new()),
-        };
-        items
-            .iter()
-            .map(|item| {
-                StageProblem::from_item(item).map_err(|message| {
-                    if parquet {
-                        DataError::Row {
-                            path: path.clone(),
-                            row: item.line,
-                            message,
-                        }
-                    } else {
-                        DataError::Line {
-                            path: path.clone(),
-                            line: item.line,
-                            message,
-                        }
-                    }
-                })
-            })
-            .collect()
-    }
 }
 
 /// `n` problems of a built-in task (`countdown` or `arithmetic`) from its seeded split.
@@ -691,30 +642,6 @@ mod tests {
             err.contains("set.parquet") && err.contains("Parquet"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn data_sources_give_judgeable_problems() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.jsonl");
-        std::fs::write(&path, "{\"prompt\": \"1+1?\", \"answer\": 2}\n").unwrap();
-        let source = DataSource::Jsonl {
-            path,
-            fields: FieldMap::default(),
-        };
-        let problems = source.problems(0, Split::Train).unwrap();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].judge.answer.as_deref(), Some("2"));
-        let builtin = DataSource::Builtin {
-            task: "arithmetic".into(),
-            train_size: 5,
-            test_size: 3,
-        };
-        assert_eq!(builtin.problems(1, Split::Train).unwrap().len(), 5);
-        let test = builtin.problems(1, Split::Test).unwrap();
-        assert_eq!(test.len(), 3);
-        let direct = builtin_task("arithmetic", 1, Split::Test, 3).unwrap();
-        assert_eq!(test[2], StageProblem::from_task(&direct[2], 2));
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! r1-actors: the actors of r1 and the pure logic each one wraps.
 //!
-//! Today this crate holds the reward logic: `judge` (math answers, format, task verifiers, code tests
-//! in a sandbox; `judge::reward` combines them into every component of one item) and `lang`
-//! (language consistency). The actix actors that wrap them arrive with the daemon.
+//! The learner, the stages, reward models, checkpoints and the actix actors live here. The rule
+//! rewards live in their own crate, r1-judge, which links nothing of the engine; they are re-exported
+//! as `judge` (math answers, format, task verifiers, code tests in a sandbox; `judge::reward`
+//! combines them into every component of one item) and `lang` (language consistency), so
+//! `r1_actors::judge::…` and `crate::judge::…` keep working.
+
+pub use r1_judge as judge;
+pub use r1_judge::lang;
 
 pub mod data;
 pub mod eval;
-pub mod judge;
 pub mod keeper;
-pub mod lang;
 pub mod learner;
 pub mod messages;
 pub mod reward_model;

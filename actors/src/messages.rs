@@ -214,55 +214,9 @@ pub struct SetBest(pub PathBuf);
 #[rtype(result = "DirectorStatus")]
 pub struct GetStatus;
 
-/// The director's state as seen from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Accepted, not started.
-    Queued,
-    /// Loading the model or checkpoint.
-    Starting,
-    /// Taking steps.
-    Running,
-    /// Between steps, waiting for `Resume`.
-    Paused,
-    /// Finishing the current step before stopping.
-    Stopping,
-    /// Stopped on request; a new daemon does not resume it.
-    Stopped,
-    /// Took every step.
-    Finished,
-    /// Ended by an error.
-    Failed,
-    /// Checkpointed and let go because the daemon is shutting down; the next daemon resumes it.
-    /// Never stored: the run keeps the state it had.
-    Suspended,
-}
-
-impl RunState {
-    /// Whether the run has ended for good.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Stopped | RunState::Finished | RunState::Failed
-        )
-    }
-
-    /// Its name, as in the API and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Starting => "starting",
-            RunState::Running => "running",
-            RunState::Paused => "paused",
-            RunState::Stopping => "stopping",
-            RunState::Stopped => "stopped",
-            RunState::Finished => "finished",
-            RunState::Failed => "failed",
-            RunState::Suspended => "suspended",
-        }
-    }
-}
+/// The director's state as seen from outside: defined beside the HTTP API's bodies (r1-api), which
+/// show it to clients that do not link the engine.
+pub use r1_api::RunState;
 
 /// Reply to `GetStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! Reward models: preference data (JSONL pairs or safety labels), the training stage
 //! (Bradley–Terry or point-wise loss, AdamW + schedule, validation accuracy per epoch), and the
-//! batched scorer the preference-RL stage calls (the lead wraps it in an actor).
+//! batched scorer the preference-RL stage calls (the lead wraps it in an actor). `job` runs a whole
+//! `r1ctl rm train` config (model, tokenizer, data, training, the written directory);
+//! `score_file` scores a JSONL file of responses or pairs.
 //!
 //! A scored text is the prompt's tokens followed by the response's, encoded separately (no
 //! special tokens added) and joined. Over-long texts (more than `max_tokens`) follow
@@ -26,10 +28,14 @@ use r1_kernels::EngineError;
 use crate::data::DataError;
 
 mod data;
+mod job;
+mod score_file;
 
 pub use data::{
     load_labels, load_pairs, LabelFields, LabeledResponse, PairFields, PreferencePair, RewardData,
 };
+pub use job::{PreparedRmJob, RewardModelJob, RmDataSection, RmInit, RmJobReport, RmModelSection};
+pub use score_file::{score_jsonl, ScoredFile, ScoredLine};
 
 /// Errors of reward-model data, training and scoring.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +64,19 @@ pub enum RewardModelError {
         /// What is wrong.
         why: String,
     },
-    /// The engine refused (token id outside the vocabulary, …).
+    /// The engine refused (token id outside the vocabulary, …) or a model directory could not
+    /// be read or written (the error names the file).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A file next to a model (tokenizer files, report.json) could not be copied or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What to do with a text longer than `max_tokens`.

@@ -11,96 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use r1_actors::reward_model::{LabelFields, PairFields, RmTrainConfig};
+use r1_actors::reward_model::RmTrainConfig;
+/// The `[model]` and `[data]` tables of a reward-model job belong to the trainer that reads them.
+pub use r1_actors::reward_model::{RmDataSection, RmInit, RmModelSection};
 use r1_actors::stages::preference::{Normalisation, ResponseView};
 
 use crate::ConfigError;
-
-/// Where a reward model's weights start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum RmInit {
-    /// A causal LM directory (usually the SFT policy): its transformer, a fresh score head.
-    CausalLm {
-        /// The model directory.
-        path: PathBuf,
-    },
-    /// An existing reward model directory (continue training).
-    RewardModel {
-        /// The model directory.
-        path: PathBuf,
-    },
-    /// A random tiny Qwen2 on the byte tokenizer, for tests and demos.
-    Tiny {
-        /// Residual width (a multiple of 4).
-        #[serde(default = "default_tiny_hidden")]
-        hidden_size: usize,
-        /// Transformer blocks.
-        #[serde(default = "default_tiny_layers")]
-        num_layers: usize,
-    },
-}
-
-fn default_tiny_hidden() -> usize {
-    64
-}
-
-fn default_tiny_layers() -> usize {
-    2
-}
-
-/// What kind of labels the data has, and where each field is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum RmDataSection {
-    /// Preference pairs (prompt, chosen, rejected): the Bradley–Terry loss.
-    Pairs {
-        /// The file: JSONL, or Parquet for a `.parquet` name.
-        path: PathBuf,
-        /// Field mapping.
-        #[serde(default)]
-        fields: PairFields,
-        /// A separate validation file; without it, `validation_fraction` of the file's end.
-        #[serde(default)]
-        validation_path: Option<PathBuf>,
-        /// Share held out when there is no validation file.
-        #[serde(default = "default_validation_fraction")]
-        validation_fraction: f64,
-    },
-    /// Labelled responses (prompt, response, safe): the point-wise loss.
-    Labels {
-        /// The file: JSONL, or Parquet for a `.parquet` name.
-        path: PathBuf,
-        /// Field mapping.
-        #[serde(default)]
-        fields: LabelFields,
-        /// A separate validation file.
-        #[serde(default)]
-        validation_path: Option<PathBuf>,
-        /// Share held out when there is no validation file.
-        #[serde(default = "default_validation_fraction")]
-        validation_fraction: f64,
-    },
-}
-
-fn default_validation_fraction() -> f64 {
-    0.1
-}
-
-/// The model part of a reward-model job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RmModelSection {
-    /// Where the weights start.
-    pub init: RmInit,
-    /// `"byte"`, or absent for the model directory's tokenizer.json.
-    #[serde(default)]
-    pub tokenizer: Option<String>,
-    /// Padding id written to config.json (the scored token is the last one that is not it);
-    /// absent: the tokenizer's first end-of-sequence id.
-    #[serde(default)]
-    pub pad_token_id: Option<u32>,
-}
 
 /// A whole `r1ctl rm train` config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! `r1ctl judge`: every reward component of completions in a JSONL file, offline, with the reason
-//! for every 0. The rules are `r1_actors::judge::reward`, the same code the judge actor runs, so
+//! for every 0. The rules are `r1_judge::reward`, the same code the judge actor runs, so
 //! what this prints is what training would have rewarded.
 
 use std::fs::File;
@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use r1_actors::judge::format::{FormatConfig, FormatStyle};
-use r1_actors::judge::math::ExtractMode;
-use r1_actors::judge::reward::{
+use r1_judge::format::{FormatConfig, FormatStyle};
+use r1_judge::math::ExtractMode;
+use r1_judge::reward::{
     score_item, CodeSandbox, RewardItem, RewardReport, RewardRules, RewardWeights,
 };
-use r1_actors::judge::sandbox::SandboxConfig;
+use r1_judge::sandbox::SandboxConfig;
 use serde::Serialize;
 
 use crate::terminal::printable;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use r1_actors::messages::{SampleRecord, SavedCheckpoint, StepRecord};
 
 use crate::terminal::printable;
-use r1_daemon::api::{ErrorBody, EvalReport, EvalRequest, RunInfo, RunState, StartRequest};
+use r1_api::{ErrorBody, EvalReport, EvalRequest, RunInfo, RunState, StartRequest};
 
 /// Output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -90,6 +90,21 @@ fn trains_saves_and_scores_a_tiny_reward_model() {
         .iter()
         .all(|l| l["chosen"].as_f64().unwrap() > l["rejected"].as_f64().unwrap()));
     assert!(stderr.contains("pairwise accuracy 100.0%"), "{stderr}");
+
+    // The command config/examples/rm/tiny-pairs.toml documents, without --tokenizer: the directory
+    // has no tokenizer.json and the byte vocabulary, so the byte tokenizer is inferred.
+    let inferred = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
+        .args(["rm", "score"])
+        .arg(&model_dir)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        inferred.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inferred.stderr)
+    );
+    assert_eq!(inferred.stdout, out.stdout);
 }
 
 #[test]
@@ -151,6 +166,10 @@ fn the_demo_stage_from_its_files_raises_the_preference_reward_and_keeps_rule_acc
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // 0 steps train nothing and say so, instead of a curve of `-0.000 -> -0.000`.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("0 steps, nothing trained"), "{printed}");
+    assert!(!printed.contains("-0.000"), "{printed}");
     for file in [
         "policy/config.json",
         "helpfulness/config.json",

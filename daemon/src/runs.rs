@@ -31,9 +31,9 @@ use r1_kernels::sample::SamplingParams;
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::api::{EvalReport, EvalRequest, RunInfo, StepSummary};
+use crate::error::ApiError;
 use crate::inputs::{check_job, InputLimits};
 use crate::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics};
-use crate::server::ApiError;
 use crate::store::Store;
 
 /// Rollouts kept per step in the store.

@@ -8,10 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::DatasetItem;
+use crate::data::{builtin_task, load_jsonl, load_parquet, DataError, DataSource, DatasetItem};
 use crate::judge::reward::{CodeTests, RewardItem, TaskKind};
 use crate::judge::sandbox::TestCase;
-use crate::judge::tasks::TaskExample;
+use crate::judge::tasks::{Split, TaskExample};
 
 /// Anything a stage can prompt with and judge: the user turn and the reward item of a completion.
 pub trait PromptProblem {
@@ -111,6 +111,58 @@ impl StageProblem {
     }
 }
 
+/// Problems of a `[data]` source: here rather than in `data.rs`, which reads files and knows
+/// nothing of stages.
+impl DataSource {
+    /// The problems a stage trains on (`split = Train`) or evaluates on (`Test`): a built-in
+    /// task's seeded split (`train_size` or `test_size` problems), or every item of a file, each
+    /// of which must have an answer or tests (the error names the line or row that has neither).
+    pub fn problems(&self, seed: u64, split: Split) -> Result<Vec<StageProblem>, DataError> {
+        if let DataSource::Builtin {
+            task,
+            train_size,
+            test_size,
+        } = self
+        {
+            let n = if split == Split::Train {
+                *train_size
+            } else {
+                *test_size
+            };
+            return Ok(builtin_task(task, seed, split, n)?
+                .iter()
+                .enumerate()
+                .map(|(i, ex)| StageProblem::from_task(ex, i))
+                .collect());
+        }
+        let (items, path, parquet) = match self {
+            DataSource::Jsonl { path, fields } => (load_jsonl(path, fields)?, path, false),
+            DataSource::Parquet { path, fields } => (load_parquet(path, fields)?, path, true),
+            DataSource::Builtin { .. } => return Ok(Vec::new()),
+        };
+        items
+            .iter()
+            .map(|item| {
+                StageProblem::from_item(item).map_err(|message| {
+                    if parquet {
+                        DataError::Row {
+                            path: path.clone(),
+                            row: item.line,
+                            message,
+                        }
+                    } else {
+                        DataError::Line {
+                            path: path.clone(),
+                            line: item.line,
+                            message,
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
 /// Code tests as a dataset writes them: a string of assert-style Python, a list of
 /// `{input, expected_output}` cases, or an object with `cases` and/or `asserts`.
 pub fn code_tests(value: &Value) -> Result<CodeTests, String> {
@@ -142,8 +194,9 @@ pub fn code_tests(value: &Value) -> Result<CodeTests, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::FieldMap;
     use crate::judge::reward::{score_item, CodeSandbox, RewardRules};
-    use crate::judge::tasks::{arithmetic, Split};
+    use crate::judge::tasks::arithmetic;
 
     fn item(answer: Option<&str>, tests: Option<Value>) -> DatasetItem {
         DatasetItem {
@@ -207,5 +260,29 @@ mod tests {
         assert!(StageProblem::from_item(&bad_lang)
             .unwrap_err()
             .contains("language"));
+    }
+
+    #[test]
+    fn data_sources_give_judgeable_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(&path, "{\"prompt\": \"1+1?\", \"answer\": 2}\n").unwrap();
+        let source = DataSource::Jsonl {
+            path,
+            fields: FieldMap::default(),
+        };
+        let problems = source.problems(0, Split::Train).unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].judge.answer.as_deref(), Some("2"));
+        let builtin = DataSource::Builtin {
+            task: "arithmetic".into(),
+            train_size: 5,
+            test_size: 3,
+        };
+        assert_eq!(builtin.problems(1, Split::Train).unwrap().len(), 5);
+        let test = builtin.problems(1, Split::Test).unwrap();
+        assert_eq!(test.len(), 3);
+        let direct = builtin_task("arithmetic", 1, Split::Test, 3).unwrap();
+        assert_eq!(test[2], StageProblem::from_task(&direct[2], 2));
     }
 }

@@ -15,12 +15,14 @@
 
 mod byte;
 mod hf;
+mod resolve;
 mod stream;
 
 use std::path::{Path, PathBuf};
 
 pub use byte::ByteTokenizer;
 pub use hf::HfTokenizer;
+pub use resolve::resolve;
 pub use stream::DecodeStream;
 
 /// Everything that can go wrong while loading a tokenizer or converting between text and ids. Each
@@ -90,6 +92,26 @@ pub enum TokenizerError {
     /// The `tokenizers` crate failed to decode ids.
     #[error("decoding failed: {0}")]
     Decode(String),
+    /// A config names a tokenizer r1 does not build in.
+    #[error("tokenizer `{name}` is not one r1 builds in (byte)")]
+    NotBuiltIn {
+        /// The name given.
+        name: String,
+    },
+    /// A model directory has no tokenizer.json and its config.json does not say it uses the byte
+    /// vocabulary, so no tokenizer can be chosen for it.
+    #[error(
+        "{dir}: no tokenizer.json, and config.json's vocab_size ({}) is not the byte tokenizer's \
+         ({}): copy the model's tokenizer.json there, or set tokenizer = \"byte\"",
+        .vocab_size.map_or("absent".to_string(), |v| v.to_string()),
+        ByteTokenizer::VOCAB_SIZE
+    )]
+    NoTokenizer {
+        /// The model directory.
+        dir: PathBuf,
+        /// `vocab_size` of its config.json, when it has one.
+        vocab_size: Option<u64>,
+    },
     /// Incremental decoding saw already-emitted text change, which a tokenizer whose decoder is not
     /// left-to-right could cause. The message says what was emitted and what the decoder now gives.
     #[error("streaming decode: {0}")]

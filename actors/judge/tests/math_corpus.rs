@@ -8,7 +8,7 @@ mod math_cases;
 
 use std::collections::BTreeMap;
 
-use r1_actors::judge::math::{equivalent, extract_answer, math_reward, ExtractMode};
+use r1_judge::math::{equivalent, extract_answer, math_reward, ExtractMode};
 
 /// One line of the corpus.
 struct Case {
@@ -126,7 +126,7 @@ fn unclosed_answer_tag_scores_zero() {
     let score = math_reward("<think>…</think><answer>3", "3", ExtractMode::AnswerTag);
     assert_eq!(
         score,
-        r1_actors::judge::math::MathScore {
+        r1_judge::math::MathScore {
             reward: 0.0,
             extracted: None
         }

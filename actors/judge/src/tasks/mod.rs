@@ -144,7 +144,7 @@ pub enum VerifyFailure {
 }
 
 /// Scores `extracted_answer` (the content of the `<answer>` block, see
-/// [`crate::judge::format::extract_answer`]) against the example's problem. Never panics.
+/// [`crate::format::extract_answer`]) against the example's problem. Never panics.
 pub fn verify(example: &TaskExample, extracted_answer: &str) -> Verdict {
     let result = match &example.problem {
         Problem::Countdown(p) => {

@@ -48,6 +48,7 @@ mod latex;
 mod lex;
 mod number;
 mod parse;
+mod syntax;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,6 @@
-//! The HTTP API's JSON bodies, shared by `r1d` and `r1ctl`.
+//! r1-api: the HTTP API's JSON bodies, shared by `r1d` and `r1ctl`. Only serde: a client links
+//! this crate, not the daemon (actix-web, sled, prometheus) or the engine. r1-daemon re-exports it
+//! as `r1_daemon::api`, r1-actors its [`RunState`] as `r1_actors::messages::RunState`.
 //!
 //! Routes (all but `/healthz` need `Authorization: Bearer <token>`):
 //! - `GET /healthz` → `{"status":"ok","version":…}`
@@ -26,8 +28,6 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-
-pub use r1_actors::messages::RunState;
 
 /// Largest request body accepted (a job config is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -191,4 +191,103 @@ pub struct ErrorDetail {
     pub code: String,
     /// What a person reads.
     pub message: String,
+}
+
+/// The director's state as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Accepted, not started.
+    Queued,
+    /// Loading the model or checkpoint.
+    Starting,
+    /// Taking steps.
+    Running,
+    /// Between steps, waiting for `Resume`.
+    Paused,
+    /// Finishing the current step before stopping.
+    Stopping,
+    /// Stopped on request; a new daemon does not resume it.
+    Stopped,
+    /// Took every step.
+    Finished,
+    /// Ended by an error.
+    Failed,
+    /// Checkpointed and let go because the daemon is shutting down; the next daemon resumes it.
+    /// Never stored: the run keeps the state it had.
+    Suspended,
+}
+
+impl RunState {
+    /// Whether the run has ended for good.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Stopped | RunState::Finished | RunState::Failed
+        )
+    }
+
+    /// Its name, as in the API and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Stopping => "stopping",
+            RunState::Stopped => "stopped",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Suspended => "suspended",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_errors_have_their_documented_spelling() {
+        assert_eq!(
+            serde_json::to_string(&RunState::Suspended).expect("serialises"),
+            "\"suspended\""
+        );
+        for state in [
+            RunState::Queued,
+            RunState::Starting,
+            RunState::Running,
+            RunState::Paused,
+            RunState::Stopping,
+            RunState::Stopped,
+            RunState::Finished,
+            RunState::Failed,
+            RunState::Suspended,
+        ] {
+            let json = serde_json::to_string(&state).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", state.name()));
+            assert_eq!(
+                serde_json::from_str::<RunState>(&json).expect("parses"),
+                state
+            );
+        }
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"not_found","message":"no run run-0009"}}"#)
+                .expect("the documented error body parses");
+        assert_eq!(body.error.code, "not_found");
+    }
+
+    #[test]
+    fn an_eval_request_fills_defaults_and_rejects_unknown_fields() {
+        let request: EvalRequest = serde_json::from_str(r#"{"k":2}"#).expect("parses");
+        assert_eq!(
+            request,
+            EvalRequest {
+                k: 2,
+                ..EvalRequest::default()
+            }
+        );
+        let error = serde_json::from_str::<EvalRequest>(r#"{"kk":2}"#).unwrap_err();
+        assert!(error.to_string().contains("kk"), "{error}");
+    }
 }

@@ -3,7 +3,7 @@
 //! brackets. Linear in the input; an unknown macro or a word ends lexing with an error.
 
 use super::number::{Rational, Value};
-use super::parse::{Func, ParseError, RelOp};
+use super::syntax::{Func, ParseError, RelOp};
 
 /// One token of a normalised answer.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,11 +1,11 @@
 //! Sandboxed runs per second for a trivial program, with one worker and with several: the cost of
 //! a code reward is mostly bubblewrap plus interpreter start-up, and this says how much.
 //!
-//! `cargo bench -p r1-actors --bench sandbox_bench [-- JOBS]` prints a table; JOBS defaults to 64.
+//! `cargo bench -p r1-judge --bench sandbox_bench [-- JOBS]` prints a table; JOBS defaults to 64.
 
 use std::time::Instant;
 
-use r1_actors::judge::sandbox::{CodeJob, CodeJudge, CodeOutcome, SandboxConfig, TestCase};
+use r1_judge::sandbox::{CodeJob, CodeJudge, CodeOutcome, SandboxConfig, TestCase};
 
 fn main() {
     let jobs: usize = std::env::args()

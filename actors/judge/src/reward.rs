@@ -6,10 +6,10 @@
 //! and explains every 0:
 //!
 //! - **accuracy** ([`TaskKind`]): `math` compares the extracted answer with the gold `answer`
-//!   ([`crate::judge::math`]); `countdown` and `arithmetic` check it with the task verifiers
-//!   ([`crate::judge::tasks`]); `code` runs the last ```` ```python ```` block of the completion
-//!   against `tests` in the bubblewrap sandbox ([`crate::judge::sandbox`]). Binary: 0 or 1.
-//! - **format** ([`crate::judge::format`]): the `<think>`/`<answer>` shape, 0 or 1.
+//!   ([`crate::math`]); `countdown` and `arithmetic` check it with the task verifiers
+//!   ([`crate::tasks`]); `code` runs the last ```` ```python ```` block of the completion
+//!   against `tests` in the bubblewrap sandbox ([`crate::sandbox`]). Binary: 0 or 1.
+//! - **format** ([`crate::format`]): the `<think>`/`<answer>` shape, 0 or 1.
 //! - **language** ([`crate::lang`]): the share of chain-of-thought words in the target language,
 //!   in [0, 1].
 //! - **total**: the [`RewardWeights`]-weighted sum of the three.
@@ -19,7 +19,7 @@
 //!   `numbers`/`target` make a Countdown or arithmetic item, `tests` a code item, an `answer` a math
 //!   item. With none of them there is nothing to check against: accuracy scores 0 and says so.
 //! - **Accuracy scores nothing a malformed completion says** (the contract of
-//!   [`crate::judge::format`]): when the format check fails, accuracy is 0 and says so, though the
+//!   [`crate::format`]): when the format check fails, accuracy is 0 and says so, though the
 //!   answer that would have been read is still shown. Otherwise an answer hidden in the reasoning
 //!   (`<think>… <answer>42</answer></think>`) would still collect the accuracy reward. Evaluation
 //!   of a model trained without the template turns this off ([`RewardRules::accuracy_needs_format`]).
@@ -47,15 +47,13 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::judge::format::{check_format, FormatConfig, FormatStyle};
-use crate::judge::math::{equivalent, extract_answer, ExtractMode};
-use crate::judge::sandbox::{
-    CodeJob, CodeJudge, CodeOutcome, CodeVerdict, SandboxConfig, TestCase,
-};
-use crate::judge::tasks::{
+use crate::format::{check_format, FormatConfig, FormatStyle};
+use crate::lang::{chain_of_thought, count_words, detect_language, Language, WordCounts};
+use crate::math::{equivalent, extract_answer, ExtractMode};
+use crate::sandbox::{CodeJob, CodeJudge, CodeOutcome, CodeVerdict, SandboxConfig, TestCase};
+use crate::tasks::{
     self, arithmetic, ArithmeticFailure, CountdownProblem, Problem, TaskExample, VerifyFailure,
 };
-use crate::lang::{chain_of_thought, count_words, detect_language, Language, WordCounts};
 
 /// Longest piece of model text quoted in a `why`, in characters: enough to recognise it.
 const MAX_QUOTED_CHARS: usize = 60;
@@ -845,8 +843,8 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::format::FormatStyle;
-    use crate::judge::tasks::{countdown, Split};
+    use crate::format::FormatStyle;
+    use crate::tasks::{countdown, Split};
 
     /// Parses a JSON item; a test item that does not parse is a broken test.
     fn item(json: &str) -> RewardItem {

@@ -4,7 +4,8 @@
 //! squaring with checked multiplication, factorials and binomials have small caps).
 
 use super::number::{Rational, Value};
-use super::parse::{Func, Node};
+use super::parse::Node;
+use super::syntax::Func;
 
 /// Why a tree has no value at a point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

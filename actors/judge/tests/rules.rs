@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 
-use r1_actors::judge::format::{check_format, FormatConfig, FormatFailure, FormatStyle};
-use r1_actors::judge::tasks::{self, arithmetic, countdown, Split, TaskExample, VerifyFailure};
-use r1_actors::lang::{detect_language, language_consistency, Language};
+use r1_judge::format::{check_format, FormatConfig, FormatFailure, FormatStyle};
+use r1_judge::lang::{detect_language, language_consistency, Language};
+use r1_judge::tasks::{self, arithmetic, countdown, Split, TaskExample, VerifyFailure};
 
 /// Format reward + accuracy reward of one completion, the way R1-Zero sums them.
 fn rule_rewards(example: &TaskExample, completion: &str, config: &FormatConfig) -> (f32, f32) {

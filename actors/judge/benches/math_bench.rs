@@ -4,7 +4,7 @@
 //! and Hugging Face `math-verify` on the same pairs when `scripts/math-verify-diff.sh` has measured
 //! it (`.cache/math_verify_baseline.json`).
 //!
-//! Run: `cargo bench -p r1-actors --bench math_bench`
+//! Run: `cargo bench -p r1-judge --bench math_bench`
 
 #[path = "../tests/math_cases/mod.rs"]
 mod math_cases;
@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use r1_actors::judge::math::{equivalent, extract_answer, math_reward, ExtractMode};
+use r1_judge::math::{equivalent, extract_answer, math_reward, ExtractMode};
 
 /// The throughput target for one thread.
 const TARGET_CHECKS_PER_SEC: f64 = 100_000.0;

@@ -6,51 +6,11 @@
 
 use super::lex::{lex, Tok, Token};
 use super::number::{Rational, Value};
+use super::syntax::{Func, ParseError, RelOp};
 
 /// Deepest nesting the parser follows. Real answers nest a handful of levels; the bound keeps the
 /// recursion (here, in evaluation, in comparison and in `Drop`) far inside any thread's stack.
 pub const MAX_DEPTH: usize = 64;
-
-/// Why an answer is not mathematics we can compare; the caller falls back to text comparison.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    /// A character or macro outside the grammar, e.g. a word or `\int`.
-    Unsupported(String),
-    /// The input ended or a token appeared where the grammar expected something else.
-    Unexpected(String),
-    /// Nesting deeper than [`MAX_DEPTH`].
-    TooDeep,
-}
-
-/// Functions of one argument the evaluator knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Func {
-    Sin,
-    Cos,
-    Tan,
-    Cot,
-    Sec,
-    Csc,
-    Asin,
-    Acos,
-    Atan,
-    Sinh,
-    Cosh,
-    Tanh,
-    Exp,
-    Ln,
-}
-
-/// Relations between two sides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
 
 /// A parsed answer. Scalars (numbers, variables, arithmetic) evaluate to values; the containers and
 /// relations are compared structurally around those scalars.

@@ -5,7 +5,8 @@
 use super::eval::{collect_vars, eval};
 use super::latex::{normalize, strip_units, MAX_ANSWER_BYTES};
 use super::number::{values_close, Rational, Value};
-use super::parse::{parse, Node, ParseError, RelOp};
+use super::parse::{parse, Node};
+use super::syntax::{ParseError, RelOp};
 
 /// Most free variables an answer may have; beyond it the answer is not a short closed form.
 const MAX_VARIABLES: usize = 12;

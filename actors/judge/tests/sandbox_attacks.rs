@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use r1_actors::judge::sandbox::{
+use r1_judge::sandbox::{
     CodeJob, CodeJudge, CodeOutcome, CodeVerdict, SandboxConfig, SandboxError, TestCase,
 };
 
