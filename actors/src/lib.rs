@@ -12,5 +12,6 @@ pub mod lang;
 pub mod learner;
 pub mod messages;
 pub mod reward_model;
+pub mod reward_normaliser;
 pub mod service;
 pub mod stages;
