@@ -49,6 +49,10 @@ pub enum CheckpointError {
     /// The model files could not be written or read.
     #[error(transparent)]
     Engine(#[from] r1_kernels::EngineError),
+    /// A checkpoint of this run was written under another job config: resuming it would mix
+    /// two runs.
+    #[error("the checkpoint {0} was written under a different config; use a new output_dir")]
+    ForeignConfig(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -76,7 +80,7 @@ pub struct TrainerState {
     /// The preference stage's running moments of each reward model's scores (absent in other
     /// stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reward_normaliser: Option<crate::stages::preference::RewardNormaliser>,
+    pub reward_normaliser: Option<crate::reward_normaliser::RewardNormaliser>,
 }
 
 /// `trainer.json` on disk: the state plus a checksum of every file of the checkpoint.
@@ -417,4 +421,116 @@ pub fn prune(
         }
     }
     Ok(())
+}
+
+/// A checkpoint on disk, durable: what a run records about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedCheckpoint {
+    /// Step it holds.
+    pub step: u64,
+    /// Its directory.
+    pub path: PathBuf,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Seconds since the Unix epoch when it became durable.
+    pub unix_seconds: f64,
+}
+
+impl SavedCheckpoint {
+    /// The record of the checkpoint in `dir`, written just now.
+    pub fn of(dir: PathBuf, step: u64) -> Self {
+        let unix_seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        SavedCheckpoint {
+            step,
+            bytes: dir_bytes(&dir),
+            path: dir,
+            unix_seconds,
+        }
+    }
+}
+
+/// Bytes of the files directly in `dir` (a checkpoint folder); 0 when it cannot be read.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The one checkpoint writer of a run with steps: `step-NNNNNNNN` under `root` (created if
+/// needed; a folder of the same step left by a crash is replaced), then all but the newest
+/// `keep_last` pruned, sparing `keep_also` (the best by evaluation).
+pub fn write_checkpoint(
+    root: &Path,
+    model: &Model,
+    reference: Option<&Model>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    keep_last: usize,
+    keep_also: Option<&Path>,
+) -> Result<SavedCheckpoint, CheckpointError> {
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let dir = checkpoint_dir(root, state.step);
+    save_checkpoint(&dir, model, reference, optimizer, state)?;
+    prune(root, keep_last.max(1), keep_also)?;
+    Ok(SavedCheckpoint::of(dir, state.step))
+}
+
+/// The checkpoint a run resumes from and what was passed over on the way.
+pub struct ResumePoint {
+    /// The newest candidate that loads and verifies; `None`: start from the model.
+    pub checkpoint: Option<Checkpoint>,
+    /// Its directory.
+    pub dir: Option<PathBuf>,
+    /// Candidates that did not load, each `dir: why`.
+    pub skipped: Vec<String>,
+}
+
+/// The one resume rule: the first of `candidates` (newest first) whose checksums verify; damaged
+/// ones are skipped and named; one written under another config (`config_hash`) is refused.
+/// `r1ctl train` passes the checkpoint folders it finds, r1d the ones its store recorded (a
+/// folder written but never recorded before a crash is not resumed from: its step is taken
+/// again).
+pub fn resume_point(
+    candidates: &[PathBuf],
+    config_hash: &str,
+) -> Result<ResumePoint, CheckpointError> {
+    let mut skipped = Vec::new();
+    for dir in candidates {
+        match load_checkpoint(dir) {
+            Ok(checkpoint) if checkpoint.state.config_hash != config_hash => {
+                return Err(CheckpointError::ForeignConfig(dir.clone()));
+            }
+            Ok(checkpoint) => {
+                return Ok(ResumePoint {
+                    checkpoint: Some(checkpoint),
+                    dir: Some(dir.clone()),
+                    skipped,
+                })
+            }
+            Err(e) => skipped.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Ok(ResumePoint {
+        checkpoint: None,
+        dir: None,
+        skipped,
+    })
+}
+
+/// Every checkpoint folder under `root`, newest first: the resume candidates of a run that keeps
+/// no record of its own.
+pub fn checkpoint_candidates(root: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    Ok(list_checkpoints(root)?
+        .into_iter()
+        .rev()
+        .map(|(_, dir)| dir)
+        .collect())
 }

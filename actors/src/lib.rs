@@ -15,5 +15,6 @@ pub mod keeper;
 pub mod learner;
 pub mod messages;
 pub mod reward_model;
+pub mod reward_normaliser;
 pub mod service;
 pub mod stages;

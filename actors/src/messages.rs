@@ -1,13 +1,17 @@
-//! Every message the actors exchange: the map of the data flow of one GRPO step.
+//! Every message the actors exchange: the map of the data flow of one RL step. The step itself
+//! is `stages::rl::rl_step`; `service::ActorWorkers` sends these on its behalf from the run's
+//! thread, and `service::Director` forwards the run's events.
 //!
 //! ```text
-//! Director ──Generate──▶ Sampler            (weights: UpdateWeights after every learner step)
-//!          ──Judge─────▶ RewardJudge   ┐ in parallel
-//!          ──ScoreLanguage▶ LangScorer ┘
-//!          ──Learn─────▶ Learner ──▶ Learned (stats + the new weights)
-//!          ──Snapshot──▶ Learner ──SaveCheckpoint──▶ CheckpointKeeper
-//!          ──RunEvent──▶ whoever watches the run (the daemon: sled + /metrics)
-//! Control: Pause, Resume, Stop, Suspend, SetBest, GetStatus ──▶ Director
+//! ActorWorkers ──Load──────────▶ LearnerActor ──▶ Loaded (weights + StartPoint)
+//!              ──Generate──────▶ SamplerActor       (weights: UpdateWeights after every update)
+//!              ──Judge─────────▶ JudgeActor       ┐
+//!              ──ScoreLanguage─▶ LangActor        ├ at once, each with the plan's timeout
+//!              ──ScoreResponses▶ RewardModelActor ┘ (preference runs)
+//!              ──Learn─────────▶ LearnerActor ──▶ Learned (stats + the new weights)
+//!              ──TakeSnapshot──▶ LearnerActor ──SaveCheckpoint──▶ KeeperActor
+//! Director     ──RunEvent──────▶ whoever watches the run (the daemon's Hub: sled + /metrics)
+//! Control: Pause, Resume, Stop, Suspend, SetBest, GetStatus ──▶ Director (or StageWorker)
 //! ```
 //!
 //! Replies that can fail carry `Result<_, String>`: the error text is what a user reads.
@@ -23,9 +27,11 @@ use r1_kernels::sample::{Completion, GenerationRequest};
 use r1_kernels::train::adamw::AdamW;
 
 use crate::judge::reward::{LanguageScore, RewardItem, RewardReport, RewardRules};
+pub use crate::keeper::SavedCheckpoint;
 use crate::keeper::TrainerState;
 use crate::learner::{GrpoStepStats, Rollout};
-use crate::stages::preference::{PreferenceStats, RewardNormaliser};
+use crate::stages::preference::PreferenceStats;
+use crate::stages::rl::StartPoint;
 use crate::stages::GrpoStepReport;
 
 /// A version of the policy's weights, shared read-only between the learner and the sampler.
@@ -37,12 +43,12 @@ pub struct Weights {
     pub model: Arc<Model>,
 }
 
-/// Sampler: sample with these weights from now on.
+/// SamplerActor: sample with these weights from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateWeights(pub Weights);
 
-/// Sampler: generate completions for these requests (each asks for a group of samples).
+/// SamplerActor: generate completions for these requests (each asks for a group of samples).
 #[derive(Message)]
 #[rtype(result = "Result<Generated, String>")]
 pub struct Generate {
@@ -59,7 +65,7 @@ pub struct Generated {
     pub weights_step: u64,
 }
 
-/// RewardJudge: accuracy and format of each item (the language share is the scorer's).
+/// JudgeActor: accuracy and format of each item (the language share is the scorer's).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<RewardReport>, String>")]
 pub struct Judge {
@@ -69,7 +75,7 @@ pub struct Judge {
     pub rules: RewardRules,
 }
 
-/// Reward-model scorer: model `model`'s raw score of each (prompt, response), in order.
+/// RewardModelActor: model `model`'s raw score of each (prompt, response), in order.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<f32>, String>")]
 pub struct ScoreResponses {
@@ -79,7 +85,7 @@ pub struct ScoreResponses {
     pub items: Vec<(String, String)>,
 }
 
-/// LangScorer: the language-consistency share of each item.
+/// LangActor: the language-consistency share of each item.
 #[derive(Message)]
 #[rtype(result = "Vec<Option<LanguageScore>>")]
 pub struct ScoreLanguage {
@@ -89,7 +95,7 @@ pub struct ScoreLanguage {
     pub weighted: bool,
 }
 
-/// Learner: load the starting point — the newest loadable checkpoint among `checkpoints` (newest
+/// LearnerActor: load the starting point — the newest loadable checkpoint among `checkpoints` (newest
 /// first), else the model directory.
 #[derive(Message)]
 #[rtype(result = "Result<Loaded, String>")]
@@ -105,17 +111,11 @@ pub struct Load {
 pub struct Loaded {
     /// The weights to sample with.
     pub weights: Weights,
-    /// The checkpoint resumed, if any.
-    pub resumed_from: Option<PathBuf>,
-    /// Checkpoints that could not be loaded, and why.
-    pub skipped: Vec<String>,
-    /// The preference stage's reward normaliser as the resumed checkpoint saved it.
-    pub reward_normaliser: Option<RewardNormaliser>,
-    /// The data cursor the resumed checkpoint saved (0 from the model directory).
-    pub data_cursor: u64,
+    /// The step, counters and normaliser it starts from, what it resumed, what it skipped.
+    pub start: StartPoint,
 }
 
-/// Learner: one GRPO update on a rollout batch.
+/// LearnerActor: one GRPO update on a rollout batch.
 #[derive(Message)]
 #[rtype(result = "Result<Learned, String>")]
 pub struct Learn {
@@ -134,7 +134,7 @@ pub struct Learned {
     pub optimizer_step: u64,
 }
 
-/// Learner: copies of what a checkpoint holds.
+/// LearnerActor: copies of what a checkpoint holds.
 #[derive(Message)]
 #[rtype(result = "Result<Snapshot, String>")]
 pub struct TakeSnapshot;
@@ -154,7 +154,7 @@ pub struct Snapshot {
     pub optimizer_step: u64,
 }
 
-/// CheckpointKeeper: write a checkpoint of `snapshot` under `root` and prune old ones.
+/// KeeperActor: write a checkpoint of `snapshot` under `root` and prune old ones.
 #[derive(Message)]
 #[rtype(result = "Result<SavedCheckpoint, String>")]
 pub struct SaveCheckpoint {
@@ -168,19 +168,6 @@ pub struct SaveCheckpoint {
     pub keep_last: usize,
     /// Kept besides them: the best checkpoint by evaluation.
     pub keep_also: Option<PathBuf>,
-}
-
-/// A checkpoint on disk, durable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedCheckpoint {
-    /// Step it holds.
-    pub step: u64,
-    /// Its directory.
-    pub path: PathBuf,
-    /// Bytes of its files.
-    pub bytes: u64,
-    /// Seconds since the Unix epoch when it became durable.
-    pub unix_seconds: f64,
 }
 
 /// Director: stop after the current step (keeping state; `Resume` continues).

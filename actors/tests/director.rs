@@ -1,8 +1,12 @@
-//! The actor pipeline (Director → Sampler, RewardJudge ‖ LangScorer, Learner, CheckpointKeeper)
-//! takes the same steps as the in-process `grpo_step`, bit for bit; pause, resume and stop act
-//! between steps; a resumed director continues where the checkpoint left off.
+//! The actor driver of the RL step (Director → ActorWorkers: SamplerActor, JudgeActor ‖
+//! LangActor ‖ RewardModelActor, LearnerActor, KeeperActor) and the in-process driver
+//! (`r1ctl train`: LocalWorkers) run the same `rl_step` over different workers: for one GRPO
+//! config (with dynamic sampling) and one preference config they end with the same weights.
+//! Pause, resume and stop act between steps; a resumed director continues where the checkpoint
+//! left off.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,18 +15,20 @@ use actix::prelude::*;
 use r1_actors::data::builtin_task;
 use r1_actors::judge::reward::{CodeSandbox, RewardRules};
 use r1_actors::judge::tasks::Split;
-use r1_actors::keeper::{checkpoint_dir, load_checkpoint};
-use r1_actors::learner::{GrpoLearner, LearnerConfig};
+use r1_actors::keeper::checkpoint_dir;
+use r1_actors::learner::LearnerConfig;
 use r1_actors::messages::{GetStatus, Pause, Resume, RunEvent, RunEventKind, RunState, Stop};
 use r1_actors::reward_model::{OverLong, RewardModelScorer, TextEncoder};
-use r1_actors::service::{Director, GrpoPlan, PreferencePlan};
+use r1_actors::service::Director;
 use r1_actors::stages::preference::{
-    preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
-    RewardModelUse, RewardNormaliser,
+    Normalisation, PreferenceSettings, ResponseView, RewardModelUse,
 };
-use r1_actors::stages::{grpo_step, grpo_step_from, StageProblem, StageSettings, StepContext};
+use r1_actors::stages::rl::{PreferencePlan, RlPlan, REWARD_TIMEOUT};
+use r1_actors::stages::{
+    run_in_process, CheckpointConfig, ModelSpec, RunSpec, StageEvent, StageProblem, StageSettings,
+};
 use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{load_model_dir, save_model_dir, Model, RewardModel};
+use r1_kernels::model::{save_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
@@ -37,7 +43,8 @@ fn tiny_model(dir: &Path) -> PathBuf {
     model_dir
 }
 
-fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> GrpoPlan {
+/// A GRPO plan writing under `dir`: 2 prompts per step, groups of 2, checkpoints every 2 steps.
+fn plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
     let mut learner = LearnerConfig {
         group_size: 2,
         minibatches: 1,
@@ -46,9 +53,23 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
     };
     learner.grpo.beta = 0.01;
     learner.grpo.max_completion_length = 8;
-    GrpoPlan {
-        run: "test".into(),
-        model_dir: model_dir.to_path_buf(),
+    let template = PromptTemplate::new(TemplateKind::ChatMl);
+    RlPlan {
+        run: RunSpec {
+            seed: 3,
+            output_dir: dir.to_path_buf(),
+            checkpoint: CheckpointConfig {
+                every_steps: 2,
+                keep_last: 5,
+            },
+            config_hash: "hash".into(),
+            stop_at: None,
+        },
+        model: ModelSpec {
+            path: model_dir.to_path_buf(),
+            template,
+            tokenizer: Some("byte".into()),
+        },
         tokenizer: Arc::new(Tokenizer::byte()),
         problems: Arc::new(
             builtin_task("arithmetic", 3, Split::Train, 16)
@@ -59,7 +80,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
                 .collect(),
         ),
         settings: StageSettings {
-            template: PromptTemplate::new(TemplateKind::ChatMl),
+            template,
             sampling: SamplingParams {
                 temperature: 1.0,
                 max_new_tokens: 8,
@@ -72,15 +93,8 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64, resume_from: Vec<PathBuf>) -> 
         steps,
         prompts_per_step: 2,
         dynamic_sampling: 0,
-        seed: 3,
-        checkpoint_root: dir.join("checkpoints"),
-        checkpoint_every: 2,
-        keep_last: 5,
-        best: None,
-        config_hash: "hash".into(),
-        resume_from,
-        reward_timeout: Duration::from_secs(60),
         samples_per_step: 1,
+        reward_timeout: REWARD_TIMEOUT,
         sandbox: Arc::new(CodeSandbox::unavailable("no code in this test")),
         preference: None,
     }
@@ -129,7 +143,8 @@ fn steps(events: &[RunEventKind]) -> Vec<u64> {
 
 /// Runs a director to its end; `control` may send it messages once started.
 fn run_director(
-    plan: GrpoPlan,
+    plan: RlPlan,
+    resume_from: Vec<PathBuf>,
     control: impl FnOnce(Addr<Director>) + 'static,
 ) -> Vec<RunEventKind> {
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -137,7 +152,8 @@ fn run_director(
     let recorded = events.clone();
     sys.block_on(async move {
         let recorder = Recorder { events: recorded }.start();
-        let director = Director::new(plan, recorder.recipient()).start();
+        let director =
+            Director::new("test".into(), plan, resume_from, None, recorder.recipient()).start();
         control(director);
         // A run that never ends fails the test below instead of hanging it.
         actix::spawn(async {
@@ -150,55 +166,60 @@ fn run_director(
     events
 }
 
+/// The final policy's file of a run that wrote its checkpoints under `dir`.
+fn weights_at(dir: &Path, step: u64) -> Vec<u8> {
+    std::fs::read(checkpoint_dir(&dir.join("checkpoints"), step).join("model.safetensors")).unwrap()
+}
+
 #[test]
-fn the_director_takes_the_same_steps_as_grpo_step() {
+fn the_actor_and_in_process_drivers_take_the_same_steps() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = tiny_model(dir.path());
-    let plan = plan(dir.path(), &model_dir, 3, Vec::new());
-
-    let mut learner = GrpoLearner::new(load_model_dir(&model_dir).unwrap(), plan.learner.clone());
-    let mut expected = Vec::new();
-    for step in 0..3 {
-        let report = grpo_step(
-            &mut learner,
-            &plan.tokenizer,
-            &plan.batch(step),
-            &plan.settings,
-            plan.step_seed(step),
+    let mut dynamic = plan(&dir.path().join("grpo"), &model_dir, 4);
+    dynamic.dynamic_sampling = 2;
+    let preference = preference_plan(&dir.path().join("preference"), &model_dir, 3);
+    for config in [dynamic, preference] {
+        let never = AtomicBool::new(false);
+        let mut local = config.clone();
+        local.run.output_dir = config.run.output_dir.join("in-process");
+        let mut expected = Vec::new();
+        let report = run_in_process(
+            &local,
+            &mut |event| match event {
+                StageEvent::GrpoStep { report, .. } => expected.push(report.deterministic()),
+                StageEvent::PreferenceStep { report, .. } => {
+                    expected.push(report.report.deterministic())
+                }
+                _ => {}
+            },
+            &never,
         )
         .unwrap();
-        expected.push(report.deterministic());
-    }
+        assert_eq!(report.steps, config.steps);
 
-    let events = run_director(plan, |_| {});
-    assert_eq!(
-        states(&events),
-        [RunState::Starting, RunState::Running, RunState::Finished]
-    );
-    let reports: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            RunEventKind::Step(record, samples) => {
-                assert_eq!(samples.len(), 1);
-                assert!(record.tokens_generated > 0 && record.tokens_trained > 0);
-                assert_eq!(record.components.len(), 3);
-                Some(record.report.deterministic())
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(reports, expected);
-    // Checkpoints at step 2 (every 2) and at the end.
-    let saved: Vec<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            RunEventKind::Checkpoint(c) => Some(c.step),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(saved, [2, 3]);
-    let last = load_checkpoint(&checkpoint_dir(&dir.path().join("checkpoints"), 3)).unwrap();
-    assert!(last.model.params == learner.policy.params);
+        let events = run_director(config.clone(), Vec::new(), |_| {});
+        assert_eq!(
+            states(&events),
+            [RunState::Starting, RunState::Running, RunState::Finished]
+        );
+        let got: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                RunEventKind::Step(record, samples) => {
+                    assert_eq!(samples.len(), 1);
+                    assert!(record.tokens_generated > 0 && record.tokens_trained > 0);
+                    Some(record.report.deterministic())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, expected);
+        assert!(
+            weights_at(&config.run.output_dir, config.steps)
+                == weights_at(&local.run.output_dir, config.steps),
+            "the actor driver ended with other weights"
+        );
+    }
 }
 
 #[test]
@@ -209,7 +230,8 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
     let seen_paused = Arc::new(Mutex::new(None));
     let seen = seen_paused.clone();
     let events = run_director(
-        plan(dir.path(), &model_dir, 6, Vec::new()),
+        plan(dir.path(), &model_dir, 6),
+        Vec::new(),
         move |director| {
             actix::spawn(async move {
                 // Pause once a step is done; the pause waits for the step under way.
@@ -259,17 +281,13 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
 
     // A new director resumes from it and finishes; the result equals a run that never stopped.
     let resumed = run_director(
-        plan(
-            dir.path(),
-            &model_dir,
-            6,
-            vec![checkpoint_dir(&root, stopped_at)],
-        ),
+        plan(dir.path(), &model_dir, 6),
+        vec![checkpoint_dir(&root, stopped_at)],
         |_| {},
     );
     assert_eq!(steps(&resumed), ((stopped_at + 1)..=6).collect::<Vec<_>>());
     let straight_dir = tempfile::tempdir().unwrap();
-    run_director(plan(straight_dir.path(), &model_dir, 6, Vec::new()), |_| {});
+    run_director(plan(straight_dir.path(), &model_dir, 6), Vec::new(), |_| {});
     let a = std::fs::read(checkpoint_dir(&root, 6).join("model.safetensors")).unwrap();
     let b = std::fs::read(
         checkpoint_dir(&straight_dir.path().join("checkpoints"), 6).join("model.safetensors"),
@@ -280,13 +298,8 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
 
 /// A plan for a preference run: 2 reasoning + 2 general prompts per step, two random reward
 /// models (one reads the summary, one the whole response), running normalisation.
-fn preference_plan(
-    dir: &Path,
-    model_dir: &Path,
-    steps: u64,
-    resume_from: Vec<PathBuf>,
-) -> GrpoPlan {
-    let mut plan = plan(dir, model_dir, steps, resume_from);
+fn preference_plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
+    let mut plan = plan(dir, model_dir, steps);
     plan.prompts_per_step = 4;
     let mut config = builtin_config("tiny-qwen2").unwrap();
     config.vocab_size = ByteTokenizer::VOCAB_SIZE;
@@ -325,149 +338,4 @@ fn preference_plan(
         n_general: 2,
     }));
     plan
-}
-
-#[test]
-fn a_preference_run_through_the_actors_equals_preference_step_and_resumes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = tiny_model(dir.path());
-    let plan = preference_plan(dir.path(), &model_dir, 4, Vec::new());
-    let preference = plan.preference.clone().unwrap();
-
-    let mut learner = GrpoLearner::new(load_model_dir(&model_dir).unwrap(), plan.learner.clone());
-    let mut normaliser = RewardNormaliser::default();
-    let scorers: Vec<&dyn ResponseScorer> = preference
-        .scorers
-        .iter()
-        .map(|s| s as &dyn ResponseScorer)
-        .collect();
-    let mut expected = Vec::new();
-    for step in 0..4 {
-        let r = preference_step(
-            &mut learner,
-            &plan.tokenizer,
-            &plan.sandbox,
-            &plan.preference_prompts(step),
-            &preference.settings,
-            &scorers,
-            &mut normaliser,
-            step,
-            plan.step_seed(step),
-        )
-        .unwrap();
-        expected.push((r.report.deterministic(), r.stats));
-    }
-
-    let events = run_director(plan, |_| {});
-    assert_eq!(
-        states(&events),
-        [RunState::Starting, RunState::Running, RunState::Finished]
-    );
-    let got: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            RunEventKind::Step(record, samples) => {
-                assert_eq!(samples.len(), 1);
-                let names: Vec<&str> = record.components.iter().map(|c| c.0.as_str()).collect();
-                assert_eq!(names, ["accuracy", "format", "language", "preference"]);
-                assert_eq!(record.data_cursor, record.step * 2);
-                Some((
-                    record.report.deterministic(),
-                    record.preference.clone().expect("preference statistics"),
-                ))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(got, expected);
-    assert!(expected.iter().skip(1).all(|(_, s)| s.preference_on));
-    let root = dir.path().join("checkpoints");
-    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
-    assert!(last.model.params == learner.policy.params);
-    assert_eq!(last.state.reward_normaliser.as_ref(), Some(&normaliser));
-
-    // A director resumed from step 2 (weights, optimizer and the normaliser's moments) ends
-    // with the same weights.
-    std::fs::remove_dir_all(checkpoint_dir(&root, 4)).unwrap();
-    let resumed = preference_plan(dir.path(), &model_dir, 4, vec![checkpoint_dir(&root, 2)]);
-    let events = run_director(resumed, |_| {});
-    assert_eq!(steps(&events), [3, 4]);
-    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
-    assert!(last.model.params == learner.policy.params);
-}
-
-#[test]
-fn dynamic_sampling_through_the_actors_equals_grpo_step_from_and_resumes_at_the_saved_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = tiny_model(dir.path());
-    let mut dynamic = plan(dir.path(), &model_dir, 4, Vec::new());
-    dynamic.dynamic_sampling = 2;
-    let sandbox = CodeSandbox::unavailable("no code in this test");
-
-    // In-process: the same stream, cursor carried across steps.
-    let mut learner =
-        GrpoLearner::new(load_model_dir(&model_dir).unwrap(), dynamic.learner.clone());
-    let ctx = StepContext {
-        tokenizer: &dynamic.tokenizer,
-        settings: &dynamic.settings,
-        sandbox: &sandbox,
-    };
-    let mut cursor = 0u64;
-    let mut expected = Vec::new();
-    let mut cursors = Vec::new();
-    for step in 0..4 {
-        let mut next = cursor;
-        let mut source = |n: usize| {
-            let batch = dynamic.take(next, n);
-            next += batch.len() as u64;
-            batch
-        };
-        let report = grpo_step_from(
-            &mut learner,
-            &ctx,
-            &mut source,
-            2,
-            2,
-            dynamic.step_seed(step),
-        )
-        .unwrap();
-        cursor += report.dynamic.prompts_consumed as u64;
-        cursors.push(cursor);
-        expected.push(report.deterministic());
-    }
-    assert!(
-        expected.iter().any(|r| r.dynamic.resampled_groups > 0),
-        "a random tiny model should leave some groups flat"
-    );
-
-    let events = run_director(dynamic, |_| {});
-    let got: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            RunEventKind::Step(record, _) => {
-                Some((record.report.deterministic(), record.data_cursor))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        got,
-        expected
-            .into_iter()
-            .zip(cursors.clone())
-            .collect::<Vec<_>>()
-    );
-    let root = dir.path().join("checkpoints");
-    let at2 = load_checkpoint(&checkpoint_dir(&root, 2)).unwrap();
-    assert_eq!(at2.state.data_cursor, cursors[1]);
-
-    // Resumed from step 2: the saved cursor, the same weights at the end.
-    std::fs::remove_dir_all(checkpoint_dir(&root, 4)).unwrap();
-    let mut resumed = plan(dir.path(), &model_dir, 4, vec![checkpoint_dir(&root, 2)]);
-    resumed.dynamic_sampling = 2;
-    let events = run_director(resumed, |_| {});
-    assert_eq!(steps(&events), [3, 4]);
-    let last = load_checkpoint(&checkpoint_dir(&root, 4)).unwrap();
-    assert_eq!(last.state.data_cursor, cursors[3]);
-    assert!(last.model.params == learner.policy.params);
 }

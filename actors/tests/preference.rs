@@ -10,10 +10,10 @@ use r1_actors::judge::reward::{CodeSandbox, RewardRules, RewardWeights};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::stages::preference::demo::{run_preference_demo, PreferenceDemoConfig};
 use r1_actors::stages::preference::{
-    preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
-    RewardModelUse, RewardNormaliser, StagePrompt,
+    Normalisation, PreferenceSettings, ResponseScorer, ResponseView, RewardModelUse,
+    RewardNormaliser, StagePrompt,
 };
-use r1_actors::stages::StageSettings;
+use r1_actors::stages::{preference_step, StageSettings};
 use r1_kernels::model::{Architecture, Model, ModelConfig, RopeScaling};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};

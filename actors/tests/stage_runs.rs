@@ -4,20 +4,22 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use r1_actors::data::{DataSource, FieldMap};
 use r1_actors::judge::reward::CodeSandbox;
 use r1_actors::judge::tasks::{arithmetic, Split};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
-use r1_actors::stages::grpo::grpo_step_from;
 use r1_actors::stages::preference::{Normalisation, ResponseView};
 use r1_actors::stages::rejection::SftRecord;
+use r1_actors::stages::rl::{rl_step, RlPlan, RlState, REWARD_TIMEOUT};
 use r1_actors::stages::{
     grpo_step, run_distill, run_eval, run_grpo, run_preference, run_rejection, run_sft,
     CheckpointConfig, DistillConfig, DistillJob, EvalConfig, EvalJob, GeneralPrompts, GrpoJob,
     GrpoLoopConfig, ModelSpec, PreferenceJob, RejectionConfig, RejectionJob, RewardModelSpec,
-    RunSpec, SftConfig, SftJob, StageEvent, StageProblem, StageSettings, StepContext,
+    RunSpec, SftConfig, SftJob, StageEvent, StageProblem, StageSettings,
 };
+use r1_actors::stages::{GrpoStepReport, LocalWorkers};
 use r1_kernels::bench::builtin_config;
 use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
@@ -90,6 +92,39 @@ fn settings() -> StageSettings {
     }
 }
 
+/// One GRPO step of the stage's `rl_step` with in-process workers on `learner`: `prompts_per_step`
+/// problems of `pool` from cursor 0, up to `extra_rounds` dynamic-sampling rounds, sampled with
+/// `seed`. Returns the report and the data cursor after the step.
+fn sourced_step(
+    learner: &mut GrpoLearner,
+    pool: Vec<StageProblem>,
+    settings: StageSettings,
+    prompts_per_step: usize,
+    extra_rounds: usize,
+    seed: u64,
+) -> (GrpoStepReport, u64) {
+    let sandbox = CodeSandbox::unavailable("none");
+    let plan = RlPlan {
+        run: run_spec(Path::new("unused"), None),
+        model: spec(Path::new("unused")),
+        tokenizer: Arc::new(Tokenizer::byte()),
+        problems: Arc::new(pool),
+        settings,
+        learner: learner.config.clone(),
+        steps: 1,
+        prompts_per_step,
+        dynamic_sampling: extra_rounds,
+        samples_per_step: 0,
+        reward_timeout: REWARD_TIMEOUT,
+        sandbox: Arc::new(CodeSandbox::unavailable("none")),
+        preference: None,
+    };
+    let mut state = RlState::default();
+    let mut workers = LocalWorkers::with_learner(&plan, learner, &sandbox, Vec::new());
+    let done = rl_step(&plan, &mut workers, &mut state, seed, false).unwrap();
+    (done.record.report, state.cursor)
+}
+
 #[test]
 fn a_step_reports_components_phases_and_tokens() {
     let tokenizer = Tokenizer::byte();
@@ -121,51 +156,24 @@ fn without_dynamic_sampling_a_sourced_step_is_the_plain_step() {
         .enumerate()
         .map(|(i, t)| StageProblem::from_task(t, i))
         .collect();
-    let sandbox = CodeSandbox::unavailable("none");
-    let settings = settings();
-    let ctx = StepContext {
-        tokenizer: &tokenizer,
-        settings: &settings,
-        sandbox: &sandbox,
-    };
     let mut sourced = GrpoLearner::new(tiny_byte_model(1), learner_config());
-    let mut at = 0;
-    let mut source = |n: usize| {
-        let out = problems[at..(at + n).min(problems.len())].to_vec();
-        at += out.len();
-        out
-    };
-    let b = grpo_step_from(&mut sourced, &ctx, &mut source, 3, 0, 9).unwrap();
+    let (b, _) = sourced_step(&mut sourced, problems, settings(), 3, 0, 9);
     assert_eq!(plain.policy.params, sourced.policy.params);
     assert_eq!(a.learner, b.learner);
 }
 
 #[test]
 fn dynamic_sampling_replaces_flat_groups_deterministically() {
-    let tokenizer = Tokenizer::byte();
     let pool: Vec<StageProblem> = arithmetic::generate(7, Split::Train, 40)
         .unwrap()
         .iter()
         .enumerate()
         .map(|(i, t)| StageProblem::from_task(t, i))
         .collect();
-    let sandbox = CodeSandbox::unavailable("none");
-    let settings = settings();
-    let ctx = StepContext {
-        tokenizer: &tokenizer,
-        settings: &settings,
-        sandbox: &sandbox,
-    };
     let run = || {
         let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
-        let mut cursor = 0usize;
-        let mut source = |n: usize| {
-            let out = pool[cursor..cursor + n].to_vec();
-            cursor += n;
-            out
-        };
-        let report = grpo_step_from(&mut learner, &ctx, &mut source, 4, 2, 3).unwrap();
-        (learner.policy.params, report, cursor)
+        let (report, cursor) = sourced_step(&mut learner, pool.clone(), settings(), 4, 2, 3);
+        (learner.policy.params, report, cursor as usize)
     };
     let (params, report, cursor) = run();
     let d = report.dynamic;
@@ -559,7 +567,6 @@ fn rejection_and_eval_stop_between_batches_and_keep_what_they_have() {
 fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
     use r1_actors::data::DatasetItem;
     use r1_actors::judge::reward::{RewardRules, RewardWeights};
-    let tokenizer = Tokenizer::byte();
     // Even problems have a target language: a random model's samples often differ in language
     // share, so their groups can carry signal. Odd ones have none: every sample scores 0, a flat
     // group.
@@ -579,7 +586,6 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
             .unwrap()
         })
         .collect();
-    let sandbox = CodeSandbox::unavailable("none");
     let settings = StageSettings {
         rules: RewardRules {
             weights: RewardWeights {
@@ -591,19 +597,8 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
         },
         ..settings()
     };
-    let ctx = StepContext {
-        tokenizer: &tokenizer,
-        settings: &settings,
-        sandbox: &sandbox,
-    };
     let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
-    let mut cursor = 0usize;
-    let mut source = |n: usize| {
-        let out = pool[cursor..cursor + n].to_vec();
-        cursor += n;
-        out
-    };
-    let report = grpo_step_from(&mut learner, &ctx, &mut source, 4, 20, 3).unwrap();
+    let (report, cursor) = sourced_step(&mut learner, pool, settings, 4, 20, 3);
     let d = report.dynamic;
     assert!(d.dropped_groups > 0 && d.resampled_groups > 0, "{d:?}");
     assert_eq!(d.prompts_consumed, 4 + d.resampled_groups);
@@ -612,7 +607,7 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
         4 + d.dropped_groups,
         "every dropped group was replaced"
     );
-    assert_eq!(cursor, d.prompts_consumed);
+    assert_eq!(cursor as usize, d.prompts_consumed);
     // Enough rounds: the batch is all informative groups, and it stopped drawing once full.
     assert!(d.rounds < 21, "{d:?}");
     assert_eq!(report.learner.frac_zero_std, 0.0, "{d:?}");

@@ -5,39 +5,31 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use sha2::{Digest, Sha256};
 
-use r1_actors::data::load_prompts;
 use r1_actors::judge::reward::CodeSandbox;
-use r1_actors::judge::sandbox::SandboxConfig;
 use r1_actors::judge::tasks::Split;
-use r1_actors::keeper::checkpoint_dir;
 use r1_actors::messages::{
     Pause, Resume, RunEvent, RunEventKind, RunState, SavedCheckpoint, SetBest, StepRecord, Stop,
     Suspend,
 };
-use r1_actors::service::{
-    Director, GrpoPlan, PreferencePlan, StageOutcome, StageTask, StageWorker,
-};
+use r1_actors::service::{Director, StageOutcome, StageTask, StageWorker};
 use r1_actors::stages::{
-    evaluate, run_distill, run_eval, run_rejection, run_sft, StageProblem, StageSettings,
+    evaluate, run_distill, run_eval, run_rejection, run_sft, RlPlan, StageEvent, StageProblem,
+    StageSettings,
 };
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
-use r1_kernels::tokenizer::Tokenizer;
 
 use crate::api::{EvalReport, EvalRequest, RunInfo, StepSummary};
 use crate::error::ApiError;
 use crate::inputs::{check_job, InputLimits};
 use crate::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics};
 use crate::store::Store;
-
-/// Rollouts kept per step in the store.
-const SAMPLES_PER_STEP: usize = 4;
 
 /// Times r1d may go down while a run loads (resumed or launched from the queue) before the run
 /// is failed instead of launched again: a run that aborts the process would otherwise make
@@ -110,15 +102,6 @@ impl Job {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
-    }
-
-    fn tokenizer(&self) -> Result<Tokenizer, String> {
-        let model_dir = &self.config.model.path;
-        match self.config.model.tokenizer.as_deref() {
-            Some("byte") => Ok(Tokenizer::byte()),
-            _ => Tokenizer::from_model_dir(model_dir)
-                .map_err(|e| format!("tokenizer of {}: {e}", model_dir.display())),
-        }
     }
 
     /// A stage without GRPO steps as a task for a [`StageWorker`], writing under `output_dir`.
@@ -235,83 +218,33 @@ impl Job {
         }
     }
 
-    fn plan(
-        &self,
-        run: &str,
-        output_dir: &Path,
-        resume_from: Vec<PathBuf>,
-        best: Option<PathBuf>,
-    ) -> Result<GrpoPlan, String> {
-        let grpo = self.config.grpo.clone().ok_or("no [grpo] table")?;
-        let model_dir = self.config.model.path.clone();
+    /// An RL run's plan, writing under `output_dir`: built from the job config by the same
+    /// `GrpoJob::plan` / `PreferenceJob::plan` as `r1ctl train` (prompts, tokenizer and reward
+    /// models read).
+    fn plan(&self, output_dir: &Path) -> Result<RlPlan, String> {
+        let model_dir = &self.config.model.path;
         if !model_dir.join("config.json").is_file() {
             return Err(format!(
                 "model.path: {} has no config.json",
                 model_dir.display()
             ));
         }
-        Ok(GrpoPlan {
-            run: run.to_string(),
-            model_dir,
-            tokenizer: Arc::new(self.tokenizer()?),
-            problems: Arc::new(self.problems(Split::Train)?),
-            settings: self.settings(),
-            learner: self.config.learner.clone(),
-            steps: grpo.steps,
-            prompts_per_step: grpo.prompts_per_step,
-            dynamic_sampling: grpo.dynamic_sampling,
-            seed: self.config.run.seed,
-            checkpoint_root: output_dir.join("checkpoints"),
-            checkpoint_every: self.config.checkpoint.every_steps,
-            keep_last: self.config.checkpoint.keep_last,
-            best,
-            config_hash: self.config_hash(),
-            resume_from,
-            reward_timeout: Duration::from_secs(600),
-            samples_per_step: SAMPLES_PER_STEP,
-            // Started by the first code item; built-in tasks and math sets never start it.
-            sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
-            preference: self.preference_plan()?.map(Arc::new),
-        })
-    }
-
-    /// A preference run's reward models (loaded) and general prompts; `None` for other stages.
-    /// Errors name the key under `[preference]` and the file or directory.
-    fn preference_plan(&self) -> Result<Option<PreferencePlan>, String> {
-        if self.config.run.stage != Stage::Preference {
-            return Ok(None);
-        }
-        let run = self.config.run_spec(String::new(), None);
-        let Some(job) = self.config.preference_job(run) else {
-            return Ok(None);
-        };
-        let settings = job.settings();
-        settings
-            .validate()
-            .map_err(|e| format!("preference: {e}"))?;
-        let (n_reasoning, n_general) = job.split();
-        let general = if n_general > 0 {
-            load_prompts(&job.general.path, &job.general.field)
-                .map_err(|e| format!("preference.general_prompts: {e}"))?
-        } else {
-            Vec::new()
-        };
-        let scorers = job
-            .reward_models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                m.load()
-                    .map_err(|e| format!("preference.reward_models[{i}]: {e}"))
+        let mut run = self.config.run_spec(self.config_hash(), None);
+        run.output_dir = output_dir.to_path_buf();
+        let plan = if self.config.run.stage == Stage::Preference {
+            let job = self
+                .config
+                .preference_job(run)
+                .ok_or("stage = \"preference\" needs [grpo] and [preference] tables")?;
+            job.plan(&mut |event| {
+                if let StageEvent::Note { message } = event {
+                    tracing::info!("{message}");
+                }
             })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Some(PreferencePlan {
-            settings,
-            scorers: Arc::new(scorers),
-            general,
-            n_reasoning,
-            n_general,
-        }))
+        } else {
+            self.config.grpo_job(run).ok_or("no [grpo] table")?.plan()
+        };
+        plan.map_err(|e| e.to_string())
     }
 }
 
@@ -436,8 +369,8 @@ impl Hub {
             return Ok(());
         }
         let best = self.best_checkpoint(&info.id);
-        let plan = job.plan(&info.id, &info.output_dir, resume_from, best)?;
-        self.start_director(plan, ctx);
+        let plan = job.plan(&info.output_dir)?;
+        self.start_director(&info.id, plan, resume_from, best, ctx);
         Ok(())
     }
 
@@ -522,13 +455,28 @@ impl Hub {
         }
     }
 
-    /// Starts the director of `plan` (a new run, or one being resumed).
-    fn start_director(&mut self, plan: GrpoPlan, ctx: &mut Context<Self>) {
-        let id = plan.run.clone();
-        self.sandboxes.insert(id.clone(), plan.sandbox.clone());
-        self.loading.insert(id.clone());
-        let director = Director::new(plan, ctx.address().recipient()).start();
-        self.directors.insert(id, RunHandle::of(director));
+    /// Starts the director of run `id` (a new run, or one being resumed from the first
+    /// loadable of `resume_from`, newest first).
+    fn start_director(
+        &mut self,
+        id: &str,
+        plan: RlPlan,
+        resume_from: Vec<PathBuf>,
+        best: Option<PathBuf>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.sandboxes.insert(id.to_string(), plan.sandbox.clone());
+        self.loading.insert(id.to_string());
+        let director = Director::new(
+            id.to_string(),
+            plan,
+            resume_from,
+            best,
+            ctx.address().recipient(),
+        )
+        .start();
+        self.directors
+            .insert(id.to_string(), RunHandle::of(director));
     }
 
     /// The crash-loop guard, before a run is launched from the store (resumed at start, or
@@ -664,7 +612,7 @@ impl Actor for Hub {
 /// plan (tokenizer, prompts and reward models read), not yet given a run id.
 struct PreparedStart {
     job: Job,
-    plan: Option<GrpoPlan>,
+    plan: Option<RlPlan>,
     msg: StartRun,
     /// [`check_start_resources`], computed off the event loop both ways: whether the run
     /// starts at once or waits in the queue is only known when the hub accepts it.
@@ -700,7 +648,7 @@ fn prepare_start(
     // The plan (reward models loaded, prompts read) is built once, then given the run's id;
     // a stage without GRPO steps is checked as far as it can be before it runs.
     let plan = if is_rl(job.config.run.stage) {
-        Some(job.plan("check", &check, Vec::new(), None).map_err(bad)?)
+        Some(job.plan(&check).map_err(bad)?)
     } else {
         job.task(&check).map_err(bad)?;
         None
@@ -789,10 +737,7 @@ impl Hub {
         self.store.put_run(&info).map_err(store_err)?;
         self.metrics.set_run_state(&id, "starting");
         match plan.as_mut() {
-            Some(plan) => {
-                plan.run = id.clone();
-                plan.checkpoint_root = info.output_dir.join("checkpoints");
-            }
+            Some(plan) => plan.run.output_dir = info.output_dir.clone(),
             None => {
                 let task = match job.task(&info.output_dir) {
                     Ok(task) => task,
@@ -811,7 +756,7 @@ impl Hub {
             }
         }
         if let Some(plan) = plan {
-            self.start_director(plan, ctx);
+            self.start_director(&id, plan, Vec::new(), None, ctx);
         }
         Ok(info)
     }
@@ -1115,12 +1060,13 @@ pub fn evaluate_run(
             request.k
         )));
     }
-    let model = load_model_dir(&checkpoint_dir(
-        &info.output_dir.join("checkpoints"),
-        saved.step,
-    ))
-    .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
-    let tokenizer = job.tokenizer().map_err(ApiError::Internal)?;
+    let model = load_model_dir(&saved.path)
+        .map_err(|e| ApiError::Internal(format!("checkpoint {}: {e}", saved.step)))?;
+    let tokenizer = job
+        .config
+        .model_spec()
+        .tokenizer()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let (mut problems, dataset) = eval_problems(info, &job, request)?;
     if let Some(n) = request.problems {
         if n == 0 {

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
@@ -14,8 +13,6 @@ use crate::messages::{
     SetBest, Stop, Suspend,
 };
 use crate::stages::StageEvent;
-
-use super::workers::dir_bytes;
 
 /// How a stage run ended: whether the stop flag ended it, and a line for people.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,14 +164,9 @@ fn translate(event: StageEvent) -> Option<RunEventKind> {
                 ("cons_at_k", eval.scores.cons_at_k),
             ],
         )),
-        StageEvent::Checkpoint { step, path } => Some(RunEventKind::Checkpoint(SavedCheckpoint {
-            step,
-            bytes: dir_bytes(&path),
-            path,
-            unix_seconds: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        })),
+        StageEvent::Checkpoint { step, path } => {
+            Some(RunEventKind::Checkpoint(SavedCheckpoint::of(path, step)))
+        }
         // GRPO and preference steps go through the director, never here.
         StageEvent::GrpoStep { .. } | StageEvent::PreferenceStep { .. } => None,
     }

@@ -1,9 +1,7 @@
 //! The compute actors. Each runs on its own thread (`SyncArbiter`), so sampling, judging and
 //! learning never block an event loop.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, Handler, SyncContext};
 
@@ -12,13 +10,14 @@ use r1_kernels::sample::Sampler;
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::reward::{score_item, score_language, CodeSandbox, RewardReport};
-use crate::keeper::{checkpoint_dir, load_checkpoint, prune, save_checkpoint};
+use crate::keeper::{resume_point, write_checkpoint};
 use crate::learner::{GrpoLearner, LearnerConfig};
 use crate::messages::{
     Generate, Generated, Judge, Learn, Learned, Load, Loaded, SaveCheckpoint, SavedCheckpoint,
     ScoreLanguage, ScoreResponses, Snapshot, TakeSnapshot, UpdateWeights, Weights,
 };
 use crate::reward_model::RewardModelScorer;
+use crate::stages::rl::StartPoint;
 
 /// Generates completions with the newest weights the learner handed over.
 pub struct SamplerActor {
@@ -183,45 +182,32 @@ impl Handler<Load> for LearnerActor {
     type Result = Result<Loaded, String>;
 
     fn handle(&mut self, msg: Load, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut skipped = Vec::new();
-        let mut resumed_from = None;
-        let mut reward_normaliser = None;
-        let mut data_cursor = 0;
-        for dir in &msg.checkpoints {
-            match load_checkpoint(dir) {
-                Ok(checkpoint) if checkpoint.state.config_hash != msg.config_hash => {
-                    return Err(format!(
-                        "checkpoint {} was written under a different config",
-                        dir.display()
-                    ));
-                }
-                Ok(checkpoint) => {
-                    reward_normaliser = checkpoint.state.reward_normaliser.clone();
-                    data_cursor = checkpoint.state.data_cursor;
-                    self.learner = Some(
-                        GrpoLearner::try_resume(checkpoint, self.config.clone())
-                            .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?,
-                    );
-                    resumed_from = Some(dir.clone());
-                    break;
-                }
-                Err(e) => skipped.push(format!("{}: {e}", dir.display())),
+        let found = resume_point(&msg.checkpoints, &msg.config_hash).map_err(|e| e.to_string())?;
+        let mut start = StartPoint {
+            resumed_from: found.dir.clone(),
+            skipped: found.skipped,
+            ..StartPoint::default()
+        };
+        let learner = match (found.checkpoint, &found.dir) {
+            (Some(checkpoint), Some(dir)) => {
+                start.data_cursor = checkpoint.state.data_cursor;
+                start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
+                GrpoLearner::try_resume(checkpoint, self.config.clone())
+                    .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?
             }
-        }
-        if self.learner.is_none() {
-            let model = load_model_dir(&self.model_dir)
-                .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?;
-            self.learner = Some(
+            _ => {
+                let model = load_model_dir(&self.model_dir)
+                    .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?;
                 GrpoLearner::try_new(model, self.config.clone())
-                    .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?,
-            );
-        }
+                    .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?
+            }
+        };
+        start.step = learner.step;
+        start.optimizer_step = learner.optimizer_step;
+        self.learner = Some(learner);
         Ok(Loaded {
             weights: self.weights()?,
-            resumed_from,
-            skipped,
-            reward_normaliser,
-            data_cursor,
+            start,
         })
     }
 }
@@ -258,7 +244,7 @@ impl Handler<TakeSnapshot> for LearnerActor {
     }
 }
 
-/// Writes checkpoints: temp dir, fsync, rename (see `keeper`), then prunes.
+/// Writes checkpoints through `keeper::write_checkpoint` (temp dir, fsync, rename, prune).
 #[derive(Default)]
 pub struct KeeperActor;
 
@@ -266,50 +252,19 @@ impl Actor for KeeperActor {
     type Context = SyncContext<Self>;
 }
 
-/// Bytes of the files directly in `dir` (a checkpoint folder); 0 when it cannot be read.
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 impl Handler<SaveCheckpoint> for KeeperActor {
     type Result = Result<SavedCheckpoint, String>;
 
     fn handle(&mut self, msg: SaveCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
-        let dir = checkpoint_dir(&msg.root, msg.snapshot.step);
-        std::fs::create_dir_all(&msg.root)
-            .map_err(|e| format!("creating {}: {e}", msg.root.display()))?;
-        if dir.exists() {
-            // Written before a crash but never recorded: this step was taken again, with the
-            // same result; the old copy goes.
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("removing unrecorded {}: {e}", dir.display()))?;
-        }
-        save_checkpoint(
-            &dir,
+        write_checkpoint(
+            &msg.root,
             &msg.snapshot.policy,
             msg.snapshot.reference.as_deref(),
             &msg.snapshot.optimizer,
             &msg.state,
+            msg.keep_last,
+            msg.keep_also.as_deref(),
         )
-        .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?;
-        prune(&msg.root, msg.keep_last.max(1), msg.keep_also.as_deref())
-            .map_err(|e| format!("pruning: {e}"))?;
-        let unix_seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        Ok(SavedCheckpoint {
-            step: msg.snapshot.step,
-            bytes: dir_bytes(&dir),
-            path: dir,
-            unix_seconds,
-        })
+        .map_err(|e| format!("checkpoint at step {}: {e}", msg.state.step))
     }
 }

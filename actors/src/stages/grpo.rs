@@ -1,11 +1,8 @@
-//! One GRPO step of a stage, end to end in-process: render each prompt with the template, sample
-//! a group of completions per prompt, score every completion with the reward rules, optionally
-//! replace the groups that carry no signal (dynamic sampling), and hand the rollouts to the
-//! learner. Plus `evaluate`: pass@1 and cons@k on held-out problems.
-//!
-//! The phases are public functions (`sampling_for`, `group_requests`, `stage_rules`,
-//! `reward_item`, `judge_completions`, `informative_groups`, `rollouts`, `step_report`) so an
-//! actor pipeline can run them one by one and get the same numbers as `grpo_step`.
+//! The pieces of a GRPO step that `stages::rl::rl_step` puts together: stop rules for a template
+//! (`sampling_for`), the sampler's requests (`group_requests`), the reward rules with the
+//! template's `<think>` pre-fill (`stage_rules`), each completion's reward item (`reward_item`),
+//! dynamic sampling's state machine (`DynamicSampling`), the step report (`step_report`). Plus
+//! `evaluate`: pass@1 and cons@k on held-out problems.
 
 use std::time::Instant;
 
@@ -20,7 +17,7 @@ use crate::eval::{score, EvalScores, ProblemSamples};
 use crate::judge::format::FormatConfig;
 use crate::judge::math::equivalent;
 use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardReport, RewardRules};
-use crate::learner::{GrpoLearner, GrpoStepStats, LearnerError, Rollout};
+use crate::learner::{GrpoStepStats, LearnerError, Rollout};
 use crate::stages::problem::PromptProblem;
 
 /// Errors of a stage step: the prompt could not be encoded, the sampler or the learner refused,
@@ -47,6 +44,13 @@ pub enum StageError {
     /// The prompt source gave nothing to train on.
     #[error("the prompt source is empty")]
     NoPrompts,
+    /// A worker (sampler, judge, scorer, learner, keeper) failed or could not be reached; the
+    /// message names it.
+    #[error("{0}")]
+    Worker(String),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::keeper::CheckpointError),
 }
 
 /// How a stage samples and judges (the learner has its own config).
@@ -311,19 +315,20 @@ fn sample_and_judge<P: PromptProblem>(
     })
 }
 
-/// The learner's view of judged completions: (prompt, completion, total reward, truncated).
+/// The learner's view of a step: (prompt, completion, the reward it trains on, truncated), one
+/// per completion; `completions[k].request` indexes `prompt_ids`.
 pub fn rollouts(
-    prompts: &[Vec<u32>],
+    prompt_ids: &[Vec<u32>],
     completions: &[Completion],
-    reports: &[RewardReport],
+    rewards: &[f64],
 ) -> Vec<Rollout> {
     completions
         .iter()
-        .zip(reports)
-        .map(|(c, r)| Rollout {
-            prompt_ids: prompts[c.request].clone(),
+        .zip(rewards)
+        .map(|(c, &reward)| Rollout {
+            prompt_ids: prompt_ids[c.request].clone(),
             completion_ids: c.token_ids.clone(),
-            reward: r.total as f64,
+            reward,
             truncated: c.finish == FinishReason::Length,
         })
         .collect()
@@ -578,79 +583,6 @@ impl<P> DynamicSampling<P> {
             tokens_generated: self.tokens_generated,
         })
     }
-}
-
-/// One GRPO step: `prompts_per_step` prompts from `source`, each sampled
-/// `learner.config.group_size` times, judged, and learned from.
-///
-/// `source(n)` returns the next `n` prompts of the run's data stream (fewer when it runs out).
-/// With `extra_rounds > 0` (dynamic sampling, DAPO), groups whose rewards are all equal are
-/// dropped and fresh prompts are drawn and sampled, up to `extra_rounds` more rounds, until the
-/// batch holds `prompts_per_step` informative groups; if the rounds run out first, the earliest
-/// dropped groups fill the batch back to `prompts_per_step`. Each round's sampling is seeded from
-/// (`seed`, round). The report's `dynamic.prompts_consumed` is how far `source` advanced.
-pub fn grpo_step_from<P: PromptProblem + Clone>(
-    learner: &mut GrpoLearner,
-    ctx: &StepContext,
-    source: &mut dyn FnMut(usize) -> Vec<P>,
-    prompts_per_step: usize,
-    extra_rounds: usize,
-    seed: u64,
-) -> Result<GrpoStepReport, StageError> {
-    let g = learner.config.group_size;
-    let sampling = sampling_for(ctx.settings, ctx.tokenizer);
-    let mut phases = PhaseSeconds::default();
-    let mut rounds = DynamicSampling::new(prompts_per_step, extra_rounds, g);
-    while rounds.want() > 0 {
-        let problems = source(rounds.want());
-        if problems.is_empty() {
-            break;
-        }
-        let judged = sample_and_judge(
-            &learner.policy,
-            ctx,
-            &problems,
-            sampling.clone(),
-            g,
-            round_seed(seed, rounds.round()),
-            &mut phases,
-        )?;
-        rounds.add(problems, judged.prompts, judged.completions, judged.reports);
-    }
-    let batch = rounds.finish()?;
-    let began = Instant::now();
-    let stats = learner.step(&rollouts(
-        &batch.prompts,
-        &batch.completions,
-        &batch.reports,
-    ))?;
-    phases.learn = began.elapsed().as_secs_f64();
-    let mut report = step_report(stats, &batch.problems, &batch.completions, &batch.reports);
-    report.phases = phases;
-    report.dynamic = batch.dynamic;
-    report.tokens_generated = batch.tokens_generated;
-    Ok(report)
-}
-
-/// One GRPO step on exactly `problems` (each sampled `learner.config.group_size` times), without
-/// dynamic sampling or a code sandbox. `seed` makes the step's sampling reproducible (a stage
-/// passes its seed and the step number).
-pub fn grpo_step<P: PromptProblem + Clone>(
-    learner: &mut GrpoLearner,
-    tokenizer: &Tokenizer,
-    problems: &[P],
-    settings: &StageSettings,
-    seed: u64,
-) -> Result<GrpoStepReport, StageError> {
-    let sandbox = CodeSandbox::unavailable("this stage step runs no code");
-    let ctx = StepContext {
-        tokenizer,
-        settings,
-        sandbox: &sandbox,
-    };
-    let mut once = Some(problems.to_vec());
-    let mut source = |_: usize| once.take().unwrap_or_default();
-    grpo_step_from(learner, &ctx, &mut source, problems.len(), 0, seed)
 }
 
 /// pass@1 over `k` samples and cons@k of `model` on `problems`, with the stage's template and

@@ -1,6 +1,7 @@
-//! The GRPO stage as a whole run: load the model (or resume from the newest good checkpoint),
-//! loop `grpo_step_from` over the data stream, checkpoint every `every_steps`, save the final
-//! policy as a model directory in `<output_dir>/final`.
+//! The GRPO stage as a whole run: its job (`GrpoJob`, from the job config) becomes an
+//! `RlPlan`, and `stages::rl::run_rl` loads the model (or resumes from the newest good
+//! checkpoint), loops `rl_step` over the data stream, checkpoints every `every_steps`; in-process
+//! (`run_grpo`) the final policy is saved as a model directory in `<output_dir>/final`.
 //!
 //! Exact resume: a step's sampling seed derives from (seed, step) and its prompts from the data
 //! cursor, which advances by the prompts each step consumed (more than `prompts_per_step` when
@@ -9,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,14 +20,12 @@ use crate::data::DataSource;
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::keeper::TrainerState;
-use crate::learner::{GrpoLearner, LearnerConfig};
-use crate::stages::grpo::{grpo_step_from, StageSettings, StepContext};
-use crate::stages::job::{
-    resume_point, stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec,
-    StageEvent,
-};
+use crate::learner::LearnerConfig;
+use crate::stages::grpo::StageSettings;
+use crate::stages::job::{ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::problem::StageProblem;
+use crate::stages::rl::{RlPlan, REWARD_TIMEOUT, SAMPLES_PER_STEP};
+use crate::stages::rl_local::run_in_process;
 
 /// The GRPO loop around the learner (the job config's `[grpo]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,120 +84,47 @@ pub struct GrpoRunReport {
     pub final_model: Option<PathBuf>,
 }
 
-/// Runs (or continues) the GRPO stage; see the module doc.
+impl GrpoJob {
+    /// The run's plan: tokenizer and training problems read, the sampling and reward settings
+    /// resolved. `r1ctl train` and r1d both start a GRPO run from this.
+    pub fn plan(&self) -> Result<RlPlan, RunError> {
+        let tokenizer = self.model.tokenizer()?;
+        let problems: Vec<StageProblem> = self.data.problems(self.run.seed, Split::Train)?;
+        if problems.is_empty() {
+            return Err(RunError::Invalid(format!(
+                "data {}: no problems",
+                self.data.name()
+            )));
+        }
+        Ok(RlPlan {
+            run: self.run.clone(),
+            model: self.model.clone(),
+            tokenizer: Arc::new(tokenizer),
+            problems: Arc::new(problems),
+            settings: StageSettings {
+                template: self.model.template,
+                sampling: self.sampling.clone(),
+                rules: self.rules,
+                max_batch: self.grpo.max_batch,
+            },
+            learner: self.learner.clone(),
+            steps: self.grpo.steps,
+            prompts_per_step: self.grpo.prompts_per_step,
+            dynamic_sampling: self.grpo.dynamic_sampling,
+            samples_per_step: SAMPLES_PER_STEP,
+            reward_timeout: REWARD_TIMEOUT,
+            // Started by the first code item; built-in tasks and math sets never start it.
+            sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
+            preference: None,
+        })
+    }
+}
+
+/// Runs (or continues) the GRPO stage in-process; see the module doc.
 pub fn run_grpo(
     job: &GrpoJob,
     progress: &mut dyn FnMut(StageEvent),
     stop: &AtomicBool,
 ) -> Result<GrpoRunReport, RunError> {
-    let tokenizer = job.model.tokenizer()?;
-    let pool: Vec<StageProblem> = job.data.problems(job.run.seed, Split::Train)?;
-    if pool.is_empty() {
-        return Err(RunError::Invalid(format!(
-            "data {}: no problems",
-            job.data.name()
-        )));
-    }
-    let (mut learner, mut cursor) = match resume_point(&job.run, progress)? {
-        Some(checkpoint) => {
-            let cursor = checkpoint.state.data_cursor;
-            (GrpoLearner::resume(checkpoint, job.learner.clone()), cursor)
-        }
-        None => (GrpoLearner::new(job.model.load()?, job.learner.clone()), 0),
-    };
-    let settings = StageSettings {
-        template: job.model.template,
-        sampling: job.sampling.clone(),
-        rules: job.rules,
-        max_batch: job.grpo.max_batch,
-    };
-    let sandbox = CodeSandbox::lazy(SandboxConfig::default());
-    let ctx = StepContext {
-        tokenizer: &tokenizer,
-        settings: &settings,
-        sandbox: &sandbox,
-    };
-    let total = job
-        .run
-        .stop_at
-        .unwrap_or(job.grpo.steps)
-        .min(job.grpo.steps);
-    let mut report = GrpoRunReport {
-        steps: learner.step,
-        stopped: false,
-        last_reward: None,
-        data_cursor: cursor,
-        checkpoint: None,
-        final_model: None,
-    };
-    let mut saved_at = learner.step;
-    while learner.step < total {
-        if stop_requested(stop) {
-            report.stopped = true;
-            break;
-        }
-        let step = learner.step;
-        let seed = job.run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
-        // The data stream: the pool in order, cycled, from the cursor.
-        let mut next = cursor;
-        let mut source = |n: usize| {
-            let batch: Vec<StageProblem> = (0..n)
-                .map(|i| pool[(next as usize + i) % pool.len()].clone())
-                .collect();
-            next += n as u64;
-            batch
-        };
-        let step_report = grpo_step_from(
-            &mut learner,
-            &ctx,
-            &mut source,
-            job.grpo.prompts_per_step,
-            job.grpo.dynamic_sampling,
-            seed,
-        )?;
-        cursor += step_report.dynamic.prompts_consumed as u64;
-        report.last_reward = Some(step_report.learner.reward_mean);
-        progress(StageEvent::GrpoStep {
-            steps: total,
-            report: Box::new(step_report),
-        });
-        if learner.step % job.run.checkpoint.every_steps == 0 || learner.step == total {
-            report.checkpoint = Some(save(job, &learner, cursor, progress)?);
-            saved_at = learner.step;
-        }
-    }
-    if report.stopped && saved_at != learner.step {
-        report.checkpoint = Some(save(job, &learner, cursor, progress)?);
-    }
-    report.steps = learner.step;
-    report.data_cursor = cursor;
-    if !report.stopped && learner.step >= job.grpo.steps {
-        report.final_model = Some(write_final(&job.run, &learner.policy)?);
-    }
-    Ok(report)
-}
-
-/// Writes a checkpoint of the learner and prunes old ones.
-fn save(
-    job: &GrpoJob,
-    learner: &GrpoLearner,
-    cursor: u64,
-    progress: &mut dyn FnMut(StageEvent),
-) -> Result<PathBuf, RunError> {
-    let state = TrainerState {
-        step: learner.step,
-        optimizer_step: learner.optimizer_step,
-        data_cursor: cursor,
-        seed: job.run.seed,
-        config_hash: job.run.config_hash.clone(),
-        reward_normaliser: None,
-    };
-    write_checkpoint(
-        &job.run,
-        &learner.policy,
-        learner.reference.as_ref(),
-        &learner.optimizer,
-        &state,
-        progress,
-    )
+    run_in_process(&job.plan()?, progress, stop)
 }

@@ -17,9 +17,7 @@ use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::AdamW;
 
 use crate::data::DataError;
-use crate::keeper::{
-    checkpoint_dir, latest_good, prune, save_checkpoint, Checkpoint, CheckpointError, TrainerState,
-};
+use crate::keeper::{self, checkpoint_candidates, Checkpoint, CheckpointError, TrainerState};
 use crate::learner::{LearnerError, SftStepStats};
 use crate::stages::grpo::{GrpoStepReport, StageError, StageEval};
 
@@ -198,6 +196,15 @@ pub enum RunError {
     /// The job cannot run as configured (the message names the key or file).
     #[error("{0}")]
     Invalid(String),
+    /// What failed, and where in the run (`loading`, `step 7`, `final checkpoint`).
+    #[error("{at}: {source}")]
+    At {
+        /// The phase of the run.
+        at: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<RunError>,
+    },
 }
 
 /// Whether the caller asked the stage to stop.
@@ -229,37 +236,31 @@ pub fn create_dir(dir: &Path) -> Result<(), RunError> {
     })
 }
 
-/// The checkpoint a stage with steps resumes from: the newest under the run's checkpoint folder
-/// whose checksums verify (damaged ones are reported as notes and skipped), refused if it was
-/// written under another config; reported as `Resumed`. `None`: start from the model.
+/// The checkpoint a stage with steps resumes from: [`keeper::resume_point`] over the checkpoint
+/// folders of the run (newest first); damaged ones are reported as notes and skipped; reported
+/// as `Resumed`. `None`: start from the model.
 pub(crate) fn resume_point(
     run: &RunSpec,
     progress: &mut dyn FnMut(StageEvent),
 ) -> Result<Option<Checkpoint>, RunError> {
-    let root = run.checkpoint_root();
-    let (latest, skipped) = latest_good(&root)?;
-    for damaged in skipped {
+    let candidates = checkpoint_candidates(&run.checkpoint_root())?;
+    let found = keeper::resume_point(&candidates, &run.config_hash)?;
+    for damaged in found.skipped {
         progress(StageEvent::Note {
-            message: format!("skipping {damaged}"),
+            message: format!("skipped damaged checkpoint {damaged}"),
         });
     }
-    let Some(checkpoint) = latest else {
-        return Ok(None);
-    };
-    if checkpoint.state.config_hash != run.config_hash {
-        return Err(RunError::Invalid(format!(
-            "the checkpoints in {} were written under a different config; use a new output_dir",
-            root.display()
-        )));
+    if let Some(checkpoint) = &found.checkpoint {
+        progress(StageEvent::Resumed {
+            step: checkpoint.state.step,
+        });
     }
-    progress(StageEvent::Resumed {
-        step: checkpoint.state.step,
-    });
-    Ok(Some(checkpoint))
+    Ok(found.checkpoint)
 }
 
-/// Writes a checkpoint at `state.step` under the run's checkpoint folder, prunes old ones and
-/// reports it: what every stage with steps does every `checkpoint.every_steps` and at a stop.
+/// Writes a checkpoint at `state.step` under the run's checkpoint folder through
+/// [`keeper::write_checkpoint`] and reports it: what every stage with steps does every
+/// `checkpoint.every_steps` and at a stop.
 pub(crate) fn write_checkpoint(
     run: &RunSpec,
     model: &Model,
@@ -268,16 +269,20 @@ pub(crate) fn write_checkpoint(
     state: &TrainerState,
     progress: &mut dyn FnMut(StageEvent),
 ) -> Result<PathBuf, RunError> {
-    let root = run.checkpoint_root();
-    create_dir(&root)?;
-    let dir = checkpoint_dir(&root, state.step);
-    save_checkpoint(&dir, model, reference, optimizer, state)?;
-    prune(&root, run.checkpoint.keep_last, None)?;
+    let saved = keeper::write_checkpoint(
+        &run.checkpoint_root(),
+        model,
+        reference,
+        optimizer,
+        state,
+        run.checkpoint.keep_last,
+        None,
+    )?;
     progress(StageEvent::Checkpoint {
         step: state.step,
-        path: dir.clone(),
+        path: saved.path.clone(),
     });
-    Ok(dir)
+    Ok(saved.path)
 }
 
 /// Writes the model a finished stage ends with to `<output_dir>/final`.

@@ -24,20 +24,17 @@ pub mod demo;
 
 use serde::{Deserialize, Serialize};
 
-use std::time::Instant;
-
-use r1_kernels::sample::{Completion, FinishReason, Sampler};
+use r1_kernels::sample::Completion;
 use r1_kernels::tokenizer::Tokenizer;
 
-use crate::judge::reward::{CodeSandbox, RewardItem, RewardReport};
+use crate::judge::reward::{RewardItem, RewardReport};
 use crate::judge::tasks::TaskExample;
-use crate::learner::{GrpoLearner, GrpoStepStats, Rollout};
+use crate::learner::GrpoStepStats;
 use crate::reward_model::RewardModelScorer;
-use crate::stages::grpo::{
-    group_requests, judge_completions, mean_std, reflects, sampling_for, stage_rules, step_report,
-    GrpoStepReport, PhaseSeconds, StageError, StageSettings,
-};
+use crate::stages::grpo::{mean_std, reflects, step_report, GrpoStepReport, StageSettings};
 use crate::stages::problem::{PromptProblem, StageProblem};
+
+pub use crate::reward_normaliser::{Normalisation, RewardNormaliser};
 
 /// One prompt of the stage and the kind of reward it gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,21 +108,6 @@ pub enum ResponseView {
     Whole,
 }
 
-/// How each reward model's raw scores are normalised before weighting.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Normalisation {
-    /// Raw scores.
-    None,
-    /// z-score over this step's general completions.
-    Batch,
-    /// z-score against exponential moving moments (`momentum` of the old moments kept per step).
-    Running {
-        /// In [0, 1): 0 is per-batch, 0.9 remembers about ten steps.
-        momentum: f64,
-    },
-}
-
 /// One reward model as the stage uses it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,42 +165,6 @@ pub trait ResponseScorer {
 impl ResponseScorer for RewardModelScorer {
     fn score(&self, items: &[(String, String)]) -> Result<Vec<f32>, String> {
         RewardModelScorer::score(self, items).map_err(|e| e.to_string())
-    }
-}
-
-/// Running (or per-batch) moments of each reward model's scores.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RewardNormaliser {
-    /// (mean, variance) per model, `None` before its first batch.
-    moments: Vec<Option<(f64, f64)>>,
-}
-
-impl RewardNormaliser {
-    /// Normalises model `m`'s raw scores of one step.
-    pub fn normalise(&mut self, how: Normalisation, m: usize, raw: &[f32]) -> Vec<f64> {
-        let n = raw.len().max(1) as f64;
-        let mean = raw.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = raw.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-        let (mean, var) = match how {
-            Normalisation::None => return raw.iter().map(|&x| x as f64).collect(),
-            Normalisation::Batch => (mean, var),
-            Normalisation::Running { momentum } => {
-                if self.moments.len() <= m {
-                    self.moments.resize(m + 1, None);
-                }
-                let next = match self.moments[m] {
-                    None => (mean, var),
-                    Some((om, ov)) => (
-                        momentum * om + (1.0 - momentum) * mean,
-                        momentum * ov + (1.0 - momentum) * var,
-                    ),
-                };
-                self.moments[m] = Some(next);
-                next
-            }
-        };
-        let std = var.sqrt().max(1e-6);
-        raw.iter().map(|&x| (x as f64 - mean) / std).collect()
     }
 }
 
@@ -463,24 +409,6 @@ pub fn combine_rewards(
     })
 }
 
-/// The learner's view of the step: (prompt, completion, combined reward, truncated).
-pub fn preference_rollouts(
-    prompt_ids: &[Vec<u32>],
-    completions: &[Completion],
-    rewards: &[f64],
-) -> Vec<Rollout> {
-    completions
-        .iter()
-        .zip(rewards)
-        .map(|(c, &reward)| Rollout {
-            prompt_ids: prompt_ids[c.request].clone(),
-            completion_ids: c.token_ids.clone(),
-            reward,
-            truncated: c.finish == FinishReason::Length,
-        })
-        .collect()
-}
-
 /// The GRPO step report of a preference step: the learner's statistics over every completion,
 /// accuracy, format and the other rule components over the reasoning completions (`rule`,
 /// aligned with `reasoning`), reflection and tokens over every completion.
@@ -521,89 +449,6 @@ pub struct PreferenceStepReport {
     pub stats: PreferenceStats,
 }
 
-/// One preference-RL step: sample `learner.config.group_size` completions of every prompt, reward
-/// reasoning prompts by the rules (code in `sandbox`) and general prompts by the reward models
-/// (`scorers`, aligned with `settings.reward_models`), and take one GRPO step. `step` decides
-/// whether preference rewards count; `seed` makes sampling reproducible.
-#[allow(clippy::too_many_arguments)]
-pub fn preference_step(
-    learner: &mut GrpoLearner,
-    tokenizer: &Tokenizer,
-    sandbox: &CodeSandbox,
-    prompts: &[StagePrompt],
-    settings: &PreferenceSettings,
-    scorers: &[&dyn ResponseScorer],
-    normaliser: &mut RewardNormaliser,
-    step: u64,
-    seed: u64,
-) -> Result<PreferenceStepReport, StageError> {
-    let judge_error = |message: String| StageError::Judge {
-        problem: 0,
-        message,
-    };
-    if scorers.len() != settings.reward_models.len() {
-        return Err(judge_error(format!(
-            "{} reward-model scorers for {} configured reward models",
-            scorers.len(),
-            settings.reward_models.len()
-        )));
-    }
-    let g = learner.config.group_size.max(1);
-    let stage = &settings.stage;
-    let mut phases = PhaseSeconds::default();
-    let began = Instant::now();
-    let sampling = sampling_for(stage, tokenizer);
-    let batch = group_requests(prompts, stage, tokenizer, &sampling, g, seed)?;
-    let mut completions: Vec<Completion> = Sampler::new(&learner.policy, stage.max_batch)
-        .generate(&batch.requests, Some(tokenizer))?;
-    // Groups must be consecutive for the learner.
-    completions.sort_by_key(|c| (c.request, c.sample));
-    phases.sample = began.elapsed().as_secs_f64();
-
-    let began = Instant::now();
-    let (reasoning, general) = split_by_kind(prompts, &completions);
-    let judged: Vec<Completion> = reasoning.iter().map(|&k| completions[k].clone()).collect();
-    let rules = stage_rules(stage, batch.prefilled_think);
-    let rule = judge_completions(prompts, &judged, &rules, sandbox)?;
-    let markers = end_markers(stage, tokenizer);
-    let mut raw = Vec::new();
-    for (use_, scorer) in settings.reward_models.iter().zip(scorers) {
-        if general.is_empty() {
-            raw.push(None);
-            continue;
-        }
-        let items = model_items(prompts, &completions, &general, use_.view, &markers);
-        let scores = scorer
-            .score(&items)
-            .map_err(|message| judge_error(format!("reward model `{}`: {message}", use_.name)))?;
-        raw.push(Some(scores));
-    }
-    let combined = combine_rewards(
-        settings,
-        completions.len(),
-        g,
-        &reasoning,
-        &rule,
-        &general,
-        &raw,
-        normaliser,
-        step,
-    )
-    .map_err(judge_error)?;
-    phases.judge = began.elapsed().as_secs_f64();
-
-    let began = Instant::now();
-    let rollouts = preference_rollouts(&batch.prompts, &completions, &combined.rewards);
-    let learner_stats = learner.step(&rollouts)?;
-    phases.learn = began.elapsed().as_secs_f64();
-    let mut report = preference_report(learner_stats, prompts, &completions, &reasoning, &rule);
-    report.phases = phases;
-    Ok(PreferenceStepReport {
-        report,
-        stats: combined.stats,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,22 +473,5 @@ mod tests {
             response_view("no reasoning block", ResponseView::Summary, &markers),
             ""
         );
-    }
-
-    #[test]
-    fn normalisation_z_scores_per_batch_and_remembers_when_running() {
-        let mut n = RewardNormaliser::default();
-        let z = n.normalise(Normalisation::Batch, 0, &[1.0, 3.0]);
-        assert_eq!(z, vec![-1.0, 1.0]);
-        let raw = n.normalise(Normalisation::None, 0, &[1.0, 3.0]);
-        assert_eq!(raw, vec![1.0, 3.0]);
-        let running = Normalisation::Running { momentum: 0.5 };
-        let first = n.normalise(running, 1, &[1.0, 3.0]);
-        assert_eq!(first, vec![-1.0, 1.0]);
-        // Moments now (2, 1); the next batch (mean 12, var 4) moves them to (7, 2.5).
-        let second = n.normalise(running, 1, &[10.0, 14.0]);
-        let std = 2.5f64.sqrt();
-        assert!((second[0] - (10.0 - 7.0) / std).abs() < 1e-12);
-        assert!((second[1] - (14.0 - 7.0) / std).abs() < 1e-12);
     }
 }

@@ -1,17 +1,19 @@
-//! The preference-RL stage as a whole run (`run.stage = "preference"`): load the policy (or
-//! resume from the newest good checkpoint) and the reward models, loop [`preference_step`] over
-//! the reasoning problems of `[data]` mixed with the general prompts of `[preference]`, checkpoint
-//! every `every_steps`, save the final policy in `<output_dir>/final`.
+//! The preference-RL stage as a whole run (`run.stage = "preference"`): its job (`PreferenceJob`)
+//! becomes an `RlPlan` with the reward models loaded, and `stages::rl::run_rl` loads the policy
+//! (or resumes from the newest good checkpoint), loops `rl_step` over the reasoning problems of
+//! `[data]` mixed with the general prompts of `[preference]`, checkpoints every `every_steps`;
+//! in-process (`run_preference`) the final policy is saved in `<output_dir>/final`.
 //!
 //! Each step takes `prompts_per_step` prompts: `round(prompts_per_step × general_share)` general
 //! ones and the rest reasoning ones, each pool in order and cycled from cursor `step × n` (see
-//! [`step_prompts`]). Exact resume: sampling seeds derive from (seed, step), the prompts from the
+//! `preference::step_prompts`). Exact resume: sampling seeds derive from (seed, step), the prompts from the
 //! step, and the running moments of the reward normaliser are saved in every checkpoint, so a
 //! run stopped at any point and started again ends with the same weights as one that never
 //! stopped.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,19 +23,14 @@ use crate::data::{load_prompts, DataSource};
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::keeper::TrainerState;
-use crate::learner::{GrpoLearner, LearnerConfig};
+use crate::learner::LearnerConfig;
 use crate::reward_model::RewardModelScorer;
 use crate::stages::grpo::StageSettings;
 use crate::stages::grpo_stage::{GrpoLoopConfig, GrpoRunReport};
-use crate::stages::job::{
-    resume_point, stop_requested, write_checkpoint, write_final, ModelSpec, RunError, RunSpec,
-    StageEvent,
-};
-use crate::stages::preference::{
-    preference_step, step_prompts, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
-    RewardModelUse, RewardNormaliser,
-};
+use crate::stages::job::{ModelSpec, RunError, RunSpec, StageEvent};
+use crate::stages::preference::{Normalisation, PreferenceSettings, ResponseView, RewardModelUse};
+use crate::stages::rl::{PreferencePlan, RlPlan, REWARD_TIMEOUT, SAMPLES_PER_STEP};
+use crate::stages::rl_local::run_in_process;
 
 /// One reward model of the stage: where it is and how its scores are used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,143 +152,88 @@ pub fn split_prompts(prompts_per_step: usize, general_share: f64) -> (usize, usi
     (prompts_per_step - general, general)
 }
 
-/// Runs (or continues) the preference stage; see the module doc.
+impl PreferenceJob {
+    /// The run's plan: tokenizer, reasoning problems, general prompts and reward models loaded
+    /// (each model announced to `progress`). Errors name the key under `[preference]` and the
+    /// file or directory. `r1ctl train` and r1d both start a preference run from this.
+    pub fn plan(&self, progress: &mut dyn FnMut(StageEvent)) -> Result<RlPlan, RunError> {
+        let settings = self.settings();
+        settings
+            .validate()
+            .map_err(|e| RunError::Invalid(format!("preference: {e}")))?;
+        let tokenizer = self.model.tokenizer()?;
+        let (n_reasoning, n_general) = self.split();
+        let reasoning = if n_reasoning > 0 {
+            self.data.problems(self.run.seed, Split::Train)?
+        } else {
+            Vec::new()
+        };
+        if n_reasoning > 0 && reasoning.is_empty() {
+            return Err(RunError::Invalid(format!(
+                "data {}: no problems",
+                self.data.name()
+            )));
+        }
+        let general = if n_general > 0 {
+            self.general
+                .load()
+                .map_err(|e| RunError::Invalid(format!("preference.general_prompts: {e}")))?
+        } else {
+            Vec::new()
+        };
+        let scorers = self
+            .reward_models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let scorer = m.load().map_err(|e| {
+                    RunError::Invalid(format!("preference.reward_models[{i}]: {e}"))
+                })?;
+                progress(StageEvent::Note {
+                    message: format!(
+                        "reward model `{}`: {} ({} parameters), reads the {}",
+                        m.name,
+                        m.path.display(),
+                        scorer.rm.model.params.len(),
+                        match m.view {
+                            ResponseView::Summary => "summary after </think>",
+                            ResponseView::Whole => "whole response",
+                        }
+                    ),
+                });
+                Ok(scorer)
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        Ok(RlPlan {
+            run: self.run.clone(),
+            model: self.model.clone(),
+            tokenizer: Arc::new(tokenizer),
+            problems: Arc::new(reasoning),
+            settings: settings.stage.clone(),
+            learner: self.learner.clone(),
+            steps: self.grpo.steps,
+            prompts_per_step: self.grpo.prompts_per_step,
+            dynamic_sampling: 0,
+            samples_per_step: SAMPLES_PER_STEP,
+            reward_timeout: REWARD_TIMEOUT,
+            sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
+            preference: Some(Arc::new(PreferencePlan {
+                settings,
+                scorers: Arc::new(scorers),
+                general,
+                n_reasoning,
+                n_general,
+            })),
+        })
+    }
+}
+
+/// Runs (or continues) the preference stage in-process; see the module doc.
 pub fn run_preference(
     job: &PreferenceJob,
     progress: &mut dyn FnMut(StageEvent),
     stop: &AtomicBool,
 ) -> Result<GrpoRunReport, RunError> {
-    let settings = job.settings();
-    settings.validate().map_err(RunError::Invalid)?;
-    let tokenizer = job.model.tokenizer()?;
-    let (n_reasoning, n_general) = job.split();
-    let reasoning = if n_reasoning > 0 {
-        job.data.problems(job.run.seed, Split::Train)?
-    } else {
-        Vec::new()
-    };
-    if n_reasoning > 0 && reasoning.is_empty() {
-        return Err(RunError::Invalid(format!(
-            "data {}: no problems",
-            job.data.name()
-        )));
-    }
-    let general = if n_general > 0 {
-        job.general.load()?
-    } else {
-        Vec::new()
-    };
-    let scorers = job
-        .reward_models
-        .iter()
-        .map(|m| {
-            let scorer = m.load()?;
-            progress(StageEvent::Note {
-                message: format!(
-                    "reward model `{}`: {} ({} parameters), reads the {}",
-                    m.name,
-                    m.path.display(),
-                    scorer.rm.model.params.len(),
-                    match m.view {
-                        ResponseView::Summary => "summary after </think>",
-                        ResponseView::Whole => "whole response",
-                    }
-                ),
-            });
-            Ok(scorer)
-        })
-        .collect::<Result<Vec<_>, RunError>>()?;
-    let scorer_refs: Vec<&dyn ResponseScorer> =
-        scorers.iter().map(|s| s as &dyn ResponseScorer).collect();
-
-    let (mut learner, mut normaliser) = match resume_point(&job.run, progress)? {
-        Some(checkpoint) => {
-            let normaliser = checkpoint
-                .state
-                .reward_normaliser
-                .clone()
-                .unwrap_or_default();
-            (
-                GrpoLearner::resume(checkpoint, job.learner.clone()),
-                normaliser,
-            )
-        }
-        None => (
-            GrpoLearner::new(job.model.load()?, job.learner.clone()),
-            RewardNormaliser::default(),
-        ),
-    };
-    let sandbox = CodeSandbox::lazy(SandboxConfig::default());
-    let total = job
-        .run
-        .stop_at
-        .unwrap_or(job.grpo.steps)
-        .min(job.grpo.steps);
-    let mut report = GrpoRunReport {
-        steps: learner.step,
-        stopped: false,
-        last_reward: None,
-        data_cursor: learner.step * n_reasoning as u64,
-        checkpoint: None,
-        final_model: None,
-    };
-    let save = |learner: &GrpoLearner,
-                normaliser: &RewardNormaliser,
-                progress: &mut dyn FnMut(StageEvent)| {
-        let state = TrainerState {
-            step: learner.step,
-            optimizer_step: learner.optimizer_step,
-            data_cursor: learner.step * n_reasoning as u64,
-            seed: job.run.seed,
-            config_hash: job.run.config_hash.clone(),
-            reward_normaliser: Some(normaliser.clone()),
-        };
-        write_checkpoint(
-            &job.run,
-            &learner.policy,
-            learner.reference.as_ref(),
-            &learner.optimizer,
-            &state,
-            progress,
-        )
-    };
-    let mut saved_at = learner.step;
-    while learner.step < total {
-        if stop_requested(stop) {
-            report.stopped = true;
-            break;
-        }
-        let step = learner.step;
-        let prompts = step_prompts(&reasoning, &general, n_reasoning, n_general, step);
-        let seed = job.run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
-        let step_report = preference_step(
-            &mut learner,
-            &tokenizer,
-            &sandbox,
-            &prompts,
-            &settings,
-            &scorer_refs,
-            &mut normaliser,
-            step,
-            seed,
-        )?;
-        report.last_reward = Some(step_report.report.learner.reward_mean);
-        progress(StageEvent::PreferenceStep {
-            steps: total,
-            report: Box::new(step_report),
-        });
-        if learner.step % job.run.checkpoint.every_steps == 0 || learner.step == total {
-            report.checkpoint = Some(save(&learner, &normaliser, progress)?);
-            saved_at = learner.step;
-        }
-    }
-    if report.stopped && saved_at != learner.step {
-        report.checkpoint = Some(save(&learner, &normaliser, progress)?);
-    }
-    report.steps = learner.step;
-    report.data_cursor = learner.step * n_reasoning as u64;
-    if !report.stopped && learner.step >= job.grpo.steps {
-        report.final_model = Some(write_final(&job.run, &learner.policy)?);
-    }
-    Ok(report)
+    let plan = job.plan(progress)?;
+    run_in_process(&plan, progress, stop)
 }

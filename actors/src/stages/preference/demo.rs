@@ -37,10 +37,11 @@ use crate::reward_model::{
     RmTrainConfig, TextEncoder,
 };
 use crate::stages::grpo::{evaluate, StageError, StageSettings};
+use crate::stages::rl_local::preference_step;
 
 use super::{
-    preference_step, Normalisation, PreferenceSettings, ResponseScorer, ResponseView,
-    RewardModelUse, RewardNormaliser, StagePrompt,
+    Normalisation, PreferenceSettings, ResponseScorer, ResponseView, RewardModelUse,
+    RewardNormaliser, StagePrompt,
 };
 
 /// The demo's sizes and rates; the defaults run in seconds on two cores.

@@ -1,0 +1,422 @@
+//! The in-process driver of the RL step: [`LocalWorkers`] implement [`StepWorkers`] with direct
+//! calls (the engine's sampler, the reward rules, the reward models, the learner, the keeper) on
+//! the caller's thread, and [`run_in_process`] runs [`run_rl`] with them for `r1ctl train` —
+//! progress as `StageEvent`s, a stop flag, the final policy in `<output_dir>/final`.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
+use r1_kernels::tokenizer::Tokenizer;
+
+use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardRules};
+use crate::judge::tasks::TaskExample;
+use crate::keeper::{self, checkpoint_candidates, SavedCheckpoint, TrainerState};
+use crate::learner::{GrpoLearner, Rollout};
+use crate::messages::RunState;
+use crate::stages::grpo::{GrpoStepReport, StageError, StageSettings};
+use crate::stages::grpo_stage::GrpoRunReport;
+use crate::stages::job::{write_final, CheckpointConfig, ModelSpec, RunError, RunSpec, StageEvent};
+use crate::stages::preference::{
+    PreferenceSettings, PreferenceStepReport, ResponseScorer, RewardNormaliser, StagePrompt,
+};
+use crate::stages::problem::StageProblem;
+use crate::stages::rl::{
+    rl_step, run_rl, LearnedStep, PreferencePlan, Rewards, RlEvent, RlPlan, RlState, StartPoint,
+    StepWorkers, REWARD_TIMEOUT,
+};
+
+/// The learner the in-process workers train: loaded by [`StepWorkers::load`], or the caller's.
+enum LearnerSlot<'a> {
+    /// Not loaded yet.
+    Empty,
+    /// Loaded from the plan's model or a checkpoint.
+    Owned(Box<GrpoLearner>),
+    /// The caller's learner (one step on it: [`grpo_step`], [`preference_step`]).
+    Borrowed(&'a mut GrpoLearner),
+}
+
+/// Workers that are plain calls on the caller's thread.
+pub struct LocalWorkers<'a> {
+    plan: &'a RlPlan,
+    learner: LearnerSlot<'a>,
+    /// The reward models of a preference run, in `settings.reward_models` order.
+    scorers: Vec<&'a dyn ResponseScorer>,
+    /// Where code items run.
+    sandbox: &'a CodeSandbox,
+}
+
+impl<'a> LocalWorkers<'a> {
+    /// Workers for `plan`; the learner is loaded by `load`, the reward models are the plan's.
+    pub fn new(plan: &'a RlPlan) -> Self {
+        let scorers = plan
+            .preference
+            .as_ref()
+            .map(|p| p.scorers.iter().map(|s| s as &dyn ResponseScorer).collect())
+            .unwrap_or_default();
+        LocalWorkers {
+            plan,
+            learner: LearnerSlot::Empty,
+            scorers,
+            sandbox: &plan.sandbox,
+        }
+    }
+
+    /// Workers training the caller's `learner`, judging code in `sandbox` and scoring general
+    /// prompts with `scorers` (aligned with the plan's reward models).
+    pub fn with_learner(
+        plan: &'a RlPlan,
+        learner: &'a mut GrpoLearner,
+        sandbox: &'a CodeSandbox,
+        scorers: Vec<&'a dyn ResponseScorer>,
+    ) -> Self {
+        LocalWorkers {
+            plan,
+            learner: LearnerSlot::Borrowed(learner),
+            scorers,
+            sandbox,
+        }
+    }
+
+    /// The learner, once loaded.
+    pub fn learner(&mut self) -> Result<&mut GrpoLearner, StageError> {
+        match &mut self.learner {
+            LearnerSlot::Empty => Err(StageError::Worker("the learner is not loaded".into())),
+            LearnerSlot::Owned(learner) => Ok(&mut **learner),
+            LearnerSlot::Borrowed(learner) => Ok(&mut **learner),
+        }
+    }
+}
+
+impl StepWorkers for LocalWorkers<'_> {
+    fn load(&mut self, candidates: &[PathBuf]) -> Result<StartPoint, StageError> {
+        let found = keeper::resume_point(candidates, &self.plan.run.config_hash)?;
+        let mut start = StartPoint {
+            resumed_from: found.dir,
+            skipped: found.skipped,
+            ..StartPoint::default()
+        };
+        let learner = match found.checkpoint {
+            Some(checkpoint) => {
+                start.data_cursor = checkpoint.state.data_cursor;
+                start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
+                GrpoLearner::try_resume(checkpoint, self.plan.learner.clone())?
+            }
+            None => {
+                let model = self
+                    .plan
+                    .model
+                    .load()
+                    .map_err(|e| StageError::Worker(e.to_string()))?;
+                GrpoLearner::try_new(model, self.plan.learner.clone())?
+            }
+        };
+        start.step = learner.step;
+        start.optimizer_step = learner.optimizer_step;
+        self.learner = LearnerSlot::Owned(Box::new(learner));
+        Ok(start)
+    }
+
+    fn generate(
+        &mut self,
+        requests: Vec<GenerationRequest>,
+    ) -> Result<Vec<Completion>, StageError> {
+        let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
+        let learner = self.learner()?;
+        Ok(Sampler::new(&learner.policy, max_batch)
+            .generate(&requests, Some(tokenizer.as_ref()))?)
+    }
+
+    fn reward(
+        &mut self,
+        items: Arc<Vec<RewardItem>>,
+        rules: RewardRules,
+        models: Vec<Vec<(String, String)>>,
+    ) -> Result<Rewards, StageError> {
+        let reports = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                score_item(item, &rules, self.sandbox).map_err(|e| StageError::Judge {
+                    problem: i,
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<&str> = self
+            .plan
+            .preference
+            .as_ref()
+            .map(|p| {
+                p.settings
+                    .reward_models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !models.is_empty() && (models.len() != self.scorers.len() || names.len() != models.len())
+        {
+            return Err(StageError::Worker(format!(
+                "{} reward-model scorers for {} configured reward models",
+                self.scorers.len(),
+                names.len()
+            )));
+        }
+        let model_scores = models
+            .iter()
+            .zip(&self.scorers)
+            .zip(&names)
+            .map(|((items, scorer), name)| {
+                scorer.score(items).map(Some).map_err(|message| {
+                    StageError::Worker(format!("reward model `{name}`: {message}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rewards {
+            reports,
+            model_scores,
+            timeouts: Vec::new(),
+        })
+    }
+
+    fn learn(&mut self, rollouts: Vec<Rollout>) -> Result<LearnedStep, StageError> {
+        let learner = self.learner()?;
+        let stats = learner.step(&rollouts)?;
+        Ok(LearnedStep {
+            stats,
+            optimizer_step: learner.optimizer_step,
+        })
+    }
+
+    fn save(&mut self, state: TrainerState) -> Result<SavedCheckpoint, StageError> {
+        let (root, keep_last) = (
+            self.plan.run.checkpoint_root(),
+            self.plan.run.checkpoint.keep_last,
+        );
+        let learner = self.learner()?;
+        Ok(keeper::write_checkpoint(
+            &root,
+            &learner.policy,
+            learner.reference.as_ref(),
+            &learner.optimizer,
+            &state,
+            keep_last,
+            None,
+        )?)
+    }
+}
+
+/// Runs (or continues) an RL stage in-process: resumes from the newest good checkpoint under
+/// `<output_dir>/checkpoints`, reports every step and checkpoint to `progress`, stops after the
+/// current step when `stop` is set, and writes the final policy when the stage completes.
+pub fn run_in_process(
+    plan: &RlPlan,
+    progress: &mut dyn FnMut(StageEvent),
+    stop: &AtomicBool,
+) -> Result<GrpoRunReport, RunError> {
+    let candidates = checkpoint_candidates(&plan.run.checkpoint_root())?;
+    let total = plan.total_steps();
+    let mut workers = LocalWorkers::new(plan);
+    let report = run_rl(
+        plan,
+        &mut workers,
+        &candidates,
+        stop,
+        &mut |event| match event {
+            RlEvent::Started(start) => {
+                for damaged in start.skipped {
+                    progress(StageEvent::Note {
+                        message: format!("skipped damaged checkpoint {damaged}"),
+                    });
+                }
+                if start.resumed_from.is_some() {
+                    progress(StageEvent::Resumed { step: start.step });
+                }
+            }
+            RlEvent::Step(record, _) => progress(match record.preference {
+                None => StageEvent::GrpoStep {
+                    steps: total,
+                    report: Box::new(record.report),
+                },
+                Some(stats) => StageEvent::PreferenceStep {
+                    steps: total,
+                    report: Box::new(PreferenceStepReport {
+                        report: record.report,
+                        stats,
+                    }),
+                },
+            }),
+            RlEvent::Checkpoint(saved) => progress(StageEvent::Checkpoint {
+                step: saved.step,
+                path: saved.path,
+            }),
+        },
+    )?;
+    let final_model = if report.ended == RunState::Finished && report.steps >= plan.steps {
+        Some(write_final(&plan.run, &workers.learner()?.policy)?)
+    } else {
+        None
+    };
+    Ok(GrpoRunReport {
+        steps: report.steps,
+        stopped: report.ended != RunState::Finished,
+        last_reward: report.last_reward,
+        data_cursor: report.data_cursor,
+        checkpoint: report.checkpoint,
+        final_model,
+    })
+}
+
+/// A plan for one step on the caller's learner: `problems` in order, no checkpoints.
+fn one_step_plan(
+    tokenizer: &Tokenizer,
+    problems: Vec<StageProblem>,
+    settings: &StageSettings,
+    learner: &GrpoLearner,
+    preference: Option<PreferencePlan>,
+) -> RlPlan {
+    RlPlan {
+        run: RunSpec {
+            seed: 0,
+            output_dir: PathBuf::new(),
+            checkpoint: CheckpointConfig::default(),
+            config_hash: String::new(),
+            stop_at: None,
+        },
+        model: ModelSpec {
+            path: PathBuf::new(),
+            template: settings.template,
+            tokenizer: None,
+        },
+        tokenizer: Arc::new(tokenizer.clone()),
+        prompts_per_step: problems.len(),
+        problems: Arc::new(problems),
+        settings: settings.clone(),
+        learner: learner.config.clone(),
+        steps: u64::MAX,
+        dynamic_sampling: 0,
+        samples_per_step: 0,
+        reward_timeout: REWARD_TIMEOUT,
+        sandbox: Arc::new(CodeSandbox::unavailable(
+            "the caller's sandbox judges this step",
+        )),
+        preference: preference.map(Arc::new),
+    }
+}
+
+/// Problems a one-off step takes: built-in task examples or stage problems.
+pub trait StepProblem {
+    /// The problem as the stage judges it; `index` is its place in the batch.
+    fn stage_problem(&self, index: usize) -> StageProblem;
+}
+
+impl StepProblem for TaskExample {
+    fn stage_problem(&self, index: usize) -> StageProblem {
+        StageProblem::from_task(self, index)
+    }
+}
+
+impl StepProblem for StageProblem {
+    fn stage_problem(&self, _: usize) -> StageProblem {
+        self.clone()
+    }
+}
+
+/// One GRPO step on exactly `problems` (each sampled `learner.config.group_size` times), without
+/// dynamic sampling or a code sandbox: [`rl_step`] with in-process workers. `seed` makes the
+/// step's sampling reproducible.
+pub fn grpo_step<P: StepProblem>(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    problems: &[P],
+    settings: &StageSettings,
+    seed: u64,
+) -> Result<GrpoStepReport, StageError> {
+    let sandbox = CodeSandbox::unavailable("this stage step runs no code");
+    let problems = problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.stage_problem(i))
+        .collect();
+    let plan = one_step_plan(tokenizer, problems, settings, learner, None);
+    let mut state = RlState {
+        step: learner.step,
+        optimizer_step: learner.optimizer_step,
+        ..RlState::default()
+    };
+    let mut workers = LocalWorkers::with_learner(&plan, learner, &sandbox, Vec::new());
+    Ok(rl_step(&plan, &mut workers, &mut state, seed, false)?
+        .record
+        .report)
+}
+
+/// One preference-RL step on the caller's learner: `prompts` (reasoning ones first, then general
+/// ones) sampled `learner.config.group_size` times each, reasoning prompts rewarded by the rules
+/// (code in `sandbox`), general ones by `scorers` (aligned with `settings.reward_models`);
+/// `step` decides whether preference rewards count, `seed` makes sampling reproducible.
+#[allow(clippy::too_many_arguments)]
+pub fn preference_step(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    sandbox: &CodeSandbox,
+    prompts: &[StagePrompt],
+    settings: &PreferenceSettings,
+    scorers: &[&dyn ResponseScorer],
+    normaliser: &mut RewardNormaliser,
+    step: u64,
+    seed: u64,
+) -> Result<PreferenceStepReport, StageError> {
+    if scorers.len() != settings.reward_models.len() {
+        return Err(StageError::Worker(format!(
+            "{} reward-model scorers for {} configured reward models",
+            scorers.len(),
+            settings.reward_models.len()
+        )));
+    }
+    let mut reasoning = Vec::new();
+    let mut general = Vec::new();
+    for prompt in prompts {
+        match prompt {
+            StagePrompt::Reasoning(p) if general.is_empty() => reasoning.push(p.clone()),
+            StagePrompt::General { prompt } => general.push(prompt.clone()),
+            StagePrompt::Reasoning(_) => {
+                return Err(StageError::Worker(
+                    "a preference step takes its reasoning prompts before its general ones".into(),
+                ))
+            }
+        }
+    }
+    let preference = PreferencePlan {
+        settings: settings.clone(),
+        scorers: Arc::new(Vec::new()),
+        n_reasoning: reasoning.len(),
+        n_general: general.len(),
+        general,
+    };
+    let plan = one_step_plan(
+        tokenizer,
+        reasoning,
+        &settings.stage,
+        learner,
+        Some(preference),
+    );
+    // Each pool holds exactly one step's prompts, so step `step` takes them all, in order.
+    let mut state = RlState {
+        step,
+        optimizer_step: learner.optimizer_step,
+        normaliser: std::mem::take(normaliser),
+        ..RlState::default()
+    };
+    let mut workers = LocalWorkers::with_learner(&plan, learner, sandbox, scorers.to_vec());
+    let done = rl_step(&plan, &mut workers, &mut state, seed, false);
+    *normaliser = state.normaliser;
+    let record = done?.record;
+    Ok(PreferenceStepReport {
+        report: record.report,
+        stats: record
+            .preference
+            .ok_or_else(|| StageError::Worker("a preference step without its statistics".into()))?,
+    })
+}
