@@ -98,7 +98,7 @@ pub fn run(args: RmArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn tokenizer_for(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<Tokenizer> {
+pub(crate) fn tokenizer_for(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<Tokenizer> {
     match (name, dir) {
         (Some("byte"), _) => Ok(Tokenizer::byte()),
         (Some(other), _) => bail!("--tokenizer {other}: only `byte` is built in"),
