@@ -11,6 +11,7 @@ pub mod keeper;
 pub mod lang;
 pub mod learner;
 pub mod messages;
+pub mod report;
 pub mod reward_model;
 pub mod service;
 pub mod stages;
