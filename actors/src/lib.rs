@@ -14,6 +14,7 @@ pub mod eval;
 pub mod keeper;
 pub mod learner;
 pub mod messages;
+pub mod report;
 pub mod reward_model;
 pub mod reward_normaliser;
 pub mod service;

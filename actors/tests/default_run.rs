@@ -91,6 +91,27 @@ fn the_tiny_default_run_reports_saves_and_repeats() {
         .iter()
         .zip(&reloaded.params)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    // The SVG charts sit beside report.json: one point per GRPO step, the same bytes again.
+    let chart =
+        |dir: &std::path::Path, name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let reward = chart(first_dir.path(), "reward.svg");
+    assert_eq!(reward.matches("class=\"series\"").count(), 3);
+    assert_eq!(reward.matches(" L").count(), 3 * (report.grpo.steps - 1));
+    for name in [
+        "reward.svg",
+        "response_length.svg",
+        "reflection_rate.svg",
+        "kl.svg",
+        "entropy.svg",
+        "eval.svg",
+    ] {
+        assert_eq!(
+            chart(first_dir.path(), name),
+            chart(second_dir.path(), name),
+            "{name}"
+        );
+    }
 }
 
 #[test]

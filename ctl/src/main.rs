@@ -3,6 +3,7 @@
 //! daemon is unreachable.
 
 mod bench;
+mod generate;
 mod judge;
 mod model;
 mod remote;
@@ -37,6 +38,8 @@ enum Command {
     /// Run a job config's stage (grpo, sft, rejection, distill, eval, preference) in-process,
     /// resuming.
     Train(train::TrainArgs),
+    /// Complete a prompt with a model directory, streaming the text (templates, sampling options).
+    Generate(generate::GenerateArgs),
     /// Model files: import a GGUF file into a Hugging Face directory.
     Model(model::ModelArgs),
     #[command(flatten)]
@@ -55,6 +58,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Judge(args) => judge::run(args),
         Command::Run(args) => run::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
         Command::Remote(command) => remote::run(command),

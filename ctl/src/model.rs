@@ -1,4 +1,4 @@
-//! `r1ctl model`: model files. `import` turns a llama.cpp GGUF file (Llama architecture; F32, F16,
+//! `r1ctl model`: model files. `import` turns a llama.cpp GGUF file (Llama or Qwen3 architecture; F32, F16,
 //! BF16, Q8_0, Q4_0 or Q4_1 tensors) into a Hugging Face directory that r1 trains and `transformers`
 //! loads: f32 safetensors, config.json, tokenizer.json rebuilt from the GGUF's vocabulary, and
 //! tokenizer_config.json with the chat template it carries. The work is

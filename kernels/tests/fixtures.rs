@@ -1,4 +1,5 @@
-//! The CPU engine against Hugging Face `transformers` dumps (../shared/fixtures/models): logits,
+//! The CPU engine against Hugging Face `transformers` dumps (../shared/fixtures/models: tiny-qwen2,
+//! tiny-llama, tiny-qwen3): logits,
 //! loss, every parameter gradient, three AdamW steps, and config spelling variants.
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,11 @@ fn tiny_llama_matches_transformers() {
     check_model("tiny-llama");
 }
 
+#[test]
+fn tiny_qwen3_matches_transformers() {
+    check_model("tiny-qwen3");
+}
+
 fn check_adamw_steps(name: &str) {
     let mut model = load_model_dir(&model_dir(name)).unwrap();
     let reference = Reference::load(name);
@@ -178,8 +184,13 @@ fn tiny_llama_adamw_steps_match() {
 }
 
 #[test]
+fn tiny_qwen3_adamw_steps_match() {
+    check_adamw_steps("tiny-qwen3");
+}
+
+#[test]
 fn top_level_rope_theta_gives_the_same_logits() {
-    for name in ["tiny-qwen2", "tiny-llama"] {
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
         let dir = tempfile::tempdir().unwrap();
         let src = model_dir(name);
         let mut config: serde_json::Value =
@@ -223,7 +234,7 @@ fn top_level_rope_theta_gives_the_same_logits() {
 fn greedy_continuation_matches_transformers() {
     // No KV cache yet (that is the sampler's): each step recomputes the whole prefix, which must
     // pick the same argmax tokens as transformers' cached greedy decode.
-    for name in ["tiny-qwen2", "tiny-llama"] {
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
         let model = load_model_dir(&model_dir(name)).unwrap();
         let json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(model_dir(name).join("reference.json")).unwrap(),

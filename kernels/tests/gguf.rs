@@ -684,6 +684,146 @@ fn metadata_that_disagrees_with_the_tensors_is_an_error_naming_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Qwen3: the tiny-qwen3 fixture written as llama.cpp's converter writes a Qwen3 (`qwen3.*` keys,
+// `attn_{q,k}_norm`, q/k rows NOT permuted: llama.cpp rotates Qwen halves as Hugging Face does).
+
+fn tiny_qwen3_dir() -> PathBuf {
+    std::env::var_os("R1_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+        .join("models/tiny-qwen3")
+}
+
+/// The fixture as an F32 Qwen3 GGUF (every tensor under its llama.cpp name), and the fixture.
+fn qwen3_gguf() -> (GgufWriter, Model) {
+    let model = load_model_dir(&tiny_qwen3_dir()).unwrap();
+    let cfg = &model.config;
+    let mut w = GgufWriter::default();
+    w.set("general.architecture", Val::Str("qwen3".into()));
+    for (key, value) in [
+        ("context_length", cfg.max_position_embeddings),
+        ("embedding_length", cfg.hidden_size),
+        ("block_count", cfg.num_layers),
+        ("feed_forward_length", cfg.intermediate_size),
+        ("attention.head_count", cfg.num_heads),
+        ("attention.head_count_kv", cfg.num_kv_heads),
+        ("attention.key_length", cfg.head_dim),
+        ("attention.value_length", cfg.head_dim),
+    ] {
+        w.set(&format!("qwen3.{key}"), Val::U32(value as u32));
+    }
+    w.set("qwen3.rope.freq_base", Val::F32(cfg.rope_theta as f32));
+    w.set(
+        "qwen3.attention.layer_norm_rms_epsilon",
+        Val::F32(cfg.rms_norm_eps as f32),
+    );
+    w.set("tokenizer.ggml.model", Val::Str("gpt2".into()));
+    w.set("tokenizer.ggml.pre", Val::Str("qwen2".into()));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Val::Strs(byte_chars().into_iter().map(String::from).collect()),
+    );
+    w.set("tokenizer.ggml.token_type", Val::I32s(vec![1; 256]));
+    w.set("tokenizer.ggml.merges", Val::Strs(Vec::new()));
+    w.set("tokenizer.ggml.bos_token_id", Val::U32(0));
+    w.set("tokenizer.ggml.eos_token_id", Val::U32(1));
+    let gguf_name = |hf: &str| -> String {
+        let fixed = [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("model.norm.weight", "output_norm.weight"),
+        ];
+        if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+            return g.to_string();
+        }
+        let rest = hf.strip_prefix("model.layers.").unwrap();
+        let (layer, tensor) = rest.split_once('.').unwrap();
+        let suffix = match tensor {
+            "input_layernorm.weight" => "attn_norm.weight",
+            "self_attn.q_proj.weight" => "attn_q.weight",
+            "self_attn.k_proj.weight" => "attn_k.weight",
+            "self_attn.v_proj.weight" => "attn_v.weight",
+            "self_attn.o_proj.weight" => "attn_output.weight",
+            "self_attn.q_norm.weight" => "attn_q_norm.weight",
+            "self_attn.k_norm.weight" => "attn_k_norm.weight",
+            "post_attention_layernorm.weight" => "ffn_norm.weight",
+            "mlp.gate_proj.weight" => "ffn_gate.weight",
+            "mlp.up_proj.weight" => "ffn_up.weight",
+            "mlp.down_proj.weight" => "ffn_down.weight",
+            other => panic!("no GGUF name for {other}"),
+        };
+        format!("blk.{layer}.{suffix}")
+    };
+    for slot in &model.layout.slots {
+        let (bytes, _) = quantise(GgmlType::F32, &model.params[slot.range()]);
+        w.tensors.push(RawTensor {
+            name: gguf_name(&slot.name),
+            dims: slot.shape.iter().rev().map(|&d| d as u64).collect(),
+            ty: GgmlType::F32.0,
+            data: bytes,
+        });
+    }
+    (w, model)
+}
+
+#[test]
+fn a_qwen3_gguf_imports_as_the_hugging_face_model_with_the_same_logits() {
+    let (w, fixture) = qwen3_gguf();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny-qwen3.gguf");
+    std::fs::write(&gguf, w.bytes()).unwrap();
+    let out = tmp.path().join("hf");
+    let imported = import_to_dir(&gguf, &out).unwrap();
+    assert_eq!(imported.config.architecture, Architecture::Qwen3);
+    // head_dim 32 is not hidden/heads (16): it comes from qwen3.attention.key_length.
+    assert_eq!(imported.config.head_dim, 32);
+    // f32 rope_theta and eps in GGUF: the rest of the config is the fixture's.
+    assert_eq!(
+        ModelConfig {
+            rope_theta: fixture.config.rope_theta,
+            rms_norm_eps: fixture.config.rms_norm_eps,
+            ..imported.config.clone()
+        },
+        fixture.config
+    );
+    assert_eq!(imported.params, fixture.params, "weights differ");
+    let reloaded = load_model_dir(&out).unwrap();
+    assert_eq!(reloaded.params, fixture.params);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "Qwen3ForCausalLM");
+
+    // Same logits as the fixture itself (which tests/fixtures.rs checks against transformers).
+    let ids: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 256).collect();
+    let logits = |m: &Model| {
+        let mut acts = Activations::new(m, 1, ids.len());
+        cpu::forward(m, &mut acts, &ids).unwrap();
+        cpu::logits(m, &acts)
+    };
+    let (a, b) = (logits(&reloaded), logits(&fixture));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "logits differ by {worst}");
+}
+
+#[test]
+fn a_qwen3_gguf_without_its_q_norm_is_an_error_naming_the_tensor() {
+    let (mut w, _) = qwen3_gguf();
+    w.tensors.retain(|t| t.name != "blk.1.attn_q_norm.weight");
+    let message = import_error(w.bytes()).expect("import should fail");
+    assert!(message.contains("blk.1.attn_q_norm.weight"), "{message}");
+    let (mut w, _) = qwen3_gguf();
+    w.set("qwen3.attention.head_count_kv", Val::U32(3));
+    let message = import_error(w.bytes()).expect("import should fail");
+    assert!(
+        message.contains("qwen3.attention.head_count_kv"),
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The real model, when fetched.
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";

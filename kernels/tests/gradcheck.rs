@@ -26,7 +26,7 @@ fn tiny_config(architecture: Architecture) -> ModelConfig {
                 high_freq_factor: 4.0,
                 original_max_position_embeddings: 32.0,
             },
-            Architecture::Qwen2 => RopeScaling::None,
+            Architecture::Qwen2 | Architecture::Qwen3 => RopeScaling::None,
         },
         attention_bias: architecture == Architecture::Qwen2,
         tie_word_embeddings: architecture == Architecture::Qwen2,
@@ -139,6 +139,12 @@ fn qwen2_gradients_match_finite_differences() {
 #[test]
 fn llama_gradients_match_finite_differences() {
     check_model_gradient(Architecture::Llama);
+}
+
+#[test]
+fn qwen3_gradients_match_finite_differences() {
+    // Covers the per-head q/k RMSNorm's backward, including its two weights.
+    check_model_gradient(Architecture::Qwen3);
 }
 
 /// Σ a_t · logp_t + b_t · entropy_t: exercises both derivatives the head supports.

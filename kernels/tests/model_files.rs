@@ -96,7 +96,7 @@ fn write_tensors(
 
 #[test]
 fn saved_model_loads_again_bit_for_bit() {
-    for name in ["tiny-qwen2", "tiny-llama"] {
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
         let model = load_model_dir(&fixture(name)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         save_model_dir(&model, dir.path()).unwrap();
@@ -117,6 +117,12 @@ fn saved_model_loads_again_bit_for_bit() {
         let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert!(st.names().contains(&"model.layers.1.mlp.down_proj.weight"));
+        assert_eq!(
+            st.names()
+                .contains(&"model.layers.1.self_attn.k_norm.weight"),
+            model.config.qk_norm(),
+            "{name}: Qwen3's q/k norms are saved under their Hugging Face names"
+        );
         assert_eq!(
             st.names().contains(&"lm_head.weight"),
             !model.config.tie_word_embeddings

@@ -39,7 +39,8 @@ fn sampling(max_new_tokens: usize) -> SamplingParams {
 
 #[test]
 fn greedy_decoding_matches_transformers() {
-    for name in ["tiny-qwen2", "tiny-llama"] {
+    // The KV-cache decoder (prefill + one step per token) against transformers' cached greedy.
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
         let model = load_model_dir(&model_dir(name)).unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(model_dir(name).join("reference.json")).unwrap())

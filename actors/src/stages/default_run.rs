@@ -66,6 +66,7 @@ use crate::judge::format::FormatConfig;
 use crate::judge::reward::{RewardRules, RewardWeights};
 use crate::judge::tasks::{GenerateError, Split};
 use crate::learner::{GrpoLearner, LearnerConfig, LearnerError, SftExample, SftTrainer};
+use crate::report::{write_run_charts, EvalBars, StepPoint};
 use crate::stages::grpo::StageError;
 use crate::stages::{grpo_step, StageSettings};
 
@@ -296,7 +297,8 @@ fn secs(start: Instant) -> f64 {
 }
 
 /// Runs the embedded default into `run_dir` (created if needed): model, cold-start SFT, held-out
-/// evaluation, GRPO, evaluation again, checkpoint in `run_dir/final`, `run_dir/report.json`.
+/// evaluation, GRPO, evaluation again, checkpoint in `run_dir/final`, `run_dir/report.json` and
+/// its SVG charts (`reward.svg`, … `eval.svg`, see `report::charts`).
 pub fn run_default(
     config: &DefaultRunConfig,
     run_dir: &Path,
@@ -470,6 +472,7 @@ pub fn run_default(
         seconds: 0.0,
     };
     let per = config.grpo.prompts_per_step;
+    let mut history = Vec::with_capacity(config.grpo.steps);
     for step in 0..config.grpo.steps {
         if config.time_budget_secs > 0 && step > 0 {
             // Keep room for one more step, the final evaluation and saving.
@@ -493,6 +496,16 @@ pub fn run_default(
         }
         grpo.last_reward = report.learner.reward_mean;
         grpo.steps = step + 1;
+        history.push(StepPoint {
+            step: step + 1,
+            reward: report.learner.reward_mean,
+            accuracy: report.accuracy,
+            format: report.format,
+            response_length: report.learner.completion_len_mean,
+            reflection_rate: report.reflection_rate,
+            kl: report.learner.kl,
+            entropy: report.learner.entropy,
+        });
         progress(Progress::GrpoStep {
             step: step + 1,
             steps: config.grpo.steps,
@@ -546,5 +559,17 @@ pub fn run_default(
     let path = run_dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&path, json + "\n").map_err(|source| DefaultRunError::Io { path, source })?;
+    // The same run as SVG charts beside report.json (GRPO curves, held-out before/after).
+    let evals =
+        [("before RL", &report.before), ("after RL", &report.after)].map(|(label, s)| EvalBars {
+            label: label.into(),
+            accuracy: s.accuracy,
+            cons_at_k: s.cons_at_k,
+            format_rate: s.format_rate,
+        });
+    write_run_charts(run_dir, &history, &evals).map_err(|e| DefaultRunError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
     Ok(report)
 }

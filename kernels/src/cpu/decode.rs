@@ -95,6 +95,8 @@ pub struct DecodeScratch {
     proj: Vec<f32>,
     rstd: Vec<f32>,
     qkv: Vec<f32>,
+    /// Qwen3's per-head 1/rms of q and k [S, NH+NKV] (unused otherwise).
+    qk_rstd: Vec<f32>,
     atty: Vec<f32>,
     gu: Vec<f32>,
     h: Vec<f32>,
@@ -126,6 +128,7 @@ impl DecodeScratch {
             proj: buffer(cfg.hidden_size)?,
             rstd: buffer(1)?,
             qkv: buffer(cfg.qkv_dim())?,
+            qk_rstd: buffer(cfg.num_heads + cfg.num_kv_heads)?,
             atty: buffer(cfg.q_dim())?,
             gu: buffer(2 * cfg.intermediate_size)?,
             h: buffer(cfg.intermediate_size)?,
@@ -140,6 +143,7 @@ impl DecodeScratch {
         let per_row = 3.0 * cfg.hidden_size as f64
             + 1.0
             + cfg.qkv_dim() as f64
+            + (cfg.num_heads + cfg.num_kv_heads) as f64
             + cfg.q_dim() as f64
             + 3.0 * cfg.intermediate_size as f64
             + cfg.num_heads as f64 * max_len as f64
@@ -227,6 +231,18 @@ pub fn decode_step(
         ops::rmsnorm_forward(ln, rstd, x, &p[o.ln1..o.ln1 + c], c, eps);
         let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
         matmul_rows(qkv, ln, &p[o.qkv_w..o.qkv_w + qkv_w * c], bias, s, c, qkv_w);
+        if let Some(qn) = o.qk_norm {
+            ops::qk_norm_forward(
+                qkv,
+                &mut sc.qk_rstd[..s * (nh + cfg.num_kv_heads)],
+                &p[qn..qn + hs],
+                &p[qn + hs..qn + 2 * hs],
+                nh,
+                cfg.num_kv_heads,
+                hs,
+                eps,
+            );
+        }
         ops::rope_apply(
             qkv,
             positions,

@@ -1,10 +1,10 @@
-//! The decoder-only transformer (Qwen2 / Llama) on the CPU: forward and backward over a batch of
+//! The decoder-only transformer (Qwen2 / Llama / Qwen3) on the CPU: forward and backward over a batch of
 //! equal-length sequences, activations kept in an arena planned once per (B, T).
 //!
 //! Shape legend: B = batch, T = time, N = B·T, C = channels, L = layers, NH/NKV = query/kv heads,
 //! HS = head size, QKV = (NH + 2·NKV)·HS, QD = NH·HS, I = MLP width, V = vocab.
 //!
-//! One layer: x_mid = x + o_proj(attn(rope(qkv(rmsnorm(x)))));
+//! One layer: x_mid = x + o_proj(attn(rope(qkv(rmsnorm(x)))));  (Qwen3: rope(qk_norm(qkv(…))))
 //!            x_out = x_mid + down(silu(gate(rmsnorm(x_mid))) ⊙ up(…)).
 
 use super::ops::{self, AttnShape, RopeTable};
@@ -28,6 +28,10 @@ pub struct Activations {
     rstd1: Vec<f32>,
     /// q|k|v after RoPE [L, N, QKV].
     qkv: Vec<f32>,
+    /// Qwen3 only (empty otherwise): q|k before the per-head RMSNorm [L, N, (NH+NKV)·HS] and each
+    /// head's 1/rms [L, N, NH+NKV].
+    qk_pre: Vec<f32>,
+    qk_rstd: Vec<f32>,
     /// Attention probabilities [L, B, NH, T, T].
     att: Vec<f32>,
     /// Attention outputs before o_proj [L, N, QD].
@@ -69,6 +73,11 @@ impl Activations {
         let (n, c, l) = (b * t, cfg.hidden_size, cfg.num_layers);
         let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
         let att = b * cfg.num_heads * t * t;
+        let qk_heads = if cfg.qk_norm() {
+            cfg.num_heads + cfg.num_kv_heads
+        } else {
+            0
+        };
         Activations {
             b,
             t,
@@ -77,6 +86,8 @@ impl Activations {
             ln1: vec![0.0; l * n * c],
             rstd1: vec![0.0; l * n],
             qkv: vec![0.0; l * n * qkv],
+            qk_pre: vec![0.0; l * n * qk_heads * cfg.head_dim],
+            qk_rstd: vec![0.0; l * n * qk_heads],
             att: vec![0.0; l * att],
             atty: vec![0.0; l * n * qd],
             ln2: vec![0.0; l * n * c],
@@ -173,6 +184,8 @@ impl Activations {
             &self.ln1,
             &self.rstd1,
             &self.qkv,
+            &self.qk_pre,
+            &self.qk_rstd,
             &self.att,
             &self.atty,
             &self.ln2,
@@ -282,6 +295,26 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
             c,
             qkv_w,
         );
+        if let Some(qn) = o.qk_norm {
+            let (heads, hs) = (cfg.num_heads + cfg.num_kv_heads, cfg.head_dim);
+            let pre = &mut acts.qk_pre[l * n * heads * hs..(l + 1) * n * heads * hs];
+            for (dst, row) in pre
+                .chunks_exact_mut(heads * hs)
+                .zip(qkv.chunks_exact(qkv_w))
+            {
+                dst.copy_from_slice(&row[..heads * hs]);
+            }
+            ops::qk_norm_forward(
+                qkv,
+                &mut acts.qk_rstd[l * n * heads..(l + 1) * n * heads],
+                &p[qn..qn + hs],
+                &p[qn + hs..qn + 2 * hs],
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                hs,
+                eps,
+            );
+        }
         ops::rope_forward(
             qkv,
             &acts.positions,
@@ -488,6 +521,22 @@ pub fn backward(
             cfg.num_kv_heads,
             cfg.head_dim,
         );
+        if let Some(qn) = o.qk_norm {
+            let (heads, hs) = (cfg.num_heads + cfg.num_kv_heads, cfg.head_dim);
+            let (dq_weight, dk_weight) = grads[qn..qn + 2 * hs].split_at_mut(hs);
+            ops::qk_norm_backward(
+                &mut acts.dqkv,
+                dq_weight,
+                dk_weight,
+                &acts.qk_pre[l * n * heads * hs..(l + 1) * n * heads * hs],
+                &p[qn..qn + hs],
+                &p[qn + hs..qn + 2 * hs],
+                &acts.qk_rstd[l * n * heads..(l + 1) * n * heads],
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                hs,
+            );
+        }
         acts.dln.fill(0.0);
         // q|k|v weight and bias gradients are adjacent in the layout, as are the parameters.
         let (dw, dbias) = match o.qkv_b {

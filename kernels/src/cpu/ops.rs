@@ -576,6 +576,120 @@ pub fn swiglu_backward(dgu: &mut [f32], dh: &[f32], gu: &[f32], i: usize) {
         .for_each(|((dgu, dh), gu)| swiglu_rows_backward(dgu, dh, gu, i));
 }
 
+/// Qwen3's per-head RMSNorm of the q and k heads of a fused [N, QKV] buffer, in place, before
+/// RoPE: each of the NH query heads is normalised over its HS values and scaled by `q_weight`
+/// [HS], each of the NKV key heads by `k_weight` [HS]; v is untouched. `rstd` [N, NH + NKV] keeps
+/// each head's 1/rms for backward.
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_forward(
+    qkv: &mut [f32],
+    rstd: &mut [f32],
+    q_weight: &[f32],
+    k_weight: &[f32],
+    nh: usize,
+    nkv: usize,
+    hs: usize,
+    eps: f32,
+) {
+    let stride = (nh + 2 * nkv) * hs;
+    let heads = nh + nkv;
+    qkv.par_chunks_mut(stride * ROWS_PER_TASK)
+        .zip(rstd.par_chunks_mut(heads * ROWS_PER_TASK))
+        .for_each(|(rows, rstd)| {
+            for (row, rstd) in rows
+                .chunks_exact_mut(stride)
+                .zip(rstd.chunks_exact_mut(heads))
+            {
+                for (h, (head, r)) in row[..heads * hs]
+                    .chunks_exact_mut(hs)
+                    .zip(rstd.iter_mut())
+                    .enumerate()
+                {
+                    let weight = if h < nh { q_weight } else { k_weight };
+                    let mean_sq = head.iter().map(|v| v * v).sum::<f32>() / hs as f32;
+                    let s = 1.0 / (mean_sq + eps).sqrt();
+                    *r = s;
+                    for (x, w) in head.iter_mut().zip(weight) {
+                        *x = w * (*x * s);
+                    }
+                }
+            }
+        });
+}
+
+/// Backward of `qk_norm_forward`, in place on the q|k part of `dqkv` [N, QKV]: the gradient
+/// w.r.t. the normalised heads becomes the gradient w.r.t. the heads before normalisation (v's
+/// gradient is untouched). `pre` [N, (NH + NKV)·HS] holds q|k as they were before the norm;
+/// `dq_weight` and `dk_weight` accumulate (`+=`).
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_backward(
+    dqkv: &mut [f32],
+    dq_weight: &mut [f32],
+    dk_weight: &mut [f32],
+    pre: &[f32],
+    q_weight: &[f32],
+    k_weight: &[f32],
+    rstd: &[f32],
+    nh: usize,
+    nkv: usize,
+    hs: usize,
+) {
+    let stride = (nh + 2 * nkv) * hs;
+    let heads = nh + nkv;
+    // Weight gradients first: they need the incoming gradient before it is overwritten.
+    for ((go, x), rstd) in dqkv
+        .chunks_exact(stride)
+        .zip(pre.chunks_exact(heads * hs))
+        .zip(rstd.chunks_exact(heads))
+    {
+        for (h, ((go, x), &s)) in go[..heads * hs]
+            .chunks_exact(hs)
+            .zip(x.chunks_exact(hs))
+            .zip(rstd)
+            .enumerate()
+        {
+            let dweight = if h < nh {
+                &mut *dq_weight
+            } else {
+                &mut *dk_weight
+            };
+            for ((dw, g), x) in dweight.iter_mut().zip(go).zip(x) {
+                *dw += g * x * s;
+            }
+        }
+    }
+    dqkv.par_chunks_mut(stride * ROWS_PER_TASK)
+        .zip(pre.par_chunks(heads * hs * ROWS_PER_TASK))
+        .zip(rstd.par_chunks(heads * ROWS_PER_TASK))
+        .for_each(|((rows, pre), rstd)| {
+            for ((row, x), rstd) in rows
+                .chunks_exact_mut(stride)
+                .zip(pre.chunks_exact(heads * hs))
+                .zip(rstd.chunks_exact(heads))
+            {
+                for (h, ((go, x), &s)) in row[..heads * hs]
+                    .chunks_exact_mut(hs)
+                    .zip(x.chunks_exact(hs))
+                    .zip(rstd)
+                    .enumerate()
+                {
+                    let weight = if h < nh { q_weight } else { k_weight };
+                    // As rmsnorm_backward: dx = s·(w·go − xhat·mean(w·go·xhat)).
+                    let dot = go
+                        .iter()
+                        .zip(weight)
+                        .zip(x)
+                        .map(|((g, w), x)| g * w * x * s)
+                        .sum::<f32>()
+                        / hs as f32;
+                    for ((g, w), x) in go.iter_mut().zip(weight).zip(x) {
+                        *g = s * (*g * w - x * s * dot);
+                    }
+                }
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

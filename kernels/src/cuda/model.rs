@@ -60,6 +60,7 @@ impl DeviceModel {
             )));
         }
         let cfg = &model.config;
+        refuse_unsupported(cfg)?;
         if cfg.head_dim > ops::MAX_HEAD_SIZE {
             return Err(CudaError::Input(format!(
                 "head_dim {} is larger than the CUDA attention kernels' {}",
@@ -857,10 +858,42 @@ pub fn backward(
     ops::embedding_backward(be, model.g(lay.embed), dres, &acts.ids_host, c)
 }
 
+/// Refuses what the CUDA kernels do not compute, before anything is uploaded: Qwen3's per-head
+/// q/k RMSNorm has no kernel here, and running a Qwen3 without it would silently give another
+/// model's outputs (the CPU backend runs it). `DeviceDecoder` needs an uploaded model, so this
+/// covers decoding too.
+pub(crate) fn refuse_unsupported(cfg: &ModelConfig) -> Result<(), CudaError> {
+    if cfg.qk_norm() {
+        return Err(CudaError::Input(format!(
+            "{} (per-head q/k RMSNorm) is not implemented by the CUDA backend; use the CPU backend",
+            cfg.architecture.hf_name()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Architecture, RopeScaling};
+
+    #[test]
+    fn qwen3_is_refused_with_a_clear_error_and_the_others_pass() {
+        let mut cfg = ModelConfig::from_json(
+            &serde_json::json!({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 8,
+                "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "head_dim": 8, "vocab_size": 11}),
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let message = refuse_unsupported(&cfg).unwrap_err().to_string();
+        assert!(
+            message.contains("Qwen3ForCausalLM") && message.contains("q/k RMSNorm"),
+            "{message}"
+        );
+        cfg.architecture = Architecture::Llama;
+        assert!(refuse_unsupported(&cfg).is_ok());
+    }
 
     #[test]
     fn adamw_runs_cover_every_parameter_once_and_split_at_decay_changes() {

@@ -11,13 +11,16 @@ use serde_json::Value;
 use crate::error::{EngineError, Result};
 
 /// The model families the engine implements. They differ only in defaults (Qwen2 always has q/k/v
-/// bias) and tensor names are shared.
+/// bias) and in Qwen3's per-head q/k RMSNorm; tensor names are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     /// `Qwen2ForCausalLM` (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen).
     Qwen2,
     /// `LlamaForCausalLM` (Llama 2/3, SmolLM, DeepSeek-R1-Distill-Llama).
     Llama,
+    /// `Qwen3ForCausalLM` (Qwen3 dense): an RMSNorm over each query and key head (`q_norm`,
+    /// `k_norm`, one [HS] weight each, shared by the heads) before RoPE; no q/k/v bias by default.
+    Qwen3,
 }
 
 impl Architecture {
@@ -26,6 +29,7 @@ impl Architecture {
         match self {
             Architecture::Qwen2 => "Qwen2ForCausalLM",
             Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
         }
     }
 
@@ -34,7 +38,13 @@ impl Architecture {
         match self {
             Architecture::Qwen2 => "qwen2",
             Architecture::Llama => "llama",
+            Architecture::Qwen3 => "qwen3",
         }
+    }
+
+    /// Whether each query and key head is RMS-normalised (with `q_norm` / `k_norm`) before RoPE.
+    pub fn has_qk_norm(self) -> bool {
+        self == Architecture::Qwen3
     }
 }
 
@@ -164,7 +174,9 @@ impl ModelConfig {
         }
         let attention_bias = match architecture {
             Architecture::Qwen2 => true,
-            Architecture::Llama => reader.bool_optional("attention_bias")?.unwrap_or(false),
+            Architecture::Llama | Architecture::Qwen3 => {
+                reader.bool_optional("attention_bias")?.unwrap_or(false)
+            }
         };
         let (rope_theta, rope_scaling) = reader.rope()?;
         let config = ModelConfig {
@@ -281,7 +293,12 @@ impl ModelConfig {
         );
         let qkv = q + 2.0 * kv;
         let bias = if self.attention_bias { qkv } else { 0.0 };
-        let per_layer = 2.0 * c + qkv * c + bias + c * q + 3.0 * i * c;
+        let qk_norm = if self.qk_norm() {
+            2.0 * self.head_dim as f64
+        } else {
+            0.0
+        };
+        let per_layer = 2.0 * c + qkv * c + bias + qk_norm + c * q + 3.0 * i * c;
         let heads = if self.tie_word_embeddings { 1.0 } else { 2.0 };
         heads * v * c + l * per_layer + c
     }
@@ -293,10 +310,16 @@ impl ModelConfig {
         let kv = self.num_kv_heads.checked_mul(self.head_dim)?;
         let qkv = kv.checked_mul(2)?.checked_add(q)?;
         let bias = if self.attention_bias { qkv } else { 0 };
+        let qk_norm = if self.qk_norm() {
+            self.head_dim.checked_mul(2)?
+        } else {
+            0
+        };
         let per_layer = [
             c.checked_mul(2)?,
             qkv.checked_mul(c)?,
             bias,
+            qk_norm,
             c.checked_mul(q)?,
             self.intermediate_size.checked_mul(c)?.checked_mul(3)?,
         ]
@@ -308,6 +331,11 @@ impl ModelConfig {
             .checked_mul(heads)?
             .checked_add(per_layer.checked_mul(self.num_layers)?)?
             .checked_add(c)
+    }
+
+    /// Whether each query and key head is RMS-normalised before RoPE (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.architecture.has_qk_norm()
     }
 
     /// Width of all query heads together (NH × HS).
@@ -448,6 +476,7 @@ impl Reader<'_> {
         match (named, model_type) {
             (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => Ok(Architecture::Qwen2),
             (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => Ok(Architecture::Llama),
+            (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => Ok(Architecture::Qwen3),
             (Some(other), _) => Err(EngineError::UnknownArchitecture {
                 path: self.path.to_path_buf(),
                 architecture: other.to_string(),
@@ -668,5 +697,29 @@ mod tests {
         assert_eq!(config.head_dim, 16);
         let reparsed = parse(config.to_json()).unwrap();
         assert_eq!(reparsed, config);
+    }
+
+    #[test]
+    fn qwen3_has_qk_norm_no_default_bias_and_round_trips() {
+        let mut c = base();
+        c["architectures"] = serde_json::json!(["Qwen3ForCausalLM"]);
+        c["head_dim"] = 32.into();
+        let config = parse(c).unwrap();
+        assert!(config.qk_norm() && !config.attention_bias);
+        assert_eq!(config.head_dim, 32);
+        // Two [HS] norm weights per layer on top of the Llama-shaped count.
+        let llama = ModelConfig {
+            architecture: Architecture::Llama,
+            ..config.clone()
+        };
+        assert_eq!(
+            config.parameter_count().unwrap(),
+            llama.parameter_count().unwrap() + 2 * 2 * 32
+        );
+        assert_eq!(
+            config.parameter_estimate(),
+            config.parameter_count().unwrap() as f64
+        );
+        assert_eq!(parse(config.to_json()).unwrap(), config);
     }
 }

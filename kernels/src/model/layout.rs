@@ -43,6 +43,8 @@ pub struct LayerOffsets {
     pub qkv_w: usize,
     /// q|k|v biases [QKV], when the model has them.
     pub qkv_b: Option<usize>,
+    /// q_norm|k_norm weights [2·HS] (Qwen3's per-head RMSNorm before RoPE), when the model has them.
+    pub qk_norm: Option<usize>,
     /// o_proj weight [C, NH·HS].
     pub o_w: usize,
     /// post_attention_layernorm weight [C].
@@ -119,6 +121,11 @@ impl ParamLayout {
                 format!("{p}self_attn.o_proj.weight"),
                 vec![c, config.q_dim()],
             );
+            let qk_norm = config.qk_norm().then(|| {
+                let q = push(format!("{p}self_attn.q_norm.weight"), vec![config.head_dim]);
+                push(format!("{p}self_attn.k_norm.weight"), vec![config.head_dim]);
+                q
+            });
             let ln2 = push(format!("{p}post_attention_layernorm.weight"), vec![c]);
             let gate_up_w = push(format!("{p}mlp.gate_proj.weight"), vec![i, c]);
             push(format!("{p}mlp.up_proj.weight"), vec![i, c]);
@@ -127,6 +134,7 @@ impl ParamLayout {
                 ln1,
                 qkv_w,
                 qkv_b,
+                qk_norm,
                 o_w,
                 ln2,
                 gate_up_w,

@@ -43,6 +43,7 @@ pub fn sequence_classification_name(architecture: Architecture) -> &'static str 
     match architecture {
         Architecture::Qwen2 => "Qwen2ForSequenceClassification",
         Architecture::Llama => "LlamaForSequenceClassification",
+        Architecture::Qwen3 => "Qwen3ForSequenceClassification",
     }
 }
 
@@ -155,12 +156,13 @@ fn read_config(path: &Path) -> Result<(ModelConfig, bool, Option<u32>)> {
     let causal = match named.as_deref() {
         Some("Qwen2ForSequenceClassification") => Architecture::Qwen2,
         Some("LlamaForSequenceClassification") => Architecture::Llama,
+        Some("Qwen3ForSequenceClassification") => Architecture::Qwen3,
         Some(other) => {
             return Err(bad(
                 "architectures",
                 format!(
-                    "`{other}` is not a reward model (expected Qwen2ForSequenceClassification or \
-                     LlamaForSequenceClassification)"
+                    "`{other}` is not a reward model (expected Qwen2ForSequenceClassification, \
+                     LlamaForSequenceClassification or Qwen3ForSequenceClassification)"
                 ),
             ))
         }
@@ -252,8 +254,12 @@ mod tests {
     }
 
     #[test]
-    fn save_then_load_is_bit_identical_for_both_architectures() {
-        for (arch, tie) in [(Architecture::Qwen2, true), (Architecture::Llama, false)] {
+    fn save_then_load_is_bit_identical_for_every_architecture() {
+        for (arch, tie) in [
+            (Architecture::Qwen2, true),
+            (Architecture::Llama, false),
+            (Architecture::Qwen3, true),
+        ] {
             let rm = RewardModel::random(tiny(arch, tie), Some(0), 3, 0.1);
             assert!(rm.model.layout.slot("lm_head.weight").is_none());
             assert_eq!(rm.model.layout.slots.last().unwrap().name, SCORE_TENSOR);

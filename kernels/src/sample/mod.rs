@@ -235,6 +235,17 @@ impl<'m> Sampler<'m> {
         requests: &[GenerationRequest],
         detok: Option<&dyn Detokenizer>,
     ) -> Result<Vec<Completion>> {
+        self.generate_streaming(requests, detok, &mut |_, _, _| {})
+    }
+
+    /// `generate`, calling `on_token(request, sample, token)` with each token as its sequence
+    /// takes it (`r1ctl generate` prints them as they come). The tokens are those of `generate`.
+    pub fn generate_streaming(
+        &mut self,
+        requests: &[GenerationRequest],
+        detok: Option<&dyn Detokenizer>,
+        on_token: &mut dyn FnMut(usize, usize, u32),
+    ) -> Result<Vec<Completion>> {
         self.validate(requests)?;
         let model = self.model;
         let context = self.context_len();
@@ -358,6 +369,7 @@ impl<'m> Sampler<'m> {
                 if prompt.samples_left == 0 {
                     prefilled.remove(&ri);
                 }
+                on_token(ri, sj, chosen.token);
                 if let Some(finish) = accept(&mut seq, chosen, &request.params, eos, detok) {
                     finalize(&mut seq, finish, &request.params, detok);
                     free.push(seq.slot);
@@ -393,6 +405,7 @@ impl<'m> Sampler<'m> {
                     &mut seq.rng,
                     &mut self.order,
                 );
+                on_token(seq.request, seq.out.sample, chosen.token);
                 if let Some(finish) = accept(&mut seq, chosen, params, eos, detok) {
                     finalize(&mut seq, finish, params, detok);
                     free.push(seq.slot);

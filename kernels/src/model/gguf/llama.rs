@@ -1,15 +1,19 @@
-//! A Llama-architecture GGUF mapped onto the engine's [`Model`], and exported as a Hugging Face
-//! directory.
+//! A Llama- or Qwen3-architecture GGUF mapped onto the engine's [`Model`], and exported as a
+//! Hugging Face directory. Metadata keys carry the architecture's prefix (`llama.*`, `qwen3.*`).
 //!
 //! Names: `token_embd` → `model.embed_tokens`, `blk.N.attn_{norm,q,k,v,output}` →
 //! `model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj}`, `blk.N.ffn_{norm,gate,up,down}` →
 //! `post_attention_layernorm`, `mlp.{gate,up,down}_proj`, `output_norm` → `model.norm`, `output` →
-//! `lm_head` (absent: tied embeddings).
+//! `lm_head` (absent: tied embeddings); Qwen3 adds `blk.N.attn_{q,k}_norm` →
+//! `self_attn.{q,k}_norm` (and `attn_{q,k,v}.bias` when the model has biases).
 //!
 //! llama.cpp's converter reorders the rows of q_proj and k_proj so that its RoPE can rotate adjacent
 //! pairs (x[2i], x[2i+1]) where Hugging Face rotates halves (x[i], x[i + HS/2]): for each head,
 //! converted row `2j + i` is Hugging Face row `i·HS/2 + j`. Import puts them back, so the imported
 //! model is exactly the Hugging Face one and its logits match `transformers` loading the same GGUF.
+//! Only Llama is permuted: llama.cpp runs Qwen-family models with its NEOX (rotate-half) RoPE, so
+//! their q/k rows are stored in Hugging Face order (convert_hf_to_gguf.py's Qwen2/Qwen3 models do
+//! not permute).
 
 use std::path::Path;
 
@@ -19,22 +23,32 @@ use crate::model::layout::ParamLayout;
 use crate::model::limits::{try_zeroed, MemoryPlan};
 use crate::model::weights::{save_model_dir, Model};
 
-/// The engine's config for a Llama GGUF, from its `llama.*` and `tokenizer.ggml.*` metadata.
-pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
-    let arch = gguf.str_required("general.architecture")?;
-    if arch != "llama" {
-        return Err(GgufError::Architecture {
+/// The engine's architecture for a GGUF's `general.architecture`, and its metadata key prefix.
+fn architecture(gguf: &GgufFile) -> Result<(Architecture, &'static str)> {
+    match gguf.str_required("general.architecture")? {
+        "llama" => Ok((Architecture::Llama, "llama")),
+        "qwen3" => Ok((Architecture::Qwen3, "qwen3")),
+        other => Err(GgufError::Architecture {
             path: gguf.path().to_path_buf(),
-            architecture: arch.to_string(),
-        });
+            architecture: other.to_string(),
+        }),
     }
-    let key = |k: &str| format!("llama.{k}");
+}
+
+/// The engine's config for a Llama or Qwen3 GGUF, from its `llama.*` / `qwen3.*` and
+/// `tokenizer.ggml.*` metadata.
+pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
+    let (architecture, prefix) = architecture(gguf)?;
+    let key = |k: &str| format!("{prefix}.{k}");
     let hidden_size = gguf.usize_required(&key("embedding_length"))?;
     let num_heads = gguf.usize_required(&key("attention.head_count"))?;
     let num_kv_heads = gguf
         .usize_optional(&key("attention.head_count_kv"))?
         .unwrap_or(num_heads);
-    if num_heads == 0 || hidden_size % num_heads != 0 {
+    let key_length = gguf.usize_optional(&key("attention.key_length"))?;
+    // Without an explicit head size it is embedding_length / head_count (Qwen3 states one that
+    // differs from it).
+    if num_heads == 0 || (key_length.is_none() && hidden_size % num_heads != 0) {
         return Err(gguf.metadata_error(
             &key("attention.head_count"),
             format!("{num_heads} heads do not divide embedding_length {hidden_size}"),
@@ -46,9 +60,7 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
             format!("{num_heads} query heads are not a multiple of {num_kv_heads} key/value heads"),
         ));
     }
-    let head_dim = gguf
-        .usize_optional(&key("attention.key_length"))?
-        .unwrap_or(hidden_size / num_heads);
+    let head_dim = key_length.unwrap_or(hidden_size / num_heads);
     if head_dim == 0 || head_dim % 2 != 0 {
         return Err(gguf.metadata_error(
             &key("attention.key_length"),
@@ -117,7 +129,7 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
             .transpose()
     };
     let config = ModelConfig {
-        architecture: Architecture::Llama,
+        architecture,
         hidden_size,
         intermediate_size: gguf.usize_required(&key("feed_forward_length"))?,
         num_layers: gguf.usize_required(&key("block_count"))?,
@@ -141,7 +153,7 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
             .collect(),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
     };
-    if config.attention_bias {
+    if config.attention_bias && architecture == Architecture::Llama {
         return Err(GgufError::Metadata {
             path: gguf.path().to_path_buf(),
             key: "blk.0.attn_q.bias".into(),
@@ -162,7 +174,7 @@ pub fn llama_config(gguf: &GgufFile) -> Result<ModelConfig> {
 }
 
 /// The GGUF tensor holding a Hugging Face tensor, and the number of heads whose rows llama.cpp
-/// permuted (q_proj: NH, k_proj: NKV).
+/// permuted (Llama's q_proj: NH, k_proj: NKV; nothing in Qwen3).
 fn gguf_name(hf: &str, config: &ModelConfig) -> Option<(String, Option<usize>)> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
@@ -175,10 +187,16 @@ fn gguf_name(hf: &str, config: &ModelConfig) -> Option<(String, Option<usize>)> 
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, tensor) = rest.split_once('.')?;
+    let permuted = config.architecture == Architecture::Llama;
     let (suffix, heads) = match tensor {
         "input_layernorm.weight" => ("attn_norm.weight", None),
-        "self_attn.q_proj.weight" => ("attn_q.weight", Some(config.num_heads)),
-        "self_attn.k_proj.weight" => ("attn_k.weight", Some(config.num_kv_heads)),
+        "self_attn.q_proj.weight" => ("attn_q.weight", permuted.then_some(config.num_heads)),
+        "self_attn.k_proj.weight" => ("attn_k.weight", permuted.then_some(config.num_kv_heads)),
+        "self_attn.q_proj.bias" => ("attn_q.bias", None),
+        "self_attn.k_proj.bias" => ("attn_k.bias", None),
+        "self_attn.v_proj.bias" => ("attn_v.bias", None),
+        "self_attn.q_norm.weight" => ("attn_q_norm.weight", None),
+        "self_attn.k_norm.weight" => ("attn_k_norm.weight", None),
         "self_attn.v_proj.weight" => ("attn_v.weight", None),
         "self_attn.o_proj.weight" => ("attn_output.weight", None),
         "post_attention_layernorm.weight" => ("ffn_norm.weight", None),
@@ -206,7 +224,7 @@ fn unpermute_rows(gguf_rows: &[f32], out: &mut [f32], heads: usize, cols: usize)
     }
 }
 
-/// Loads a Llama GGUF into the engine's flat f32 layout, dequantising every tensor.
+/// Loads a Llama or Qwen3 GGUF into the engine's flat f32 layout, dequantising every tensor.
 ///
 /// The metadata's sizes are checked against the tensors the file really holds before anything is
 /// allocated: a corrupt `block_count` or `embedding_length` is a named error, not an overflow or an
@@ -270,20 +288,21 @@ pub fn load_llama(gguf: &GgufFile) -> Result<Model> {
 /// (checked through the last block's first tensor), or sizes whose products overflow. After this,
 /// planning the layout is cheap and cannot overflow.
 fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
+    let prefix = config.architecture.model_type();
     // The engine's bounds, named with the GGUF key that set each size.
     if let Err((key, message)) = config.bounds() {
         let key = match key {
-            "vocab_size" => "llama.vocab_size",
-            "hidden_size" => "llama.embedding_length",
-            "intermediate_size" => "llama.feed_forward_length",
-            "num_hidden_layers" => "llama.block_count",
-            "num_attention_heads" => "llama.attention.head_count",
-            "num_key_value_heads" => "llama.attention.head_count_kv",
-            "head_dim" => "llama.attention.key_length",
-            "max_position_embeddings" => "llama.context_length",
-            other => other,
+            "vocab_size" => "vocab_size",
+            "hidden_size" => "embedding_length",
+            "intermediate_size" => "feed_forward_length",
+            "num_hidden_layers" => "block_count",
+            "num_attention_heads" => "attention.head_count",
+            "num_key_value_heads" => "attention.head_count_kv",
+            "head_dim" => "attention.key_length",
+            "max_position_embeddings" => "context_length",
+            other => return Err(gguf.metadata_error(other, message)),
         };
-        return Err(gguf.metadata_error(key, message));
+        return Err(gguf.metadata_error(&format!("{prefix}.{key}"), message));
     }
     let last = format!("blk.{}.attn_norm.weight", config.num_layers - 1);
     if gguf.tensor_info(&last).is_none() {
@@ -298,7 +317,7 @@ fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
     let needed = config.num_layers.saturating_mul(9).saturating_add(2);
     if needed > gguf.tensors.len() {
         return Err(gguf.metadata_error(
-            "llama.block_count",
+            &format!("{prefix}.block_count"),
             format!(
                 "{} blocks need at least {needed} tensors; the file has {}",
                 config.num_layers,
@@ -330,7 +349,7 @@ fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
     if total.is_none() {
         return Err(GgufError::Metadata {
             path: gguf.path().to_path_buf(),
-            key: "llama.embedding_length".into(),
+            key: format!("{prefix}.embedding_length"),
             message: format!(
                 "the sizes ({} layers, width {c}, {} heads of {}, MLP {}, vocabulary {}) are too large",
                 config.num_layers,
@@ -344,7 +363,7 @@ fn check_sizes(gguf: &GgufFile, config: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// Imports a Llama GGUF file into a Hugging Face directory that `transformers` and r1 both load:
+/// Imports a Llama or Qwen3 GGUF file into a Hugging Face directory that `transformers` and r1 both load:
 /// f32 `model.safetensors`, `config.json`, `tokenizer.json`, `tokenizer_config.json` (chat
 /// template, bos/eos) and `generation_config.json`. Returns the imported model.
 pub fn import_to_dir(gguf_path: &Path, out_dir: &Path) -> Result<Model> {

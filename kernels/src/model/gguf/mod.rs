@@ -1,5 +1,5 @@
 //! GGUF files (llama.cpp's single-file model format): the reader, dequantisation, and the import of a
-//! Llama-architecture GGUF into r1's model, tokenizer and a Hugging Face directory.
+//! Llama- or Qwen3-architecture GGUF into r1's model, tokenizer and a Hugging Face directory.
 //!
 //! Layout of a GGUF v2/v3 file (all little-endian): magic `GGUF`, u32 version, u64 tensor count,
 //! u64 metadata count, the metadata (string key, u32 value type, value), the tensor infos (name,
@@ -130,7 +130,7 @@ pub enum GgufError {
         message: String,
     },
     /// The file's architecture is not one r1 can import.
-    #[error("{path}: general.architecture `{architecture}` is not supported (r1 imports llama)")]
+    #[error("{path}: general.architecture `{architecture}` is not supported (r1 imports llama and qwen3)")]
     Architecture {
         /// The file.
         path: PathBuf,
