@@ -4,6 +4,7 @@
 //! in a sandbox; `judge::reward` combines them into every component of one item) and `lang`
 //! (language consistency). The actix actors that wrap them arrive with the daemon.
 
+pub mod bench_grpo;
 pub mod data;
 pub mod eval;
 pub mod judge;
