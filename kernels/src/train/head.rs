@@ -71,9 +71,6 @@ impl TokenObjective for WeightedCrossEntropy<'_> {
             d_entropy: 0.0,
         }
     }
-    fn counts(&self, index: usize) -> bool {
-        self.weights[index] != 0.0
-    }
 }
 
 /// What the head reports per token.
