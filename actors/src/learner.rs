@@ -4,11 +4,15 @@
 //! A GRPO step (docs/DESIGN.md, "GRPO, exactly"):
 //! 1. advantages per group of `group_size` consecutive rollouts;
 //! 2. π_old = the log-probs of the policy that sampled, recomputed here before any update (the
-//!    sampler's are equal within 1e-4, but the learner does not trust them); π_ref likewise from
-//!    the frozen reference when β ≠ 0;
+//!    sampler's are equal within 1e-4, but the learner does not trust them) — except on-policy
+//!    (one minibatch, one epoch), where the policy that sampled is the one being trained and
+//!    π_old is the training pass's own log-probs, detached (ρ = 1, as TRL); π_ref from the
+//!    frozen reference when β ≠ 0;
 //! 3. for each epoch, for each minibatch: forward, the GRPO objective through the fused head,
 //!    backward, gradient clipping, AdamW at the scheduled learning rate;
 //! 4. every `ref_refresh_steps` steps the reference becomes a copy of the policy.
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +20,8 @@ use r1_kernels::cpu::{self, Activations};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
 use r1_kernels::train::{
-    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, LrSchedule,
-    ScaleRewards, WeightedCrossEntropy,
+    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective,
+    ImportanceSamplingLevel, LrSchedule, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
 };
 use r1_kernels::EngineError;
 
@@ -195,6 +199,37 @@ fn logprobs(
     Ok((out.logp, out.entropy))
 }
 
+/// Where a GRPO step takes π_old's log-probs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldLogp {
+    /// From the training pass itself when the step is on-policy ([`GrpoLearner::on_policy`]),
+    /// else from a forward pass of the policy before any update.
+    Auto,
+    /// Always from a separate forward pass before any update (the reference behaviour the
+    /// on-policy shortcut is tested against).
+    Recompute,
+}
+
+/// Wall time of a GRPO step's phases in the learner, in seconds, summed over minibatches and
+/// epochs: what `r1ctl bench grpo` sets beside the FLOPs each phase does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnerPhases {
+    /// Forward + head passes recomputing π_old (0 when on-policy).
+    pub old_logp: f64,
+    /// Forward + head passes of the reference (0 when β = 0).
+    pub ref_logp: f64,
+    /// The training forward passes through the transformer.
+    pub forward: f64,
+    /// The fused LM head with the objective and its gradients.
+    pub head: f64,
+    /// Backward through the transformer.
+    pub backward: f64,
+    /// Gradient clipping and AdamW.
+    pub optimizer: f64,
+    /// Whether π_old was the training pass's own log-probs (no recompute).
+    pub reused_policy_logp: bool,
+}
+
 /// The GRPO learner: the policy, its frozen reference, and the optimizer state.
 pub struct GrpoLearner {
     /// The policy being trained.
@@ -314,8 +349,31 @@ impl GrpoLearner {
         learner
     }
 
+    /// Bytes of the learner's activation arena (head chunk included), as last planned.
+    pub fn arena_bytes(&self) -> usize {
+        self.work.acts.as_ref().map_or(0, Activations::bytes)
+    }
+
     /// One GRPO step over a rollout batch of whole groups.
     pub fn step(&mut self, rollouts: &[Rollout]) -> Result<GrpoStepStats, LearnerError> {
+        self.step_with(rollouts, OldLogp::Auto)
+            .map(|(stats, _)| stats)
+    }
+
+    /// Whether a step over `rollouts` trains the very policy that sampled them on every update:
+    /// one minibatch and one epoch. π_old is then logπθ detached (ρ = 1), as TRL does, and its
+    /// forward pass is skipped. Decided by the config alone, so a resumed run decides the same.
+    pub fn on_policy(&self, rollouts: usize) -> bool {
+        self.config.epochs.max(1) == 1 && self.config.minibatches.clamp(1, rollouts.max(1)) == 1
+    }
+
+    /// [`GrpoLearner::step`] with the source of π_old chosen by the caller and the wall time of
+    /// each phase returned beside the statistics (`r1ctl bench grpo` prints them).
+    pub fn step_with(
+        &mut self,
+        rollouts: &[Rollout],
+        old_source: OldLogp,
+    ) -> Result<(GrpoStepStats, LearnerPhases), LearnerError> {
         let cfg = self.config.clone();
         let g = cfg.group_size.max(1);
         if rollouts.is_empty() || !rollouts.len().is_multiple_of(g) {
@@ -337,6 +395,10 @@ impl GrpoLearner {
                 )));
             }
         }
+        let mut phases = LearnerPhases {
+            reused_policy_logp: old_source == OldLogp::Auto && self.on_policy(rollouts.len()),
+            ..LearnerPhases::default()
+        };
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();
         let advantages = group_advantages(&rewards, g, cfg.scale_rewards);
         let t = rollouts
@@ -356,18 +418,24 @@ impl GrpoLearner {
             .map(|(_, c)| pad_rollouts(c, t, cfg.mask_truncated))
             .collect();
 
-        // π_old (with the sampling policy's entropy) and π_ref, before any update.
+        // π_old (with the sampling policy's entropy) and π_ref, before any update. On-policy,
+        // π_old is the training pass's own log-probs and the entropy comes from that pass too.
         let mut old = Vec::with_capacity(batches.len());
         let mut refs = Vec::with_capacity(batches.len());
         let (mut entropy_sum, mut entropy_n) = (0.0, 0.0);
         for batch in &batches {
-            let acts = self.work.arena(&self.policy, batch.b, batch.t);
-            let (lp, ent) = logprobs(&self.policy, acts, batch, true)?;
-            for (e, m) in ent.iter().zip(&batch.mask) {
-                entropy_sum += (*e * *m) as f64;
-                entropy_n += *m as f64;
+            if !phases.reused_policy_logp {
+                let clock = Instant::now();
+                let acts = self.work.arena(&self.policy, batch.b, batch.t);
+                let (lp, ent) = logprobs(&self.policy, acts, batch, true)?;
+                for (e, m) in ent.iter().zip(&batch.mask) {
+                    entropy_sum += (*e * *m) as f64;
+                    entropy_n += *m as f64;
+                }
+                old.push(lp);
+                phases.old_logp += clock.elapsed().as_secs_f64();
             }
-            old.push(lp);
+            let clock = Instant::now();
             refs.push(match &self.reference {
                 Some(reference) => {
                     logprobs(
@@ -380,6 +448,7 @@ impl GrpoLearner {
                 }
                 None => Vec::new(),
             });
+            phases.ref_logp += clock.elapsed().as_secs_f64();
         }
 
         let mut stats = GrpoStepStats::default();
@@ -389,13 +458,14 @@ impl GrpoLearner {
             for (k, ((start, _), batch)) in chunks.iter().zip(&batches).enumerate() {
                 let adv = &advantages[*start..*start + batch.b];
                 let weights = aggregation_weights(&batch.mask, batch.t, &cfg.grpo);
-                let objective = GrpoObjective {
+                let mut objective = GrpoObjective {
                     config: cfg.grpo,
-                    old_logp: &old[k],
+                    old_logp: old.get(k).map(Vec::as_slice),
                     ref_logp: &refs[k],
                     advantages: adv,
                     weights: &weights,
                     t: batch.t,
+                    sequence: Vec::new(),
                 };
                 self.work.grads.fill(0.0);
                 let Workspace { acts, grads } = &mut self.work;
@@ -406,21 +476,41 @@ impl GrpoLearner {
                     *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
                 }
                 let acts = acts.as_mut().expect("arena was just planned");
+                let clock = Instant::now();
                 cpu::forward(&self.policy, acts, &batch.inputs)?;
+                phases.forward += clock.elapsed().as_secs_f64();
+                let clock = Instant::now();
+                if cfg.grpo.importance_sampling_level == ImportanceSamplingLevel::Sequence {
+                    // GSPO: a token's gradient depends on its whole completion's log-probs,
+                    // so they are computed first (one more pass of the head's logits).
+                    let current = cpu::head(&self.policy, acts, &batch.targets, None, None, false)?;
+                    objective.sequence = SequenceTerm::of_rows(&objective, &current.logp);
+                }
                 let out = cpu::head(
                     &self.policy,
                     acts,
                     &batch.targets,
                     Some(&objective),
                     Some(grads),
-                    false,
+                    phases.reused_policy_logp,
                 )?;
+                phases.head += clock.elapsed().as_secs_f64();
+                if phases.reused_policy_logp {
+                    for (e, m) in out.entropy.iter().zip(&batch.mask) {
+                        entropy_sum += (*e * *m) as f64;
+                        entropy_n += *m as f64;
+                    }
+                }
+                let clock = Instant::now();
                 cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
+                phases.backward += clock.elapsed().as_secs_f64();
+                let clock = Instant::now();
                 let norm = clip_grad_norm(grads, cfg.max_grad_norm);
                 let lr = cfg.schedule.lr_at(self.optimizer_step);
                 let layout = self.policy.layout.clone();
                 self.optimizer
                     .update(&mut self.policy.params, grads, &layout, lr as f32);
+                phases.optimizer += clock.elapsed().as_secs_f64();
                 self.optimizer_step += 1;
                 stats.optimizer_steps += 1;
                 stats.lr = lr;
@@ -471,7 +561,7 @@ impl GrpoLearner {
             .filter(|r| !(cfg.mask_truncated && r.truncated))
             .map(|r| r.completion_ids.len())
             .sum();
-        Ok(stats)
+        Ok((stats, phases))
     }
 }
 

@@ -9,6 +9,7 @@
 pub use r1_judge as judge;
 pub use r1_judge::lang;
 
+pub mod bench_grpo;
 pub mod data;
 pub mod eval;
 pub mod keeper;

@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use r1_actors::bench_grpo::{run_grpo_bench, BenchRewards, GrpoBenchOptions, GrpoBenchReport};
 use r1_kernels::bench::{self, BenchOptions, BenchReport, BenchTest, BUILTIN_SHAPES};
 use r1_kernels::model::{load_model_dir, Model};
+use r1_kernels::template::PromptTemplate;
+use r1_kernels::tokenizer::Tokenizer;
 
 /// Output format.
 #[derive(Clone, Copy, ValueEnum)]
@@ -18,7 +21,11 @@ pub enum Format {
 
 /// Arguments of `r1ctl bench`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `grpo`: GRPO steps of a fixed shape on a real model, phase by phase.
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
     /// A Hugging Face model directory, or a built-in shape (qwen2-30m, tiny-qwen2, llama-60m).
     #[arg(default_value = "qwen2-30m")]
     model: String,
@@ -48,6 +55,187 @@ pub struct BenchArgs {
     output: Format,
 }
 
+/// The benchmarks that are not throughput tests of the engine alone.
+#[derive(clap::Subcommand)]
+pub enum BenchSub {
+    /// GRPO steps of a fixed shape (prompts × G × forced completion length) on a model directory:
+    /// seconds per step, each phase's time and share of the GEMM peak, memory by category.
+    Grpo(GrpoBenchArgs),
+}
+
+/// Arguments of `r1ctl bench grpo`.
+#[derive(Args)]
+pub struct GrpoBenchArgs {
+    /// A Hugging Face model directory with tokenizer.json (e.g. one `r1ctl model import` wrote).
+    model: PathBuf,
+    /// Prompts per step.
+    #[arg(long, default_value_t = 8)]
+    prompts: usize,
+    /// Completions per prompt (G).
+    #[arg(short = 'g', long, default_value_t = 4)]
+    group_size: usize,
+    /// Tokens decoded per completion, exactly (end-of-sequence and stop strings ignored).
+    #[arg(long, default_value_t = 64)]
+    completion_tokens: usize,
+    /// Minibatches per step (1 with one epoch: π_old is the training pass's own log-probs).
+    #[arg(long, default_value_t = 1)]
+    minibatches: usize,
+    /// Passes over the rollouts per step.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// KL weight β (non-zero adds the reference model).
+    #[arg(long, default_value_t = 0.0)]
+    beta: f64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    warmup_steps: usize,
+    /// Seed of prompts, sampling and seeded rewards.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Rewards: `rules` (the arithmetic task's) or `seeded-random` (text-independent, every
+    /// group carries a signal: a benchmark option, labelled in the output).
+    #[arg(long, default_value = "rules", value_parser = parse_rewards)]
+    rewards: BenchRewards,
+    /// Chat template of the prompts.
+    #[arg(long, default_value = "chatml")]
+    template: String,
+    /// Recompute π_old even when the step is on-policy (measures what skipping it saves).
+    #[arg(long)]
+    recompute_old_logp: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+fn parse_rewards(name: &str) -> Result<BenchRewards, String> {
+    match name {
+        "rules" => Ok(BenchRewards::Rules),
+        "seeded-random" => Ok(BenchRewards::SeededRandom),
+        other => Err(format!("unknown rewards `{other}` (rules, seeded-random)")),
+    }
+}
+
+/// Runs `r1ctl bench grpo`; returns the exit code.
+fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let template: PromptTemplate = args
+        .template
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--template: {e}"))?;
+    let dir = &args.model;
+    let model = load_model_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_model_dir(dir)
+        .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    let options = GrpoBenchOptions {
+        prompts: args.prompts,
+        group_size: args.group_size,
+        completion_tokens: args.completion_tokens,
+        minibatches: args.minibatches,
+        epochs: args.epochs,
+        beta: args.beta,
+        steps: args.steps,
+        warmup_steps: args.warmup_steps,
+        seed: args.seed,
+        rewards: args.rewards,
+        template,
+        recompute_old_logp: args.recompute_old_logp,
+    };
+    let threads = rayon::current_num_threads();
+    eprintln!(
+        "r1ctl bench grpo: {} ({} parameters), {} threads, {} prompts x G={} x {} tokens, {} + {} steps…",
+        dir.display(),
+        model.layout.total,
+        threads,
+        options.prompts,
+        options.group_size,
+        options.completion_tokens,
+        options.warmup_steps,
+        options.steps
+    );
+    let report = run_grpo_bench(model, &tokenizer, &dir.display().to_string(), &options)?;
+    match args.output {
+        Format::Json => {
+            let json = serde_json::json!({"r1": report, "threads": threads});
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Format::Table => print_grpo_table(&report, threads),
+    }
+    Ok(0)
+}
+
+fn print_grpo_table(report: &GrpoBenchReport, threads: usize) {
+    let o = &report.options;
+    println!(
+        "model {} ({:.1}M parameters), {threads} threads, measured f32 GEMM peak {:.1} GFLOP/s",
+        report.model,
+        report.params as f64 / 1e6,
+        report.gemm_peak_gflops
+    );
+    println!(
+        "GRPO step: {} prompts (mean {:.1} tokens) x G={} x {} forced tokens, {} minibatch(es), {} epoch(s), beta {}, rewards {}{}",
+        o.prompts,
+        report.prompt_tokens_mean,
+        o.group_size,
+        o.completion_tokens,
+        o.minibatches,
+        o.epochs,
+        o.beta,
+        match o.rewards {
+            BenchRewards::Rules => "rules",
+            BenchRewards::SeededRandom => "SEEDED-RANDOM (bench option, text-independent)",
+        },
+        if report.reused_policy_logp {
+            ", pi_old = training pass (on-policy)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<14} {:>9} {:>7} {:>9} {:>9} {:>7}",
+        "phase", "s/step", "share", "GFLOP", "GFLOP/s", "% peak"
+    );
+    for p in &report.phases {
+        println!(
+            "{:<14} {:>9.3} {:>6.1}% {:>9.1} {:>9.1} {:>6.1}%",
+            p.phase, p.seconds, p.share_percent, p.gflop, p.gflops, p.peak_percent
+        );
+    }
+    println!(
+        "total {:.3} s/step, {:.1} completion tokens/s, reward mean {:.3}, groups without signal {:.0}%",
+        report.seconds_per_step,
+        report.completion_tokens_per_s,
+        report.reward_mean,
+        100.0 * report.frac_zero_std
+    );
+    println!("memory by category (planned):");
+    let mut total = 0.0;
+    for m in &report.memory {
+        total += m.bytes;
+        println!(
+            "  {:<26} {:>9.1} MiB",
+            m.category,
+            m.bytes / (1u64 << 20) as f64
+        );
+    }
+    println!(
+        "  {:<26} {:>9.1} MiB   (peak RSS of the process: {:.1} MiB)",
+        "total",
+        total / (1u64 << 20) as f64,
+        report.peak_rss_bytes / (1u64 << 20) as f64
+    );
+}
+
 /// One `--tests` entry.
 #[derive(Clone, Copy)]
 struct TestArg(BenchTest);
@@ -63,6 +251,9 @@ fn parse_test(name: &str) -> Result<TestArg, String> {
 
 /// Runs the benchmark and prints it; returns the exit code.
 pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    if let Some(BenchSub::Grpo(grpo)) = args.sub {
+        return run_grpo(grpo);
+    }
     if args.batch == 0 || args.seq_len == 0 || args.repeats == 0 || args.decode_tokens == 0 {
         bail!("--batch, --seq-len, --repeats and --decode-tokens must be positive");
     }

@@ -1,12 +1,16 @@
 //! The GRPO objective against ../shared/fixtures/grpo/cases.json (float64, TRL's arithmetic):
 //! advantages, the loss and d loss / d logprobs for every aggregation, with and without KL, with
 //! symmetric and clip-higher ε; then the same loss through the fused LM head, and finite differences.
+//! Then the options TRL has — sequence-level importance sampling (GSPO) and the bias-corrected KL —
+//! against kernels/tests/data/grpo_trl_options.json, written by TRL's own `_compute_loss`
+//! (scripts/grpo_trl_reference.py).
 
 use std::path::{Path, PathBuf};
 
 use r1_kernels::train::grpo::{aggregation_weights, token_loss, zero_std_groups};
 use r1_kernels::train::{
-    group_advantages, GrpoConfig, GrpoObjective, LossAgg, ScaleRewards, TokenObjective,
+    group_advantages, GrpoConfig, GrpoObjective, ImportanceSamplingLevel, LossAgg, ScaleRewards,
+    SequenceTerm, TokenObjective,
 };
 use serde_json::Value;
 
@@ -47,6 +51,7 @@ fn config_of(case: &Value) -> GrpoConfig {
         beta: case["beta"].as_f64().unwrap(),
         loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
         max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
+        ..GrpoConfig::default()
     }
 }
 
@@ -176,11 +181,12 @@ fn the_head_objective_applies_weights_per_token() {
     let advantages = group_advantages(&vector(&inputs["rewards"]), 3, ScaleRewards::Group);
     let objective = GrpoObjective {
         config,
-        old_logp: &old,
+        old_logp: Some(&old),
         ref_logp: &reference,
         advantages: &advantages,
         weights: &weights,
         t,
+        sequence: Vec::new(),
     };
     let loss: f64 = logp
         .iter()
@@ -201,4 +207,147 @@ fn the_head_objective_applies_weights_per_token() {
         stats.clip_low_fraction + stats.clip_high_fraction > 0.0,
         "the fixture has ratios outside the clip range"
     );
+}
+
+/// Loss and d loss / d logprobs of the objective over a [rows, T] batch, the way the learner runs
+/// it: sequence terms from the current log-probs first when the level is `sequence`.
+fn objective_over(
+    config: GrpoConfig,
+    logp: &[f32],
+    old: &[f32],
+    reference: &[f32],
+    mask: &[f32],
+    advantages: &[f64],
+    t: usize,
+) -> (f64, Vec<f32>) {
+    let weights = aggregation_weights(mask, t, &config);
+    let mut objective = GrpoObjective {
+        config,
+        old_logp: Some(old),
+        ref_logp: reference,
+        advantages,
+        weights: &weights,
+        t,
+        sequence: Vec::new(),
+    };
+    if config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
+        objective.sequence = SequenceTerm::of_rows(&objective, logp);
+    }
+    let tokens: Vec<_> = logp
+        .iter()
+        .enumerate()
+        .map(|(i, &lp)| objective.token(i, lp, 0.0))
+        .collect();
+    (
+        tokens.iter().map(|t| t.loss).sum(),
+        tokens.iter().map(|t| t.d_logp).collect(),
+    )
+}
+
+#[test]
+fn gspo_and_the_bias_corrected_kl_match_trl() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/grpo_trl_options.json");
+    let data: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let inputs = &data["inputs"];
+    let flat = |k: &str| -> Vec<f32> {
+        matrix(&inputs[k])
+            .into_iter()
+            .flatten()
+            .map(|x| x as f32)
+            .collect()
+    };
+    let (logp, old, reference, mask) = (
+        flat("logprobs"),
+        flat("old_logprobs"),
+        flat("ref_logprobs"),
+        flat("mask"),
+    );
+    let advantages = vector(&inputs["advantages"]);
+    let t = inputs["t"].as_u64().unwrap() as usize;
+    let cases = data["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 18, "every loss type x level x KL option");
+    let mut sequence_cases = 0;
+    for case in cases {
+        let config = GrpoConfig {
+            epsilon_low: case["epsilon_low"].as_f64().unwrap(),
+            epsilon_high: case["epsilon_high"].as_f64().unwrap(),
+            beta: case["beta"].as_f64().unwrap(),
+            loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
+            max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
+            importance_sampling_level: serde_json::from_value(
+                case["importance_sampling_level"].clone(),
+            )
+            .unwrap(),
+            use_bias_correction_kl: case["use_bias_correction_kl"].as_bool().unwrap(),
+        };
+        if config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
+            sequence_cases += 1;
+        }
+        let label = format!(
+            "{} {} bias_kl={} beta={}",
+            case["loss_type"],
+            case["importance_sampling_level"],
+            config.use_bias_correction_kl,
+            config.beta
+        );
+        let (loss, grads) = objective_over(config, &logp, &old, &reference, &mask, &advantages, t);
+        let want = case["loss"].as_f64().unwrap();
+        assert!(
+            (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
+            "{label}: loss {loss} vs TRL {want}"
+        );
+        let want_grads: Vec<f64> = matrix(&case["grad_logprobs"])
+            .into_iter()
+            .flatten()
+            .collect();
+        let scale = want_grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 0.0, "{label}: TRL's gradient is all zero");
+        for (i, (&g, &w)) in grads.iter().zip(&want_grads).enumerate() {
+            // f32 gradients (what the head consumes): 1e-6 of the largest component.
+            assert!(
+                (g as f64 - w).abs() <= 1e-6 * scale,
+                "{label}: d loss / d logp[{i}] = {g} vs TRL {w}"
+            );
+        }
+    }
+    assert_eq!(sequence_cases, 9);
+}
+
+#[test]
+fn gspo_on_policy_gives_every_token_of_a_completion_the_same_gradient() {
+    // On-policy (π_old = logπθ detached) the sequence ratio is 1 and, with β = 0, d loss / d logp
+    // is −A_i · Σ_t w_t / |o_i| for every counted token of completion i: what TRL's GSPO gives.
+    let t = 4;
+    let mask = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let logp = [-0.5f32, -1.0, -2.0, 0.0, -0.3, -0.7, 0.0, 0.0];
+    let advantages = [0.7, -0.7];
+    let config = GrpoConfig {
+        beta: 0.0,
+        importance_sampling_level: ImportanceSamplingLevel::Sequence,
+        ..GrpoConfig::default()
+    };
+    let weights = aggregation_weights(&mask, t, &config);
+    let mut objective = GrpoObjective {
+        config,
+        old_logp: None,
+        ref_logp: &[],
+        advantages: &advantages,
+        weights: &weights,
+        t,
+        sequence: Vec::new(),
+    };
+    objective.sequence = SequenceTerm::of_rows(&objective, &logp);
+    assert!(objective.sequence.iter().all(|s| s.ratio == 1.0));
+    for (i, &lp) in logp.iter().enumerate() {
+        let row = i / t;
+        let d = objective.token(i, lp, 0.0).d_logp as f64;
+        if mask[i] == 0.0 {
+            assert_eq!(d, 0.0);
+            continue;
+        }
+        let n = mask[row * t..(row + 1) * t].iter().sum::<f32>() as f64;
+        // seq-mean-token-mean over 2 rows: Σ_t w_t = 1/2 per row.
+        let want = -advantages[row] * 0.5 / n;
+        assert!((d - want).abs() < 1e-7, "token {i}: {d} vs {want}");
+    }
 }

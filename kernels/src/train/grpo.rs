@@ -6,6 +6,14 @@
 //!   ℓ = −min(ρ·A_i, clip(ρ, 1−ε_low, 1+ε_high)·A_i) + β·k3,   k3 = exp(logπref − logπθ) − (logπref − logπθ) − 1
 //! aggregated by `LossAgg`. Gradients follow PyTorch's conventions (TRL's GRPOTrainer): the clip
 //! passes no gradient outside its range, and at a tie of the two terms each gets half.
+//!
+//! Two options as TRL names them:
+//! - `importance_sampling_level = "sequence"` (GSPO): ρ is one number per completion,
+//!   exp(mean over its tokens of logπθ − logπold), shared by all its tokens; d ρ / d logπθ_t =
+//!   ρ / |o_i|, so every token's gradient depends on its whole completion's log-probs: the
+//!   learner computes them first ([`SequenceTerm::of_rows`]) and the head then applies them.
+//! - `use_bias_correction_kl`: the k3 term is multiplied by ρ (not detached, as TRL), an
+//!   importance-corrected estimate of the KL under the sampling policy.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +41,17 @@ pub enum ScaleRewards {
     None,
 }
 
+/// Whether the importance ratio is per token (GRPO) or per completion (GSPO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportanceSamplingLevel {
+    /// ρ_t = exp(logπθ_t − logπold_t) per token.
+    #[default]
+    Token,
+    /// ρ_i = exp(mean_t (logπθ_t − logπold_t)) per completion, shared by its tokens (GSPO).
+    Sequence,
+}
+
 /// The objective's knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +66,10 @@ pub struct GrpoConfig {
     pub loss_agg: LossAgg,
     /// The configured completion limit (Dr. GRPO's normaliser).
     pub max_completion_length: usize,
+    /// Token-level ratios (GRPO) or one per completion (GSPO); TRL's `importance_sampling_level`.
+    pub importance_sampling_level: ImportanceSamplingLevel,
+    /// Multiply the k3 KL term by ρ (TRL's `use_bias_correction_kl`).
+    pub use_bias_correction_kl: bool,
 }
 
 impl Default for GrpoConfig {
@@ -58,6 +81,8 @@ impl Default for GrpoConfig {
             beta: 0.001,
             loss_agg: LossAgg::SeqMeanTokenMean,
             max_completion_length: 1024,
+            importance_sampling_level: ImportanceSamplingLevel::Token,
+            use_bias_correction_kl: false,
         }
     }
 }
@@ -92,7 +117,37 @@ pub fn zero_std_groups(rewards: &[f64], group_size: usize) -> usize {
         .count()
 }
 
-/// One token's loss and d loss / d logπθ, before aggregation weights. f64 throughout.
+/// The clipped surrogate −min(ρA, clip(ρ)A) and its derivative with respect to ρ.
+fn surrogate(ratio: f64, advantage: f64, config: &GrpoConfig) -> (f64, f64) {
+    let low = 1.0 - config.epsilon_low;
+    let high = 1.0 + config.epsilon_high;
+    let clipped = ratio.clamp(low, high);
+    let unclipped_term = ratio * advantage;
+    let clipped_term = clipped * advantage;
+    // d(ρA)/dρ = A; d(clip(ρ)A)/dρ = A inside [low, high], else 0.
+    let d_clipped = if (low..=high).contains(&ratio) {
+        advantage
+    } else {
+        0.0
+    };
+    let (value, d) = if unclipped_term < clipped_term {
+        (unclipped_term, advantage)
+    } else if clipped_term < unclipped_term {
+        (clipped_term, d_clipped)
+    } else {
+        (unclipped_term, 0.5 * (advantage + d_clipped))
+    };
+    (-value, -d)
+}
+
+/// k3 = exp(ref − logp) − (ref − logp) − 1 and d k3 / d logp.
+fn k3(logp: f64, reference: f64) -> (f64, f64) {
+    let diff = reference - logp;
+    (diff.exp() - diff - 1.0, 1.0 - diff.exp())
+}
+
+/// One token's loss and d loss / d logπθ at token level, before aggregation weights. f64
+/// throughout.
 pub fn token_loss(
     logp: f64,
     old: f64,
@@ -101,33 +156,70 @@ pub fn token_loss(
     config: &GrpoConfig,
 ) -> (f64, f64) {
     let ratio = (logp - old).exp();
-    let low = 1.0 - config.epsilon_low;
-    let high = 1.0 + config.epsilon_high;
-    let clipped = ratio.clamp(low, high);
-    let unclipped_term = ratio * advantage;
-    let clipped_term = clipped * advantage;
-    // d(ρA)/dlogp = ρA; d(clip(ρ)A)/dlogp = ρA inside [low, high], else 0.
-    let d_unclipped = ratio * advantage;
-    let d_clipped = if (low..=high).contains(&ratio) {
-        ratio * advantage
-    } else {
-        0.0
-    };
-    let (surrogate, d_surrogate) = if unclipped_term < clipped_term {
-        (unclipped_term, d_unclipped)
-    } else if clipped_term < unclipped_term {
-        (clipped_term, d_clipped)
-    } else {
-        (unclipped_term, 0.5 * (d_unclipped + d_clipped))
-    };
-    let mut loss = -surrogate;
-    let mut d = -d_surrogate;
+    let (s, ds) = surrogate(ratio, advantage, config);
+    // d ρ / d logp = ρ.
+    let mut loss = s;
+    let mut d = ds * ratio;
     if config.beta != 0.0 {
-        let diff = reference - logp;
-        loss += config.beta * (diff.exp() - diff - 1.0);
-        d += config.beta * (1.0 - diff.exp());
+        let (kl, dkl) = k3(logp, reference);
+        if config.use_bias_correction_kl {
+            loss += config.beta * kl * ratio;
+            d += config.beta * (dkl * ratio + kl * ratio);
+        } else {
+            loss += config.beta * kl;
+            d += config.beta * dkl;
+        }
     }
     (loss, d)
+}
+
+/// What a completion's tokens share at sequence level (GSPO): its ratio and the part of
+/// d loss / d logπθ_t that flows through the ratio (the same for each of its counted tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SequenceTerm {
+    /// ρ_i = exp(mean over counted tokens of logπθ − logπold).
+    pub ratio: f64,
+    /// Σ_t w_t · d ℓ_t / d ρ_i · ρ_i / |o_i|: added to each counted token's gradient.
+    pub through_ratio: f64,
+}
+
+impl SequenceTerm {
+    /// The terms of every row of `objective` given the current log-probs of its tokens
+    /// (`logp`, [rows, T]); counted tokens are those with a non-zero aggregation weight.
+    pub fn of_rows(objective: &GrpoObjective<'_>, logp: &[f32]) -> Vec<SequenceTerm> {
+        let t = objective.t.max(1);
+        let config = &objective.config;
+        logp.chunks(t)
+            .enumerate()
+            .map(|(row, lp)| {
+                let base = row * t;
+                let counted: Vec<usize> = (0..lp.len())
+                    .filter(|&j| objective.weights[base + j] != 0.0)
+                    .collect();
+                let n = (counted.len() as f64).max(1.0);
+                let log_ratio: f64 = counted
+                    .iter()
+                    .map(|&j| lp[j] as f64 - objective.old_at(base + j, lp[j]))
+                    .sum::<f64>()
+                    / n;
+                let ratio = log_ratio.exp();
+                let (_, ds) = surrogate(ratio, objective.advantages[row], config);
+                let mut d_ratio = 0.0;
+                for &j in &counted {
+                    let w = objective.weights[base + j];
+                    d_ratio += w * ds;
+                    if config.beta != 0.0 && config.use_bias_correction_kl {
+                        let (kl, _) = k3(lp[j] as f64, objective.ref_logp[base + j] as f64);
+                        d_ratio += w * config.beta * kl;
+                    }
+                }
+                SequenceTerm {
+                    ratio,
+                    through_ratio: d_ratio * ratio / n,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Per-token aggregation weights for rows of completion tokens: `mask` is [rows, T] (1 for a
@@ -159,8 +251,10 @@ pub fn aggregation_weights(mask: &[f32], t: usize, config: &GrpoConfig) -> Vec<f
 pub struct GrpoObjective<'a> {
     /// Objective settings.
     pub config: GrpoConfig,
-    /// log π_old of each token (the policy that sampled, recomputed).
-    pub old_logp: &'a [f32],
+    /// log π_old of each token (the policy that sampled, recomputed); `None` when the policy
+    /// being trained *is* the one that sampled (one minibatch, one epoch): π_old is then logπθ
+    /// detached, so ρ = 1 exactly and d ρ / d logπθ = 1, with no second forward pass.
+    pub old_logp: Option<&'a [f32]>,
     /// log π_ref of each token (unused when β = 0).
     pub ref_logp: &'a [f32],
     /// A_i per row.
@@ -169,9 +263,16 @@ pub struct GrpoObjective<'a> {
     pub weights: &'a [f64],
     /// Tokens per row.
     pub t: usize,
+    /// Per row at sequence level: [`SequenceTerm::of_rows`] of the log-probs this objective will
+    /// see; empty at token level.
+    pub sequence: Vec<SequenceTerm>,
 }
 
 impl TokenObjective for GrpoObjective<'_> {
+    fn counts(&self, index: usize) -> bool {
+        self.weights[index] != 0.0
+    }
+
     fn token(&self, index: usize, logp: f32, _entropy: f32) -> TokenLoss {
         let w = self.weights[index];
         if w == 0.0 {
@@ -182,13 +283,37 @@ impl TokenObjective for GrpoObjective<'_> {
         } else {
             0.0
         };
-        let (loss, d) = token_loss(
-            logp as f64,
-            self.old_logp[index] as f64,
-            reference,
-            self.advantages[index / self.t],
-            &self.config,
-        );
+        let advantage = self.advantages[index / self.t];
+        let (loss, d) = match self.config.importance_sampling_level {
+            ImportanceSamplingLevel::Token => token_loss(
+                logp as f64,
+                self.old_at(index, logp),
+                reference,
+                advantage,
+                &self.config,
+            ),
+            ImportanceSamplingLevel::Sequence => {
+                let term = self.sequence[index / self.t];
+                let (s, _) = surrogate(term.ratio, advantage, &self.config);
+                let (mut loss, mut d) = (s, 0.0);
+                if self.config.beta != 0.0 {
+                    let (kl, dkl) = k3(logp as f64, reference);
+                    let scale = if self.config.use_bias_correction_kl {
+                        term.ratio
+                    } else {
+                        1.0
+                    };
+                    loss += self.config.beta * kl * scale;
+                    d += self.config.beta * dkl * scale;
+                }
+                // The ratio's share arrives unweighted: it already sums w_t over the row.
+                return TokenLoss {
+                    loss: w * loss,
+                    d_logp: (w * d + term.through_ratio) as f32,
+                    d_entropy: 0.0,
+                };
+            }
+        };
         TokenLoss {
             loss: w * loss,
             d_logp: (w * d) as f32,
@@ -211,6 +336,11 @@ pub struct GrpoTokenStats {
 }
 
 impl GrpoObjective<'_> {
+    /// log π_old of token `index` whose current log-prob is `logp` (itself when on-policy).
+    pub fn old_at(&self, index: usize, logp: f32) -> f64 {
+        self.old_logp.map_or(logp, |old| old[index]) as f64
+    }
+
     /// Statistics of this minibatch given the log-probs the head computed.
     pub fn stats(&self, logp: &[f32]) -> GrpoTokenStats {
         let (mut n, mut low, mut high, mut kl, mut ratio_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -219,7 +349,10 @@ impl GrpoObjective<'_> {
                 continue;
             }
             let a = self.advantages[i / self.t];
-            let ratio = (lp as f64 - self.old_logp[i] as f64).exp();
+            let ratio = match self.sequence.get(i / self.t) {
+                Some(term) => term.ratio,
+                None => (lp as f64 - self.old_at(i, lp)).exp(),
+            };
             n += 1.0;
             ratio_sum += ratio;
             if ratio < 1.0 - self.config.epsilon_low && a < 0.0 {

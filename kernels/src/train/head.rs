@@ -37,6 +37,12 @@ pub trait TokenObjective: Sync {
     fn uses_entropy(&self) -> bool {
         false
     }
+    /// Whether token `index` can contribute to the loss. The head skips the others entirely
+    /// (no logits, no gradient): in RL rows, the prompt and padding positions — a third of a
+    /// short-completion step's head work. Their log-prob and entropy are reported as 0.
+    fn counts(&self, _index: usize) -> bool {
+        true
+    }
 }
 
 /// Σ_t weight_t · (−log p(target_t)): masked cross-entropy when weight = mask / Σ mask.
@@ -126,6 +132,7 @@ fastmath::multiversion! {
 struct RowResult {
     loss: f64,
     has_grad: bool,
+    logp: f32,
     entropy: f32,
 }
 
@@ -166,8 +173,6 @@ pub fn lm_head(
         )));
     }
     let entropy_needed = want_entropy || objective.is_some_and(|o| o.uses_entropy());
-    let rows_per_chunk = (HEAD_CHUNK_FLOATS / v).clamp(1, n.max(1));
-    scratch.resize(rows_per_chunk * v, 0.0);
     let mut out = HeadOutput {
         logp: vec![0.0; n],
         entropy: if entropy_needed {
@@ -177,11 +182,39 @@ pub fn lm_head(
         },
         loss: 0.0,
     };
+    // The rows the objective counts, gathered when some are not: the head's three products then
+    // run over those rows only.
+    let selected: Option<Vec<usize>> = objective.and_then(|o| {
+        let rows: Vec<usize> = (0..n).filter(|&i| o.counts(i)).collect();
+        (rows.len() < n).then_some(rows)
+    });
+    let (gathered_x, gathered_targets);
+    let (x_all, t_all): (&[f32], &[u32]) = match &selected {
+        Some(rows) => {
+            gathered_x = rows
+                .iter()
+                .flat_map(|&i| &xf[i * c..(i + 1) * c])
+                .copied()
+                .collect::<Vec<f32>>();
+            gathered_targets = rows.iter().map(|&i| targets[i]).collect::<Vec<u32>>();
+            (&gathered_x, &gathered_targets)
+        }
+        None => (xf, targets),
+    };
+    let m = t_all.len();
+    let index_of = |k: usize| selected.as_ref().map_or(k, |rows| rows[k]);
+    let rows_per_chunk = (HEAD_CHUNK_FLOATS / v).clamp(1, m.max(1));
+    scratch.resize(rows_per_chunk * v, 0.0);
+    let mut dx_chunk = if selected.is_some() && grads.is_some() {
+        vec![0f32; rows_per_chunk * c]
+    } else {
+        Vec::new()
+    };
     let mut start = 0;
-    while start < n {
-        let rows = rows_per_chunk.min(n - start);
+    while start < m {
+        let rows = rows_per_chunk.min(m - start);
         let logits = &mut scratch[..rows * v];
-        let x = &xf[start * c..(start + rows) * c];
+        let x = &x_all[start * c..(start + rows) * c];
         gemm(
             MatMut::rows(logits, rows, v, v),
             Mat::rows(x, rows, c, c),
@@ -190,18 +223,16 @@ pub fn lm_head(
             false,
             Threads::All,
         );
-        let logp = &mut out.logp[start..start + rows];
         let do_grad = grads.is_some() && objective.is_some();
         // Per row: logsumexp, log p(target), entropy, then the objective and d loss / d logits in place.
         let rows_out: Vec<RowResult> = logits
             .par_chunks_mut(v)
-            .zip(logp.par_iter_mut())
             .enumerate()
-            .map(|(r, (row, lp))| {
-                let index = start + r;
-                let target = targets[index] as usize;
+            .map(|(r, row)| {
+                let index = index_of(start + r);
+                let target = t_all[start + r] as usize;
                 let lse = row_logsumexp(row);
-                *lp = (row[target] as f64 - lse) as f32;
+                let lp = (row[target] as f64 - lse) as f32;
                 let entropy = if entropy_needed {
                     (lse - row_expected_logit(row, lse as f32)) as f32
                 } else {
@@ -211,10 +242,11 @@ pub fn lm_head(
                     return RowResult {
                         loss: 0.0,
                         has_grad: false,
+                        logp: lp,
                         entropy,
                     };
                 };
-                let tl = objective.token(index, *lp, entropy);
+                let tl = objective.token(index, lp, entropy);
                 let has_grad = do_grad && (tl.d_logp != 0.0 || tl.d_entropy != 0.0);
                 if has_grad {
                     row_gradient(row, lse as f32, tl.d_logp, tl.d_entropy, entropy);
@@ -225,27 +257,48 @@ pub fn lm_head(
                 RowResult {
                     loss: tl.loss,
                     has_grad,
+                    logp: lp,
                     entropy,
                 }
             })
             .collect();
-        if entropy_needed {
-            for (slot, r) in out.entropy[start..start + rows].iter_mut().zip(&rows_out) {
-                *slot = r.entropy;
+        for (r, result) in rows_out.iter().enumerate() {
+            let index = index_of(start + r);
+            out.logp[index] = result.logp;
+            if entropy_needed {
+                out.entropy[index] = result.entropy;
             }
         }
-        let losses = rows_out;
-        out.loss += losses.iter().map(|r| r.loss).sum::<f64>();
-        if let (Some(g), true) = (grads.as_mut(), losses.iter().any(|r| r.has_grad)) {
+        out.loss += rows_out.iter().map(|r| r.loss).sum::<f64>();
+        if let (Some(g), true) = (grads.as_mut(), rows_out.iter().any(|r| r.has_grad)) {
             let dlogits = &scratch[..rows * v];
-            gemm(
-                MatMut::rows(&mut g.dxf[start * c..(start + rows) * c], rows, c, c),
-                Mat::rows(dlogits, rows, v, v),
-                Mat::rows(weight, v, c, c),
-                1.0,
-                true,
-                Threads::All,
-            );
+            match &selected {
+                None => gemm(
+                    MatMut::rows(&mut g.dxf[start * c..(start + rows) * c], rows, c, c),
+                    Mat::rows(dlogits, rows, v, v),
+                    Mat::rows(weight, v, c, c),
+                    1.0,
+                    true,
+                    Threads::All,
+                ),
+                Some(selected) => {
+                    let dx = &mut dx_chunk[..rows * c];
+                    gemm(
+                        MatMut::rows(dx, rows, c, c),
+                        Mat::rows(dlogits, rows, v, v),
+                        Mat::rows(weight, v, c, c),
+                        1.0,
+                        false,
+                        Threads::All,
+                    );
+                    for (r, d) in dx.chunks(c).enumerate() {
+                        let i = selected[start + r];
+                        for (acc, &x) in g.dxf[i * c..(i + 1) * c].iter_mut().zip(d) {
+                            *acc += x;
+                        }
+                    }
+                }
+            }
             gemm(
                 MatMut::rows(g.dweight, v, c, c),
                 Mat::transposed(dlogits, v, rows, v),
