@@ -10,4 +10,6 @@ scripts/fetch-smollm2.sh || echo "test.sh: could not fetch SmolLM2; the real-mod
 # The math checker's differential harness: re-derives math-verify's verdicts on the committed
 # corpus (its own venv) and fails if they or r1's figures change.
 scripts/math-verify-diff.sh
+# No two files of a crate import each other (issue 15: the architecture reads one way).
+scripts/file-cycles.sh
 cargo test --workspace "$@"

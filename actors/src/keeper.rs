@@ -534,3 +534,20 @@ pub fn checkpoint_candidates(root: &Path) -> Result<Vec<PathBuf>, CheckpointErro
         .map(|(_, dir)| dir)
         .collect())
 }
+
+/// Where a run starts, as its learner loaded it.
+#[derive(Debug, Clone, Default)]
+pub struct StartPoint {
+    /// Steps already taken (0 from the model directory).
+    pub step: u64,
+    /// Optimizer steps already taken.
+    pub optimizer_step: u64,
+    /// Next prompt of the training stream.
+    pub data_cursor: u64,
+    /// A preference run's reward normaliser as the checkpoint saved it.
+    pub reward_normaliser: Option<crate::reward_normaliser::RewardNormaliser>,
+    /// The checkpoint resumed, if any.
+    pub resumed_from: Option<PathBuf>,
+    /// Checkpoints that could not be loaded, each `dir: why`.
+    pub skipped: Vec<String>,
+}

@@ -28,10 +28,10 @@ use r1_kernels::train::adamw::AdamW;
 
 use crate::judge::reward::{LanguageScore, RewardItem, RewardReport, RewardRules};
 pub use crate::keeper::SavedCheckpoint;
+use crate::keeper::StartPoint;
 use crate::keeper::TrainerState;
 use crate::learner::{GrpoStepStats, Rollout};
 use crate::stages::preference::PreferenceStats;
-use crate::stages::rl::StartPoint;
 use crate::stages::GrpoStepReport;
 
 /// A version of the policy's weights, shared read-only between the learner and the sampler.

@@ -12,6 +12,7 @@
 //!
 //! No actors, no network: everything here is plain functions over slices.
 
+pub mod alloc;
 pub mod bench;
 pub mod cpu;
 pub mod cuda;

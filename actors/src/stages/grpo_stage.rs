@@ -26,6 +26,7 @@ use crate::stages::job::{ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::problem::StageProblem;
 use crate::stages::rl::{RlPlan, REWARD_TIMEOUT, SAMPLES_PER_STEP};
 use crate::stages::rl_local::run_in_process;
+pub use crate::stages::rl_local::GrpoRunReport;
 
 /// The GRPO loop around the learner (the job config's `[grpo]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,23 +66,6 @@ pub struct GrpoJob {
     pub learner: LearnerConfig,
     /// The loop.
     pub grpo: GrpoLoopConfig,
-}
-
-/// What the GRPO stage did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GrpoRunReport {
-    /// Steps done in total (resumed ones included).
-    pub steps: u64,
-    /// Whether the stop flag ended it early.
-    pub stopped: bool,
-    /// Mean total reward of the last step run by this call.
-    pub last_reward: Option<f64>,
-    /// Next prompt index of the data stream.
-    pub data_cursor: u64,
-    /// The newest checkpoint.
-    pub checkpoint: Option<PathBuf>,
-    /// The final policy as a model directory (when the run completed).
-    pub final_model: Option<PathBuf>,
 }
 
 impl GrpoJob {

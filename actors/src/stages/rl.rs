@@ -20,6 +20,7 @@ use r1_kernels::sample::{Completion, GenerationRequest};
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::judge::reward::{CodeSandbox, RewardItem, RewardReport, RewardRules};
+pub use crate::keeper::StartPoint;
 use crate::keeper::{SavedCheckpoint, TrainerState};
 use crate::learner::{GrpoStepStats, LearnerConfig, Rollout};
 use crate::messages::{PhaseTimes, RunState, SampleRecord, StepRecord};
@@ -128,23 +129,6 @@ impl RlPlan {
         new_step.is_multiple_of(self.run.checkpoint.every_steps.max(1))
             || new_step >= self.total_steps()
     }
-}
-
-/// Where a run starts, as its learner loaded it.
-#[derive(Debug, Clone, Default)]
-pub struct StartPoint {
-    /// Steps already taken (0 from the model directory).
-    pub step: u64,
-    /// Optimizer steps already taken.
-    pub optimizer_step: u64,
-    /// Next prompt of the training stream.
-    pub data_cursor: u64,
-    /// A preference run's reward normaliser as the checkpoint saved it.
-    pub reward_normaliser: Option<RewardNormaliser>,
-    /// The checkpoint resumed, if any.
-    pub resumed_from: Option<PathBuf>,
-    /// Checkpoints that could not be loaded, each `dir: why`.
-    pub skipped: Vec<String>,
 }
 
 /// What the reward phase's workers answered for one batch.

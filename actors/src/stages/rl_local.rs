@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -16,7 +18,6 @@ use crate::keeper::{self, checkpoint_candidates, SavedCheckpoint, TrainerState};
 use crate::learner::{GrpoLearner, Rollout};
 use crate::messages::RunState;
 use crate::stages::grpo::{GrpoStepReport, StageError, StageSettings};
-use crate::stages::grpo_stage::GrpoRunReport;
 use crate::stages::job::{write_final, CheckpointConfig, ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::preference::{
     PreferenceSettings, PreferenceStepReport, ResponseScorer, RewardNormaliser, StagePrompt,
@@ -419,4 +420,21 @@ pub fn preference_step(
             .preference
             .ok_or_else(|| StageError::Worker("a preference step without its statistics".into()))?,
     })
+}
+
+/// What the GRPO stage did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoRunReport {
+    /// Steps done in total (resumed ones included).
+    pub steps: u64,
+    /// Whether the stop flag ended it early.
+    pub stopped: bool,
+    /// Mean total reward of the last step run by this call.
+    pub last_reward: Option<f64>,
+    /// Next prompt index of the data stream.
+    pub data_cursor: u64,
+    /// The newest checkpoint.
+    pub checkpoint: Option<PathBuf>,
+    /// The final policy as a model directory (when the run completed).
+    pub final_model: Option<PathBuf>,
 }

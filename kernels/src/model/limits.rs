@@ -29,20 +29,7 @@ pub const MAX_HEAD_DIM: usize = 2048;
 /// Longest context a config may declare; the sampler sizes its KV cache from it.
 pub const MAX_POSITIONS: usize = 1 << 24;
 
-/// Bytes as people read them: `64.0 GiB`, `512.0 MiB`, `100 B`.
-pub fn format_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024.0 {
-        return format!("{bytes:.0} B");
-    }
-    let mut value = bytes / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use crate::alloc::format_bytes;
 
 /// How much more memory this process may allocate, and which limit said so.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,14 +195,10 @@ pub fn try_zeroed(len: usize, what: &str) -> Result<Vec<f32>> {
 
 /// A `Vec<T>` of `len` copies of `value`, or an error naming `what` when the allocator refuses.
 pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(len)
-        .map_err(|_| EngineError::Allocation {
-            what: what.to_string(),
-            bytes: format_bytes(len as f64 * std::mem::size_of::<T>() as f64),
-        })?;
-    out.resize(len, value);
-    Ok(out)
+    crate::alloc::try_filled(len, value).map_err(|bytes| EngineError::Allocation {
+        what: what.to_string(),
+        bytes,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use llama::{import_to_dir, llama_config, load_llama};
 pub use quant::{dequantize, GgmlType};
 pub use tokenizer::{tokenizer_config_json, tokenizer_json};
 
-use crate::model::limits::try_zeroed;
+use crate::alloc::{format_bytes, try_filled};
 
 /// Fewest bytes a metadata entry takes: key length (8), value type (4), one byte of value.
 const KV_MIN_BYTES: u64 = 13;
@@ -552,14 +552,13 @@ impl GgufFile {
                 tensor: name.to_string(),
             })?;
         let data = self.tensor_bytes(info)?;
-        let mut out =
-            try_zeroed(info.elements() as usize, &format!("tensor `{name}`")).map_err(|e| {
-                GgufError::TensorData {
-                    path: self.path.clone(),
-                    tensor: name.to_string(),
-                    message: e.to_string(),
-                }
-            })?;
+        let mut out = try_filled(info.elements() as usize, 0.0f32).map_err(|bytes| {
+            GgufError::TensorData {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                message: format!("could not allocate {bytes} for tensor `{name}`"),
+            }
+        })?;
         if !dequantize(info.ggml_type, data, &mut out) {
             // tensor_bytes checked type and size; this is unreachable but must not panic.
             return Err(GgufError::UnsupportedType {
@@ -777,7 +776,7 @@ impl<'a> Cursor<'a> {
                         what,
                         format!(
                             "an array of {n} items takes the metadata past {MAX_METADATA_ITEMS} array items in all (about {} in memory)",
-                            crate::model::limits::format_bytes(
+                            format_bytes(
                                 self.items as f64 * std::mem::size_of::<GgufValue>() as f64
                             )
                         ),
