@@ -8,7 +8,6 @@
 //! dynamic sampling resampled) and is saved in every checkpoint. A run stopped at any point and
 //! started again ends with the same weights as one that never stopped.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
