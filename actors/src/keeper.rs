@@ -248,8 +248,19 @@ fn save_checkpoint_once(
     write_synced(&tmp.join("trainer.json"), &json)?;
     fsync_dir(&tmp)?;
     // rename(2) cannot replace a non-empty directory: an existing one is moved aside first.
+    // Only a folder (a checkpoint of the same step a crash left) is replaced; anything else in
+    // the way is not r1's to delete, and the write fails naming it.
     let old = dir.with_extension("old");
-    let replaced = std::fs::symlink_metadata(dir).is_ok();
+    let replaced = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => true,
+        Ok(_) => {
+            return Err(io(dir)(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "something other than a checkpoint folder is in the way",
+            )))
+        }
+        Err(_) => false,
+    };
     if replaced {
         remove_any(&old)?;
         std::fs::rename(dir, &old).map_err(io(dir))?;
