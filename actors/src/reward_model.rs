@@ -185,20 +185,8 @@ impl RewardModelScorer {
         max_tokens: usize,
     ) -> Result<Self, RewardModelError> {
         let rm = r1_kernels::model::load_reward_model_dir(dir)?;
-        let tokenizer = match tokenizer {
-            Some("byte") => Tokenizer::byte(),
-            Some(other) => {
-                return Err(RewardModelError::Tokenizer(format!(
-                    "`{other}` is not a tokenizer r1 builds in (byte)"
-                )))
-            }
-            None => Tokenizer::from_model_dir(dir).map_err(|e| {
-                RewardModelError::Tokenizer(format!(
-                    "tokenizer of {} (a byte-tokenizer model needs tokenizer = \"byte\"): {e}",
-                    dir.display()
-                ))
-            })?,
-        };
+        let tokenizer = r1_kernels::tokenizer::resolve(dir, tokenizer)
+            .map_err(|e| RewardModelError::Tokenizer(format!("{}: {e}", dir.display())))?;
         if tokenizer.vocab_size() > rm.model.config.vocab_size {
             return Err(RewardModelError::Tokenizer(format!(
                 "{}: its tokenizer has {} ids but the model's vocabulary only {} (a tokenizer of \

@@ -28,22 +28,17 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Prompt template.
     pub template: PromptTemplate,
-    /// `Some("byte")` for r1's byte tokenizer; `None`: the directory's tokenizer.json.
+    /// `Some("byte")` for r1's byte tokenizer; `None`: the directory decides (its tokenizer.json,
+    /// or the byte tokenizer for a byte-vocabulary model; `r1_kernels::tokenizer::resolve`).
     pub tokenizer: Option<String>,
 }
 
 impl ModelSpec {
     /// The tokenizer the spec names.
     pub fn tokenizer(&self) -> Result<Tokenizer, RunError> {
-        match self.tokenizer.as_deref() {
-            Some("byte") => Ok(Tokenizer::byte()),
-            Some(other) => Err(RunError::Invalid(format!(
-                "model.tokenizer = `{other}` is not a tokenizer r1 builds in (byte)"
-            ))),
-            None => Tokenizer::from_model_dir(&self.path).map_err(|e| {
-                RunError::Invalid(format!("tokenizer of {}: {e}", self.path.display()))
-            }),
-        }
+        r1_kernels::tokenizer::resolve(&self.path, self.tokenizer.as_deref()).map_err(|e| {
+            RunError::Invalid(format!("model.tokenizer of {}: {e}", self.path.display()))
+        })
     }
 
     /// Loads the weights.
