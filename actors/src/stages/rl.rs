@@ -310,6 +310,7 @@ pub fn rl_step(
                     accuracy: r.accuracy.reward,
                     format: r.format.reward,
                     language: r.language.as_ref().map(|l| l.share),
+                    why: shortfalls(r),
                 })
                 .collect();
             let components = record_components(&report);
@@ -337,6 +338,7 @@ pub fn rl_step(
                         accuracy: judged.map_or(0.0, |r| r.accuracy.reward),
                         format: judged.map_or(0.0, |r| r.format.reward),
                         language: judged.and_then(|r| r.language.as_ref().map(|l| l.share)),
+                        why: judged.map(shortfalls).unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -380,6 +382,18 @@ pub fn rl_step(
         samples,
         checkpoint,
     })
+}
+
+/// Why a judged completion's components fell short, as a sample record keeps it.
+pub fn shortfalls(r: &RewardReport) -> Vec<String> {
+    [
+        ("accuracy", r.accuracy.why.as_ref()),
+        ("format", r.format.why.as_ref()),
+        ("language", r.language.as_ref().and_then(|l| l.why.as_ref())),
+    ]
+    .into_iter()
+    .filter_map(|(name, why)| why.map(|why| format!("{name}: {why}")))
+    .collect()
 }
 
 /// The step report's reward components as the step record keeps them: (name, mean, std).
