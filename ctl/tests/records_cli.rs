@@ -93,10 +93,17 @@ fn an_in_process_runs_samples_steps_and_charts_are_read_from_its_directory() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let run = dir.path().join("grpo-run");
-    ok(&r1ctl(&[
+    let trained = r1ctl(&[
         "train",
         config(dir.path(), "grpo", &model, &run).to_str().unwrap(),
-    ]));
+    ]);
+    ok(&trained);
+    // The run says where its records are and what reads them.
+    let said = String::from_utf8_lossy(&trained.stderr);
+    assert!(
+        said.contains(&format!("`r1ctl samples {}`", run.display())),
+        "{said}"
+    );
     let run_arg = run.to_str().unwrap();
 
     // One sample per group (2 prompts a step), 3 steps; --limit keeps the newest, newest last.
