@@ -11,12 +11,14 @@ use r1_actors::learner::LearnerConfig;
 use r1_actors::messages::StepRecord;
 use r1_actors::messages::{PhaseTimes, SampleRecord};
 use r1_actors::report::{read_samples, read_steps, write_step_charts, SAMPLES_FILE, STEPS_FILE};
+use r1_actors::stages::preference::{Normalisation, ResponseView};
 use r1_actors::stages::rl::SAMPLES_PER_STEP;
 use r1_actors::stages::{
-    run_grpo, CheckpointConfig, GrpoJob, GrpoLoopConfig, ModelSpec, RunSpec, StageEvent,
+    run_grpo, run_preference, CheckpointConfig, GeneralPrompts, GrpoJob, GrpoLoopConfig, ModelSpec,
+    PreferenceJob, RewardModelSpec, RunSpec, StageEvent,
 };
 use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::ByteTokenizer;
@@ -217,4 +219,75 @@ fn the_charts_of_a_run_have_one_point_per_step_and_are_rewritten_from_its_record
     let written = write_step_charts(out, &[]).unwrap();
     assert_eq!(written.len(), 5);
     assert_eq!(std::fs::read(out.join("kl.svg")).unwrap(), before);
+}
+
+#[test]
+fn a_preference_run_records_its_reasoning_and_general_samples_the_same_across_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let base = job(root, "unused", 5);
+    let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
+    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
+    config.max_position_embeddings = 512;
+    let rm = RewardModel::from_causal_lm(
+        &Model::random(config, 11, 0.05),
+        Some(ByteTokenizer::EOS),
+        11,
+        0.5,
+    );
+    save_reward_model_dir(&rm, &root.join("helpful")).unwrap();
+    std::fs::write(
+        root.join("general.jsonl"),
+        "{\"prompt\": \"say hi\"}\n{\"prompt\": \"say bye\"}\n",
+    )
+    .unwrap();
+    let preference = |output: &str, stop_at: Option<u64>| PreferenceJob {
+        run: RunSpec {
+            output_dir: root.join(output),
+            stop_at,
+            ..base.run.clone()
+        },
+        model: base.model.clone(),
+        data: base.data.clone(),
+        general: GeneralPrompts {
+            path: root.join("general.jsonl"),
+            field: "prompt".into(),
+        },
+        sampling: base.sampling.clone(),
+        rules: Default::default(),
+        learner: base.learner.clone(),
+        grpo: base.grpo.clone(),
+        reward_models: vec![RewardModelSpec {
+            name: "helpful".into(),
+            path: root.join("helpful"),
+            tokenizer: Some("byte".into()),
+            view: ResponseView::Whole,
+            weight: 1.0,
+            max_batch: 4,
+            max_tokens: 64,
+        }],
+        normalisation: Normalisation::Running { momentum: 0.5 },
+        preference_from_step: 1,
+        general_share: 0.5,
+    };
+    let never = AtomicBool::new(false);
+    let whole = preference("whole", None);
+    assert_eq!(
+        run_preference(&whole, &mut |_| {}, &never).unwrap().steps,
+        STEPS
+    );
+    let out = &whole.run.output_dir;
+    let steps = read_steps(out).unwrap();
+    assert_eq!(steps.len(), STEPS as usize);
+    assert!(steps.iter().all(|s| s.preference.is_some()));
+    let samples = read_samples(out).unwrap();
+    assert_eq!(samples.len(), STEPS as usize * SAMPLES_PER_STEP);
+    // Reasoning prompts (arithmetic) and general ones (the greetings) are both kept.
+    assert!(samples.iter().any(|s| s.prompt.starts_with("say ")));
+    assert!(samples.iter().any(|s| !s.prompt.starts_with("say ")));
+
+    run_preference(&preference("split", Some(2)), &mut |_| {}, &never).unwrap();
+    run_preference(&preference("split", None), &mut |_| {}, &never).unwrap();
+    assert_eq!(records(out), records(&root.join("split")));
+    assert!(root.join("split/reward.svg").is_file());
 }

@@ -37,7 +37,8 @@ use crate::stages::preference::{
 };
 use crate::stages::problem::StageProblem;
 
-/// Rollouts kept per step for people to read (r1d stores them; `r1ctl train` ignores them).
+/// Rollouts kept per step for people to read (r1d stores them; `r1ctl train` writes them to
+/// `<output_dir>/samples.jsonl`).
 pub const SAMPLES_PER_STEP: usize = 4;
 
 /// How long a reward worker may take on one step before its items score 0 (actor workers).
