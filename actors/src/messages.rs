@@ -244,6 +244,9 @@ pub struct SampleRecord {
     pub format: f32,
     /// Language share, when scored.
     pub language: Option<f32>,
+    /// Why components fell short, one `component: reason` each (empty when all passed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 /// One step as recorded: the report, the phases and the tokens it moved.

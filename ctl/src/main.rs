@@ -7,6 +7,7 @@ mod generate;
 mod judge;
 mod model;
 mod remote;
+mod report;
 mod rm;
 mod run;
 mod terminal;
@@ -44,6 +45,9 @@ enum Command {
     Model(model::ModelArgs),
     #[command(flatten)]
     Remote(remote::Remote),
+    /// (Re)write the SVG charts of an in-process RL run (reward, accuracy, format, length,
+    /// reflection rate, KL, entropy by step) from its steps.jsonl; prints their paths.
+    Report(report::ReportArgs),
     /// Reward models: train, score, and the tiny preference-RL demo.
     Rm(rm::RmArgs),
 }
@@ -62,6 +66,7 @@ fn main() {
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
         Command::Remote(command) => remote::run(command),
+        Command::Report(args) => report::run(args),
         Command::Rm(args) => rm::run(args),
     };
     match result {

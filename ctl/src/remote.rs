@@ -248,7 +248,7 @@ pub enum Remote {
     },
     /// Per-step numbers of a run: reward, accuracy, format, KL, length, seconds.
     Steps {
-        /// Run id.
+        /// Run id, or the output directory of an in-process run (`r1ctl train`): its steps.jsonl.
         run: String,
         /// Only steps after this one.
         #[arg(long, default_value_t = 0)]
@@ -261,7 +261,8 @@ pub enum Remote {
     },
     /// Show recent rollouts of a run: prompt, completion, rewards.
     Samples {
-        /// Run id.
+        /// Run id, or the output directory of an in-process run (`r1ctl train`): its
+        /// samples.jsonl.
         run: String,
         /// How many.
         #[arg(long, default_value_t = 5)]
@@ -359,6 +360,54 @@ fn run_id(id: &str) -> Result<&str, CallError> {
              a run's files are under the daemon's state folder, not given by path",
             crate::terminal::printable(id, false)
         )))
+    }
+}
+
+/// Step records as `r1ctl steps` prints them.
+pub(crate) fn print_steps(steps: &[StepRecord], output: Output) {
+    if output == Output::Json {
+        return print_json(&steps);
+    }
+    println!(
+        "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "STEP", "REWARD", "ACCURACY", "FORMAT", "KL", "LENGTH", "SECONDS"
+    );
+    for s in steps {
+        let l = &s.report.learner;
+        println!(
+            "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.4} {:>8.1} {:>8.2}",
+            s.step,
+            l.reward_mean,
+            s.report.accuracy,
+            s.report.format,
+            l.kl,
+            l.completion_len_mean,
+            s.seconds
+        );
+    }
+}
+
+/// Sample records as `r1ctl samples` prints them.
+pub(crate) fn print_samples(samples: &[SampleRecord], output: Output) {
+    if output == Output::Json {
+        return print_json(&samples);
+    }
+    for s in samples {
+        println!(
+            "── step {}  reward {:.2} (accuracy {:.0}, format {:.0}{})",
+            s.step,
+            s.reward,
+            s.accuracy,
+            s.format,
+            s.language
+                .map_or(String::new(), |l| format!(", language {l:.2}"))
+        );
+        // Model output: escaped, so it cannot drive the terminal.
+        println!("prompt:     {}", printable(s.prompt.trim(), true));
+        println!("completion: {}", printable(s.completion.trim(), true));
+        for why in &s.why {
+            println!("why:        {}", printable(why, true));
+        }
     }
 }
 
@@ -602,6 +651,9 @@ fn call(command: Remote) -> Result<i32, CallError> {
             limit,
             conn,
         } => {
+            if let Some(dir) = crate::report::run_dir(&run) {
+                return crate::report::local_steps(&dir, after, limit, conn.output);
+            }
             let client = Client::new(&conn)?;
             let run = run_id(&run)?;
             let steps: Vec<StepRecord> =
@@ -620,26 +672,13 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 );
                 return Ok(1);
             }
-            println!(
-                "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "STEP", "REWARD", "ACCURACY", "FORMAT", "KL", "LENGTH", "SECONDS"
-            );
-            for s in &steps {
-                let l = &s.report.learner;
-                println!(
-                    "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.4} {:>8.1} {:>8.2}",
-                    s.step,
-                    l.reward_mean,
-                    s.report.accuracy,
-                    s.report.format,
-                    l.kl,
-                    l.completion_len_mean,
-                    s.seconds
-                );
-            }
+            print_steps(&steps, Output::Table);
             Ok(0)
         }
         Remote::Samples { run, limit, conn } => {
+            if let Some(dir) = crate::report::run_dir(&run) {
+                return crate::report::local_samples(&dir, limit, conn.output);
+            }
             let client = Client::new(&conn)?;
             let run = run_id(&run)?;
             let samples: Vec<SampleRecord> =
@@ -670,20 +709,7 @@ fn call(command: Remote) -> Result<i32, CallError> {
                 }
                 return Ok(1);
             } else {
-                for s in &samples {
-                    println!(
-                        "── step {}  reward {:.2} (accuracy {:.0}, format {:.0}{})",
-                        s.step,
-                        s.reward,
-                        s.accuracy,
-                        s.format,
-                        s.language
-                            .map_or(String::new(), |l| format!(", language {l:.2}"))
-                    );
-                    // Model output: escaped, so it cannot drive the terminal.
-                    println!("prompt:     {}", printable(s.prompt.trim(), true));
-                    println!("completion: {}", printable(s.completion.trim(), true));
-                }
+                print_samples(&samples, Output::Table);
             }
             Ok(0)
         }

@@ -238,6 +238,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             if let Some(dir) = &report.final_model {
                 println!("final model: {}", dir.display());
             }
+            records_note(&grpo.run.output_dir);
             report.stopped
         }
         Stage::Preference => {
@@ -254,6 +255,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             if let Some(dir) = &report.final_model {
                 println!("final model: {}", dir.display());
             }
+            records_note(&preference.run.output_dir);
             report.stopped
         }
         Stage::Sft => {
@@ -316,9 +318,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             report.stopped
         }
         Stage::Eval => {
-            let report = run_eval(&job.eval_job(run), &mut progress, stop)?;
+            let eval = job.eval_job(run);
+            let report = run_eval(&eval, &mut progress, stop)?;
             print!("{}", report.table());
             println!("report: {}", report.report.display());
+            eprintln!(
+                "r1ctl: every sample and its verdict: {} (`r1ctl samples {}`)",
+                report.samples_file.display(),
+                eval.run.output_dir.display()
+            );
             report.stopped
         }
     };
@@ -328,4 +336,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if stopped { 1 } else { 0 })
+}
+
+/// Where an RL run's records and charts are, and the commands that read them (on stderr).
+fn records_note(dir: &std::path::Path) {
+    let dir = dir.display();
+    eprintln!(
+        "r1ctl: step records and samples in {dir}/steps.jsonl and {dir}/samples.jsonl          (`r1ctl steps {dir}`, `r1ctl samples {dir}`); charts {dir}/*.svg (`r1ctl report {dir}`)"
+    );
 }

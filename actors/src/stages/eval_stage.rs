@@ -1,6 +1,8 @@
 //! The evaluation stage: pass@1 averaged over k samples (the paper: temperature 0.6, top-p 0.95)
 //! and cons@k by majority vote over normalised answers, or greedy decoding (one sample), on one or
-//! more datasets; a report per dataset as a table and as JSON (`<output_dir>/eval.json`).
+//! more datasets; a report per dataset as a table and as JSON (`<output_dir>/eval.json`), and
+//! every problem's samples with their verdicts in `<output_dir>/samples.jsonl` (one
+//! [`EvalSample`] a line, readable with `r1ctl samples OUTPUT_DIR`).
 //!
 //! A built-in task is evaluated on its held-out test split; a file on all its items. The stop flag
 //! is checked between datasets; a stopped run reports the datasets done.
@@ -17,8 +19,12 @@ use crate::data::DataSource;
 use crate::judge::reward::{CodeSandbox, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
-use crate::stages::grpo::{evaluate_with, StageEval, StageSettings, StepContext};
+use crate::messages::SampleRecord;
+use crate::report::SAMPLES_FILE;
+use crate::stages::grpo::{evaluate_judged, StageEval, StageSettings, StepContext};
 use crate::stages::job::{stop_requested, write_json, ModelSpec, RunError, RunSpec, StageEvent};
+use crate::stages::problem::PromptProblem;
+use crate::stages::rl::shortfalls;
 
 /// The evaluation stage's settings (the job config's `[eval]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +103,26 @@ pub struct DatasetEval {
     pub eval: StageEval,
 }
 
+/// One evaluated sample and its verdict, a line of the eval stage's `samples.jsonl`: the fields
+/// of an RL run's sample record (step 0) plus where it came from, the answer read and whether it
+/// was correct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSample {
+    /// The dataset's name.
+    pub dataset: String,
+    /// The problem's dataset line or row (its index in a generated split).
+    pub problem: usize,
+    /// Which of the problem's k samples (0-based).
+    pub sample: usize,
+    /// Whether the accuracy check passed.
+    pub correct: bool,
+    /// The answer the accuracy check read, when one was found.
+    pub answer: Option<String>,
+    /// Prompt, completion, rewards and why they fell short.
+    #[serde(flatten)]
+    pub record: SampleRecord,
+}
+
 /// The evaluation report (`eval.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -116,6 +142,9 @@ pub struct EvalReport {
     pub stopped: bool,
     /// Where the JSON report was written.
     pub report: PathBuf,
+    /// Where every sample and its verdict were written (`samples.jsonl`).
+    #[serde(default)]
+    pub samples_file: PathBuf,
 }
 
 impl EvalReport {
@@ -198,7 +227,9 @@ pub fn run_eval(
         datasets: Vec::new(),
         stopped: false,
         report: job.run.output_dir.join("eval.json"),
+        samples_file: job.run.output_dir.join(SAMPLES_FILE),
     };
+    let mut samples = String::new();
     for (name, data) in &job.datasets {
         if stop_requested(stop) {
             report.stopped = true;
@@ -208,8 +239,32 @@ pub fn run_eval(
         if problems.is_empty() {
             return Err(RunError::Invalid(format!("dataset {name}: no problems")));
         }
-        let eval = evaluate_with(&model, &ctx, &problems, sampling.clone(), k, job.run.seed)
-            .map_err(|e| RunError::Invalid(format!("dataset {name}: {e}")))?;
+        let (eval, completions, judged) =
+            evaluate_judged(&model, &ctx, &problems, sampling.clone(), k, job.run.seed)
+                .map_err(|e| RunError::Invalid(format!("dataset {name}: {e}")))?;
+        for (i, (c, r)) in completions.iter().zip(&judged).enumerate() {
+            let problem = &problems[c.request];
+            let line = EvalSample {
+                dataset: name.clone(),
+                problem: problem.source(),
+                sample: i % k,
+                correct: r.accuracy.reward > 0.0,
+                answer: r.extracted.clone(),
+                record: SampleRecord {
+                    step: 0,
+                    prompt: problem.prompt().to_string(),
+                    completion: c.text.clone().unwrap_or_default(),
+                    reward: r.total,
+                    accuracy: r.accuracy.reward,
+                    format: r.format.reward,
+                    language: r.language.as_ref().map(|l| l.share),
+                    why: shortfalls(r),
+                },
+            };
+            // Plain data: serialising cannot fail.
+            samples.push_str(&serde_json::to_string(&line).expect("samples serialise"));
+            samples.push('\n');
+        }
         progress(StageEvent::Evaluated {
             dataset: name.clone(),
             eval,
@@ -219,6 +274,14 @@ pub fn run_eval(
             eval,
         });
     }
+    std::fs::create_dir_all(&job.run.output_dir).map_err(|source| RunError::Io {
+        path: job.run.output_dir.clone(),
+        source,
+    })?;
+    std::fs::write(&report.samples_file, samples).map_err(|source| RunError::Io {
+        path: report.samples_file.clone(),
+        source,
+    })?;
     write_json(&report.report, &report)?;
     Ok(report)
 }

@@ -615,6 +615,19 @@ pub fn evaluate_with<P: PromptProblem>(
     k: usize,
     seed: u64,
 ) -> Result<StageEval, StageError> {
+    Ok(evaluate_judged(model, ctx, problems, sampling, k, seed)?.0)
+}
+
+/// [`evaluate_with`], also returning every completion (ordered by problem, then sample) and its
+/// reward report: what the eval stage writes to its `samples.jsonl`.
+pub fn evaluate_judged<P: PromptProblem>(
+    model: &Model,
+    ctx: &StepContext,
+    problems: &[P],
+    sampling: SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<(StageEval, Vec<Completion>, Vec<RewardReport>), StageError> {
     let settings = StageSettings {
         sampling,
         ..ctx.settings.clone()
@@ -642,12 +655,13 @@ pub fn evaluate_with<P: PromptProblem>(
         truncated += usize::from(c.finish == FinishReason::Length);
     }
     let n = completions.len().max(1) as f64;
-    Ok(StageEval {
+    let eval = StageEval {
         scores: score(&per_problem, equivalent),
         format_rate: formatted as f64 / n,
         mean_length: tokens as f64 / n,
         truncated_rate: truncated as f64 / n,
-    })
+    };
+    Ok((eval, completions, reports))
 }
 
 /// What `evaluate` measured: the paper's metrics plus what the samples looked like.

@@ -37,7 +37,8 @@ use crate::stages::preference::{
 };
 use crate::stages::problem::StageProblem;
 
-/// Rollouts kept per step for people to read (r1d stores them; `r1ctl train` ignores them).
+/// Rollouts kept per step for people to read (r1d stores them; `r1ctl train` writes them to
+/// `<output_dir>/samples.jsonl`).
 pub const SAMPLES_PER_STEP: usize = 4;
 
 /// How long a reward worker may take on one step before its items score 0 (actor workers).
@@ -310,6 +311,7 @@ pub fn rl_step(
                     accuracy: r.accuracy.reward,
                     format: r.format.reward,
                     language: r.language.as_ref().map(|l| l.share),
+                    why: shortfalls(r),
                 })
                 .collect();
             let components = record_components(&report);
@@ -337,6 +339,7 @@ pub fn rl_step(
                         accuracy: judged.map_or(0.0, |r| r.accuracy.reward),
                         format: judged.map_or(0.0, |r| r.format.reward),
                         language: judged.and_then(|r| r.language.as_ref().map(|l| l.share)),
+                        why: judged.map(shortfalls).unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -380,6 +383,18 @@ pub fn rl_step(
         samples,
         checkpoint,
     })
+}
+
+/// Why a judged completion's components fell short, as a sample record keeps it.
+pub fn shortfalls(r: &RewardReport) -> Vec<String> {
+    [
+        ("accuracy", r.accuracy.why.as_ref()),
+        ("format", r.format.why.as_ref()),
+        ("language", r.language.as_ref().and_then(|l| l.why.as_ref())),
+    ]
+    .into_iter()
+    .filter_map(|(name, why)| why.map(|why| format!("{name}: {why}")))
+    .collect()
 }
 
 /// The step report's reward components as the step record keeps them: (name, mean, std).

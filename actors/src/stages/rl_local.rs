@@ -4,7 +4,7 @@
 //! progress as `StageEvent`s, a stop flag, the final policy in `<output_dir>/final`.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use crate::judge::tasks::TaskExample;
 use crate::keeper::{self, checkpoint_candidates, SavedCheckpoint, TrainerState};
 use crate::learner::{GrpoLearner, Rollout};
 use crate::messages::RunState;
+use crate::report::{write_step_charts, RecordsError, RunRecords};
 use crate::stages::grpo::{GrpoStepReport, StageError, StageSettings};
 use crate::stages::job::{write_final, CheckpointConfig, ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::preference::{
@@ -24,8 +25,8 @@ use crate::stages::preference::{
 };
 use crate::stages::problem::StageProblem;
 use crate::stages::rl::{
-    rl_step, run_rl, LearnedStep, PreferencePlan, Rewards, RlEvent, RlPlan, RlState, StartPoint,
-    StepWorkers, REWARD_TIMEOUT,
+    rl_step, run_rl, LearnedStep, PreferencePlan, Rewards, RlEvent, RlPlan, RlState, RunControl,
+    StartPoint, StepWorkers, REWARD_TIMEOUT,
 };
 
 /// The learner the in-process workers train: loaded by [`StepWorkers::load`], or the caller's.
@@ -212,6 +213,11 @@ impl StepWorkers for LocalWorkers<'_> {
 /// Runs (or continues) an RL stage in-process: resumes from the newest good checkpoint under
 /// `<output_dir>/checkpoints`, reports every step and checkpoint to `progress`, stops after the
 /// current step when `stop` is set, and writes the final policy when the stage completes.
+///
+/// Each step's record and samples are appended to `<output_dir>/steps.jsonl` and
+/// `<output_dir>/samples.jsonl` (records of steps after the checkpoint resumed from are dropped
+/// first), and when the run ends or stops the step charts are written from `steps.jsonl` into
+/// `<output_dir>` (`report::write_step_charts`).
 pub fn run_in_process(
     plan: &RlPlan,
     progress: &mut dyn FnMut(StageEvent),
@@ -219,14 +225,29 @@ pub fn run_in_process(
 ) -> Result<GrpoRunReport, RunError> {
     let candidates = checkpoint_candidates(&plan.run.checkpoint_root())?;
     let total = plan.total_steps();
+    let dir = plan.run.output_dir.clone();
     let mut workers = LocalWorkers::new(plan);
+    let control = StopOrFailed {
+        stop,
+        failed: AtomicBool::new(false),
+    };
+    let mut records: Option<RunRecords> = None;
+    let mut failure: Option<RunError> = None;
+    let fail = |e: RecordsError, failure: &mut Option<RunError>| {
+        control.failed.store(true, Ordering::Relaxed);
+        failure.get_or_insert(records_error(e));
+    };
     let report = run_rl(
         plan,
         &mut workers,
         &candidates,
-        stop,
+        &control,
         &mut |event| match event {
             RlEvent::Started(start) => {
+                match RunRecords::resume(&dir, start.step) {
+                    Ok(opened) => records = Some(opened),
+                    Err(e) => fail(e, &mut failure),
+                }
                 for damaged in start.skipped {
                     progress(StageEvent::Note {
                         message: format!("skipped damaged checkpoint {damaged}"),
@@ -236,25 +257,36 @@ pub fn run_in_process(
                     progress(StageEvent::Resumed { step: start.step });
                 }
             }
-            RlEvent::Step(record, _) => progress(match record.preference {
-                None => StageEvent::GrpoStep {
-                    steps: total,
-                    report: Box::new(record.report),
-                },
-                Some(stats) => StageEvent::PreferenceStep {
-                    steps: total,
-                    report: Box::new(PreferenceStepReport {
-                        report: record.report,
-                        stats,
-                    }),
-                },
-            }),
+            RlEvent::Step(record, samples) => {
+                if let Some(file) = records.as_mut() {
+                    if let Err(e) = file.append(&record, &samples) {
+                        fail(e, &mut failure);
+                    }
+                }
+                progress(match record.preference {
+                    None => StageEvent::GrpoStep {
+                        steps: total,
+                        report: Box::new(record.report),
+                    },
+                    Some(stats) => StageEvent::PreferenceStep {
+                        steps: total,
+                        report: Box::new(PreferenceStepReport {
+                            report: record.report,
+                            stats,
+                        }),
+                    },
+                })
+            }
             RlEvent::Checkpoint(saved) => progress(StageEvent::Checkpoint {
                 step: saved.step,
                 path: saved.path,
             }),
         },
     )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    write_step_charts(&dir, &[]).map_err(records_error)?;
     let final_model = if report.ended == RunState::Finished && report.steps >= plan.steps {
         Some(write_final(&plan.run, &workers.learner()?.policy)?)
     } else {
@@ -268,6 +300,31 @@ pub fn run_in_process(
         checkpoint: report.checkpoint,
         final_model,
     })
+}
+
+/// The caller's stop flag, or a record that could not be written: either ends the run after
+/// the current step (with its checkpoint), the second with the error returned.
+struct StopOrFailed<'a> {
+    stop: &'a AtomicBool,
+    failed: AtomicBool,
+}
+
+impl RunControl for StopOrFailed<'_> {
+    fn between_steps(&self, done: bool) -> Option<RunState> {
+        if self.failed.load(Ordering::Relaxed) {
+            Some(RunState::Stopped)
+        } else {
+            self.stop.between_steps(done)
+        }
+    }
+}
+
+/// A record file's error as the run reports it.
+fn records_error(e: RecordsError) -> RunError {
+    match e {
+        RecordsError::Io { path, source } => RunError::Io { path, source },
+        parse @ RecordsError::Parse { .. } => RunError::Invalid(parse.to_string()),
+    }
 }
 
 /// A plan for one step on the caller's learner: `problems` in order, no checkpoints.
