@@ -29,9 +29,16 @@ VERDICTS = ROOT / "actors" / "judge" / "tests" / "data" / "math_corpus_math_veri
 BASELINE = ROOT / ".cache" / "math_verify_baseline.json"
 
 
-def check(gold, completion):
+def check(gold, completion, timeout=5):
+    # math-verify's own defaults (5 s per parse and per verify, by SIGALRM) unless told otherwise.
     try:
-        return bool(verify(parse(f"${gold}$"), parse(completion)))
+        return bool(
+            verify(
+                parse(f"${gold}$", parsing_timeout=timeout),
+                parse(completion, parsing_timeout=timeout),
+                timeout_seconds=timeout,
+            )
+        )
     except Exception:  # math-verify raises on some inputs; a reward function would score 0
         return False
 
@@ -95,6 +102,15 @@ def main():
         print(f"wrote {VERDICTS}")
         return 0
     committed = read_verdicts(VERDICTS)
+    # A verdict that differs may be a timeout on a loaded machine (math-verify answers False when
+    # its 5 s alarm fires): such cases are checked once more with a 120 s limit before they count.
+    by_id = {c["id"]: c for c in cases}
+    for cid, v in list(verdicts.items()):
+        if committed.get(cid) not in (None, v) and cid in by_id:
+            again = "yes" if check(by_id[cid]["gold"], by_id[cid]["completion"], timeout=120) else "no"
+            if again != v:
+                print(f"  {cid}: {v} under the 5 s limit, {again} with 120 s (a timeout; kept {again})")
+                verdicts[cid] = again
     changed = [
         f"  {cid}: committed {committed.get(cid, 'absent')}, math-verify now says {v}"
         for cid, v in verdicts.items()
