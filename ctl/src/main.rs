@@ -65,7 +65,8 @@ fn main() {
         Command::Generate(args) => generate::run(args),
         Command::Model(args) => model::run(args),
         Command::Train(args) => train::run(args),
-        Command::Remote(command) => remote::run(command),
+        // A run directory's records are read locally; everything else goes to r1d.
+        Command::Remote(command) => report::local(&command).unwrap_or_else(|| remote::run(command)),
         Command::Report(args) => report::run(args),
         Command::Rm(args) => rm::run(args),
     };

@@ -44,7 +44,7 @@ pub struct Conn {
     token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
-    output: Output,
+    pub output: Output,
 }
 
 /// Why a call failed; each maps to an exit code.
@@ -651,9 +651,6 @@ fn call(command: Remote) -> Result<i32, CallError> {
             limit,
             conn,
         } => {
-            if let Some(dir) = crate::report::run_dir(&run) {
-                return crate::report::local_steps(&dir, after, limit, conn.output);
-            }
             let client = Client::new(&conn)?;
             let run = run_id(&run)?;
             let steps: Vec<StepRecord> =
@@ -676,9 +673,6 @@ fn call(command: Remote) -> Result<i32, CallError> {
             Ok(0)
         }
         Remote::Samples { run, limit, conn } => {
-            if let Some(dir) = crate::report::run_dir(&run) {
-                return crate::report::local_samples(&dir, limit, conn.output);
-            }
             let client = Client::new(&conn)?;
             let run = run_id(&run)?;
             let samples: Vec<SampleRecord> =

@@ -11,7 +11,7 @@ use r1_actors::report::{
     read_samples, read_steps, write_step_charts, RecordsError, SAMPLES_FILE, STEPS_FILE,
 };
 
-use crate::remote::{print_samples, print_steps, CallError, Output};
+use crate::remote::{print_samples, print_steps, CallError, Output, Remote};
 use crate::terminal::printable;
 
 /// `r1ctl report RUN_DIR`.
@@ -113,4 +113,23 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         println!("{}", path.display());
     }
     Ok(0)
+}
+
+/// `r1ctl samples|steps DIR` where DIR is a run's output directory: its records are read here,
+/// not asked of r1d. `None` for every other command, and for a daemon run id.
+pub fn local(command: &Remote) -> Option<anyhow::Result<i32>> {
+    let result = match command {
+        Remote::Steps {
+            run,
+            after,
+            limit,
+            conn,
+        } => local_steps(&run_dir(run)?, *after, *limit, conn.output),
+        Remote::Samples { run, limit, conn } => local_samples(&run_dir(run)?, *limit, conn.output),
+        _ => return None,
+    };
+    Some(Ok(result.unwrap_or_else(|e| {
+        eprintln!("r1ctl: {e}");
+        e.exit_code()
+    })))
 }
