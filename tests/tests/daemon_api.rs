@@ -1627,10 +1627,15 @@ fn newcomer_paths_through_the_daemon_say_what_happened() {
     assert_eq!(exported["files"].as_array().unwrap().len(), 2);
     assert!(d_path.join("exported/model.safetensors").is_file());
 
-    // Item 9: a path where a run id belongs.
-    let (code, _, stderr) = r1ctl_in(&d, d_path, &["samples", "runs/tiny-grpo"]);
+    // Item 9: a path where a run id belongs (`samples` and `steps` read a run directory instead,
+    // and say so when there is none).
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["status", "runs/tiny-grpo"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("is not a run id"), "{stderr}");
+    assert!(!stderr.contains("no route"), "{stderr}");
+    let (code, _, stderr) = r1ctl_in(&d, d_path, &["samples", "runs/tiny-grpo"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no such run directory"), "{stderr}");
     assert!(!stderr.contains("no route"), "{stderr}");
 
     // Item 10: delete refuses an active run, removes an ended one and its folder.
