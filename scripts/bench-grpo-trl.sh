@@ -12,7 +12,8 @@
 # Usage: scripts/bench-grpo-trl.sh [MODEL_DIR]   (default .cache/models/smollm2, made by
 #   scripts/fetch-smollm2.sh && r1ctl model import .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf .cache/models/smollm2)
 # Environment: THREADS (2), PROMPTS (8), G (4), TOKENS (64), STEPS (timed steps, 2), R1CTL (an
-#   r1ctl binary to use instead of building target/release/r1ctl).
+#   r1ctl binary to use instead of building target/release/r1ctl), TRL_GRADIENT_CHECKPOINTING (0 or 1;
+#   unset: TRL's default, which is on in TRL 1.16 — slower, less memory; r1 does not checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-.cache/models/smollm2}"
@@ -51,7 +52,7 @@ echo "load before TRL: $(uptime)" | tee -a "$out/load.txt"
 OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" /usr/bin/time -v -o "$out/trl.time" \
   "$venv/bin/python" - "$model" "$out/r1.json" "$threads" "$prompts" "$g" "$tokens" "$steps" > "$out/trl.json" <<'PY'
 # TRL's GRPOTrainer on the prompts r1 rendered, with the same shape; prints one JSON line.
-import json, random, sys, tempfile, time
+import json, os, random, sys, tempfile, time
 import torch
 model_dir, r1_json, threads, prompts, g, tokens, steps = sys.argv[1:8]
 threads, prompts, g, tokens, steps = int(threads), int(prompts), int(g), int(tokens), int(steps)
@@ -102,6 +103,8 @@ config = GRPOConfig(
     use_cpu=True,
     bf16=False,
     seed=0,
+    **({"gradient_checkpointing": os.environ["TRL_GRADIENT_CHECKPOINTING"] == "1"}
+       if os.environ.get("TRL_GRADIENT_CHECKPOINTING") in ("0", "1") else {}),
 )
 clock = StepClock()
 trainer = GRPOTrainer(model=model, reward_funcs=seeded_random, args=config,
@@ -118,6 +121,7 @@ print(json.dumps({
     "trl": trl.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
     "seconds_per_step": s_per_step, "completion_len_mean": mean_len,
     "completion_tokens_per_s": prompts * g * mean_len / s_per_step, "steps_timed": len(durations),
+    "gradient_checkpointing": bool(config.gradient_checkpointing),
 }))
 PY
 
@@ -129,7 +133,8 @@ trl = json.loads(trl_line)
 r1_kb, trl_kb = float(sys.argv[3]), float(sys.argv[4])
 o = r1["options"]
 print(f"GRPO step: {o['prompts']} prompts x G={o['group_size']} x {o['completion_tokens']} forced tokens, "
-      f"beta 0, 1 minibatch; TRL {trl['trl']} / torch {trl['torch']}")
+      f"beta 0, 1 minibatch; TRL {trl['trl']} / torch {trl['torch']}, "
+      f"gradient checkpointing {'on' if trl.get('gradient_checkpointing') else 'off'}")
 print(f"{'':<24} {'r1':>10} {'TRL':>10} {'r1/TRL':>8}")
 print(f"{'s/step':<24} {r1['seconds_per_step']:>10.2f} {trl['seconds_per_step']:>10.2f} "
       f"{trl['seconds_per_step'] / r1['seconds_per_step']:>7.2f}x")
