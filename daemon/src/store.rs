@@ -253,20 +253,32 @@ impl Store {
     /// steps again, so none is recorded twice.
     pub fn truncate_after(&self, run: &str, step: u64) -> Result<(), StoreError> {
         for tree in [&self.steps, &self.samples, &self.checkpoints] {
-            let keys: Vec<sled::IVec> = tree
-                .range(key(run, step.saturating_add(1))..key(run, u64::MAX))
-                .keys()
-                .collect::<Result<_, _>>()
+            self.remove_keys(
+                tree,
+                tree.range(key(run, step.saturating_add(1))..key(run, u64::MAX))
+                    .keys(),
+            )?;
+        }
+        self.flush()
+    }
+
+    /// Removes `keys` (read in full first, so the scan does not see its own removals) from `tree`.
+    fn remove_keys(
+        &self,
+        tree: &sled::Tree,
+        keys: impl Iterator<Item = sled::Result<sled::IVec>>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<sled::IVec> =
+            keys.collect::<Result<_, _>>()
                 .map_err(|cause| StoreError::Sled {
                     path: self.path.clone(),
                     cause,
                 })?;
-            for k in keys {
-                let r = tree.remove(k);
-                self.sled(r)?;
-            }
+        for k in keys {
+            let r = tree.remove(k);
+            self.sled(r)?;
         }
-        self.flush()
+        Ok(())
     }
 
     /// Records a durable checkpoint, forgets records whose folder is gone (pruned), and flushes.
@@ -304,18 +316,7 @@ impl Store {
     /// crash-loop count; flushes.
     pub fn delete_run(&self, run: &str) -> Result<(), StoreError> {
         for tree in [&self.steps, &self.samples, &self.checkpoints, &self.evals] {
-            let keys: Vec<sled::IVec> = tree
-                .scan_prefix(prefix(run))
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(|cause| StoreError::Sled {
-                    path: self.path.clone(),
-                    cause,
-                })?;
-            for k in keys {
-                let r = tree.remove(k);
-                self.sled(r)?;
-            }
+            self.remove_keys(tree, tree.scan_prefix(prefix(run)).keys())?;
         }
         let r = self.meta.remove(format!("resuming/{run}"));
         self.sled(r)?;
