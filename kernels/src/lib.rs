@@ -8,6 +8,7 @@
 //! - `sample`: batched KV-cache generation (continuous batching, seeded per-sequence sampling).
 //! - `tokenizer`: `tokenizer.json` through the `tokenizers` crate, and a byte tokenizer for tiny models.
 //! - `template`: prompt templates (R1-Zero, ChatML, Llama 3, with a `<think>`-prefilling variant).
+//! - `device`: device specs (`cpu`, `cuda:N`, `auto`) and the devices this machine has.
 //! - `bench`: the measurements behind `r1ctl bench`.
 //!
 //! No actors, no network: everything here is plain functions over slices.
@@ -16,6 +17,7 @@ pub mod alloc;
 pub mod bench;
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod sample;

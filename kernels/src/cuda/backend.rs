@@ -305,6 +305,31 @@ pub fn device_count() -> Result<usize, CudaError> {
     Ok(count.max(0) as usize)
 }
 
+/// Every CUDA device with its name and memory (total, free), for `r1ctl devices` and placement.
+/// No driver is an error (the caller lists the CPU alone and says why), never a panic.
+pub fn device_infos() -> Result<Vec<crate::device::DeviceInfo>, CudaError> {
+    let count = device_count()?;
+    (0..count)
+        .map(|ordinal| {
+            let ctx = catch_unwind(|| CudaContext::new(ordinal))
+                .map_err(|_| CudaError::NoDriver("creating a context panicked".into()))?
+                .map_err(|e| CudaError::driver(format!("context on device {ordinal}"), e))?;
+            let name = ctx
+                .name()
+                .unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+            let (free, total) = ctx
+                .mem_get_info()
+                .map_err(|e| CudaError::driver(format!("memory of device {ordinal}"), e))?;
+            Ok(crate::device::DeviceInfo {
+                device: crate::device::Device::Cuda(ordinal),
+                name,
+                total_bytes: total as u64,
+                free_bytes: free as u64,
+            })
+        })
+        .collect()
+}
+
 impl CudaBackend {
     /// Opens device `ordinal`. No driver or no such device is an error, never a panic.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
