@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 const REPO: &str = "r1-test/tiny-qwen2";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const TOKEN: &str = "hf_r1_test_token";
+/// The same model with its weights in two shards and model.safetensors.index.json.
+const SHARDED: &str = "r1-test/tiny-qwen2-sharded";
 
 /// One file of a served repository.
 #[derive(Clone)]
@@ -48,6 +50,65 @@ impl RepoFile {
             self.git_id()
         }
     }
+}
+
+/// `files` with model.safetensors split into two shards (tensors alternating between them) and
+/// the index naming them, as transformers writes a large model.
+fn sharded(files: &[RepoFile]) -> Vec<RepoFile> {
+    let weights = &files
+        .iter()
+        .find(|f| f.name == "model.safetensors")
+        .unwrap()
+        .bytes;
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
+    let data = &weights[8 + header_len..];
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
+    let mut shards = vec![(serde_json::Map::new(), Vec::new()); 2];
+    let mut weight_map = serde_json::Map::new();
+    let tensors = header.iter().filter(|(name, _)| *name != "__metadata__");
+    for (i, (name, info)) in tensors.enumerate() {
+        let (shard_header, shard_data) = &mut shards[i % 2];
+        let offsets = info["data_offsets"].as_array().unwrap();
+        let (start, end) = (
+            offsets[0].as_u64().unwrap() as usize,
+            offsets[1].as_u64().unwrap() as usize,
+        );
+        let mut info = info.clone();
+        info["data_offsets"] =
+            serde_json::json!([shard_data.len(), shard_data.len() + end - start]);
+        shard_data.extend_from_slice(&data[start..end]);
+        shard_header.insert(name.clone(), info);
+        weight_map.insert(name.clone(), names[i % 2].into());
+    }
+    let mut out: Vec<RepoFile> = files
+        .iter()
+        .filter(|f| f.name != "model.safetensors")
+        .cloned()
+        .collect();
+    for (name, (shard_header, shard_data)) in names.iter().zip(shards) {
+        let head = serde_json::to_vec(&shard_header).unwrap();
+        let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(head);
+        bytes.extend(shard_data);
+        out.push(RepoFile {
+            name: name.to_string(),
+            bytes,
+            lfs: true,
+        });
+    }
+    let index =
+        serde_json::json!({"metadata": {"total_size": data.len()}, "weight_map": weight_map});
+    out.push(RepoFile {
+        name: "model.safetensors.index.json".into(),
+        bytes: serde_json::to_vec_pretty(&index).unwrap(),
+        lfs: false,
+    });
+    out
 }
 
 fn hex(b: &[u8]) -> String {
@@ -98,6 +159,7 @@ impl Hub {
             lfs: false,
         });
         let mut state = State::default();
+        state.repos.insert(SHARDED.into(), sharded(&files));
         state.repos.insert(REPO.into(), files);
         state.repos.insert(
             "r1-test/gguf-only".into(),
@@ -501,6 +563,46 @@ fn a_pull_fills_a_folder_r1ctl_generate_loads() {
         "{table}"
     );
     assert_eq!(hub.served("model.safetensors"), weights.len());
+}
+
+#[test]
+fn a_sharded_repository_is_pulled_through_its_index() {
+    let hub = Hub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("hf");
+    let out = pull(
+        dir.path(),
+        &hub.addr,
+        &home,
+        &["model", "pull", SHARDED, "--revision", "v1", "-o", "json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "model.safetensors.index.json",
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    let folder = dir.path().join("models/tiny-qwen2-sharded");
+    assert!(!folder.join("model.safetensors").exists());
+    let pulled = r1_kernels::model::load_model_dir(&folder).unwrap();
+    let original = r1_kernels::model::load_model_dir(&fixture_dir()).unwrap();
+    assert_eq!(pulled.params, original.params);
+    // The revision asked for is recorded in the cache, as the Hub's own client records it.
+    let reference = home.join("hub/models--r1-test--tiny-qwen2-sharded/refs/v1");
+    assert_eq!(std::fs::read_to_string(reference).unwrap(), COMMIT);
 }
 
 #[test]
