@@ -249,9 +249,11 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
         };
         let st = state.lock().unwrap();
         let Some(files) = st.repos.get(repo) else {
+            // As the Hub: 401 without a token (a private repository is not admitted to exist),
+            // 404 with one.
             return respond(
                 &mut out,
-                404,
+                if auth.is_some() { 404 } else { 401 },
                 &[
                     ("X-Error-Code", "RepoNotFound".into()),
                     ("X-Error-Message", "Repository not found".into()),
@@ -771,7 +773,23 @@ fn unknown_repositories_unreachable_endpoints_and_gguf_only_repositories_say_so(
     let err = text(&out.stderr);
     assert!(
         err.contains("r1-test/nothing-here: no such model repository on")
-            && err.contains(&hub.addr),
+            && err.contains(&hub.addr)
+            && err.contains("or it is private: set HF_TOKEN"),
+        "{err}"
+    );
+    // With a token the Hub says 404, and the message drops the hint.
+    let out = pull(
+        dir.path(),
+        &hub.addr,
+        &home,
+        &["model", "pull", "r1-test/nothing-here"],
+        &[("HF_TOKEN", TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("r1-test/nothing-here: no such model repository on")
+            && !err.contains("private"),
         "{err}"
     );
 
