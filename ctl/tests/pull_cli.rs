@@ -118,6 +118,8 @@ fn hex(b: &[u8]) -> String {
 /// What the server does beyond serving files, and what it saw.
 #[derive(Default)]
 struct State {
+    /// The commit every revision resolves to.
+    commit: String,
     repos: HashMap<String, Vec<RepoFile>>,
     /// Cut the first full transfer of this file after this many body bytes.
     cut_once: Option<(String, usize)>,
@@ -158,7 +160,10 @@ impl Hub {
             bytes: b"# tiny-qwen2\n".to_vec(),
             lfs: false,
         });
-        let mut state = State::default();
+        let mut state = State {
+            commit: COMMIT.into(),
+            ..State::default()
+        };
         state.repos.insert(SHARDED.into(), sharded(&files));
         state.repos.insert(REPO.into(), files);
         state.repos.insert(
@@ -273,7 +278,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
                 v
             })
             .collect();
-        let body = serde_json::json!({"id": repo, "sha": COMMIT, "siblings": siblings}).to_string();
+        let body =
+            serde_json::json!({"id": repo, "sha": st.commit, "siblings": siblings}).to_string();
         return respond(
             &mut out,
             200,
@@ -348,7 +354,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
                 ("Location", format!("{base}/cdn/{repo}/{file}")),
                 ("X-Linked-Etag", format!("\"{}\"", f.sha256())),
                 ("X-Linked-Size", f.bytes.len().to_string()),
-                ("X-Repo-Commit", COMMIT.to_string()),
+                ("X-Repo-Commit", st.commit.clone()),
                 ("ETag", format!("\"{}\"", f.git_id())),
             ];
             return respond(&mut out, 302, &headers, b"");
@@ -393,7 +399,7 @@ fn send_file(
     };
     let probe = range == Some("bytes=0-0");
     let mut headers = vec![
-        ("X-Repo-Commit", COMMIT.to_string()),
+        ("X-Repo-Commit", st.commit.clone()),
         ("Accept-Ranges", "bytes".into()),
     ];
     if with_etag {
@@ -565,6 +571,30 @@ fn a_pull_fills_a_folder_r1ctl_generate_loads() {
         "{table}"
     );
     assert_eq!(hub.served("model.safetensors"), weights.len());
+
+    // `main` moves to a commit whose files are the same: the cached blobs are linked into the
+    // new snapshot, checked, and nothing crosses the wire.
+    let moved = "89abcdef0123456789abcdef0123456789abcdef";
+    hub.state.lock().unwrap().commit = moved.into();
+    let again = pull(
+        dir.path(),
+        &hub.addr,
+        &home,
+        &["model", "pull", REPO, "-o", "json"],
+        &[],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (summary["commit"].as_str(), summary["downloaded"].as_u64()),
+        (Some(moved), Some(0))
+    );
+    assert_eq!(hub.served("model.safetensors"), weights.len());
+    assert_eq!(hub.served("config.json"), fixture_file("config.json").len());
+    let snapshot = home.join(format!(
+        "hub/models--r1-test--tiny-qwen2/snapshots/{moved}/model.safetensors"
+    ));
+    assert_eq!(std::fs::read(snapshot).unwrap(), weights);
 }
 
 #[test]

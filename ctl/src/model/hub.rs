@@ -264,7 +264,10 @@ impl Hub {
                 .and_then(|e| std::fs::metadata(blobs.join(format!("{e}.part"))).ok())
                 .map_or(0, |m| m.len())
         };
-        let resumed_from = if cached.is_some() { 0 } else { part_len(&etag) };
+        // A blob another commit already brought (a new `main` whose weights did not change) is
+        // linked into this commit's snapshot rather than fetched again; the check below reads it.
+        let from_cache = cached.is_some() || self.adopt_blob(&hf_repo, commit, file, &etag)?;
+        let resumed_from = if from_cache { 0 } else { part_len(&etag) };
         let api_repo = self.api.repo(hf_repo);
         let pointer = match api_repo.get(&file.name) {
             Ok(p) => p,
@@ -299,7 +302,7 @@ impl Hub {
                 });
             }
         };
-        let downloaded = if cached.is_some() {
+        let downloaded = if from_cache {
             0
         } else {
             bytes.saturating_sub(resumed_from)
@@ -311,6 +314,41 @@ impl Hub {
             resumed_from,
             checksum,
         })
+    }
+
+    /// Links `blobs/ETAG`, when the cache has it, into the snapshot of `commit` as `file` (a
+    /// relative symlink, as hf-hub and huggingface_hub make them) and records the commit, so
+    /// hf-hub finds it without a transfer. Whether it did.
+    fn adopt_blob(
+        &self,
+        hf_repo: &Repo,
+        commit: &str,
+        file: &RepoFile,
+        etag: &Option<String>,
+    ) -> Result<bool, HubError> {
+        let Some(etag) = etag else {
+            return Ok(false);
+        };
+        let folder = self.cache_dir.join(hf_repo.folder_name());
+        if !folder.join("blobs").join(etag).is_file() {
+            return Ok(false);
+        }
+        let pointer = folder.join("snapshots").join(commit).join(&file.name);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HubError::Io { path, source }
+        };
+        if let Some(parent) = pointer.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let up = "../".repeat(2 + file.name.matches('/').count());
+        let _ = std::fs::remove_file(&pointer);
+        std::os::unix::fs::symlink(format!("{up}blobs/{etag}"), &pointer).map_err(io(&pointer))?;
+        Cache::new(self.cache_dir.clone())
+            .repo(hf_repo.clone())
+            .create_ref(commit)
+            .map_err(io(&folder.join("refs")))?;
+        Ok(true)
     }
 
     /// Records that `revision` of `repo` is `commit` in the cache (`refs/REVISION`), as the
