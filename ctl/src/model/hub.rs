@@ -26,57 +26,94 @@ const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub enum HubError {
     /// The endpoint could not be reached at all (DNS, refused connection, TLS).
     #[error("cannot reach the Hub at {endpoint} ({detail}); check the network, or HF_ENDPOINT if it is set")]
-    Unreachable { endpoint: String, detail: String },
+    Unreachable {
+        /// The endpoint tried (HF_ENDPOINT or the default), so a wrong mirror is visible.
+        endpoint: String,
+        /// What the connection said (the URL and the system's error).
+        detail: String,
+    },
     /// No such repository (or a private one the token cannot see).
     #[error("{repo}: no such model repository on {endpoint}{hint}")]
     RepoNotFound {
+        /// ORG/NAME as given.
         repo: String,
+        /// The endpoint asked.
         endpoint: String,
+        /// What a token would change, when none or the wrong one was sent.
         hint: String,
     },
     /// The revision (branch, tag or commit) is not in the repository.
     #[error("{repo}: no revision `{revision}` on {endpoint}")]
     RevisionNotFound {
+        /// ORG/NAME as given.
         repo: String,
+        /// `--revision` as given.
         revision: String,
+        /// The endpoint asked.
         endpoint: String,
     },
     /// The repository needs a token, or a token with access.
     #[error("{repo}: {what}")]
-    Denied { repo: String, what: String },
+    Denied {
+        /// ORG/NAME as given.
+        repo: String,
+        /// Why, and what to do: accept the terms, set HF_TOKEN.
+        what: String,
+    },
     /// Any other HTTP answer that is not a success.
     #[error("{url}: HTTP {status}{message}")]
     Http {
+        /// The URL asked.
         url: String,
+        /// Its status.
         status: u16,
+        /// `: X-Error-Message` when the Hub sent one.
         message: String,
     },
     /// The connection broke during a transfer; the bytes received stay in the `.part` file.
     #[error("{repo}: the transfer of {file} broke after {kept} of {size} bytes ({detail}); run the same command again to resume from there")]
     Interrupted {
+        /// ORG/NAME as given.
         repo: String,
+        /// The file whose transfer broke.
         file: String,
+        /// Bytes kept in its `.part`, where the next pull resumes.
         kept: u64,
+        /// Its full size, as listed.
         size: u64,
+        /// What the connection said.
         detail: String,
     },
     /// A fetched file is not the file the Hub listed: it was removed from the cache.
-    #[error("{repo}: {file}: checksum mismatch: the Hub lists {algorithm} {expected}, the {bytes} bytes received hash to {actual}; the file was removed from the cache, run the command again to fetch it anew")]
+    #[error("{repo}: {file}: checksum mismatch: the Hub lists {algorithm} {expected}, the file received ({bytes} bytes) has {algorithm} {actual}; it was removed from the cache, run the command again to fetch it anew")]
     Checksum {
+        /// ORG/NAME as given.
         repo: String,
+        /// The file that failed.
         file: String,
+        /// `size`, `sha256` or `git-sha1`: the first check that failed.
         algorithm: &'static str,
+        /// What the listing says.
         expected: String,
+        /// What the bytes received give.
         actual: String,
+        /// How many bytes were received.
         bytes: u64,
     },
     /// The endpoint answered, but not as the Hub does (a missing header, a listing that is not JSON).
     #[error("{endpoint}: {detail} (is HF_ENDPOINT a Hugging Face Hub?)")]
-    NotAHub { endpoint: String, detail: String },
+    NotAHub {
+        /// The endpoint asked.
+        endpoint: String,
+        /// What was wrong with its answer.
+        detail: String,
+    },
     /// Reading or writing the cache.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
 }
@@ -157,6 +194,7 @@ pub struct Fetched {
 
 /// A connection to the Hub and its local cache.
 pub struct Hub {
+    /// hf-hub's blocking client: transfers, `.part` resume, the cache layout.
     api: Api,
     /// The endpoint, without a trailing slash.
     pub endpoint: String,

@@ -64,16 +64,23 @@ struct PulledFile {
 /// What `-o json` prints.
 #[derive(Serialize)]
 struct PullSummary {
+    /// ORG/NAME as given.
     repo: String,
+    /// `--revision` as given.
     revision: String,
+    /// The commit it resolved to: every file is from this commit.
     commit: String,
+    /// The Hub asked (HF_ENDPOINT or the default).
     endpoint: String,
     /// The folder to put in a config's `[model] path`.
     dir: String,
     /// The Hub cache folder the files came through.
     cache: String,
+    /// The files of the folder.
     files: Vec<PulledFile>,
+    /// Their total size.
     bytes: u64,
+    /// Bytes this pull transferred.
     downloaded: u64,
 }
 
