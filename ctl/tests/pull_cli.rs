@@ -125,6 +125,9 @@ struct State {
     cut_once: Option<(String, usize)>,
     /// Serve this file with one byte changed.
     corrupt: Option<String>,
+    /// Answer a resumed transfer (`Range: bytes=N-`, N > 0) with the whole file and 200, as a
+    /// server without range support does.
+    ignore_resume_range: bool,
     /// Answer resolve requests without this bearer token with 401 GatedRepo.
     gated_token: Option<String>,
     /// Body bytes sent per file, 1-byte metadata probes (`Range: bytes=0-0`) excluded.
@@ -388,6 +391,12 @@ fn send_file(
         bytes[mid] ^= 0xff;
     }
     let total = bytes.len();
+    let probe = range == Some("bytes=0-0");
+    let range = if st.ignore_resume_range && !probe {
+        None
+    } else {
+        range
+    };
     let (start, end) = match range.and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) => {
             let (a, b) = r.split_once('-').unwrap_or((r, ""));
@@ -397,7 +406,6 @@ fn send_file(
         }
         None => (0, total),
     };
-    let probe = range == Some("bytes=0-0");
     let mut headers = vec![
         ("X-Repo-Commit", st.commit.clone()),
         ("Accept-Ranges", "bytes".into()),
@@ -692,6 +700,48 @@ fn a_broken_pull_resumes_where_it_stopped() {
     assert_eq!(weights["downloaded"], size - kept);
     assert_eq!(
         std::fs::read(dir.path().join("m/model.safetensors")).unwrap(),
+        fixture_file("model.safetensors")
+    );
+}
+
+#[test]
+fn a_server_that_ignores_the_resume_range_is_caught_by_the_size_check() {
+    let hub = Hub::start();
+    let size = fixture_file("model.safetensors").len();
+    hub.state.lock().unwrap().cut_once = Some(("model.safetensors".into(), size / 2));
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("hf");
+    let first = pull(dir.path(), &hub.addr, &home, &["model", "pull", REPO], &[]);
+    assert_eq!(first.status.code(), Some(2));
+    // The resume asks for the rest; the server sends everything again, which lands after the
+    // half already kept.
+    hub.state.lock().unwrap().ignore_resume_range = true;
+    let second = pull(dir.path(), &hub.addr, &home, &["model", "pull", REPO], &[]);
+    assert_eq!(second.status.code(), Some(2));
+    let err = text(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "model.safetensors: checksum mismatch: the Hub lists size {size}"
+        )),
+        "{err}"
+    );
+    assert!(!dir
+        .path()
+        .join("models/tiny-qwen2/model.safetensors")
+        .exists());
+    // Nothing of the bad file is left to resume from: the next pull starts at zero and succeeds.
+    let third = pull(
+        dir.path(),
+        &hub.addr,
+        &home,
+        &["model", "pull", REPO, "-o", "json"],
+        &[],
+    );
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
+    assert_eq!(summary["files"][2]["resumed_from"], 0);
+    assert_eq!(
+        std::fs::read(dir.path().join("models/tiny-qwen2/model.safetensors")).unwrap(),
         fixture_file("model.safetensors")
     );
 }
