@@ -1,4 +1,5 @@
-//! `r1ctl model`: model files. `import` turns a llama.cpp GGUF file (Llama or Qwen3 architecture; F32, F16,
+//! `r1ctl model`: model files. `pull` fetches a model folder from the Hugging Face Hub (pull.rs,
+//! hub.rs). `import` turns a llama.cpp GGUF file (Llama or Qwen3 architecture; F32, F16,
 //! BF16, Q8_0, Q4_0 or Q4_1 tensors) into a Hugging Face directory that r1 trains and `transformers`
 //! loads: f32 safetensors, config.json, tokenizer.json rebuilt from the GGUF's vocabulary, and
 //! tokenizer_config.json with the chat template it carries. The work is
@@ -8,6 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+
+mod hub;
+mod pull;
 
 /// Arguments of `r1ctl model`.
 #[derive(Args)]
@@ -27,6 +31,22 @@ r1ctl model import .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf runs/smollm2-13
 Exit status: 0 imported; 2 the file could not be read or imported (the message names the file and \
 the key or tensor), or OUT_DIR already holds a model.")]
     Import(ImportArgs),
+    /// Fetch a model folder (config, tokenizer, safetensors weights) from the Hugging Face Hub.
+    #[command(after_help = "\
+Example: r1ctl model pull Qwen/Qwen2.5-0.5B   (fills models/Qwen2.5-0.5B)
+
+Files go through the Hub cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), \
+as the Hub's own client keeps it, and DEST holds hard links to them (copies when the cache is on \
+another file system). A pull that breaks resumes where it stopped when run again. Every file is \
+checked against the checksum the Hub lists (SHA-256 for LFS files); a file that fails is removed \
+from the cache.
+
+Environment: HF_ENDPOINT (default https://huggingface.co), HF_HOME, HF_HUB_CACHE, HF_TOKEN (else \
+the token file HF_TOKEN_PATH or HF_HOME/token that `huggingface-cli login` writes).
+
+Exit status: 0 pulled; 2 an error (the repository, revision or endpoint is named: not found, a \
+token needed, unreachable, no safetensors weights, a checksum mismatch, a broken transfer).")]
+    Pull(pull::PullArgs),
 }
 
 /// Arguments of `r1ctl model import`.
@@ -47,6 +67,7 @@ struct ImportArgs {
 pub fn run(args: ModelArgs) -> anyhow::Result<i32> {
     match args.command {
         ModelCommand::Import(args) => import(args),
+        ModelCommand::Pull(args) => pull::run(args),
     }
 }
 
