@@ -21,9 +21,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use r1_kernels::collective::{
-    in_process_group, Collective, CollectiveError, InProcessCollective,
-};
+use r1_kernels::collective::{in_process_group, Collective, CollectiveError, InProcessCollective};
 use r1_kernels::model::limits::MemoryPlan;
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
@@ -133,8 +131,11 @@ impl DataParallelLearner {
         let total = first.policy.layout.total;
         let p = total as f64 * 4.0;
         let mut plan = MemoryPlan::default();
-        plan.add(format!("{} more policy replicas", n - 1), (n - 1) as f64 * p)
-            .add("their gradients", (n - 1) as f64 * p);
+        plan.add(
+            format!("{} more policy replicas", n - 1),
+            (n - 1) as f64 * p,
+        )
+        .add("their gradients", (n - 1) as f64 * p);
         if first.reference.is_some() {
             plan.add("their reference models", (n - 1) as f64 * p);
         }
@@ -351,10 +352,7 @@ impl DataParallelLearner {
             let cause = errors
                 .iter()
                 .position(|e| {
-                    !matches!(
-                        e,
-                        LearnerError::Collective(CollectiveError::Aborted { .. })
-                    )
+                    !matches!(e, LearnerError::Collective(CollectiveError::Aborted { .. }))
                 })
                 .unwrap_or(0);
             return Err(errors.swap_remove(cause));

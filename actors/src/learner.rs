@@ -614,10 +614,13 @@ impl GrpoLearner {
             None => self
                 .optimizer
                 .update(&mut self.policy.params, grads, layout, lr as f32),
-            Some(range) => {
-                self.optimizer
-                    .update_range(&mut self.policy.params, grads, layout, range, lr as f32)
-            }
+            Some(range) => self.optimizer.update_range(
+                &mut self.policy.params,
+                grads,
+                layout,
+                range,
+                lr as f32,
+            ),
         }
         phases.optimizer += clock.elapsed().as_secs_f64();
         self.optimizer_step += 1;

@@ -16,10 +16,14 @@ use r1_kernels::train::{
 /// Steps each comparison runs.
 const STEPS: usize = 4;
 
-/// The largest |Δ| allowed between a replicated run's weights and the single learner's, as a
-/// share of the largest |Δ| training made to any weight (the updates are ~1e-3 each at this
-/// learning rate; replicas differ from one learner only in the order of float additions).
-const RELATIVE_TOLERANCE: f64 = 1e-3;
+/// Replicas differ from one learner only in the order of float additions: losses and gradient
+/// norms agree to ~1e-7. AdamW divides each gradient by its own running RMS, so a weight whose
+/// gradient is rounding noise (~1e-10, next to real ones of ~1e-2) still moves by a fair share
+/// of a real update, and the noise decides by how much. Hence two bounds on the weights:
+/// the L2 distance between the runs' updates, relative to the single learner's update …
+const L2_TOLERANCE: f64 = 5e-4;
+/// … and the largest |Δ| of any one weight, relative to the largest move training made.
+const MAX_TOLERANCE: f64 = 2e-2;
 
 fn model() -> Model {
     Model::random(
@@ -96,6 +100,17 @@ fn run_replicas(dp: &mut DataParallelLearner, steps: std::ops::Range<usize>) -> 
         .collect()
 }
 
+/// ‖a − b‖ / ‖b − start‖: how far `a` is from `b` against how far training moved `b`.
+fn relative_l2(a: &[f32], b: &[f32], start: &[f32]) -> f64 {
+    let sq = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
+            .sum::<f64>()
+    };
+    (sq(a, b) / sq(b, start)).sqrt()
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
@@ -114,7 +129,11 @@ fn one_replica_is_the_single_learner_bit_for_bit() {
         for shard in [false, true] {
             let mut dp = data_parallel(&learner, 1, shard);
             let stats = run_replicas(&mut dp, 0..STEPS);
-            assert_eq!(dp.policy().params, single.policy.params, "{loss_agg:?} {shard}");
+            assert_eq!(
+                dp.policy().params,
+                single.policy.params,
+                "{loss_agg:?} {shard}"
+            );
             assert_eq!(dp.optimizer_state().m, single.optimizer.m);
             assert_eq!(dp.optimizer_state().v, single.optimizer.v);
             assert_eq!(
@@ -135,7 +154,10 @@ fn replicas_on_a_split_batch_reach_the_single_learners_weights() {
     };
     let on_policy = config(LossAgg::TokenMean, 0.0, 1);
     let cases = [
-        ("seq-mean-token-mean", config(LossAgg::SeqMeanTokenMean, 0.04, 2)),
+        (
+            "seq-mean-token-mean",
+            config(LossAgg::SeqMeanTokenMean, 0.04, 2),
+        ),
         ("token-mean", config(LossAgg::TokenMean, 0.04, 2)),
         (
             "seq-mean-token-sum-norm",
@@ -148,21 +170,38 @@ fn replicas_on_a_split_batch_reach_the_single_learners_weights() {
     for (name, learner) in cases {
         let (single, single_stats) = run_single(&learner);
         let moved = max_abs_diff(&single.policy.params, &start.params);
-        assert!(moved > 1e-4, "{name}: training moved the weights by {moved}");
+        assert!(
+            moved > 1e-4,
+            "{name}: training moved the weights by {moved}"
+        );
         // 4 rows per minibatch (8 on-policy): 2+2, 2+1+1, and 5 replicas where one has no row.
         for replicas in [2, 3, 5] {
             let mut unsharded = data_parallel(&learner, replicas, false);
             let stats = run_replicas(&mut unsharded, 0..STEPS);
             let diff = max_abs_diff(&unsharded.policy().params, &single.policy.params);
+            let l2 = relative_l2(
+                &unsharded.policy().params,
+                &single.policy.params,
+                &start.params,
+            );
+            println!(
+                "{name}, {replicas} replicas: relative L2 {l2:e}, max |Δ| {diff:e} of {moved:e}"
+            );
             assert!(
-                diff <= RELATIVE_TOLERANCE * moved,
-                "{name}, {replicas} replicas: weights differ by {diff:e} (training moved them by \
-                 {moved:e})"
+                l2 <= L2_TOLERANCE && diff <= MAX_TOLERANCE * moved,
+                "{name}, {replicas} replicas: the updates differ by {l2:e} (L2, relative) and \
+                 one weight by {diff:e} (training moved them by up to {moved:e})"
             );
             for (a, b) in stats.iter().zip(&single_stats) {
                 assert_eq!(a.optimizer_steps, b.optimizer_steps);
-                assert!((a.loss - b.loss).abs() <= 1e-5 * (1.0 + b.loss.abs()), "{name}");
-                assert!((a.grad_norm - b.grad_norm).abs() <= 1e-4 * b.grad_norm, "{name}");
+                assert!(
+                    (a.loss - b.loss).abs() <= 1e-5 * (1.0 + b.loss.abs()),
+                    "{name}"
+                );
+                assert!(
+                    (a.grad_norm - b.grad_norm).abs() <= 1e-4 * b.grad_norm,
+                    "{name}"
+                );
                 assert!((a.kl - b.kl).abs() <= 1e-6, "{name}");
                 assert!((a.entropy - b.entropy).abs() <= 1e-5, "{name}");
                 assert_eq!(a.reward_mean, b.reward_mean);
@@ -235,8 +274,14 @@ fn a_checkpoint_mid_run_resumes_bit_identically() {
             resumed.reference().map(|r| &r.params),
             uninterrupted.reference().map(|r| &r.params)
         );
-        assert_eq!(resumed.optimizer_state().m, uninterrupted.optimizer_state().m);
-        assert_eq!(resumed.optimizer_state().v, uninterrupted.optimizer_state().v);
+        assert_eq!(
+            resumed.optimizer_state().m,
+            uninterrupted.optimizer_state().m
+        );
+        assert_eq!(
+            resumed.optimizer_state().v,
+            uninterrupted.optimizer_state().v
+        );
         assert_eq!(rest, whole[2..], "{replicas} replicas, shard {shard}");
     }
 }
@@ -359,8 +404,13 @@ mod driver {
         };
         let never = AtomicBool::new(false);
         let straight = job(dir.path(), "straight");
-        let straight = run_in_process_parallel(&straight.plan().expect("plan"), parallel, &mut |_| {}, &never)
-            .expect("straight run");
+        let straight = run_in_process_parallel(
+            &straight.plan().expect("plan"),
+            parallel,
+            &mut |_| {},
+            &never,
+        )
+        .expect("straight run");
         assert_eq!((straight.steps, straight.stopped), (3, false));
 
         let split = job(dir.path(), "split").plan().expect("plan");
@@ -377,12 +427,17 @@ mod driver {
         )
         .expect("first part");
         assert!(first.stopped && first.steps == 1 && first.checkpoint.is_some());
-        let second = run_in_process_parallel(&split, parallel, &mut |_| {}, &never)
-            .expect("resumed run");
+        let second =
+            run_in_process_parallel(&split, parallel, &mut |_| {}, &never).expect("resumed run");
         assert_eq!(second.data_cursor, straight.data_cursor);
         assert_eq!(
-            std::fs::read(straight.final_model.expect("final").join("model.safetensors"))
-                .expect("straight weights"),
+            std::fs::read(
+                straight
+                    .final_model
+                    .expect("final")
+                    .join("model.safetensors")
+            )
+            .expect("straight weights"),
             std::fs::read(second.final_model.expect("final").join("model.safetensors"))
                 .expect("resumed weights")
         );

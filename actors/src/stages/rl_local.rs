@@ -185,7 +185,10 @@ impl StepWorkers for LocalWorkers<'_> {
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
-        Ok(Sampler::new(self.policy()?, max_batch).generate(&requests, Some(tokenizer.as_ref()))?)
+        Ok(
+            Sampler::new(self.policy()?, max_batch)
+                .generate(&requests, Some(tokenizer.as_ref()))?,
+        )
     }
 
     fn reward(

@@ -185,10 +185,9 @@ impl InProcessCollective {
         for (r, slot) in self.shared.slots.iter().enumerate() {
             let got = slot.read().unwrap_or_else(|e| e.into_inner()).len();
             if got != len {
-                return Err(self.mismatch(
-                    op,
-                    format!("rank {r} passed {got} values, this rank {len}"),
-                ));
+                return Err(
+                    self.mismatch(op, format!("rank {r} passed {got} values, this rank {len}"))
+                );
             }
         }
         Ok(())
@@ -293,15 +292,13 @@ mod tests {
     use super::*;
 
     /// Runs `body` on every rank of a group of `world`, one thread each; results in rank order.
-    fn on_ranks<T: Send>(
-        world: usize,
-        body: impl Fn(&InProcessCollective) -> T + Sync,
-    ) -> Vec<T> {
+    fn on_ranks<T: Send>(world: usize, body: impl Fn(&InProcessCollective) -> T + Sync) -> Vec<T> {
         let ranks = in_process_group(world);
+        let body = &body;
         std::thread::scope(|scope| {
             let handles: Vec<_> = ranks
                 .iter()
-                .map(|rank| scope.spawn(|| body(rank)))
+                .map(|rank| scope.spawn(move || body(rank)))
                 .collect();
             handles
                 .into_iter()

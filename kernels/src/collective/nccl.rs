@@ -109,7 +109,9 @@ impl NcclCollective {
             // communicators; the remaining ones are destroyed by hand.
             let opened = catch_unwind(|| CudaContext::new(ordinal))
                 .map_err(|_| CollectiveError::Unavailable("creating a context panicked".into()))
-                .and_then(|c| c.map_err(|e| driver_error(format!("context on device {ordinal}"), e)))
+                .and_then(|c| {
+                    c.map_err(|e| driver_error(format!("context on device {ordinal}"), e))
+                })
                 .and_then(|ctx| {
                     ctx.bind_to_thread()
                         .map_err(|e| driver_error("binding the context", e))?;
@@ -193,7 +195,11 @@ impl Collective for NcclCollective {
         })
     }
 
-    fn broadcast(&self, buffer: &mut DeviceBuffer<f32>, root: usize) -> Result<(), CollectiveError> {
+    fn broadcast(
+        &self,
+        buffer: &mut DeviceBuffer<f32>,
+        root: usize,
+    ) -> Result<(), CollectiveError> {
         if root >= self.world {
             return Err(self.mismatch(
                 "broadcast",

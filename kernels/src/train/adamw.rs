@@ -137,15 +137,15 @@ fn step_tensors(tasks: TensorTasks<'_>, config: AdamWConfig, step: u64, lr: f32)
     let bias2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
     let step_size = (lr as f64 / bias1) as f32;
     let bias2_sqrt = bias2_sqrt as f32;
-        tasks.into_par_iter().for_each(|(p, m, v, g, decays)| {
-            let decay = if decays { 1.0 - lr * weight_decay } else { 1.0 };
-            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                *p *= decay;
-                *m = beta1 * *m + (1.0 - beta1) * g;
-                *v = beta2 * *v + (1.0 - beta2) * g * g;
-                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
-            }
-        });
+    tasks.into_par_iter().for_each(|(p, m, v, g, decays)| {
+        let decay = if decays { 1.0 - lr * weight_decay } else { 1.0 };
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *p *= decay;
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+        }
+    });
 }
 
 /// The global L2 norm of the gradients (accumulated in f64).
@@ -183,7 +183,9 @@ mod tests {
         let model = crate::model::Model::random(config, 5, 0.05);
         let layout = &model.layout;
         let n = layout.total;
-        let grads: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3).collect();
+        let grads: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+            .collect();
         let adamw = AdamWConfig::default();
         let mut whole = AdamW::new(adamw, n);
         let mut params = model.params.clone();
