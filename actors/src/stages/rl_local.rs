@@ -78,7 +78,8 @@ impl<'a> LocalWorkers<'a> {
 
     /// [`LocalWorkers::new`] whose `load` makes `parallel.replicas` data-parallel learner
     /// replicas (ZeRO-1 when `parallel.shard_optimizer`); one replica is the single learner.
-    /// Checkpoints are the single learner's either way, so a run may resume with another count.
+    /// Checkpoints are the single learner's either way, so a run may resume with another count
+    /// (exactly, bit for bit, with the same count; within float tolerance with another).
     pub fn data_parallel(plan: &'a RlPlan, parallel: DataParallelConfig) -> Self {
         LocalWorkers {
             parallel,
