@@ -255,9 +255,21 @@ fn a_checkpoint_mid_run_resumes_bit_identically() {
 
         let checkpoint = load_checkpoint(&saved.path).expect("load");
         // The gathered moments: a single learner can continue from this checkpoint too.
-        let single = GrpoLearner::try_resume(checkpoint.clone(), learner.clone()).expect("single");
+        let mut single =
+            GrpoLearner::try_resume(checkpoint.clone(), learner.clone()).expect("single");
         assert_eq!(single.optimizer.m.len(), single.policy.layout.total);
         assert_eq!(single.optimizer_step, 4);
+        for s in 2..STEPS {
+            single
+                .step(&rollouts(s))
+                .expect("single learner after the checkpoint");
+        }
+        let l2 = relative_l2(
+            &single.policy.params,
+            &uninterrupted.policy().params,
+            &model().params,
+        );
+        assert!(l2 <= L2_TOLERANCE, "a single learner continued {l2:e} away");
 
         let mut resumed = DataParallelLearner::try_resume(
             checkpoint,
