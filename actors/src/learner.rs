@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use r1_kernels::cpu::{self, Activations};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
+use r1_kernels::train::HeadOutput;
 use r1_kernels::train::{
     clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective,
     ImportanceSamplingLevel, LrSchedule, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
@@ -34,6 +35,9 @@ pub enum LearnerError {
     /// The engine rejected an input (token id out of range, …).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The replicas of a data-parallel learner could not exchange gradients or weights.
+    #[error("data-parallel replicas: {0}")]
+    Collective(#[from] r1_kernels::collective::CollectiveError),
 }
 
 /// One sampled completion with its total reward.
@@ -136,17 +140,17 @@ pub struct GrpoStepStats {
 }
 
 /// Rows of equal length ready for the engine: inputs, targets and a loss mask, [B, T] each.
-struct PaddedBatch {
-    b: usize,
-    t: usize,
-    inputs: Vec<u32>,
-    targets: Vec<u32>,
-    mask: Vec<f32>,
+pub(crate) struct PaddedBatch {
+    pub(crate) b: usize,
+    pub(crate) t: usize,
+    pub(crate) inputs: Vec<u32>,
+    pub(crate) targets: Vec<u32>,
+    pub(crate) mask: Vec<f32>,
 }
 
 /// Lays out (prompt, completion) pairs as next-token rows of length `t`; the mask covers the
 /// positions whose target is a completion token.
-fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool) -> PaddedBatch {
+pub(crate) fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool) -> PaddedBatch {
     let b = rollouts.len();
     let mut batch = PaddedBatch {
         b,
@@ -349,6 +353,24 @@ impl GrpoLearner {
         learner
     }
 
+    /// A copy of this learner for another data-parallel replica: the same weights, reference
+    /// and counters, `optimizer` as its moments (all of them, or its ZeRO-1 shard), and a
+    /// workspace of its own.
+    pub(crate) fn replica(&self, optimizer: AdamW) -> GrpoLearner {
+        GrpoLearner {
+            policy: self.policy.clone(),
+            reference: self.reference.clone(),
+            optimizer,
+            step: self.step,
+            optimizer_step: self.optimizer_step,
+            config: self.config.clone(),
+            work: Workspace {
+                acts: None,
+                grads: vec![0.0; self.policy.layout.total],
+            },
+        }
+    }
+
     /// Bytes of the learner's activation arena (head chunk included), as last planned.
     pub fn arena_bytes(&self) -> usize {
         self.work.acts.as_ref().map_or(0, Activations::bytes)
@@ -467,51 +489,15 @@ impl GrpoLearner {
                     t: batch.t,
                     sequence: Vec::new(),
                 };
-                self.work.grads.fill(0.0);
-                let Workspace { acts, grads } = &mut self.work;
-                if acts
-                    .as_ref()
-                    .is_none_or(|a| a.b != batch.b || a.t != batch.t)
-                {
-                    *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
-                }
-                let acts = acts.as_mut().expect("arena was just planned");
-                let clock = Instant::now();
-                cpu::forward(&self.policy, acts, &batch.inputs)?;
-                phases.forward += clock.elapsed().as_secs_f64();
-                let clock = Instant::now();
-                if cfg.grpo.importance_sampling_level == ImportanceSamplingLevel::Sequence {
-                    // GSPO: a token's gradient depends on its whole completion's log-probs,
-                    // so they are computed first (one more pass of the head's logits).
-                    let current = cpu::head(&self.policy, acts, &batch.targets, None, None, false)?;
-                    objective.sequence = SequenceTerm::of_rows(&objective, &current.logp);
-                }
-                let out = cpu::head(
-                    &self.policy,
-                    acts,
-                    &batch.targets,
-                    Some(&objective),
-                    Some(grads),
-                    phases.reused_policy_logp,
-                )?;
-                phases.head += clock.elapsed().as_secs_f64();
+                let entropy = phases.reused_policy_logp;
+                let out = self.accumulate_gradients(batch, &mut objective, entropy, &mut phases)?;
                 if phases.reused_policy_logp {
                     for (e, m) in out.entropy.iter().zip(&batch.mask) {
                         entropy_sum += (*e * *m) as f64;
                         entropy_n += *m as f64;
                     }
                 }
-                let clock = Instant::now();
-                cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
-                phases.backward += clock.elapsed().as_secs_f64();
-                let clock = Instant::now();
-                let norm = clip_grad_norm(grads, cfg.max_grad_norm);
-                let lr = cfg.schedule.lr_at(self.optimizer_step);
-                let layout = self.policy.layout.clone();
-                self.optimizer
-                    .update(&mut self.policy.params, grads, &layout, lr as f32);
-                phases.optimizer += clock.elapsed().as_secs_f64();
-                self.optimizer_step += 1;
+                let (norm, lr) = self.apply_update(None, &mut phases);
                 stats.optimizer_steps += 1;
                 stats.lr = lr;
                 norm_sum += norm;
@@ -562,6 +548,116 @@ impl GrpoLearner {
             .map(|r| r.completion_ids.len())
             .sum();
         Ok((stats, phases))
+    }
+
+    /// Sets the gradients to d loss / d params of `batch` under `objective`: forward, GSPO's
+    /// sequence terms when the objective is at sequence level, the fused head (with entropies
+    /// when `entropy`), backward. The head's output (loss, log-probs) is returned.
+    /// [`GrpoLearner::step_with`] calls it per minibatch; a data-parallel replica per share of
+    /// one.
+    pub(crate) fn accumulate_gradients(
+        &mut self,
+        batch: &PaddedBatch,
+        objective: &mut GrpoObjective<'_>,
+        entropy: bool,
+        phases: &mut LearnerPhases,
+    ) -> Result<HeadOutput, LearnerError> {
+        self.work.grads.fill(0.0);
+        let Workspace { acts, grads } = &mut self.work;
+        if acts
+            .as_ref()
+            .is_none_or(|a| a.b != batch.b || a.t != batch.t)
+        {
+            *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
+        }
+        let acts = acts.as_mut().expect("arena was just planned");
+        let clock = Instant::now();
+        cpu::forward(&self.policy, acts, &batch.inputs)?;
+        phases.forward += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        if objective.config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
+            // GSPO: a token's gradient depends on its whole completion's log-probs,
+            // so they are computed first (one more pass of the head's logits).
+            let current = cpu::head(&self.policy, acts, &batch.targets, None, None, false)?;
+            objective.sequence = SequenceTerm::of_rows(objective, &current.logp);
+        }
+        let out = cpu::head(
+            &self.policy,
+            acts,
+            &batch.targets,
+            Some(&*objective),
+            Some(grads),
+            entropy,
+        )?;
+        phases.head += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
+        phases.backward += clock.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// One optimizer step with the gradients as they are: clipped to the global norm, AdamW at
+    /// the scheduled learning rate, the optimizer clock advanced. `owned` = `None` updates every
+    /// parameter; `Some(range)` only `range`, whose moments are all `self.optimizer` holds
+    /// (ZeRO-1: the other ranges are another replica's). Returns (norm before clipping, lr).
+    pub(crate) fn apply_update(
+        &mut self,
+        owned: Option<std::ops::Range<usize>>,
+        phases: &mut LearnerPhases,
+    ) -> (f64, f64) {
+        let clock = Instant::now();
+        let grads = &mut self.work.grads;
+        let norm = clip_grad_norm(grads, self.config.max_grad_norm);
+        let lr = self.config.schedule.lr_at(self.optimizer_step);
+        let layout = &self.policy.layout;
+        match owned {
+            None => self
+                .optimizer
+                .update(&mut self.policy.params, grads, layout, lr as f32),
+            Some(range) => self.optimizer.update_range(
+                &mut self.policy.params,
+                grads,
+                layout,
+                range,
+                lr as f32,
+            ),
+        }
+        phases.optimizer += clock.elapsed().as_secs_f64();
+        self.optimizer_step += 1;
+        (norm, lr)
+    }
+
+    /// The gradient buffer (flat layout): a data-parallel replica all-reduces it between
+    /// [`GrpoLearner::accumulate_gradients`] and [`GrpoLearner::apply_update`].
+    pub(crate) fn gradients_mut(&mut self) -> &mut [f32] {
+        &mut self.work.grads
+    }
+
+    /// Log-probs of `batch`'s targets under the policy (and entropies when `entropy`).
+    pub(crate) fn policy_logprobs(
+        &mut self,
+        batch: &PaddedBatch,
+        entropy: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
+        let acts = self.work.arena(&self.policy, batch.b, batch.t);
+        logprobs(&self.policy, acts, batch, entropy)
+    }
+
+    /// Log-probs of `batch`'s targets under the reference; empty without one (β = 0).
+    pub(crate) fn reference_logprobs(
+        &mut self,
+        batch: &PaddedBatch,
+    ) -> Result<Vec<f32>, LearnerError> {
+        match &self.reference {
+            Some(reference) => Ok(logprobs(
+                reference,
+                self.work.arena(reference, batch.b, batch.t),
+                batch,
+                false,
+            )?
+            .0),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

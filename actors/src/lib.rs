@@ -11,6 +11,7 @@ pub use r1_judge::lang;
 
 pub mod bench_grpo;
 pub mod data;
+pub mod data_parallel;
 pub mod eval;
 pub mod keeper;
 pub mod learner;

@@ -9,12 +9,15 @@
 //! - `tokenizer`: `tokenizer.json` through the `tokenizers` crate, and a byte tokenizer for tiny models.
 //! - `template`: prompt templates (R1-Zero, ChatML, Llama 3, with a `<think>`-prefilling variant).
 //! - `device`: device specs (`cpu`, `cuda:N`, `auto`) and the devices this machine has.
+//! - `collective`: all-reduce, broadcast and all-gather between data-parallel replicas (in-process
+//!   for CPU replicas, NCCL for GPUs).
 //! - `bench`: the measurements behind `r1ctl bench`.
 //!
 //! No actors, no network: everything here is plain functions over slices.
 
 pub mod alloc;
 pub mod bench;
+pub mod collective;
 pub mod cpu;
 pub mod cuda;
 pub mod device;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
+use r1_kernels::model::Model;
+
+use crate::data_parallel::{DataParallelConfig, DataParallelLearner};
 use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardRules};
 use crate::judge::tasks::TaskExample;
 use crate::keeper::{self, checkpoint_candidates, SavedCheckpoint, TrainerState};
@@ -37,6 +40,8 @@ enum LearnerSlot<'a> {
     Owned(Box<GrpoLearner>),
     /// The caller's learner (one step on it: [`grpo_step`], [`preference_step`]).
     Borrowed(&'a mut GrpoLearner),
+    /// Data-parallel replicas loaded from the plan's model or a checkpoint.
+    Replicated(Box<DataParallelLearner>),
 }
 
 /// Workers that are plain calls on the caller's thread.
@@ -47,6 +52,8 @@ pub struct LocalWorkers<'a> {
     scorers: Vec<&'a dyn ResponseScorer>,
     /// Where code items run.
     sandbox: &'a CodeSandbox,
+    /// Learner replicas `load` makes (one: the single learner).
+    parallel: DataParallelConfig,
 }
 
 impl<'a> LocalWorkers<'a> {
@@ -62,6 +69,21 @@ impl<'a> LocalWorkers<'a> {
             learner: LearnerSlot::Empty,
             scorers,
             sandbox: &plan.sandbox,
+            parallel: DataParallelConfig {
+                replicas: 1,
+                shard_optimizer: false,
+            },
+        }
+    }
+
+    /// [`LocalWorkers::new`] whose `load` makes `parallel.replicas` data-parallel learner
+    /// replicas (ZeRO-1 when `parallel.shard_optimizer`); one replica is the single learner.
+    /// Checkpoints are the single learner's either way, so a run may resume with another count
+    /// (exactly, bit for bit, with the same count; within float tolerance with another).
+    pub fn data_parallel(plan: &'a RlPlan, parallel: DataParallelConfig) -> Self {
+        LocalWorkers {
+            parallel,
+            ..LocalWorkers::new(plan)
         }
     }
 
@@ -78,15 +100,32 @@ impl<'a> LocalWorkers<'a> {
             learner: LearnerSlot::Borrowed(learner),
             scorers,
             sandbox,
+            parallel: DataParallelConfig {
+                replicas: 1,
+                shard_optimizer: false,
+            },
         }
     }
 
-    /// The learner, once loaded.
+    /// The learner, once loaded (a single learner: data-parallel replicas are not one).
     pub fn learner(&mut self) -> Result<&mut GrpoLearner, StageError> {
         match &mut self.learner {
             LearnerSlot::Empty => Err(StageError::Worker("the learner is not loaded".into())),
             LearnerSlot::Owned(learner) => Ok(&mut **learner),
             LearnerSlot::Borrowed(learner) => Ok(&mut **learner),
+            LearnerSlot::Replicated(_) => Err(StageError::Worker(
+                "the learner is data-parallel: its replicas are not one GrpoLearner".into(),
+            )),
+        }
+    }
+
+    /// The policy being trained, once loaded (replica 0's when data-parallel).
+    pub fn policy(&self) -> Result<&Model, StageError> {
+        match &self.learner {
+            LearnerSlot::Empty => Err(StageError::Worker("the learner is not loaded".into())),
+            LearnerSlot::Owned(learner) => Ok(&learner.policy),
+            LearnerSlot::Borrowed(learner) => Ok(&learner.policy),
+            LearnerSlot::Replicated(learner) => Ok(learner.policy()),
         }
     }
 }
@@ -99,11 +138,21 @@ impl StepWorkers for LocalWorkers<'_> {
             skipped: found.skipped,
             ..StartPoint::default()
         };
-        let learner = match found.checkpoint {
+        let config = self.plan.learner.clone();
+        let replicated = self.parallel.replicas > 1;
+        self.learner = match found.checkpoint {
             Some(checkpoint) => {
                 start.data_cursor = checkpoint.state.data_cursor;
                 start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
-                GrpoLearner::try_resume(checkpoint, self.plan.learner.clone())?
+                if replicated {
+                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_resume(
+                        checkpoint,
+                        config,
+                        self.parallel,
+                    )?))
+                } else {
+                    LearnerSlot::Owned(Box::new(GrpoLearner::try_resume(checkpoint, config)?))
+                }
             }
             None => {
                 let model = self
@@ -111,12 +160,24 @@ impl StepWorkers for LocalWorkers<'_> {
                     .model
                     .load()
                     .map_err(|e| StageError::Worker(e.to_string()))?;
-                GrpoLearner::try_new(model, self.plan.learner.clone())?
+                if replicated {
+                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_new(
+                        model,
+                        config,
+                        self.parallel,
+                    )?))
+                } else {
+                    LearnerSlot::Owned(Box::new(GrpoLearner::try_new(model, config)?))
+                }
             }
         };
-        start.step = learner.step;
-        start.optimizer_step = learner.optimizer_step;
-        self.learner = LearnerSlot::Owned(Box::new(learner));
+        (start.step, start.optimizer_step) = match &self.learner {
+            LearnerSlot::Replicated(learner) => (learner.step_count(), learner.optimizer_step()),
+            _ => {
+                let learner = self.learner()?;
+                (learner.step, learner.optimizer_step)
+            }
+        };
         Ok(start)
     }
 
@@ -125,9 +186,10 @@ impl StepWorkers for LocalWorkers<'_> {
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
-        let learner = self.learner()?;
-        Ok(Sampler::new(&learner.policy, max_batch)
-            .generate(&requests, Some(tokenizer.as_ref()))?)
+        Ok(
+            Sampler::new(self.policy()?, max_batch)
+                .generate(&requests, Some(tokenizer.as_ref()))?,
+        )
     }
 
     fn reward(
@@ -184,6 +246,13 @@ impl StepWorkers for LocalWorkers<'_> {
     }
 
     fn learn(&mut self, rollouts: Vec<Rollout>) -> Result<LearnedStep, StageError> {
+        if let LearnerSlot::Replicated(learner) = &mut self.learner {
+            let stats = learner.step(&rollouts)?;
+            return Ok(LearnedStep {
+                stats,
+                optimizer_step: learner.optimizer_step(),
+            });
+        }
         let learner = self.learner()?;
         let stats = learner.step(&rollouts)?;
         Ok(LearnedStep {
@@ -197,6 +266,9 @@ impl StepWorkers for LocalWorkers<'_> {
             self.plan.run.checkpoint_root(),
             self.plan.run.checkpoint.keep_last,
         );
+        if let LearnerSlot::Replicated(learner) = &self.learner {
+            return Ok(learner.write_checkpoint(&root, &state, keep_last)?);
+        }
         let learner = self.learner()?;
         Ok(keeper::write_checkpoint(
             &root,
@@ -223,10 +295,25 @@ pub fn run_in_process(
     progress: &mut dyn FnMut(StageEvent),
     stop: &AtomicBool,
 ) -> Result<GrpoRunReport, RunError> {
+    let single = DataParallelConfig {
+        replicas: 1,
+        shard_optimizer: false,
+    };
+    run_in_process_parallel(plan, single, progress, stop)
+}
+
+/// [`run_in_process`] with `parallel.replicas` data-parallel learner replicas (the job
+/// config's `[devices] learners` and `shard_optimizer`); one replica is `run_in_process`.
+pub fn run_in_process_parallel(
+    plan: &RlPlan,
+    parallel: DataParallelConfig,
+    progress: &mut dyn FnMut(StageEvent),
+    stop: &AtomicBool,
+) -> Result<GrpoRunReport, RunError> {
     let candidates = checkpoint_candidates(&plan.run.checkpoint_root())?;
     let total = plan.total_steps();
     let dir = plan.run.output_dir.clone();
-    let mut workers = LocalWorkers::new(plan);
+    let mut workers = LocalWorkers::data_parallel(plan, parallel);
     let control = StopOrFailed {
         stop,
         failed: AtomicBool::new(false),
@@ -288,7 +375,7 @@ pub fn run_in_process(
     }
     write_step_charts(&dir, &[]).map_err(records_error)?;
     let final_model = if report.ended == RunState::Finished && report.steps >= plan.steps {
-        Some(write_final(&plan.run, &workers.learner()?.policy)?)
+        Some(write_final(&plan.run, workers.policy()?)?)
     } else {
         None
     };
