@@ -53,6 +53,10 @@ const SOURCES: &[KernelSource] = &[
         source: include_str!("kernels/attention.cu"),
     },
     KernelSource {
+        name: "attention_tc",
+        source: include_str!("kernels/attention_tc.cu"),
+    },
+    KernelSource {
         name: "classifier",
         source: include_str!("kernels/classifier.cu"),
     },
@@ -83,8 +87,11 @@ fn full_source(kernel: &KernelSource) -> String {
     )
 }
 
-/// NVRTC options besides the architecture: deterministic, IEEE-accurate f32 (the parity tests
-/// compare f32 paths at 1e-5).
+/// NVRTC options besides the architecture. NVRTC's defaults stay: `--fmad=true` contracts
+/// `a * b + c` into fused multiply-adds, and `expf`/`logf` are CUDA's library functions (a few
+/// ulp), so f32 kernels are deterministic run to run but not bit-equal to the CPU twins; the
+/// parity tests' 1e-5 relative bound on f32 paths allows for that. (`--fmad=false` would not make
+/// them bit-equal either: the CPU twins use their own `exp` and summation orders.)
 const NVRTC_OPTIONS: &[&str] = &["--std=c++17", "-default-device"];
 
 /// Whether NVRTC (`libnvrtc.so.13`) can be opened by this process.
@@ -272,6 +279,10 @@ pub struct CudaBackend {
     /// Reusable f32 scratch for ops' intermediate results (column-sum partials): ops run in
     /// stream order, so one buffer serves them all; it only grows.
     scratch: Mutex<Option<DeviceBuffer<f32>>>,
+    /// Reusable u32 scratch (token grouping of the embedding backward).
+    index_scratch: Mutex<Option<DeviceBuffer<u32>>>,
+    /// Reusable f64 scratch (gradient-norm partial sums).
+    f64_scratch: Mutex<Option<DeviceBuffer<f64>>>,
     /// Streaming multiprocessors: grid sizes for grid-stride kernels.
     sm_count: usize,
     name: String,
@@ -388,6 +399,8 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             ptx_cache,
             scratch: Mutex::new(None),
+            index_scratch: Mutex::new(None),
+            f64_scratch: Mutex::new(None),
             sm_count,
             name,
         })
@@ -432,18 +445,64 @@ impl CudaBackend {
     /// use only: a kernel queued before a later call may still be reading it, so growing
     /// synchronises before freeing the old buffer).
     pub fn scratch_f32(&self, len: usize) -> Result<u64, CudaError> {
-        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        self.grow_scratch(&self.scratch, len)
+    }
+
+    /// As `scratch_f32`, for u32 indices (`embedding_backward`'s grouping): a buffer of its own,
+    /// so no per-call `cuMemAlloc`/`cuMemFree` (a free synchronises the whole device).
+    pub fn scratch_u32(&self, len: usize) -> Result<u64, CudaError> {
+        self.grow_scratch(&self.index_scratch, len)
+    }
+
+    /// As `scratch_f32`, for f64 partial sums (`grad_norm`).
+    pub fn scratch_f64(&self, len: usize) -> Result<u64, CudaError> {
+        self.grow_scratch(&self.f64_scratch, len)
+    }
+
+    fn grow_scratch<T>(
+        &self,
+        slot: &Mutex<Option<DeviceBuffer<T>>>,
+        len: usize,
+    ) -> Result<u64, CudaError> {
+        let mut scratch = slot.lock().unwrap_or_else(|p| p.into_inner());
         match scratch.as_ref() {
             Some(buf) if buf.len() >= len => Ok(buf.ptr()),
             _ => {
                 self.synchronize()?;
                 *scratch = None;
-                let buf = self.alloc::<f32>(len.max(1 << 16))?;
+                let buf = self.alloc::<T>(len.max(1 << 16))?;
                 let ptr = buf.ptr();
                 *scratch = Some(buf);
                 Ok(ptr)
             }
         }
+    }
+
+    /// Writes `host` to device address `dst` (a scratch address from `scratch_*`, which holds
+    /// at least `host.len()` values: the caller asked for that many).
+    pub(crate) fn copy_to_scratch<T: Copy>(&self, dst: u64, host: &[T]) -> Result<(), CudaError> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_htod_async(dst, host, self.stream) }
+            .map_err(|e| CudaError::driver("host-to-device copy", e))
+    }
+
+    /// Reads `out.len()` values from device address `src` (a scratch address holding at least
+    /// that many) and synchronises the stream.
+    pub(crate) fn copy_from_scratch<T: Copy>(
+        &self,
+        out: &mut [T],
+        src: u64,
+    ) -> Result<(), CudaError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_dtoh_async(out, src, self.stream) }
+            .map_err(|e| CudaError::driver("device-to-host copy", e))?;
+        self.synchronize()
     }
 
     /// `len` zeros.
