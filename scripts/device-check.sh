@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The whole GPU check, run on the GPU machine from the repo root with device-check/ (built by
 # scripts/build-device-check.sh) carried along. Builds nothing; under 10 minutes in all:
-#   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 150 s);
+#   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 150 s),
+#      then the model-level tests with the tiled/grouped attention kernels switched on (≤ 90 s);
 #   2. GRPO: the same short run of a tiny model with the learner on the CPU and on cuda:0
-#      (`[devices] learner = "cuda:0"`), reward curves side by side (≤ 2 × 60 s); a refused GPU
+#      (`[devices] learner = "cuda:0"`), reward curves side by side (≤ 2 × 50 s); a refused GPU
 #      run is reported as such, not as a failure of the rest;
-#   3. throughput: r1 (train MFU on a Qwen2-0.5B shape, decode at batch 64 with each decode-
-#      attention kernel) beside PyTorch on the same shapes and GPU (≤ 140 + 60 + 150 s), as % of
-#      this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
-# Then one short table. Outputs go to $OUT when set (else device-check/out).
+#   3. throughput: r1 (train MFU on a Qwen2-0.5B shape 8×512, decode at batch 64 from position
+#      512), once with the reviewed kernels and once with the tiled training attention and the
+#      grouped decode attention, beside PyTorch on the same shapes and GPU (≤ 2 × 100 + 120 s), as
+#      % of this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
+# Then one short table. The timeouts add up to under 10 minutes. Outputs go to $OUT when set (else device-check/out).
 # Exit status: 0 when parity passed and the GPU GRPO run (if it ran) tracked the CPU's; else 1;
 # 2 when device-check/ is missing.
 set -uo pipefail
@@ -48,10 +50,18 @@ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 echo "== 1. GPU parity tests"
 start=$SECONDS
-timeout 150 "$dir/bin/cuda_parity" --test-threads=1 --nocapture >"$out/parity.txt" 2>&1
+timeout 110 "$dir/bin/cuda_parity" --test-threads=1 --nocapture >"$out/parity.txt" 2>&1
 parity=$?
 grep -E "relative error|^test |test result|panicked|SKIP" "$out/parity.txt" | tail -n 120
 echo "parity tests: exit $parity in $((SECONDS - start)) s"
+# The model-level tests again with the new kernels switched on (tiled tensor-core training
+# attention, grouped decode attention): whether they can become the defaults.
+start=$SECONDS
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped timeout 70 "$dir/bin/cuda_parity" \
+  --test-threads=1 --nocapture device_model fixtures entropy reward_model decode >"$out/parity-new-kernels.txt" 2>&1
+parity_new=$?
+grep -E "^test |test result|panicked" "$out/parity-new-kernels.txt" | tail -n 20
+echo "parity with R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped: exit $parity_new in $((SECONDS - start)) s"
 
 echo "== 2. GRPO, tiny model: learner on the CPU, then on cuda:0"
 grpo_status="not run"
@@ -65,7 +75,7 @@ if [[ -x "$dir/bin/r1ctl" && -d "$dir/tiny-model" ]]; then
     [[ $dev == cpu ]] || printf '\n[devices]\nlearner = "%s"\n' "$dev" >>"$cfg"
     rm -rf "$out/grpo-$tag-run"
     start=$SECONDS
-    timeout 60 "$dir/bin/r1ctl" train "$cfg" >"$out/grpo-$tag.txt" 2>"$out/grpo-$tag.err"
+    timeout 45 "$dir/bin/r1ctl" train "$cfg" >"$out/grpo-$tag.txt" 2>"$out/grpo-$tag.err"
     echo "grpo on $dev: exit $? in $((SECONDS - start)) s"
     tail -n 3 "$out/grpo-$tag.err"
   done
@@ -101,27 +111,29 @@ else
   echo "grpo: $grpo_status"
 fi
 
-echo "== 3. r1 CUDA benchmark (decode attention: per-head, then grouped)"
+echo "== 3. r1 CUDA benchmark: the reviewed kernels, then the tiled training / grouped decode attention"
 start=$SECONDS
-R1_CUDA_DECODE_ATTENTION=per-head timeout 140 "$dir/bin/cuda_bench" --train-batch 8 --train-len 512 \
-  --train-steps 5 --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/bench.txt" 2>&1
+R1_CUDA_TRAIN_ATTENTION=rows R1_CUDA_DECODE_ATTENTION=per-head timeout 100 "$dir/bin/cuda_bench" \
+  --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
+  --decode-steps 64 >"$out/bench.txt" 2>&1
 echo "bench: exit $? in $((SECONDS - start)) s"
-cat "$out/bench.txt"
+grep -v "^JSON" "$out/bench.txt"
 start=$SECONDS
-R1_CUDA_DECODE_ATTENTION=grouped timeout 60 "$dir/bin/cuda_bench" --skip-train \
-  --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/bench-grouped.txt" 2>&1
-echo "bench (grouped decode attention): exit $? in $((SECONDS - start)) s"
-grep -v "^JSON" "$out/bench-grouped.txt"
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped timeout 100 "$dir/bin/cuda_bench" \
+  --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
+  --decode-steps 64 >"$out/bench-new-kernels.txt" 2>&1
+echo "bench (tiled training attention, grouped decode attention): exit $? in $((SECONDS - start)) s"
+grep -v "^JSON" "$out/bench-new-kernels.txt"
 
 echo "== PyTorch on the same shapes"
 start=$SECONDS
-timeout 150 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
+timeout 120 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
   --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/torch.txt" 2>&1
 echo "torch: exit $? in $((SECONDS - start)) s"
 grep -v "^JSON" "$out/torch.txt"
 
 echo "== summary"
-python3 - "$out/bench.txt" "$out/bench-grouped.txt" "$out/torch.txt" "$out/parity.txt" "$parity" "$grpo_status" "$gpu_name" <<'PY' | tee "$out/summary.txt"
+python3 - "$out/bench.txt" "$out/bench-new-kernels.txt" "$out/torch.txt" "$out/parity.txt" "$parity" "$grpo_status" "$gpu_name" "$parity_new" <<'PY' | tee "$out/summary.txt"
 import json, re, sys
 def rows(path):
     got = {}
@@ -133,14 +145,15 @@ def rows(path):
     except OSError:
         pass
     return got
-r1, grouped, torch = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
+r1, new, torch = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
 parity_text = open(sys.argv[4], errors="replace").read()
 m = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed", parity_text)
-peaks = r1.get("peaks") or grouped.get("peaks") or {}
+peaks = r1.get("peaks") or new.get("peaks") or {}
 gpu = peaks.get("device") or sys.argv[7] or "unknown GPU"
 print(f"GPU: {gpu}; peaks: " + (f"{peaks['peaks_of']} spec, {peaks['bf16_tflops']:.0f} TFLOP/s bf16 dense, "
       f"{peaks['hbm_tb_per_s']:.2f} TB/s HBM" if peaks.get("peaks_of") else "not in the table, no % shown"))
 print(f"parity: exit {sys.argv[5]}" + (f", {m.group(1)} passed, {m.group(2)} failed" if m else ""))
+print(f"model-level parity with the tiled training attention and grouped decode attention: exit {sys.argv[8]}")
 print(f"grpo cpu vs cuda:0: {sys.argv[6]}")
 def pct(r):
     if not r or not peaks.get("peaks_of"):
@@ -149,9 +162,10 @@ def pct(r):
     return f"{100 * r['achieved'] / peak:.1f}"
 f = lambda r: f"{r['tokens_per_s']:.0f}" if r else "n/a"
 print(f"{'test':<22} {'r1 tokens/s':>12} {'r1 % peak':>10} {'torch tokens/s':>15} {'torch % peak':>13}")
-for name, a, b in (("train 8x512 (MFU)", r1.get("train"), torch.get("train")),
-                   ("decode per-head (HBM)", r1.get("decode"), torch.get("decode")),
-                   ("decode grouped (HBM)", grouped.get("decode"), torch.get("decode"))):
+for name, a, b in (("train, row attention", r1.get("train"), torch.get("train")),
+                   ("train, tiled attention", new.get("train"), torch.get("train")),
+                   ("decode, per-head attn", r1.get("decode"), torch.get("decode")),
+                   ("decode, grouped attn", new.get("decode"), torch.get("decode"))):
     print(f"{name:<22} {f(a):>12} {pct(a):>10} {f(b):>15} {pct(b):>13}")
 PY
 status=0

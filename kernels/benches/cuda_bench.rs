@@ -1,12 +1,14 @@
 //! GPU throughput table: `cuda_bench [--train-batch B] [--train-len T] [--train-steps N]
 //! [--decode-batch S] [--decode-context P] [--decode-steps N] [--skip-train]` on a random-weight
 //! Qwen2-0.5B-shaped model. Prints a table (and one JSON line per row for scripts, plus a `peaks`
-//! line naming the GPU and the spec peaks the percentages use). The decode-attention kernel is
-//! `R1_CUDA_DECODE_ATTENTION` (`per-head` or `grouped`). Exit 2 without a GPU.
+//! line naming the GPU and the spec peaks the percentages use). The attention kernels are
+//! `R1_CUDA_TRAIN_ATTENTION` (`rows` or `tiled`) and `R1_CUDA_DECODE_ATTENTION` (`per-head` or
+//! `grouped`). Exit 2 without a GPU.
 
 use r1_kernels::cuda::bench::{
     bench_decode, bench_train, gpu_peaks, qwen2_05b_config, CudaBenchRow,
 };
+use r1_kernels::cuda::ops::TrainAttention;
 use r1_kernels::cuda::{CudaBackend, DecodeAttention};
 use r1_kernels::model::Model;
 
@@ -90,6 +92,7 @@ fn run() -> Result<(), String> {
             "bf16_tflops": peaks.map(|p| p.bf16_flops / 1e12),
             "hbm_tb_per_s": peaks.map(|p| p.hbm_bytes_per_s / 1e12),
             "decode_attention": format!("{:?}", DecodeAttention::from_env()),
+            "train_attention": format!("{:?}", TrainAttention::from_env()),
         })
     );
     for r in &rows {

@@ -1983,3 +1983,376 @@ fn the_tiled_tensor_core_attention_matches_its_cpu_replay_and_the_cpu_on_the_gpu
         }
     }
 }
+
+/// attention_tc.cu's `load_tile`: rows [row0, row0 + rows) of a head's HS columns (row stride
+/// `stride`, starting at `src[0]`), times `mul`, as bf16 bits; zeros past T.
+fn load_tile_emulated(
+    src: &[f32],
+    stride: usize,
+    row0: usize,
+    rows: usize,
+    t: usize,
+    hs: usize,
+    mul: f32,
+) -> Vec<u32> {
+    let mut out = vec![0u32; rows * hs];
+    for r in 0..rows {
+        for d in 0..hs {
+            let i = row0 + r;
+            out[r * hs + d] = bf16_bits(if i < t {
+                src[i * stride + d] * mul
+            } else {
+                0.0
+            });
+        }
+    }
+    out
+}
+
+/// `mma_rows_by_rows<NT>`: acc[n] (C fragments) += A · Bᵀ over HS, A = 16 rows of `a` from
+/// `a_row`, B = rows n·8.. of `b`.
+fn rows_by_rows_emulated(
+    acc: &mut [[[f32; 4]; 32]],
+    a: &[u32],
+    a_row: usize,
+    b: &[u32],
+    hs: usize,
+) {
+    let pair = |mem: &[u32], at: usize| mem[at] | (mem[at + 1] << 16);
+    for kk in (0..hs).step_by(16) {
+        let mut fa = [[0u32; 4]; 32];
+        for (lane, f) in fa.iter_mut().enumerate() {
+            let (g, c) = (lane / 4, lane % 4);
+            let at = |row: usize, col: usize| pair(a, (a_row + row) * hs + kk + col);
+            *f = [
+                at(g, 2 * c),
+                at(g + 8, 2 * c),
+                at(g, 2 * c + 8),
+                at(g + 8, 2 * c + 8),
+            ];
+        }
+        for (n, tile) in acc.iter_mut().enumerate() {
+            let mut fb = [[0u32; 2]; 32];
+            for (lane, f) in fb.iter_mut().enumerate() {
+                let (g, c) = (lane / 4, lane % 4);
+                let br = (n * 8 + g) * hs + kk + 2 * c;
+                *f = [pair(b, br), pair(b, br + 8)];
+            }
+            mma_emulated(tile, &fa, &fb);
+        }
+    }
+}
+
+/// `mma_frags_by_rows<KS>`: acc[HS/8] += P · M, P as packed A fragments, M row-major.
+fn frags_by_rows_emulated(acc: &mut [[[f32; 4]; 32]], p: &[[[u32; 4]; 32]], m: &[u32], hs: usize) {
+    for (kk, fa) in p.iter().enumerate() {
+        for (n, tile) in acc.iter_mut().enumerate().take(hs / 8) {
+            let mut fb = [[0u32; 2]; 32];
+            for (lane, f) in fb.iter_mut().enumerate() {
+                let (g, c) = (lane / 4, lane % 4);
+                let mc = (kk * 16 + 2 * c) * hs + n * 8 + g;
+                *f = [
+                    m[mc] | (m[mc + hs] << 16),
+                    m[mc + 8 * hs] | (m[mc + 9 * hs] << 16),
+                ];
+            }
+            mma_emulated(tile, fa, &fb);
+        }
+    }
+}
+
+/// attention_tc.cu's two backward kernels replayed on the CPU as `attention_tc_emulated` does the
+/// forward: returns dqkv [N, W] (from zero) given dout, the forward's lse and delta = Σ dout·out.
+/// Index loops on purpose: they spell the kernels' (lane, register) arithmetic.
+#[allow(clippy::needless_range_loop)]
+fn attention_tc_backward_emulated(
+    qkv: &[f32],
+    dout: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    seg_start: &[u32],
+    s: AttnShape,
+) -> Vec<f32> {
+    const ROWS: usize = 64;
+    const BKEYS: usize = 32;
+    const BQUERIES: usize = 32;
+    let (t, nh, nkv, hs) = (s.t, s.nh, s.nkv, s.hs);
+    let (w, qd, group) = ((nh + 2 * nkv) * hs, nh * hs, nh / nkv);
+    let scale = 1.0 / (hs as f32).sqrt();
+    let mut dqkv = vec![0f32; s.b * t * w];
+    // Packs a score-shaped tile (C fragments) into A fragments, as the kernels do.
+    let pack = |vals: &[[[f32; 4]; 32]]| -> Vec<[[u32; 4]; 32]> {
+        let mut out = vec![[[0u32; 4]; 32]; vals.len() / 2];
+        for (n, tile) in vals.iter().enumerate() {
+            for lane in 0..32 {
+                let v = tile[lane];
+                out[n >> 1][lane][(n & 1) * 2] = pack_bf16(v[0], v[1]);
+                out[n >> 1][lane][(n & 1) * 2 + 1] = pack_bf16(v[2], v[3]);
+            }
+        }
+        out
+    };
+    for b in 0..s.b {
+        let base = &qkv[b * t * w..];
+        let dout_b = &dout[b * t * qd..];
+        let seg = &seg_start[b * t..];
+        // dQ: blocks of 64 query rows per head.
+        for h in 0..nh {
+            let kvh = h / group;
+            let (lse_bh, delta_bh) = (&lse[(b * nh + h) * t..], &delta[(b * nh + h) * t..]);
+            for row0 in (0..t).step_by(ROWS) {
+                let q_s = load_tile_emulated(&base[h * hs..], w, row0, ROWS, t, hs, scale);
+                let do_s = load_tile_emulated(&dout_b[h * hs..], qd, row0, ROWS, t, hs, 1.0);
+                let first = (row0..(row0 + ROWS).min(t))
+                    .map(|i| seg[i] as usize)
+                    .min()
+                    .unwrap_or(t);
+                let last = (row0 + ROWS).min(t) - 1;
+                for warp in 0..4 {
+                    let mut dq = vec![[[0f32; 4]; 32]; hs / 8];
+                    let mut j0 = (first / BKEYS) * BKEYS;
+                    while j0 <= last {
+                        let k_s =
+                            load_tile_emulated(&base[qd + kvh * hs..], w, j0, BKEYS, t, hs, 1.0);
+                        let v_s = load_tile_emulated(
+                            &base[qd + nkv * hs + kvh * hs..],
+                            w,
+                            j0,
+                            BKEYS,
+                            t,
+                            hs,
+                            1.0,
+                        );
+                        let mut sc = vec![[[0f32; 4]; 32]; BKEYS / 8];
+                        let mut dp = vec![[[0f32; 4]; 32]; BKEYS / 8];
+                        rows_by_rows_emulated(&mut sc, &q_s, warp * 16, &k_s, hs);
+                        rows_by_rows_emulated(&mut dp, &do_s, warp * 16, &v_s, hs);
+                        let mut ds = vec![[[0f32; 4]; 32]; BKEYS / 8];
+                        for n in 0..BKEYS / 8 {
+                            for lane in 0..32 {
+                                let (g, c) = (lane / 4, lane % 4);
+                                for half in 0..2 {
+                                    let i = row0 + warp * 16 + g + 8 * half;
+                                    for e in 0..2 {
+                                        let j = j0 + n * 8 + 2 * c + e;
+                                        let ok = i < t && j >= seg[i] as usize && j <= i;
+                                        let r = 2 * half + e;
+                                        let p = if ok {
+                                            (sc[n][lane][r] - lse_bh[i]).exp()
+                                        } else {
+                                            0.0
+                                        };
+                                        let dl = if i < t { delta_bh[i] } else { 0.0 };
+                                        ds[n][lane][r] = p * (dp[n][lane][r] - dl);
+                                    }
+                                }
+                            }
+                        }
+                        frags_by_rows_emulated(&mut dq, &pack(&ds), &k_s, hs);
+                        j0 += BKEYS;
+                    }
+                    for lane in 0..32 {
+                        let (g, c) = (lane / 4, lane % 4);
+                        for half in 0..2 {
+                            let i = row0 + warp * 16 + g + 8 * half;
+                            if i >= t {
+                                continue;
+                            }
+                            for n in 0..hs / 8 {
+                                let at = (b * t + i) * w + h * hs + n * 8 + 2 * c;
+                                dqkv[at] += dq[n][lane][2 * half] * scale;
+                                dqkv[at + 1] += dq[n][lane][2 * half + 1] * scale;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // dK, dV: blocks of 64 key rows per kv head, the group's query heads in order.
+        for kvh in 0..nkv {
+            for key0 in (0..t).step_by(ROWS) {
+                let k_s = load_tile_emulated(&base[qd + kvh * hs..], w, key0, ROWS, t, hs, 1.0);
+                let v_s = load_tile_emulated(
+                    &base[qd + nkv * hs + kvh * hs..],
+                    w,
+                    key0,
+                    ROWS,
+                    t,
+                    hs,
+                    1.0,
+                );
+                for warp in 0..4 {
+                    let mut dk = vec![[[0f32; 4]; 32]; hs / 8];
+                    let mut dv = vec![[[0f32; 4]; 32]; hs / 8];
+                    for hh in 0..group {
+                        let h = kvh * group + hh;
+                        let (lse_bh, delta_bh) =
+                            (&lse[(b * nh + h) * t..], &delta[(b * nh + h) * t..]);
+                        let mut i0 = (key0 / BQUERIES) * BQUERIES;
+                        while i0 < t {
+                            let q_s =
+                                load_tile_emulated(&base[h * hs..], w, i0, BQUERIES, t, hs, scale);
+                            let do_s =
+                                load_tile_emulated(&dout_b[h * hs..], qd, i0, BQUERIES, t, hs, 1.0);
+                            let mut st = vec![[[0f32; 4]; 32]; BQUERIES / 8];
+                            let mut dpt = vec![[[0f32; 4]; 32]; BQUERIES / 8];
+                            rows_by_rows_emulated(&mut st, &k_s, warp * 16, &q_s, hs);
+                            rows_by_rows_emulated(&mut dpt, &v_s, warp * 16, &do_s, hs);
+                            let mut pt = vec![[[0f32; 4]; 32]; BQUERIES / 8];
+                            let mut dst = vec![[[0f32; 4]; 32]; BQUERIES / 8];
+                            for n in 0..BQUERIES / 8 {
+                                for lane in 0..32 {
+                                    let (g, c) = (lane / 4, lane % 4);
+                                    for e in 0..2 {
+                                        let i = i0 + n * 8 + 2 * c + e;
+                                        for half in 0..2 {
+                                            let j = key0 + warp * 16 + g + 8 * half;
+                                            let ok =
+                                                i < t && j < t && j >= seg[i] as usize && j <= i;
+                                            let r = 2 * half + e;
+                                            let p = if ok {
+                                                (st[n][lane][r] - lse_bh[i]).exp()
+                                            } else {
+                                                0.0
+                                            };
+                                            let dl = if i < t { delta_bh[i] } else { 0.0 };
+                                            pt[n][lane][r] = p;
+                                            dst[n][lane][r] = p * (dpt[n][lane][r] - dl);
+                                        }
+                                    }
+                                }
+                            }
+                            frags_by_rows_emulated(&mut dv, &pack(&pt), &do_s, hs);
+                            frags_by_rows_emulated(&mut dk, &pack(&dst), &q_s, hs);
+                            i0 += BQUERIES;
+                        }
+                    }
+                    for lane in 0..32 {
+                        let (g, c) = (lane / 4, lane % 4);
+                        for half in 0..2 {
+                            let j = key0 + warp * 16 + g + 8 * half;
+                            if j >= t {
+                                continue;
+                            }
+                            for n in 0..hs / 8 {
+                                let row = (b * t + j) * w;
+                                let d = n * 8 + 2 * c;
+                                for e in 0..2 {
+                                    dqkv[row + qd + kvh * hs + d + e] += dk[n][lane][2 * half + e];
+                                    dqkv[row + qd + nkv * hs + kvh * hs + d + e] +=
+                                        dv[n][lane][2 * half + e];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dqkv
+}
+
+/// The CPU attention's output and its backward for `tiled_attention_case`, plus delta.
+fn attention_reference_backward(
+    qkv: &[f32],
+    seg: &[u32],
+    dout: &[f32],
+    s: AttnShape,
+) -> (Vec<f32>, Vec<f32>) {
+    let (n, qd) = (s.b * s.t, s.nh * s.hs);
+    let mut out = vec![0.0; n * qd];
+    let mut att = vec![0.0; s.b * s.nh * s.t * s.t];
+    cpu_ops::attention_forward(&mut out, &mut att, qkv, seg, s);
+    let mut dqkv = vec![0.0; n * (s.nh + 2 * s.nkv) * s.hs];
+    let mut datt = vec![0.0; att.len()];
+    cpu_ops::attention_backward(&mut dqkv, &mut datt, dout, qkv, &att, s);
+    let mut delta = vec![0.0; s.b * s.nh * s.t];
+    for b in 0..s.b {
+        for h in 0..s.nh {
+            for i in 0..s.t {
+                let at = (b * s.t + i) * qd + h * s.hs;
+                delta[(b * s.nh + h) * s.t + i] =
+                    (0..s.hs).map(|d| dout[at + d] * out[at + d]).sum();
+            }
+        }
+    }
+    (dqkv, delta)
+}
+
+#[test]
+fn the_tiled_tensor_core_attention_backward_computes_gradients_in_its_cpu_replay() {
+    // Runs everywhere, as the forward's replay.
+    for hs in [16, 64] {
+        let (qkv, seg, s) = tiled_attention_case(hs, 71 + hs as u64);
+        let dout = random(s.b * s.t * s.nh * hs, 72 + hs as u64);
+        let (want, delta) = attention_reference_backward(&qkv, &seg, &dout, s);
+        let lse = reference_lse(&qkv, &seg, s);
+        let got = attention_tc_backward_emulated(&qkv, &dout, &lse, &delta, &seg, s);
+        check(
+            &format!("tiled attention backward replay, head size {hs}: dqkv"),
+            &got,
+            &want,
+            BF16_BOUND,
+        );
+    }
+}
+
+#[test]
+fn the_tiled_tensor_core_attention_backward_matches_its_replay_and_the_cpu_on_the_gpu() {
+    let Some(be) = gpu("tiled attention backward") else {
+        return;
+    };
+    for hs in [16, 32, 64, 128] {
+        let (qkv, seg, s) = tiled_attention_case(hs, 81 + hs as u64);
+        let (n, qd, width) = (s.b * s.t, s.nh * hs, (s.nh + 2 * s.nkv) * hs);
+        let dout = random(n * qd, 82 + hs as u64);
+        let (want, _) = attention_reference_backward(&qkv, &seg, &dout, s);
+        let (g_qkv, g_seg) = (be.upload(&qkv).unwrap(), be.upload(&seg).unwrap());
+        let g_out = be.alloc::<f32>(n * qd).unwrap();
+        let g_lse = be.alloc::<f32>(s.b * s.nh * s.t).unwrap();
+        let tiled = gops::TrainAttention::Tiled;
+        gops::attention_forward_with(
+            &be,
+            g_out.ptr(),
+            g_lse.ptr(),
+            g_qkv.ptr(),
+            g_seg.ptr(),
+            s,
+            tiled,
+        )
+        .unwrap();
+        let g_dqkv = be.zeros::<f32>(n * width).unwrap();
+        let g_delta = be.alloc::<f32>(s.b * s.nh * s.t).unwrap();
+        let g_dout = be.upload(&dout).unwrap();
+        gops::attention_backward_with(
+            &be,
+            g_dqkv.ptr(),
+            g_delta.ptr(),
+            g_dout.ptr(),
+            g_out.ptr(),
+            g_qkv.ptr(),
+            g_lse.ptr(),
+            g_seg.ptr(),
+            s,
+            tiled,
+        )
+        .unwrap();
+        let got = be.download(&g_dqkv).unwrap();
+        check(
+            &format!("tiled attention backward on the GPU, head size {hs}: dqkv vs CPU"),
+            &got,
+            &want,
+            BF16_BOUND,
+        );
+        if hs <= 64 {
+            let (lse, delta) = (be.download(&g_lse).unwrap(), be.download(&g_delta).unwrap());
+            let replay = attention_tc_backward_emulated(&qkv, &dout, &lse, &delta, &seg, s);
+            check(
+                "tiled attention backward: GPU vs replay",
+                &got,
+                &replay,
+                1e-3,
+            );
+        }
+    }
+}

@@ -505,6 +505,7 @@ pub fn attention_forward_with(
 
 /// Backward of `attention_forward`: dqkv += ∂/∂qkv given dout[N, QD]. `delta` [B, NH, T] is
 /// scratch. Recomputes the probabilities from q, k and lse instead of reading a [T, T] tensor.
+/// The kernels are `TrainAttention::from_env()`'s.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     be: &CudaBackend,
@@ -516,6 +517,36 @@ pub fn attention_backward(
     lse: Ptr,
     seg_start: Ptr,
     s: AttnShape,
+) -> Result<(), CudaError> {
+    attention_backward_with(
+        be,
+        dqkv,
+        delta,
+        dout,
+        out,
+        qkv,
+        lse,
+        seg_start,
+        s,
+        TrainAttention::from_env(),
+    )
+}
+
+/// `attention_backward` with explicit kernels: `Tiled` runs dQ and dK/dV on tensor cores
+/// (attention_tc.cu; bf16 operands), falling back to the row kernels for head sizes it does not
+/// cover.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(
+    be: &CudaBackend,
+    dqkv: Ptr,
+    delta: Ptr,
+    dout: Ptr,
+    out: Ptr,
+    qkv: Ptr,
+    lse: Ptr,
+    seg_start: Ptr,
+    s: AttnShape,
+    kernel: TrainAttention,
 ) -> Result<(), CudaError> {
     check_attn(s)?;
     be.launch_1d(
@@ -544,6 +575,21 @@ pub fn attention_backward(
         int(s.nkv)?,
         int(s.hs)?,
     ];
+    if kernel == TrainAttention::Tiled && TrainAttention::tiled_supports(s.hs) {
+        let tiles = grid(s.t.div_ceil(TILED_ROWS))?;
+        be.launch(
+            ("attention_tc", "attention_backward_dq_tc"),
+            (tiles, grid(s.nh)?, grid(s.b)?),
+            128,
+            &args,
+        )?;
+        return be.launch(
+            ("attention_tc", "attention_backward_dkv_tc"),
+            (tiles, grid(s.nkv)?, grid(s.b)?),
+            128,
+            &args,
+        );
+    }
     let rows = grid(s.t.div_ceil(ATTN_WARPS))?;
     let threads = (32 * ATTN_WARPS) as u32;
     be.launch(
