@@ -2,13 +2,14 @@
 # The whole GPU check, run on the GPU machine from the repo root with device-check/ (built by
 # scripts/build-device-check.sh) carried along. Builds nothing; under 10 minutes in all:
 #   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 150 s),
-#      then the model-level tests with the tiled/grouped attention kernels switched on (≤ 90 s);
+#      then the model-level tests with the tiled/grouped attention and decode graphs on (≤ 70 s);
 #   2. GRPO: the same short run of a tiny model with the learner on the CPU and on cuda:0
 #      (`[devices] learner = "cuda:0"`), reward curves side by side (≤ 2 × 50 s); a refused GPU
 #      run is reported as such, not as a failure of the rest;
 #   3. throughput: r1 (train MFU on a Qwen2-0.5B shape 8×512, decode at batch 64 from position
-#      512), once with the reviewed kernels and once with the tiled training attention and the
-#      grouped decode attention, beside PyTorch on the same shapes and GPU (≤ 2 × 100 + 120 s), as
+#      512), once with the reviewed kernels and once with the tiled training attention, the
+#      grouped decode attention and decode steps as CUDA graphs, beside PyTorch on the same
+#      shapes and GPU (≤ 2 × 100 + 120 s), as
 #      % of this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
 # Then one short table. The timeouts add up to under 10 minutes. Outputs go to $OUT when set (else device-check/out).
 # Exit status: 0 when parity passed and the GPU GRPO run (if it ran) tracked the CPU's; else 1;
@@ -57,11 +58,12 @@ echo "parity tests: exit $parity in $((SECONDS - start)) s"
 # The model-level tests again with the new kernels switched on (tiled tensor-core training
 # attention, grouped decode attention): whether they can become the defaults.
 start=$SECONDS
-R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped timeout 70 "$dir/bin/cuda_parity" \
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 70 \
+  "$dir/bin/cuda_parity" \
   --test-threads=1 --nocapture device_model fixtures entropy reward_model decode >"$out/parity-new-kernels.txt" 2>&1
 parity_new=$?
 grep -E "^test |test result|panicked" "$out/parity-new-kernels.txt" | tail -n 20
-echo "parity with R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped: exit $parity_new in $((SECONDS - start)) s"
+echo "parity with tiled training attention, grouped decode attention, decode graphs: exit $parity_new in $((SECONDS - start)) s"
 
 echo "== 2. GRPO, tiny model: learner on the CPU, then on cuda:0"
 grpo_status="not run"
@@ -119,10 +121,11 @@ R1_CUDA_TRAIN_ATTENTION=rows R1_CUDA_DECODE_ATTENTION=per-head timeout 100 "$dir
 echo "bench: exit $? in $((SECONDS - start)) s"
 grep -v "^JSON" "$out/bench.txt"
 start=$SECONDS
-R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped timeout 100 "$dir/bin/cuda_bench" \
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 100 \
+  "$dir/bin/cuda_bench" \
   --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
   --decode-steps 64 >"$out/bench-new-kernels.txt" 2>&1
-echo "bench (tiled training attention, grouped decode attention): exit $? in $((SECONDS - start)) s"
+echo "bench (tiled training attention, grouped decode attention, decode graphs): exit $? in $((SECONDS - start)) s"
 grep -v "^JSON" "$out/bench-new-kernels.txt"
 
 echo "== PyTorch on the same shapes"
@@ -165,7 +168,7 @@ print(f"{'test':<22} {'r1 tokens/s':>12} {'r1 % peak':>10} {'torch tokens/s':>15
 for name, a, b in (("train, row attention", r1.get("train"), torch.get("train")),
                    ("train, tiled attention", new.get("train"), torch.get("train")),
                    ("decode, per-head attn", r1.get("decode"), torch.get("decode")),
-                   ("decode, grouped attn", new.get("decode"), torch.get("decode"))):
+                   ("decode, grouped+graphs", new.get("decode"), torch.get("decode"))):
     print(f"{name:<22} {f(a):>12} {pct(a):>10} {f(b):>15} {pct(b):>13}")
 PY
 status=0

@@ -2356,3 +2356,53 @@ fn the_tiled_tensor_core_attention_backward_matches_its_replay_and_the_cpu_on_th
         }
     }
 }
+
+#[test]
+fn decode_steps_replayed_as_cuda_graphs_give_the_same_logits_and_tokens() {
+    let Some(be) = gpu("decode graphs") else {
+        return;
+    };
+    let model = Model::random(tiny_config(Architecture::Qwen2), 33, 0.08);
+    let v = model.config.vocab_size;
+    let max_len = 20;
+    let dm = DeviceModel::upload(&be, &model, max_len, false).unwrap();
+    let run = |graphs: bool| -> (Vec<f32>, Vec<u32>) {
+        let mut dec = DeviceDecoder::new(&be, &dm, 3, max_len, 8).unwrap();
+        dec.set_graphs(graphs);
+        let mut all_logits = Vec::new();
+        let mut tokens = vec![3u32, 5, 7];
+        let mut picked = Vec::new();
+        // A 4-row prefill (logits of its last row only), then steps of 3 rows at advancing
+        // positions: the first of each shape runs plain, the second captures, the rest replay.
+        let prompt = [11u32, 12, 13, 14];
+        dec.step(&be, &dm, &[2; 4], &prompt, &[0, 1, 2, 3], Some(&[3]))
+            .unwrap();
+        all_logits.extend(dec.logits(&be, v).unwrap());
+        for step in 0..6u32 {
+            let positions = [step, step + 1, step + 4];
+            dec.step(&be, &dm, &[0, 1, 2], &tokens, &positions, None)
+                .unwrap();
+            all_logits.extend(dec.logits(&be, v).unwrap());
+            let params: Vec<DeviceSampling> = (0..3)
+                .map(|r| DeviceSampling {
+                    temperature: 0.9,
+                    top_k: 20,
+                    top_p: 0.95,
+                    min_p: 0.0,
+                    seed: r,
+                })
+                .collect();
+            let picks = dec.sample(&be, v, &params, &[step as u64; 3]).unwrap();
+            tokens = picks.iter().map(|p| p.token).collect();
+            picked.extend(tokens.iter().copied());
+        }
+        (all_logits, picked)
+    };
+    let (plain_logits, plain_tokens) = run(false);
+    let (graph_logits, graph_tokens) = run(true);
+    assert_eq!(
+        graph_logits, plain_logits,
+        "a replayed graph computes what the launches compute"
+    );
+    assert_eq!(graph_tokens, plain_tokens);
+}

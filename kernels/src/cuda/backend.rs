@@ -239,6 +239,37 @@ impl<T> Drop for DeviceBuffer<T> {
     }
 }
 
+/// A captured sequence of stream operations (`CudaBackend::capture`), replayed by `launch` with
+/// the same arguments (device addresses and sizes baked in; buffer contents read at replay).
+pub struct DeviceGraph {
+    exec: drv_sys::CUgraphExec,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: an executable graph is a driver handle, used through the backend's one stream.
+unsafe impl Send for DeviceGraph {}
+unsafe impl Sync for DeviceGraph {}
+
+impl DeviceGraph {
+    /// Replays the graph on the backend's stream.
+    pub fn launch(&self, be: &CudaBackend) -> Result<(), CudaError> {
+        be.bind()?;
+        unsafe { drv::graph::launch(self.exec, be.stream) }
+            .map_err(|e| CudaError::driver("cuGraphLaunch", e))
+    }
+}
+
+impl Drop for DeviceGraph {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _ = unsafe { drv::graph::exec_destroy(self.exec) };
+    }
+}
+
+/// cuBLAS workspace for captured GEMMs: cuBLAS must not allocate while a stream is captured, so
+/// a fixed workspace is set before the first capture (32 MiB, NVIDIA's figure for Hopper).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// A kernel argument: device pointers and scalars as the kernel declares them.
 #[derive(Debug, Clone, Copy)]
 pub enum Arg {
@@ -283,6 +314,8 @@ pub struct CudaBackend {
     index_scratch: Mutex<Option<DeviceBuffer<u32>>>,
     /// Reusable f64 scratch (gradient-norm partial sums).
     f64_scratch: Mutex<Option<DeviceBuffer<f64>>>,
+    /// cuBLAS's fixed workspace, set before the first graph capture.
+    cublas_workspace: Mutex<Option<DeviceBuffer<u8>>>,
     /// Streaming multiprocessors: grid sizes for grid-stride kernels.
     sm_count: usize,
     name: String,
@@ -401,6 +434,7 @@ impl CudaBackend {
             scratch: Mutex::new(None),
             index_scratch: Mutex::new(None),
             f64_scratch: Mutex::new(None),
+            cublas_workspace: Mutex::new(None),
             sm_count,
             name,
         })
@@ -672,6 +706,65 @@ impl CudaBackend {
             self.module(k.name)?;
         }
         Ok(())
+    }
+
+    /// Records what `enqueue` queues on the stream into a graph instead of running it: kernels
+    /// and GEMMs only (no host copies, no synchronisation, no module loading: call
+    /// `load_all_kernels` first). The stream is left usable whether `enqueue` succeeds or not.
+    pub fn capture(
+        &self,
+        enqueue: impl FnOnce() -> Result<(), CudaError>,
+    ) -> Result<DeviceGraph, CudaError> {
+        self.bind()?;
+        {
+            let mut ws = self
+                .cublas_workspace
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if ws.is_none() {
+                let buf = self.alloc::<u8>(CUBLAS_WORKSPACE_BYTES)?;
+                let status = unsafe {
+                    cublas_sys::cublasSetWorkspace_v2(
+                        self.cublas,
+                        buf.ptr() as *mut c_void,
+                        CUBLAS_WORKSPACE_BYTES,
+                    )
+                };
+                if status != cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                    return Err(CudaError::Cublas {
+                        context: "cublasSetWorkspace".into(),
+                        message: format!("{status:?}"),
+                    });
+                }
+                *ws = Some(buf);
+            }
+        }
+        unsafe {
+            drv::stream::begin_capture(
+                self.stream,
+                drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(|e| CudaError::driver("cuStreamBeginCapture", e))?;
+        let queued = enqueue();
+        // End the capture in every case, so a failed enqueue leaves a usable stream.
+        let graph = unsafe { drv::stream::end_capture(self.stream) }
+            .map_err(|e| CudaError::driver("cuStreamEndCapture", e));
+        let graph = match (queued, graph) {
+            (Ok(()), Ok(graph)) => graph,
+            (Err(e), Ok(graph)) => {
+                let _ = unsafe { drv::graph::destroy(graph) };
+                return Err(e);
+            }
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
+        };
+        let exec = unsafe { drv::graph::instantiate(graph, drv_sys::CUgraphInstantiate_flags(0)) };
+        let _ = unsafe { drv::graph::destroy(graph) };
+        let exec = exec.map_err(|e| CudaError::driver("cuGraphInstantiate", e))?;
+        Ok(DeviceGraph {
+            exec,
+            ctx: self.ctx.clone(),
+        })
     }
 
     /// Launches `module.cu`'s kernel `name` on the stream.

@@ -12,13 +12,19 @@
 //! value read once per GQA group with 16-byte loads). `R1_CUDA_DECODE_ATTENTION=grouped|per-head`
 //! picks the default; `DeviceDecoder::set_attention` overrides it per decoder.
 //!
+//! With `set_graphs(true)` (or `R1_CUDA_DECODE_GRAPHS=1`) each step shape runs once uncaptured,
+//! is captured as a CUDA graph on its second step and replayed with one launch from then on; the
+//! step's inputs are uploaded before the replay.
+//!
 //! Shape legend: S = rows this step, L = layers, C = channels, NH/NKV = query/kv heads, HS = head
 //! size, KVD = NKV·HS, QKV = (NH + 2·NKV)·HS, QD = NH·HS, I = MLP width, V = vocab,
 //! P = positions per slot.
 
+use std::collections::{HashMap, HashSet};
+
 use half::bf16;
 
-use super::backend::{Arg, CudaBackend, DeviceBuffer};
+use super::backend::{Arg, CudaBackend, DeviceBuffer, DeviceGraph};
 use super::error::CudaError;
 use super::model::DeviceModel;
 use super::ops::{self, SAMPLE_THREADS};
@@ -54,7 +60,7 @@ impl DeviceSampling {
 }
 
 /// Which kernel computes decode attention (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecodeAttention {
     /// A warp per (row, query head); keys and values read once per query head, 2-byte loads.
     PerHead,
@@ -131,6 +137,25 @@ pub struct DeviceDecoder {
     fallback_rows: Vec<usize>,
     /// The decode-attention kernel.
     attention: DecodeAttention,
+    /// Whether steps run as captured CUDA graphs (`set_graphs`, `R1_CUDA_DECODE_GRAPHS=1`).
+    use_graphs: bool,
+    /// Captured steps by shape: one `cuGraphLaunch` instead of ~13 launches per layer.
+    graphs: HashMap<GraphKey, DeviceGraph>,
+    /// Shapes stepped once uncaptured (the second step of a shape captures it).
+    warmed: HashSet<GraphKey>,
+}
+
+/// What a captured decode step bakes in besides the decoder's own buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GraphKey {
+    /// Rows of the step.
+    rows: usize,
+    /// Rows whose logits are gathered (None: all).
+    logit_rows: Option<usize>,
+    /// The decode-attention kernel.
+    attention: DecodeAttention,
+    /// Device address of the model's bf16 weights (another model, another graph).
+    weights: u64,
 }
 
 impl DeviceDecoder {
@@ -176,12 +201,22 @@ impl DeviceDecoder {
             vocab: v,
             fallback_rows: Vec::new(),
             attention: DecodeAttention::from_env(),
+            use_graphs: std::env::var("R1_CUDA_DECODE_GRAPHS").as_deref() == Ok("1"),
+            graphs: HashMap::new(),
+            warmed: HashSet::new(),
         })
     }
 
     /// Bytes of the KV cache.
     pub fn cache_bytes(&self) -> usize {
         2 * self.cache_k.len() * 2
+    }
+
+    /// Runs later steps as CUDA graphs, captured once per shape (rows, logit rows, kernel,
+    /// model) and replayed with one launch; off by default until a GPU run confirms it
+    /// (`R1_CUDA_DECODE_GRAPHS=1` turns it on for new decoders).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
     }
 
     /// Chooses the decode-attention kernel for later steps.
@@ -351,6 +386,51 @@ impl DeviceDecoder {
         }
         inputs[2 * r..2 * r + s].copy_from_slice(positions);
         be.copy_to_device(&self.step_inputs, 0, &inputs)?;
+        if let Some(rows) = logit_rows {
+            let rows_u32: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            be.copy_to_device(&self.logit_rows, 0, &rows_u32)?;
+        }
+        let n_logits = logit_rows.map(|rows| rows.len());
+        if self.use_graphs {
+            // Every pointer and size the launches bake in is in the key; tokens, slots,
+            // positions and logit rows are read from device buffers, so one graph serves every
+            // step of the same shape.
+            let key = GraphKey {
+                rows: s,
+                logit_rows: n_logits,
+                attention: self.attention,
+                weights: model.w(0),
+            };
+            if let Some(graph) = self.graphs.get(&key) {
+                graph.launch(be)?;
+            } else if self.warmed.insert(key) {
+                // The first step of a shape runs uncaptured: modules, functions and cuBLAS's
+                // lazily loaded kernels are loaded outside any capture.
+                self.enqueue(be, model, s, n_logits)?;
+            } else {
+                be.load_all_kernels()?;
+                let graph = be.capture(|| self.enqueue(be, model, s, n_logits))?;
+                graph.launch(be)?;
+                self.graphs.insert(key, graph);
+            }
+        } else {
+            self.enqueue(be, model, s, n_logits)?;
+        }
+        self.logit_count = n_logits.unwrap_or(s);
+        Ok(())
+    }
+
+    /// Queues one step's launches for `s` rows whose inputs are in `step_inputs` (and
+    /// `logit_rows` for `n_logits` of them): the sequence `step` runs or captures as a graph.
+    fn enqueue(
+        &self,
+        be: &CudaBackend,
+        model: &DeviceModel,
+        s: usize,
+        n_logits: Option<usize>,
+    ) -> Result<(), CudaError> {
+        let cfg = &model.config;
+        let r = self.max_rows;
         let (d_tokens, d_slots, d_positions) = (
             self.step_inputs.ptr(),
             self.step_inputs.at(r),
@@ -444,15 +524,9 @@ impl DeviceDecoder {
         }
         ops::rmsnorm_forward(be, ln, rstd, x, model.w(lay.final_norm), s, c, eps)?;
         let head = model.w(lay.lm_head);
-        match logit_rows {
-            None => {
-                ops::matmul_forward(be, self.logits.ptr(), ln, head, None, s, c, v, false)?;
-                self.logit_count = s;
-            }
-            Some(rows) => {
-                let rows_u32: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-                be.copy_to_device(&self.logit_rows, 0, &rows_u32)?;
-                let n = rows.len();
+        match n_logits {
+            None => ops::matmul_forward(be, self.logits.ptr(), ln, head, None, s, c, v, false),
+            Some(n) => {
                 be.launch_1d(
                     ("decode", "gather_rows"),
                     n * c,
@@ -474,11 +548,9 @@ impl DeviceDecoder {
                     c,
                     v,
                     false,
-                )?;
-                self.logit_count = n;
+                )
             }
         }
-        Ok(())
     }
 
     /// The logits of the last step [rows, V], copied to the host (tests, small vocabularies).

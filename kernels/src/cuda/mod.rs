@@ -23,7 +23,8 @@ pub mod model;
 pub mod ops;
 
 pub use backend::{
-    compile_kernel_ptx, kernel_sources, nvrtc_available, CudaBackend, DeviceBuffer, KernelSource,
+    compile_kernel_ptx, kernel_sources, nvrtc_available, CudaBackend, DeviceBuffer, DeviceGraph,
+    KernelSource,
 };
 pub use decode::{DecodeAttention, DeviceDecoder, DeviceSampling};
 pub use error::CudaError;
