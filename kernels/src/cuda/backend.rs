@@ -239,6 +239,57 @@ impl<T> Drop for DeviceBuffer<T> {
     }
 }
 
+/// Page-locked host memory for `len` values of `T` (zeroed): a staging area whose copies to the
+/// device are truly asynchronous (pageable memory makes the driver stage each copy on the host
+/// first). `write` waits for the last copy out of it before handing it out, so the host never
+/// overwrites values a queued copy has not read yet.
+pub struct PinnedBuffer<T> {
+    ptr: *mut T,
+    len: usize,
+    /// Recorded after each copy out of the buffer.
+    event: drv_sys::CUevent,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the host memory is owned by this value; device copies out of it are fenced by `event`.
+unsafe impl<T: Send> Send for PinnedBuffer<T> {}
+unsafe impl<T: Sync> Sync for PinnedBuffer<T> {}
+
+impl<T: Copy> PinnedBuffer<T> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The values, for writing, once the last copy out of them has completed.
+    pub fn write(&mut self) -> Result<&mut [T], CudaError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| CudaError::driver("binding the context", e))?;
+        unsafe { drv::event::synchronize(self.event) }
+            .map_err(|e| CudaError::driver("waiting for a staging copy", e))?;
+        // SAFETY: `ptr` holds `len` initialised values (zeroed at allocation) owned by `self`.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) })
+    }
+}
+
+impl<T> Drop for PinnedBuffer<T> {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        unsafe {
+            // A copy still reading the buffer must finish before it is freed.
+            let _ = drv::event::synchronize(self.event);
+            let _ = drv::event::destroy(self.event);
+            let _ = drv::free_host(self.ptr as *mut c_void);
+        }
+    }
+}
+
 /// A captured sequence of stream operations (`CudaBackend::capture`), replayed by `launch` with
 /// the same arguments (device addresses and sizes baked in; buffer contents read at replay).
 pub struct DeviceGraph {
@@ -551,6 +602,59 @@ impl CudaBackend {
         let buf = self.alloc(host.len())?;
         self.copy_to_device(&buf, 0, host)?;
         Ok(buf)
+    }
+
+    /// `len` zeroed values of page-locked host memory (see `PinnedBuffer`).
+    pub fn alloc_pinned<T: Copy>(&self, len: usize) -> Result<PinnedBuffer<T>, CudaError> {
+        self.bind()?;
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let ptr = unsafe { drv::malloc_host(bytes, 0) }
+            .map_err(|e| CudaError::driver(format!("allocating {bytes} pinned host bytes"), e))?;
+        // SAFETY: `bytes` writable bytes were just allocated; all-zero bytes are a valid value of
+        // the plain number types this holds.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        let event = drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING);
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                let _ = unsafe { drv::free_host(ptr) };
+                return Err(CudaError::driver("creating a staging event", e));
+            }
+        };
+        Ok(PinnedBuffer {
+            ptr: ptr as *mut T,
+            len,
+            event,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    /// Queues a copy of `src[..n]` into `dst` at element `at`, asynchronously (the host may go on;
+    /// `src.write()` waits for this copy before handing the values out again).
+    pub fn copy_pinned_to_device<T: Copy>(
+        &self,
+        dst: &DeviceBuffer<T>,
+        at: usize,
+        src: &PinnedBuffer<T>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        if n > src.len || at + n > dst.len {
+            return Err(CudaError::Input(format!(
+                "staged upload of {n} values (staging {}) at {at} into a buffer of {}",
+                src.len, dst.len
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: `src.ptr` holds `src.len` ≥ n values, alive until `src` is dropped, which
+        // waits for the event recorded below.
+        let values = unsafe { std::slice::from_raw_parts(src.ptr, n) };
+        unsafe { drv::memcpy_htod_async(dst.at(at), values, self.stream) }
+            .map_err(|e| CudaError::driver("staged host-to-device copy", e))?;
+        unsafe { drv::event::record(src.event, self.stream) }
+            .map_err(|e| CudaError::driver("recording a staging event", e))
     }
 
     /// Writes `host` into `dst` starting at element `at`.

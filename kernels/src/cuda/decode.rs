@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use half::bf16;
 
-use super::backend::{Arg, CudaBackend, DeviceBuffer, DeviceGraph};
+use super::backend::{Arg, CudaBackend, DeviceBuffer, DeviceGraph, PinnedBuffer};
 use super::error::CudaError;
 use super::model::DeviceModel;
 use super::ops::{self, SAMPLE_THREADS};
@@ -122,9 +122,10 @@ pub struct DeviceDecoder {
     picked: DeviceBuffer<bf16>,
     /// Logits of the last step [S, V].
     logits: DeviceBuffer<f32>,
-    /// The step's inputs in one upload: tokens | slots | positions, [3, max_rows].
+    /// The step's inputs in one upload: tokens | slots | positions | logit rows, [4, max_rows].
     step_inputs: DeviceBuffer<u32>,
-    logit_rows: DeviceBuffer<u32>,
+    /// Page-locked staging of `step_inputs` on the host.
+    staging: PinnedBuffer<u32>,
     /// Per-row sampling parameters, 4 words a row (see sample.cu): one upload per `sample`.
     sample_params: DeviceBuffer<u64>,
     /// Per-row results, 4 words a row (token, two log-probs, status): one download per `sample`.
@@ -193,8 +194,8 @@ impl DeviceDecoder {
             h: be.alloc(r * i)?,
             picked: be.alloc(r * c)?,
             logits: be.alloc(r * v)?,
-            step_inputs: be.alloc(3 * r)?,
-            logit_rows: be.alloc(r)?,
+            step_inputs: be.alloc(4 * r)?,
+            staging: be.alloc_pinned(4 * r)?,
             sample_params: be.alloc(4 * r)?,
             sample_results: be.alloc(4 * r)?,
             logit_count: 0,
@@ -366,6 +367,13 @@ impl DeviceDecoder {
                 )));
             }
         }
+        if let Some(rows) = logit_rows.filter(|rows| rows.len() > self.max_rows) {
+            return Err(CudaError::Input(format!(
+                "decode step: logits asked for {} rows, at most {}",
+                rows.len(),
+                self.max_rows
+            )));
+        }
         if let Some(&bad) = logit_rows.and_then(|rows| rows.iter().find(|&&r| r >= s)) {
             return Err(CudaError::Input(format!(
                 "decode step: logits asked for row {bad} of {s}"
@@ -377,19 +385,25 @@ impl DeviceDecoder {
                 cfg.vocab_size
             )));
         }
-        // One host-to-device copy per step instead of three.
+        // One asynchronous host-to-device copy per step, from page-locked staging: tokens |
+        // slots | positions | logit rows.
         let r = self.max_rows;
-        let mut inputs = vec![0u32; 3 * r];
-        inputs[..s].copy_from_slice(tokens);
-        for (dst, &slot) in inputs[r..r + s].iter_mut().zip(slots) {
+        let staged = self.staging.write()?;
+        staged[..s].copy_from_slice(tokens);
+        for (dst, &slot) in staged[r..r + s].iter_mut().zip(slots) {
             *dst = slot as u32;
         }
-        inputs[2 * r..2 * r + s].copy_from_slice(positions);
-        be.copy_to_device(&self.step_inputs, 0, &inputs)?;
-        if let Some(rows) = logit_rows {
-            let rows_u32: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-            be.copy_to_device(&self.logit_rows, 0, &rows_u32)?;
-        }
+        staged[2 * r..2 * r + s].copy_from_slice(positions);
+        let n_staged = match logit_rows {
+            Some(rows) => {
+                for (dst, &row) in staged[3 * r..].iter_mut().zip(rows) {
+                    *dst = row as u32;
+                }
+                3 * r + rows.len()
+            }
+            None => 3 * r,
+        };
+        be.copy_pinned_to_device(&self.step_inputs, 0, &self.staging, n_staged)?;
         let n_logits = logit_rows.map(|rows| rows.len());
         if self.use_graphs {
             // Every pointer and size the launches bake in is in the key; tokens, slots,
@@ -533,7 +547,7 @@ impl DeviceDecoder {
                     &[
                         Arg::Ptr(self.picked.ptr()),
                         Arg::Ptr(ln),
-                        Arg::Ptr(self.logit_rows.ptr()),
+                        Arg::Ptr(self.step_inputs.at(3 * r)),
                         Arg::int(n)?,
                         Arg::int(c)?,
                     ],
