@@ -327,10 +327,10 @@ pub struct DeviceActivations {
     logits: DeviceBuffer<f32>,
     dlogits: DeviceBuffer<bf16>,
     row_lse: DeviceBuffer<f32>,
-    row_logp: DeviceBuffer<f32>,
-    row_entropy: DeviceBuffer<f32>,
-    row_dlogp: DeviceBuffer<f32>,
-    row_dentropy: DeviceBuffer<f32>,
+    /// log p | entropy per row [2, R]: one download per chunk.
+    row_stats: DeviceBuffer<f32>,
+    /// d loss / d log p | d loss / d entropy per row [2, R]: one upload per chunk.
+    row_dstats: DeviceBuffer<f32>,
     /// Rows per head chunk.
     head_rows: usize,
 }
@@ -396,10 +396,8 @@ impl DeviceActivations {
             logits: be.alloc(head_rows * v)?,
             dlogits: be.alloc(head_rows * v)?,
             row_lse: be.alloc(head_rows)?,
-            row_logp: be.alloc(head_rows)?,
-            row_entropy: be.alloc(head_rows)?,
-            row_dlogp: be.alloc(head_rows)?,
-            row_dentropy: be.alloc(head_rows)?,
+            row_stats: be.alloc(2 * head_rows)?,
+            row_dstats: be.alloc(2 * head_rows)?,
             head_rows,
         })
     }
@@ -610,8 +608,10 @@ pub fn head(
         },
         loss: 0.0,
     };
-    let mut entropy = vec![0.0f32; acts.head_rows];
-    let (mut d_logp, mut d_entropy) = (vec![0.0f32; acts.head_rows], vec![0.0f32; acts.head_rows]);
+    let hr = acts.head_rows;
+    // Host copies of row_stats and row_dstats: log p | entropy, d log p | d entropy.
+    let mut stats = vec![0.0f32; 2 * hr];
+    let mut dstats = vec![0.0f32; 2 * hr];
     let mut start = 0;
     while start < n {
         let rows = acts.head_rows.min(n - start);
@@ -630,15 +630,17 @@ pub fn head(
         ops::classifier_stats(
             be,
             acts.row_lse.ptr(),
-            acts.row_logp.ptr(),
-            acts.row_entropy.ptr(),
+            acts.row_stats.ptr(),
+            acts.row_stats.at(hr),
             acts.logits.ptr(),
             acts.targets.at(start),
             rows,
             v,
         )?;
-        be.copy_to_host(&mut out.logp[start..start + rows], &acts.row_logp, 0)?;
-        be.copy_to_host(&mut entropy[..rows], &acts.row_entropy, 0)?;
+        // One download (one host sync) per chunk: the whole [2, R] block, rows used.
+        be.copy_to_host(&mut stats, &acts.row_stats, 0)?;
+        let (logp, entropy) = stats.split_at(hr);
+        out.logp[start..start + rows].copy_from_slice(&logp[..rows]);
         if entropy_needed {
             out.entropy[start..start + rows].copy_from_slice(&entropy[..rows]);
         }
@@ -648,22 +650,22 @@ pub fn head(
         };
         let mut any = false;
         for r in 0..rows {
-            let tl = objective.token(start + r, out.logp[start + r], entropy[r]);
+            let tl = objective.token(start + r, logp[r], entropy[r]);
             out.loss += tl.loss;
-            d_logp[r] = tl.d_logp;
-            d_entropy[r] = tl.d_entropy;
+            dstats[r] = tl.d_logp;
+            dstats[hr + r] = tl.d_entropy;
             any |= tl.d_logp != 0.0 || tl.d_entropy != 0.0;
         }
         if grads && any {
-            be.copy_to_device(&acts.row_dlogp, 0, &d_logp[..rows])?;
-            be.copy_to_device(&acts.row_dentropy, 0, &d_entropy[..rows])?;
+            // One upload per chunk (rows past `rows` are never read).
+            be.copy_to_device(&acts.row_dstats, 0, &dstats)?;
             ops::classifier_grad(
                 be,
                 acts.dlogits.ptr(),
                 acts.logits.ptr(),
                 acts.targets.at(start),
-                (acts.row_lse.ptr(), acts.row_entropy.ptr()),
-                (acts.row_dlogp.ptr(), acts.row_dentropy.ptr()),
+                (acts.row_lse.ptr(), acts.row_stats.at(hr)),
+                (acts.row_dstats.ptr(), acts.row_dstats.at(hr)),
                 rows,
                 v,
             )?;
