@@ -2400,9 +2400,13 @@ fn decode_steps_replayed_as_cuda_graphs_give_the_same_logits_and_tokens() {
     };
     let (plain_logits, plain_tokens) = run(false);
     let (graph_logits, graph_tokens) = run(true);
-    assert_eq!(
-        graph_logits, plain_logits,
-        "a replayed graph computes what the launches compute"
+    // The same kernels on the same inputs; cuBLAS may pick another algorithm once the capture
+    // has given it a fixed workspace, so the order of additions (not more) may differ.
+    check(
+        "decode logits, graphs vs plain launches",
+        &graph_logits,
+        &plain_logits,
+        1e-6,
     );
-    assert_eq!(graph_tokens, plain_tokens);
+    assert_eq!(graph_tokens, plain_tokens, "the same draws");
 }
