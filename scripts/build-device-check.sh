@@ -41,12 +41,40 @@ for m in tiny-qwen2 tiny-llama; do
   cp -r "$fixtures/models/$m" "$out/fixtures/models/"
 done
 
-# The GRPO comparison's model: the tiny run's SFT'd byte model (seconds here), its data and a
-# config template device-check.sh fills in (@MODEL@, @DATA@, @OUTPUT@; it appends the
-# `[devices]` section for the GPU run).
+# The GRPO comparison's model: the tiny built-in run's byte model after 300 SFT steps (about a
+# second here; it then writes the answer format most of the time, so GRPO groups have reward
+# variance and the learner really updates), its data and a config template device-check.sh
+# fills in (@MODEL@, @DATA@, @OUTPUT@; it appends the `[devices]` section for the GPU run).
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-(cd "$scratch" && "$out/bin/r1ctl" run --config "$root/config/examples/run/tiny.toml" >/dev/null)
+cat >"$scratch/run.toml" <<'TOML'
+seed = 0
+time_budget_secs = 0
+
+[model]
+hidden_size = 32
+intermediate_size = 64
+num_layers = 1
+num_heads = 2
+num_kv_heads = 1
+
+[sft]
+examples = 32
+steps = 300
+batch_size = 4
+warmup_steps = 1
+
+[grpo]
+steps = 3
+prompts_per_step = 2
+group_size = 4
+max_new_tokens = 24
+
+[eval]
+problems = 8
+samples = 2
+TOML
+(cd "$scratch" && "$out/bin/r1ctl" run --config "$scratch/run.toml" >/dev/null)
 cp -r "$scratch/runs/default/final" "$out/tiny-model"
 cp config/examples/data/addition.jsonl "$out/addition.jsonl"
 cat >"$out/grpo-device.toml" <<'TOML'
@@ -71,6 +99,11 @@ path = "@DATA@"
 temperature = 1.0
 max_new_tokens = 24
 
+[rewards.weights]
+accuracy = 1.0
+format = 1.0
+language = 0.0
+
 [learner]
 group_size = 4
 minibatches = 1
@@ -87,7 +120,7 @@ total_steps = 0
 min_lr_ratio = 1.0
 
 [grpo]
-steps = 6
+steps = 10
 prompts_per_step = 4
 max_batch = 16
 

@@ -12,7 +12,8 @@
 #      shapes and GPU (≤ 2 × 100 + 120 s), as
 #      % of this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
 # Then one short table. The timeouts add up to under 10 minutes. Outputs go to $OUT when set (else device-check/out).
-# Exit status: 0 when parity passed and the GPU GRPO run (if it ran) tracked the CPU's; else 1;
+# Exit status: 0 when parity passed (none skipped) and the GPU GRPO run (if it ran) tracked the
+# CPU's; else 1;
 # 2 when device-check/ is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -99,11 +100,14 @@ if not gpu:
 elif len(gpu) != len(cpu):
     print(f"FAIL: {len(gpu)} GPU steps vs {len(cpu)} CPU steps")
 else:
-    # Step 1 samples from the same initial weights with the same seeds: equal rewards. Later steps
-    # learn in bf16 on the GPU, f32 on the CPU: the curves may drift, within 0.2 on average.
-    mean_diff = sum(abs(a - b) for a, b in zip(cpu, gpu)) / len(cpu)
-    ok = abs(cpu[0] - gpu[0]) < 1e-6 and mean_diff <= 0.2
-    print(f"{'PASS' if ok else 'FAIL'}: step-1 reward {gpu[0]:.3f} vs {cpu[0]:.3f}, mean |diff| {mean_diff:.3f} (bound 0.2)")
+    # Step 1 samples from the same initial weights with the same seeds (the sampler stays on the
+    # CPU): equal rewards. Later steps learn in bf16 on the GPU and f32 on the CPU, so samples
+    # diverge; a step's reward is a mean over 16 samples (noise ~0.12), so the runs' mean rewards
+    # are compared, within 0.15 (about 2 sigma over 10 steps).
+    gap = abs(sum(cpu) / len(cpu) - sum(gpu) / len(gpu))
+    ok = abs(cpu[0] - gpu[0]) < 1e-6 and gap <= 0.15
+    print(f"{'PASS' if ok else 'FAIL'}: step-1 reward {gpu[0]:.3f} vs {cpu[0]:.3f}; mean reward "
+          f"{sum(gpu) / len(gpu):.3f} vs {sum(cpu) / len(cpu):.3f} (bound 0.15)")
 PY
 )"
   cat "$out/grpo-curves.txt"
@@ -155,8 +159,10 @@ peaks = r1.get("peaks") or new.get("peaks") or {}
 gpu = peaks.get("device") or sys.argv[7] or "unknown GPU"
 print(f"GPU: {gpu}; peaks: " + (f"{peaks['peaks_of']} spec, {peaks['bf16_tflops']:.0f} TFLOP/s bf16 dense, "
       f"{peaks['hbm_tb_per_s']:.2f} TB/s HBM" if peaks.get("peaks_of") else "not in the table, no % shown"))
-print(f"parity: exit {sys.argv[5]}" + (f", {m.group(1)} passed, {m.group(2)} failed" if m else ""))
-print(f"model-level parity with the tiled training attention and grouped decode attention: exit {sys.argv[8]}")
+skipped = parity_text.count("SKIP ")
+print(f"parity: exit {sys.argv[5]}" + (f", {m.group(1)} passed, {m.group(2)} failed" if m else "")
+      + (f", {skipped} SKIPPED (no usable GPU: these passed without running)" if skipped else ""))
+print(f"model-level parity with the tiled training attention, grouped decode attention and decode graphs: exit {sys.argv[8]}")
 print(f"grpo cpu vs cuda:0: {sys.argv[6]}")
 def pct(r):
     if not r or not peaks.get("peaks_of"):
@@ -173,5 +179,7 @@ for name, a, b in (("train, row attention", r1.get("train"), torch.get("train"))
 PY
 status=0
 [[ $parity -eq 0 ]] || status=1
+# A parity test that skipped found no usable GPU: not a pass.
+grep -q "^SKIP \|\.\.\. SKIP " "$out/parity.txt" && status=1
 [[ "$grpo_status" == FAIL* ]] && status=1
 exit $status
