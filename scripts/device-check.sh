@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # The whole GPU check, run on the GPU machine from the repo root with device-check/ (built by
-# scripts/build-device-check.sh) carried along: the GPU parity tests, then the throughput table
-# (train tokens/s + MFU on a Qwen2-0.5B shape, decode tokens/s at batch 64 against the HBM
-# roofline) beside PyTorch on the same shapes. Builds nothing. Each part has a timeout (120 + 170 + 150 s): under 8 minutes in all.
-# Copies of the outputs go to $OUT when set. Exit status: that of the parity tests.
+# scripts/build-device-check.sh) carried along. Builds nothing; under 10 minutes in all:
+#   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 150 s),
+#      then the model-level tests with the tiled/grouped attention and decode graphs on (≤ 70 s);
+#   2. GRPO: the same short run of a tiny model with the learner on the CPU and on cuda:0
+#      (`[devices] learner = "cuda:0"`), reward curves side by side (≤ 2 × 50 s); a refused GPU
+#      run is reported as such, not as a failure of the rest;
+#   3. throughput: r1 (train MFU on a Qwen2-0.5B shape 8×512, decode at batch 64 from position
+#      512), once with the reviewed kernels and once with the tiled training attention, the
+#      grouped decode attention and decode steps as CUDA graphs, beside PyTorch on the same
+#      shapes and GPU (≤ 2 × 100 + 120 s), as
+#      % of this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
+# Then one short table. The timeouts add up to under 10 minutes. Outputs go to $OUT when set (else device-check/out).
+# Exit status: 0 when parity passed (none skipped) and the GPU GRPO run (if it ran) tracked the
+# CPU's; else 1;
+# 2 when device-check/ is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir="$PWD/device-check"
@@ -12,64 +23,163 @@ mkdir -p "$out"
 [[ -x "$dir/bin/cuda_parity" ]] || { echo "device-check: $dir/bin is missing; run scripts/build-device-check.sh first" >&2; exit 2; }
 
 # cuBLAS (and NVRTC, only needed if a kernel's PTX were missing) from the CUDA 13 wheels PyTorch
-# brings, plus a system CUDA if there is one. libcuda comes with the driver.
+# brings, first; a system CUDA only after them, and only folders holding CUDA 13 (.so.13)
+# libraries, so a CUDA 12 libcublas can never be loaded under the CUDA 13 bindings. libcuda
+# comes with the driver.
 libs="$(python3 - <<'PY'
 import glob, os, site
-roots = set(site.getsitepackages() + [site.getusersitepackages()])
-dirs = set()
+roots = sorted(set(site.getsitepackages() + [site.getusersitepackages()]))
+wheel, system = [], []
 for r in roots:
     for pat in ("nvidia/*/lib/libcublas.so.13*", "nvidia/*/lib/libnvrtc.so.13*", "nvidia/*/lib/libcublasLt.so.13*"):
-        dirs.update(os.path.dirname(f) for f in glob.glob(os.path.join(r, pat)))
+        for f in sorted(glob.glob(os.path.join(r, pat))):
+            d = os.path.dirname(f)
+            if d not in wheel:
+                wheel.append(d)
 for d in ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"):
-    if os.path.isdir(d):
-        dirs.add(d)
-print(":".join(sorted(dirs)))
+    if glob.glob(os.path.join(d, "libcublas.so.13*")) and d not in wheel:
+        system.append(d)
+print(":".join(wheel + system))
 PY
 )"
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export R1_CUDA_PTX_CACHE="$dir/ptx"
 export R1_FIXTURES="$dir/fixtures"
-echo "== machine"
+gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+echo "== machine: ${gpu_name:-no GPU found by nvidia-smi}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
-echo "== GPU parity tests"
+echo "== 1. GPU parity tests"
 start=$SECONDS
-timeout 120 "$dir/bin/cuda_parity" --test-threads=1 --nocapture >"$out/parity.txt" 2>&1
+timeout 110 "$dir/bin/cuda_parity" --test-threads=1 --nocapture >"$out/parity.txt" 2>&1
 parity=$?
-grep -E "relative error|^test |test result|panicked|SKIP" "$out/parity.txt" | tail -n 90
+grep -E "relative error|^test |test result|panicked|SKIP" "$out/parity.txt" | tail -n 120
 echo "parity tests: exit $parity in $((SECONDS - start)) s"
-
-echo "== r1 CUDA benchmark"
+# The model-level tests again with the new kernels switched on (tiled tensor-core training
+# attention, grouped decode attention): whether they can become the defaults.
 start=$SECONDS
-timeout 170 "$dir/bin/cuda_bench" --train-batch 8 --train-len 512 --train-steps 5 \
-  --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/bench.txt" 2>&1
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 70 \
+  "$dir/bin/cuda_parity" \
+  --test-threads=1 --nocapture device_model fixtures entropy reward_model decode >"$out/parity-new-kernels.txt" 2>&1
+parity_new=$?
+grep -E "^test |test result|panicked" "$out/parity-new-kernels.txt" | tail -n 20
+echo "parity with tiled training attention, grouped decode attention, decode graphs: exit $parity_new in $((SECONDS - start)) s"
+
+echo "== 2. GRPO, tiny model: learner on the CPU, then on cuda:0"
+grpo_status="not run"
+if [[ -x "$dir/bin/r1ctl" && -d "$dir/tiny-model" ]]; then
+  for dev in cpu cuda:0; do
+    tag="${dev//:/}"
+    cfg="$out/grpo-$tag.toml"
+    sed -e "s#@MODEL@#$dir/tiny-model#" -e "s#@DATA@#$dir/addition.jsonl#" \
+      -e "s#@OUTPUT@#$out/grpo-$tag-run#" "$dir/grpo-device.toml" >"$cfg"
+    # The CPU run is today's config; the GPU run adds the device section the trainer reads.
+    [[ $dev == cpu ]] || printf '\n[devices]\nlearner = "%s"\n' "$dev" >>"$cfg"
+    rm -rf "$out/grpo-$tag-run"
+    start=$SECONDS
+    timeout 45 "$dir/bin/r1ctl" train "$cfg" >"$out/grpo-$tag.txt" 2>"$out/grpo-$tag.err"
+    echo "grpo on $dev: exit $? in $((SECONDS - start)) s"
+    tail -n 3 "$out/grpo-$tag.err"
+  done
+  grpo_status="$(python3 - "$out/grpo-cpu.txt" "$out/grpo-cuda0.txt" "$out/grpo-cuda0.err" "$out/grpo-curves.txt" <<'PY'
+import re, sys
+def curve(path):
+    try:
+        return [float(m.group(1)) for m in re.finditer(r"^step\s+\d+/\d+\s+reward\s+(-?[\d.]+)", open(path).read(), re.M)]
+    except OSError:
+        return []
+cpu, gpu = curve(sys.argv[1]), curve(sys.argv[2])
+err = open(sys.argv[3], errors="replace").read()
+with open(sys.argv[4], "w") as f:
+    print("cpu reward curve:", " ".join(f"{r:.3f}" for r in cpu), file=f)
+    print("gpu reward curve:", " ".join(f"{r:.3f}" for r in gpu), file=f)
+if not gpu:
+    refused = next((l for l in err.splitlines() if "device" in l.lower() or "cuda" in l.lower()), err.strip()[-200:])
+    print(f"REFUSED: the cuda:0 run gave no steps ({refused.strip()})")
+elif len(gpu) != len(cpu):
+    print(f"FAIL: {len(gpu)} GPU steps vs {len(cpu)} CPU steps")
+else:
+    # Step 1 samples from the same initial weights with the same seeds (the sampler stays on the
+    # CPU): equal rewards. Later steps learn in bf16 on the GPU and f32 on the CPU, so samples
+    # diverge; a step's reward is a mean over 16 samples (noise ~0.12), so the runs' mean rewards
+    # are compared, within 0.15 (about 2 sigma over 10 steps).
+    gap = abs(sum(cpu) / len(cpu) - sum(gpu) / len(gpu))
+    ok = abs(cpu[0] - gpu[0]) < 1e-6 and gap <= 0.15
+    print(f"{'PASS' if ok else 'FAIL'}: step-1 reward {gpu[0]:.3f} vs {cpu[0]:.3f}; mean reward "
+          f"{sum(gpu) / len(gpu):.3f} vs {sum(cpu) / len(cpu):.3f} (bound 0.15)")
+PY
+)"
+  cat "$out/grpo-curves.txt"
+  echo "grpo: $grpo_status"
+else
+  grpo_status="not run: device-check/bin/r1ctl or device-check/tiny-model missing"
+  echo "grpo: $grpo_status"
+fi
+
+echo "== 3. r1 CUDA benchmark: the reviewed kernels, then the tiled training / grouped decode attention"
+start=$SECONDS
+R1_CUDA_TRAIN_ATTENTION=rows R1_CUDA_DECODE_ATTENTION=per-head timeout 100 "$dir/bin/cuda_bench" \
+  --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
+  --decode-steps 64 >"$out/bench.txt" 2>&1
 echo "bench: exit $? in $((SECONDS - start)) s"
-cat "$out/bench.txt"
+grep -v "^JSON" "$out/bench.txt"
+start=$SECONDS
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 100 \
+  "$dir/bin/cuda_bench" \
+  --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
+  --decode-steps 64 >"$out/bench-new-kernels.txt" 2>&1
+echo "bench (tiled training attention, grouped decode attention, decode graphs): exit $? in $((SECONDS - start)) s"
+grep -v "^JSON" "$out/bench-new-kernels.txt"
 
 echo "== PyTorch on the same shapes"
 start=$SECONDS
-timeout 150 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
+timeout 120 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
   --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/torch.txt" 2>&1
 echo "torch: exit $? in $((SECONDS - start)) s"
-cat "$out/torch.txt"
+grep -v "^JSON" "$out/torch.txt"
 
-echo "== summary (peaks: bf16 989 TFLOP/s spec, HBM 4.8 TB/s spec)"
-python3 - "$out/bench.txt" "$out/torch.txt" <<'PY'
-import json, sys
+echo "== summary"
+python3 - "$out/bench.txt" "$out/bench-new-kernels.txt" "$out/torch.txt" "$out/parity.txt" "$parity" "$grpo_status" "$gpu_name" "$parity_new" <<'PY' | tee "$out/summary.txt"
+import json, re, sys
 def rows(path):
     got = {}
-    for line in open(path, errors="replace"):
-        if line.startswith("JSON "):
-            r = json.loads(line[5:])
-            got[r["test"]] = r
+    try:
+        for line in open(path, errors="replace"):
+            if line.startswith("JSON "):
+                r = json.loads(line[5:])
+                got[r["test"]] = r
+    except OSError:
+        pass
     return got
-r1, torch = rows(sys.argv[1]), rows(sys.argv[2])
-print(f"{'test':<8} {'r1 tokens/s':>12} {'r1 % peak':>10} {'torch tokens/s':>15} {'torch % peak':>13}")
-for t in ("train", "decode"):
-    a, b = r1.get(t, {}), torch.get(t, {})
-    f = lambda r, k: f"{r[k]:.0f}" if k in r else "n/a"
-    p = lambda r: f"{r['peak_percent']:.1f}" if "peak_percent" in r else "n/a"
-    print(f"{t:<8} {f(a, 'tokens_per_s'):>12} {p(a):>10} {f(b, 'tokens_per_s'):>15} {p(b):>13}")
+r1, new, torch = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
+parity_text = open(sys.argv[4], errors="replace").read()
+m = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed", parity_text)
+peaks = r1.get("peaks") or new.get("peaks") or {}
+gpu = peaks.get("device") or sys.argv[7] or "unknown GPU"
+print(f"GPU: {gpu}; peaks: " + (f"{peaks['peaks_of']} spec, {peaks['bf16_tflops']:.0f} TFLOP/s bf16 dense, "
+      f"{peaks['hbm_tb_per_s']:.2f} TB/s HBM" if peaks.get("peaks_of") else "not in the table, no % shown"))
+skipped = parity_text.count("SKIP ")
+print(f"parity: exit {sys.argv[5]}" + (f", {m.group(1)} passed, {m.group(2)} failed" if m else "")
+      + (f", {skipped} SKIPPED (no usable GPU: these passed without running)" if skipped else ""))
+print(f"model-level parity with the tiled training attention, grouped decode attention and decode graphs: exit {sys.argv[8]}")
+print(f"grpo cpu vs cuda:0: {sys.argv[6]}")
+def pct(r):
+    if not r or not peaks.get("peaks_of"):
+        return "n/a"
+    peak = peaks["bf16_tflops"] if r["test"] == "train" else peaks["hbm_tb_per_s"]
+    return f"{100 * r['achieved'] / peak:.1f}"
+f = lambda r: f"{r['tokens_per_s']:.0f}" if r else "n/a"
+print(f"{'test':<22} {'r1 tokens/s':>12} {'r1 % peak':>10} {'torch tokens/s':>15} {'torch % peak':>13}")
+for name, a, b in (("train, row attention", r1.get("train"), torch.get("train")),
+                   ("train, tiled attention", new.get("train"), torch.get("train")),
+                   ("decode, per-head attn", r1.get("decode"), torch.get("decode")),
+                   ("decode, grouped+graphs", new.get("decode"), torch.get("decode"))):
+    print(f"{name:<22} {f(a):>12} {pct(a):>10} {f(b):>15} {pct(b):>13}")
 PY
-exit $parity
+status=0
+[[ $parity -eq 0 ]] || status=1
+# A parity test that skipped found no usable GPU: not a pass.
+grep -q "^SKIP \|\.\.\. SKIP " "$out/parity.txt" && status=1
+[[ "$grpo_status" == FAIL* ]] && status=1
+exit $status

@@ -1,9 +1,15 @@
 //! GPU throughput table: `cuda_bench [--train-batch B] [--train-len T] [--train-steps N]
-//! [--decode-batch S] [--decode-context P] [--decode-steps N]` on a random-weight Qwen2-0.5B-shaped
-//! model. Prints a table (and one JSON line per row for scripts). Exit 2 without a GPU.
+//! [--decode-batch S] [--decode-context P] [--decode-steps N] [--skip-train]` on a random-weight
+//! Qwen2-0.5B-shaped model. Prints a table (and one JSON line per row for scripts, plus a `peaks`
+//! line naming the GPU and the spec peaks the percentages use). The attention kernels are
+//! `R1_CUDA_TRAIN_ATTENTION` (`rows` or `tiled`) and `R1_CUDA_DECODE_ATTENTION` (`per-head` or
+//! `grouped`). Exit 2 without a GPU.
 
-use r1_kernels::cuda::bench::{bench_decode, bench_train, qwen2_05b_config, CudaBenchRow};
-use r1_kernels::cuda::CudaBackend;
+use r1_kernels::cuda::bench::{
+    bench_decode, bench_train, gpu_peaks, qwen2_05b_config, CudaBenchRow,
+};
+use r1_kernels::cuda::ops::TrainAttention;
+use r1_kernels::cuda::{CudaBackend, DecodeAttention};
 use r1_kernels::model::Model;
 
 fn arg(args: &[String], name: &str, default: usize) -> Result<usize, String> {
@@ -42,7 +48,9 @@ fn run() -> Result<(), String> {
         model.layout.total
     );
     let mut rows: Vec<CudaBenchRow> = Vec::new();
-    rows.push(bench_train(&be, &model, tb, tt, ts).map_err(|e| format!("train: {e}"))?);
+    if !args.iter().any(|a| a == "--skip-train") {
+        rows.push(bench_train(&be, &model, tb, tt, ts).map_err(|e| format!("train: {e}"))?);
+    }
     rows.push(bench_decode(&be, &model, db, dp, ds).map_err(|e| format!("decode: {e}"))?);
     println!(
         "{:<8} {:<14} {:>12} {:>12} {:>8} {:>10}",
@@ -50,16 +58,43 @@ fn run() -> Result<(), String> {
     );
     for r in &rows {
         let unit = if r.test == "train" { "TFLOP/s" } else { "TB/s" };
+        let percent = r
+            .peak_percent
+            .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}"));
         println!(
-            "{:<8} {:<14} {:>12.0} {:>7.1} {unit:<4} {:>8.1} {:>10.2}",
+            "{:<8} {:<14} {:>12.0} {:>7.1} {unit:<4} {percent:>8} {:>10.2}",
             r.test,
             r.shape,
             r.tokens_per_s,
             r.achieved,
-            r.peak_percent,
             r.step_s * 1e3
         );
     }
+    match gpu_peaks(be.device_name()) {
+        Some(p) => eprintln!(
+            "% peak: {} spec, {:.0} TFLOP/s bf16 dense, {:.2} TB/s HBM",
+            p.model,
+            p.bf16_flops / 1e12,
+            p.hbm_bytes_per_s / 1e12
+        ),
+        None => eprintln!(
+            "% peak: {} is not in the peaks table (cuda::bench::gpu_peaks); no percentages",
+            be.device_name()
+        ),
+    }
+    let peaks = gpu_peaks(be.device_name());
+    println!(
+        "JSON {}",
+        serde_json::json!({
+            "test": "peaks",
+            "device": be.device_name(),
+            "peaks_of": peaks.map(|p| p.model),
+            "bf16_tflops": peaks.map(|p| p.bf16_flops / 1e12),
+            "hbm_tb_per_s": peaks.map(|p| p.hbm_bytes_per_s / 1e12),
+            "decode_attention": format!("{:?}", DecodeAttention::from_env()),
+            "train_attention": format!("{:?}", TrainAttention::from_env()),
+        })
+    );
     for r in &rows {
         println!(
             "JSON {}",

@@ -53,6 +53,10 @@ const SOURCES: &[KernelSource] = &[
         source: include_str!("kernels/attention.cu"),
     },
     KernelSource {
+        name: "attention_tc",
+        source: include_str!("kernels/attention_tc.cu"),
+    },
+    KernelSource {
         name: "classifier",
         source: include_str!("kernels/classifier.cu"),
     },
@@ -83,8 +87,11 @@ fn full_source(kernel: &KernelSource) -> String {
     )
 }
 
-/// NVRTC options besides the architecture: deterministic, IEEE-accurate f32 (the parity tests
-/// compare f32 paths at 1e-5).
+/// NVRTC options besides the architecture. NVRTC's defaults stay: `--fmad=true` contracts
+/// `a * b + c` into fused multiply-adds, and `expf`/`logf` are CUDA's library functions (a few
+/// ulp), so f32 kernels are deterministic run to run but not bit-equal to the CPU twins; the
+/// parity tests' 1e-5 relative bound on f32 paths allows for that. (`--fmad=false` would not make
+/// them bit-equal either: the CPU twins use their own `exp` and summation orders.)
 const NVRTC_OPTIONS: &[&str] = &["--std=c++17", "-default-device"];
 
 /// Whether NVRTC (`libnvrtc.so.13`) can be opened by this process.
@@ -232,6 +239,88 @@ impl<T> Drop for DeviceBuffer<T> {
     }
 }
 
+/// Page-locked host memory for `len` values of `T` (zeroed): a staging area whose copies to the
+/// device are truly asynchronous (pageable memory makes the driver stage each copy on the host
+/// first). `write` waits for the last copy out of it before handing it out, so the host never
+/// overwrites values a queued copy has not read yet.
+pub struct PinnedBuffer<T> {
+    ptr: *mut T,
+    len: usize,
+    /// Recorded after each copy out of the buffer.
+    event: drv_sys::CUevent,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the host memory is owned by this value; device copies out of it are fenced by `event`.
+unsafe impl<T: Send> Send for PinnedBuffer<T> {}
+unsafe impl<T: Sync> Sync for PinnedBuffer<T> {}
+
+impl<T: Copy> PinnedBuffer<T> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The values, for writing, once the last copy out of them has completed.
+    pub fn write(&mut self) -> Result<&mut [T], CudaError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| CudaError::driver("binding the context", e))?;
+        unsafe { drv::event::synchronize(self.event) }
+            .map_err(|e| CudaError::driver("waiting for a staging copy", e))?;
+        // SAFETY: `ptr` holds `len` initialised values (zeroed at allocation) owned by `self`.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) })
+    }
+}
+
+impl<T> Drop for PinnedBuffer<T> {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        unsafe {
+            // A copy still reading the buffer must finish before it is freed.
+            let _ = drv::event::synchronize(self.event);
+            let _ = drv::event::destroy(self.event);
+            let _ = drv::free_host(self.ptr as *mut c_void);
+        }
+    }
+}
+
+/// A captured sequence of stream operations (`CudaBackend::capture`), replayed by `launch` with
+/// the same arguments (device addresses and sizes baked in; buffer contents read at replay).
+pub struct DeviceGraph {
+    exec: drv_sys::CUgraphExec,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: an executable graph is a driver handle, used through the backend's one stream.
+unsafe impl Send for DeviceGraph {}
+unsafe impl Sync for DeviceGraph {}
+
+impl DeviceGraph {
+    /// Replays the graph on the backend's stream.
+    pub fn launch(&self, be: &CudaBackend) -> Result<(), CudaError> {
+        be.bind()?;
+        unsafe { drv::graph::launch(self.exec, be.stream) }
+            .map_err(|e| CudaError::driver("cuGraphLaunch", e))
+    }
+}
+
+impl Drop for DeviceGraph {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _ = unsafe { drv::graph::exec_destroy(self.exec) };
+    }
+}
+
+/// cuBLAS workspace for captured GEMMs: cuBLAS must not allocate while a stream is captured, so
+/// a fixed workspace is set before the first capture (32 MiB, NVIDIA's figure for Hopper).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// A kernel argument: device pointers and scalars as the kernel declares them.
 #[derive(Debug, Clone, Copy)]
 pub enum Arg {
@@ -272,6 +361,12 @@ pub struct CudaBackend {
     /// Reusable f32 scratch for ops' intermediate results (column-sum partials): ops run in
     /// stream order, so one buffer serves them all; it only grows.
     scratch: Mutex<Option<DeviceBuffer<f32>>>,
+    /// Reusable u32 scratch (token grouping of the embedding backward).
+    index_scratch: Mutex<Option<DeviceBuffer<u32>>>,
+    /// Reusable f64 scratch (gradient-norm partial sums).
+    f64_scratch: Mutex<Option<DeviceBuffer<f64>>>,
+    /// cuBLAS's fixed workspace, set before the first graph capture.
+    cublas_workspace: Mutex<Option<DeviceBuffer<u8>>>,
     /// Streaming multiprocessors: grid sizes for grid-stride kernels.
     sm_count: usize,
     name: String,
@@ -388,6 +483,9 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             ptx_cache,
             scratch: Mutex::new(None),
+            index_scratch: Mutex::new(None),
+            f64_scratch: Mutex::new(None),
+            cublas_workspace: Mutex::new(None),
             sm_count,
             name,
         })
@@ -432,18 +530,64 @@ impl CudaBackend {
     /// use only: a kernel queued before a later call may still be reading it, so growing
     /// synchronises before freeing the old buffer).
     pub fn scratch_f32(&self, len: usize) -> Result<u64, CudaError> {
-        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        self.grow_scratch(&self.scratch, len)
+    }
+
+    /// As `scratch_f32`, for u32 indices (`embedding_backward`'s grouping): a buffer of its own,
+    /// so no per-call `cuMemAlloc`/`cuMemFree` (a free synchronises the whole device).
+    pub fn scratch_u32(&self, len: usize) -> Result<u64, CudaError> {
+        self.grow_scratch(&self.index_scratch, len)
+    }
+
+    /// As `scratch_f32`, for f64 partial sums (`grad_norm`).
+    pub fn scratch_f64(&self, len: usize) -> Result<u64, CudaError> {
+        self.grow_scratch(&self.f64_scratch, len)
+    }
+
+    fn grow_scratch<T>(
+        &self,
+        slot: &Mutex<Option<DeviceBuffer<T>>>,
+        len: usize,
+    ) -> Result<u64, CudaError> {
+        let mut scratch = slot.lock().unwrap_or_else(|p| p.into_inner());
         match scratch.as_ref() {
             Some(buf) if buf.len() >= len => Ok(buf.ptr()),
             _ => {
                 self.synchronize()?;
                 *scratch = None;
-                let buf = self.alloc::<f32>(len.max(1 << 16))?;
+                let buf = self.alloc::<T>(len.max(1 << 16))?;
                 let ptr = buf.ptr();
                 *scratch = Some(buf);
                 Ok(ptr)
             }
         }
+    }
+
+    /// Writes `host` to device address `dst` (a scratch address from `scratch_*`, which holds
+    /// at least `host.len()` values: the caller asked for that many).
+    pub(crate) fn copy_to_scratch<T: Copy>(&self, dst: u64, host: &[T]) -> Result<(), CudaError> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_htod_async(dst, host, self.stream) }
+            .map_err(|e| CudaError::driver("host-to-device copy", e))
+    }
+
+    /// Reads `out.len()` values from device address `src` (a scratch address holding at least
+    /// that many) and synchronises the stream.
+    pub(crate) fn copy_from_scratch<T: Copy>(
+        &self,
+        out: &mut [T],
+        src: u64,
+    ) -> Result<(), CudaError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        unsafe { drv::memcpy_dtoh_async(out, src, self.stream) }
+            .map_err(|e| CudaError::driver("device-to-host copy", e))?;
+        self.synchronize()
     }
 
     /// `len` zeros.
@@ -458,6 +602,59 @@ impl CudaBackend {
         let buf = self.alloc(host.len())?;
         self.copy_to_device(&buf, 0, host)?;
         Ok(buf)
+    }
+
+    /// `len` zeroed values of page-locked host memory (see `PinnedBuffer`).
+    pub fn alloc_pinned<T: Copy>(&self, len: usize) -> Result<PinnedBuffer<T>, CudaError> {
+        self.bind()?;
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let ptr = unsafe { drv::malloc_host(bytes, 0) }
+            .map_err(|e| CudaError::driver(format!("allocating {bytes} pinned host bytes"), e))?;
+        // SAFETY: `bytes` writable bytes were just allocated; all-zero bytes are a valid value of
+        // the plain number types this holds.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        let event = drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING);
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                let _ = unsafe { drv::free_host(ptr) };
+                return Err(CudaError::driver("creating a staging event", e));
+            }
+        };
+        Ok(PinnedBuffer {
+            ptr: ptr as *mut T,
+            len,
+            event,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    /// Queues a copy of `src[..n]` into `dst` at element `at`, asynchronously (the host may go on;
+    /// `src.write()` waits for this copy before handing the values out again).
+    pub fn copy_pinned_to_device<T: Copy>(
+        &self,
+        dst: &DeviceBuffer<T>,
+        at: usize,
+        src: &PinnedBuffer<T>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        if n > src.len || at + n > dst.len {
+            return Err(CudaError::Input(format!(
+                "staged upload of {n} values (staging {}) at {at} into a buffer of {}",
+                src.len, dst.len
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: `src.ptr` holds `src.len` ≥ n values, alive until `src` is dropped, which
+        // waits for the event recorded below.
+        let values = unsafe { std::slice::from_raw_parts(src.ptr, n) };
+        unsafe { drv::memcpy_htod_async(dst.at(at), values, self.stream) }
+            .map_err(|e| CudaError::driver("staged host-to-device copy", e))?;
+        unsafe { drv::event::record(src.event, self.stream) }
+            .map_err(|e| CudaError::driver("recording a staging event", e))
     }
 
     /// Writes `host` into `dst` starting at element `at`.
@@ -613,6 +810,65 @@ impl CudaBackend {
             self.module(k.name)?;
         }
         Ok(())
+    }
+
+    /// Records what `enqueue` queues on the stream into a graph instead of running it: kernels
+    /// and GEMMs only (no host copies, no synchronisation, no module loading: call
+    /// `load_all_kernels` first). The stream is left usable whether `enqueue` succeeds or not.
+    pub fn capture(
+        &self,
+        enqueue: impl FnOnce() -> Result<(), CudaError>,
+    ) -> Result<DeviceGraph, CudaError> {
+        self.bind()?;
+        {
+            let mut ws = self
+                .cublas_workspace
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if ws.is_none() {
+                let buf = self.alloc::<u8>(CUBLAS_WORKSPACE_BYTES)?;
+                let status = unsafe {
+                    cublas_sys::cublasSetWorkspace_v2(
+                        self.cublas,
+                        buf.ptr() as *mut c_void,
+                        CUBLAS_WORKSPACE_BYTES,
+                    )
+                };
+                if status != cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                    return Err(CudaError::Cublas {
+                        context: "cublasSetWorkspace".into(),
+                        message: format!("{status:?}"),
+                    });
+                }
+                *ws = Some(buf);
+            }
+        }
+        unsafe {
+            drv::stream::begin_capture(
+                self.stream,
+                drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(|e| CudaError::driver("cuStreamBeginCapture", e))?;
+        let queued = enqueue();
+        // End the capture in every case, so a failed enqueue leaves a usable stream.
+        let graph = unsafe { drv::stream::end_capture(self.stream) }
+            .map_err(|e| CudaError::driver("cuStreamEndCapture", e));
+        let graph = match (queued, graph) {
+            (Ok(()), Ok(graph)) => graph,
+            (Err(e), Ok(graph)) => {
+                let _ = unsafe { drv::graph::destroy(graph) };
+                return Err(e);
+            }
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
+        };
+        let exec = unsafe { drv::graph::instantiate(graph, drv_sys::CUgraphInstantiate_flags(0)) };
+        let _ = unsafe { drv::graph::destroy(graph) };
+        let exec = exec.map_err(|e| CudaError::driver("cuGraphInstantiate", e))?;
+        Ok(DeviceGraph {
+            exec,
+            ctx: self.ctx.clone(),
+        })
     }
 
     /// Launches `module.cu`'s kernel `name` on the stream.

@@ -14,10 +14,117 @@ use super::model::{self, DeviceActivations, DeviceModel};
 use crate::model::{Architecture, Model, ModelConfig, RopeScaling};
 use crate::train::{AdamWConfig, WeightedCrossEntropy};
 
-/// The H200's dense bf16 tensor-core peak (spec sheet), FLOP/s.
-pub const H200_BF16_PEAK: f64 = 989e12;
-/// The H200's HBM3e bandwidth (spec sheet), bytes/s.
-pub const H200_HBM_BYTES_PER_S: f64 = 4.8e12;
+/// A GPU's spec-sheet peaks: what MFU and the decode roofline are measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GpuPeaks {
+    /// The model the peaks belong to, as the table names it.
+    pub model: &'static str,
+    /// Dense bf16 tensor-core peak (no sparsity), FLOP/s.
+    pub bf16_flops: f64,
+    /// HBM bandwidth, bytes/s.
+    pub hbm_bytes_per_s: f64,
+}
+
+/// Spec-sheet peaks by device-name pattern, most specific first (the driver's names: "NVIDIA
+/// H100 80GB HBM3" is the SXM part, "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
+/// "NVIDIA A100-SXM4-80GB", ...). Dense bf16, no sparsity.
+const PEAKS: &[(&[&str], GpuPeaks)] = &[
+    (
+        &["H100 PCIE"],
+        GpuPeaks {
+            model: "H100 PCIe",
+            bf16_flops: 756e12,
+            hbm_bytes_per_s: 2.0e12,
+        },
+    ),
+    (
+        &["H100 NVL"],
+        GpuPeaks {
+            model: "H100 NVL",
+            bf16_flops: 835e12,
+            hbm_bytes_per_s: 3.9e12,
+        },
+    ),
+    (
+        &["H100"],
+        GpuPeaks {
+            model: "H100 SXM",
+            bf16_flops: 989e12,
+            hbm_bytes_per_s: 3.35e12,
+        },
+    ),
+    (
+        &["GH200"],
+        GpuPeaks {
+            model: "GH200",
+            bf16_flops: 989e12,
+            hbm_bytes_per_s: 4.0e12,
+        },
+    ),
+    (
+        &["H200"],
+        GpuPeaks {
+            model: "H200",
+            bf16_flops: 989e12,
+            hbm_bytes_per_s: 4.8e12,
+        },
+    ),
+    (
+        &["A100-SXM4-80GB", "A100 80GB", "A100-SXM-80GB"],
+        GpuPeaks {
+            model: "A100 SXM 80GB",
+            bf16_flops: 312e12,
+            hbm_bytes_per_s: 2.039e12,
+        },
+    ),
+    (
+        &["A100-PCIE-80GB", "A100 80GB PCIE"],
+        GpuPeaks {
+            model: "A100 PCIe 80GB",
+            bf16_flops: 312e12,
+            hbm_bytes_per_s: 1.935e12,
+        },
+    ),
+    (
+        &["A100"],
+        GpuPeaks {
+            model: "A100 40GB",
+            bf16_flops: 312e12,
+            hbm_bytes_per_s: 1.555e12,
+        },
+    ),
+    (
+        &["L40S"],
+        GpuPeaks {
+            model: "L40S",
+            bf16_flops: 362e12,
+            hbm_bytes_per_s: 0.864e12,
+        },
+    ),
+    (
+        &["A10G"],
+        GpuPeaks {
+            model: "A10G",
+            bf16_flops: 70e12,
+            hbm_bytes_per_s: 0.6e12,
+        },
+    ),
+];
+
+/// The spec-sheet peaks of the GPU the driver calls `device_name`, or None for a GPU not in the
+/// table (the benchmark then prints no percentages rather than another GPU's).
+pub fn gpu_peaks(device_name: &str) -> Option<GpuPeaks> {
+    let name = device_name.to_ascii_uppercase();
+    // First match wins: "GH200" is listed before "H200", which it contains.
+    PEAKS
+        .iter()
+        .find(|(patterns, _)| {
+            patterns
+                .iter()
+                .any(|pat| name.contains(&pat.to_ascii_uppercase()))
+        })
+        .map(|e| e.1)
+}
 
 /// Qwen2-0.5B's shape (494M parameters, tied embeddings), for random weights.
 pub fn qwen2_05b_config() -> ModelConfig {
@@ -52,8 +159,13 @@ pub struct CudaBenchRow {
     pub tokens_per_s: f64,
     /// Train: model TFLOP/s achieved. Decode: TB/s of weights and KV cache read.
     pub achieved: f64,
-    /// Share of the peak (bf16 FLOP/s for train, HBM bandwidth for decode), percent.
-    pub peak_percent: f64,
+    /// Share of the device's peak (bf16 FLOP/s for train, HBM bandwidth for decode), percent;
+    /// None when the GPU is not in the peaks table.
+    pub peak_percent: Option<f64>,
+    /// The device's name as the driver reports it.
+    pub device: String,
+    /// Whose peaks `peak_percent` uses (`gpu_peaks`), None when unknown.
+    pub peaks_of: Option<&'static str>,
     /// Seconds per step (median of the measured steps).
     pub step_s: f64,
 }
@@ -106,13 +218,16 @@ pub fn bench_train(
         }
     }
     let step_s = median(times);
+    let peaks = gpu_peaks(be.device_name());
     let flops = train_flops(&cfg, host.layout.matmul_params(&cfg), n, t);
     Ok(CudaBenchRow {
         test: "train".into(),
         shape: format!("{b}x{t}"),
         tokens_per_s: n as f64 / step_s,
         achieved: flops / step_s / 1e12,
-        peak_percent: 100.0 * flops / step_s / H200_BF16_PEAK,
+        peak_percent: peaks.map(|p| 100.0 * flops / step_s / p.bf16_flops),
+        device: be.device_name().to_string(),
+        peaks_of: peaks.map(|p| p.model),
         step_s,
     })
 }
@@ -127,7 +242,10 @@ pub fn bench_decode(
     steps: usize,
 ) -> Result<CudaBenchRow, CudaError> {
     let cfg = host.config.clone();
-    let max_len = context + steps + 1;
+    // Two untimed steps: kernel loading and cuBLAS heuristics, and (with decode graphs) the
+    // capture of the step's graph.
+    const WARMUP: usize = 2;
+    let max_len = context + steps + WARMUP;
     let dm = DeviceModel::upload(be, host, max_len, false)?;
     let mut dec = DeviceDecoder::new(be, &dm, batch, max_len, batch)?;
     let slots: Vec<usize> = (0..batch).collect();
@@ -143,10 +261,9 @@ pub fn bench_decode(
     let mut tokens: Vec<u32> = (0..batch)
         .map(|s| (s * 31 % cfg.vocab_size) as u32)
         .collect();
-    // Warm-up step (kernel loading, cuBLAS heuristics), then the timed ones.
     let mut times = Vec::new();
     let mut kv_positions_read = 0usize;
-    for step in 0..steps + 1 {
+    for step in 0..steps + WARMUP {
         let pos = (context + step) as u32;
         let positions = vec![pos; batch];
         be.synchronize()?;
@@ -154,13 +271,14 @@ pub fn bench_decode(
         dec.step(be, &dm, &slots, &tokens, &positions, None)?;
         let counters = vec![step as u64; batch];
         let picks = dec.sample(be, cfg.vocab_size, &params, &counters)?;
-        if step > 0 {
+        if step >= WARMUP {
             times.push(start.elapsed().as_secs_f64());
             kv_positions_read += batch * (pos as usize + 1);
         }
         tokens = picks.iter().map(|p| p.token).collect();
     }
     let step_s = median(times.clone());
+    let peaks = gpu_peaks(be.device_name());
     let total_s: f64 = times.iter().sum();
     let weight_bytes = 2.0 * host.layout.matmul_params(&cfg) as f64 * steps as f64;
     let kv_bytes = 2.0 * 2.0 * (cfg.num_layers * cfg.kv_dim()) as f64 * kv_positions_read as f64;
@@ -170,7 +288,9 @@ pub fn bench_decode(
         shape: format!("{batch}x{steps}@{context}"),
         tokens_per_s: (batch * steps) as f64 / total_s,
         achieved: bytes_per_s / 1e12,
-        peak_percent: 100.0 * bytes_per_s / H200_HBM_BYTES_PER_S,
+        peak_percent: peaks.map(|p| 100.0 * bytes_per_s / p.hbm_bytes_per_s),
+        device: be.device_name().to_string(),
+        peaks_of: peaks.map(|p| p.model),
         step_s,
     })
 }
@@ -179,6 +299,26 @@ pub fn bench_decode(
 mod tests {
     use super::*;
     use crate::model::ParamLayout;
+
+    #[test]
+    fn peaks_are_those_of_the_named_gpu_and_unknown_gpus_get_none() {
+        let h100 = gpu_peaks("NVIDIA H100 80GB HBM3").unwrap();
+        assert_eq!((h100.model, h100.hbm_bytes_per_s), ("H100 SXM", 3.35e12));
+        assert_eq!(h100.bf16_flops, 989e12);
+        assert_eq!(gpu_peaks("NVIDIA H100 PCIe").unwrap().model, "H100 PCIe");
+        let h200 = gpu_peaks("NVIDIA H200").unwrap();
+        assert_eq!((h200.model, h200.hbm_bytes_per_s), ("H200", 4.8e12));
+        assert_eq!(gpu_peaks("NVIDIA GH200 480GB").unwrap().model, "GH200");
+        assert_eq!(
+            gpu_peaks("NVIDIA A100-SXM4-80GB").unwrap().model,
+            "A100 SXM 80GB"
+        );
+        assert_eq!(
+            gpu_peaks("NVIDIA A100-SXM4-40GB").unwrap().model,
+            "A100 40GB"
+        );
+        assert_eq!(gpu_peaks("NVIDIA GeForce RTX 4090"), None);
+    }
 
     #[test]
     fn the_benchmark_shape_is_qwen2_05b() {

@@ -2,13 +2,29 @@
 //! token per row, each in its own slot at its own position, as `cpu::decode_step`), and sampling
 //! on the device (temperature, top-k, min-p, top-p, seeded per sequence).
 //!
+//! Not batch-invariant: the step's GEMMs go through cuBLAS, whose kernel (and so the order of
+//! additions) depends on the number of rows, so a sequence's logits may differ in their last bits
+//! with the batch it is decoded in. The draw itself is a function of (logits, seed, counter)
+//! only. The CPU decoder (`cpu::decode_step`) is batch-invariant; this one is not.
+//!
+//! Two decode-attention kernels: `DecodeAttention::PerHead` (a warp per (row, query head), the
+//! reviewed original) and `DecodeAttention::Grouped` (a warp per (row, kv head), each key and
+//! value read once per GQA group with 16-byte loads). `R1_CUDA_DECODE_ATTENTION=grouped|per-head`
+//! picks the default; `DeviceDecoder::set_attention` overrides it per decoder.
+//!
+//! With `set_graphs(true)` (or `R1_CUDA_DECODE_GRAPHS=1`) each step shape runs once uncaptured,
+//! is captured as a CUDA graph on its second step and replayed with one launch from then on; the
+//! step's inputs are uploaded before the replay.
+//!
 //! Shape legend: S = rows this step, L = layers, C = channels, NH/NKV = query/kv heads, HS = head
 //! size, KVD = NKV·HS, QKV = (NH + 2·NKV)·HS, QD = NH·HS, I = MLP width, V = vocab,
 //! P = positions per slot.
 
+use std::collections::{HashMap, HashSet};
+
 use half::bf16;
 
-use super::backend::{Arg, CudaBackend, DeviceBuffer};
+use super::backend::{Arg, CudaBackend, DeviceBuffer, DeviceGraph, PinnedBuffer};
 use super::error::CudaError;
 use super::model::DeviceModel;
 use super::ops::{self, SAMPLE_THREADS};
@@ -25,7 +41,8 @@ pub struct DeviceSampling {
     pub top_p: f32,
     /// Drop tokens less likely than min_p × the most likely (0 keeps all).
     pub min_p: f32,
-    /// The sequence's seed: with the step counter it fixes the draw, whatever the batch.
+    /// The sequence's seed: with the step counter it fixes the draw from a given row of logits,
+    /// whatever the other rows (the logits themselves may vary with the batch: see the module).
     pub seed: u64,
 }
 
@@ -41,6 +58,46 @@ impl DeviceSampling {
         }
     }
 }
+
+/// Which kernel computes decode attention (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecodeAttention {
+    /// A warp per (row, query head); keys and values read once per query head, 2-byte loads.
+    PerHead,
+    /// A warp per (row, kv head) for all the group's query heads, 16-byte loads. Falls back to
+    /// `PerHead` for shapes it does not cover (head size not 8·2ᵏ ≤ 256, group > 8).
+    Grouped,
+}
+
+impl DecodeAttention {
+    /// The default: `R1_CUDA_DECODE_ATTENTION` (`grouped` or `per-head`), else `PerHead` (the
+    /// kernel checked by review; `Grouped` awaits its first GPU parity run).
+    pub fn from_env() -> Self {
+        match std::env::var("R1_CUDA_DECODE_ATTENTION").as_deref() {
+            Ok("grouped") => DecodeAttention::Grouped,
+            _ => DecodeAttention::PerHead,
+        }
+    }
+
+    /// Whether the grouped kernel covers this shape (see `decode_attention_grouped`).
+    pub fn grouped_supports(nh: usize, nkv: usize, hs: usize) -> bool {
+        let lanes = hs / 8;
+        nkv > 0
+            && nh.is_multiple_of(nkv)
+            && nh / nkv <= GROUPED_MAX_GROUP
+            && hs.is_multiple_of(8)
+            && lanes.is_power_of_two()
+            && lanes <= 32
+    }
+}
+
+/// One layer's keys and values of a slot's prefix, [len, KVD] each (as `cpu::KvCache`).
+pub type LayerKv = (Vec<f32>, Vec<f32>);
+
+/// `DEC_MAX_GROUP` in decode.cu: most query heads per kv head the grouped kernel holds.
+const GROUPED_MAX_GROUP: usize = 8;
+/// `DEC_WARPS` in decode.cu: rows per block of both decode-attention kernels.
+const DECODE_WARPS: usize = 4;
 
 /// The KV cache and per-step buffers of a batched decoder on the device.
 pub struct DeviceDecoder {
@@ -65,21 +122,41 @@ pub struct DeviceDecoder {
     picked: DeviceBuffer<bf16>,
     /// Logits of the last step [S, V].
     logits: DeviceBuffer<f32>,
-    /// The step's inputs in one upload: tokens | slots | positions, [3, max_rows].
+    /// The step's inputs in one upload: tokens | slots | positions | logit rows, [4, max_rows].
     step_inputs: DeviceBuffer<u32>,
-    logit_rows: DeviceBuffer<u32>,
-    /// Per-row sampling parameters and results.
-    temperature: DeviceBuffer<f32>,
-    top_k: DeviceBuffer<i32>,
-    top_p: DeviceBuffer<f32>,
-    min_p: DeviceBuffer<f32>,
-    seeds: DeviceBuffer<u64>,
-    counters: DeviceBuffer<u64>,
-    out_tokens: DeviceBuffer<u32>,
-    out_sampling_lp: DeviceBuffer<f32>,
-    out_raw_lp: DeviceBuffer<f32>,
+    /// Page-locked staging of `step_inputs` on the host.
+    staging: PinnedBuffer<u32>,
+    /// Per-row sampling parameters, 4 words a row (see sample.cu): one upload per `sample`.
+    sample_params: DeviceBuffer<u64>,
+    /// Per-row results, 4 words a row (token, two log-probs, status): one download per `sample`.
+    sample_results: DeviceBuffer<u32>,
     /// Rows of logits the last step produced.
     logit_count: usize,
+    /// The model's vocabulary: the width of every logits row.
+    vocab: usize,
+    /// Rows of the last `sample` that fell back to token 0 (no usable logit).
+    fallback_rows: Vec<usize>,
+    /// The decode-attention kernel.
+    attention: DecodeAttention,
+    /// Whether steps run as captured CUDA graphs (`set_graphs`, `R1_CUDA_DECODE_GRAPHS=1`).
+    use_graphs: bool,
+    /// Captured steps by shape: one `cuGraphLaunch` instead of ~13 launches per layer.
+    graphs: HashMap<GraphKey, DeviceGraph>,
+    /// Shapes stepped once uncaptured (the second step of a shape captures it).
+    warmed: HashSet<GraphKey>,
+}
+
+/// What a captured decode step bakes in besides the decoder's own buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GraphKey {
+    /// Rows of the step.
+    rows: usize,
+    /// Rows whose logits are gathered (None: all).
+    logit_rows: Option<usize>,
+    /// The decode-attention kernel.
+    attention: DecodeAttention,
+    /// Device address of the model's bf16 weights (another model, another graph).
+    weights: u64,
 }
 
 impl DeviceDecoder {
@@ -117,24 +194,145 @@ impl DeviceDecoder {
             h: be.alloc(r * i)?,
             picked: be.alloc(r * c)?,
             logits: be.alloc(r * v)?,
-            step_inputs: be.alloc(3 * r)?,
-            logit_rows: be.alloc(r)?,
-            temperature: be.alloc(r)?,
-            top_k: be.alloc(r)?,
-            top_p: be.alloc(r)?,
-            min_p: be.alloc(r)?,
-            seeds: be.alloc(r)?,
-            counters: be.alloc(r)?,
-            out_tokens: be.alloc(r)?,
-            out_sampling_lp: be.alloc(r)?,
-            out_raw_lp: be.alloc(r)?,
+            step_inputs: be.alloc(4 * r)?,
+            staging: be.alloc_pinned(4 * r)?,
+            sample_params: be.alloc(4 * r)?,
+            sample_results: be.alloc(4 * r)?,
             logit_count: 0,
+            vocab: v,
+            fallback_rows: Vec::new(),
+            attention: DecodeAttention::from_env(),
+            use_graphs: std::env::var("R1_CUDA_DECODE_GRAPHS").as_deref() == Ok("1"),
+            graphs: HashMap::new(),
+            warmed: HashSet::new(),
         })
     }
 
     /// Bytes of the KV cache.
     pub fn cache_bytes(&self) -> usize {
         2 * self.cache_k.len() * 2
+    }
+
+    /// Runs later steps as CUDA graphs, captured once per shape (rows, logit rows, kernel,
+    /// model) and replayed with one launch; off by default until a GPU run confirms it
+    /// (`R1_CUDA_DECODE_GRAPHS=1` turns it on for new decoders).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+    }
+
+    /// Chooses the decode-attention kernel for later steps.
+    pub fn set_attention(&mut self, kernel: DecodeAttention) {
+        self.attention = kernel;
+    }
+
+    /// The decode-attention kernel in use.
+    pub fn attention(&self) -> DecodeAttention {
+        self.attention
+    }
+
+    /// Rows of the last `sample` whose logits had no usable value (all NaN or −inf): they got
+    /// token 0, as the CPU sampler gives, and a warning was logged.
+    pub fn fallback_rows(&self) -> &[usize] {
+        &self.fallback_rows
+    }
+
+    fn check_vocab(&self, vocab: usize, what: &str) -> Result<(), CudaError> {
+        if vocab != self.vocab {
+            return Err(CudaError::Input(format!(
+                "{what}: vocab {vocab} given, but the decoder's model has a vocabulary of {}",
+                self.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces the last step's logits with `logits` [rows, V] (row count ≤ `max_rows`): sampling
+    /// logits computed elsewhere, or a test's chosen values.
+    pub fn set_logits(&mut self, be: &CudaBackend, logits: &[f32]) -> Result<(), CudaError> {
+        let v = self.vocab;
+        if logits.is_empty() || !logits.len().is_multiple_of(v) || logits.len() / v > self.max_rows
+        {
+            return Err(CudaError::Input(format!(
+                "set_logits: {} floats is not 1..={} rows of {v}",
+                logits.len(),
+                self.max_rows
+            )));
+        }
+        be.copy_to_device(&self.logits, 0, logits)?;
+        self.logit_count = logits.len() / v;
+        Ok(())
+    }
+
+    /// Writes a prefilled prompt's keys and values (per layer, [len, KVD] each, as
+    /// `cpu::KvCache::read_prefix` returns them) into positions 0..len of `slot`, rounded to bf16:
+    /// every sample of a GRPO group starts from the one prefill of its prompt.
+    pub fn load_prefix(
+        &mut self,
+        be: &CudaBackend,
+        model: &DeviceModel,
+        slot: usize,
+        kv: &[LayerKv],
+        len: usize,
+    ) -> Result<(), CudaError> {
+        let cfg = &model.config;
+        let kvd = cfg.kv_dim();
+        let n = len * kvd;
+        if slot >= self.slots || len > self.max_len || kv.len() != cfg.num_layers {
+            return Err(CudaError::Input(format!(
+                "load_prefix: slot {slot} of {}, {len} positions of {}, {} layers of {}",
+                self.slots,
+                self.max_len,
+                kv.len(),
+                cfg.num_layers
+            )));
+        }
+        if let Some(l) = kv.iter().position(|(k, v)| k.len() < n || v.len() < n) {
+            return Err(CudaError::Input(format!(
+                "load_prefix: layer {l} holds fewer than {len} positions of {kvd} values"
+            )));
+        }
+        let per_layer = self.slots * self.max_len * kvd;
+        let at = slot * self.max_len * kvd;
+        for (l, (k, v)) in kv.iter().enumerate() {
+            let kh: Vec<bf16> = k[..n].iter().map(|&x| bf16::from_f32(x)).collect();
+            let vh: Vec<bf16> = v[..n].iter().map(|&x| bf16::from_f32(x)).collect();
+            be.copy_to_device(&self.cache_k, l * per_layer + at, &kh)?;
+            be.copy_to_device(&self.cache_v, l * per_layer + at, &vh)?;
+        }
+        Ok(())
+    }
+
+    /// The keys and values of positions 0..len of `slot` (per layer, [len, KVD] each, widened
+    /// to f32): a prefilled prompt kept for the samples of its group not yet admitted.
+    pub fn read_prefix(
+        &self,
+        be: &CudaBackend,
+        model: &DeviceModel,
+        slot: usize,
+        len: usize,
+    ) -> Result<Vec<LayerKv>, CudaError> {
+        let cfg = &model.config;
+        let kvd = cfg.kv_dim();
+        if slot >= self.slots || len > self.max_len {
+            return Err(CudaError::Input(format!(
+                "read_prefix: slot {slot} of {}, {len} positions of {}",
+                self.slots, self.max_len
+            )));
+        }
+        let per_layer = self.slots * self.max_len * kvd;
+        let at = slot * self.max_len * kvd;
+        let mut k = vec![bf16::ZERO; len * kvd];
+        let mut v = vec![bf16::ZERO; len * kvd];
+        (0..cfg.num_layers)
+            .map(|l| {
+                be.copy_to_host(&mut k, &self.cache_k, l * per_layer + at)?;
+                be.copy_to_host(&mut v, &self.cache_v, l * per_layer + at)?;
+                Ok((
+                    k.iter().map(|x| x.to_f32()).collect(),
+                    v.iter().map(|x| x.to_f32()).collect(),
+                ))
+            })
+            .collect()
     }
 
     /// One decoding step: `tokens[s]` enters slot `slots[s]` at position `positions[s]`; its key
@@ -152,6 +350,7 @@ impl DeviceDecoder {
         logit_rows: Option<&[usize]>,
     ) -> Result<(), CudaError> {
         let cfg = &model.config;
+        self.check_vocab(cfg.vocab_size, "decode step")?;
         let s = tokens.len();
         if s == 0 || slots.len() != s || positions.len() != s || s > self.max_rows {
             return Err(CudaError::Input(format!(
@@ -168,6 +367,13 @@ impl DeviceDecoder {
                 )));
             }
         }
+        if let Some(rows) = logit_rows.filter(|rows| rows.len() > self.max_rows) {
+            return Err(CudaError::Input(format!(
+                "decode step: logits asked for {} rows, at most {}",
+                rows.len(),
+                self.max_rows
+            )));
+        }
         if let Some(&bad) = logit_rows.and_then(|rows| rows.iter().find(|&&r| r >= s)) {
             return Err(CudaError::Input(format!(
                 "decode step: logits asked for row {bad} of {s}"
@@ -179,15 +385,66 @@ impl DeviceDecoder {
                 cfg.vocab_size
             )));
         }
-        // One host-to-device copy per step instead of three.
+        // One asynchronous host-to-device copy per step, from page-locked staging: tokens |
+        // slots | positions | logit rows.
         let r = self.max_rows;
-        let mut inputs = vec![0u32; 3 * r];
-        inputs[..s].copy_from_slice(tokens);
-        for (dst, &slot) in inputs[r..r + s].iter_mut().zip(slots) {
+        let staged = self.staging.write()?;
+        staged[..s].copy_from_slice(tokens);
+        for (dst, &slot) in staged[r..r + s].iter_mut().zip(slots) {
             *dst = slot as u32;
         }
-        inputs[2 * r..2 * r + s].copy_from_slice(positions);
-        be.copy_to_device(&self.step_inputs, 0, &inputs)?;
+        staged[2 * r..2 * r + s].copy_from_slice(positions);
+        let n_staged = match logit_rows {
+            Some(rows) => {
+                for (dst, &row) in staged[3 * r..].iter_mut().zip(rows) {
+                    *dst = row as u32;
+                }
+                3 * r + rows.len()
+            }
+            None => 3 * r,
+        };
+        be.copy_pinned_to_device(&self.step_inputs, 0, &self.staging, n_staged)?;
+        let n_logits = logit_rows.map(|rows| rows.len());
+        if self.use_graphs {
+            // Every pointer and size the launches bake in is in the key; tokens, slots,
+            // positions and logit rows are read from device buffers, so one graph serves every
+            // step of the same shape.
+            let key = GraphKey {
+                rows: s,
+                logit_rows: n_logits,
+                attention: self.attention,
+                weights: model.w(0),
+            };
+            if let Some(graph) = self.graphs.get(&key) {
+                graph.launch(be)?;
+            } else if self.warmed.insert(key) {
+                // The first step of a shape runs uncaptured: modules, functions and cuBLAS's
+                // lazily loaded kernels are loaded outside any capture.
+                self.enqueue(be, model, s, n_logits)?;
+            } else {
+                be.load_all_kernels()?;
+                let graph = be.capture(|| self.enqueue(be, model, s, n_logits))?;
+                graph.launch(be)?;
+                self.graphs.insert(key, graph);
+            }
+        } else {
+            self.enqueue(be, model, s, n_logits)?;
+        }
+        self.logit_count = n_logits.unwrap_or(s);
+        Ok(())
+    }
+
+    /// Queues one step's launches for `s` rows whose inputs are in `step_inputs` (and
+    /// `logit_rows` for `n_logits` of them): the sequence `step` runs or captures as a graph.
+    fn enqueue(
+        &self,
+        be: &CudaBackend,
+        model: &DeviceModel,
+        s: usize,
+        n_logits: Option<usize>,
+    ) -> Result<(), CudaError> {
+        let cfg = &model.config;
+        let r = self.max_rows;
         let (d_tokens, d_slots, d_positions) = (
             self.step_inputs.ptr(),
             self.step_inputs.at(r),
@@ -246,10 +503,17 @@ impl DeviceDecoder {
                     Arg::int(self.max_len)?,
                 ],
             )?;
+            let grouped = self.attention == DecodeAttention::Grouped
+                && DecodeAttention::grouped_supports(nh, nkv, hs);
+            let (kernel, heads) = if grouped {
+                ("decode_attention_grouped", nkv)
+            } else {
+                ("decode_attention", nh)
+            };
             be.launch(
-                ("decode", "decode_attention"),
-                (s.div_ceil(4) as u32, nh as u32, 1),
-                128,
+                ("decode", kernel),
+                (s.div_ceil(DECODE_WARPS) as u32, heads as u32, 1),
+                (32 * DECODE_WARPS) as u32,
                 &[
                     Arg::Ptr(atty),
                     Arg::Ptr(qkv),
@@ -274,22 +538,16 @@ impl DeviceDecoder {
         }
         ops::rmsnorm_forward(be, ln, rstd, x, model.w(lay.final_norm), s, c, eps)?;
         let head = model.w(lay.lm_head);
-        match logit_rows {
-            None => {
-                ops::matmul_forward(be, self.logits.ptr(), ln, head, None, s, c, v, false)?;
-                self.logit_count = s;
-            }
-            Some(rows) => {
-                let rows_u32: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-                be.copy_to_device(&self.logit_rows, 0, &rows_u32)?;
-                let n = rows.len();
+        match n_logits {
+            None => ops::matmul_forward(be, self.logits.ptr(), ln, head, None, s, c, v, false),
+            Some(n) => {
                 be.launch_1d(
                     ("decode", "gather_rows"),
                     n * c,
                     &[
                         Arg::Ptr(self.picked.ptr()),
                         Arg::Ptr(ln),
-                        Arg::Ptr(self.logit_rows.ptr()),
+                        Arg::Ptr(self.step_inputs.at(3 * r)),
                         Arg::int(n)?,
                         Arg::int(c)?,
                     ],
@@ -304,15 +562,14 @@ impl DeviceDecoder {
                     c,
                     v,
                     false,
-                )?;
-                self.logit_count = n;
+                )
             }
         }
-        Ok(())
     }
 
     /// The logits of the last step [rows, V], copied to the host (tests, small vocabularies).
     pub fn logits(&self, be: &CudaBackend, vocab: usize) -> Result<Vec<f32>, CudaError> {
+        self.check_vocab(vocab, "logits")?;
         let mut out = vec![0.0; self.logit_count * vocab];
         be.copy_to_host(&mut out, &self.logits, 0)?;
         Ok(out)
@@ -327,6 +584,7 @@ impl DeviceDecoder {
         params: &[DeviceSampling],
         counters: &[u64],
     ) -> Result<Vec<Pick>, CudaError> {
+        self.check_vocab(vocab, "sample")?;
         let rows = self.logit_count;
         if params.len() != rows || counters.len() != rows {
             return Err(CudaError::Input(format!(
@@ -348,48 +606,50 @@ impl DeviceDecoder {
                 )));
             }
         }
-        let col = |f: &dyn Fn(&DeviceSampling) -> f32| params.iter().map(f).collect::<Vec<f32>>();
-        be.copy_to_device(&self.temperature, 0, &col(&|p| p.temperature))?;
-        be.copy_to_device(&self.top_p, 0, &col(&|p| p.top_p))?;
-        be.copy_to_device(&self.min_p, 0, &col(&|p| p.min_p))?;
-        let top_k: Vec<i32> = params
+        // One upload: temperature | top_k, top_p | min_p, seed, counter per row.
+        let packed: Vec<u64> = params
             .iter()
-            .map(|p| p.top_k.min(i32::MAX as usize) as i32)
+            .zip(counters)
+            .flat_map(|(p, &counter)| {
+                let top_k = p.top_k.min(i32::MAX as usize) as u64;
+                [
+                    p.temperature.to_bits() as u64 | (top_k << 32),
+                    p.top_p.to_bits() as u64 | ((p.min_p.to_bits() as u64) << 32),
+                    p.seed,
+                    counter,
+                ]
+            })
             .collect();
-        be.copy_to_device(&self.top_k, 0, &top_k)?;
-        let seeds: Vec<u64> = params.iter().map(|p| p.seed).collect();
-        be.copy_to_device(&self.seeds, 0, &seeds)?;
-        be.copy_to_device(&self.counters, 0, counters)?;
+        be.copy_to_device(&self.sample_params, 0, &packed)?;
         be.launch(
             ("sample", "sample_rows"),
             (rows as u32, 1, 1),
             SAMPLE_THREADS,
             &[
-                Arg::Ptr(self.out_tokens.ptr()),
-                Arg::Ptr(self.out_sampling_lp.ptr()),
-                Arg::Ptr(self.out_raw_lp.ptr()),
+                Arg::Ptr(self.sample_results.ptr()),
                 Arg::Ptr(self.logits.ptr()),
-                Arg::Ptr(self.temperature.ptr()),
-                Arg::Ptr(self.top_k.ptr()),
-                Arg::Ptr(self.top_p.ptr()),
-                Arg::Ptr(self.min_p.ptr()),
-                Arg::Ptr(self.seeds.ptr()),
-                Arg::Ptr(self.counters.ptr()),
+                Arg::Ptr(self.sample_params.ptr()),
                 Arg::int(rows)?,
                 Arg::int(vocab)?,
             ],
         )?;
-        let mut tokens = vec![0u32; rows];
-        let mut slp = vec![0f32; rows];
-        let mut raw = vec![0f32; rows];
-        be.copy_to_host(&mut tokens, &self.out_tokens, 0)?;
-        be.copy_to_host(&mut slp, &self.out_sampling_lp, 0)?;
-        be.copy_to_host(&mut raw, &self.out_raw_lp, 0)?;
-        Ok((0..rows)
+        // One download (it synchronises the stream).
+        let mut results = vec![0u32; 4 * rows];
+        be.copy_to_host(&mut results, &self.sample_results, 0)?;
+        let status: Vec<u32> = results.chunks_exact(4).map(|r| r[3]).collect();
+        self.fallback_rows = (0..rows).filter(|&r| status[r] != 0).collect();
+        if !self.fallback_rows.is_empty() {
+            tracing::warn!(
+                rows = ?self.fallback_rows,
+                "device sampling: rows with no usable logit (all NaN or -inf) got token 0"
+            );
+        }
+        Ok(results
+            .chunks_exact(4)
             .map(|r| Pick {
-                token: tokens[r],
-                sampling_logprob: slp[r],
-                raw_logprob: raw[r],
+                token: r[0],
+                sampling_logprob: f32::from_bits(r[1]),
+                raw_logprob: f32::from_bits(r[2]),
             })
             .collect())
     }

@@ -10,7 +10,7 @@
 //! - `model`: a `Model` uploaded to the device (bf16 weights, f32 master weights, gradients and
 //!   AdamW moments) with forward, fused classifier, backward and AdamW: the learner's path.
 //! - `decode`: KV cache in device memory, batched decode step, sampling on the device: the
-//!   sampler's path.
+//!   sampler's path (not batch-invariant: cuBLAS picks GEMM kernels by row count).
 //! - `bench`: training and decoding throughput on the device (`cuda_bench`).
 //!
 //! Kernels are CUDA C in `kernels/*.cu`, compiled by NVRTC for the device's compute capability.
@@ -23,8 +23,9 @@ pub mod model;
 pub mod ops;
 
 pub use backend::{
-    compile_kernel_ptx, kernel_sources, nvrtc_available, CudaBackend, DeviceBuffer, KernelSource,
+    compile_kernel_ptx, kernel_sources, nvrtc_available, CudaBackend, DeviceBuffer, DeviceGraph,
+    KernelSource,
 };
-pub use decode::{DeviceDecoder, DeviceSampling};
+pub use decode::{DecodeAttention, DeviceDecoder, DeviceSampling};
 pub use error::CudaError;
 pub use model::{DeviceActivations, DeviceModel};

@@ -8,7 +8,7 @@
 
 use half::bf16;
 
-use super::backend::{CudaBackend, DeviceBuffer};
+use super::backend::{Arg, CudaBackend, DeviceBuffer};
 use super::error::CudaError;
 use super::ops::{self, AdamWStep};
 use crate::cpu::ops::{AttnShape, RopeTable};
@@ -96,6 +96,16 @@ impl DeviceModel {
     /// The f32 master weights, copied to the host (checkpoints, weight sync to a CPU sampler).
     pub fn download_params(&self, be: &CudaBackend) -> Result<Vec<f32>, CudaError> {
         be.download(&self.params)
+    }
+
+    /// The bf16 copy of the weights (the GEMM operands), widened to f32 on the host: what
+    /// `adamw_step` refreshed, for tests and weight sync checks.
+    pub fn download_weights_bf16(&self, be: &CudaBackend) -> Result<Vec<f32>, CudaError> {
+        Ok(be
+            .download(&self.params_bf16)?
+            .into_iter()
+            .map(f32::from)
+            .collect())
     }
 
     /// The accumulated gradients, copied to the host.
@@ -317,10 +327,10 @@ pub struct DeviceActivations {
     logits: DeviceBuffer<f32>,
     dlogits: DeviceBuffer<bf16>,
     row_lse: DeviceBuffer<f32>,
-    row_logp: DeviceBuffer<f32>,
-    row_entropy: DeviceBuffer<f32>,
-    row_dlogp: DeviceBuffer<f32>,
-    row_dentropy: DeviceBuffer<f32>,
+    /// log p | entropy per row [2, R]: one download per chunk.
+    row_stats: DeviceBuffer<f32>,
+    /// d loss / d log p | d loss / d entropy per row [2, R]: one upload per chunk.
+    row_dstats: DeviceBuffer<f32>,
     /// Rows per head chunk.
     head_rows: usize,
 }
@@ -386,10 +396,8 @@ impl DeviceActivations {
             logits: be.alloc(head_rows * v)?,
             dlogits: be.alloc(head_rows * v)?,
             row_lse: be.alloc(head_rows)?,
-            row_logp: be.alloc(head_rows)?,
-            row_entropy: be.alloc(head_rows)?,
-            row_dlogp: be.alloc(head_rows)?,
-            row_dentropy: be.alloc(head_rows)?,
+            row_stats: be.alloc(2 * head_rows)?,
+            row_dstats: be.alloc(2 * head_rows)?,
             head_rows,
         })
     }
@@ -397,6 +405,17 @@ impl DeviceActivations {
     /// Tokens in the batch.
     pub fn tokens(&self) -> usize {
         self.b * self.t
+    }
+
+    /// Rows of the batch the head takes per chunk.
+    pub fn head_chunk_rows(&self) -> usize {
+        self.head_rows
+    }
+
+    /// Makes the head take at most `rows` (≥ 1) rows per chunk, below what the arena holds: the
+    /// chunked path with a small vocabulary (tests), or a smaller logits peak.
+    pub fn limit_head_chunk_rows(&mut self, rows: usize) {
+        self.head_rows = rows.clamp(1, self.head_rows);
     }
 
     /// Packs several sequences into each row, as `cpu::Activations::set_segments`.
@@ -589,8 +608,10 @@ pub fn head(
         },
         loss: 0.0,
     };
-    let mut entropy = vec![0.0f32; acts.head_rows];
-    let (mut d_logp, mut d_entropy) = (vec![0.0f32; acts.head_rows], vec![0.0f32; acts.head_rows]);
+    let hr = acts.head_rows;
+    // Host copies of row_stats and row_dstats: log p | entropy, d log p | d entropy.
+    let mut stats = vec![0.0f32; 2 * hr];
+    let mut dstats = vec![0.0f32; 2 * hr];
     let mut start = 0;
     while start < n {
         let rows = acts.head_rows.min(n - start);
@@ -609,15 +630,17 @@ pub fn head(
         ops::classifier_stats(
             be,
             acts.row_lse.ptr(),
-            acts.row_logp.ptr(),
-            acts.row_entropy.ptr(),
+            acts.row_stats.ptr(),
+            acts.row_stats.at(hr),
             acts.logits.ptr(),
             acts.targets.at(start),
             rows,
             v,
         )?;
-        be.copy_to_host(&mut out.logp[start..start + rows], &acts.row_logp, 0)?;
-        be.copy_to_host(&mut entropy[..rows], &acts.row_entropy, 0)?;
+        // One download (one host sync) per chunk: the whole [2, R] block, rows used.
+        be.copy_to_host(&mut stats, &acts.row_stats, 0)?;
+        let (logp, entropy) = stats.split_at(hr);
+        out.logp[start..start + rows].copy_from_slice(&logp[..rows]);
         if entropy_needed {
             out.entropy[start..start + rows].copy_from_slice(&entropy[..rows]);
         }
@@ -627,22 +650,22 @@ pub fn head(
         };
         let mut any = false;
         for r in 0..rows {
-            let tl = objective.token(start + r, out.logp[start + r], entropy[r]);
+            let tl = objective.token(start + r, logp[r], entropy[r]);
             out.loss += tl.loss;
-            d_logp[r] = tl.d_logp;
-            d_entropy[r] = tl.d_entropy;
+            dstats[r] = tl.d_logp;
+            dstats[hr + r] = tl.d_entropy;
             any |= tl.d_logp != 0.0 || tl.d_entropy != 0.0;
         }
         if grads && any {
-            be.copy_to_device(&acts.row_dlogp, 0, &d_logp[..rows])?;
-            be.copy_to_device(&acts.row_dentropy, 0, &d_entropy[..rows])?;
+            // One upload per chunk (rows past `rows` are never read).
+            be.copy_to_device(&acts.row_dstats, 0, &dstats)?;
             ops::classifier_grad(
                 be,
                 acts.dlogits.ptr(),
                 acts.logits.ptr(),
                 acts.targets.at(start),
-                (acts.row_lse.ptr(), acts.row_entropy.ptr()),
-                (acts.row_dlogp.ptr(), acts.row_dentropy.ptr()),
+                (acts.row_lse.ptr(), acts.row_stats.at(hr)),
+                (acts.row_dstats.ptr(), acts.row_dstats.at(hr)),
                 rows,
                 v,
             )?;
@@ -695,6 +718,116 @@ pub fn logits(
         false,
     )?;
     be.download(&out)
+}
+
+/// The reward model's scalar head over the last forward pass (as `train::reward_forward`):
+/// r_b = score · xf[b, positions[b]], with `score` the offset of `score.weight` [C] in the
+/// model's layout (`RewardModel::score`). bf16 operands, f32 sums.
+pub fn reward_head(
+    be: &CudaBackend,
+    model: &DeviceModel,
+    acts: &DeviceActivations,
+    score: usize,
+    positions: &[usize],
+) -> Result<Vec<f32>, CudaError> {
+    let rows = reward_rows(model, acts, score, positions)?;
+    let b = positions.len();
+    let c = model.config.hidden_size;
+    let d_rows = be.scratch_u32(b)?;
+    be.copy_to_scratch(d_rows, &rows)?;
+    let out = be.scratch_f32(b)?;
+    be.launch(
+        ("classifier", "reward_scores"),
+        (b as u32, 1, 1),
+        256,
+        &[
+            Arg::Ptr(out),
+            Arg::Ptr(acts.xf.ptr()),
+            Arg::Ptr(model.w(score)),
+            Arg::Ptr(d_rows),
+            Arg::int(b)?,
+            Arg::int(c)?,
+        ],
+    )?;
+    let mut rewards = vec![0.0f32; b];
+    be.copy_from_scratch(&mut rewards, out)?;
+    Ok(rewards)
+}
+
+/// The backward of `reward_head` given d loss / d r_b: d score accumulated into the model's
+/// gradients, d hidden left in the arena for `backward` (as `train::reward_backward` before its
+/// `cpu::backward`).
+pub fn reward_head_backward(
+    be: &CudaBackend,
+    model: &DeviceModel,
+    acts: &mut DeviceActivations,
+    score: usize,
+    positions: &[usize],
+    d_rewards: &[f32],
+) -> Result<(), CudaError> {
+    model.check_trainable()?;
+    let rows = reward_rows(model, acts, score, positions)?;
+    let b = positions.len();
+    if d_rewards.len() != b {
+        return Err(CudaError::Input(format!(
+            "reward backward: {} reward gradients for {b} sequences",
+            d_rewards.len()
+        )));
+    }
+    let c = model.config.hidden_size;
+    be.memset_zero(&acts.dxf)?;
+    let d_rows = be.scratch_u32(b)?;
+    be.copy_to_scratch(d_rows, &rows)?;
+    let d_d = be.scratch_f32(b)?;
+    be.copy_to_scratch(d_d, d_rewards)?;
+    be.launch_1d(
+        ("classifier", "reward_scores_backward"),
+        c,
+        &[
+            Arg::Ptr(acts.dxf.ptr()),
+            Arg::Ptr(model.g(score)),
+            Arg::Ptr(acts.xf.ptr()),
+            Arg::Ptr(model.w(score)),
+            Arg::Ptr(d_rows),
+            Arg::Ptr(d_d),
+            Arg::int(b)?,
+            Arg::int(c)?,
+        ],
+    )
+}
+
+/// Rows of the arena scored for each sequence, after checking the positions and the score slot.
+fn reward_rows(
+    model: &DeviceModel,
+    acts: &DeviceActivations,
+    score: usize,
+    positions: &[usize],
+) -> Result<Vec<u32>, CudaError> {
+    let c = model.config.hidden_size;
+    if score + c > model.layout.total {
+        return Err(CudaError::Input(format!(
+            "reward head: score.weight at {score} (+{c}) is outside the {} parameters",
+            model.layout.total
+        )));
+    }
+    if positions.len() != acts.b {
+        return Err(CudaError::Input(format!(
+            "reward head: {} positions for a batch of {}",
+            positions.len(),
+            acts.b
+        )));
+    }
+    if let Some((b, &p)) = positions.iter().enumerate().find(|(_, &p)| p >= acts.t) {
+        return Err(CudaError::Input(format!(
+            "reward head: position {p} of sequence {b} is outside {} tokens",
+            acts.t
+        )));
+    }
+    Ok(positions
+        .iter()
+        .enumerate()
+        .map(|(b, &p)| (b * acts.t + p) as u32)
+        .collect())
 }
 
 /// Backpropagates the gradient `head` left in the arena through the transformer, accumulating

@@ -66,8 +66,18 @@ pub fn embedding_backward(
     if unique.is_empty() {
         return Ok(());
     }
-    let (g_order, g_starts, g_unique) =
-        (be.upload(&order)?, be.upload(&starts)?, be.upload(&unique)?);
+    // order | starts | unique in one upload to the backend's reusable index scratch: no per-call
+    // allocation, no free (which would synchronise the device). The copy is stream-ordered after
+    // any earlier kernel that read the scratch.
+    let mut packed = Vec::with_capacity(order.len() + starts.len() + unique.len());
+    packed.extend_from_slice(&order);
+    packed.extend_from_slice(&starts);
+    packed.extend_from_slice(&unique);
+    let base = be.scratch_u32(packed.len())?;
+    be.copy_to_scratch(base, &packed)?;
+    let g_order = base;
+    let g_starts = base + 4 * order.len() as u64;
+    let g_unique = g_starts + 4 * starts.len() as u64;
     be.launch(
         ("elementwise", "embedding_backward"),
         (grid(unique.len())?, grid(c.div_ceil(256))?, 1),
@@ -75,15 +85,13 @@ pub fn embedding_backward(
         &[
             Arg::Ptr(dwte),
             Arg::Ptr(dout),
-            Arg::Ptr(g_order.ptr()),
-            Arg::Ptr(g_starts.ptr()),
-            Arg::Ptr(g_unique.ptr()),
+            Arg::Ptr(g_order),
+            Arg::Ptr(g_starts),
+            Arg::Ptr(g_unique),
             int(unique.len())?,
             int(c)?,
         ],
-    )?;
-    // The index buffers are freed on return: wait until the kernel has read them.
-    be.synchronize()
+    )
 }
 
 /// Token indices grouped by id, for `embedding_backward`: `order` lists the tokens id by id (in
@@ -402,9 +410,39 @@ fn check_attn(s: AttnShape) -> Result<(), CudaError> {
     Ok(())
 }
 
+/// Which kernel computes the training attention forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainAttention {
+    /// attention.cu: a warp per query row, f32 CUDA cores (the reviewed original, default).
+    Rows,
+    /// attention_tc.cu: FlashAttention-2-style tiles on bf16 tensor cores (`mma.sync`), f32
+    /// accumulation; q, k, v rounded to bf16. Head sizes 16, 32, 64, 128, else `Rows`.
+    Tiled,
+}
+
+impl TrainAttention {
+    /// `R1_CUDA_TRAIN_ATTENTION=tiled|rows`, else `Rows` (the tiled kernel awaits its first GPU
+    /// parity run).
+    pub fn from_env() -> Self {
+        match std::env::var("R1_CUDA_TRAIN_ATTENTION").as_deref() {
+            Ok("tiled") => TrainAttention::Tiled,
+            _ => TrainAttention::Rows,
+        }
+    }
+
+    /// Whether the tiled kernel covers head size `hs` (its shared memory holds 128).
+    pub fn tiled_supports(hs: usize) -> bool {
+        matches!(hs, 16 | 32 | 64 | 128)
+    }
+}
+
+/// `TC_ROWS` in attention_tc.cu: query rows per block of the tiled kernel.
+const TILED_ROWS: usize = 64;
+
 /// Causal grouped-query attention, flash-style: out[N, QD] and lse[B, NH, T] (log-sum-exp of each
 /// query's scaled scores, all the backward pass keeps) from qkv[N, QKV] with RoPE applied.
-/// `seg_start[n]`: the row position where token n's packed segment begins.
+/// `seg_start[n]`: the row position where token n's packed segment begins. The kernel is
+/// `TrainAttention::from_env()`'s.
 pub fn attention_forward(
     be: &CudaBackend,
     out: Ptr,
@@ -413,7 +451,40 @@ pub fn attention_forward(
     seg_start: Ptr,
     s: AttnShape,
 ) -> Result<(), CudaError> {
+    attention_forward_with(be, out, lse, qkv, seg_start, s, TrainAttention::from_env())
+}
+
+/// `attention_forward` with an explicit kernel (`Tiled` falls back to `Rows` for head sizes it
+/// does not cover).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_with(
+    be: &CudaBackend,
+    out: Ptr,
+    lse: Ptr,
+    qkv: Ptr,
+    seg_start: Ptr,
+    s: AttnShape,
+    kernel: TrainAttention,
+) -> Result<(), CudaError> {
     check_attn(s)?;
+    if kernel == TrainAttention::Tiled && TrainAttention::tiled_supports(s.hs) {
+        return be.launch(
+            ("attention_tc", "attention_forward_tc"),
+            (grid(s.t.div_ceil(TILED_ROWS))?, grid(s.nh)?, grid(s.b)?),
+            128,
+            &[
+                Arg::Ptr(out),
+                Arg::Ptr(lse),
+                Arg::Ptr(qkv),
+                Arg::Ptr(seg_start),
+                int(s.b)?,
+                int(s.t)?,
+                int(s.nh)?,
+                int(s.nkv)?,
+                int(s.hs)?,
+            ],
+        );
+    }
     be.launch(
         ("attention", "attention_forward"),
         (grid(s.t.div_ceil(ATTN_WARPS))?, grid(s.nh)?, grid(s.b)?),
@@ -434,6 +505,7 @@ pub fn attention_forward(
 
 /// Backward of `attention_forward`: dqkv += ∂/∂qkv given dout[N, QD]. `delta` [B, NH, T] is
 /// scratch. Recomputes the probabilities from q, k and lse instead of reading a [T, T] tensor.
+/// The kernels are `TrainAttention::from_env()`'s.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     be: &CudaBackend,
@@ -445,6 +517,36 @@ pub fn attention_backward(
     lse: Ptr,
     seg_start: Ptr,
     s: AttnShape,
+) -> Result<(), CudaError> {
+    attention_backward_with(
+        be,
+        dqkv,
+        delta,
+        dout,
+        out,
+        qkv,
+        lse,
+        seg_start,
+        s,
+        TrainAttention::from_env(),
+    )
+}
+
+/// `attention_backward` with explicit kernels: `Tiled` runs dQ and dK/dV on tensor cores
+/// (attention_tc.cu; bf16 operands), falling back to the row kernels for head sizes it does not
+/// cover.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(
+    be: &CudaBackend,
+    dqkv: Ptr,
+    delta: Ptr,
+    dout: Ptr,
+    out: Ptr,
+    qkv: Ptr,
+    lse: Ptr,
+    seg_start: Ptr,
+    s: AttnShape,
+    kernel: TrainAttention,
 ) -> Result<(), CudaError> {
     check_attn(s)?;
     be.launch_1d(
@@ -473,6 +575,21 @@ pub fn attention_backward(
         int(s.nkv)?,
         int(s.hs)?,
     ];
+    if kernel == TrainAttention::Tiled && TrainAttention::tiled_supports(s.hs) {
+        let tiles = grid(s.t.div_ceil(TILED_ROWS))?;
+        be.launch(
+            ("attention_tc", "attention_backward_dq_tc"),
+            (tiles, grid(s.nh)?, grid(s.b)?),
+            128,
+            &args,
+        )?;
+        return be.launch(
+            ("attention_tc", "attention_backward_dkv_tc"),
+            (tiles, grid(s.nkv)?, grid(s.b)?),
+            128,
+            &args,
+        );
+    }
     let rows = grid(s.t.div_ceil(ATTN_WARPS))?;
     let threads = (32 * ATTN_WARPS) as u32;
     be.launch(
@@ -630,14 +747,15 @@ pub fn adamw_update(
 /// The global L2 norm of `n` gradients, summed in f64 in a fixed order (deterministic).
 pub fn grad_norm(be: &CudaBackend, g: Ptr, n: usize) -> Result<f64, CudaError> {
     let blocks = (be.sm_count() * 4).clamp(1, n.div_ceil(256).max(1));
-    let partials = be.alloc::<f64>(blocks)?;
+    let partials = be.scratch_f64(blocks)?;
     be.launch(
         ("adamw", "grad_norm_partials"),
         (grid(blocks)?, 1, 1),
         256,
-        &[Arg::Ptr(partials.ptr()), Arg::Ptr(g), Arg::I64(n as i64)],
+        &[Arg::Ptr(partials), Arg::Ptr(g), Arg::I64(n as i64)],
     )?;
-    let host = be.download(&partials)?;
+    let mut host = vec![0f64; blocks];
+    be.copy_from_scratch(&mut host, partials)?;
     Ok(host.iter().sum::<f64>().sqrt())
 }
 

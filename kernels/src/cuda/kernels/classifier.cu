@@ -69,3 +69,33 @@ extern "C" __global__ void classifier_grad(bf16* dlogits, const float* logits, c
     }
     dlogits[idx] = f32_to_bf16(g);
 }
+
+// The reward model's scalar head (`train::reward`): rewards[b] = Σ_c xf[rows[b], c] · w[c], a
+// block per sequence (rows[b] = b·T + its scored position).
+extern "C" __global__ void reward_scores(float* rewards, const bf16* xf, const bf16* w, const u32* rows,
+                                         int b, int c) {
+    __shared__ float scratch[32];
+    int seq = blockIdx.x;
+    if (seq >= b) return;
+    const bf16* x = xf + (long long)rows[seq] * c;
+    float acc = 0.0f;
+    for (int k = threadIdx.x; k < c; k += blockDim.x) acc += bf16_to_f32(x[k]) * bf16_to_f32(w[k]);
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) rewards[seq] = acc;
+}
+
+// Its backward, a thread per channel k: dscore[k] += Σ_b d_rewards[b] · xf[rows[b], k] (sequences
+// in order: deterministic) and dxf[rows[b], k] = d_rewards[b] · w[k] (dxf zero elsewhere).
+extern "C" __global__ void reward_scores_backward(float* dxf, float* dscore, const bf16* xf, const bf16* w,
+                                                  const u32* rows, const float* d_rewards, int b, int c) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= c) return;
+    float wk = bf16_to_f32(w[k]);
+    float acc = 0.0f;
+    for (int seq = 0; seq < b; seq++) {
+        long long at = (long long)rows[seq] * c + k;
+        acc += d_rewards[seq] * bf16_to_f32(xf[at]);
+        dxf[at] = d_rewards[seq] * wk;
+    }
+    dscore[k] += acc;
+}
