@@ -173,9 +173,7 @@ impl DeviceSpec {
         (self == DeviceSpec::Auto && list.cuda_count() == 0).then(|| {
             format!(
                 "device auto: no GPU found ({}), running on the CPU",
-                list.cuda_unavailable
-                    .as_deref()
-                    .unwrap_or("no CUDA device")
+                list.cuda_unavailable.as_deref().unwrap_or("no CUDA device")
             )
         })
     }
@@ -292,7 +290,10 @@ mod tests {
     fn devices_round_trip_through_serde() {
         let json = serde_json::to_string(&Device::Cuda(1)).unwrap();
         assert_eq!(json, "\"cuda:1\"");
-        assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), Device::Cuda(1));
+        assert_eq!(
+            serde_json::from_str::<Device>(&json).unwrap(),
+            Device::Cuda(1)
+        );
         assert!(serde_json::from_str::<Device>("\"auto\"").is_err());
         let spec: DeviceSpec = serde_json::from_str("\"cuda:0\"").unwrap();
         assert_eq!(spec, DeviceSpec::Cuda(0));
