@@ -8,13 +8,16 @@ use std::process::Command;
 use r1_config::testkit::JobToml;
 use r1_kernels::model::tiny::TinyModel;
 
-fn write_config(dir: &Path, model: &Path, output: &Path) -> std::path::PathBuf {
+/// Three GRPO steps on `model`, writing to `output`, a checkpoint each step.
+fn job(model: &Path, output: &Path) -> JobToml {
     JobToml::grpo(model, 3)
         .set_path("run", "output_dir", output)
         .set("data", "train_size", 16)
         .unset("data", "test_size")
-        .write(&dir.join("job.toml"))
-        .unwrap()
+}
+
+fn write_config(dir: &Path, model: &Path, output: &Path) -> std::path::PathBuf {
+    job(model, output).write(&dir.join("job.toml")).unwrap()
 }
 
 fn train(config: &Path, steps: Option<u64>) -> std::process::Output {
@@ -100,15 +103,16 @@ fn bad_configs_and_changed_configs_are_refused() {
 
     let model_dir = dir.path().join("model");
     TinyModel::byte().seed(1).save(&model_dir).unwrap();
-    let job = write_config(dir.path(), &model_dir, &dir.path().join("run"));
-    train(&job, Some(1));
-    let changed = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("peak_lr = 1e-3", "peak_lr = 2e-3");
-    std::fs::write(&job, changed).unwrap();
+    let output = dir.path().join("run");
+    let path = write_config(dir.path(), &model_dir, &output);
+    train(&path, Some(1));
+    job(&model_dir, &output)
+        .set("learner.schedule", "peak_lr", 2e-3)
+        .write(&path)
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
         .arg("train")
-        .arg(&job)
+        .arg(&path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
