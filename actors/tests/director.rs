@@ -27,19 +27,15 @@ use r1_actors::stages::rl::{PreferencePlan, RlPlan, REWARD_TIMEOUT};
 use r1_actors::stages::{
     run_in_process, CheckpointConfig, ModelSpec, RunSpec, StageEvent, StageProblem, StageSettings,
 };
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model, RewardModel};
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
 use r1_kernels::train::LrSchedule;
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
     model_dir
 }
 
@@ -301,15 +297,10 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
 fn preference_plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
     let mut plan = plan(dir, model_dir, steps);
     plan.prompts_per_step = 4;
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
     let scorer = |seed| RewardModelScorer {
-        rm: RewardModel::from_causal_lm(
-            &Model::random(config.clone(), seed, 0.05),
-            Some(ByteTokenizer::EOS),
-            seed,
-            0.5,
-        ),
+        rm: TinyModel::byte()
+            .seed(seed)
+            .reward_model(Some(ByteTokenizer::EOS)),
         encoder: TextEncoder {
             tokenizer: Tokenizer::byte(),
             max_tokens: 64,

@@ -14,7 +14,8 @@ use r1_actors::stages::preference::{
     RewardNormaliser, StagePrompt,
 };
 use r1_actors::stages::{preference_step, StageSettings};
-use r1_kernels::model::{Architecture, Model, ModelConfig, RopeScaling};
+use r1_kernels::model::tiny::TinyModel;
+use r1_kernels::model::{Architecture, Model};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
@@ -74,24 +75,13 @@ impl ResponseScorer for Rule {
 }
 
 fn tiny_learner(g: usize) -> GrpoLearner {
-    let config = ModelConfig {
-        architecture: Architecture::Llama,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 1,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        vocab_size: ByteTokenizer::VOCAB_SIZE,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: false,
-        tie_word_embeddings: true,
-        max_position_embeddings: 256,
-        eos_token_ids: vec![ByteTokenizer::EOS],
-        bos_token_id: None,
-    };
+    let config = TinyModel::engine(Architecture::Llama)
+        .layers(1)
+        .vocab(ByteTokenizer::VOCAB_SIZE)
+        .positions(256)
+        .special(ByteTokenizer::EOS, None)
+        .with(|c| c.tie_word_embeddings = true)
+        .into_config();
     GrpoLearner::new(
         Model::random(config, 5, 0.5),
         LearnerConfig {

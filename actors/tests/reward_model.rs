@@ -10,7 +10,8 @@ use r1_actors::reward_model::{
     PairFields, PreferencePair, RewardData, RewardModelScorer, RmProgress, RmTrainConfig,
     TextEncoder,
 };
-use r1_kernels::model::{Architecture, ModelConfig, RewardModel, RopeScaling};
+use r1_kernels::model::tiny::TinyModel;
+use r1_kernels::model::RewardModel;
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
 
 const NAMES: [&str; 30] = [
@@ -22,24 +23,9 @@ const RUDE: [&str; 4] = ["Go away.", "No.", "Leave me alone.", "Not now."];
 
 fn tiny_rm(seed: u64) -> RewardModel {
     RewardModel::random(
-        ModelConfig {
-            architecture: Architecture::Qwen2,
-            hidden_size: 32,
-            intermediate_size: 128,
-            num_layers: 1,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 8,
-            vocab_size: ByteTokenizer::VOCAB_SIZE,
-            rms_norm_eps: 1e-6,
-            rope_theta: 10_000.0,
-            rope_scaling: RopeScaling::None,
-            attention_bias: true,
-            tie_word_embeddings: true,
-            max_position_embeddings: 128,
-            eos_token_ids: vec![ByteTokenizer::EOS],
-            bos_token_id: None,
-        },
+        TinyModel::byte_qwen2(32, 1)
+            .with(|c| c.bos_token_id = None)
+            .into_config(),
         Some(ByteTokenizer::EOS),
         seed,
         0.02,

@@ -17,8 +17,8 @@ use r1_actors::stages::{
     run_grpo, run_preference, CheckpointConfig, GeneralPrompts, GrpoJob, GrpoLoopConfig, ModelSpec,
     PreferenceJob, RewardModelSpec, RunSpec, StageEvent,
 };
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
+use r1_kernels::model::save_reward_model_dir;
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::ByteTokenizer;
@@ -29,10 +29,7 @@ const STEPS: u64 = 3;
 fn model_dir(root: &Path) -> PathBuf {
     let dir = root.join("base");
     if !dir.exists() {
-        let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
-        config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-        config.max_position_embeddings = 512;
-        save_model_dir(&Model::random(config, 4, 0.05), &dir).unwrap();
+        TinyModel::byte().seed(4).save(&dir).unwrap();
     }
     dir
 }
@@ -226,15 +223,9 @@ fn a_preference_run_records_its_reasoning_and_general_samples_the_same_across_a_
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let base = job(root, "unused", 5);
-    let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
-    let rm = RewardModel::from_causal_lm(
-        &Model::random(config, 11, 0.05),
-        Some(ByteTokenizer::EOS),
-        11,
-        0.5,
-    );
+    let rm = TinyModel::byte()
+        .seed(11)
+        .reward_model(Some(ByteTokenizer::EOS));
     save_reward_model_dir(&rm, &root.join("helpful")).unwrap();
     std::fs::write(
         root.join("general.jsonl"),

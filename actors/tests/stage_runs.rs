@@ -20,23 +20,16 @@ use r1_actors::stages::{
     RunSpec, SftConfig, SftJob, StageEvent, StageProblem, StageSettings,
 };
 use r1_actors::stages::{GrpoStepReport, LocalWorkers};
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
+use r1_kernels::model::save_reward_model_dir;
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
 use r1_kernels::train::{GrpoConfig, LrSchedule};
 
-fn tiny_byte_model(seed: u64) -> Model {
-    let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
-    Model::random(config, seed, 0.05)
-}
-
 fn model_dir(root: &Path, name: &str, seed: u64) -> PathBuf {
     let dir = root.join(name);
-    save_model_dir(&tiny_byte_model(seed), &dir).unwrap();
+    TinyModel::byte().seed(seed).save(&dir).unwrap();
     dir
 }
 
@@ -129,7 +122,7 @@ fn sourced_step(
 fn a_step_reports_components_phases_and_tokens() {
     let tokenizer = Tokenizer::byte();
     let problems = arithmetic::generate(5, Split::Train, 3).unwrap();
-    let mut learner = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let mut learner = GrpoLearner::new(TinyModel::byte().seed(1).model(), learner_config());
     let report = grpo_step(&mut learner, &tokenizer, &problems, &settings(), 9).unwrap();
     let names: Vec<&str> = report.components.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["accuracy", "format", "language"]);
@@ -148,7 +141,7 @@ fn a_step_reports_components_phases_and_tokens() {
 fn without_dynamic_sampling_a_sourced_step_is_the_plain_step() {
     let tokenizer = Tokenizer::byte();
     let tasks = arithmetic::generate(5, Split::Train, 3).unwrap();
-    let mut plain = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let mut plain = GrpoLearner::new(TinyModel::byte().seed(1).model(), learner_config());
     let a = grpo_step(&mut plain, &tokenizer, &tasks, &settings(), 9).unwrap();
     // The same problems as dataset-style stage problems, through a prompt source.
     let problems: Vec<StageProblem> = tasks
@@ -156,7 +149,7 @@ fn without_dynamic_sampling_a_sourced_step_is_the_plain_step() {
         .enumerate()
         .map(|(i, t)| StageProblem::from_task(t, i))
         .collect();
-    let mut sourced = GrpoLearner::new(tiny_byte_model(1), learner_config());
+    let mut sourced = GrpoLearner::new(TinyModel::byte().seed(1).model(), learner_config());
     let (b, _) = sourced_step(&mut sourced, problems, settings(), 3, 0, 9);
     assert_eq!(plain.policy.params, sourced.policy.params);
     assert_eq!(a.learner, b.learner);
@@ -171,7 +164,7 @@ fn dynamic_sampling_replaces_flat_groups_deterministically() {
         .map(|(i, t)| StageProblem::from_task(t, i))
         .collect();
     let run = || {
-        let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
+        let mut learner = GrpoLearner::new(TinyModel::byte().seed(2).model(), learner_config());
         let (report, cursor) = sourced_step(&mut learner, pool.clone(), settings(), 4, 2, 3);
         (learner.policy.params, report, cursor as usize)
     };
@@ -597,7 +590,7 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
         },
         ..settings()
     };
-    let mut learner = GrpoLearner::new(tiny_byte_model(2), learner_config());
+    let mut learner = GrpoLearner::new(TinyModel::byte().seed(2).model(), learner_config());
     let (report, cursor) = sourced_step(&mut learner, pool, settings, 4, 20, 3);
     let d = report.dynamic;
     assert!(d.dropped_groups > 0 && d.resampled_groups > 0, "{d:?}");
@@ -617,15 +610,12 @@ fn dynamic_sampling_keeps_informative_groups_and_fills_the_batch_with_them() {
 fn preference_job(root: &Path, output: &str, stop_at: Option<u64>) -> PreferenceJob {
     let model = root.join("policy");
     if !model.exists() {
-        save_model_dir(&tiny_byte_model(3), &model).unwrap();
+        TinyModel::byte().seed(3).save(&model).unwrap();
         for (name, seed) in [("helpful", 11), ("harmless", 12)] {
-            let rm = RewardModel::from_causal_lm(
-                &tiny_byte_model(seed),
-                Some(ByteTokenizer::EOS),
-                seed,
-                0.5,
-            );
-            save_reward_model_dir(&rm, &root.join(name)).unwrap();
+            TinyModel::byte()
+                .seed(seed)
+                .save_reward_model(&root.join(name), Some(ByteTokenizer::EOS))
+                .unwrap();
         }
         std::fs::write(
             root.join("general.jsonl"),
@@ -748,9 +738,7 @@ fn the_preference_stage_names_a_missing_reward_model_and_a_bad_prompt_line() {
 
     // A reward model whose vocabulary is smaller than its tokenizer's ids: refused at load, not
     // when the first completion is scored.
-    let mut small = builtin_config("tiny-qwen2").unwrap();
-    small.vocab_size = 100;
-    let rm = RewardModel::from_causal_lm(&Model::random(small, 1, 0.05), Some(0), 1, 0.5);
+    let rm = TinyModel::byte().vocab(100).reward_model(Some(0));
     save_reward_model_dir(&rm, &root.join("small-vocab")).unwrap();
     job.reward_models[1].path = root.join("small-vocab");
     let err = run_preference(&job, &mut |_| {}, &never)

@@ -4,19 +4,11 @@
 use r1_actors::judge::tasks::{arithmetic, Split};
 use r1_actors::learner::{GrpoLearner, LearnerConfig};
 use r1_actors::stages::{evaluate, grpo_step, StageSettings};
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::Model;
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
-use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
+use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::{GrpoConfig, LrSchedule};
-
-fn tiny_byte_model() -> Model {
-    let mut config = builtin_config("tiny-qwen2").expect("built-in shape");
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
-    Model::random(config, 11, 0.05)
-}
 
 fn settings() -> StageSettings {
     StageSettings {
@@ -50,7 +42,7 @@ fn a_grpo_step_samples_judges_and_learns_reproducibly() {
     let tokenizer = Tokenizer::byte();
     let problems = arithmetic::generate(5, Split::Train, 3).unwrap();
     let run = || {
-        let mut learner = GrpoLearner::new(tiny_byte_model(), learner_config());
+        let mut learner = GrpoLearner::new(TinyModel::byte().seed(11).model(), learner_config());
         let report = grpo_step(&mut learner, &tokenizer, &problems, &settings(), 42).unwrap();
         (learner.policy.params, report)
     };
@@ -89,7 +81,7 @@ fn evaluation_reports_pass_at_1_and_cons_at_k() {
         ..Default::default()
     };
     let eval = evaluate(
-        &tiny_byte_model(),
+        &TinyModel::byte().seed(11).model(),
         &tokenizer,
         &problems,
         &settings(),

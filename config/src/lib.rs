@@ -8,10 +8,13 @@
 //! Unknown keys are rejected, and every error names the file, the line and the key path, e.g.
 //! `r1-zero.toml:14:1: learner.grpo.betta: unknown field`.
 //!
-//! `config/examples/` holds presets with the paper's numbers; a test loads every one.
+//! `config/examples/` holds presets with the paper's numbers; a test loads every one. With the
+//! feature `testkit`, [`testkit::JobToml`] builds the job configs tests write.
 
 pub mod limits;
 pub mod preference;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 use std::path::{Path, PathBuf};
 

@@ -9,9 +9,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
-use r1_kernels::tokenizer::ByteTokenizer;
+use r1_config::testkit::JobToml;
+use r1_kernels::model::tiny::TinyModel;
 
 fn r1ctl(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_r1ctl"))
@@ -26,59 +25,23 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model = dir.join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model).unwrap();
+    TinyModel::byte().seed(1).save(&model).unwrap();
     model
 }
 
 /// A GRPO job of `steps` steps on `model` (paths as given: relative ones resolve in the cwd).
 fn grpo_config(dir: &Path, model: &str, steps: u64, prompts: usize, tokens: usize) -> PathBuf {
-    let text = format!(
-        r#"
-[run]
-name = "tiny"
-stage = "grpo"
-seed = 3
-output_dir = "out"
-
-[model]
-path = "{model}"
-template = "chatml"
-tokenizer = "byte"
-
-[data]
-kind = "builtin"
-task = "arithmetic"
-train_size = 64
-
-[sampling]
-temperature = 1.0
-max_new_tokens = {tokens}
-
-[learner]
-group_size = 2
-minibatches = 1
-
-[learner.grpo]
-beta = 0.01
-max_completion_length = {tokens}
-
-[grpo]
-steps = {steps}
-prompts_per_step = {prompts}
-max_batch = 64
-
-[checkpoint]
-every_steps = 100000
-keep_last = 2
-"#
-    );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    JobToml::grpo(Path::new(model), steps)
+        .set("data", "train_size", 64)
+        .unset("data", "test_size")
+        .tokens(tokens)
+        .without("learner.schedule")
+        .set("grpo", "prompts_per_step", prompts as i64)
+        .set("grpo", "max_batch", 64)
+        .set("checkpoint", "every_steps", 100_000)
+        .write(&dir.join("job.toml"))
+        .unwrap()
 }
 
 #[test]

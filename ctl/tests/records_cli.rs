@@ -6,65 +6,27 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
-use r1_kernels::tokenizer::ByteTokenizer;
+use r1_config::testkit::JobToml;
+use r1_kernels::model::tiny::TinyModel;
 
 fn model(dir: &Path) -> PathBuf {
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let path = dir.join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &path).unwrap();
+    TinyModel::byte().seed(1).save(&path).unwrap();
     path
 }
 
 fn config(dir: &Path, stage: &str, model: &Path, output: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[run]
-name = "records"
-stage = "{stage}"
-seed = 3
-output_dir = "{output}"
-
-[model]
-path = "{model}"
-template = "chatml"
-tokenizer = "byte"
-
-[data]
-kind = "builtin"
-task = "arithmetic"
-train_size = 16
-test_size = 3
-
-[sampling]
-temperature = 1.0
-max_new_tokens = 8
-
-[learner]
-group_size = 2
-minibatches = 1
-
-[learner.grpo]
-beta = 0.01
-max_completion_length = 8
-
-[grpo]
-steps = 3
-prompts_per_step = 2
-max_batch = 4
-
-[eval]
-samples = 2
-"#,
-        output = output.display(),
-        model = model.display()
-    );
-    let path = dir.join(format!("{stage}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    JobToml::grpo(model, 3)
+        .set("run", "name", "records")
+        .set("run", "stage", stage)
+        .set_path("run", "output_dir", output)
+        .set("data", "train_size", 16)
+        .set("data", "test_size", 3)
+        .without("learner.schedule")
+        .without("checkpoint")
+        .set("eval", "samples", 2)
+        .write(&dir.join(format!("{stage}.toml")))
+        .unwrap()
 }
 
 fn r1ctl(args: &[&str]) -> Output {

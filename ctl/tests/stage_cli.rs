@@ -4,15 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
-use r1_kernels::tokenizer::ByteTokenizer;
+use r1_config::testkit::JobToml;
+use r1_kernels::model::tiny::TinyModel;
 
 fn tiny_model(dir: &Path, seed: u64) {
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
-    save_model_dir(&Model::random(config, seed, 0.05), dir).unwrap();
+    TinyModel::byte().seed(seed).save(dir).unwrap();
 }
 
 fn train(config: &Path) -> Output {
@@ -33,7 +29,8 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A config for `stage` on `model`, writing to `output`, with `tables` appended.
+/// A config for `stage` on `model`, writing to `dir/name`, `data` as the `[data]` table's lines,
+/// with `tables` appended.
 fn config(
     dir: &Path,
     name: &str,
@@ -42,14 +39,16 @@ fn config(
     data: &str,
     tables: &str,
 ) -> std::path::PathBuf {
-    let text = format!(
-        "[run]\nname = \"{name}\"\nstage = \"{stage}\"\nseed = 1\noutput_dir = \"{out}\"\n\n[model]\npath = \"{model}\"\ntemplate = \"chatml\"\ntokenizer = \"byte\"\n\n[data]\n{data}\n\n[sampling]\ntemperature = 0.0\nmax_new_tokens = 40\n\n{tables}",
-        out = dir.join(name).display(),
-        model = model.display(),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    JobToml::stage(stage, model)
+        .set("run", "name", name)
+        .set("run", "seed", 1)
+        .set_path("run", "output_dir", &dir.join(name))
+        .lines("data", data)
+        .set("sampling", "temperature", 0.0)
+        .set("sampling", "max_new_tokens", 40)
+        .append(tables)
+        .write(&dir.join(format!("{name}.toml")))
+        .unwrap()
 }
 
 #[test]

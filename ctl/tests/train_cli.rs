@@ -5,62 +5,19 @@
 use std::path::Path;
 use std::process::Command;
 
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, Model};
-use r1_kernels::tokenizer::ByteTokenizer;
+use r1_config::testkit::JobToml;
+use r1_kernels::model::tiny::TinyModel;
+
+/// Three GRPO steps on `model`, writing to `output`, a checkpoint each step.
+fn job(model: &Path, output: &Path) -> JobToml {
+    JobToml::grpo(model, 3)
+        .set_path("run", "output_dir", output)
+        .set("data", "train_size", 16)
+        .unset("data", "test_size")
+}
 
 fn write_config(dir: &Path, model: &Path, output: &Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[run]
-name = "tiny"
-stage = "grpo"
-seed = 3
-output_dir = "{output}"
-
-[model]
-path = "{model}"
-template = "chatml"
-tokenizer = "byte"
-
-[data]
-kind = "builtin"
-task = "arithmetic"
-train_size = 16
-
-[sampling]
-temperature = 1.0
-max_new_tokens = 8
-
-[learner]
-group_size = 2
-minibatches = 1
-
-[learner.grpo]
-beta = 0.01
-max_completion_length = 8
-
-[learner.schedule]
-peak_lr = 1e-3
-warmup_steps = 0
-total_steps = 0
-min_lr_ratio = 1.0
-
-[grpo]
-steps = 3
-prompts_per_step = 2
-max_batch = 4
-
-[checkpoint]
-every_steps = 1
-keep_last = 2
-"#,
-        output = output.display(),
-        model = model.display()
-    );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    job(model, output).write(&dir.join("job.toml")).unwrap()
 }
 
 fn train(config: &Path, steps: Option<u64>) -> std::process::Output {
@@ -81,11 +38,8 @@ fn train(config: &Path, steps: Option<u64>) -> std::process::Output {
 #[test]
 fn a_stopped_and_resumed_run_ends_with_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.path().join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
 
     let straight = write_config(dir.path(), &model_dir, &dir.path().join("straight"));
     let out = train(&straight, None);
@@ -147,20 +101,18 @@ fn bad_configs_and_changed_configs_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.path().join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
-    let job = write_config(dir.path(), &model_dir, &dir.path().join("run"));
-    train(&job, Some(1));
-    let changed = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("peak_lr = 1e-3", "peak_lr = 2e-3");
-    std::fs::write(&job, changed).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
+    let output = dir.path().join("run");
+    let path = write_config(dir.path(), &model_dir, &output);
+    train(&path, Some(1));
+    job(&model_dir, &output)
+        .set("learner.schedule", "peak_lr", 2e-3)
+        .write(&path)
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_r1ctl"))
         .arg("train")
-        .arg(&job)
+        .arg(&path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -171,11 +123,8 @@ fn bad_configs_and_changed_configs_are_refused() {
 fn ctrl_c_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_from_it() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.path().join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
     let path = write_config(dir.path(), &model_dir, &dir.path().join("out"));
     // Many steps, no checkpoint before the stop.
     let text = std::fs::read_to_string(&path)
@@ -222,11 +171,8 @@ fn ctrl_c_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_from_it() {
 #[test]
 fn absurd_sizes_and_a_model_too_big_are_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.path().join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
     let job = write_config(dir.path(), &model_dir, &dir.path().join("run"));
     let text = std::fs::read_to_string(&job).unwrap();
     let refused = |text: String, key: &str| {

@@ -18,6 +18,7 @@ use r1_kernels::cuda::{
 use r1_kernels::model::{
     load_model_dir, Architecture, Model, ModelConfig, RewardModel, RopeScaling,
 };
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::train::head::HeadGrads;
 use r1_kernels::train::{
     clip_grad_norm, lm_head, AdamW, AdamWConfig, TokenLoss, TokenObjective, WeightedCrossEntropy,
@@ -534,24 +535,12 @@ fn upload_grads(be: &CudaBackend, dm: &DeviceModel, grads: &[f32]) {
 }
 
 fn tiny_config(arch: Architecture) -> ModelConfig {
-    ModelConfig {
-        architecture: arch,
-        hidden_size: 64,
-        intermediate_size: 96,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 16,
-        vocab_size: 97,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: arch == Architecture::Qwen2,
-        tie_word_embeddings: arch == Architecture::Qwen2,
-        max_position_embeddings: 128,
-        eos_token_ids: vec![1],
-        bos_token_id: None,
-    }
+    TinyModel::engine(arch)
+        .hidden(64)
+        .intermediate(96)
+        .vocab(97)
+        .special(1, None)
+        .into_config()
 }
 
 /// The masked cross-entropy weights the training-pass tests use (every 5th token masked).

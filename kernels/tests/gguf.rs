@@ -12,7 +12,8 @@ use r1_kernels::cpu::{self, Activations};
 use r1_kernels::model::gguf::{
     import_to_dir, load_llama, tokenizer_json, GgmlType, GgufError, GgufFile,
 };
-use r1_kernels::model::{load_model_dir, Architecture, Model, ModelConfig, RopeScaling};
+use r1_kernels::model::tiny::TinyModel;
+use r1_kernels::model::{load_model_dir, Architecture, Model, ModelConfig};
 use r1_kernels::sample::{GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::{Message, PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::Tokenizer;
@@ -259,24 +260,14 @@ fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
 }
 
 fn tiny_config(vocab_size: usize) -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Llama,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        vocab_size,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: false,
-        tie_word_embeddings: true,
-        max_position_embeddings: 128,
-        eos_token_ids: vec![2],
-        bos_token_id: Some(1),
-    }
+    TinyModel::engine(Architecture::Llama)
+        .vocab(vocab_size)
+        .special(2, Some(1))
+        .with(|c| {
+            c.rms_norm_eps = 1e-5;
+            c.tie_word_embeddings = true;
+        })
+        .into_config()
 }
 
 /// llama.cpp's `permute` (convert_hf_to_gguf.py): reshape(heads, 2, hd/2, C).swapaxes(1, 2).

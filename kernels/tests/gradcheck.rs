@@ -3,37 +3,25 @@
 //! LM head with a log-prob + entropy objective.
 
 use r1_kernels::cpu::{self, Activations};
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::model::{Architecture, Model, ModelConfig, RopeScaling};
 use r1_kernels::train::head::HeadGrads;
 use r1_kernels::train::{lm_head, TokenLoss, TokenObjective, WeightedCrossEntropy};
 
 fn tiny_config(architecture: Architecture) -> ModelConfig {
-    ModelConfig {
-        architecture,
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        vocab_size: 64,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: match architecture {
-            Architecture::Llama => RopeScaling::Llama3 {
-                factor: 8.0,
-                low_freq_factor: 1.0,
-                high_freq_factor: 4.0,
-                original_max_position_embeddings: 32.0,
-            },
-            Architecture::Qwen2 | Architecture::Qwen3 => RopeScaling::None,
-        },
-        attention_bias: architecture == Architecture::Qwen2,
-        tie_word_embeddings: architecture == Architecture::Qwen2,
-        max_position_embeddings: 128,
-        eos_token_ids: vec![1],
-        bos_token_id: Some(0),
-    }
+    TinyModel::engine(architecture)
+        .intermediate(48)
+        .with(|c| {
+            if architecture == Architecture::Llama {
+                c.rope_scaling = RopeScaling::Llama3 {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 32.0,
+                };
+            }
+        })
+        .into_config()
 }
 
 struct Batch {

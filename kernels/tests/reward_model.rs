@@ -12,33 +12,23 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use r1_kernels::cpu::Activations;
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::model::{
     load_reward_model_dir, save_reward_model_dir, Architecture, ModelConfig, RewardModel,
-    RopeScaling,
 };
 use r1_kernels::tokenizer::ByteTokenizer;
 use r1_kernels::train::reward::{pad_rows, reward_backward, reward_forward, score_positions};
 use r1_kernels::train::{bradley_terry, pointwise_bce};
 
 fn config(architecture: Architecture, hidden: usize, layers: usize, vocab: usize) -> ModelConfig {
-    ModelConfig {
-        architecture,
-        hidden_size: hidden,
-        intermediate_size: 2 * hidden,
-        num_layers: layers,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: hidden / 4,
-        vocab_size: vocab,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: architecture == Architecture::Qwen2,
-        tie_word_embeddings: architecture == Architecture::Qwen2,
-        max_position_embeddings: 256,
-        eos_token_ids: vec![ByteTokenizer::EOS],
-        bos_token_id: Some(ByteTokenizer::BOS),
-    }
+    TinyModel::engine(architecture)
+        .hidden(hidden)
+        .intermediate(2 * hidden)
+        .layers(layers)
+        .vocab(vocab)
+        .positions(256)
+        .special(ByteTokenizer::EOS, Some(ByteTokenizer::BOS))
+        .into_config()
 }
 
 /// Rewards of unpadded sequences, batched.

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{job_config, preference_job_config, Daemon};
+use r1_config::testkit::JobToml;
 use serde_json::json;
 
 fn code(e: (u16, serde_json::Value)) -> (u16, String) {
@@ -724,15 +725,17 @@ fn stage_config(
     model: &std::path::Path,
     tables: &str,
 ) -> std::path::PathBuf {
-    let text = format!(
-        "[run]\nname = \"{name}\"\nstage = \"{stage}\"\nseed = 1\noutput_dir = \"runs/{name}\"\n\n\
-         [model]\npath = \"{model}\"\ntemplate = \"chatml\"\ntokenizer = \"byte\"\n\n\
-         [data]\nkind = \"jsonl\"\npath = \"q.jsonl\"\n\n[sampling]\ntemperature = 0.0\nmax_new_tokens = 40\n\n{tables}",
-        model = model.display(),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    JobToml::stage(stage, model)
+        .set("run", "name", name)
+        .set("run", "seed", 1)
+        .set("run", "output_dir", format!("runs/{name}"))
+        .set("data", "kind", "jsonl")
+        .set("data", "path", "q.jsonl")
+        .set("sampling", "temperature", 0.0)
+        .set("sampling", "max_new_tokens", 40)
+        .append(tables)
+        .write(&dir.join(format!("{name}.toml")))
+        .unwrap()
 }
 
 /// A tiny model, an SFT set that teaches "7?" → 7 (`sft.jsonl`) and two prompts to judge against

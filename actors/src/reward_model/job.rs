@@ -11,11 +11,11 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::model::{
-    load_model_dir, load_reward_model_dir, save_reward_model_dir, Architecture, ModelConfig,
-    RewardModel, RopeScaling,
+    load_model_dir, load_reward_model_dir, save_reward_model_dir, RewardModel,
 };
-use r1_kernels::tokenizer::{self, ByteTokenizer, Tokenizer};
+use r1_kernels::tokenizer::{self, Tokenizer};
 
 use super::{
     load_labels, load_pairs, train_reward_model, EpochReport, LabelFields, PairFields, RewardData,
@@ -194,7 +194,9 @@ impl<'a> RewardModelJob<'a> {
                 hidden_size,
                 num_layers,
             } => RewardModel::random(
-                tiny_config(*hidden_size, *num_layers, self.train.max_tokens),
+                TinyModel::byte_qwen2(*hidden_size, *num_layers)
+                    .positions(self.train.max_tokens)
+                    .into_config(),
                 pad,
                 seed,
                 0.02,
@@ -267,28 +269,6 @@ impl PreparedRmJob<'_> {
             epochs: outcome.epochs,
             stopped: outcome.stopped,
         })
-    }
-}
-
-/// The tiny Qwen2 shape on the byte vocabulary (`init = { kind = "tiny" }`).
-fn tiny_config(hidden_size: usize, num_layers: usize, max_tokens: usize) -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen2,
-        hidden_size,
-        intermediate_size: 4 * hidden_size,
-        num_layers,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: hidden_size / 4,
-        vocab_size: ByteTokenizer::VOCAB_SIZE,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: true,
-        tie_word_embeddings: true,
-        max_position_embeddings: max_tokens,
-        eos_token_ids: vec![ByteTokenizer::EOS],
-        bos_token_id: Some(ByteTokenizer::BOS),
     }
 }
 

@@ -46,19 +46,7 @@ impl Director {
         best: Option<PathBuf>,
         watcher: Recipient<RunEvent>,
     ) -> Self {
-        let (id, sink) = (run.clone(), watcher.clone());
-        let lifecycle = RunLifecycle::new(Box::new(
-            move |state: RunState, step: u64, message: Option<String>| {
-                sink.do_send(RunEvent {
-                    run: id.clone(),
-                    kind: RunEventKind::State {
-                        state,
-                        step,
-                        message,
-                    },
-                })
-            },
-        ));
+        let lifecycle = RunLifecycle::reporting_to(run.clone(), watcher.clone());
         Director {
             run,
             plan: Some(plan),

@@ -1,11 +1,18 @@
-//! The pause/resume/stop/suspend state machine of a daemon run. The director's handlers request
-//! changes; the run loop (`stages::rl::run_rl`, on the run's own thread) asks it between steps
-//! whether to go on and blocks here while the run is paused. Every state change is reported
-//! through one callback, so the watcher sees them in the order they happened.
+//! The pause/resume/stop/suspend state machine of every daemon run, RL or not. The actor's
+//! handlers (the director's, the stage worker's) request changes; the run's own thread asks it
+//! whether to go on and blocks here while the run is paused. An RL run (`stages::rl::run_rl`)
+//! asks between steps. A stage without RL steps (sft, rejection, distill, eval) pauses by
+//! stopping: it watches [`RunLifecycle::interrupt_flag`], returns early when it is raised, and
+//! asks the same question afterwards; `None` then means "resumed: start it again" (it resumes
+//! from what it wrote). Every state change is reported through one callback, so the watcher sees
+//! them in the order they happened.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::messages::{DirectorStatus, RunState};
+use actix::Recipient;
+
+use crate::messages::{DirectorStatus, RunEvent, RunEventKind, RunState};
 use crate::stages::rl::RunControl;
 
 /// Called with (state, steps done, why) on every change.
@@ -25,6 +32,9 @@ pub struct RunLifecycle {
     requests: Mutex<Requests>,
     /// Wakes a paused run loop.
     changed: Condvar,
+    /// Raised (under the `requests` lock) while a pause, stop or suspend is pending, lowered when
+    /// the run starts again: how a stage that cannot wait between steps learns it must return.
+    interrupt: AtomicBool,
     sink: StateSink,
 }
 
@@ -40,8 +50,31 @@ impl RunLifecycle {
                 suspend: false,
             }),
             changed: Condvar::new(),
+            interrupt: AtomicBool::new(false),
             sink,
         }
+    }
+
+    /// A run about to start whose every state goes to `watcher` as a [`RunEvent`] of run `run`.
+    pub fn reporting_to(run: String, watcher: Recipient<RunEvent>) -> Self {
+        RunLifecycle::new(Box::new(
+            move |state: RunState, step: u64, message: Option<String>| {
+                watcher.do_send(RunEvent {
+                    run: run.clone(),
+                    kind: RunEventKind::State {
+                        state,
+                        step,
+                        message,
+                    },
+                })
+            },
+        ))
+    }
+
+    /// Raised while a pause, stop or suspend is pending; the stop flag a stage without RL steps
+    /// polls (an RL run waits in [`RunControl::between_steps`] instead and never reads it).
+    pub fn interrupt_flag(&self) -> &AtomicBool {
+        &self.interrupt
     }
 
     fn lock(&self) -> MutexGuard<'_, Requests> {
@@ -65,6 +98,7 @@ impl RunLifecycle {
         let mut r = self.lock();
         if matches!(r.state, RunState::Running | RunState::Starting) {
             r.pause = true;
+            self.interrupt.store(true, Ordering::Relaxed);
         }
     }
 
@@ -85,6 +119,7 @@ impl RunLifecycle {
             return;
         }
         r.stop = true;
+        self.interrupt.store(true, Ordering::Relaxed);
         self.set(&mut r, RunState::Stopping, None);
         self.changed.notify_all();
     }
@@ -96,6 +131,7 @@ impl RunLifecycle {
             return;
         }
         r.suspend = true;
+        self.interrupt.store(true, Ordering::Relaxed);
         self.changed.notify_all();
     }
 
@@ -124,12 +160,18 @@ impl RunControl for RunLifecycle {
     fn started(&self, step: u64, message: Option<String>) {
         let mut r = self.lock();
         r.step = step;
+        // A request that came before this (re)start still counts.
+        self.interrupt
+            .store(r.pause || r.stop || r.suspend, Ordering::Relaxed);
         let state = if r.stop {
             RunState::Stopping
         } else {
             RunState::Running
         };
-        self.set(&mut r, state, message);
+        // A stage started again after a resume is `Running` already: nothing new to tell.
+        if state != r.state || message.is_some() {
+            self.set(&mut r, state, message);
+        }
     }
 
     fn between_steps(&self, done: bool) -> Option<RunState> {

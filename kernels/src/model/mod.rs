@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod layout;
 pub mod limits;
 pub mod sequence_classification;
+pub mod tiny;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};

@@ -231,26 +231,19 @@ pub fn save_reward_model_dir(rm: &RewardModel, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tiny::TinyModel;
 
     fn tiny(architecture: Architecture, tie: bool) -> ModelConfig {
-        ModelConfig {
-            architecture,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 1,
-            head_dim: 8,
-            vocab_size: 40,
-            rms_norm_eps: 1e-6,
-            rope_theta: 10_000.0,
-            rope_scaling: super::super::config::RopeScaling::None,
-            attention_bias: architecture == Architecture::Qwen2,
-            tie_word_embeddings: tie,
-            max_position_embeddings: 64,
-            eos_token_ids: vec![1],
-            bos_token_id: None,
-        }
+        TinyModel::engine(architecture)
+            .heads(2, 1)
+            .hidden(16)
+            .intermediate(32)
+            .layers(1)
+            .vocab(40)
+            .positions(64)
+            .special(1, None)
+            .with(|c| c.tie_word_embeddings = tie)
+            .into_config()
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use r1_config::testkit::JobToml;
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -32,52 +33,13 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A job config for the tiny model in `{WORK}/model`: `steps` GRPO steps, a checkpoint each.
 pub fn job_toml(steps: u64) -> String {
-    format!(
-        r#"[run]
-name = "fuzz"
-stage = "grpo"
-seed = 3
-output_dir = "runs/fuzz"
-
-[model]
-path = "model"
-template = "chatml"
-tokenizer = "byte"
-
-[data]
-kind = "builtin"
-task = "arithmetic"
-train_size = 16
-test_size = 4
-
-[sampling]
-temperature = 1.0
-max_new_tokens = 4
-
-[learner]
-group_size = 2
-minibatches = 1
-
-[learner.grpo]
-beta = 0.01
-max_completion_length = 4
-
-[learner.schedule]
-peak_lr = 1e-3
-warmup_steps = 0
-total_steps = 0
-min_lr_ratio = 1.0
-
-[grpo]
-steps = {steps}
-prompts_per_step = 2
-max_batch = 4
-
-[checkpoint]
-every_steps = 1
-keep_last = 2
-"#
-    )
+    JobToml::grpo(Path::new("model"), steps)
+        .set("run", "name", "fuzz")
+        .set("run", "output_dir", "runs/fuzz")
+        .set("data", "train_size", 16)
+        .set("data", "test_size", 4)
+        .tokens(4)
+        .text()
 }
 
 /// A raw request with `Content-Length` set to the body's length.

@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use r1_kernels::bench::builtin_config;
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::model::{
     save_model_dir, save_reward_model_dir, Architecture, Model, ModelConfig, RewardModel,
-    RopeScaling,
 };
-use r1_kernels::tokenizer::ByteTokenizer;
 
 use super::http::{job_toml, raw_request, TOKEN, WORK};
 
@@ -22,32 +20,23 @@ type Result<T> = std::result::Result<T, String>;
 /// The byte-level tiny Qwen2 the HTTP target trains for two steps (not a corpus seed: it is
 /// written fresh for each run).
 pub fn tiny_model(dir: &Path) -> Result<()> {
-    let mut config = builtin_config("tiny-qwen2").ok_or("no built-in tiny-qwen2")?;
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
-    save_model_dir(&Model::random(config, 1, 0.05), dir).map_err(|e| e.to_string())
+    TinyModel::byte()
+        .save(dir)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A model small enough to keep in git (a few KB): width 8, one or two layers, vocabulary 24.
 fn small_config(architecture: Architecture, layers: usize, tie: bool) -> ModelConfig {
-    ModelConfig {
-        architecture,
-        hidden_size: 8,
-        intermediate_size: 16,
-        num_layers: layers,
-        num_heads: 2,
-        num_kv_heads: 1,
-        head_dim: 4,
-        vocab_size: 24,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: architecture == Architecture::Qwen2,
-        tie_word_embeddings: tie,
-        max_position_embeddings: 64,
-        eos_token_ids: vec![1],
-        bos_token_id: Some(0),
-    }
+    TinyModel::engine(architecture)
+        .heads(2, 1)
+        .hidden(8)
+        .intermediate(16)
+        .layers(layers)
+        .vocab(24)
+        .positions(64)
+        .with(|c| c.tie_word_embeddings = tie)
+        .into_config()
 }
 
 /// Writes every generated seed under `corpus/<target>/`.

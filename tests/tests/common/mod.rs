@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use r1_kernels::bench::builtin_config;
-use r1_kernels::model::{save_model_dir, save_reward_model_dir, Model, RewardModel};
+use r1_config::testkit::JobToml;
+use r1_kernels::model::tiny::TinyModel;
+use r1_kernels::model::Model;
 use r1_kernels::tokenizer::ByteTokenizer;
 
 /// A binary of the workspace, next to this test's `deps` folder.
@@ -32,124 +33,74 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A tiny random byte-level model directory.
 pub fn tiny_model(dir: &Path) -> PathBuf {
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
-    config.max_position_embeddings = 512;
     let model_dir = dir.join("model");
-    save_model_dir(&Model::random(config, 1, 0.05), &model_dir).unwrap();
+    TinyModel::byte().seed(1).save(&model_dir).unwrap();
     model_dir
 }
 
 /// A GRPO job on the tiny model: `steps` steps, a checkpoint every `every` steps.
-pub fn job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
+fn grpo_job(dir: &Path, steps: u64, every: u64) -> JobToml {
     let model = tiny_model(dir);
-    let text = format!(
-        r#"
-[run]
-name = "e2e"
-stage = "grpo"
-seed = 5
-# r1d keeps run outputs under its state folder; output_dir is for `r1ctl train`.
-output_dir = "runs/e2e"
+    JobToml::grpo(&model, steps)
+        .set("run", "name", "e2e")
+        .set("run", "seed", 5)
+        // r1d keeps run outputs under its state folder; output_dir is for `r1ctl train`.
+        .set("run", "output_dir", "runs/e2e")
+        .set("checkpoint", "every_steps", every as i64)
+        .set("checkpoint", "keep_last", 3)
+}
 
-[model]
-path = "{model}"
-template = "chatml"
-tokenizer = "byte"
-
-[data]
-kind = "builtin"
-task = "arithmetic"
-train_size = 32
-test_size = 8
-
-[sampling]
-temperature = 1.0
-max_new_tokens = 8
-
-[learner]
-group_size = 2
-minibatches = 1
-
-[learner.grpo]
-beta = 0.01
-max_completion_length = 8
-
-[learner.schedule]
-peak_lr = 1e-3
-warmup_steps = 0
-total_steps = 0
-min_lr_ratio = 1.0
-
-[grpo]
-steps = {steps}
-prompts_per_step = 2
-max_batch = 4
-
-[checkpoint]
-every_steps = {every}
-keep_last = 3
-"#,
-        model = model.display()
-    );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// [`grpo_job`] written to `dir/job.toml`.
+pub fn job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
+    grpo_job(dir, steps, every)
+        .write(&dir.join("job.toml"))
+        .unwrap()
 }
 
 /// A preference-RL job on the tiny model: `steps` steps of 2 reasoning (arithmetic) and 2 general
 /// prompts, two random tiny reward models (`helpful` reads the summary, `harmless` the whole
 /// response), preference rewards from step 1, a checkpoint every `every` steps.
 pub fn preference_job_config(dir: &Path, steps: u64, every: u64) -> PathBuf {
-    let grpo = std::fs::read_to_string(job_config(dir, steps, every)).unwrap();
-    let mut config = builtin_config("tiny-qwen2").unwrap();
-    config.vocab_size = ByteTokenizer::VOCAB_SIZE;
     for (name, seed) in [("helpful", 11), ("harmless", 12)] {
-        let rm = RewardModel::from_causal_lm(
-            &Model::random(config.clone(), seed, 0.05),
-            Some(ByteTokenizer::EOS),
-            seed,
-            0.5,
-        );
-        save_reward_model_dir(&rm, &dir.join(name)).unwrap();
+        TinyModel::byte()
+            .seed(seed)
+            .save_reward_model(&dir.join(name), Some(ByteTokenizer::EOS))
+            .unwrap();
     }
     std::fs::write(
         dir.join("general.jsonl"),
         "{\"prompt\": \"say hi\"}\n{\"prompt\": \"say bye\"}\n{\"prompt\": \"thank Ada\"}\n",
     )
     .unwrap();
-    let text = grpo
-        .replace("stage = \"grpo\"", "stage = \"preference\"")
-        .replace("prompts_per_step = 2", "prompts_per_step = 4")
-        + &format!(
-            r#"
-[preference]
-preference_from_step = 1
-general_prompts = "{general}"
-general_share = 0.5
-normalisation = {{ kind = "running", momentum = 0.5 }}
-
-[[preference.reward_models]]
-name = "helpful"
-path = "{helpful}"
-tokenizer = "byte"
-view = "summary"
-max_tokens = 64
-
-[[preference.reward_models]]
-name = "harmless"
-path = "{harmless}"
-tokenizer = "byte"
-view = "whole"
-max_tokens = 64
-"#,
-            general = dir.join("general.jsonl").display(),
-            helpful = dir.join("helpful").display(),
-            harmless = dir.join("harmless").display(),
-        );
-    let path = dir.join("preference.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let reward_model = |name: &str, view: &str| {
+        vec![
+            ("name", name.into()),
+            ("path", dir.join(name).display().to_string().into()),
+            ("tokenizer", "byte".into()),
+            ("view", view.into()),
+            ("max_tokens", 64.into()),
+        ]
+    };
+    grpo_job(dir, steps, every)
+        .set("run", "stage", "preference")
+        .set("grpo", "prompts_per_step", 4)
+        .set("preference", "preference_from_step", 1)
+        .set_path("preference", "general_prompts", &dir.join("general.jsonl"))
+        .set("preference", "general_share", 0.5)
+        .set("preference.normalisation", "kind", "running")
+        .set("preference.normalisation", "momentum", 0.5)
+        .table(
+            "preference.reward_models",
+            true,
+            reward_model("helpful", "summary"),
+        )
+        .table(
+            "preference.reward_models",
+            true,
+            reward_model("harmless", "whole"),
+        )
+        .write(&dir.join("preference.toml"))
+        .unwrap()
 }
 
 /// Runs `r1ctl train CONFIG` in `dir` (relative output paths land there) and loads the model it

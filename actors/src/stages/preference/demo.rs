@@ -22,7 +22,8 @@ use std::sync::atomic::AtomicBool;
 use rand::{seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::model::{Architecture, Model, ModelConfig, RewardModel, RopeScaling};
+use r1_kernels::model::tiny::TinyModel;
+use r1_kernels::model::{Model, RewardModel};
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::{PromptTemplate, TemplateKind};
 use r1_kernels::tokenizer::{ByteTokenizer, Tokenizer};
@@ -145,27 +146,6 @@ const POLITE: &str = "Thanks, ";
 const RUDE: &str = "Go away.";
 const KIND: &str = "be kind";
 const UNKIND: &str = "be mean";
-
-fn tiny_config(hidden: usize, layers: usize) -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen2,
-        hidden_size: hidden,
-        intermediate_size: 4 * hidden,
-        num_layers: layers,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: hidden / 4,
-        vocab_size: ByteTokenizer::VOCAB_SIZE,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::None,
-        attention_bias: true,
-        tie_word_embeddings: true,
-        max_position_embeddings: 128,
-        eos_token_ids: vec![ByteTokenizer::EOS],
-        bos_token_id: Some(ByteTokenizer::BOS),
-    }
-}
 
 fn polite(name: &str) -> String {
     format!("{POLITE}{name}!")
@@ -295,7 +275,7 @@ pub fn run_preference_demo(
         )?;
     }
     let mut trainer = SftTrainer::new(
-        Model::random(tiny_config(64, 2), seed, 0.02),
+        Model::random(TinyModel::byte_qwen2(64, 2).into_config(), seed, 0.02),
         AdamWConfig {
             weight_decay: 0.0,
             ..AdamWConfig::default()
@@ -381,7 +361,7 @@ pub fn run_preference_demo(
     let n_val = (config.rm_examples / 10).max(2);
     let helpful = train_reward_model(
         RewardModel::random(
-            tiny_config(32, 1),
+            TinyModel::byte_qwen2(32, 1).into_config(),
             Some(ByteTokenizer::EOS),
             seed + 10,
             0.02,
@@ -396,7 +376,7 @@ pub fn run_preference_demo(
     .map_err(|e| bad(format!("helpfulness model: {e}")))?;
     let harmless = train_reward_model(
         RewardModel::random(
-            tiny_config(32, 1),
+            TinyModel::byte_qwen2(32, 1).into_config(),
             Some(ByteTokenizer::EOS),
             seed + 20,
             0.02,
