@@ -15,10 +15,10 @@ use r1_kernels::cuda::{
     CudaBackend, CudaError, DecodeAttention, DeviceActivations, DeviceDecoder, DeviceModel,
     DeviceSampling,
 };
+use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::model::{
     load_model_dir, Architecture, Model, ModelConfig, RewardModel, RopeScaling,
 };
-use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::train::head::HeadGrads;
 use r1_kernels::train::{
     clip_grad_norm, lm_head, AdamW, AdamWConfig, TokenLoss, TokenObjective, WeightedCrossEntropy,
