@@ -4,12 +4,18 @@
 //! turns it into a concrete `Device` against what `list` finds, or says why it cannot: a config
 //! that asks for `cuda:0` on a machine without a GPU fails here, before a run is created.
 
+pub mod memory;
+pub mod placement;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cuda;
+
+pub use memory::{MemoryError, MemoryEstimate, RunShape};
+pub use placement::{DevicesConfig, Placement, PlacementError};
 
 /// A device as written in a config: `cpu`, `cuda:N` (`cuda` alone is `cuda:0`), or `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -173,9 +179,7 @@ impl DeviceSpec {
         (self == DeviceSpec::Auto && list.cuda_count() == 0).then(|| {
             format!(
                 "device auto: no GPU found ({}), running on the CPU",
-                list.cuda_unavailable
-                    .as_deref()
-                    .unwrap_or("no CUDA device")
+                list.cuda_unavailable.as_deref().unwrap_or("no CUDA device")
             )
         })
     }
@@ -292,7 +296,10 @@ mod tests {
     fn devices_round_trip_through_serde() {
         let json = serde_json::to_string(&Device::Cuda(1)).unwrap();
         assert_eq!(json, "\"cuda:1\"");
-        assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), Device::Cuda(1));
+        assert_eq!(
+            serde_json::from_str::<Device>(&json).unwrap(),
+            Device::Cuda(1)
+        );
         assert!(serde_json::from_str::<Device>("\"auto\"").is_err());
         let spec: DeviceSpec = serde_json::from_str("\"cuda:0\"").unwrap();
         assert_eq!(spec, DeviceSpec::Cuda(0));
