@@ -116,20 +116,15 @@ pub struct MemoryEstimate {
 
 /// A run that does not fit: which device, and the figures.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{what} does not fit on {device}: needs {needs} ({parts}), {available} available ({source_of_limit})")]
+#[error("{what} does not fit on {device}: {figures}")]
 pub struct MemoryError {
     /// What was estimated (`a grpo run on models/m`).
     pub what: String,
     /// The device that is too small.
     pub device: Device,
-    /// Total needed, formatted.
-    pub needs: String,
-    /// By category, formatted.
-    pub parts: String,
-    /// What the device has, formatted.
-    pub available: String,
-    /// Which limit said so (`free memory of cuda:0`, `MemAvailable`, `R1_DEVICE_MEMORY_LIMIT`).
-    pub source_of_limit: String,
+    /// `needs 1.2 GiB (weights …, activations …), 1.0 GiB available (free memory of cuda:0)`:
+    /// the total, by category, what the device has and which limit said so.
+    pub figures: String,
 }
 
 impl DeviceEstimate {
@@ -224,10 +219,12 @@ impl MemoryEstimate {
                 return Err(MemoryError {
                     what: what.to_string(),
                     device: estimate.device,
-                    needs: format_bytes(total),
-                    parts: estimate.describe(),
-                    available: format_bytes(bytes as f64),
-                    source_of_limit: source,
+                    figures: format!(
+                        "needs {} ({}), {} available ({source})",
+                        format_bytes(total),
+                        estimate.describe(),
+                        format_bytes(bytes as f64)
+                    ),
                 });
             }
         }
