@@ -18,6 +18,7 @@ use r1_kernels::device::memory::{
 use r1_kernels::device::{self, DeviceList, Placement};
 use r1_kernels::model::check_model_dir;
 use r1_kernels::model::limits::{available_memory, MemoryAvailable};
+use r1_kernels::model::sequence_classification::read_config as read_reward_model_config;
 use r1_kernels::model::ModelConfig;
 
 use crate::{ConfigError, DataConfig, JobConfig, Stage};
@@ -350,13 +351,12 @@ impl JobConfig {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let config = ModelConfig::from_file(&m.path.join("config.json")).map_err(|e| {
-                    ConfigError::Invalid {
+                let (config, _, _) = read_reward_model_config(&m.path.join("config.json"))
+                    .map_err(|e| ConfigError::Invalid {
                         path: path.to_path_buf(),
                         key: format!("preference.reward_models[{i}]"),
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 Ok(RewardModelShape {
                     name: m.name.clone(),
                     config,

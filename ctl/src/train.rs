@@ -201,6 +201,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
         .check_resources(&args.config)
         .map_err(|e| resources_error(e, &args.config))?;
     if args.check {
+        eprintln!(
+            "r1ctl train: {} is valid (stage {}); relative paths resolve against {}",
+            args.config.display(),
+            job.run.stage.name(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into())
+        );
         // Where `auto` went (the CPU when there is no GPU); a run says so through its stage.
         for note in &resources.placement.notes {
             eprintln!("r1ctl train: {note}");
@@ -214,14 +222,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                 device.describe()
             );
         }
-        eprintln!(
-            "r1ctl train: {} is valid (stage {}); relative paths resolve against {}",
-            args.config.display(),
-            job.run.stage.name(),
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| ".".into())
-        );
         print!(
             "{}",
             toml::to_string_pretty(&job).context("serialising the job")?
