@@ -60,6 +60,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
             },
             config_hash: "hash".into(),
             stop_at: None,
+            devices: Default::default(),
         },
         model: ModelSpec {
             path: model_dir.to_path_buf(),
@@ -92,6 +93,7 @@ fn plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
         samples_per_step: 1,
         reward_timeout: REWARD_TIMEOUT,
         sandbox: Arc::new(CodeSandbox::unavailable("no code in this test")),
+        placement: Default::default(),
         preference: None,
     }
 }

@@ -45,6 +45,7 @@ fn job(root: &Path, output: &str, seed: u64) -> GrpoJob {
             },
             config_hash: "records".into(),
             stop_at: None,
+            devices: Default::default(),
         },
         model: ModelSpec {
             path: model_dir(root),

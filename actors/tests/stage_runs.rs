@@ -51,6 +51,7 @@ fn run_spec(output: &Path, stop_at: Option<u64>) -> RunSpec {
         },
         config_hash: "test".into(),
         stop_at,
+        devices: Default::default(),
     }
 }
 
@@ -110,6 +111,7 @@ fn sourced_step(
         samples_per_step: 0,
         reward_timeout: REWARD_TIMEOUT,
         sandbox: Arc::new(CodeSandbox::unavailable("none")),
+        placement: Default::default(),
         preference: None,
     };
     let mut state = RlState::default();

@@ -26,6 +26,7 @@ use r1_actors::stages::{
     DistillJob, EvalJob, GeneralPrompts, GrpoJob, ModelSpec, PreferenceJob, RejectionJob,
     RewardModelSpec, RunSpec, SftJob,
 };
+pub use r1_kernels::device::DevicesConfig;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::template::PromptTemplate;
 
@@ -137,6 +138,10 @@ pub struct JobConfig {
     /// The preference-RL stage's reward models and schedule (the last RL stage).
     #[serde(default)]
     pub preference: Option<preference::PreferenceStageSection>,
+    /// Which device the sampler, the learner(s) and the reward models use (`[devices]`; every
+    /// key `auto` when absent: the GPUs present, else the CPU).
+    #[serde(default)]
+    pub devices: DevicesConfig,
 }
 
 /// Why a config cannot be used: where, and what.
@@ -353,6 +358,9 @@ impl JobConfig {
             }
         }
         limits::check_sizes(self).map_err(|(key, message)| invalid(&key, message))?;
+        self.devices
+            .validate()
+            .map_err(|e| invalid(&e.key, e.message))?;
         if self.checkpoint.every_steps == 0 {
             return Err(invalid(
                 "checkpoint.every_steps",
@@ -384,6 +392,7 @@ impl JobConfig {
             checkpoint: self.checkpoint,
             config_hash,
             stop_at,
+            devices: self.devices,
         }
     }
 

@@ -11,9 +11,14 @@
 
 use std::path::Path;
 
-use r1_kernels::cpu::{DecodeScratch, KvCache};
+use r1_kernels::device::memory::{
+    self, memory_limit_override, LearnerShape, MemoryEstimate, RewardModelShape, RunShape,
+    SamplerShape,
+};
+use r1_kernels::device::{self, DeviceList, Placement};
 use r1_kernels::model::check_model_dir;
-use r1_kernels::model::limits::{available_memory, MemoryAvailable, MemoryPlan};
+use r1_kernels::model::limits::{available_memory, MemoryAvailable};
+use r1_kernels::model::sequence_classification::read_config as read_reward_model_config;
 use r1_kernels::model::ModelConfig;
 
 use crate::{ConfigError, DataConfig, JobConfig, Stage};
@@ -175,22 +180,51 @@ fn check_task_sizes(key: &str, data: &DataConfig) -> Result<(), (String, String)
     Ok(())
 }
 
+/// What the start-time check found: where each worker runs and what each device must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceCheck {
+    /// The `[devices]` table resolved against this machine (its `auto` notes included).
+    pub placement: Placement,
+    /// The run's memory on each of its devices, by category.
+    pub estimate: MemoryEstimate,
+}
+
 impl JobConfig {
     /// What a run of this config will read and need, checked before it starts: every data file
     /// it reads is a non-empty regular file, every model directory's config.json is within
-    /// bounds and its weights hold every tensor it implies, and the memory the stage needs
-    /// fits what this process may allocate. Paths must already be resolved (relative ones
+    /// bounds and its weights hold every tensor it implies, the `[devices]` it asks for exist
+    /// on this machine, and the memory each device must hold fits what it has (the CPU: what
+    /// this process may allocate; a GPU: its free memory; both capped by
+    /// `R1_DEVICE_MEMORY_LIMIT` when set). Paths must already be resolved (relative ones
     /// resolve against the current folder). Errors name the key, the file and the figures.
-    pub fn check_resources(&self, path: &Path) -> Result<(), ConfigError> {
+    pub fn check_resources(&self, path: &Path) -> Result<ResourceCheck, ConfigError> {
         self.check_resources_against(path, available_memory().as_ref())
     }
 
-    /// [`JobConfig::check_resources`] against a given memory limit (`None`: unknown, not checked).
+    /// [`JobConfig::check_resources`] with a given CPU memory limit (`None`: memory is not
+    /// checked — a queued run waits for the memory the active one holds; devices still are).
     pub fn check_resources_against(
         &self,
         path: &Path,
         available: Option<&MemoryAvailable>,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<ResourceCheck, ConfigError> {
+        let limit = memory_limit_override().map_err(|m| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "devices".into(),
+            message: m,
+        })?;
+        self.check_resources_on(path, &device::list(), available, limit)
+    }
+
+    /// [`JobConfig::check_resources_against`] on a given machine (`devices`) with a given cap on
+    /// every device's memory (`limit`, what `R1_DEVICE_MEMORY_LIMIT` sets).
+    pub fn check_resources_on(
+        &self,
+        path: &Path,
+        devices: &DeviceList,
+        available: Option<&MemoryAvailable>,
+        limit: Option<u64>,
+    ) -> Result<ResourceCheck, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key: key.into(),
@@ -199,46 +233,71 @@ impl JobConfig {
         for (key, file) in self.files_read() {
             check_data_file(file).map_err(|m| invalid(key, m))?;
         }
+        let placement = self
+            .devices
+            .resolve(devices)
+            .map_err(|e| invalid(&e.key, e.message))?;
         let model =
             check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
-        let plan = match self.run.stage {
+        let place = |shape: &RunShape| {
+            memory::estimate(
+                shape,
+                &placement.learners,
+                placement.sampler,
+                placement.reward_models,
+            )
+        };
+        let shape = |model: &ModelConfig| RunShape {
+            model: model.clone(),
+            learner: None,
+            sampler: None,
+            reward_models: Vec::new(),
+            learners: self.devices.learners,
+            shard_optimizer: self.devices.shard_optimizer,
+        };
+        let max_new = self.sampling.max_new_tokens;
+        let estimate = match self.run.stage {
             Stage::Grpo | Stage::Preference => {
-                let g = self.grpo.as_ref();
-                let max_batch = g.map_or(64, |g| g.max_batch);
-                let mut plan = training_plan(&model, self.learner.grpo.beta > 0.0);
-                plan.add("sampler's copy of the weights", weights(&model));
-                add_sampler(&mut plan, &model, max_batch, self.sampling.max_new_tokens);
-                plan
+                let max_batch = self.grpo.as_ref().map_or(64, |g| g.max_batch);
+                let mut run = shape(&model);
+                run.learner = Some(self.grpo_learner_shape(&model));
+                run.sampler = Some(sampler_shape(&model, max_batch, max_new, true));
+                if self.run.stage == Stage::Preference {
+                    run.reward_models = self.reward_model_shapes(path)?;
+                }
+                place(&run)
             }
-            Stage::Sft => training_plan(&model, false),
+            Stage::Sft => {
+                let mut run = shape(&model);
+                run.learner = Some(sft_learner_shape(self, &model));
+                place(&run)
+            }
             Stage::Rejection | Stage::Eval => {
                 let max_batch = match self.run.stage {
                     Stage::Eval => self.eval.as_ref().map_or(64, |e| e.max_batch),
                     _ => self.rejection.as_ref().map_or(64, |r| r.max_batch),
                 };
-                let mut plan = MemoryPlan::default();
-                plan.add("weights", weights(&model));
-                add_sampler(&mut plan, &model, max_batch, self.sampling.max_new_tokens);
-                plan
+                let mut run = shape(&model);
+                run.sampler = Some(sampler_shape(&model, max_batch, max_new, false));
+                place(&run)
             }
             Stage::Distill => {
                 // The teacher samples, then the student trains: the larger phase counts.
                 let max_batch = self.rejection.as_ref().map_or(64, |r| r.max_batch);
-                let mut teacher = MemoryPlan::default();
-                teacher.add("teacher weights", weights(&model));
-                add_sampler(
-                    &mut teacher,
-                    &model,
-                    max_batch,
-                    self.sampling.max_new_tokens,
-                );
-                let student_dir = self.distill.as_ref().map(|d| d.student.as_path());
-                match student_dir {
+                let mut teacher = shape(&model);
+                teacher.sampler = Some(sampler_shape(&model, max_batch, max_new, false));
+                let teacher = place(&teacher);
+                match self.distill.as_ref().map(|d| d.student.as_path()) {
                     Some(dir) => {
-                        let student = check_model_dir(dir)
+                        let student_model = check_model_dir(dir)
                             .map_err(|e| invalid("distill.student", e.to_string()))?;
-                        let student = training_plan(&student, false);
-                        if student.total() > teacher.total() {
+                        let mut student = shape(&student_model);
+                        student.learner = Some(sft_learner_shape(self, &student_model));
+                        let student = place(&student);
+                        let total = |e: &MemoryEstimate| -> f64 {
+                            e.devices.iter().map(|d| d.total()).sum()
+                        };
+                        if total(&student) > total(&teacher) {
                             student
                         } else {
                             teacher
@@ -248,15 +307,64 @@ impl JobConfig {
                 }
             }
         };
-        plan.check_against(
-            &format!(
-                "a {} run on {}",
-                self.run.stage.name(),
-                self.model.path.display()
-            ),
-            available,
-        )
-        .map_err(|e| invalid("model.path", e.to_string()))
+        if available.is_some() {
+            estimate
+                .check(
+                    &format!(
+                        "a {} run on {}",
+                        self.run.stage.name(),
+                        self.model.path.display()
+                    ),
+                    devices,
+                    available,
+                    limit,
+                )
+                .map_err(|e| invalid("model.path", e.to_string()))?;
+        }
+        Ok(ResourceCheck {
+            placement,
+            estimate,
+        })
+    }
+
+    /// One learner replica's minibatch: the step's rollouts split into `learner.minibatches`
+    /// and over the replicas, each row a prompt ([`PROMPT_TOKENS_ASSUMED`]) and a completion.
+    fn grpo_learner_shape(&self, model: &ModelConfig) -> LearnerShape {
+        let l = &self.learner;
+        let prompts = self.grpo.as_ref().map_or(1, |g| g.prompts_per_step);
+        let rollouts = prompts.saturating_mul(l.group_size);
+        let per_minibatch = rollouts.div_ceil(l.minibatches.max(1));
+        LearnerShape {
+            rows: per_minibatch.div_ceil(self.devices.learners.max(1)).max(1),
+            tokens: context(model, self.sampling.max_new_tokens),
+            loss_tokens: self.sampling.max_new_tokens,
+            reference: l.grpo.beta > 0.0,
+        }
+    }
+
+    /// Each reward model's shape from its config.json, at its batch and token limit.
+    fn reward_model_shapes(&self, path: &Path) -> Result<Vec<RewardModelShape>, ConfigError> {
+        let Some(p) = &self.preference else {
+            return Ok(Vec::new());
+        };
+        p.reward_models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (config, _, _) = read_reward_model_config(&m.path.join("config.json"))
+                    .map_err(|e| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: format!("preference.reward_models[{i}]"),
+                        message: e.to_string(),
+                    })?;
+                Ok(RewardModelShape {
+                    name: m.name.clone(),
+                    config,
+                    rows: m.max_batch,
+                    tokens: m.max_tokens,
+                })
+            })
+            .collect()
     }
 
     /// The data files the stage reads, with the key that names each.
@@ -306,41 +414,47 @@ fn check_data_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// f32 bytes of a model's parameters.
-fn weights(model: &ModelConfig) -> f64 {
-    model.parameter_estimate() * 4.0
+/// Positions of a row: a prompt of [`PROMPT_TOKENS_ASSUMED`] and `new_tokens`, within the
+/// model's context.
+fn context(model: &ModelConfig, new_tokens: usize) -> usize {
+    new_tokens
+        .saturating_add(PROMPT_TOKENS_ASSUMED)
+        .min(model.max_position_embeddings.max(1))
 }
 
-/// What training a model holds: its weights, gradients, both AdamW moments, and the frozen
-/// reference when the KL term needs one.
-fn training_plan(model: &ModelConfig, reference: bool) -> MemoryPlan {
-    let p = weights(model);
-    let mut plan = MemoryPlan::default();
-    plan.add("weights", p)
-        .add("gradients", p)
-        .add("AdamW moments", 2.0 * p);
-    if reference {
-        plan.add("reference model", p);
-    }
-    plan
-}
-
-/// The sampler's KV cache and decoding buffers for `max_batch` sequences of up to
-/// `max_new_tokens` after a prompt of [`PROMPT_TOKENS_ASSUMED`] (within the model's context).
-fn add_sampler(
-    plan: &mut MemoryPlan,
+/// The sampler of `max_batch` sequences of a prompt and up to `max_new_tokens`.
+fn sampler_shape(
     model: &ModelConfig,
     max_batch: usize,
     max_new_tokens: usize,
-) {
-    let max_len = max_new_tokens
-        .saturating_add(PROMPT_TOKENS_ASSUMED)
-        .min(model.max_position_embeddings.max(1));
-    plan.add("KV cache", KvCache::bytes(model, max_batch, max_len))
-        .add(
-            "decoding buffers",
-            DecodeScratch::bytes(model, max_batch.max(256), max_len),
-        );
+    own_copy: bool,
+) -> SamplerShape {
+    SamplerShape {
+        slots: max_batch,
+        max_len: context(model, max_new_tokens),
+        own_copy,
+    }
+}
+
+/// SFT's minibatch: `sft.batch_size` rows of `pack_length` positions when packing, else of
+/// the model's context (the longest example is not known before the set is read).
+fn sft_learner_shape(config: &JobConfig, model: &ModelConfig) -> LearnerShape {
+    let sft = config.sft.clone().unwrap_or_default();
+    let tokens = if sft.pack_length > 0 {
+        sft.pack_length
+    } else {
+        context(model, PROMPT_TOKENS_ASSUMED)
+    };
+    let tokens = tokens.min(model.max_position_embeddings.max(1));
+    LearnerShape {
+        rows: sft
+            .batch_size
+            .div_ceil(config.devices.learners.max(1))
+            .max(1),
+        tokens,
+        loss_tokens: tokens,
+        reference: false,
+    }
 }
 
 #[cfg(test)]

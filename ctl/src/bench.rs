@@ -6,7 +6,9 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use r1_actors::bench_grpo::{run_grpo_bench, BenchRewards, GrpoBenchOptions, GrpoBenchReport};
 use r1_kernels::bench::{self, BenchOptions, BenchReport, BenchTest, BUILTIN_SHAPES};
-use r1_kernels::model::{load_model_dir, Model};
+use r1_kernels::device::memory::{self, DeviceEstimate, LearnerShape, SamplerShape};
+use r1_kernels::device::{Device, RunShape};
+use r1_kernels::model::{load_model_dir, Model, ModelConfig};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -163,18 +165,56 @@ fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
         options.warmup_steps,
         options.steps
     );
+    let config = model.config.clone();
     let report = run_grpo_bench(model, &tokenizer, &dir.display().to_string(), &options)?;
+    let estimate = grpo_estimate(&config, &report);
     match args.output {
         Format::Json => {
-            let json = serde_json::json!({"r1": report, "threads": threads});
+            let json = serde_json::json!({"r1": report, "threads": threads, "estimate": estimate});
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
-        Format::Table => print_grpo_table(&report, threads),
+        Format::Table => print_grpo_table(&report, threads, &estimate),
     }
     Ok(0)
 }
 
-fn print_grpo_table(report: &GrpoBenchReport, threads: usize) {
+/// The pre-start estimate (`r1_kernels::device::memory`, what `r1ctl train` checks) of the
+/// bench's shape on the CPU: one minibatch of rows of the (mean, rounded up) prompt and the
+/// forced completion, the sampler decoding every completion of a step at once with the learner's
+/// weights (the bench samples from the policy itself, so no second copy).
+fn grpo_estimate(config: &ModelConfig, report: &GrpoBenchReport) -> DeviceEstimate {
+    let o = &report.options;
+    let rollouts = o.prompts * o.group_size;
+    let tokens = report.prompt_tokens_mean.ceil() as usize + o.completion_tokens;
+    let shape = RunShape {
+        model: config.clone(),
+        learner: Some(LearnerShape {
+            rows: rollouts.div_ceil(o.minibatches.max(1)),
+            tokens: tokens.saturating_sub(1).max(1),
+            loss_tokens: o.completion_tokens,
+            reference: o.beta != 0.0,
+        }),
+        sampler: Some(SamplerShape {
+            slots: rollouts,
+            max_len: tokens,
+            own_copy: false,
+        }),
+        reward_models: Vec::new(),
+        learners: 1,
+        shard_optimizer: false,
+    };
+    let estimate = memory::estimate(&shape, &[Device::Cpu], Device::Cpu, Device::Cpu);
+    estimate
+        .devices
+        .into_iter()
+        .next()
+        .unwrap_or(DeviceEstimate {
+            device: Device::Cpu,
+            parts: Vec::new(),
+        })
+}
+
+fn print_grpo_table(report: &GrpoBenchReport, threads: usize, estimate: &DeviceEstimate) {
     let o = &report.options;
     println!(
         "model {} ({:.1}M parameters), {threads} threads, measured f32 GEMM peak {:.1} GFLOP/s",
@@ -232,6 +272,20 @@ fn print_grpo_table(report: &GrpoBenchReport, threads: usize) {
         "  {:<26} {:>9.1} MiB   (peak RSS of the process: {:.1} MiB)",
         "total",
         total / (1u64 << 20) as f64,
+        report.peak_rss_bytes / (1u64 << 20) as f64
+    );
+    println!("memory by category (pre-start estimate, what `r1ctl train` checks):");
+    for p in &estimate.parts {
+        println!(
+            "  {:<30} {:>9.1} MiB",
+            p.category,
+            p.bytes / (1u64 << 20) as f64
+        );
+    }
+    println!(
+        "  {:<30} {:>9.1} MiB   (peak RSS of the process: {:.1} MiB)",
+        "total",
+        estimate.total() / (1u64 << 20) as f64,
         report.peak_rss_bytes / (1u64 << 20) as f64
     );
 }

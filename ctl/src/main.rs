@@ -23,6 +23,7 @@ macro_rules! print {
 }
 
 mod bench;
+mod devices;
 mod generate;
 mod judge;
 mod model;
@@ -52,6 +53,8 @@ struct Cli {
 enum Command {
     /// Measure training, prefill and decode throughput of a model directory or a built-in shape.
     Bench(bench::BenchArgs),
+    /// This machine's devices (cpu, cuda:N) with their memory, and why CUDA is unavailable.
+    Devices(devices::DevicesArgs),
     /// Score completions in a JSONL file with the reward rules, offline: every component and why.
     Judge(judge::JudgeArgs),
     /// The embedded default: tiny model, cold-start SFT, GRPO, held-out evaluation before and after.
@@ -80,6 +83,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Devices(args) => devices::run(args),
         Command::Judge(args) => judge::run(args),
         Command::Run(args) => run::run(args),
         Command::Generate(args) => generate::run(args),

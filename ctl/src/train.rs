@@ -20,6 +20,7 @@ use r1_actors::stages::{
     run_distill, run_eval, run_grpo, run_preference, run_rejection, run_sft, StageEvent,
 };
 use r1_config::{JobConfig, Stage};
+use r1_kernels::model::limits::format_bytes;
 
 /// Arguments of `r1ctl train`.
 #[derive(Args)]
@@ -196,7 +197,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     // What the stage will read and the memory it needs, before anything is loaded: a model too
     // big for this machine, or a missing model, data file or distill student, is refused with
     // the key and the figures instead of failing mid-run.
-    job.check_resources(&args.config)
+    let resources = job
+        .check_resources(&args.config)
         .map_err(|e| resources_error(e, &args.config))?;
     if args.check {
         eprintln!(
@@ -207,6 +209,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|_| ".".into())
         );
+        // Where `auto` went (the CPU when there is no GPU); a run says so through its stage.
+        for note in &resources.placement.notes {
+            eprintln!("r1ctl train: {note}");
+        }
+        eprintln!("r1ctl train: devices: {}", resources.placement.describe());
+        for device in &resources.estimate.devices {
+            eprintln!(
+                "r1ctl train: memory on {}: {} ({})",
+                device.device,
+                format_bytes(device.total()),
+                device.describe()
+            );
+        }
         print!(
             "{}",
             toml::to_string_pretty(&job).context("serialising the job")?

@@ -16,6 +16,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use r1_actors::judge::sandbox::JudgeCounts;
+use r1_kernels::device::{MemoryEstimate, Placement};
+
+use crate::device_metrics::DeviceMetrics;
 
 /// Every state a run can be in; `r1_run_state{run,state}` has one series per state, and exactly
 /// one of them is 1 for a run whose state is known.
@@ -264,6 +267,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     /// `r1_http_request_duration_seconds{route,method}`.
     http_duration: HistogramVec,
+    /// The per-device series (memory estimate, resident memory, step time share).
+    devices: DeviceMetrics,
 }
 
 /// Registers `collector` on `registry`; a failure is a bug in this module (a duplicate or
@@ -307,7 +312,7 @@ fn histogram(
 }
 
 /// Removes every series of `vec` whose `run` label is `run`.
-fn remove_run<B: MetricVecBuilder>(vec: &MetricVec<B>, run: &str) {
+pub(crate) fn remove_run<B: MetricVecBuilder>(vec: &MetricVec<B>, run: &str) {
     for family in vec.collect() {
         for metric in family.get_metric() {
             let labels: HashMap<&str, &str> = metric
@@ -528,6 +533,7 @@ impl Metrics {
                 &["route", "method"],
                 prometheus::DEFAULT_BUCKETS.to_vec(),
             ),
+            devices: DeviceMetrics::new(r),
             registry,
         };
         // Every outcome exists from the start at 0, so rates are 0 rather than absent.
@@ -597,6 +603,12 @@ impl Metrics {
         self.tokens_trained
             .with_label_values(&[run])
             .inc_by(m.tokens_trained);
+        self.devices.observe_step(run, &m.phases, m.step_seconds);
+    }
+
+    /// Records where a run's workers run and its memory estimate by device and category.
+    pub fn set_run_devices(&self, run: &str, placement: &Placement, estimate: &MemoryEstimate) {
+        self.devices.set_run(run, placement, estimate);
     }
 
     /// Progress of a stage without GRPO steps (sft, rejection, distill, eval): `done` of `total`
@@ -767,6 +779,7 @@ impl Metrics {
         }
         remove_run(&self.step_duration, run);
         remove_run(&self.phase_duration, run);
+        self.devices.forget_run(run);
         self.stages
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -776,6 +789,7 @@ impl Metrics {
     /// Every metric in the Prometheus text exposition format 0.0.4, for `GET /metrics`
     /// (content type [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        self.devices.refresh();
         let families = self.registry.gather();
         let mut text = String::new();
         if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut text) {

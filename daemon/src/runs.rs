@@ -21,6 +21,7 @@ use r1_actors::stages::{
     evaluate, run_distill, run_eval, run_rejection, run_sft, RlPlan, StageEvent, StageProblem,
     StageSettings,
 };
+use r1_config::limits::ResourceCheck;
 use r1_config::{DataConfig, JobConfig, Stage};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::SamplingParams;
@@ -622,9 +623,9 @@ struct PreparedStart {
 /// The start-time resource check of a prepared run, for either way it may be accepted.
 struct StartResources {
     /// Held to the memory r1d may allocate now: the run starts at once.
-    now: Result<(), ApiError>,
-    /// Files and sizes only: the run waits behind an active one that holds the memory.
-    queued: Result<(), ApiError>,
+    now: Result<ResourceCheck, ApiError>,
+    /// Files, sizes and devices only: the run waits behind an active one that holds the memory.
+    queued: Result<ResourceCheck, ApiError>,
 }
 
 /// Parses the job of a start request, checks every file it names ([`check_job`]) and builds its
@@ -702,11 +703,11 @@ impl Hub {
         }
         // A run queued behind an active one is not held to today's free memory (the active run
         // holds it); its own loaders check again when it starts.
-        if busy.is_some() {
-            prepared_resources.queued?;
+        let resources = if busy.is_some() {
+            prepared_resources.queued?
         } else {
-            prepared_resources.now?;
-        }
+            prepared_resources.now?
+        };
         let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
         let id = self.store.next_run_id().map_err(store_err)?;
         let info = RunInfo {
@@ -727,6 +728,13 @@ impl Hub {
         };
         self.store.put_run(&info).map_err(store_err)?;
         self.metrics.set_run_state(&id, "queued");
+        // Where its workers run and what each device holds: /metrics, and the log says where
+        // `auto` went.
+        for note in &resources.placement.notes {
+            tracing::info!(run = %id, "{note}");
+        }
+        self.metrics
+            .set_run_devices(&id, &resources.placement, &resources.estimate);
         if busy.is_some() {
             // Queued: checked now, launched (and its plan built again) when its turn comes.
             return Ok(info);
@@ -795,7 +803,7 @@ impl Handler<StartRun> for Hub {
 /// the stage's memory against what r1d may still allocate — a refusal is a 400 with the figures,
 /// never an abort later. A run queued behind an active one is not held to today's free memory
 /// (the active run holds it); its own loaders check again when it starts.
-fn check_start_resources(job: &Job, source: &str, queued: bool) -> Result<(), ApiError> {
+fn check_start_resources(job: &Job, source: &str, queued: bool) -> Result<ResourceCheck, ApiError> {
     let available = if queued {
         None
     } else {

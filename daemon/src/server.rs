@@ -177,6 +177,27 @@ async fn start_run(
     Ok(HttpResponse::Created().json(info))
 }
 
+/// `GET /v1/devices`: the machine's devices with their memory, and why CUDA is unavailable when
+/// it is. Listed on the blocking pool: opening CUDA contexts takes a moment.
+async fn devices(_: Authorized) -> Result<HttpResponse, ApiError> {
+    let list = web::block(r1_kernels::device::list)
+        .await
+        .map_err(|e| ApiError::Internal(format!("listing devices failed: {e}")))?;
+    Ok(HttpResponse::Ok().json(crate::api::DevicesResponse {
+        devices: list
+            .devices
+            .into_iter()
+            .map(|d| crate::api::DeviceEntry {
+                device: d.device.to_string(),
+                name: d.name,
+                total_bytes: d.total_bytes,
+                free_bytes: d.free_bytes,
+            })
+            .collect(),
+        cuda_unavailable: list.cuda_unavailable,
+    }))
+}
+
 async fn list_runs(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.runs()?))
 }
@@ -451,6 +472,7 @@ pub fn serve(
             })
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
+            .route("/v1/devices", web::get().to(devices))
             .route("/v1/runs", web::post().to(start_run))
             .route("/v1/runs", web::get().to(list_runs))
             .route("/v1/runs/{id}", web::get().to(get_run))

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use r1_actors::judge::sandbox::JudgeCounts;
 use r1_daemon::metrics::{ComponentStat, Metrics, RewardModelStat, StepMetrics, CONTENT_TYPE};
+use r1_kernels::device::memory::{DeviceEstimate, MemoryPart};
+use r1_kernels::device::{Device, MemoryEstimate, Placement};
 use r1_tests::{dashboard_queries, http_get, Prometheus};
 use serde_json::Value;
 
@@ -120,6 +122,22 @@ impl TargetServer {
             std::thread::spawn(move || {
                 metrics.set_run_state("alpha", "running");
                 metrics.set_run_state("beta", "queued");
+                // Where alpha runs and what each device holds, as r1d records at its start.
+                let placement = Placement {
+                    sampler: Device::Cuda(1),
+                    learners: vec![Device::Cuda(0)],
+                    ..Placement::default()
+                };
+                let estimate = MemoryEstimate {
+                    devices: vec![DeviceEstimate {
+                        device: Device::Cuda(0),
+                        parts: vec![MemoryPart {
+                            category: "weights".into(),
+                            bytes: (1u64 << 30) as f64,
+                        }],
+                    }],
+                };
+                metrics.set_run_devices("alpha", &placement, &estimate);
                 let mut judged = JudgeCounts::default();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -343,7 +361,8 @@ fn the_dashboard_has_the_documented_layout() {
             "Phases",
             "Sandbox",
             "Checkpoints",
-            "Preference RL (reward models)"
+            "Preference RL (reward models)",
+            "Devices"
         ]
     );
     let mut ids = std::collections::HashSet::new();

@@ -185,6 +185,8 @@ pub fn run_eval(
     let cfg = &job.eval;
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("eval: {m}")))?;
+    // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
+    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
     let tokenizer = job.model.tokenizer()?;
     let model = job.model.load()?;
     let (k, sampling) = if cfg.greedy {

@@ -71,6 +71,7 @@ impl GrpoJob {
     /// The run's plan: tokenizer and training problems read, the sampling and reward settings
     /// resolved. `r1ctl train` and r1d both start a GRPO run from this.
     pub fn plan(&self) -> Result<RlPlan, RunError> {
+        let placement = self.run.placement()?;
         let tokenizer = self.model.tokenizer()?;
         let problems: Vec<StageProblem> = self.data.problems(self.run.seed, Split::Train)?;
         if problems.is_empty() {
@@ -98,6 +99,7 @@ impl GrpoJob {
             reward_timeout: REWARD_TIMEOUT,
             // Started by the first code item; built-in tasks and math sets never start it.
             sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
+            placement,
             preference: None,
         })
     }
@@ -109,5 +111,11 @@ pub fn run_grpo(
     progress: &mut dyn FnMut(StageEvent),
     stop: &AtomicBool,
 ) -> Result<GrpoRunReport, RunError> {
-    run_in_process(&job.plan()?, progress, stop)
+    let plan = job.plan()?;
+    for note in &plan.placement.notes {
+        progress(StageEvent::Note {
+            message: note.clone(),
+        });
+    }
+    run_in_process(&plan, progress, stop)
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::{DevicesConfig, Placement};
 use r1_kernels::model::{load_model_dir, save_model_dir, Model};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
@@ -82,6 +83,10 @@ pub struct RunSpec {
     pub config_hash: String,
     /// Stop after this many steps in total (a run can be continued later); `None`: the config's.
     pub stop_at: Option<u64>,
+    /// The `[devices]` table: where the sampler, learner(s) and reward models run, as asked
+    /// (resolved into a [`Placement`] against this machine by [`RunSpec::placement`]).
+    #[serde(default)]
+    pub devices: DevicesConfig,
 }
 
 impl RunSpec {
@@ -89,6 +94,29 @@ impl RunSpec {
     pub fn checkpoint_root(&self) -> PathBuf {
         self.output_dir.join("checkpoints")
     }
+
+    /// The run's devices on this machine (`r1_kernels::device::list`): a GPU the machine lacks
+    /// is an error naming the `[devices]` key; `auto` without a GPU is the CPU, with a note.
+    pub fn placement(&self) -> Result<Placement, RunError> {
+        self.devices
+            .resolve(&r1_kernels::device::list())
+            .map_err(|e| RunError::Invalid(e.to_string()))
+    }
+}
+
+/// The run's placement, its `auto` notes reported to the caller (the run's log): what every
+/// stage does before it loads a model.
+pub(crate) fn announce_placement(
+    run: &RunSpec,
+    progress: &mut dyn FnMut(StageEvent),
+) -> Result<Placement, RunError> {
+    let placement = run.placement()?;
+    for note in &placement.notes {
+        progress(StageEvent::Note {
+            message: note.clone(),
+        });
+    }
+    Ok(placement)
 }
 
 /// What a running stage tells its caller.

@@ -27,6 +27,7 @@ use crate::learner::LearnerConfig;
 use crate::reward_model::RewardModelScorer;
 use crate::stages::grpo::StageSettings;
 use crate::stages::grpo_stage::{GrpoLoopConfig, GrpoRunReport};
+use crate::stages::job::announce_placement;
 use crate::stages::job::{ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::preference::{Normalisation, PreferenceSettings, ResponseView, RewardModelUse};
 use crate::stages::rl::{PreferencePlan, RlPlan, REWARD_TIMEOUT, SAMPLES_PER_STEP};
@@ -161,6 +162,7 @@ impl PreferenceJob {
         settings
             .validate()
             .map_err(|e| RunError::Invalid(format!("preference: {e}")))?;
+        let placement = announce_placement(&self.run, progress)?;
         let tokenizer = self.model.tokenizer()?;
         let (n_reasoning, n_general) = self.split();
         let reasoning = if n_reasoning > 0 {
@@ -217,6 +219,7 @@ impl PreferenceJob {
             samples_per_step: SAMPLES_PER_STEP,
             reward_timeout: REWARD_TIMEOUT,
             sandbox: Arc::new(CodeSandbox::lazy(SandboxConfig::default())),
+            placement,
             preference: Some(Arc::new(PreferencePlan {
                 settings,
                 scorers: Arc::new(scorers),

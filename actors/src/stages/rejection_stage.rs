@@ -138,6 +138,8 @@ pub fn run_rejection(
     let cfg = &job.rejection;
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("rejection: {m}")))?;
+    // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
+    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
     let tokenizer = job.model.tokenizer()?;
     let model = job.model.load()?;
     let mut problems = job.data.problems(job.run.seed, Split::Train)?;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use r1_kernels::device::Placement;
 use r1_kernels::sample::{Completion, GenerationRequest};
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -95,6 +96,9 @@ pub struct RlPlan {
     pub reward_timeout: Duration,
     /// Where code items run.
     pub sandbox: Arc<CodeSandbox>,
+    /// The device of each worker (`[devices]` resolved against this machine): what the driver
+    /// hands the sampler, the learner replicas and the reward-model scorer.
+    pub placement: Placement,
     /// Set for a preference-RL run: reasoning prompts get the rule rewards, general ones the
     /// reward models (see `stages::preference`).
     pub preference: Option<Arc<PreferencePlan>>,

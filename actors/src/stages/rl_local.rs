@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::Placement;
 use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -429,6 +430,7 @@ fn one_step_plan(
             checkpoint: CheckpointConfig::default(),
             config_hash: String::new(),
             stop_at: None,
+            devices: Default::default(),
         },
         model: ModelSpec {
             path: PathBuf::new(),
@@ -447,6 +449,8 @@ fn one_step_plan(
         sandbox: Arc::new(CodeSandbox::unavailable(
             "the caller's sandbox judges this step",
         )),
+        // The caller's learner is the CPU engine's.
+        placement: Placement::default(),
         preference: preference.map(Arc::new),
     }
 }

@@ -187,6 +187,8 @@ pub fn run_sft(
     let cfg = &job.sft;
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("sft: {m}")))?;
+    // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
+    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
     let Some(data) = &cfg.data else {
         return Err(RunError::Invalid(
             "sft.data: the SFT stage needs a JSONL set".into(),

@@ -177,6 +177,28 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// One device of the machine r1d runs on (`GET /v1/devices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// `cpu` or `cuda:N`: what a `[devices]` key names.
+    pub device: String,
+    /// A readable name (the GPU's, or the CPU's model and thread count).
+    pub name: String,
+    /// Total memory in bytes (system RAM for the CPU).
+    pub total_bytes: u64,
+    /// Free memory in bytes (available RAM for the CPU).
+    pub free_bytes: u64,
+}
+
+/// The devices of r1d's machine, and why no GPU is listed when none is (`GET /v1/devices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevicesResponse {
+    /// The CPU first, then every CUDA device by ordinal.
+    pub devices: Vec<DeviceEntry>,
+    /// Why CUDA is unavailable (no driver, no device), when no GPU is listed.
+    pub cuda_unavailable: Option<String>,
+}
+
 /// The error body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -4,12 +4,18 @@
 //! turns it into a concrete `Device` against what `list` finds, or says why it cannot: a config
 //! that asks for `cuda:0` on a machine without a GPU fails here, before a run is created.
 
+pub mod memory;
+pub mod placement;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cuda;
+
+pub use memory::{MemoryError, MemoryEstimate, RunShape};
+pub use placement::{DevicesConfig, Placement, PlacementError};
 
 /// A device as written in a config: `cpu`, `cuda:N` (`cuda` alone is `cuda:0`), or `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

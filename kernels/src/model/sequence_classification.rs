@@ -136,7 +136,7 @@ impl RewardModel {
 
 /// Reads a sequence-classification config.json: checks the class and the label count, and
 /// returns the transformer's config, the file's `tie_word_embeddings` and `pad_token_id`.
-fn read_config(path: &Path) -> Result<(ModelConfig, bool, Option<u32>)> {
+pub fn read_config(path: &Path) -> Result<(ModelConfig, bool, Option<u32>)> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
     let mut json: Value = serde_json::from_str(&text).map_err(|e| EngineError::Json {
         path: path.to_path_buf(),
