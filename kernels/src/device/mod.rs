@@ -3,13 +3,23 @@
 //! A `DeviceSpec` is what a user writes in a job config or passes on the command line. `resolve`
 //! turns it into a concrete `Device` against what `list` finds, or says why it cannot: a config
 //! that asks for `cuda:0` on a machine without a GPU fails here, before a run is created.
+//!
+//! The device layer proper: `backend` defines the two interfaces every worker computes through
+//! (`TrainEngine`: a model resident on a device for training and scoring; `DecodeEngine`:
+//! KV-cache decoding with sampling next to the logits) and `open` / `open_decoder`, which pick
+//! the implementation for a `Device`: `cpu` (the CPU engine, call for call) or `cuda` (the CUDA
+//! backend; a clear error on a machine without one).
+
+pub mod backend;
+pub mod cpu;
+pub mod cuda;
+
+pub use backend::{open, open_decoder, DecodeEngine, Draw, ModelRole, PromptPrefix, TrainEngine};
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::cuda;
 
 /// A device as written in a config: `cpu`, `cuda:N` (`cuda` alone is `cuda:0`), or `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -173,9 +183,7 @@ impl DeviceSpec {
         (self == DeviceSpec::Auto && list.cuda_count() == 0).then(|| {
             format!(
                 "device auto: no GPU found ({}), running on the CPU",
-                list.cuda_unavailable
-                    .as_deref()
-                    .unwrap_or("no CUDA device")
+                list.cuda_unavailable.as_deref().unwrap_or("no CUDA device")
             )
         })
     }
@@ -185,7 +193,7 @@ impl DeviceSpec {
 /// a machine without a driver lists the CPU and says why there is no GPU.
 pub fn list() -> DeviceList {
     let mut devices = vec![cpu_info()];
-    let cuda_unavailable = match cuda::backend::device_infos() {
+    let cuda_unavailable = match crate::cuda::backend::device_infos() {
         Ok(gpus) => {
             let none = gpus.is_empty();
             devices.extend(gpus);
@@ -292,7 +300,10 @@ mod tests {
     fn devices_round_trip_through_serde() {
         let json = serde_json::to_string(&Device::Cuda(1)).unwrap();
         assert_eq!(json, "\"cuda:1\"");
-        assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), Device::Cuda(1));
+        assert_eq!(
+            serde_json::from_str::<Device>(&json).unwrap(),
+            Device::Cuda(1)
+        );
         assert!(serde_json::from_str::<Device>("\"auto\"").is_err());
         let spec: DeviceSpec = serde_json::from_str("\"cuda:0\"").unwrap();
         assert_eq!(spec, DeviceSpec::Cuda(0));

@@ -194,6 +194,7 @@ fn settings(config: &PreferenceDemoConfig) -> PreferenceSettings {
                 ..RewardRules::default()
             },
             max_batch: 64,
+            device: r1_kernels::device::Device::Cpu,
         },
         reward_models: vec![
             RewardModelUse {
@@ -447,11 +448,13 @@ pub fn run_preference_demo(
             rm: helpful.rm,
             encoder: encoder.clone(),
             max_batch: 64,
+            device: r1_kernels::device::Device::Cpu,
         },
         RewardModelScorer {
             rm: harmless.rm,
             encoder,
             max_batch: 64,
+            device: r1_kernels::device::Device::Cpu,
         },
     ];
     // The helpfulness model reads summaries: recording what it is asked gives the polite share.
