@@ -335,7 +335,7 @@ fn the_learners_scorer_and_sampler_reproduce_the_pre_layer_bits() {
 }
 
 /// The rows of a GRPO batch as the learner lays them out (next-token pairs, completion mask).
-fn padded(rollouts: &[Rollout], t: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
+fn padded(rollouts: &[Rollout], t: usize, mask_truncated: bool) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
     let b = rollouts.len();
     let (mut inputs, mut targets, mut mask) =
         (vec![0u32; b * t], vec![0u32; b * t], vec![0f32; b * t]);
@@ -349,7 +349,7 @@ fn padded(rollouts: &[Rollout], t: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
         let n = ids.len() - 1;
         inputs[row * t..row * t + n].copy_from_slice(&ids[..n]);
         targets[row * t..row * t + n].copy_from_slice(&ids[1..]);
-        if !r.truncated {
+        if !(mask_truncated && r.truncated) {
             mask[row * t + r.prompt_ids.len() - 1..row * t + n].fill(1.0);
         }
     }
@@ -384,7 +384,7 @@ fn a_grpo_step_through_the_layer_is_the_direct_cpu_step_bit_for_bit() {
                 .max()
                 .unwrap();
             let b = batch.len();
-            let (inputs, targets, mask) = padded(&batch, t);
+            let (inputs, targets, mask) = padded(&batch, t, config.mask_truncated);
             let mut acts = Activations::new(&model, b, t);
             cpu::forward(&reference, &mut acts, &inputs).unwrap();
             let refs = cpu::head(&reference, &mut acts, &targets, None, None, false)

@@ -194,7 +194,6 @@ fn settings(config: &PreferenceDemoConfig) -> PreferenceSettings {
                 ..RewardRules::default()
             },
             max_batch: 64,
-            device: r1_kernels::device::Device::Cpu,
         },
         reward_models: vec![
             RewardModelUse {
