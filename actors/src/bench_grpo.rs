@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use r1_kernels::bench::{forward_flops_per_token, measure_gemm_peak};
 use r1_kernels::cpu::decode::{DecodeScratch, KvCache};
+use r1_kernels::device::Device;
 use r1_kernels::model::Model;
 use r1_kernels::sample::{GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::PromptTemplate;
@@ -87,6 +88,8 @@ pub struct GrpoBenchOptions {
     pub template: PromptTemplate,
     /// Recompute π_old even when on-policy (to measure what the shortcut saves).
     pub recompute_old_logp: bool,
+    /// Where the sampler and the learner run.
+    pub device: Device,
 }
 
 /// Time and work of one phase of the step.
@@ -191,7 +194,7 @@ pub fn run_grpo_bench(
         ..LearnerConfig::default()
     };
     let params_count = model.layout.total;
-    let mut learner = GrpoLearner::try_new(model, config)?;
+    let mut learner = GrpoLearner::try_new_on(o.device, model, config)?;
     let sampling = SamplingParams {
         temperature: 1.0,
         max_new_tokens: o.completion_tokens,
@@ -245,7 +248,7 @@ pub fn run_grpo_bench(
             KvCache::bytes(cfg, slots, max_len) + DecodeScratch::bytes(cfg, slots, max_len),
         );
         let completions = {
-            let mut sampler = Sampler::new(&learner.policy, slots);
+            let mut sampler = Sampler::on_device(o.device, &learner.policy, slots)?;
             sampler.generate(&requests, Some(tokenizer))?
         };
         let sample_s = clock.elapsed().as_secs_f64();

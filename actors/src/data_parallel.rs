@@ -161,7 +161,7 @@ impl DataParallelLearner {
         let mut replicas: Vec<GrpoLearner> = owned[1..]
             .iter()
             .map(|range| first.replica(moments(range)))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let own_shard = config.shard_optimizer.then(|| moments(&owned[0]));
         let mut first = first;
         if let Some(shard) = own_shard {
@@ -535,6 +535,7 @@ impl ReplicaStep<'_> {
                 Vec::new()
             });
         }
+        let mut grads = vec![0.0f32; replica.policy.layout.total];
         let mut shard = vec![0.0f32; self.shard_len];
         let mut gathered = vec![0.0f32; self.shard_len * world];
         let epochs = cfg.epochs.max(1);
@@ -561,12 +562,14 @@ impl ReplicaStep<'_> {
                         &mut phases,
                     )?)
                 } else {
-                    replica.gradients_mut().fill(0.0);
+                    replica.zero_gradients()?;
                     None
                 };
-                collective.all_reduce_sum(replica.gradients_mut())?;
+                replica.download_gradients(&mut grads)?;
+                collective.all_reduce_sum(&mut grads)?;
+                replica.load_gradients(&grads)?;
                 let owned = self.sharded.then(|| self.owned.clone());
-                let update = replica.apply_update(owned, &mut phases);
+                let update = replica.apply_update(owned, &mut phases)?;
                 if self.sharded {
                     let params = &mut replica.policy.params;
                     let len = self.owned.len();
@@ -577,6 +580,7 @@ impl ReplicaStep<'_> {
                         let end = (start + self.shard_len).min(params.len());
                         params[start..end].copy_from_slice(&from[..end - start]);
                     }
+                    replica.upload_policy()?;
                 }
                 out.updates.push(update);
                 if self.on_policy {

@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::cpu::{self, Activations};
+use r1_kernels::device::{self, cpu::CpuTrainEngine, Device, ModelRole, TrainEngine};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
 use r1_kernels::train::HeadOutput;
 use r1_kernels::train::{
-    clip_grad_norm, group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective,
-    ImportanceSamplingLevel, LrSchedule, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
+    group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, ImportanceSamplingLevel,
+    LrSchedule, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
 };
 use r1_kernels::EngineError;
 
@@ -176,30 +176,17 @@ pub(crate) fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool
     batch
 }
 
-/// Keeps one arena and one gradient buffer across steps, re-planned only when the shape changes.
-struct Workspace {
-    acts: Option<Activations>,
-    grads: Vec<f32>,
-}
-
-impl Workspace {
-    fn arena(&mut self, model: &Model, b: usize, t: usize) -> &mut Activations {
-        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
-            self.acts = Some(Activations::new(model, b, t));
-        }
-        self.acts.as_mut().expect("arena was just planned")
-    }
-}
-
-/// Log-probs (and optionally entropies) of a padded batch's targets under `model`.
+/// Log-probs (and optionally entropies) of a padded batch's targets under `model` (in `role`
+/// on the engine's device).
 fn logprobs(
+    engine: &mut dyn TrainEngine,
+    role: ModelRole,
     model: &Model,
-    acts: &mut Activations,
     batch: &PaddedBatch,
     entropy: bool,
 ) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
-    cpu::forward(model, acts, &batch.inputs)?;
-    let out = cpu::head(model, acts, &batch.targets, None, None, entropy)?;
+    engine.forward(role, model, (batch.b, batch.t), &[], &batch.inputs)?;
+    let out = engine.head(role, model, &batch.targets, None, false, entropy)?;
     Ok((out.logp, out.entropy))
 }
 
@@ -248,7 +235,8 @@ pub struct GrpoLearner {
     pub optimizer_step: u64,
     /// Settings.
     pub config: LearnerConfig,
-    work: Workspace,
+    /// The device the policy (and the reference) compute on: activations, gradients, AdamW.
+    engine: Box<dyn TrainEngine>,
 }
 
 impl GrpoLearner {
@@ -257,17 +245,30 @@ impl GrpoLearner {
     /// memory available and allocated fallibly, so a model too big to train is an error with
     /// the figures rather than an abort of the process (the daemon and its other runs).
     pub fn try_new(policy: Model, config: LearnerConfig) -> Result<Self, LearnerError> {
+        Self::try_new_on(Device::Cpu, policy, config)
+    }
+
+    /// [`GrpoLearner::try_new`] on `device`: the policy (and the reference) are placed there;
+    /// a device that cannot be opened is an error naming it.
+    pub fn try_new_on(
+        device: Device,
+        policy: Model,
+        config: LearnerConfig,
+    ) -> Result<Self, LearnerError> {
         use r1_kernels::model::limits::{try_zeroed, MemoryPlan};
         let p = policy.layout.total as f64 * 4.0;
         let reference = config.grpo.beta != 0.0;
         let mut plan = MemoryPlan::default();
-        plan.add("gradients", p).add("AdamW moments", 2.0 * p);
+        if device == Device::Cpu {
+            plan.add("gradients", p);
+        }
+        plan.add("AdamW moments", 2.0 * p);
         if reference {
             plan.add("reference model", p);
         }
         plan.check("training the loaded model")?;
         let optimizer = AdamW::try_new(config.adamw, policy.layout.total)?;
-        let grads = try_zeroed(policy.layout.total, "the gradients")?;
+        let engine = device::open(device, &policy, true)?;
         let reference = if reference {
             let params = try_zeroed(policy.layout.total, "the reference model")?;
             let mut copy = Model {
@@ -287,7 +288,7 @@ impl GrpoLearner {
             step: 0,
             optimizer_step: 0,
             config,
-            work: Workspace { acts: None, grads },
+            engine,
         })
     }
 
@@ -297,8 +298,16 @@ impl GrpoLearner {
         checkpoint: crate::keeper::Checkpoint,
         config: LearnerConfig,
     ) -> Result<Self, LearnerError> {
-        let grads =
-            r1_kernels::model::limits::try_zeroed(checkpoint.model.layout.total, "the gradients")?;
+        Self::try_resume_on(Device::Cpu, checkpoint, config)
+    }
+
+    /// [`GrpoLearner::try_resume`] on `device`.
+    pub fn try_resume_on(
+        device: Device,
+        checkpoint: crate::keeper::Checkpoint,
+        config: LearnerConfig,
+    ) -> Result<Self, LearnerError> {
+        let mut engine = device::open(device, &checkpoint.model, true)?;
         let reference = if config.grpo.beta != 0.0 {
             match checkpoint.reference {
                 Some(reference) => Some(reference),
@@ -309,6 +318,7 @@ impl GrpoLearner {
         };
         let mut optimizer = checkpoint.optimizer;
         optimizer.config = config.adamw;
+        engine.load_optimizer(&optimizer)?;
         Ok(GrpoLearner {
             policy: checkpoint.model,
             reference,
@@ -316,7 +326,7 @@ impl GrpoLearner {
             step: checkpoint.state.step,
             optimizer_step: checkpoint.state.optimizer_step,
             config,
-            work: Workspace { acts: None, grads },
+            engine,
         })
     }
 
@@ -324,7 +334,7 @@ impl GrpoLearner {
     pub fn new(policy: Model, config: LearnerConfig) -> Self {
         let reference = (config.grpo.beta != 0.0).then(|| policy.clone());
         let optimizer = AdamW::new(config.adamw, policy.layout.total);
-        let grads = vec![0.0; policy.layout.total];
+        let engine = Box::new(CpuTrainEngine::new(&policy, true));
         GrpoLearner {
             policy,
             reference,
@@ -332,7 +342,7 @@ impl GrpoLearner {
             step: 0,
             optimizer_step: 0,
             config,
-            work: Workspace { acts: None, grads },
+            engine,
         }
     }
 
@@ -356,24 +366,27 @@ impl GrpoLearner {
     /// A copy of this learner for another data-parallel replica: the same weights, reference
     /// and counters, `optimizer` as its moments (all of them, or its ZeRO-1 shard), and a
     /// workspace of its own.
-    pub(crate) fn replica(&self, optimizer: AdamW) -> GrpoLearner {
-        GrpoLearner {
+    pub(crate) fn replica(&self, optimizer: AdamW) -> Result<GrpoLearner, LearnerError> {
+        let engine = device::open(self.device(), &self.policy, true)?;
+        Ok(GrpoLearner {
             policy: self.policy.clone(),
             reference: self.reference.clone(),
             optimizer,
             step: self.step,
             optimizer_step: self.optimizer_step,
             config: self.config.clone(),
-            work: Workspace {
-                acts: None,
-                grads: vec![0.0; self.policy.layout.total],
-            },
-        }
+            engine,
+        })
     }
 
     /// Bytes of the learner's activation arena (head chunk included), as last planned.
     pub fn arena_bytes(&self) -> usize {
-        self.work.acts.as_ref().map_or(0, Activations::bytes)
+        self.engine.arena_bytes()
+    }
+
+    /// The device the learner computes on.
+    pub fn device(&self) -> Device {
+        self.engine.device()
     }
 
     /// One GRPO step over a rollout batch of whole groups.
@@ -448,8 +461,13 @@ impl GrpoLearner {
         for batch in &batches {
             if !phases.reused_policy_logp {
                 let clock = Instant::now();
-                let acts = self.work.arena(&self.policy, batch.b, batch.t);
-                let (lp, ent) = logprobs(&self.policy, acts, batch, true)?;
+                let (lp, ent) = logprobs(
+                    self.engine.as_mut(),
+                    ModelRole::Trained,
+                    &self.policy,
+                    batch,
+                    true,
+                )?;
                 for (e, m) in ent.iter().zip(&batch.mask) {
                     entropy_sum += (*e * *m) as f64;
                     entropy_n += *m as f64;
@@ -461,8 +479,9 @@ impl GrpoLearner {
             refs.push(match &self.reference {
                 Some(reference) => {
                     logprobs(
+                        self.engine.as_mut(),
+                        ModelRole::Frozen,
                         reference,
-                        self.work.arena(reference, batch.b, batch.t),
                         batch,
                         false,
                     )?
@@ -497,7 +516,7 @@ impl GrpoLearner {
                         entropy_n += *m as f64;
                     }
                 }
-                let (norm, lr) = self.apply_update(None, &mut phases);
+                let (norm, lr) = self.apply_update(None, &mut phases)?;
                 stats.optimizer_steps += 1;
                 stats.lr = lr;
                 norm_sum += norm;
@@ -514,6 +533,7 @@ impl GrpoLearner {
         if cfg.ref_refresh_steps > 0 && self.step.is_multiple_of(cfg.ref_refresh_steps) {
             if let Some(reference) = self.reference.as_mut() {
                 reference.params.copy_from_slice(&self.policy.params);
+                self.engine.upload(ModelRole::Frozen, reference)?;
             }
         }
 
@@ -562,75 +582,89 @@ impl GrpoLearner {
         entropy: bool,
         phases: &mut LearnerPhases,
     ) -> Result<HeadOutput, LearnerError> {
-        self.work.grads.fill(0.0);
-        let Workspace { acts, grads } = &mut self.work;
-        if acts
-            .as_ref()
-            .is_none_or(|a| a.b != batch.b || a.t != batch.t)
-        {
-            *acts = Some(Activations::new(&self.policy, batch.b, batch.t));
-        }
-        let acts = acts.as_mut().expect("arena was just planned");
+        self.engine.zero_grads()?;
+        let engine = self.engine.as_mut();
+        let (policy, trained) = (&self.policy, ModelRole::Trained);
         let clock = Instant::now();
-        cpu::forward(&self.policy, acts, &batch.inputs)?;
+        engine.forward(trained, policy, (batch.b, batch.t), &[], &batch.inputs)?;
         phases.forward += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         if objective.config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
             // GSPO: a token's gradient depends on its whole completion's log-probs,
             // so they are computed first (one more pass of the head's logits).
-            let current = cpu::head(&self.policy, acts, &batch.targets, None, None, false)?;
+            let current = engine.head(trained, policy, &batch.targets, None, false, false)?;
             objective.sequence = SequenceTerm::of_rows(objective, &current.logp);
         }
-        let out = cpu::head(
-            &self.policy,
-            acts,
+        let out = engine.head(
+            trained,
+            policy,
             &batch.targets,
             Some(&*objective),
-            Some(grads),
+            true,
             entropy,
         )?;
         phases.head += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        cpu::backward(&self.policy, acts, &batch.inputs, grads)?;
+        engine.backward(policy, &batch.inputs)?;
         phases.backward += clock.elapsed().as_secs_f64();
         Ok(out)
     }
 
     /// One optimizer step with the gradients as they are: clipped to the global norm, AdamW at
     /// the scheduled learning rate, the optimizer clock advanced. `owned` = `None` updates every
-    /// parameter; `Some(range)` only `range`, whose moments are all `self.optimizer` holds
-    /// (ZeRO-1: the other ranges are another replica's). Returns (norm before clipping, lr).
+    /// parameter on the engine's device; `Some(range)` only `range`, whose moments are all
+    /// `self.optimizer` holds (ZeRO-1: the other ranges are another replica's), on the host copy,
+    /// which the caller completes with the other shards and uploads
+    /// ([`GrpoLearner::upload_policy`]). Returns (norm before clipping, lr).
     pub(crate) fn apply_update(
         &mut self,
         owned: Option<std::ops::Range<usize>>,
         phases: &mut LearnerPhases,
-    ) -> (f64, f64) {
+    ) -> Result<(f64, f64), LearnerError> {
         let clock = Instant::now();
-        let grads = &mut self.work.grads;
-        let norm = clip_grad_norm(grads, self.config.max_grad_norm);
+        let norm = self.engine.clip_grad_norm(self.config.max_grad_norm)?;
         let lr = self.config.schedule.lr_at(self.optimizer_step);
-        let layout = &self.policy.layout;
         match owned {
             None => self
-                .optimizer
-                .update(&mut self.policy.params, grads, layout, lr as f32),
-            Some(range) => self.optimizer.update_range(
-                &mut self.policy.params,
-                grads,
-                layout,
-                range,
-                lr as f32,
-            ),
+                .engine
+                .adamw_step(&mut self.policy, &mut self.optimizer, lr as f32)?,
+            Some(range) => {
+                let mut grads = vec![0.0f32; self.policy.layout.total];
+                self.engine.download_grads(&mut grads)?;
+                self.optimizer.update_range(
+                    &mut self.policy.params,
+                    &grads,
+                    &self.policy.layout,
+                    range,
+                    lr as f32,
+                );
+            }
         }
         phases.optimizer += clock.elapsed().as_secs_f64();
         self.optimizer_step += 1;
-        (norm, lr)
+        Ok((norm, lr))
     }
 
-    /// The gradient buffer (flat layout): a data-parallel replica all-reduces it between
-    /// [`GrpoLearner::accumulate_gradients`] and [`GrpoLearner::apply_update`].
-    pub(crate) fn gradients_mut(&mut self) -> &mut [f32] {
-        &mut self.work.grads
+    /// Sets the gradients to zero (a replica with no rows in a minibatch).
+    pub(crate) fn zero_gradients(&mut self) -> Result<(), LearnerError> {
+        Ok(self.engine.zero_grads()?)
+    }
+
+    /// Copies the gradients (flat layout) into `out`: what a data-parallel replica all-reduces
+    /// between [`GrpoLearner::accumulate_gradients`] and [`GrpoLearner::apply_update`].
+    pub(crate) fn download_gradients(&self, out: &mut [f32]) -> Result<(), LearnerError> {
+        Ok(self.engine.download_grads(out)?)
+    }
+
+    /// Replaces the gradients with `grads` (the all-reduced sum).
+    pub(crate) fn load_gradients(&mut self, grads: &[f32]) -> Result<(), LearnerError> {
+        Ok(self.engine.load_grads(grads)?)
+    }
+
+    /// Places the host copy of the policy on the engine's device again, after the caller changed
+    /// it (ZeRO-1's gathered shards).
+    pub(crate) fn upload_policy(&mut self) -> Result<(), LearnerError> {
+        Ok(self.engine.upload(ModelRole::Trained, &self.policy)?)
     }
 
     /// Log-probs of `batch`'s targets under the policy (and entropies when `entropy`).
@@ -639,8 +673,13 @@ impl GrpoLearner {
         batch: &PaddedBatch,
         entropy: bool,
     ) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
-        let acts = self.work.arena(&self.policy, batch.b, batch.t);
-        logprobs(&self.policy, acts, batch, entropy)
+        logprobs(
+            self.engine.as_mut(),
+            ModelRole::Trained,
+            &self.policy,
+            batch,
+            entropy,
+        )
     }
 
     /// Log-probs of `batch`'s targets under the reference; empty without one (β = 0).
@@ -650,8 +689,9 @@ impl GrpoLearner {
     ) -> Result<Vec<f32>, LearnerError> {
         match &self.reference {
             Some(reference) => Ok(logprobs(
+                self.engine.as_mut(),
+                ModelRole::Frozen,
                 reference,
-                self.work.arena(reference, batch.b, batch.t),
                 batch,
                 false,
             )?
@@ -713,22 +753,56 @@ pub struct SftTrainer {
     pub max_grad_norm: f64,
     /// Optimizer steps taken.
     pub step: u64,
-    work: Workspace,
+    /// The device the model computes on: activations, gradients, AdamW.
+    engine: Box<dyn TrainEngine>,
 }
 
 impl SftTrainer {
     /// A trainer for `model`.
     pub fn new(model: Model, adamw: AdamWConfig, schedule: LrSchedule, max_grad_norm: f64) -> Self {
         let optimizer = AdamW::new(adamw, model.layout.total);
-        let grads = vec![0.0; model.layout.total];
+        let engine = Box::new(CpuTrainEngine::new(&model, true));
         SftTrainer {
             model,
             optimizer,
             schedule,
             max_grad_norm,
             step: 0,
-            work: Workspace { acts: None, grads },
+            engine,
         }
+    }
+
+    /// A trainer for `model` on `device`; a device that cannot be opened is an error naming it.
+    pub fn new_on(
+        device: Device,
+        model: Model,
+        adamw: AdamWConfig,
+        schedule: LrSchedule,
+        max_grad_norm: f64,
+    ) -> Result<Self, LearnerError> {
+        let optimizer = AdamW::try_new(adamw, model.layout.total)?;
+        let engine = device::open(device, &model, true)?;
+        Ok(SftTrainer {
+            model,
+            optimizer,
+            schedule,
+            max_grad_norm,
+            step: 0,
+            engine,
+        })
+    }
+
+    /// The device the trainer computes on.
+    pub fn device(&self) -> Device {
+        self.engine.device()
+    }
+
+    /// Continues from `optimizer` (a checkpoint's moments and step count); a device that cannot
+    /// take them over says so.
+    pub fn resume_optimizer(&mut self, optimizer: AdamW) -> Result<(), LearnerError> {
+        self.engine.load_optimizer(&optimizer)?;
+        self.optimizer = optimizer;
+        Ok(())
     }
 
     /// One optimizer step on a batch (rows padded to the longest).
@@ -804,28 +878,23 @@ impl SftTrainer {
         let tokens = mask.iter().filter(|&&m| m != 0.0).count();
         let weights = WeightedCrossEntropy::mean_weights(&mask);
         let objective = WeightedCrossEntropy { weights: &weights };
-        self.work.grads.fill(0.0);
-        let Workspace { acts, grads } = &mut self.work;
-        if acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
-            *acts = Some(Activations::new(&self.model, b, t));
-        }
-        let acts = acts.as_mut().expect("arena was just planned");
-        acts.set_segments(if packed { &segments } else { &[] })?;
-        cpu::forward(&self.model, acts, &inputs)?;
-        let out = cpu::head(
+        let engine = self.engine.as_mut();
+        let trained = ModelRole::Trained;
+        engine.zero_grads()?;
+        let segments: &[Vec<usize>] = if packed { &segments } else { &[] };
+        engine.forward(trained, &self.model, (b, t), segments, &inputs)?;
+        let out = engine.head(
+            trained,
             &self.model,
-            acts,
             &targets,
             Some(&objective),
-            Some(grads),
+            true,
             false,
         )?;
-        cpu::backward(&self.model, acts, &inputs, grads)?;
-        let grad_norm = clip_grad_norm(grads, self.max_grad_norm);
+        engine.backward(&self.model, &inputs)?;
+        let grad_norm = engine.clip_grad_norm(self.max_grad_norm)?;
         let lr = self.schedule.lr_at(self.step);
-        let layout = self.model.layout.clone();
-        self.optimizer
-            .update(&mut self.model.params, grads, &layout, lr as f32);
+        engine.adamw_step(&mut self.model, &mut self.optimizer, lr as f32)?;
         self.step += 1;
         Ok(SftStepStats {
             loss: out.loss,

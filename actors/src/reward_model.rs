@@ -16,12 +16,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::cpu::Activations;
+use r1_kernels::device::{self, Device, ModelRole, TrainEngine};
 use r1_kernels::model::RewardModel;
 use r1_kernels::tokenizer::Tokenizer;
-use r1_kernels::train::reward::{pad_rows, reward_backward, reward_forward, score_positions};
+use r1_kernels::train::reward::{pad_rows, score_positions};
 use r1_kernels::train::{
-    bradley_terry, clip_grad_norm, pairwise_accuracy, pointwise_bce, AdamW, AdamWConfig, LrSchedule,
+    bradley_terry, pairwise_accuracy, pointwise_bce, AdamW, AdamWConfig, LrSchedule,
 };
 use r1_kernels::EngineError;
 
@@ -147,6 +147,18 @@ pub fn score_ids(
     ids: &[Vec<u32>],
     max_batch: usize,
 ) -> Result<Vec<f32>, RewardModelError> {
+    let mut engine = device::open(Device::Cpu, &rm.model, false)?;
+    score_ids_on(engine.as_mut(), ModelRole::Frozen, rm, ids, max_batch)
+}
+
+/// [`score_ids`] through `engine` (the model in `role` on the engine's device).
+pub fn score_ids_on(
+    engine: &mut dyn TrainEngine,
+    role: ModelRole,
+    rm: &RewardModel,
+    ids: &[Vec<u32>],
+    max_batch: usize,
+) -> Result<Vec<f32>, RewardModelError> {
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
     let mut out = vec![0f32; ids.len()];
@@ -154,8 +166,7 @@ pub fn score_ids(
         let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
         let (batch, t) = pad_rows(&rows, rm.pad_token_id);
         let positions = score_positions(&rows, rm.pad_token_id);
-        let mut acts = Activations::new(&rm.model, rows.len(), t);
-        let r = reward_forward(rm, &mut acts, &batch, &positions)?;
+        let r = engine.reward_forward(role, rm, (rows.len(), t), &batch, &positions)?;
         for (&i, r) in chunk.iter().zip(r) {
             out[i] = r;
         }
@@ -173,6 +184,8 @@ pub struct RewardModelScorer {
     pub encoder: TextEncoder,
     /// Most sequences per forward pass.
     pub max_batch: usize,
+    /// Where the forward passes run.
+    pub device: Device,
 }
 
 impl RewardModelScorer {
@@ -204,6 +217,7 @@ impl RewardModelScorer {
                 over_long: OverLong::KeepEnd,
             },
             max_batch: max_batch.max(1),
+            device: Device::Cpu,
         })
     }
 
@@ -214,7 +228,14 @@ impl RewardModelScorer {
             .enumerate()
             .map(|(i, (p, r))| self.encoder.encode(p, r, &|| format!("item {i}")))
             .collect::<Result<Vec<_>, _>>()?;
-        score_ids(&self.rm, &ids, self.max_batch)
+        let mut engine = device::open(self.device, &self.rm.model, false)?;
+        score_ids_on(
+            engine.as_mut(),
+            ModelRole::Frozen,
+            &self.rm,
+            &ids,
+            self.max_batch,
+        )
     }
 }
 
@@ -446,6 +467,7 @@ struct Loss {
 
 /// Loss and accuracy of the whole validation set (no gradients).
 fn validate(
+    engine: &mut dyn TrainEngine,
     rm: &RewardModel,
     data: &Encoded,
     batch: usize,
@@ -459,7 +481,7 @@ fn validate(
     for chunk in idx.chunks(batch.max(1)) {
         let (rows, loss_of) = data.rows_and_loss(chunk);
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
-        let r = score_ids(rm, &ids, rows.len())?;
+        let r = score_ids_on(engine, ModelRole::Trained, rm, &ids, rows.len())?;
         let l = loss_of(&r);
         loss += l.loss * chunk.len() as f64;
         acc += l.accuracy * chunk.len() as f64;
@@ -471,6 +493,30 @@ fn validate(
 /// after every epoch. `stop` is checked between steps: when set, training ends after the current
 /// step and the outcome says so. Deterministic given the config's seed.
 pub fn train_reward_model(
+    rm: RewardModel,
+    encoder: &TextEncoder,
+    train: &RewardData,
+    validation: &RewardData,
+    config: &RmTrainConfig,
+    progress: &mut dyn FnMut(RmProgress),
+    stop: &AtomicBool,
+) -> Result<RmTrainOutcome, RewardModelError> {
+    train_reward_model_on(
+        Device::Cpu,
+        rm,
+        encoder,
+        train,
+        validation,
+        config,
+        progress,
+        stop,
+    )
+}
+
+/// [`train_reward_model`] on `device`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_reward_model_on(
+    device: Device,
     mut rm: RewardModel,
     encoder: &TextEncoder,
     train: &RewardData,
@@ -497,7 +543,7 @@ pub fn train_reward_model(
         min_lr_ratio: config.min_lr_ratio,
     };
     let mut optimizer = AdamW::new(config.adamw, rm.model.layout.total);
-    let mut grads = vec![0f32; rm.model.layout.total];
+    let mut engine = device::open(device, &rm.model, true)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     let mut outcome_epochs = Vec::new();
     let mut step = 0u64;
@@ -518,15 +564,14 @@ pub fn train_reward_model(
             let (rows, loss_of) = train.rows_and_loss(chunk);
             let (ids, t) = pad_rows(&rows, rm.pad_token_id);
             let positions = score_positions(&rows, rm.pad_token_id);
-            let mut acts = Activations::new(&rm.model, rows.len(), t);
-            let r = reward_forward(&rm, &mut acts, &ids, &positions)?;
+            let trained = ModelRole::Trained;
+            let r = engine.reward_forward(trained, &rm, (rows.len(), t), &ids, &positions)?;
             let loss = loss_of(&r);
-            grads.fill(0.0);
-            reward_backward(&rm, &mut acts, &ids, &positions, &loss.d, &mut grads)?;
-            clip_grad_norm(&mut grads, config.max_grad_norm);
+            engine.zero_grads()?;
+            engine.reward_backward(&rm, &ids, &positions, &loss.d)?;
+            engine.clip_grad_norm(config.max_grad_norm)?;
             let lr = schedule.lr_at(step);
-            let layout = rm.model.layout.clone();
-            optimizer.update(&mut rm.model.params, &grads, &layout, lr as f32);
+            engine.adamw_step(&mut rm.model, &mut optimizer, lr as f32)?;
             step += 1;
             loss_sum += loss.loss;
             batches += 1;
@@ -538,7 +583,8 @@ pub fn train_reward_model(
                 lr,
             });
         }
-        let (validation_loss, validation_accuracy) = validate(&rm, &validation, config.batch_size)?;
+        let (validation_loss, validation_accuracy) =
+            validate(engine.as_mut(), &rm, &validation, config.batch_size)?;
         let report = EpochReport {
             epoch: epoch + 1,
             train_loss: loss_sum / batches.max(1) as f64,

@@ -367,6 +367,7 @@ mod driver {
                 },
                 config_hash: "dp".into(),
                 stop_at: None,
+                devices: Default::default(),
             },
             model: ModelSpec {
                 path: model,

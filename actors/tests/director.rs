@@ -309,6 +309,7 @@ fn preference_plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
             over_long: OverLong::KeepEnd,
         },
         max_batch: 4,
+        device: r1_kernels::device::Device::Cpu,
     };
     let use_ = |name: &str, view| RewardModelUse {
         name: name.into(),

@@ -115,6 +115,7 @@ fn a_tiny_reward_model_ranks_held_out_pairs_right() {
         rm: outcome.rm.clone(),
         encoder: encoder(96, OverLong::KeepEnd),
         max_batch: 3,
+        device: r1_kernels::device::Device::Cpu,
     };
     let items: Vec<(String, String)> = vec![
         ("greet Eve".into(), "Thanks, Eve!".into()),

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use r1_actors::bench_grpo::{run_grpo_bench, BenchRewards, GrpoBenchOptions, GrpoBenchReport};
 use r1_kernels::bench::{self, BenchOptions, BenchReport, BenchTest, BUILTIN_SHAPES};
 use r1_kernels::device::memory::{self, DeviceEstimate, LearnerShape, SamplerShape};
-use r1_kernels::device::{Device, RunShape};
+use r1_kernels::device::{self as devices, Device, DeviceSpec, RunShape};
 use r1_kernels::model::{load_model_dir, Model, ModelConfig};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Device to run on: `cpu`, `cuda:N`, or `auto` (the first GPU, else the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// JSON printed by scripts/torch_cpu_baseline.py (scripts/bench.sh), shown beside our figures.
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -110,6 +113,9 @@ pub struct GrpoBenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Device to run on: `cpu`, `cuda:N`, or `auto` (the first GPU, else the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -152,6 +158,7 @@ fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
         rewards: args.rewards,
         template,
         recompute_old_logp: args.recompute_old_logp,
+        device: resolve_device(args.device)?,
     };
     let threads = rayon::current_num_threads();
     eprintln!(
@@ -325,6 +332,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         repeats: args.repeats,
         decode_tokens: args.decode_tokens,
         tests: args.tests.iter().map(|t| t.0).collect(),
+        device: resolve_device(args.device)?,
     };
     eprintln!(
         "r1ctl bench: {} ({} parameters), {} threads…",
@@ -341,6 +349,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         Format::Table => print_table(&report, baseline.as_ref()),
     }
     Ok(0)
+}
+
+/// The device `spec` names on this machine; `auto` without a GPU says it falls back to the CPU.
+fn resolve_device(spec: DeviceSpec) -> anyhow::Result<Device> {
+    let list = devices::list();
+    if let Some(note) = spec.auto_fallback_note(&list) {
+        eprintln!("{note}");
+    }
+    spec.resolve(&list).context("--device")
 }
 
 fn load(model: &str) -> anyhow::Result<(Model, String)> {

@@ -147,6 +147,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<i32> {
             over_long: OverLong::KeepEnd,
         },
         max_batch: args.batch,
+        device: r1_kernels::device::Device::Cpu,
     };
     let scored = score_jsonl(&scorer, &args.file)?;
     let stdout = std::io::stdout();

@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::cpu::gemm::{gemm, Mat, MatMut, Threads};
-use crate::cpu::{self, Activations};
+use crate::device::{self, Device, ModelRole};
 use crate::model::{Architecture, Model, ModelConfig, RopeScaling};
 use crate::sample::{GenerationRequest, Sampler, SamplingParams};
-use crate::train::{clip_grad_norm, AdamW, AdamWConfig, WeightedCrossEntropy};
+use crate::train::{AdamW, AdamWConfig, WeightedCrossEntropy};
 use crate::Result;
 
 /// Built-in model shapes, so the benchmark runs without any download.
@@ -92,6 +92,8 @@ pub struct BenchOptions {
     pub decode_tokens: usize,
     /// Which measurements to run.
     pub tests: Vec<BenchTest>,
+    /// Where they run.
+    pub device: Device,
 }
 
 /// The measurements `r1ctl bench` can run.
@@ -114,6 +116,7 @@ impl Default for BenchOptions {
             repeats: 5,
             decode_tokens: 128,
             tests: vec![BenchTest::Train, BenchTest::Prefill, BenchTest::Decode],
+            device: Device::Cpu,
         }
     }
 }
@@ -185,11 +188,11 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
     };
     let mut rows = Vec::new();
     if options.tests.contains(&BenchTest::Train) {
-        let tps = train_throughput(model, &ids, &targets, b, t, options.repeats)?;
+        let tps = train_throughput(options.device, model, &ids, &targets, b, t, options.repeats)?;
         rows.push(row("train", format!("{b}x{t}"), tps, 3.0 * fwd));
     }
     if options.tests.contains(&BenchTest::Prefill) {
-        let tps = prefill_throughput(model, &ids, &targets, b, t, options.repeats)?;
+        let tps = prefill_throughput(options.device, model, &ids, &targets, b, t, options.repeats)?;
         rows.push(row("prefill", format!("{b}x{t}"), tps, fwd));
     }
     if options.tests.contains(&BenchTest::Decode) {
@@ -202,7 +205,15 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
             ("decode", 64, 1, 0.0),
             ("grpo", 8, 8, 1.0),
         ] {
-            let tps = decode_throughput(model, &ids, prompts, samples, temperature, 32, new)?;
+            let tps = decode_throughput(
+                options.device,
+                model,
+                &ids,
+                (prompts, samples),
+                temperature,
+                32,
+                new,
+            )?;
             let shape = if samples > 1 {
                 format!("{prompts}x{samples}x{new}")
             } else {
@@ -222,6 +233,7 @@ pub fn run(model: &mut Model, name: &str, options: &BenchOptions) -> Result<Benc
 
 /// Tokens per second of full training steps: forward, cross-entropy head, backward, clipping, AdamW.
 fn train_throughput(
+    device: Device,
     model: &mut Model,
     ids: &[u32],
     targets: &[u32],
@@ -231,25 +243,16 @@ fn train_throughput(
 ) -> Result<f64> {
     let weights = WeightedCrossEntropy::mean_weights(&vec![1.0; b * t]);
     let objective = WeightedCrossEntropy { weights: &weights };
-    let mut acts = Activations::new(model, b, t);
-    let mut grads = vec![0f32; model.layout.total];
+    let mut engine = device::open(device, model, true)?;
     let mut opt = AdamW::new(AdamWConfig::default(), model.layout.total);
-    let layout = model.layout.clone();
+    let trained = ModelRole::Trained;
     let mut step = |model: &mut Model| -> Result<()> {
-        grads.fill(0.0);
-        cpu::forward(model, &mut acts, ids)?;
-        cpu::head(
-            model,
-            &mut acts,
-            targets,
-            Some(&objective),
-            Some(&mut grads),
-            false,
-        )?;
-        cpu::backward(model, &mut acts, ids, &mut grads)?;
-        clip_grad_norm(&mut grads, 1.0);
-        opt.update(&mut model.params, &grads, &layout, 1e-4);
-        Ok(())
+        engine.zero_grads()?;
+        engine.forward(trained, model, (b, t), &[], ids)?;
+        engine.head(trained, model, targets, Some(&objective), true, false)?;
+        engine.backward(model, ids)?;
+        engine.clip_grad_norm(1.0)?;
+        engine.adamw_step(model, &mut opt, 1e-4)
     };
     step(model)?;
     let start = Instant::now();
@@ -261,6 +264,7 @@ fn train_throughput(
 
 /// Tokens per second of a forward pass with the LM head over every position.
 fn prefill_throughput(
+    device: Device,
     model: &Model,
     ids: &[u32],
     targets: &[u32],
@@ -268,10 +272,11 @@ fn prefill_throughput(
     t: usize,
     repeats: usize,
 ) -> Result<f64> {
-    let mut acts = Activations::new(model, b, t);
+    let mut engine = device::open(device, model, false)?;
+    let role = ModelRole::Trained;
     let mut pass = || -> Result<()> {
-        cpu::forward(model, &mut acts, ids)?;
-        cpu::head(model, &mut acts, targets, None, None, false)?;
+        engine.forward(role, model, (b, t), &[], ids)?;
+        engine.head(role, model, targets, None, false, false)?;
         Ok(())
     };
     pass()?;
@@ -285,10 +290,10 @@ fn prefill_throughput(
 /// Generated tokens per second for `prompts` prompts of `prompt_len` tokens, `samples` each,
 /// exactly `new_tokens` new tokens per sequence (EOS ignored), prefill included.
 fn decode_throughput(
+    device: Device,
     model: &Model,
     source: &[u32],
-    prompts: usize,
-    samples: usize,
+    (prompts, samples): (usize, usize),
     temperature: f32,
     prompt_len: usize,
     new_tokens: usize,
@@ -313,7 +318,7 @@ fn decode_throughput(
             params: params.clone(),
         })
         .collect();
-    let mut sampler = Sampler::new(model, prompts * samples);
+    let mut sampler = Sampler::on_device(device, model, prompts * samples)?;
     // Warm-up: a few tokens, with the cache allocated for the full length.
     let warm_params = SamplingParams {
         max_new_tokens: 8,

@@ -104,6 +104,23 @@ pub enum EngineError {
     /// A caller passed arguments that do not fit the model (token id out of range, wrong lengths).
     #[error("invalid input: {0}")]
     Input(String),
+    /// The device's backend does not implement an op the device layer asked for.
+    #[error("{device}: {op} is not supported by this device's backend")]
+    Unsupported {
+        /// The device (`cuda:0`).
+        device: String,
+        /// The op, as the device layer names it.
+        op: String,
+    },
+    /// A CUDA call failed: no driver or device on this machine, an allocation, a launch.
+    #[error("{device}: {source}")]
+    Cuda {
+        /// The device (`cuda:0`).
+        device: String,
+        /// What the CUDA backend said.
+        #[source]
+        source: crate::cuda::CudaError,
+    },
 }
 
 /// Shorthand used across the engine.

@@ -3,6 +3,18 @@
 //! A `DeviceSpec` is what a user writes in a job config or passes on the command line. `resolve`
 //! turns it into a concrete `Device` against what `list` finds, or says why it cannot: a config
 //! that asks for `cuda:0` on a machine without a GPU fails here, before a run is created.
+//!
+//! The device layer proper: `backend` defines the two interfaces every worker computes through
+//! (`TrainEngine`: a model resident on a device for training and scoring; `DecodeEngine`:
+//! KV-cache decoding with sampling next to the logits) and `open` / `open_decoder`, which pick
+//! the implementation for a `Device`: `cpu` (the CPU engine, call for call) or `cuda` (the CUDA
+//! backend; a clear error on a machine without one).
+
+pub mod backend;
+pub mod cpu;
+pub mod cuda;
+
+pub use backend::{open, open_decoder, DecodeEngine, Draw, ModelRole, PromptPrefix, TrainEngine};
 
 pub mod memory;
 pub mod placement;
@@ -11,8 +23,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::cuda;
 
 pub use memory::{MemoryError, MemoryEstimate, RunShape};
 pub use placement::{DevicesConfig, Placement, PlacementError};
@@ -189,7 +199,7 @@ impl DeviceSpec {
 /// a machine without a driver lists the CPU and says why there is no GPU.
 pub fn list() -> DeviceList {
     let mut devices = vec![cpu_info()];
-    let cuda_unavailable = match cuda::backend::device_infos() {
+    let cuda_unavailable = match crate::cuda::backend::device_infos() {
         Ok(gpus) => {
             let none = gpus.is_empty();
             devices.extend(gpus);

@@ -18,14 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::HashMap;
 
-use crate::cpu::{self, DecodeScratch, KvCache};
+use crate::device::{self, DecodeEngine, Device, Draw, PromptPrefix};
 use crate::error::{EngineError, Result};
-use crate::model::limits::MemoryPlan;
 use crate::model::Model;
 pub use pick::{pick, Pick, SamplingParams};
-
-/// Prompt tokens per prefill pass: bounds the scratch (attention scores grow with rows × context).
-const PREFILL_ROWS: usize = 256;
 
 /// Turns token ids back into text, for stop strings and the returned completions. The tokenizer
 /// implements it; tests may use anything.
@@ -79,16 +75,12 @@ pub struct Completion {
     pub finish: FinishReason,
 }
 
-/// A prompt's keys, values and next-token logits after its one prefill.
+/// A prompt after its one prefill, until every sample of its group has started from it.
 struct PrefilledPrompt {
-    /// Prompt tokens.
-    len: usize,
-    /// Next-token logits after the last prompt token [V].
-    logits: Vec<f32>,
+    /// What the device keeps of it (keys, values and next-token logits on the CPU).
+    prefix: PromptPrefix,
     /// Samples of the group not yet admitted; the prefill is dropped when it reaches 0.
     samples_left: usize,
-    /// Keys and values per layer, [len, KVD] each.
-    kv: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// A sequence being decoded.
@@ -96,36 +88,45 @@ struct Active {
     request: usize,
     slot: usize,
     rng: ChaCha8Rng,
+    /// The sequence's seed for a device that draws from (seed, token index) instead of `rng`.
+    seed: u64,
     prompt_len: usize,
     max_new: usize,
     out: Completion,
 }
 
-/// Generates completions for batches of requests on the CPU backend.
+/// Generates completions for batches of requests on a device (`device::DecodeEngine`).
 pub struct Sampler<'m> {
     model: &'m Model,
     /// Most sequences decoded at once.
     pub max_batch: usize,
-    /// KV cache and step buffers, kept between calls while they are large enough.
-    state: Option<DecodeState>,
-    order: Vec<u32>,
-}
-
-/// What decoding writes into: the KV cache and the per-step scratch, planned together.
-struct DecodeState {
-    cache: KvCache,
-    scratch: DecodeScratch,
+    /// The device's decoder: KV cache and step buffers, kept between calls while large enough.
+    engine: Box<dyn DecodeEngine + 'm>,
 }
 
 impl<'m> Sampler<'m> {
-    /// A sampler for `model` that decodes up to `max_batch` sequences together.
+    /// A sampler for `model` on the CPU that decodes up to `max_batch` sequences together.
     pub fn new(model: &'m Model, max_batch: usize) -> Self {
         Sampler {
             model,
             max_batch: max_batch.max(1),
-            state: None,
-            order: Vec::new(),
+            engine: Box::new(device::cpu::CpuDecodeEngine::new(model)),
         }
+    }
+
+    /// A sampler for `model` on `device` (the CPU, or a GPU: an error naming the device when
+    /// it cannot be opened).
+    pub fn on_device(device: Device, model: &'m Model, max_batch: usize) -> Result<Self> {
+        Ok(Sampler {
+            model,
+            max_batch: max_batch.max(1),
+            engine: device::open_decoder(device, model)?,
+        })
+    }
+
+    /// The device it decodes on.
+    pub fn device(&self) -> Device {
+        self.engine.device()
     }
 
     /// The longest sequence (prompt + completion) the model accepts.
@@ -173,60 +174,18 @@ impl<'m> Sampler<'m> {
         Ok(())
     }
 
-    /// Prefills `prompts` (request index, slot) in passes of at most `PREFILL_ROWS` tokens and
-    /// returns, per prompt, its keys and values and next-token logits.
+    /// Prefills `prompts` (request index, slot) and returns what each prompt's samples start
+    /// from.
     fn prefill(
-        &self,
-        state: &mut DecodeState,
+        &mut self,
         requests: &[GenerationRequest],
         prompts: &[(usize, usize)],
-    ) -> Result<Vec<PrefilledPrompt>> {
-        let model = self.model;
-        let v = model.config.vocab_size;
-        let DecodeState { cache, scratch } = state;
-        let mut logits: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
-        // (prompt index, position) of every prompt token, in order, cut into passes.
-        let rows: Vec<(usize, usize)> = prompts
+    ) -> Result<Vec<PromptPrefix>> {
+        let views: Vec<(&[u32], usize)> = prompts
             .iter()
-            .enumerate()
-            .flat_map(|(p, &(ri, _))| (0..requests[ri].prompt_ids.len()).map(move |pos| (p, pos)))
+            .map(|&(ri, slot)| (requests[ri].prompt_ids.as_slice(), slot))
             .collect();
-        for pass in rows.chunks(PREFILL_ROWS) {
-            let slots: Vec<usize> = pass.iter().map(|&(p, _)| prompts[p].1).collect();
-            let tokens: Vec<u32> = pass
-                .iter()
-                .map(|&(p, pos)| requests[prompts[p].0].prompt_ids[pos])
-                .collect();
-            let positions: Vec<u32> = pass.iter().map(|&(_, pos)| pos as u32).collect();
-            let last: Vec<usize> = (0..pass.len())
-                .filter(|&r| pass[r].1 + 1 == requests[prompts[pass[r].0].0].prompt_ids.len())
-                .collect();
-            cpu::decode_step(
-                model,
-                cache,
-                scratch,
-                &slots,
-                &tokens,
-                &positions,
-                Some(&last),
-            )?;
-            for (k, &r) in last.iter().enumerate() {
-                logits[pass[r].0] = scratch.logits[k * v..(k + 1) * v].to_vec();
-            }
-        }
-        Ok(prompts
-            .iter()
-            .zip(logits)
-            .map(|(&(ri, slot), logits)| {
-                let len = requests[ri].prompt_ids.len();
-                PrefilledPrompt {
-                    len,
-                    logits,
-                    samples_left: requests[ri].samples,
-                    kv: cache.read_prefix(slot, len),
-                }
-            })
-            .collect())
+        self.engine.prefill(&views)
     }
 
     /// Generates every sample of every request. Results are ordered by (request, sample).
@@ -248,6 +207,11 @@ impl<'m> Sampler<'m> {
     ) -> Result<Vec<Completion>> {
         self.validate(requests)?;
         let model = self.model;
+        let max_prompt = requests
+            .iter()
+            .map(|r| r.prompt_ids.len())
+            .max()
+            .unwrap_or(1);
         let context = self.context_len();
         let max_new =
             |r: &GenerationRequest| r.params.max_new_tokens.min(context - r.prompt_ids.len());
@@ -263,32 +227,9 @@ impl<'m> Sampler<'m> {
                 EngineError::Input("generate: the number of samples overflows".into())
             })?;
         let slots = self.max_batch.min(total);
-        // Taken for this call and put back at the end (an error drops it; the next call re-plans).
-        let mut state = match self.state.take() {
-            Some(st) if st.cache.slots >= slots && st.cache.max_len >= max_len => st,
-            _ => {
-                // Sized from the batch and the context: checked against the memory available
-                // before the buffers exist, then allocated fallibly.
-                let rows = slots.max(PREFILL_ROWS);
-                let mut plan = MemoryPlan::default();
-                plan.add("KV cache", KvCache::bytes(&model.config, slots, max_len))
-                    .add(
-                        "decoding buffers",
-                        DecodeScratch::bytes(&model.config, rows, max_len),
-                    )
-                    .add(
-                        "bookkeeping",
-                        total as f64 * std::mem::size_of::<(usize, usize, Completion)>() as f64,
-                    );
-                plan.check(&format!(
-                    "sampling {total} sequences of up to {max_len} tokens, {slots} at a time"
-                ))?;
-                DecodeState {
-                    cache: KvCache::new(model, slots, max_len)?,
-                    scratch: DecodeScratch::new(model, rows, max_len)?,
-                }
-            }
-        };
+        // Kept between calls while large enough; sized from the batch and the context and
+        // checked against the memory available before the buffers exist.
+        self.engine.reserve(slots, max_len, max_prompt, total)?;
         let mut free: Vec<usize> = (0..slots).rev().collect();
         let mut order: Vec<(usize, usize)> = Vec::new();
         let mut done: Vec<Completion> = Vec::new();
@@ -322,12 +263,18 @@ impl<'m> Sampler<'m> {
                 }
             }
             if !to_prefill.is_empty() {
-                for (prompt, &(ri, _)) in self
-                    .prefill(&mut state, requests, &to_prefill)?
+                for (prefix, &(ri, _)) in self
+                    .prefill(requests, &to_prefill)?
                     .into_iter()
                     .zip(&to_prefill)
                 {
-                    prefilled.insert(ri, prompt);
+                    prefilled.insert(
+                        ri,
+                        PrefilledPrompt {
+                            samples_left: requests[ri].samples,
+                            prefix,
+                        },
+                    );
                 }
             }
             // Admit: each sequence starts from its prompt's keys, values and logits.
@@ -340,14 +287,14 @@ impl<'m> Sampler<'m> {
                 let prompt = prefilled
                     .get_mut(&ri)
                     .ok_or_else(|| EngineError::Input(format!("request {ri} was not prefilled")))?;
-                state.cache.load_prefix(slot, &prompt.kv, prompt.len);
                 let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
                 rng.set_stream(sj as u64);
                 let mut seq = Active {
                     request: ri,
                     slot,
                     rng,
-                    prompt_len: prompt.len,
+                    seed: sequence_seed(request.seed, sj),
+                    prompt_len: prompt.prefix.len(),
                     max_new: max_new(request),
                     out: Completion {
                         request: ri,
@@ -359,12 +306,16 @@ impl<'m> Sampler<'m> {
                         finish: FinishReason::Length,
                     },
                 };
-                let chosen = pick(
-                    &prompt.logits,
-                    &request.params,
-                    &mut seq.rng,
-                    &mut self.order,
-                );
+                let chosen = self.engine.admit(
+                    &prompt.prefix,
+                    slot,
+                    Draw {
+                        params: &request.params,
+                        rng: &mut seq.rng,
+                        seed: seq.seed,
+                        counter: 0,
+                    },
+                )?;
                 prompt.samples_left -= 1;
                 if prompt.samples_left == 0 {
                     prefilled.remove(&ri);
@@ -393,18 +344,22 @@ impl<'m> Sampler<'m> {
                 .iter()
                 .map(|a| (a.prompt_len + a.out.token_ids.len() - 1) as u32)
                 .collect();
-            let DecodeState { cache, scratch } = &mut state;
-            cpu::decode_step(model, cache, scratch, &slots_now, &tokens, &positions, None)?;
-            let v = model.config.vocab_size;
+            let mut draws: Vec<Draw<'_>> = active
+                .iter_mut()
+                .map(|a| Draw {
+                    params: &requests[a.request].params,
+                    seed: a.seed,
+                    counter: a.out.token_ids.len() as u64,
+                    rng: &mut a.rng,
+                })
+                .collect();
+            let picks = self
+                .engine
+                .step(&slots_now, &tokens, &positions, &mut draws)?;
+            drop(draws);
             let mut still = Vec::with_capacity(active.len());
-            for (row, mut seq) in active.drain(..).enumerate() {
+            for (mut seq, chosen) in active.drain(..).zip(picks) {
                 let params = &requests[seq.request].params;
-                let chosen = pick(
-                    &scratch.logits[row * v..(row + 1) * v],
-                    params,
-                    &mut seq.rng,
-                    &mut self.order,
-                );
                 on_token(seq.request, seq.out.sample, chosen.token);
                 if let Some(finish) = accept(&mut seq, chosen, params, eos, detok) {
                     finalize(&mut seq, finish, params, detok);
@@ -416,10 +371,20 @@ impl<'m> Sampler<'m> {
             }
             active = still;
         }
-        self.state = Some(state);
         done.sort_by_key(|c| (c.request, c.sample));
         Ok(done)
     }
+}
+
+/// The seed of sample `sample` of a request seeded `seed`, for devices that draw from a
+/// counter-based generator (splitmix64 of both, so neighbouring samples get unrelated streams).
+fn sequence_seed(seed: u64, sample: usize) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(seed ^ mix((sample as u64).wrapping_add(0x9E37_79B9_7F4A_7C15)))
 }
 
 /// Appends the chosen token; returns why the sequence ends, if it does.

@@ -427,11 +427,13 @@ pub fn run_preference_demo(
             rm: helpful.rm,
             encoder: encoder.clone(),
             max_batch: 64,
+            device: r1_kernels::device::Device::Cpu,
         },
         RewardModelScorer {
             rm: harmless.rm,
             encoder,
             max_batch: 64,
+            device: r1_kernels::device::Device::Cpu,
         },
     ];
     // The helpfulness model reads summaries: recording what it is asked gives the polite share.

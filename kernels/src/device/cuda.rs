@@ -1,0 +1,504 @@
+//! The device layer on a CUDA GPU: `cuda::DeviceModel` (bf16 weights, f32 master weights,
+//! gradients and AdamW moments on the device) for training, `cuda::DeviceDecoder` (KV cache,
+//! decode step, sampling on the device) for generation. Only the CUDA backend's public API is
+//! used. What it does not offer is an `Unsupported` error naming the op, never a CPU fallback:
+//! - `reward_backward` (no device kernel writes the score head's gradient into the arena);
+//! - continuing an AdamW state that has steps (no moment upload), so a CUDA learner starts its
+//!   optimizer fresh; the moments stay on the device (no moment download either: a checkpoint of
+//!   a CUDA learner holds current weights and the host moments of its start).
+//!
+//! On a machine without a driver or without the device, `open` is an error naming the device
+//! and the reason; nothing here panics.
+
+use std::collections::HashMap;
+
+use crate::cuda::{model as cuda_model, DeviceSampling};
+use crate::cuda::{CudaBackend, CudaError, DeviceActivations, DeviceDecoder, DeviceModel};
+use crate::error::{EngineError, Result};
+use crate::model::{Model, RewardModel};
+use crate::sample::Pick;
+use crate::train::adamw::AdamW;
+use crate::train::head::{HeadOutput, TokenObjective};
+
+use super::backend::{
+    unsupported, DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine,
+};
+use super::Device;
+
+/// Wraps a CUDA backend error with the device it happened on.
+fn on(ordinal: usize) -> impl Fn(CudaError) -> EngineError {
+    move |source| EngineError::Cuda {
+        device: Device::Cuda(ordinal).to_string(),
+        source,
+    }
+}
+
+/// Opens the backend of device `ordinal`: an error when there is no driver or no such device.
+fn backend(ordinal: usize) -> Result<CudaBackend> {
+    CudaBackend::new(ordinal).map_err(on(ordinal))
+}
+
+/// Positions a resident model's RoPE tables cover: the model's whole context.
+fn positions(model: &Model) -> usize {
+    model.config.max_position_embeddings.max(1)
+}
+
+/// Training on one GPU: a resident copy of each role's model and one activation arena.
+pub struct CudaTrainEngine {
+    ordinal: usize,
+    be: CudaBackend,
+    /// Whether the trained role gets gradients and moments.
+    trainable: bool,
+    /// Each role's weights on the device, uploaded on first use or by `upload`.
+    models: HashMap<ModelRole, DeviceModel>,
+    /// Activations of the last forward pass, re-planned when (B, T) changes.
+    acts: Option<DeviceActivations>,
+    /// Whether the arena holds a packed layout.
+    packed: bool,
+    /// The role of the last forward pass (the head reads that model's LM head).
+    last_role: Option<ModelRole>,
+}
+
+impl CudaTrainEngine {
+    /// Opens device `ordinal` and uploads `model` as the trained model.
+    pub fn open(ordinal: usize, model: &Model, trainable: bool) -> Result<Self> {
+        let be = backend(ordinal)?;
+        let mut engine = CudaTrainEngine {
+            ordinal,
+            be,
+            trainable,
+            models: HashMap::new(),
+            acts: None,
+            packed: false,
+            last_role: None,
+        };
+        engine.upload(ModelRole::Trained, model)?;
+        Ok(engine)
+    }
+
+    fn resident(&mut self, role: ModelRole, model: &Model) -> Result<()> {
+        if !self.models.contains_key(&role) {
+            self.upload(role, model)?;
+        }
+        Ok(())
+    }
+
+    fn model(&self, role: ModelRole) -> Result<&DeviceModel> {
+        self.models.get(&role).ok_or_else(|| {
+            EngineError::Input(format!("{role:?} model is not on {}", self.device()))
+        })
+    }
+
+    /// The arena for (B, T) of `role`'s model, with `segments` laid out.
+    fn plan(
+        &mut self,
+        role: ModelRole,
+        (b, t): (usize, usize),
+        segments: &[Vec<usize>],
+    ) -> Result<()> {
+        let err = on(self.ordinal);
+        let dm = self
+            .models
+            .get(&role)
+            .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
+        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            self.acts = None;
+            self.acts = Some(DeviceActivations::new(&self.be, dm, b, t).map_err(&err)?);
+            self.packed = false;
+        }
+        let reset = self.packed || !segments.is_empty();
+        // Counted as packed until a layout is fully written (a refused one may be half-written).
+        self.packed = true;
+        let acts = self.acts.as_mut().expect("arena was just planned");
+        if reset {
+            acts.set_segments(&self.be, segments).map_err(&err)?;
+        }
+        self.packed = !segments.is_empty();
+        Ok(())
+    }
+}
+
+impl TrainEngine for CudaTrainEngine {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn upload(&mut self, role: ModelRole, model: &Model) -> Result<()> {
+        let err = on(self.ordinal);
+        let same_shape = self
+            .models
+            .get(&role)
+            .is_some_and(|dm| dm.config == model.config && dm.layout.total == model.params.len());
+        if let (true, Some(dm)) = (same_shape, self.models.get_mut(&role)) {
+            return dm.set_params(&self.be, &model.params).map_err(err);
+        }
+        // A model of another shape (or the first one in this role): the old copy goes first.
+        self.models.remove(&role);
+        self.acts = None;
+        let trainable = self.trainable && role == ModelRole::Trained;
+        let dm = DeviceModel::upload(&self.be, model, positions(model), trainable).map_err(err)?;
+        self.models.insert(role, dm);
+        Ok(())
+    }
+
+    fn forward(
+        &mut self,
+        role: ModelRole,
+        model: &Model,
+        shape: (usize, usize),
+        segments: &[Vec<usize>],
+        ids: &[u32],
+    ) -> Result<()> {
+        self.resident(role, model)?;
+        self.plan(role, shape, segments)?;
+        let dm = self
+            .models
+            .get(&role)
+            .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
+        let acts = self.acts.as_mut().expect("arena was just planned");
+        cuda_model::forward(&self.be, dm, acts, ids).map_err(on(self.ordinal))?;
+        self.last_role = Some(role);
+        Ok(())
+    }
+
+    fn head(
+        &mut self,
+        role: ModelRole,
+        _model: &Model,
+        targets: &[u32],
+        objective: Option<&dyn TokenObjective>,
+        train: bool,
+        want_entropy: bool,
+    ) -> Result<HeadOutput> {
+        if self.last_role != Some(role) {
+            return Err(EngineError::Input(format!(
+                "head of the {role:?} model without its forward pass"
+            )));
+        }
+        if targets.len() != self.acts.as_ref().map_or(0, DeviceActivations::tokens) {
+            return Err(EngineError::Input(format!(
+                "head: {} targets for {} tokens",
+                targets.len(),
+                self.acts.as_ref().map_or(0, DeviceActivations::tokens)
+            )));
+        }
+        let dm = self
+            .models
+            .get(&role)
+            .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
+        let acts = self
+            .acts
+            .as_mut()
+            .expect("a forward pass planned the arena");
+        cuda_model::head(&self.be, dm, acts, targets, objective, train, want_entropy)
+            .map_err(on(self.ordinal))
+    }
+
+    fn backward(&mut self, _model: &Model, ids: &[u32]) -> Result<()> {
+        if self.last_role != Some(ModelRole::Trained) {
+            return Err(EngineError::Input(
+                "backward without a forward pass of the trained model".into(),
+            ));
+        }
+        let dm = self
+            .models
+            .get(&ModelRole::Trained)
+            .ok_or_else(|| EngineError::Input("the trained model is not resident".into()))?;
+        // The device arena keeps the ids of its forward pass; `ids` is the same batch.
+        let _ = ids;
+        let acts = self
+            .acts
+            .as_mut()
+            .expect("a forward pass planned the arena");
+        cuda_model::backward(&self.be, dm, acts).map_err(on(self.ordinal))
+    }
+
+    fn reward_forward(
+        &mut self,
+        role: ModelRole,
+        rm: &RewardModel,
+        (b, t): (usize, usize),
+        ids: &[u32],
+        positions: &[usize],
+    ) -> Result<Vec<f32>> {
+        if positions.len() != b {
+            return Err(EngineError::Input(format!(
+                "reward head: {} positions for a batch of {b}",
+                positions.len()
+            )));
+        }
+        if let Some((s, &p)) = positions.iter().enumerate().find(|(_, &p)| p >= t) {
+            return Err(EngineError::Input(format!(
+                "reward head: position {p} of sequence {s} is outside {t} tokens"
+            )));
+        }
+        self.forward(role, &rm.model, (b, t), &[], ids)?;
+        // The score head is C multiply-adds per sequence: read the final hidden states of the
+        // scored rows and apply it to them as they come back.
+        let acts = self
+            .acts
+            .as_ref()
+            .expect("a forward pass planned the arena");
+        let xf = acts.hidden(&self.be).map_err(on(self.ordinal))?;
+        let c = rm.hidden_size();
+        let w = rm.score_weight();
+        Ok(positions
+            .iter()
+            .enumerate()
+            .map(|(s, &p)| {
+                let row = &xf[(s * t + p) * c..(s * t + p + 1) * c];
+                row.iter().zip(w).map(|(x, w)| x * w).sum()
+            })
+            .collect())
+    }
+
+    fn reward_backward(
+        &mut self,
+        _rm: &RewardModel,
+        _ids: &[u32],
+        _positions: &[usize],
+        _d_rewards: &[f32],
+    ) -> Result<()> {
+        Err(unsupported(
+            self.device(),
+            "the reward model's score-head backward (reward-model training)",
+        ))
+    }
+
+    fn zero_grads(&mut self) -> Result<()> {
+        let dm = self.model(ModelRole::Trained)?;
+        dm.zero_grads(&self.be).map_err(on(self.ordinal))
+    }
+
+    fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let dm = self.model(ModelRole::Trained)?;
+        dm.clip_grad_norm(&self.be, max_norm)
+            .map_err(on(self.ordinal))
+    }
+
+    fn adamw_step(&mut self, model: &mut Model, optimizer: &mut AdamW, lr: f32) -> Result<()> {
+        let device = self.device();
+        let err = on(self.ordinal);
+        let dm = self
+            .models
+            .get_mut(&ModelRole::Trained)
+            .ok_or_else(|| EngineError::Input("the trained model is not resident".into()))?;
+        if dm.steps() != optimizer.step {
+            return Err(unsupported(
+                device,
+                &format!(
+                    "continuing an AdamW state of {} steps (moment upload to the device)",
+                    optimizer.step
+                ),
+            ));
+        }
+        dm.adamw_step(&self.be, optimizer.config, lr)
+            .map_err(&err)?;
+        optimizer.step += 1;
+        // The host copy is what checkpoints, weight sync and the reference refresh read.
+        let params = dm.download_params(&self.be).map_err(&err)?;
+        if params.len() != model.params.len() {
+            return Err(EngineError::Input(format!(
+                "adamw_step: {} device parameters for a host model of {}",
+                params.len(),
+                model.params.len()
+            )));
+        }
+        model.params.copy_from_slice(&params);
+        Ok(())
+    }
+
+    fn load_optimizer(&mut self, optimizer: &AdamW) -> Result<()> {
+        let dm = self.model(ModelRole::Trained)?;
+        if optimizer.step == dm.steps() {
+            return Ok(());
+        }
+        Err(unsupported(
+            self.device(),
+            &format!(
+                "continuing an AdamW state of {} steps (moment upload to the device)",
+                optimizer.step
+            ),
+        ))
+    }
+
+    fn download_grads(&self, out: &mut [f32]) -> Result<()> {
+        let dm = self.model(ModelRole::Trained)?;
+        let grads = dm.download_grads(&self.be).map_err(on(self.ordinal))?;
+        if grads.len() != out.len() {
+            return Err(EngineError::Input(format!(
+                "download_grads: {} floats for {} gradients",
+                out.len(),
+                grads.len()
+            )));
+        }
+        out.copy_from_slice(&grads);
+        Ok(())
+    }
+
+    fn load_grads(&mut self, grads: &[f32]) -> Result<()> {
+        let dm = self.model(ModelRole::Trained)?;
+        dm.load_grads(&self.be, grads).map_err(on(self.ordinal))
+    }
+
+    fn download_params(&self, model: &mut Model) -> Result<()> {
+        let dm = self.model(ModelRole::Trained)?;
+        let params = dm.download_params(&self.be).map_err(on(self.ordinal))?;
+        if params.len() != model.params.len() {
+            return Err(EngineError::Input(format!(
+                "download_params: {} device parameters for a host model of {}",
+                params.len(),
+                model.params.len()
+            )));
+        }
+        model.params.copy_from_slice(&params);
+        Ok(())
+    }
+
+    fn arena_bytes(&self) -> usize {
+        // The device arena is GPU memory, not the host's; the host side is the ids.
+        0
+    }
+}
+
+/// Generation on one GPU: the model's weights (inference upload), the device decoder, and the
+/// sampling kernel. A prompt's keys and values are computed into each of its samples' slots at
+/// admission (the decoder has no slot-to-slot copy), and its first token drawn there.
+pub struct CudaDecodeEngine<'m> {
+    ordinal: usize,
+    model: &'m Model,
+    be: CudaBackend,
+    weights: DeviceModel,
+    decoder: Option<DeviceDecoder>,
+}
+
+impl<'m> CudaDecodeEngine<'m> {
+    /// Opens device `ordinal` and uploads `model` for inference.
+    pub fn open(ordinal: usize, model: &'m Model) -> Result<Self> {
+        let be = backend(ordinal)?;
+        let weights =
+            DeviceModel::upload(&be, model, positions(model), false).map_err(on(ordinal))?;
+        Ok(CudaDecodeEngine {
+            ordinal,
+            model,
+            be,
+            weights,
+            decoder: None,
+        })
+    }
+
+    fn decoder(&mut self) -> Result<&mut DeviceDecoder> {
+        self.decoder
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("decoding before reserve".into()))
+    }
+}
+
+fn device_sampling(draw: &Draw<'_>) -> DeviceSampling {
+    DeviceSampling {
+        temperature: draw.params.temperature,
+        top_k: draw.params.top_k,
+        top_p: draw.params.top_p,
+        min_p: draw.params.min_p,
+        seed: draw.seed,
+    }
+}
+
+impl DecodeEngine for CudaDecodeEngine<'_> {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn reserve(
+        &mut self,
+        slots: usize,
+        max_len: usize,
+        max_prompt: usize,
+        _sequences: usize,
+    ) -> Result<()> {
+        let rows = slots.max(max_prompt).max(1);
+        if let Some(d) = &self.decoder {
+            if d.slots >= slots && d.max_len >= max_len && d.max_rows >= rows {
+                return Ok(());
+            }
+        }
+        self.decoder = None;
+        let decoder = DeviceDecoder::new(&self.be, &self.weights, slots, max_len, rows)
+            .map_err(on(self.ordinal))?;
+        self.decoder = Some(decoder);
+        Ok(())
+    }
+
+    fn prefill(&mut self, prompts: &[(&[u32], usize)]) -> Result<Vec<PromptPrefix>> {
+        let v = self.model.config.vocab_size;
+        prompts
+            .iter()
+            .map(|&(ids, _)| {
+                if let Some(&bad) = ids.iter().find(|&&t| t as usize >= v) {
+                    return Err(EngineError::Input(format!(
+                        "prefill: token id {bad} is outside the vocabulary of {v}"
+                    )));
+                }
+                Ok(PromptPrefix {
+                    len: ids.len(),
+                    state: PrefixState::Replay { ids: ids.to_vec() },
+                })
+            })
+            .collect()
+    }
+
+    fn admit(&mut self, prefix: &PromptPrefix, slot: usize, draw: Draw<'_>) -> Result<Pick> {
+        let PrefixState::Replay { ids } = &prefix.state else {
+            return Err(EngineError::Input(
+                "admit: the prompt was prefilled by another device".into(),
+            ));
+        };
+        let err = on(self.ordinal);
+        let v = self.model.config.vocab_size;
+        let (be, weights) = (&self.be, &self.weights);
+        let decoder = self
+            .decoder
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("decoding before reserve".into()))?;
+        let len = ids.len();
+        let slots = vec![slot; len];
+        let positions: Vec<u32> = (0..len as u32).collect();
+        decoder
+            .step(be, weights, &slots, ids, &positions, Some(&[len - 1]))
+            .map_err(&err)?;
+        let picks = decoder
+            .sample(be, v, &[device_sampling(&draw)], &[draw.counter])
+            .map_err(&err)?;
+        picks
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Input("admit: the device drew no token".into()))
+    }
+
+    fn step(
+        &mut self,
+        slots: &[usize],
+        tokens: &[u32],
+        positions: &[u32],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Pick>> {
+        if draws.len() != tokens.len() {
+            return Err(EngineError::Input(format!(
+                "decode step: {} draws for {} rows",
+                draws.len(),
+                tokens.len()
+            )));
+        }
+        let err = on(self.ordinal);
+        let v = self.model.config.vocab_size;
+        let params: Vec<DeviceSampling> = draws.iter().map(device_sampling).collect();
+        let counters: Vec<u64> = draws.iter().map(|d| d.counter).collect();
+        self.decoder()?;
+        let (be, weights) = (&self.be, &self.weights);
+        let decoder = self.decoder.as_mut().expect("checked above");
+        decoder
+            .step(be, weights, slots, tokens, positions, None)
+            .map_err(&err)?;
+        decoder.sample(be, v, &params, &counters).map_err(&err)
+    }
+}
