@@ -22,6 +22,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use r1_kernels::collective::{in_process_group, Collective, CollectiveError, InProcessCollective};
+use r1_kernels::device::Device;
 use r1_kernels::model::limits::MemoryPlan;
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
@@ -92,6 +93,11 @@ struct ReplicaOutput {
     updates: Vec<(f64, f64)>,
 }
 
+/// Replica `i`'s device: `devices[i]`, the CPU past its end.
+fn device_of(devices: &[Device], i: usize) -> Device {
+    devices.get(i).copied().unwrap_or(Device::Cpu)
+}
+
 impl DataParallelLearner {
     /// `config.replicas` replicas of a learner starting from `policy` (its reference a copy of
     /// it). Memory for every replica is checked first and the refusal names the figures.
@@ -100,8 +106,20 @@ impl DataParallelLearner {
         learner: LearnerConfig,
         config: DataParallelConfig,
     ) -> Result<Self, LearnerError> {
+        Self::try_new_on(&[], policy, learner, config)
+    }
+
+    /// [`DataParallelLearner::try_new`] with replica `i` on `devices[i]` (`[devices]`'s
+    /// learners, one per replica); replicas past the end of `devices` share the CPU.
+    pub fn try_new_on(
+        devices: &[Device],
+        policy: Model,
+        learner: LearnerConfig,
+        config: DataParallelConfig,
+    ) -> Result<Self, LearnerError> {
         Self::check(&config)?;
-        Self::from_first(GrpoLearner::try_new(policy, learner)?, config)
+        let first = GrpoLearner::try_new_on(device_of(devices, 0), policy, learner)?;
+        Self::from_first(first, config, devices)
     }
 
     /// Continues from a checkpoint (a single learner's or a data-parallel run's: they are the
@@ -112,8 +130,19 @@ impl DataParallelLearner {
         learner: LearnerConfig,
         config: DataParallelConfig,
     ) -> Result<Self, LearnerError> {
+        Self::try_resume_on(&[], checkpoint, learner, config)
+    }
+
+    /// [`DataParallelLearner::try_resume`] with replica `i` on `devices[i]`.
+    pub fn try_resume_on(
+        devices: &[Device],
+        checkpoint: Checkpoint,
+        learner: LearnerConfig,
+        config: DataParallelConfig,
+    ) -> Result<Self, LearnerError> {
         Self::check(&config)?;
-        Self::from_first(GrpoLearner::try_resume(checkpoint, learner)?, config)
+        let first = GrpoLearner::try_resume_on(device_of(devices, 0), checkpoint, learner)?;
+        Self::from_first(first, config, devices)
     }
 
     fn check(config: &DataParallelConfig) -> Result<(), LearnerError> {
@@ -126,7 +155,11 @@ impl DataParallelLearner {
     }
 
     /// The replicas, all copies of `first`.
-    fn from_first(first: GrpoLearner, config: DataParallelConfig) -> Result<Self, LearnerError> {
+    fn from_first(
+        first: GrpoLearner,
+        config: DataParallelConfig,
+        devices: &[Device],
+    ) -> Result<Self, LearnerError> {
         let n = config.replicas;
         let total = first.policy.layout.total;
         let p = total as f64 * 4.0;
@@ -160,7 +193,8 @@ impl DataParallelLearner {
         };
         let mut replicas: Vec<GrpoLearner> = owned[1..]
             .iter()
-            .map(|range| first.replica(moments(range)))
+            .enumerate()
+            .map(|(i, range)| first.replica(moments(range), device_of(devices, i + 1)))
             .collect::<Result<_, _>>()?;
         let own_shard = config.shard_optimizer.then(|| moments(&owned[0]));
         let mut first = first;

@@ -364,10 +364,14 @@ impl GrpoLearner {
     }
 
     /// A copy of this learner for another data-parallel replica: the same weights, reference
-    /// and counters, `optimizer` as its moments (all of them, or its ZeRO-1 shard), and a
-    /// workspace of its own.
-    pub(crate) fn replica(&self, optimizer: AdamW) -> Result<GrpoLearner, LearnerError> {
-        let engine = device::open(self.device(), &self.policy, true)?;
+    /// and counters, `optimizer` as its moments (all of them, or its ZeRO-1 shard), computing on
+    /// `device` with an engine of its own.
+    pub(crate) fn replica(
+        &self,
+        optimizer: AdamW,
+        device: Device,
+    ) -> Result<GrpoLearner, LearnerError> {
+        let engine = device::open(device, &self.policy, true)?;
         Ok(GrpoLearner {
             policy: self.policy.clone(),
             reference: self.reference.clone(),

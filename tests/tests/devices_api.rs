@@ -58,3 +58,26 @@ fn devices_are_listed_and_a_missing_gpu_is_refused_before_a_run_id_exists() {
     let runs = d.get("/v1/runs").unwrap();
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
 }
+
+#[test]
+fn data_parallel_learners_are_refused_by_the_daemon_before_a_run_id_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("state"));
+    let config = job_config(dir.path(), 2, 1);
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[devices]\nlearners = 2\n";
+    let (status, body) = d
+        .post(
+            "/v1/runs",
+            &serde_json::json!({"config_toml": text, "source": "dp.toml"}),
+        )
+        .unwrap_err();
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("dp.toml: devices.learners = 2: r1d trains one learner")
+            && message.contains("r1ctl train CONFIG"),
+        "{message}"
+    );
+    let runs = d.get("/v1/runs").unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+}

@@ -46,12 +46,15 @@ impl WorkerAddrs {
         let max_batch = plan.settings.max_batch;
         let sandbox = plan.sandbox.clone();
         let (model_dir, learner_config) = (plan.model.path.clone(), plan.learner.clone());
+        let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
         WorkerAddrs {
-            sampler: SyncArbiter::start(1, move || SamplerActor::new(tokenizer.clone(), max_batch)),
+            sampler: SyncArbiter::start(1, move || {
+                SamplerActor::new(tokenizer.clone(), max_batch, sampler_device)
+            }),
             judge: SyncArbiter::start(1, move || JudgeActor::new(sandbox.clone())),
             lang: SyncArbiter::start(1, LangActor::default),
             learner: SyncArbiter::start(1, move || {
-                LearnerActor::new(model_dir.clone(), learner_config.clone())
+                LearnerActor::new(model_dir.clone(), learner_config.clone(), learners.clone())
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),
             reward_models: plan.preference.as_ref().map(|p| {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Handler, SyncContext};
 
+use r1_kernels::device::Device;
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::Sampler;
 use r1_kernels::tokenizer::Tokenizer;
@@ -24,15 +25,17 @@ pub struct SamplerActor {
     weights: Option<Weights>,
     tokenizer: Arc<Tokenizer>,
     max_batch: usize,
+    device: Device,
 }
 
 impl SamplerActor {
     /// A sampler with no weights yet (the director sends them after loading).
-    pub fn new(tokenizer: Arc<Tokenizer>, max_batch: usize) -> Self {
+    pub fn new(tokenizer: Arc<Tokenizer>, max_batch: usize, device: Device) -> Self {
         SamplerActor {
             weights: None,
             tokenizer,
             max_batch,
+            device,
         }
     }
 }
@@ -57,7 +60,8 @@ impl Handler<Generate> for SamplerActor {
             .weights
             .as_ref()
             .ok_or("the sampler has no weights yet")?;
-        let completions = Sampler::new(&weights.model, self.max_batch)
+        let completions = Sampler::on_device(self.device, &weights.model, self.max_batch)
+            .map_err(|e| format!("sampler on {}: {e}", self.device))?
             .generate(&msg.requests, Some(self.tokenizer.as_ref()))
             .map_err(|e| format!("sampler: {e}"))?;
         Ok(Generated {
@@ -153,15 +157,19 @@ pub struct LearnerActor {
     model_dir: std::path::PathBuf,
     config: LearnerConfig,
     learner: Option<GrpoLearner>,
+    /// `[devices]`'s learners as the plan resolved them: r1d trains on the first and refuses
+    /// more than one (data-parallel replicas run in-process, `r1ctl train`).
+    devices: Vec<Device>,
 }
 
 impl LearnerActor {
     /// A learner that loads `model_dir` (or a checkpoint) on `Load`.
-    pub fn new(model_dir: std::path::PathBuf, config: LearnerConfig) -> Self {
+    pub fn new(model_dir: std::path::PathBuf, config: LearnerConfig, devices: Vec<Device>) -> Self {
         LearnerActor {
             model_dir,
             config,
             learner: None,
+            devices,
         }
     }
 
@@ -182,6 +190,14 @@ impl Handler<Load> for LearnerActor {
     type Result = Result<Loaded, String>;
 
     fn handle(&mut self, msg: Load, _: &mut SyncContext<Self>) -> Self::Result {
+        if self.devices.len() > 1 {
+            return Err(format!(
+                "devices.learners = {}: r1d trains one learner; data-parallel replicas run with \
+                 `r1ctl train CONFIG`",
+                self.devices.len()
+            ));
+        }
+        let device = self.devices.first().copied().unwrap_or(Device::Cpu);
         let found = resume_point(&msg.checkpoints, &msg.config_hash).map_err(|e| e.to_string())?;
         let mut start = StartPoint {
             resumed_from: found.dir.clone(),
@@ -192,13 +208,13 @@ impl Handler<Load> for LearnerActor {
             (Some(checkpoint), Some(dir)) => {
                 start.data_cursor = checkpoint.state.data_cursor;
                 start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
-                GrpoLearner::try_resume(checkpoint, self.config.clone())
+                GrpoLearner::try_resume_on(device, checkpoint, self.config.clone())
                     .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?
             }
             _ => {
                 let model = load_model_dir(&self.model_dir)
                     .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?;
-                GrpoLearner::try_new(model, self.config.clone())
+                GrpoLearner::try_new_on(device, model, self.config.clone())
                     .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?
             }
         };

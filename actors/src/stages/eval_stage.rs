@@ -186,7 +186,7 @@ pub fn run_eval(
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("eval: {m}")))?;
     // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
-    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
+    let placement = crate::stages::job::announce_placement(&job.run, progress)?;
     let tokenizer = job.model.tokenizer()?;
     let model = job.model.load()?;
     let (k, sampling) = if cfg.greedy {
@@ -219,6 +219,7 @@ pub fn run_eval(
         tokenizer: &tokenizer,
         settings: &settings,
         sandbox: &sandbox,
+        device: placement.sampler,
     };
     let mut report = EvalReport {
         model: job.model.path.clone(),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::Device;
 use r1_kernels::model::Model;
 use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::PromptTemplate;
@@ -277,6 +278,8 @@ pub struct StepContext<'a> {
     pub settings: &'a StageSettings,
     /// Where code problems are judged.
     pub sandbox: &'a CodeSandbox,
+    /// The device the sampler generates on (`[devices] sampler`).
+    pub device: Device,
 }
 
 /// Completions of a batch of problems and their reward reports, index-aligned.
@@ -301,7 +304,7 @@ fn sample_and_judge<P: PromptProblem>(
 ) -> Result<Judged, StageError> {
     let began = Instant::now();
     let batch = group_requests(problems, ctx.settings, ctx.tokenizer, &sampling, k, seed)?;
-    let completions = Sampler::new(model, ctx.settings.max_batch)
+    let completions = Sampler::on_device(ctx.device, model, ctx.settings.max_batch)?
         .generate(&batch.requests, Some(ctx.tokenizer))?;
     phases.sample += began.elapsed().as_secs_f64();
     let began = Instant::now();
@@ -602,6 +605,7 @@ pub fn evaluate<P: PromptProblem>(
         tokenizer,
         settings,
         sandbox: &sandbox,
+        device: Device::Cpu,
     };
     evaluate_with(model, &ctx, problems, sampling, k, seed)
 }

@@ -188,9 +188,10 @@ impl PreferenceJob {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let scorer = m.load().map_err(|e| {
+                let mut scorer = m.load().map_err(|e| {
                     RunError::Invalid(format!("preference.reward_models[{i}]: {e}"))
                 })?;
+                scorer.device = placement.reward_models;
                 progress(StageEvent::Note {
                     message: format!(
                         "reward model `{}`: {} ({} parameters), reads the {}",

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::Device;
 use r1_kernels::model::Model;
 use r1_kernels::sample::{Sampler, SamplingParams};
 use r1_kernels::tokenizer::Tokenizer;
@@ -139,7 +140,7 @@ pub fn run_rejection(
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("rejection: {m}")))?;
     // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
-    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
+    let placement = crate::stages::job::announce_placement(&job.run, progress)?;
     let tokenizer = job.model.tokenizer()?;
     let model = job.model.load()?;
     let mut problems = job.data.problems(job.run.seed, Split::Train)?;
@@ -203,6 +204,7 @@ pub fn run_rejection(
             break;
         }
         let candidates = sample_candidates(
+            placement.sampler,
             &model,
             &tokenizer,
             &settings,
@@ -289,6 +291,7 @@ pub fn summary_path(output: &std::path::Path) -> PathBuf {
 
 /// Samples `k` completions of each problem, judges them, and returns them as candidates.
 fn sample_candidates(
+    device: Device,
     model: &Model,
     tokenizer: &Tokenizer,
     settings: &StageSettings,
@@ -299,7 +302,8 @@ fn sample_candidates(
 ) -> Result<Vec<Candidate>, RunError> {
     let sampling = sampling_for(settings, tokenizer);
     let batch = group_requests(problems, settings, tokenizer, &sampling, k, seed)?;
-    let completions = Sampler::new(model, settings.max_batch)
+    let completions = Sampler::on_device(device, model, settings.max_batch)
+        .map_err(crate::stages::grpo::StageError::from)?
         .generate(&batch.requests, Some(tokenizer))
         .map_err(crate::stages::grpo::StageError::from)?;
     let rules = stage_rules(settings, batch.prefilled_think);

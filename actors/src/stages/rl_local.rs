@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::device::Placement;
+use r1_kernels::device::{Device, Placement};
 use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -71,8 +71,8 @@ impl<'a> LocalWorkers<'a> {
             scorers,
             sandbox: &plan.sandbox,
             parallel: DataParallelConfig {
-                replicas: 1,
-                shard_optimizer: false,
+                replicas: plan.placement.learners.len().max(1),
+                shard_optimizer: plan.placement.shard_optimizer,
             },
         }
     }
@@ -120,6 +120,16 @@ impl<'a> LocalWorkers<'a> {
         }
     }
 
+    /// The device of the (first) learner: `[devices] learner` as the plan resolved it.
+    fn learner_device(&self) -> Device {
+        self.plan
+            .placement
+            .learners
+            .first()
+            .copied()
+            .unwrap_or(Device::Cpu)
+    }
+
     /// The policy being trained, once loaded (replica 0's when data-parallel).
     pub fn policy(&self) -> Result<&Model, StageError> {
         match &self.learner {
@@ -146,13 +156,18 @@ impl StepWorkers for LocalWorkers<'_> {
                 start.data_cursor = checkpoint.state.data_cursor;
                 start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
                 if replicated {
-                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_resume(
+                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_resume_on(
+                        &self.plan.placement.learners,
                         checkpoint,
                         config,
                         self.parallel,
                     )?))
                 } else {
-                    LearnerSlot::Owned(Box::new(GrpoLearner::try_resume(checkpoint, config)?))
+                    LearnerSlot::Owned(Box::new(GrpoLearner::try_resume_on(
+                        self.learner_device(),
+                        checkpoint,
+                        config,
+                    )?))
                 }
             }
             None => {
@@ -162,13 +177,18 @@ impl StepWorkers for LocalWorkers<'_> {
                     .load()
                     .map_err(|e| StageError::Worker(e.to_string()))?;
                 if replicated {
-                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_new(
+                    LearnerSlot::Replicated(Box::new(DataParallelLearner::try_new_on(
+                        &self.plan.placement.learners,
                         model,
                         config,
                         self.parallel,
                     )?))
                 } else {
-                    LearnerSlot::Owned(Box::new(GrpoLearner::try_new(model, config)?))
+                    LearnerSlot::Owned(Box::new(GrpoLearner::try_new_on(
+                        self.learner_device(),
+                        model,
+                        config,
+                    )?))
                 }
             }
         };
@@ -188,7 +208,7 @@ impl StepWorkers for LocalWorkers<'_> {
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
         Ok(
-            Sampler::new(self.policy()?, max_batch)
+            Sampler::on_device(self.plan.placement.sampler, self.policy()?, max_batch)?
                 .generate(&requests, Some(tokenizer.as_ref()))?,
         )
     }

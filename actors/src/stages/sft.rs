@@ -188,7 +188,8 @@ pub fn run_sft(
     cfg.validate()
         .map_err(|m| RunError::Invalid(format!("sft: {m}")))?;
     // The workers' devices: a GPU this machine lacks is refused here, `auto` says where it went.
-    let _placement = crate::stages::job::announce_placement(&job.run, progress)?;
+    let placement = crate::stages::job::announce_placement(&job.run, progress)?;
+    let device = placement.learners[0];
     let Some(data) = &cfg.data else {
         return Err(RunError::Invalid(
             "sft.data: the SFT stage needs a JSONL set".into(),
@@ -230,13 +231,21 @@ pub fn run_sft(
     };
     let mut trainer = match resume_point(&job.run, progress)? {
         Some(checkpoint) => {
-            let mut trainer = SftTrainer::new(checkpoint.model, adamw, schedule, cfg.max_grad_norm);
-            trainer.optimizer = checkpoint.optimizer;
-            trainer.optimizer.config = adamw;
+            let mut trainer =
+                SftTrainer::new_on(device, checkpoint.model, adamw, schedule, cfg.max_grad_norm)?;
+            let mut optimizer = checkpoint.optimizer;
+            optimizer.config = adamw;
+            trainer.resume_optimizer(optimizer)?;
             trainer.step = checkpoint.state.step;
             trainer
         }
-        None => SftTrainer::new(job.model.load()?, adamw, schedule, cfg.max_grad_norm),
+        None => SftTrainer::new_on(
+            device,
+            job.model.load()?,
+            adamw,
+            schedule,
+            cfg.max_grad_norm,
+        )?,
     };
     let total = job.run.stop_at.unwrap_or(planned).min(planned);
     let mut report = SftRunReport {

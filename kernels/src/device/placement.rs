@@ -189,6 +189,18 @@ impl DevicesConfig {
                 notes.push(format!("{note} (devices.{})", auto_keys.join(", devices.")));
             }
         }
+        if n > 1 {
+            let on: Vec<String> = learners.iter().map(Device::to_string).collect();
+            notes.push(format!(
+                "{n} data-parallel learner replicas on {}{}",
+                on.join(", "),
+                if self.shard_optimizer {
+                    ", AdamW moments sharded (ZeRO-1)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.shard_optimizer && n == 1 {
             notes.push(
                 "devices.shard_optimizer: one learner holds every AdamW moment; sharding takes \
