@@ -19,8 +19,6 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::device::Device;
-use r1_kernels::model::Model;
 use r1_kernels::sample::{Sampler, SamplingParams};
 use r1_kernels::tokenizer::Tokenizer;
 
@@ -195,6 +193,9 @@ pub fn run_rejection(
     };
     let per_batch = cfg.prompts_per_batch;
     let mut stopped = false;
+    // One sampler for the stage: on a GPU the weights go up once.
+    let mut sampler = Sampler::on_device(placement.sampler, &model, settings.max_batch)
+        .map_err(crate::stages::grpo::StageError::from)?;
     for (b, batch) in problems.chunks(per_batch).enumerate() {
         if b * per_batch < report.prompts {
             continue;
@@ -204,8 +205,7 @@ pub fn run_rejection(
             break;
         }
         let candidates = sample_candidates(
-            placement.sampler,
-            &model,
+            &mut sampler,
             &tokenizer,
             &settings,
             &sandbox,
@@ -291,8 +291,7 @@ pub fn summary_path(output: &std::path::Path) -> PathBuf {
 
 /// Samples `k` completions of each problem, judges them, and returns them as candidates.
 fn sample_candidates(
-    device: Device,
-    model: &Model,
+    sampler: &mut Sampler<'_>,
     tokenizer: &Tokenizer,
     settings: &StageSettings,
     sandbox: &CodeSandbox,
@@ -302,8 +301,7 @@ fn sample_candidates(
 ) -> Result<Vec<Candidate>, RunError> {
     let sampling = sampling_for(settings, tokenizer);
     let batch = group_requests(problems, settings, tokenizer, &sampling, k, seed)?;
-    let completions = Sampler::on_device(device, model, settings.max_batch)
-        .map_err(crate::stages::grpo::StageError::from)?
+    let completions = sampler
         .generate(&batch.requests, Some(tokenizer))
         .map_err(crate::stages::grpo::StageError::from)?;
     let rules = stage_rules(settings, batch.prefilled_think);
