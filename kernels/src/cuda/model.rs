@@ -228,7 +228,12 @@ impl DeviceModel {
                 v.len()
             )));
         }
-        if i32::try_from(step).is_err() {
+        // The next step's bias correction raises β to `step + 1` as an i32.
+        if step
+            .checked_add(1)
+            .and_then(|next| i32::try_from(next).ok())
+            .is_none()
+        {
             return Err(CudaError::Input(format!(
                 "load_optimizer: {step} AdamW steps is more than the bias correction counts"
             )));
