@@ -7,7 +7,7 @@
 //! The AdamW moments live on the device; the host `AdamW` is kept in step with them: `adamw_step`
 //! downloads the moments after every step (2 × 4 bytes per parameter over PCIe, next to the
 //! 4 bytes per parameter of the weights it already downloads), so whatever reads
-//! `learner.optimizer` — a checkpoint, a ZeRO-1 shard, a test — sees the device's state without a
+//! `learner.optimizer` — a checkpoint, a test — sees the device's state without a
 //! call of its own. `load_optimizer` uploads any state (moments and step count), so a GPU learner
 //! resumes mid-run.
 //!
