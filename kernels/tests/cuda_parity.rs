@@ -16,9 +16,7 @@ use r1_kernels::cuda::{
     DeviceSampling,
 };
 use r1_kernels::model::tiny::TinyModel;
-use r1_kernels::model::{
-    load_model_dir, Architecture, Model, ModelConfig, RewardModel, RopeScaling,
-};
+use r1_kernels::model::{load_model_dir, Architecture, Model, ModelConfig, RewardModel};
 use r1_kernels::train::head::HeadGrads;
 use r1_kernels::train::{
     clip_grad_norm, lm_head, AdamW, AdamWConfig, TokenLoss, TokenObjective, WeightedCrossEntropy,
@@ -2398,4 +2396,159 @@ fn decode_steps_replayed_as_cuda_graphs_give_the_same_logits_and_tokens() {
         1e-6,
     );
     assert_eq!(graph_tokens, plain_tokens, "the same draws");
+}
+
+/// A mid-run AdamW state for `total` parameters: moments of both signs (first) and positive
+/// (second), `step` steps taken.
+fn resumed_adamw(cfg: AdamWConfig, total: usize, step: u64) -> AdamW {
+    let mut opt = AdamW::new(cfg, total);
+    opt.m = random(total, 31).iter().map(|x| x * 1e-2).collect();
+    opt.v = random(total, 32).iter().map(|x| x * x * 1e-4).collect();
+    opt.step = step;
+    opt
+}
+
+#[test]
+fn adamw_continues_uploaded_moments_as_the_cpu_update_does() {
+    let Some(be) = gpu("adamw moment upload") else {
+        return;
+    };
+    let model = Model::random(tiny_config(Architecture::Qwen2), 4, 0.05);
+    let total = model.layout.total;
+    let cfg = AdamWConfig::default();
+    let mut opt = resumed_adamw(cfg, total, 7);
+    let mut dm = DeviceModel::upload(&be, &model, 16, true).unwrap();
+    dm.load_optimizer(&be, &opt.m, &opt.v, opt.step).unwrap();
+    assert_eq!(dm.steps(), 7);
+    let (mut m, mut v) = (vec![0f32; total], vec![0f32; total]);
+    assert_eq!(dm.download_optimizer(&be, &mut m, &mut v).unwrap(), 7);
+    assert_eq!(
+        (m.as_slice(), v.as_slice()),
+        (opt.m.as_slice(), opt.v.as_slice())
+    );
+
+    let mut params = model.params.clone();
+    for step in 0..2u64 {
+        let grads = random(total, 40 + step);
+        dm.load_grads(&be, &grads).unwrap();
+        dm.adamw_step(&be, cfg, 1e-3).unwrap();
+        opt.update(&mut params, &grads, &model.layout, 1e-3);
+        let taken = dm.download_optimizer(&be, &mut m, &mut v).unwrap();
+        assert_eq!(taken, opt.step, "step count after step {step}");
+        check("resumed AdamW first moments", &m, &opt.m, F32_BOUND);
+        check("resumed AdamW second moments", &v, &opt.v, F32_BOUND);
+        check(
+            "resumed AdamW master weights",
+            &dm.download_params(&be).unwrap(),
+            &params,
+            F32_BOUND,
+        );
+    }
+    // Wrong lengths and an inference upload are input errors.
+    assert!(matches!(
+        dm.load_optimizer(&be, &m[1..], &v, 3),
+        Err(CudaError::Input(_))
+    ));
+    assert!(matches!(
+        dm.download_optimizer(&be, &mut m, &mut v[1..]),
+        Err(CudaError::Input(_))
+    ));
+    let frozen = DeviceModel::upload(&be, &model, 16, false).unwrap();
+    assert!(frozen.download_optimizer(&be, &mut m, &mut v).is_err());
+}
+
+#[test]
+fn the_cuda_engine_resumes_adamw_and_keeps_the_host_moments_current() {
+    use r1_kernels::device::{self, Device};
+    let Some(_be) = gpu("device-layer AdamW resume") else {
+        return;
+    };
+    let model = Model::random(tiny_config(Architecture::Llama), 6, 0.05);
+    let total = model.layout.total;
+    let cfg = AdamWConfig::default();
+    let (mut on_gpu, mut on_cpu) = (model.clone(), model.clone());
+    let mut opt_gpu = resumed_adamw(cfg, total, 12);
+    let mut opt_cpu = opt_gpu.clone();
+    let mut gpu_engine = device::open(Device::Cuda(0), &on_gpu, true).unwrap();
+    let mut cpu_engine = device::open(Device::Cpu, &on_cpu, true).unwrap();
+    gpu_engine.load_optimizer(&opt_gpu).unwrap();
+    cpu_engine.load_optimizer(&opt_cpu).unwrap();
+    for step in 0..3u64 {
+        let grads = random(total, 50 + step);
+        gpu_engine.load_grads(&grads).unwrap();
+        cpu_engine.load_grads(&grads).unwrap();
+        gpu_engine
+            .adamw_step(&mut on_gpu, &mut opt_gpu, 2e-3)
+            .unwrap();
+        cpu_engine
+            .adamw_step(&mut on_cpu, &mut opt_cpu, 2e-3)
+            .unwrap();
+        // What a checkpoint reads: the host copies, current after every step.
+        assert_eq!(opt_gpu.step, opt_cpu.step);
+        check("engine weights", &on_gpu.params, &on_cpu.params, F32_BOUND);
+        check("engine first moments", &opt_gpu.m, &opt_cpu.m, F32_BOUND);
+        check("engine second moments", &opt_gpu.v, &opt_cpu.v, F32_BOUND);
+    }
+    assert_eq!(opt_gpu.step, 15);
+    // A state of another size is refused, naming the sizes.
+    let short = AdamW::new(cfg, total - 1);
+    let err = gpu_engine.load_optimizer(&short).unwrap_err().to_string();
+    assert!(err.contains(&format!("{}", total - 1)), "{err}");
+}
+
+#[test]
+fn the_cuda_engine_reward_backward_matches_the_cpu_engine() {
+    use r1_kernels::device::{self, Device, ModelRole};
+    let Some(_be) = gpu("device-layer reward backward") else {
+        return;
+    };
+    for arch in [Architecture::Qwen2, Architecture::Llama] {
+        let rm = RewardModel::random(tiny_config(arch), Some(0), 33, 0.08);
+        // The CPU reference computes with the weights the GEMMs read on the GPU.
+        let mut rounded = rm.clone();
+        rounded.model.params = bf(&rm.model.params);
+        let (b, t) = (2, 11);
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 29 + 5) % 97) as u32).collect();
+        let positions = [10usize, 4];
+        let d_rewards = [-0.75f32, 1.5];
+
+        let mut cpu_engine = device::open(Device::Cpu, &rounded.model, true).unwrap();
+        let want = cpu_engine
+            .reward_forward(ModelRole::Trained, &rounded, (b, t), &ids, &positions)
+            .unwrap();
+        cpu_engine.zero_grads().unwrap();
+        cpu_engine
+            .reward_backward(&rounded, &ids, &positions, &d_rewards)
+            .unwrap();
+        let mut want_g = vec![0f32; rm.model.layout.total];
+        cpu_engine.download_grads(&mut want_g).unwrap();
+
+        let mut gpu_engine = device::open(Device::Cuda(0), &rm.model, true).unwrap();
+        // Before any forward pass there is nothing to backpropagate: an input error.
+        assert!(gpu_engine
+            .reward_backward(&rm, &ids, &positions, &d_rewards)
+            .is_err());
+        let got = gpu_engine
+            .reward_forward(ModelRole::Trained, &rm, (b, t), &ids, &positions)
+            .unwrap();
+        check(&format!("{arch:?} engine rewards"), &got, &want, BF16_BOUND);
+        gpu_engine.zero_grads().unwrap();
+        gpu_engine
+            .reward_backward(&rm, &ids, &positions, &d_rewards)
+            .unwrap();
+        let mut got_g = vec![0f32; rm.model.layout.total];
+        gpu_engine.download_grads(&mut got_g).unwrap();
+        for slot in &rm.model.layout.slots {
+            check(
+                &format!("{arch:?} engine reward-model gradient {}", slot.name),
+                &got_g[slot.range()],
+                &want_g[slot.range()],
+                3.0 * BF16_BOUND,
+            );
+        }
+        // A reward gradient per sequence, or an input error.
+        assert!(gpu_engine
+            .reward_backward(&rm, &ids, &positions, &d_rewards[..1])
+            .is_err());
+    }
 }

@@ -209,6 +209,63 @@ impl DeviceModel {
         self.step
     }
 
+    /// Replaces the AdamW state with first moments `m`, second moments `v` (f32, the flat
+    /// layout of the parameters) and `step` steps taken: a resumed learner's optimizer, which the
+    /// next `adamw_step` continues from (its bias correction uses `step + 1`).
+    pub fn load_optimizer(
+        &mut self,
+        be: &CudaBackend,
+        m: &[f32],
+        v: &[f32],
+        step: u64,
+    ) -> Result<(), CudaError> {
+        self.check_trainable()?;
+        let total = self.layout.total;
+        if m.len() != total || v.len() != total {
+            return Err(CudaError::Input(format!(
+                "load_optimizer: AdamW moments of {} and {} floats for {total} parameters",
+                m.len(),
+                v.len()
+            )));
+        }
+        // The next step's bias correction raises β to `step + 1` as an i32.
+        if step
+            .checked_add(1)
+            .and_then(|next| i32::try_from(next).ok())
+            .is_none()
+        {
+            return Err(CudaError::Input(format!(
+                "load_optimizer: {step} AdamW steps is more than the bias correction counts"
+            )));
+        }
+        be.copy_to_device(&self.m, 0, m)?;
+        be.copy_to_device(&self.v, 0, v)?;
+        self.step = step;
+        Ok(())
+    }
+
+    /// Copies the AdamW moments into `m` and `v` (the flat layout) and returns the steps taken:
+    /// what a checkpoint of a GPU learner stores.
+    pub fn download_optimizer(
+        &self,
+        be: &CudaBackend,
+        m: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<u64, CudaError> {
+        self.check_trainable()?;
+        let total = self.layout.total;
+        if m.len() != total || v.len() != total {
+            return Err(CudaError::Input(format!(
+                "download_optimizer: room for {} and {} moments, {total} parameters",
+                m.len(),
+                v.len()
+            )));
+        }
+        be.copy_to_host(m, &self.m, 0)?;
+        be.copy_to_host(v, &self.v, 0)?;
+        Ok(self.step)
+    }
+
     /// Device address of a parameter's bf16 copy.
     pub(crate) fn w(&self, offset: usize) -> u64 {
         self.params_bf16.at(offset)

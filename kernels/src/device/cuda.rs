@@ -1,11 +1,15 @@
 //! The device layer on a CUDA GPU: `cuda::DeviceModel` (bf16 weights, f32 master weights,
 //! gradients and AdamW moments on the device) for training, `cuda::DeviceDecoder` (KV cache,
 //! decode step, sampling on the device) for generation. Only the CUDA backend's public API is
-//! used. What it does not offer is an `Unsupported` error naming the op, never a CPU fallback:
-//! - `reward_backward` (no device kernel writes the score head's gradient into the arena);
-//! - continuing an AdamW state that has steps (no moment upload), so a CUDA learner starts its
-//!   optimizer fresh; the moments stay on the device (no moment download either: a checkpoint of
-//!   a CUDA learner holds current weights and the host moments of its start).
+//! used; what it does not offer would be an `Unsupported` error naming the op, never a CPU
+//! fallback.
+//!
+//! The AdamW moments live on the device; the host `AdamW` is kept in step with them: `adamw_step`
+//! downloads the moments after every step (2 × 4 bytes per parameter over PCIe, next to the
+//! 4 bytes per parameter of the weights it already downloads), so whatever reads
+//! `learner.optimizer` — a checkpoint, a test — sees the device's state without a
+//! call of its own. `load_optimizer` uploads any state (moments and step count), so a GPU learner
+//! resumes mid-run.
 //!
 //! On a machine without a driver or without the device, `open` is an error naming the device
 //! and the reason; nothing here panics.
@@ -20,9 +24,7 @@ use crate::sample::Pick;
 use crate::train::adamw::AdamW;
 use crate::train::head::{HeadOutput, TokenObjective};
 
-use super::backend::{
-    unsupported, DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine,
-};
+use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
 use super::Device;
 
 /// Wraps a CUDA backend error with the device it happened on.
@@ -254,15 +256,39 @@ impl TrainEngine for CudaTrainEngine {
 
     fn reward_backward(
         &mut self,
-        _rm: &RewardModel,
-        _ids: &[u32],
-        _positions: &[usize],
-        _d_rewards: &[f32],
+        rm: &RewardModel,
+        ids: &[u32],
+        positions: &[usize],
+        d_rewards: &[f32],
     ) -> Result<()> {
-        Err(unsupported(
-            self.device(),
-            "the reward model's score-head backward (reward-model training)",
-        ))
+        if self.last_role != Some(ModelRole::Trained) {
+            return Err(EngineError::Input(
+                "reward backward without a reward_forward of the trained model".into(),
+            ));
+        }
+        let err = on(self.ordinal);
+        let dm = self
+            .models
+            .get(&ModelRole::Trained)
+            .ok_or_else(|| EngineError::Input("the trained model is not resident".into()))?;
+        if dm.layout.total != rm.model.layout.total {
+            return Err(EngineError::Input(format!(
+                "reward backward: the reward model has {} parameters, the trained model on {} {}",
+                rm.model.layout.total,
+                Device::Cuda(self.ordinal),
+                dm.layout.total
+            )));
+        }
+        // The device arena keeps the ids of its forward pass; `ids` is the same batch.
+        let _ = ids;
+        let acts = self.acts.as_mut().ok_or_else(|| {
+            EngineError::Input("reward backward: the arena was dropped since its forward".into())
+        })?;
+        // d score into the gradients and d hidden into the arena, then the transformer's backward
+        // from there (as `train::reward_backward` does on the CPU).
+        cuda_model::reward_head_backward(&self.be, dm, acts, rm.score, positions, d_rewards)
+            .map_err(&err)?;
+        cuda_model::backward(&self.be, dm, acts).map_err(err)
     }
 
     fn zero_grads(&mut self) -> Result<()> {
@@ -277,24 +303,31 @@ impl TrainEngine for CudaTrainEngine {
     }
 
     fn adamw_step(&mut self, model: &mut Model, optimizer: &mut AdamW, lr: f32) -> Result<()> {
-        let device = self.device();
         let err = on(self.ordinal);
         let dm = self
             .models
             .get_mut(&ModelRole::Trained)
             .ok_or_else(|| EngineError::Input("the trained model is not resident".into()))?;
+        let total = dm.layout.total;
+        if optimizer.m.len() != total || optimizer.v.len() != total {
+            return Err(EngineError::Input(format!(
+                "adamw_step: AdamW moments of {} and {} floats for {total} parameters",
+                optimizer.m.len(),
+                optimizer.v.len()
+            )));
+        }
+        // A state the device does not hold (a resume, or a host-side update in between) is
+        // taken over first, so the step continues exactly the host `AdamW`.
         if dm.steps() != optimizer.step {
-            return Err(unsupported(
-                device,
-                &format!(
-                    "continuing an AdamW state of {} steps (moment upload to the device)",
-                    optimizer.step
-                ),
-            ));
+            dm.load_optimizer(&self.be, &optimizer.m, &optimizer.v, optimizer.step)
+                .map_err(&err)?;
         }
         dm.adamw_step(&self.be, optimizer.config, lr)
             .map_err(&err)?;
-        optimizer.step += 1;
+        // The host moments follow the device's after every step (see the module doc).
+        optimizer.step = dm
+            .download_optimizer(&self.be, &mut optimizer.m, &mut optimizer.v)
+            .map_err(&err)?;
         // The host copy is what checkpoints, weight sync and the reference refresh read.
         let params = dm.download_params(&self.be).map_err(&err)?;
         if params.len() != model.params.len() {
@@ -309,17 +342,13 @@ impl TrainEngine for CudaTrainEngine {
     }
 
     fn load_optimizer(&mut self, optimizer: &AdamW) -> Result<()> {
-        let dm = self.model(ModelRole::Trained)?;
-        if optimizer.step == dm.steps() {
-            return Ok(());
-        }
-        Err(unsupported(
-            self.device(),
-            &format!(
-                "continuing an AdamW state of {} steps (moment upload to the device)",
-                optimizer.step
-            ),
-        ))
+        let err = on(self.ordinal);
+        let dm = self
+            .models
+            .get_mut(&ModelRole::Trained)
+            .ok_or_else(|| EngineError::Input("the trained model is not resident".into()))?;
+        dm.load_optimizer(&self.be, &optimizer.m, &optimizer.v, optimizer.step)
+            .map_err(err)
     }
 
     fn download_grads(&self, out: &mut [f32]) -> Result<()> {
