@@ -124,7 +124,7 @@ impl DeviceMetrics {
     /// Removes every series of `run`.
     pub fn forget_run(&self, run: &str) {
         for vec in [&self.estimate, &self.step_share] {
-            crate::metrics::remove_run(vec, run);
+            crate::series::remove_run(vec, run);
         }
         self.phase_devices
             .lock()

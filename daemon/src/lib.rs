@@ -20,5 +20,6 @@ pub mod inputs;
 pub mod metrics;
 pub mod notify;
 pub mod runs;
+mod series;
 pub mod server;
 pub mod store;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -19,6 +19,7 @@ use r1_actors::judge::sandbox::JudgeCounts;
 use r1_kernels::device::{MemoryEstimate, Placement};
 
 use crate::device_metrics::DeviceMetrics;
+use crate::series::remove_run;
 
 /// Every state a run can be in; `r1_run_state{run,state}` has one series per state, and exactly
 /// one of them is 1 for a run whose state is known.
@@ -309,23 +310,6 @@ fn histogram(
     let opts = HistogramOpts::new(name, help).buckets(buckets);
     let vec = HistogramVec::new(opts, labels).expect("valid histogram");
     register(registry, vec)
-}
-
-/// Removes every series of `vec` whose `run` label is `run`.
-pub(crate) fn remove_run<B: MetricVecBuilder>(vec: &MetricVec<B>, run: &str) {
-    for family in vec.collect() {
-        for metric in family.get_metric() {
-            let labels: HashMap<&str, &str> = metric
-                .get_label()
-                .iter()
-                .map(|pair| (pair.name(), pair.value()))
-                .collect();
-            if labels.get("run") == Some(&run) {
-                // Cannot fail: the labels were just read from this very vector.
-                let _ = vec.remove(&labels);
-            }
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, now.

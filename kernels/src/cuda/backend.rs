@@ -400,9 +400,22 @@ pub fn device_count() -> Result<usize, CudaError> {
     Ok(count.max(0) as usize)
 }
 
+/// One CUDA device as the driver reports it: ordinal, name, memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaDeviceInfo {
+    /// The device ordinal (`cuda:N`).
+    pub ordinal: usize,
+    /// The driver's name for it, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Total memory in bytes.
+    pub total_bytes: u64,
+    /// Free memory in bytes when asked.
+    pub free_bytes: u64,
+}
+
 /// Every CUDA device with its name and memory (total, free), for `r1ctl devices` and placement.
 /// No driver is an error (the caller lists the CPU alone and says why), never a panic.
-pub fn device_infos() -> Result<Vec<crate::device::DeviceInfo>, CudaError> {
+pub fn device_infos() -> Result<Vec<CudaDeviceInfo>, CudaError> {
     let count = device_count()?;
     (0..count)
         .map(|ordinal| {
@@ -415,8 +428,8 @@ pub fn device_infos() -> Result<Vec<crate::device::DeviceInfo>, CudaError> {
             let (free, total) = ctx
                 .mem_get_info()
                 .map_err(|e| CudaError::driver(format!("memory of device {ordinal}"), e))?;
-            Ok(crate::device::DeviceInfo {
-                device: crate::device::Device::Cuda(ordinal),
+            Ok(CudaDeviceInfo {
+                ordinal,
                 name,
                 total_bytes: total as u64,
                 free_bytes: free as u64,

@@ -202,7 +202,12 @@ pub fn list() -> DeviceList {
     let cuda_unavailable = match crate::cuda::backend::device_infos() {
         Ok(gpus) => {
             let none = gpus.is_empty();
-            devices.extend(gpus);
+            devices.extend(gpus.into_iter().map(|gpu| DeviceInfo {
+                device: Device::Cuda(gpu.ordinal),
+                name: gpu.name,
+                total_bytes: gpu.total_bytes,
+                free_bytes: gpu.free_bytes,
+            }));
             none.then(|| "the driver reports no CUDA device".to_string())
         }
         Err(e) => Some(e.to_string()),
