@@ -355,7 +355,7 @@ impl JobConfig {
                     .map_err(|e| ConfigError::Invalid {
                         path: path.to_path_buf(),
                         key: format!("preference.reward_models[{i}]"),
-                        message: e.to_string(),
+                        message: format!("reward model `{}`: {e}", m.name),
                     })?;
                 Ok(RewardModelShape {
                     name: m.name.clone(),
