@@ -288,25 +288,7 @@ impl DataParallelLearner {
     pub fn step(&mut self, rollouts: &[Rollout]) -> Result<GrpoStepStats, LearnerError> {
         let cfg = self.config().clone();
         let g = cfg.group_size.max(1);
-        if rollouts.is_empty() || !rollouts.len().is_multiple_of(g) {
-            return Err(LearnerError::Batch(format!(
-                "{} rollouts is not a whole number of groups of {g}",
-                rollouts.len()
-            )));
-        }
-        for (i, r) in rollouts.iter().enumerate() {
-            if r.prompt_ids.is_empty() || r.completion_ids.is_empty() {
-                return Err(LearnerError::Batch(format!(
-                    "rollout {i} has an empty prompt or completion"
-                )));
-            }
-            if !r.reward.is_finite() {
-                return Err(LearnerError::Batch(format!(
-                    "rollout {i} has reward {}",
-                    r.reward
-                )));
-            }
-        }
+        crate::learner::check_rollouts(rollouts, g)?;
         let n = self.replicas.len();
         let on_policy = self.replicas[0].on_policy(rollouts.len());
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();

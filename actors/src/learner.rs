@@ -190,6 +190,31 @@ fn logprobs(
     Ok((out.logp, out.entropy))
 }
 
+/// A GRPO step's batch is whole groups of `g`, each rollout with a prompt, a completion and a
+/// finite reward; anything else is an error naming the rollout.
+pub(crate) fn check_rollouts(rollouts: &[Rollout], g: usize) -> Result<(), LearnerError> {
+    if rollouts.is_empty() || !rollouts.len().is_multiple_of(g) {
+        return Err(LearnerError::Batch(format!(
+            "{} rollouts is not a whole number of groups of {g}",
+            rollouts.len()
+        )));
+    }
+    for (i, r) in rollouts.iter().enumerate() {
+        if r.prompt_ids.is_empty() || r.completion_ids.is_empty() {
+            return Err(LearnerError::Batch(format!(
+                "rollout {i} has an empty prompt or completion"
+            )));
+        }
+        if !r.reward.is_finite() {
+            return Err(LearnerError::Batch(format!(
+                "rollout {i} has reward {}",
+                r.reward
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where a GRPO step takes π_old's log-probs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OldLogp {
@@ -415,25 +440,7 @@ impl GrpoLearner {
     ) -> Result<(GrpoStepStats, LearnerPhases), LearnerError> {
         let cfg = self.config.clone();
         let g = cfg.group_size.max(1);
-        if rollouts.is_empty() || !rollouts.len().is_multiple_of(g) {
-            return Err(LearnerError::Batch(format!(
-                "{} rollouts is not a whole number of groups of {g}",
-                rollouts.len()
-            )));
-        }
-        for (i, r) in rollouts.iter().enumerate() {
-            if r.prompt_ids.is_empty() || r.completion_ids.is_empty() {
-                return Err(LearnerError::Batch(format!(
-                    "rollout {i} has an empty prompt or completion"
-                )));
-            }
-            if !r.reward.is_finite() {
-                return Err(LearnerError::Batch(format!(
-                    "rollout {i} has reward {}",
-                    r.reward
-                )));
-            }
-        }
+        check_rollouts(rollouts, g)?;
         let mut phases = LearnerPhases {
             reused_policy_logp: old_source == OldLogp::Auto && self.on_policy(rollouts.len()),
             ..LearnerPhases::default()

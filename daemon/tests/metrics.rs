@@ -9,6 +9,8 @@ use r1_actors::judge::sandbox::JudgeCounts;
 use r1_daemon::metrics::{
     ComponentStat, Metrics, RewardModelStat, StepMetrics, RUN_STATES, SANDBOX_OUTCOMES,
 };
+use r1_kernels::device::memory::{DeviceEstimate, MemoryPart};
+use r1_kernels::device::{Device, MemoryEstimate, Placement};
 
 /// One sample line of the text format: metric name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
@@ -500,6 +502,17 @@ fn every_metric_has_help_text() {
 
 /// Calls every recording method, so every family has at least one series.
 fn populate(metrics: &Metrics) {
+    // Where alpha runs and what its device holds, as r1d records when a run starts (before its steps).
+    let estimate = MemoryEstimate {
+        devices: vec![DeviceEstimate {
+            device: Device::Cpu,
+            parts: vec![MemoryPart {
+                category: "weights".into(),
+                bytes: (1u64 << 20) as f64,
+            }],
+        }],
+    };
+    metrics.set_run_devices("alpha", &Placement::default(), &estimate);
     metrics.set_run_state("alpha", "running");
     metrics.observe_step(&step("alpha", 1));
     metrics.observe_checkpoint("alpha", 1, 1_800_000_000.0, 1 << 20);
