@@ -26,7 +26,7 @@ use r1_kernels::device::Device;
 use r1_kernels::model::limits::MemoryPlan;
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
-use r1_kernels::train::{group_advantages, AdamW, GrpoObjective, SequenceTerm};
+use r1_kernels::train::{AdamW, GrpoObjective, SequenceTerm};
 
 use crate::keeper::{self, Checkpoint, CheckpointError, SavedCheckpoint, TrainerState};
 use crate::learner::{
@@ -292,14 +292,7 @@ impl DataParallelLearner {
         let n = self.replicas.len();
         let on_policy = self.replicas[0].on_policy(rollouts.len());
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();
-        let advantages = group_advantages(&rewards, g, cfg.scale_rewards);
-        let t = rollouts
-            .iter()
-            .map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1)
-            .max()
-            .unwrap_or(1);
-        let minibatches = cfg.minibatches.clamp(1, rollouts.len());
-        let per = rollouts.len().div_ceil(minibatches);
+        let (advantages, t, per) = crate::learner::step_shape(rollouts, &rewards, &cfg);
         let batches: Vec<Minibatch> = (0..rollouts.len())
             .step_by(per)
             .map(|start| {

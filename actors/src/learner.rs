@@ -215,6 +215,24 @@ pub(crate) fn check_rollouts(rollouts: &[Rollout], g: usize) -> Result<(), Learn
     Ok(())
 }
 
+/// What a GRPO step derives from its batch before any pass, for the single and the data-parallel
+/// learner alike: the group advantages, the padded length (longest prompt + completion − 1) and
+/// the rows per minibatch.
+pub(crate) fn step_shape(
+    rollouts: &[Rollout],
+    rewards: &[f64],
+    cfg: &LearnerConfig,
+) -> (Vec<f64>, usize, usize) {
+    let advantages = group_advantages(rewards, cfg.group_size.max(1), cfg.scale_rewards);
+    let t = rollouts
+        .iter()
+        .map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1)
+        .max()
+        .unwrap_or(1);
+    let minibatches = cfg.minibatches.clamp(1, rollouts.len());
+    (advantages, t, rollouts.len().div_ceil(minibatches))
+}
+
 /// Where a GRPO step takes π_old's log-probs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OldLogp {
@@ -446,14 +464,7 @@ impl GrpoLearner {
             ..LearnerPhases::default()
         };
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();
-        let advantages = group_advantages(&rewards, g, cfg.scale_rewards);
-        let t = rollouts
-            .iter()
-            .map(|r| r.prompt_ids.len() + r.completion_ids.len() - 1)
-            .max()
-            .unwrap_or(1);
-        let minibatches = cfg.minibatches.clamp(1, rollouts.len());
-        let per = rollouts.len().div_ceil(minibatches);
+        let (advantages, t, per) = step_shape(rollouts, &rewards, &cfg);
         let chunks: Vec<(usize, Vec<&Rollout>)> = rollouts
             .chunks(per)
             .enumerate()
