@@ -138,3 +138,149 @@ fn the_time_budget_stops_grpo_and_the_report_says_so() {
     assert_eq!((report.grpo.steps, report.grpo.steps_planned), (1, 50));
     assert!(dir.path().join("final/model.safetensors").is_file());
 }
+
+/// `../shared/fixtures` (or `R1_FIXTURES`).
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("R1_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+        })
+}
+
+/// The recipe path on a model directory: a small Qwen2 with the real Qwen3 tokenizer (ChatML,
+/// `<|im_end|>` its end of turn), the multiplication task. The base model is evaluated, the
+/// cold-start model kept, and every evaluation's and step's samples written where `r1ctl
+/// samples` reads them.
+#[test]
+fn a_model_directory_runs_the_recipe_with_its_own_tokenizer_and_writes_samples() {
+    use r1_actors::report::{read_samples, read_steps};
+    use r1_actors::stages::default_run::{TaskConfig, TaskOp};
+    use r1_kernels::model::tiny::TinyModel;
+    use r1_kernels::model::Architecture;
+
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    let im_end = 151_645;
+    TinyModel::engine(Architecture::Qwen2)
+        .hidden(16)
+        .heads(2, 1)
+        .intermediate(32)
+        .layers(1)
+        .vocab(151_669)
+        .positions(256)
+        .special(im_end, None)
+        .seed(3)
+        .save(&model_dir)
+        .unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(
+            fixtures().join("tokenizers/qwen3").join(file),
+            model_dir.join(file),
+        )
+        .unwrap();
+    }
+
+    let mut config = DefaultRunConfig::tiny();
+    config.model_dir = Some(model_dir.clone());
+    config.task = TaskConfig {
+        op: TaskOp::Multiply,
+        min_digits: 2,
+        max_digits: 3,
+        dropped_carry_fraction: 0.0,
+        broken_format_fraction: 0.0,
+    };
+    config.eval.base = true;
+    config.grpo.max_new_tokens = 16;
+    let run_dir = dir.path().join("run");
+    let mut stages = Vec::new();
+    let report = run_default(&config, &run_dir, &mut |p| {
+        if let Progress::Stage { stage, detail, .. } = p {
+            stages.push((stage, detail));
+        }
+    })
+    .unwrap();
+
+    assert_eq!(stages[0].0, StageName::Setup);
+    assert!(
+        stages[0].1.contains(&model_dir.display().to_string())
+            && stages[0].1.contains("2-3 digit times one digit"),
+        "{}",
+        stages[0].1
+    );
+    assert_eq!(stages[1].0, StageName::EvalBase);
+    let base = report
+        .base
+        .expect("eval.base asks for the base model's figures");
+    assert_eq!(
+        (base.problems, base.samples),
+        (config.eval.problems, config.eval.samples)
+    );
+    // The model directory's shape, not the tiny default's.
+    assert_eq!(
+        report.parameters,
+        load_model_dir(&model_dir).unwrap().layout.total
+    );
+    let cold_start = load_model_dir(&report.cold_start).unwrap();
+    assert_eq!(cold_start.config.vocab_size, 151_669);
+    // Both saved models carry the tokenizer they were trained with.
+    for saved in [&report.cold_start, &report.checkpoint] {
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            assert_eq!(
+                std::fs::read(saved.join(file)).unwrap(),
+                std::fs::read(model_dir.join(file)).unwrap(),
+                "{}/{file}",
+                saved.display()
+            );
+        }
+    }
+
+    // Every held-out sample of each evaluation, and the kept rollouts of each GRPO step.
+    let per_eval = config.eval.problems * config.eval.samples;
+    for which in ["base", "cold-start", "rl"] {
+        let samples = read_samples(&run_dir.join("eval").join(which)).unwrap();
+        assert_eq!(samples.len(), per_eval, "{which}");
+        assert!(samples.iter().all(|s| s.prompt.contains('*')), "{which}");
+    }
+    let steps = read_steps(&run_dir).unwrap();
+    assert_eq!(steps.len(), config.grpo.steps);
+    let samples = read_samples(&run_dir).unwrap();
+    assert_eq!(
+        samples.len(),
+        config.grpo.steps * config.grpo.prompts_per_step.min(4)
+    );
+    // report.json names the base figures; the eval chart has a bar group for each model.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert!(json["base"]["accuracy"].is_number());
+    let eval = std::fs::read_to_string(run_dir.join("eval.svg")).unwrap();
+    assert!(
+        eval.contains(">base<"),
+        "eval.svg lacks the base model's bars"
+    );
+
+    // Seeded and repeatable: the same config gives the same figures and the same samples.
+    let again_dir = dir.path().join("again");
+    let again = run_default(&config, &again_dir, &mut |_| {}).unwrap();
+    assert_eq!(again.base, report.base);
+    assert_eq!(again.deterministic_part(), report.deterministic_part());
+    for file in ["samples.jsonl", "eval/rl/samples.jsonl"] {
+        assert_eq!(
+            std::fs::read(run_dir.join(file)).unwrap(),
+            std::fs::read(again_dir.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_model_directory_is_named() {
+    let mut config = DefaultRunConfig::tiny();
+    config.model_dir = Some("/nonexistent/model".into());
+    let dir = tempfile::tempdir().unwrap();
+    let err = run_default(&config, dir.path(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/model"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! `r1ctl run`: the embedded default run (tiny model, cold-start SFT, GRPO, evaluation before and
-//! after) on this machine, with no downloads. Progress goes to stderr as it runs; the table (or
+//! after) on this machine, with no downloads; or, with `--recipe`, the same pipeline on a real
+//! model (`config/recipes/*.toml`, embedded). Progress goes to stderr as it runs; the table (or
 //! the report JSON) goes to stdout.
 
 use std::path::PathBuf;
@@ -19,12 +20,23 @@ pub enum Format {
     Json,
 }
 
+/// The recipes `--recipe` knows: name, the TOML (its keys override the default config).
+const RECIPES: &[(&str, &str)] = &[("smollm2", include_str!("../../config/recipes/smollm2.toml"))];
+
 /// Arguments of `r1ctl run`.
 #[derive(Args)]
 pub struct RunArgs {
     /// A TOML file overriding the default config (any subset of its keys; unknown keys are errors).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     config: Option<PathBuf>,
+    /// A real-model recipe instead of the tiny default: `smollm2` (SmolLM2-135M-Instruct, cold
+    /// start on multiplication traces, GRPO, held-out evaluation of base, cold start and RL;
+    /// prepare the model with scripts/recipe-smollm2.sh, which then runs this).
+    #[arg(long)]
+    recipe: Option<String>,
+    /// The model directory a recipe starts from (overrides its `model_dir`).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
     /// Seed of the model, the problems, the traces and the samplers (overrides the file's).
     #[arg(long)]
     seed: Option<u64>,
@@ -52,8 +64,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             toml::from_str::<DefaultRunConfig>(&text)
                 .with_context(|| format!("{}: not a default-run config", path.display()))?
         }
-        None => DefaultRunConfig::default(),
+        None => match &args.recipe {
+            Some(name) => recipe(name)?,
+            None => DefaultRunConfig::default(),
+        },
     };
+    if let Some(dir) = args.model_dir {
+        config.model_dir = Some(dir);
+    }
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -78,6 +96,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         Format::Table => print!("{}", table(&report)),
     }
     Ok(0)
+}
+
+/// The config of recipe `name`.
+fn recipe(name: &str) -> anyhow::Result<DefaultRunConfig> {
+    let Some((_, text)) = RECIPES.iter().find(|(n, _)| *n == name) else {
+        let known: Vec<&str> = RECIPES.iter().map(|(n, _)| *n).collect();
+        anyhow::bail!(
+            "--recipe {name}: no such recipe (known: {})",
+            known.join(", ")
+        );
+    };
+    toml::from_str(text).with_context(|| format!("the built-in recipe {name}"))
 }
 
 /// One progress line on stderr.
@@ -146,6 +176,9 @@ fn table(report: &DefaultRunReport) -> String {
         "format",
         "mean length"
     );
+    if let Some(base) = &report.base {
+        out += &row("base model", base);
+    }
     out += &row("cold start (SFT)", &report.before);
     out += &row("after GRPO", &report.after);
     out += &format!(

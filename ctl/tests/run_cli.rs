@@ -130,3 +130,40 @@ fn print_config_shows_the_documented_defaults_as_toml() {
         assert!(stdout.contains(section), "{stdout}");
     }
 }
+
+#[test]
+fn the_smollm2_recipe_is_built_in_and_names_what_it_lacks() {
+    // The recipe's settings, printed as a config a user can copy.
+    let (code, stdout, stderr) = r1ctl_run(&["--recipe", "smollm2", "--print-config"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    for line in [
+        "model_dir = \"models/smollm2\"",
+        "template = \"chatml\"",
+        "op = \"multiply\"",
+        "base = true",
+    ] {
+        assert!(stdout.contains(line), "{line} not in\n{stdout}");
+    }
+    // Without its model, the run stops before writing anything, naming the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run").to_string_lossy().into_owned();
+    let missing = dir.path().join("no-model").to_string_lossy().into_owned();
+    let (code, _, stderr) = r1ctl_run(&[
+        "--recipe",
+        "smollm2",
+        "--model-dir",
+        &missing,
+        "--dir",
+        &run_dir,
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(&missing), "{stderr}");
+    // An unknown recipe lists the known ones; a recipe and a config file do not mix.
+    let (code, _, stderr) = r1ctl_run(&["--recipe", "gpt5", "--print-config"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("known: smollm2"), "{stderr}");
+    let config = write_config(dir.path(), "seed = 1\n");
+    let (code, _, stderr) = r1ctl_run(&["--recipe", "smollm2", "--config", &config]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--config"), "{stderr}");
+}

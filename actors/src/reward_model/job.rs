@@ -238,17 +238,7 @@ impl PreparedRmJob<'_> {
         let final_dir = job.output_dir.join("final");
         save_reward_model_dir(&outcome.rm, &final_dir)?;
         if let Some(dir) = job.init_dir() {
-            for name in ["tokenizer.json", "tokenizer_config.json"] {
-                let from = dir.join(name);
-                if from.exists() {
-                    std::fs::copy(&from, final_dir.join(name)).map_err(|source| {
-                        RewardModelError::Io {
-                            path: from.clone(),
-                            source,
-                        }
-                    })?;
-                }
-            }
+            r1_kernels::model::copy_tokenizer_files(dir, &final_dir)?;
         }
         let report = serde_json::json!({
             "name": job.name,

@@ -7,10 +7,10 @@
 //! Real cold-start data is written by people or earlier models and carries their mistakes; the
 //! point of the RL stage is that reward alone fixes what imitation could not. The traces here
 //! make two kinds of mistakes at configurable rates:
-//! - **dropped carry** ([`AdditionTaskConfig::dropped_carry_fraction`]): on problems that have a
+//! - **dropped carry** ([`TaskConfig::dropped_carry_fraction`]): on problems that have a
 //!   carry, the trace forgets it in the first column where it is due, so the reasoning is fluent and
 //!   the final answer is wrong (`7+5=12 1+2=3` → `32` for 17+25);
-//! - **broken format** ([`AdditionTaskConfig::broken_format_fraction`]): the answer is written
+//! - **broken format** ([`TaskConfig::broken_format_fraction`]): the answer is written
 //!   after `</think>` without `<answer>` tags, which the format rule scores 0 (and accuracy with it).
 //!
 //! SFT imitates these mistakes at the rates it sees them; GRPO samples both the right and the wrong
@@ -56,9 +56,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::model::{save_model_dir, Model};
+use r1_kernels::model::{copy_tokenizer_files, load_model_dir, save_model_dir, Model};
 use r1_kernels::sample::SamplingParams;
-use r1_kernels::template::{PromptTemplate, TemplateKind};
+use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::{AdamWConfig, GrpoConfig, LrSchedule};
 
@@ -66,16 +66,16 @@ use crate::judge::format::FormatConfig;
 use crate::judge::reward::{RewardRules, RewardWeights};
 use crate::judge::tasks::{GenerateError, Split};
 use crate::learner::{GrpoLearner, LearnerConfig, LearnerError, SftExample, SftTrainer};
-use crate::report::{write_run_charts, EvalBars, StepPoint};
+use crate::report::{write_run_charts, EvalBars, RunRecords, StepPoint};
 use crate::stages::grpo::StageError;
-use crate::stages::{grpo_step, StageSettings};
+use crate::stages::{grpo_step_recorded, StageSettings};
 
 pub use config::{
-    AdditionTaskConfig, DefaultRunConfig, EvalSettings, GrpoSettings, SftSettings, TinyModelShape,
+    DefaultRunConfig, EvalSettings, GrpoSettings, SftSettings, TaskConfig, TaskOp, TinyModelShape,
 };
 use held_out::held_out_scores;
 pub use held_out::HeldOutScores;
-use traces::{addition_problems, cold_start_examples, ColdStart};
+use traces::{cold_start_examples, task_problems, ColdStart};
 
 /// Everything that can stop the default run.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +105,21 @@ pub enum DefaultRunError {
     /// A held-out completion could not be judged.
     #[error("judging a held-out completion: {0}")]
     Judge(String),
-    /// The checkpoint could not be written.
-    #[error("saving the final checkpoint: {0}")]
+    /// A checkpoint could not be written.
+    #[error("saving a checkpoint: {0}")]
     Save(#[source] r1_kernels::EngineError),
+    /// The starting model directory could not be loaded.
+    #[error("loading the model {path}: {source}")]
+    Model {
+        /// The directory.
+        path: PathBuf,
+        /// What the loader said.
+        #[source]
+        source: Box<r1_kernels::EngineError>,
+    },
+    /// The step or sample records could not be written.
+    #[error(transparent)]
+    Records(#[from] crate::report::RecordsError),
     /// The sampler refused the held-out batch.
     #[error("sampling held-out problems: {0}")]
     Sample(#[source] r1_kernels::EngineError),
@@ -133,6 +145,8 @@ pub type Result<T> = std::result::Result<T, DefaultRunError>;
 pub enum StageName {
     /// Building the model and generating problems and traces.
     Setup,
+    /// Held-out evaluation of the starting model (when `eval.base` asks for it).
+    EvalBase,
     /// Cold-start SFT.
     Sft,
     /// Held-out evaluation of the cold-start model.
@@ -236,6 +250,9 @@ pub struct GrpoSummary {
 /// The run's result: `report.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefaultRunReport {
+    /// Held-out scores of the starting model, before the cold start (when `eval.base` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<HeldOutScores>,
     /// Held-out scores of the cold-start (SFT) model.
     pub before: HeldOutScores,
     /// Held-out scores after GRPO.
@@ -252,6 +269,9 @@ pub struct DefaultRunReport {
     pub parameters: usize,
     /// The final checkpoint (a Hugging Face model directory).
     pub checkpoint: PathBuf,
+    /// The cold-start (SFT) model, before GRPO (a Hugging Face model directory).
+    #[serde(default)]
+    pub cold_start: PathBuf,
     /// The config the run used.
     pub config: DefaultRunConfig,
 }
@@ -273,7 +293,7 @@ impl DefaultRunReport {
 /// The stage settings both GRPO and evaluation use: ChatML, accuracy + format rewards.
 fn stage_settings(config: &DefaultRunConfig) -> StageSettings {
     StageSettings {
-        template: PromptTemplate::new(TemplateKind::ChatMl),
+        template: PromptTemplate::new(config.template),
         sampling: SamplingParams {
             temperature: config.grpo.temperature as f32,
             max_new_tokens: config.grpo.max_new_tokens,
@@ -296,9 +316,61 @@ fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// Runs the embedded default into `run_dir` (created if needed): model, cold-start SFT, held-out
-/// evaluation, GRPO, evaluation again, checkpoint in `run_dir/final`, `run_dir/report.json` and
-/// its SVG charts (`reward.svg`, … `eval.svg`, see `report::charts`).
+/// Saves `model` into `dir` as a model directory, with the tokenizer files of the model it
+/// started from (so `r1ctl generate DIR` reads it without `--tokenizer`).
+fn save_checkpoint(model: &Model, config: &DefaultRunConfig, dir: &Path) -> Result<()> {
+    save_model_dir(model, dir).map_err(DefaultRunError::Save)?;
+    if let Some(from) = &config.model_dir {
+        copy_tokenizer_files(from, dir).map_err(DefaultRunError::Save)?;
+    }
+    Ok(())
+}
+
+/// Rollouts of each GRPO step kept in `samples.jsonl` (the first of each of the first groups).
+const SAMPLES_PER_STEP: usize = 4;
+
+/// A real model's context must hold the longest cold-start example and the longest prompt plus
+/// `grpo.max_new_tokens`; the error names both figures.
+fn check_context(
+    config: &DefaultRunConfig,
+    model: &Model,
+    tokenizer: &Tokenizer,
+    settings: &StageSettings,
+    sft_examples: &[SftExample],
+    test_problems: &[crate::judge::tasks::TaskExample],
+) -> Result<()> {
+    let longest_trace = sft_examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let mut longest_prompt = 0;
+    for p in test_problems {
+        let ids = settings
+            .template
+            .render_prompt(&p.prompt)
+            .encode(tokenizer)
+            .map_err(|e| DefaultRunError::Tokenizer(e.to_string()))?;
+        longest_prompt = longest_prompt.max(ids.len());
+    }
+    let needed = longest_trace.max(longest_prompt + config.grpo.max_new_tokens);
+    let context = model.config.max_position_embeddings;
+    if needed > context {
+        return Err(DefaultRunError::InvalidConfig {
+            field: "grpo.max_new_tokens",
+            value: config.grpo.max_new_tokens.to_string(),
+            why: format!(
+                "the model's context is {context} tokens; the longest cold-start example takes \
+                 {longest_trace} and the longest prompt {longest_prompt} plus the completion limit"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs the embedded default (or, with `model_dir`, a real model's recipe) into `run_dir`
+/// (created if needed): model, held-out evaluation of it when `eval.base` asks, cold-start SFT
+/// (the model kept in `run_dir/cold-start`), held-out evaluation, GRPO (each step's record and
+/// first rollouts in `steps.jsonl` and `samples.jsonl`), evaluation again, checkpoint in
+/// `run_dir/final`, `run_dir/report.json` and its SVG charts (`reward.svg`, … `eval.svg`, see
+/// `report::charts`). Every evaluated sample is in `run_dir/eval/{base,cold-start,rl}/
+/// samples.jsonl`.
 pub fn run_default(
     config: &DefaultRunConfig,
     run_dir: &Path,
@@ -310,39 +382,63 @@ pub fn run_default(
         path: run_dir.to_path_buf(),
         source,
     })?;
-    let tokenizer = Tokenizer::byte();
     let settings = stage_settings(config);
     let seed = config.seed;
+    let task = match config.task.op {
+        TaskOp::Add => "addition",
+        TaskOp::Multiply => "times one digit",
+    };
+    let task = format!(
+        "{}-{} digit {task}",
+        config.task.min_digits, config.task.max_digits
+    );
 
+    let (model, tokenizer, what) = match &config.model_dir {
+        Some(dir) => {
+            let model = load_model_dir(dir).map_err(|source| DefaultRunError::Model {
+                path: dir.clone(),
+                source: Box::new(source),
+            })?;
+            let tokenizer = Tokenizer::from_model_dir(dir)
+                .map_err(|e| DefaultRunError::Tokenizer(format!("{}: {e}", dir.display())))?;
+            settings
+                .template
+                .check_tokenizer(&tokenizer)
+                .map_err(|e| DefaultRunError::Tokenizer(format!("{}: {e}", dir.display())))?;
+            (model, tokenizer, format!("model {}", dir.display()))
+        }
+        None => (
+            Model::random(config.model_config()?, seed, config.model.init_std as f32),
+            Tokenizer::byte(),
+            format!(
+                "tiny model {}x{} ({} layers)",
+                config.model.hidden_size, config.model.intermediate_size, config.model.num_layers
+            ),
+        ),
+    };
     progress(Progress::Stage {
         stage: StageName::Setup,
         detail: format!(
-            "tiny model {}x{} ({} layers), {}-{} digit addition",
-            config.model.hidden_size,
-            config.model.intermediate_size,
-            config.model.num_layers,
-            config.task.min_digits,
-            config.task.max_digits
+            "{what} ({:.1}M parameters), {task}",
+            model.layout.total as f64 / 1e6
         ),
         elapsed_secs: secs(start),
     });
-    let model = Model::random(config.model_config()?, seed, config.model.init_std as f32);
     let parameters = model.layout.total;
-    let sft_problems = addition_problems(
+    let sft_problems = task_problems(
         &config.task,
         seed.wrapping_add(1),
         Split::Train,
         config.sft.examples,
     )?;
-    let test_problems = addition_problems(
+    let test_problems = task_problems(
         &config.task,
         seed.wrapping_add(2),
         Split::Test,
         config.eval.problems,
     )?;
     let rl_count = config.grpo.prompts_per_step * config.grpo.steps.max(1);
-    let rl_problems =
-        addition_problems(&config.task, seed.wrapping_add(3), Split::Train, rl_count)?;
+    let rl_problems = task_problems(&config.task, seed.wrapping_add(3), Split::Train, rl_count)?;
 
     let ColdStart {
         examples: sft_examples,
@@ -355,6 +451,47 @@ pub fn run_default(
         &settings.template,
         &tokenizer,
     )?;
+
+    check_context(
+        config,
+        &model,
+        &tokenizer,
+        &settings,
+        &sft_examples,
+        &test_problems,
+    )?;
+
+    // The starting model, evaluated as it is (a real model's base figures).
+    let mut eval_seconds = 0.0;
+    let base = if config.eval.base {
+        progress(Progress::Stage {
+            stage: StageName::EvalBase,
+            detail: format!(
+                "{} held-out problems x {} samples",
+                test_problems.len(),
+                config.eval.samples
+            ),
+            elapsed_secs: secs(start),
+        });
+        let eval_start = Instant::now();
+        let scores = held_out_scores(
+            &model,
+            &tokenizer,
+            &test_problems,
+            &settings,
+            config,
+            &run_dir.join("eval/base"),
+        )?;
+        eval_seconds += secs(eval_start);
+        progress(Progress::Eval {
+            stage: StageName::EvalBase,
+            scores,
+            elapsed_secs: secs(start),
+        });
+        Some(scores)
+    } else {
+        None
+    };
 
     // Cold-start SFT.
     progress(Progress::Stage {
@@ -413,6 +550,10 @@ pub fn run_default(
         seconds: secs(sft_start),
     };
     let model = trainer.model;
+    // The cold-start model is a stage's result of its own: kept for inspection, `r1ctl
+    // generate`, or another RL run from it.
+    let cold_start = run_dir.join("cold-start");
+    save_checkpoint(&model, config, &cold_start)?;
 
     // Held-out evaluation of the cold-start model.
     progress(Progress::Stage {
@@ -425,8 +566,16 @@ pub fn run_default(
         elapsed_secs: secs(start),
     });
     let eval_start = Instant::now();
-    let before = held_out_scores(&model, &tokenizer, &test_problems, &settings, config)?;
+    let before = held_out_scores(
+        &model,
+        &tokenizer,
+        &test_problems,
+        &settings,
+        config,
+        &run_dir.join("eval/cold-start"),
+    )?;
     let eval_once = secs(eval_start);
+    eval_seconds += eval_once;
     progress(Progress::Eval {
         stage: StageName::EvalBefore,
         scores: before,
@@ -473,6 +622,8 @@ pub fn run_default(
     };
     let per = config.grpo.prompts_per_step;
     let mut history = Vec::with_capacity(config.grpo.steps);
+    // What the model generated at each step, readable with `r1ctl samples DIR`.
+    let mut records = RunRecords::resume(run_dir, 0)?;
     for step in 0..config.grpo.steps {
         if config.time_budget_secs > 0 && step > 0 {
             // Keep room for one more step, the final evaluation and saving.
@@ -484,13 +635,16 @@ pub fn run_default(
             }
         }
         let problems = &rl_problems[step * per..(step + 1) * per];
-        let report = grpo_step(
+        let (record, samples) = grpo_step_recorded(
             &mut learner,
             &tokenizer,
             problems,
             &settings,
             seed.wrapping_mul(1_000_003).wrapping_add(step as u64),
+            SAMPLES_PER_STEP,
         )?;
+        records.append(&record, &samples)?;
+        let report = record.report;
         if step == 0 {
             grpo.first_reward = report.learner.reward_mean;
         }
@@ -530,8 +684,15 @@ pub fn run_default(
         elapsed_secs: secs(start),
     });
     let eval_start = Instant::now();
-    let after = held_out_scores(&model, &tokenizer, &test_problems, &settings, config)?;
-    let eval_seconds = eval_once + secs(eval_start);
+    let after = held_out_scores(
+        &model,
+        &tokenizer,
+        &test_problems,
+        &settings,
+        config,
+        &run_dir.join("eval/rl"),
+    )?;
+    eval_seconds += secs(eval_start);
     progress(Progress::Eval {
         stage: StageName::EvalAfter,
         scores: after,
@@ -544,8 +705,9 @@ pub fn run_default(
         detail: format!("checkpoint {}", checkpoint.display()),
         elapsed_secs: secs(start),
     });
-    save_model_dir(&model, &checkpoint).map_err(DefaultRunError::Save)?;
+    save_checkpoint(&model, config, &checkpoint)?;
     let report = DefaultRunReport {
+        base,
         before,
         after,
         sft,
@@ -554,19 +716,26 @@ pub fn run_default(
         total_seconds: secs(start),
         parameters,
         checkpoint,
+        cold_start,
         config: config.clone(),
     };
     let path = run_dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&path, json + "\n").map_err(|source| DefaultRunError::Io { path, source })?;
     // The same run as SVG charts beside report.json (GRPO curves, held-out before/after).
-    let evals =
-        [("before RL", &report.before), ("after RL", &report.after)].map(|(label, s)| EvalBars {
+    let evals: Vec<EvalBars> = report
+        .base
+        .as_ref()
+        .map(|s| ("base", s))
+        .into_iter()
+        .chain([("before RL", &report.before), ("after RL", &report.after)])
+        .map(|(label, s)| EvalBars {
             label: label.into(),
             accuracy: s.accuracy,
             cons_at_k: s.cons_at_k,
             format_rate: s.format_rate,
-        });
+        })
+        .collect();
     write_run_charts(run_dir, &history, &evals).map_err(|e| DefaultRunError::Io {
         path: e.path,
         source: e.source,

@@ -13,10 +13,10 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::sample::SamplingParams;
+use r1_kernels::sample::{Completion, SamplingParams};
 
 use crate::data::DataSource;
-use crate::judge::reward::{CodeSandbox, RewardRules};
+use crate::judge::reward::{CodeSandbox, RewardReport, RewardRules};
 use crate::judge::sandbox::SandboxConfig;
 use crate::judge::tasks::Split;
 use crate::messages::SampleRecord;
@@ -245,29 +245,7 @@ pub fn run_eval(
         let (eval, completions, judged) =
             evaluate_judged(&model, &ctx, &problems, sampling.clone(), k, job.run.seed)
                 .map_err(|e| RunError::Invalid(format!("dataset {name}: {e}")))?;
-        for (i, (c, r)) in completions.iter().zip(&judged).enumerate() {
-            let problem = &problems[c.request];
-            let line = EvalSample {
-                dataset: name.clone(),
-                problem: problem.source(),
-                sample: i % k,
-                correct: r.accuracy.reward > 0.0,
-                answer: r.extracted.clone(),
-                record: SampleRecord {
-                    step: 0,
-                    prompt: problem.prompt().to_string(),
-                    completion: c.text.clone().unwrap_or_default(),
-                    reward: r.total,
-                    accuracy: r.accuracy.reward,
-                    format: r.format.reward,
-                    language: r.language.as_ref().map(|l| l.share),
-                    why: shortfalls(r),
-                },
-            };
-            // Plain data: serialising cannot fail.
-            samples.push_str(&serde_json::to_string(&line).expect("samples serialise"));
-            samples.push('\n');
-        }
+        samples.push_str(&sample_lines(name, &problems, &completions, &judged, k));
         progress(StageEvent::Evaluated {
             dataset: name.clone(),
             eval,
@@ -287,4 +265,40 @@ pub fn run_eval(
     })?;
     write_json(&report.report, &report)?;
     Ok(report)
+}
+
+/// `samples.jsonl` lines of one dataset's evaluation: every completion (ordered by problem, then
+/// sample, as [`evaluate_judged`] returns them) with its verdict.
+pub(crate) fn sample_lines<P: PromptProblem>(
+    dataset: &str,
+    problems: &[P],
+    completions: &[Completion],
+    judged: &[RewardReport],
+    k: usize,
+) -> String {
+    let mut lines = String::new();
+    for (i, (c, r)) in completions.iter().zip(judged).enumerate() {
+        let problem = &problems[c.request];
+        let line = EvalSample {
+            dataset: dataset.to_string(),
+            problem: problem.source(),
+            sample: i % k.max(1),
+            correct: r.accuracy.reward > 0.0,
+            answer: r.extracted.clone(),
+            record: SampleRecord {
+                step: 0,
+                prompt: problem.prompt().to_string(),
+                completion: c.text.clone().unwrap_or_default(),
+                reward: r.total,
+                accuracy: r.accuracy.reward,
+                format: r.format.reward,
+                language: r.language.as_ref().map(|l| l.share),
+                why: shortfalls(r),
+            },
+        };
+        // Plain data: serialising cannot fail.
+        lines.push_str(&serde_json::to_string(&line).expect("samples serialise"));
+        lines.push('\n');
+    }
+    lines
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use r1_kernels::device::{DevicesConfig, Placement};
-use r1_kernels::model::{load_model_dir, save_model_dir, Model};
+use r1_kernels::model::{copy_tokenizer_files, load_model_dir, save_model_dir, Model};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
 use r1_kernels::train::AdamW;
@@ -309,11 +309,18 @@ pub(crate) fn write_checkpoint(
 }
 
 /// Writes the model a finished stage ends with to `<output_dir>/final`.
-pub(crate) fn write_final(run: &RunSpec, model: &Model) -> Result<PathBuf, RunError> {
+pub(crate) fn write_final(
+    run: &RunSpec,
+    spec: &ModelSpec,
+    model: &Model,
+) -> Result<PathBuf, RunError> {
     let dir = run.output_dir.join("final");
-    save_model_dir(model, &dir).map_err(|e| RunError::Model {
+    let error = |e| RunError::Model {
         path: dir.clone(),
         source: Box::new(e),
-    })?;
+    };
+    save_model_dir(model, &dir).map_err(error)?;
+    // The tokenizer the run used, so the result is a model directory `r1ctl generate` reads.
+    copy_tokenizer_files(&spec.path, &dir).map_err(error)?;
     Ok(dir)
 }

@@ -32,6 +32,7 @@ pub use problem::{PromptProblem, StageProblem};
 pub use rejection_stage::{run_rejection, RejectionConfig, RejectionJob, RejectionRunReport};
 pub use rl::{rl_step, run_rl, step_seed, RlPlan, RunControl, StepWorkers};
 pub use rl_local::{
-    grpo_step, preference_step, run_in_process, run_in_process_parallel, LocalWorkers,
+    grpo_step, grpo_step_recorded, preference_step, run_in_process, run_in_process_parallel,
+    LocalWorkers,
 };
 pub use sft::{run_sft, SftConfig, SftJob, SftRunReport};

@@ -20,7 +20,7 @@ use crate::judge::reward::{score_item, CodeSandbox, RewardItem, RewardRules};
 use crate::judge::tasks::TaskExample;
 use crate::keeper::{self, checkpoint_candidates, SavedCheckpoint, TrainerState};
 use crate::learner::{GrpoLearner, Rollout};
-use crate::messages::RunState;
+use crate::messages::{RunState, SampleRecord, StepRecord};
 use crate::report::{write_step_charts, RecordsError, RunRecords};
 use crate::stages::grpo::{GrpoStepReport, StageError, StageSettings};
 use crate::stages::job::{write_final, CheckpointConfig, ModelSpec, RunError, RunSpec, StageEvent};
@@ -396,7 +396,7 @@ pub fn run_in_process_parallel(
     }
     write_step_charts(&dir, &[]).map_err(records_error)?;
     let final_model = if report.ended == RunState::Finished && report.steps >= plan.steps {
-        Some(write_final(&plan.run, workers.policy()?)?)
+        Some(write_final(&plan.run, &plan.model, workers.policy()?)?)
     } else {
         None
     };
@@ -503,22 +503,40 @@ pub fn grpo_step<P: StepProblem>(
     settings: &StageSettings,
     seed: u64,
 ) -> Result<GrpoStepReport, StageError> {
+    Ok(
+        grpo_step_recorded(learner, tokenizer, problems, settings, seed, 0)?
+            .0
+            .report,
+    )
+}
+
+/// [`grpo_step`], returning the step's whole record and the first rollout of each of the first
+/// `samples` groups (prompt, completion, each reward and why it fell short): what an RL run
+/// appends to its `steps.jsonl` and `samples.jsonl`.
+pub fn grpo_step_recorded<P: StepProblem>(
+    learner: &mut GrpoLearner,
+    tokenizer: &Tokenizer,
+    problems: &[P],
+    settings: &StageSettings,
+    seed: u64,
+    samples: usize,
+) -> Result<(StepRecord, Vec<SampleRecord>), StageError> {
     let sandbox = CodeSandbox::unavailable("this stage step runs no code");
     let problems = problems
         .iter()
         .enumerate()
         .map(|(i, p)| p.stage_problem(i))
         .collect();
-    let plan = one_step_plan(tokenizer, problems, settings, learner, None);
+    let mut plan = one_step_plan(tokenizer, problems, settings, learner, None);
+    plan.samples_per_step = samples;
     let mut state = RlState {
         step: learner.step,
         optimizer_step: learner.optimizer_step,
         ..RlState::default()
     };
     let mut workers = LocalWorkers::with_learner(&plan, learner, &sandbox, Vec::new());
-    Ok(rl_step(&plan, &mut workers, &mut state, seed, false)?
-        .record
-        .report)
+    let done = rl_step(&plan, &mut workers, &mut state, seed, false)?;
+    Ok((done.record, done.samples))
 }
 
 /// One preference-RL step on the caller's learner: `prompts` (reasoning ones first, then general

@@ -299,7 +299,7 @@ pub fn run_sft(
     }
     report.steps = trainer.step;
     if !report.stopped && trainer.step >= planned {
-        report.final_model = Some(write_final(&job.run, &trainer.model)?);
+        report.final_model = Some(write_final(&job.run, &job.model, &trainer.model)?);
     }
     Ok(report)
 }

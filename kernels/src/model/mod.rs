@@ -12,4 +12,6 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use layout::{ParamLayout, TensorSlot};
 pub use sequence_classification::{load_reward_model_dir, save_reward_model_dir, RewardModel};
-pub use weights::{check_model_dir, load_model_dir, save_model_dir, Model};
+pub use weights::{
+    check_model_dir, copy_tokenizer_files, load_model_dir, save_model_dir, Model, TOKENIZER_FILES,
+};

@@ -327,6 +327,36 @@ pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
     write_synced(&dir.join("config.json"), &config)
 }
 
+/// The files beside the weights that say how to read and prompt a model: what a saved
+/// checkpoint copies from the model it started from, so `r1ctl generate DIR` works on it.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+];
+
+/// Copies each of [`TOKENIZER_FILES`] that `from` has into `to` (which must exist); returns how
+/// many were copied. Copying a directory onto itself copies nothing.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<usize> {
+    let same = match (from.canonicalize(), to.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Ok(0);
+    }
+    let mut copied = 0;
+    for name in TOKENIZER_FILES {
+        let source = from.join(name);
+        if source.is_file() {
+            std::fs::copy(&source, to.join(name)).map_err(|e| EngineError::io(&source, e))?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
 /// Writes every tensor of `model.layout` into `dir/model.safetensors` (f32, Hugging Face names),
 /// creating `dir`; the caller writes config.json.
 pub(crate) fn write_params(model: &Model, dir: &Path) -> Result<()> {

@@ -164,11 +164,26 @@ pub fn generate_with(
     n: usize,
 ) -> Result<Vec<TaskExample>, GenerateError> {
     config.validate()?;
-    collect_examples("arithmetic", seed, split, n, |draws| {
+    generate_by(seed, split, n, |draws| {
         let op = config.ops[draws.below(config.ops.len() as u64) as usize];
         let left = draw_operand(config, draws);
         let right = draw_operand(config, draws);
-        let problem = ArithmeticProblem { left, op, right };
+        Some(ArithmeticProblem { left, op, right })
+    })
+}
+
+/// `n` distinct problems of `split` from `seed`, each drawn by `draw` (which may refuse a draw
+/// with `None`): for distributions [`ArithmeticConfig`] cannot express, such as a multi-digit
+/// number times one digit. Problems fall in the same splits as every other arithmetic problem
+/// (by their key), so a test problem is never a train problem, whoever drew it.
+pub fn generate_by(
+    seed: u64,
+    split: Split,
+    n: usize,
+    mut draw: impl FnMut(&mut SeededDraws) -> Option<ArithmeticProblem>,
+) -> Result<Vec<TaskExample>, GenerateError> {
+    collect_examples("arithmetic", seed, split, n, |draws| {
+        let problem = draw(draws)?;
         Some(TaskExample {
             prompt: problem.prompt(),
             answer: problem.result().to_string(),

@@ -1,6 +1,8 @@
 //! The default run's configuration: each stage owns its settings, composed into
 //! [`DefaultRunConfig`]; `validate` names the first bad field.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use r1_kernels::bench::builtin_config;
@@ -45,11 +47,25 @@ impl Default for TinyModelShape {
     }
 }
 
-/// The task: `a+b` on n-digit operands, with cold-start traces that make known mistakes.
+/// The operation of the run's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOp {
+    /// `a+b`, both operands of `min_digits..=max_digits` digits; the trace adds column by column.
+    Add,
+    /// `a*b`, `a` of `min_digits..=max_digits` digits and `b` one digit in 2..=9; the trace
+    /// multiplies `a`'s digits by `b` from the right, carrying as it goes.
+    Multiply,
+}
+
+/// The task: `a+b` or `a*b` on n-digit operands, with cold-start traces that may make known
+/// mistakes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AdditionTaskConfig {
-    /// Fewest digits per operand.
+pub struct TaskConfig {
+    /// The operation.
+    pub op: TaskOp,
+    /// Fewest digits per operand (of `a` for multiplication).
     pub min_digits: u32,
     /// Most digits per operand (the trace grows one column per digit).
     pub max_digits: u32,
@@ -60,9 +76,10 @@ pub struct AdditionTaskConfig {
     pub broken_format_fraction: f64,
 }
 
-impl Default for AdditionTaskConfig {
+impl Default for TaskConfig {
     fn default() -> Self {
-        AdditionTaskConfig {
+        TaskConfig {
+            op: TaskOp::Add,
             min_digits: 2,
             max_digits: 2,
             dropped_carry_fraction: 0.8,
@@ -149,6 +166,9 @@ pub struct EvalSettings {
     pub temperature: f64,
     /// Nucleus sampling (the paper's 0.95).
     pub top_p: f64,
+    /// Also evaluate the starting model, before the cold start (a real model's base figures;
+    /// the tiny random model scores 0).
+    pub base: bool,
 }
 
 impl Default for EvalSettings {
@@ -158,6 +178,7 @@ impl Default for EvalSettings {
             samples: 4,
             temperature: 0.6,
             top_p: 0.95,
+            base: false,
         }
     }
 }
@@ -168,10 +189,17 @@ impl Default for EvalSettings {
 pub struct DefaultRunConfig {
     /// Seeds the model, the problems, the traces and every sampler.
     pub seed: u64,
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json) to start from
+    /// instead of the tiny random model: a real model's recipe. Its tokenizer is used, `model`
+    /// is ignored, and a relative path is taken from the working directory.
+    pub model_dir: Option<PathBuf>,
+    /// The chat format prompts and traces are written in (`chatml`, `llama3`, …): the model's
+    /// own, for a real model (SmolLM2 and Qwen use ChatML).
+    pub template: TemplateKind,
     /// Model shape.
     pub model: TinyModelShape,
     /// Task and cold-start trace quality.
-    pub task: AdditionTaskConfig,
+    pub task: TaskConfig,
     /// Cold-start SFT.
     pub sft: SftSettings,
     /// GRPO.
@@ -189,8 +217,10 @@ impl Default for DefaultRunConfig {
     fn default() -> Self {
         DefaultRunConfig {
             seed: 0,
+            model_dir: None,
+            template: TemplateKind::ChatMl,
             model: TinyModelShape::default(),
-            task: AdditionTaskConfig::default(),
+            task: TaskConfig::default(),
             sft: SftSettings::default(),
             grpo: GrpoSettings::default(),
             eval: EvalSettings::default(),
@@ -342,8 +372,9 @@ impl DefaultRunConfig {
         if !(e.top_p > 0.0 && e.top_p <= 1.0) {
             return invalid("eval.top_p", e.top_p, "must be in (0, 1]");
         }
+        // A real model's context is checked against its config once loaded (`run_default`).
         let longest = self.longest_sequence();
-        if m.max_position_embeddings < longest {
+        if self.model_dir.is_none() && m.max_position_embeddings < longest {
             return invalid(
                 "model.max_position_embeddings",
                 m.max_position_embeddings,

@@ -1,16 +1,24 @@
 //! Held-out evaluation of one model: pass@1 and cons@k from the evaluation stage, plus the
-//! format rate and completion lengths of the same samples.
+//! format rate and completion lengths of the same samples, every one of which is written to a
+//! `samples.jsonl` (as the eval stage writes them).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::Device;
 use r1_kernels::model::Model;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::tokenizer::Tokenizer;
 
+use crate::judge::reward::CodeSandbox;
 use crate::judge::tasks::TaskExample;
-use crate::stages::{evaluate, StageSettings};
+use crate::report::SAMPLES_FILE;
+use crate::stages::eval_stage::sample_lines;
+use crate::stages::grpo::evaluate_judged;
+use crate::stages::{StageSettings, StepContext};
 
-use super::{DefaultRunConfig, Result};
+use super::{DefaultRunConfig, DefaultRunError, Result};
 
 /// The held-out numbers of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -32,13 +40,15 @@ pub struct HeldOutScores {
 }
 
 /// Held-out scores of `model`: pass@1 and cons@k from the evaluation stage, plus the format rate
-/// and completion lengths of the same samples.
+/// and completion lengths of the same samples, which go to `dir/samples.jsonl` with their
+/// verdicts (`r1ctl samples DIR` reads them).
 pub(super) fn held_out_scores(
     model: &Model,
     tokenizer: &Tokenizer,
     problems: &[TaskExample],
     settings: &StageSettings,
     config: &DefaultRunConfig,
+    dir: &Path,
 ) -> Result<HeldOutScores> {
     let sampling = SamplingParams {
         temperature: config.eval.temperature as f32,
@@ -47,15 +57,24 @@ pub(super) fn held_out_scores(
         ..SamplingParams::default()
     };
     let eval_seed = config.seed.wrapping_add(0xE7A1);
-    let eval = evaluate(
-        model,
+    let sandbox = CodeSandbox::unavailable("this evaluation runs no code");
+    let ctx = StepContext {
         tokenizer,
-        problems,
         settings,
-        sampling,
-        config.eval.samples,
-        eval_seed,
-    )?;
+        sandbox: &sandbox,
+        device: Device::Cpu,
+    };
+    let k = config.eval.samples;
+    let (eval, completions, judged) =
+        evaluate_judged(model, &ctx, problems, sampling, k, eval_seed)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DefaultRunError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(SAMPLES_FILE);
+    let lines = sample_lines("held-out", problems, &completions, &judged, k);
+    std::fs::write(&path, lines).map_err(io(&path))?;
     let scores = eval.scores;
     Ok(HeldOutScores {
         problems: scores.problems,
