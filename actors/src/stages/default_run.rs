@@ -316,6 +316,59 @@ fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// The run's held-out evaluation: one per model evaluated, each announced, timed and reported
+/// as a stage, its samples in `run_dir/eval/<model>/samples.jsonl`.
+struct HeldOut<'a> {
+    tokenizer: &'a Tokenizer,
+    problems: &'a [crate::judge::tasks::TaskExample],
+    settings: &'a StageSettings,
+    config: &'a DefaultRunConfig,
+    run_dir: &'a Path,
+    start: Instant,
+}
+
+impl HeldOut<'_> {
+    /// Evaluates `model` as `stage` (one of the three evaluation stages); returns its scores and
+    /// the seconds it took.
+    fn evaluate(
+        &self,
+        stage: StageName,
+        model: &Model,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(HeldOutScores, f64)> {
+        let which = match stage {
+            StageName::EvalBase => "base",
+            StageName::EvalBefore => "cold-start",
+            _ => "rl",
+        };
+        progress(Progress::Stage {
+            stage,
+            detail: format!(
+                "{} held-out problems x {} samples",
+                self.problems.len(),
+                self.config.eval.samples
+            ),
+            elapsed_secs: secs(self.start),
+        });
+        let began = Instant::now();
+        let scores = held_out_scores(
+            model,
+            self.tokenizer,
+            self.problems,
+            self.settings,
+            self.config,
+            &self.run_dir.join("eval").join(which),
+        )?;
+        let seconds = secs(began);
+        progress(Progress::Eval {
+            stage,
+            scores,
+            elapsed_secs: secs(self.start),
+        });
+        Ok((scores, seconds))
+    }
+}
+
 /// Saves `model` into `dir` as a model directory, with the tokenizer files of the model it
 /// started from (so `r1ctl generate DIR` reads it without `--tokenizer`).
 fn save_checkpoint(model: &Model, config: &DefaultRunConfig, dir: &Path) -> Result<()> {
@@ -461,33 +514,20 @@ pub fn run_default(
         &test_problems,
     )?;
 
+    // Every held-out evaluation: the same problems, settings and seed, its samples kept.
+    let held_out = HeldOut {
+        tokenizer: &tokenizer,
+        problems: &test_problems,
+        settings: &settings,
+        config,
+        run_dir,
+        start,
+    };
     // The starting model, evaluated as it is (a real model's base figures).
     let mut eval_seconds = 0.0;
     let base = if config.eval.base {
-        progress(Progress::Stage {
-            stage: StageName::EvalBase,
-            detail: format!(
-                "{} held-out problems x {} samples",
-                test_problems.len(),
-                config.eval.samples
-            ),
-            elapsed_secs: secs(start),
-        });
-        let eval_start = Instant::now();
-        let scores = held_out_scores(
-            &model,
-            &tokenizer,
-            &test_problems,
-            &settings,
-            config,
-            &run_dir.join("eval/base"),
-        )?;
-        eval_seconds += secs(eval_start);
-        progress(Progress::Eval {
-            stage: StageName::EvalBase,
-            scores,
-            elapsed_secs: secs(start),
-        });
+        let (scores, seconds) = held_out.evaluate(StageName::EvalBase, &model, progress)?;
+        eval_seconds += seconds;
         Some(scores)
     } else {
         None
@@ -556,31 +596,8 @@ pub fn run_default(
     save_checkpoint(&model, config, &cold_start)?;
 
     // Held-out evaluation of the cold-start model.
-    progress(Progress::Stage {
-        stage: StageName::EvalBefore,
-        detail: format!(
-            "{} held-out problems x {} samples",
-            test_problems.len(),
-            config.eval.samples
-        ),
-        elapsed_secs: secs(start),
-    });
-    let eval_start = Instant::now();
-    let before = held_out_scores(
-        &model,
-        &tokenizer,
-        &test_problems,
-        &settings,
-        config,
-        &run_dir.join("eval/cold-start"),
-    )?;
-    let eval_once = secs(eval_start);
+    let (before, eval_once) = held_out.evaluate(StageName::EvalBefore, &model, progress)?;
     eval_seconds += eval_once;
-    progress(Progress::Eval {
-        stage: StageName::EvalBefore,
-        scores: before,
-        elapsed_secs: secs(start),
-    });
 
     // GRPO.
     progress(Progress::Stage {
@@ -674,30 +691,8 @@ pub fn run_default(
     grpo.seconds = secs(grpo_start);
     let model = learner.policy;
 
-    progress(Progress::Stage {
-        stage: StageName::EvalAfter,
-        detail: format!(
-            "{} held-out problems x {} samples",
-            test_problems.len(),
-            config.eval.samples
-        ),
-        elapsed_secs: secs(start),
-    });
-    let eval_start = Instant::now();
-    let after = held_out_scores(
-        &model,
-        &tokenizer,
-        &test_problems,
-        &settings,
-        config,
-        &run_dir.join("eval/rl"),
-    )?;
-    eval_seconds += secs(eval_start);
-    progress(Progress::Eval {
-        stage: StageName::EvalAfter,
-        scores: after,
-        elapsed_secs: secs(start),
-    });
+    let (after, seconds) = held_out.evaluate(StageName::EvalAfter, &model, progress)?;
+    eval_seconds += seconds;
 
     let checkpoint = run_dir.join("final");
     progress(Progress::Stage {

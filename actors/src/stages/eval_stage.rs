@@ -24,7 +24,7 @@ use crate::report::SAMPLES_FILE;
 use crate::stages::grpo::{evaluate_judged, StageEval, StageSettings, StepContext};
 use crate::stages::job::{stop_requested, write_json, ModelSpec, RunError, RunSpec, StageEvent};
 use crate::stages::problem::PromptProblem;
-use crate::stages::rl::shortfalls;
+use crate::stages::rl::judged_sample;
 
 /// The evaluation stage's settings (the job config's `[eval]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,16 +285,7 @@ pub(crate) fn sample_lines<P: PromptProblem>(
             sample: i % k.max(1),
             correct: r.accuracy.reward > 0.0,
             answer: r.extracted.clone(),
-            record: SampleRecord {
-                step: 0,
-                prompt: problem.prompt().to_string(),
-                completion: c.text.clone().unwrap_or_default(),
-                reward: r.total,
-                accuracy: r.accuracy.reward,
-                format: r.format.reward,
-                language: r.language.as_ref().map(|l| l.share),
-                why: shortfalls(r),
-            },
+            record: judged_sample(0, problem.prompt(), c, r),
         };
         // Plain data: serialising cannot fail.
         lines.push_str(&serde_json::to_string(&line).expect("samples serialise"));

@@ -307,16 +307,7 @@ pub fn rl_step(
                 .zip(&reports)
                 .step_by(g)
                 .take(plan.samples_per_step)
-                .map(|(c, r)| SampleRecord {
-                    step: new_step,
-                    prompt: problems[c.request].prompt.clone(),
-                    completion: c.text.clone().unwrap_or_default(),
-                    reward: r.total,
-                    accuracy: r.accuracy.reward,
-                    format: r.format.reward,
-                    language: r.language.as_ref().map(|l| l.share),
-                    why: shortfalls(r),
-                })
+                .map(|(c, r)| judged_sample(new_step, &problems[c.request].prompt, c, r))
                 .collect();
             let components = record_components(&report);
             (report, samples, components, None)
@@ -387,6 +378,21 @@ pub fn rl_step(
         samples,
         checkpoint,
     })
+}
+
+/// The sample record of a completion judged by the rules: its text, each reward and why it fell
+/// short.
+pub fn judged_sample(step: u64, prompt: &str, c: &Completion, r: &RewardReport) -> SampleRecord {
+    SampleRecord {
+        step,
+        prompt: prompt.to_string(),
+        completion: c.text.clone().unwrap_or_default(),
+        reward: r.total,
+        accuracy: r.accuracy.reward,
+        format: r.format.reward,
+        language: r.language.as_ref().map(|l| l.share),
+        why: shortfalls(r),
+    }
 }
 
 /// Why a judged completion's components fell short, as a sample record keeps it.
