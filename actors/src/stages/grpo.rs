@@ -600,6 +600,20 @@ pub fn evaluate<P: PromptProblem>(
     k: usize,
     seed: u64,
 ) -> Result<StageEval, StageError> {
+    Ok(evaluate_samples(model, tokenizer, problems, settings, sampling, k, seed)?.0)
+}
+
+/// [`evaluate`] (on the CPU, no code sandbox), also returning every completion and its reward
+/// report as [`evaluate_judged`] does.
+pub fn evaluate_samples<P: PromptProblem>(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    problems: &[P],
+    settings: &StageSettings,
+    sampling: SamplingParams,
+    k: usize,
+    seed: u64,
+) -> Result<(StageEval, Vec<Completion>, Vec<RewardReport>), StageError> {
     let sandbox = CodeSandbox::unavailable("this evaluation runs no code");
     let ctx = StepContext {
         tokenizer,
@@ -607,7 +621,7 @@ pub fn evaluate<P: PromptProblem>(
         sandbox: &sandbox,
         device: Device::Cpu,
     };
-    evaluate_with(model, &ctx, problems, sampling, k, seed)
+    evaluate_judged(model, &ctx, problems, sampling, k, seed)
 }
 
 /// `evaluate` with a code sandbox in `ctx`.

@@ -120,6 +120,20 @@ impl Default for ArithmeticConfig {
 }
 
 impl ArithmeticConfig {
+    /// A uniform operand with a uniformly drawn digit count in `min_digits..=max_digits` (so
+    /// short and long operands are equally common, instead of nearly all operands having the
+    /// maximum length).
+    pub fn draw_operand(&self, draws: &mut SeededDraws) -> u64 {
+        let digits = draws.between(u64::from(self.min_digits), u64::from(self.max_digits)) as u32;
+        let low = if digits == 1 {
+            0
+        } else {
+            10u64.pow(digits - 1)
+        };
+        let high = 10u64.saturating_pow(digits).saturating_sub(1);
+        draws.between(low, high)
+    }
+
     fn validate(&self) -> Result<(), GenerateError> {
         let invalid = |field, value: String, why| {
             Err(GenerateError::InvalidConfig {
@@ -166,8 +180,8 @@ pub fn generate_with(
     config.validate()?;
     generate_by(seed, split, n, |draws| {
         let op = config.ops[draws.below(config.ops.len() as u64) as usize];
-        let left = draw_operand(config, draws);
-        let right = draw_operand(config, draws);
+        let left = config.draw_operand(draws);
+        let right = config.draw_operand(draws);
         Some(ArithmeticProblem { left, op, right })
     })
 }
@@ -190,19 +204,6 @@ pub fn generate_by(
             problem: Problem::Arithmetic(problem),
         })
     })
-}
-
-/// A uniform operand with a uniformly drawn digit count (so short and long operands are equally
-/// common, instead of nearly all operands having the maximum length).
-fn draw_operand(config: &ArithmeticConfig, draws: &mut SeededDraws) -> u64 {
-    let digits = draws.between(u64::from(config.min_digits), u64::from(config.max_digits)) as u32;
-    let low = if digits == 1 {
-        0
-    } else {
-        10u64.pow(digits - 1)
-    };
-    let high = 10u64.saturating_pow(digits).saturating_sub(1);
-    draws.between(low, high)
 }
 
 /// Why an arithmetic answer scored 0.

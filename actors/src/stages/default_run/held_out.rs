@@ -6,17 +6,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::device::Device;
 use r1_kernels::model::Model;
 use r1_kernels::sample::SamplingParams;
 use r1_kernels::tokenizer::Tokenizer;
 
-use crate::judge::reward::CodeSandbox;
 use crate::judge::tasks::TaskExample;
 use crate::report::SAMPLES_FILE;
 use crate::stages::eval_stage::sample_lines;
-use crate::stages::grpo::evaluate_judged;
-use crate::stages::{StageSettings, StepContext};
+use crate::stages::grpo::evaluate_samples;
+use crate::stages::StageSettings;
 
 use super::{DefaultRunConfig, DefaultRunError, Result};
 
@@ -57,16 +55,9 @@ pub(super) fn held_out_scores(
         ..SamplingParams::default()
     };
     let eval_seed = config.seed.wrapping_add(0xE7A1);
-    let sandbox = CodeSandbox::unavailable("this evaluation runs no code");
-    let ctx = StepContext {
-        tokenizer,
-        settings,
-        sandbox: &sandbox,
-        device: Device::Cpu,
-    };
     let k = config.eval.samples;
     let (eval, completions, judged) =
-        evaluate_judged(model, &ctx, problems, sampling, k, eval_seed)?;
+        evaluate_samples(model, tokenizer, problems, settings, sampling, k, eval_seed)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DefaultRunError::Io { path, source }

@@ -186,20 +186,17 @@ pub(super) fn task_problems(
             arithmetic::generate_with(&config, seed, split, n)?
         }
         TaskOp::Multiply => {
-            let (min, max) = (task.min_digits, task.max_digits);
+            // `a` drawn as any arithmetic operand is; `b` one digit in 2..=9.
+            let left = ArithmeticConfig {
+                ops: vec![ArithOp::Multiply],
+                min_digits: task.min_digits,
+                max_digits: task.max_digits,
+            };
             arithmetic::generate_by(seed, split, n, |draws| {
-                let digits = draws.between(u64::from(min), u64::from(max)) as u32;
-                let low = if digits == 1 {
-                    0
-                } else {
-                    10u64.pow(digits - 1)
-                };
-                let left = draws.between(low, 10u64.pow(digits) - 1);
-                let right = draws.between(2, 9);
                 Some(ArithmeticProblem {
-                    left,
+                    left: left.draw_operand(draws),
                     op: ArithOp::Multiply,
-                    right,
+                    right: draws.between(2, 9),
                 })
             })?
         }
