@@ -112,6 +112,55 @@ fn a_request_gives_the_same_tokens_alone_and_in_any_batch() {
 }
 
 #[test]
+fn a_bf16_sampler_decodes_the_bf16_rounded_model_and_its_logprobs_stay_near_the_learners() {
+    use r1_kernels::device::{Device, Precision};
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
+        let model = load_model_dir(&model_dir(name)).unwrap();
+        let mut rounded = model.clone();
+        for w in &mut rounded.params {
+            *w = half::bf16::from_f32(*w).to_f32();
+        }
+        let prompts = [request(&[5, 17, 99, 3], 3, 7, sampling(24))];
+        let mut bf16 = Sampler::with_precision(Device::Cpu, Precision::Bf16, &model, 3).unwrap();
+        assert_eq!(bf16.precision(), Precision::Bf16);
+        let half = bf16.generate(&prompts, None).unwrap();
+        // The same tokens and log-probs, bit for bit, as the f32 sampler on the rounded weights:
+        // widening a bf16 is exact and the products are the f32 kernel's.
+        let f32_on_rounded = Sampler::new(&rounded, 3).generate(&prompts, None).unwrap();
+        assert_eq!(half, f32_on_rounded, "{name}");
+        // The f32 sampler of the model itself, on the same tokens: the mismatch the learner sees.
+        let exact = Sampler::new(&model, 3);
+        assert_eq!(exact.precision(), Precision::F32);
+        let mut worst = 0.0f32;
+        for c in &half {
+            let ids: Vec<u32> = [5u32, 17, 99, 3]
+                .iter()
+                .chain(&c.token_ids)
+                .copied()
+                .collect();
+            let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
+            let mut acts = Activations::new(&model, 1, inputs.len());
+            cpu::forward(&model, &mut acts, inputs).unwrap();
+            let zero = vec![0.0; inputs.len()];
+            let head = cpu::head(
+                &model,
+                &mut acts,
+                targets,
+                Some(&WeightedCrossEntropy { weights: &zero }),
+                None,
+                false,
+            )
+            .unwrap();
+            for (a, b) in head.logp[3..].iter().zip(&c.raw_logprobs) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        // Rounding to bf16 moves a log-prob by far less than its spread, and not by nothing.
+        assert!(worst > 0.0 && worst < 0.1, "{name}: bf16 mismatch {worst}");
+    }
+}
+
+#[test]
 fn raw_logprobs_equal_the_learners_recomputation() {
     for name in ["tiny-qwen2", "tiny-llama"] {
         let model = load_model_dir(&model_dir(name)).unwrap();

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::ops::{self, RopeTable};
-use super::rowmat::{dot, matmul_rows};
+use super::rowmat::{dot, matmul_rows, widen, WeightElem};
 use crate::error::{EngineError, Result};
 use crate::model::limits::try_zeroed;
 use crate::model::{Model, ModelConfig};
@@ -172,6 +172,32 @@ pub fn decode_step(
     positions: &[u32],
     logit_rows: Option<&[usize]>,
 ) -> Result<()> {
+    decode_step_with(
+        model,
+        &model.params,
+        cache,
+        scratch,
+        slots,
+        tokens,
+        positions,
+        logit_rows,
+    )
+}
+
+/// [`decode_step`] reading the weights from `params`, laid out as `model.params` (the model's
+/// own, or its bf16 copy: see `device::Precision`). Activations, caches and sums are f32 either
+/// way.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_step_with<T: WeightElem>(
+    model: &Model,
+    params: &[T],
+    cache: &mut KvCache,
+    scratch: &mut DecodeScratch,
+    slots: &[usize],
+    tokens: &[u32],
+    positions: &[u32],
+    logit_rows: Option<&[usize]>,
+) -> Result<()> {
     let cfg = &model.config;
     let s = tokens.len();
     if s == 0 || slots.len() != s || positions.len() != s || s > scratch.max_rows {
@@ -203,8 +229,15 @@ pub fn decode_step(
         )));
     }
     let s = tokens.len();
-    let p = &model.params;
     let lay = &model.layout;
+    if params.len() != lay.total {
+        return Err(EngineError::Input(format!(
+            "decode step: {} weights for a model of {}",
+            params.len(),
+            lay.total
+        )));
+    }
+    let p = params;
     let (c, qkv_w, qd, kvd, i, v) = (
         cfg.hidden_size,
         cfg.qkv_dim(),
@@ -226,17 +259,30 @@ pub fn decode_step(
     let (qkv, atty) = (&mut sc.qkv[..s * qkv_w], &mut sc.atty[..s * qd]);
     let (gu, h) = (&mut sc.gu[..s * 2 * i], &mut sc.h[..s * i]);
 
-    ops::embedding_forward(x, tokens, &p[lay.embed..lay.embed + v * c], c);
+    for (row, &id) in x.chunks_exact_mut(c).zip(tokens) {
+        let from = &p[lay.embed + id as usize * c..lay.embed + (id as usize + 1) * c];
+        for (o, w) in row.iter_mut().zip(from) {
+            *o = w.to_f32();
+        }
+    }
     for (l, o) in lay.layers.iter().enumerate() {
-        ops::rmsnorm_forward(ln, rstd, x, &p[o.ln1..o.ln1 + c], c, eps);
-        let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
-        matmul_rows(qkv, ln, &p[o.qkv_w..o.qkv_w + qkv_w * c], bias, s, c, qkv_w);
+        ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln1..o.ln1 + c]), c, eps);
+        let bias = o.qkv_b.map(|b| widen(&p[b..b + qkv_w]));
+        matmul_rows(
+            qkv,
+            ln,
+            &p[o.qkv_w..o.qkv_w + qkv_w * c],
+            bias.as_deref(),
+            s,
+            c,
+            qkv_w,
+        );
         if let Some(qn) = o.qk_norm {
             ops::qk_norm_forward(
                 qkv,
                 &mut sc.qk_rstd[..s * (nh + cfg.num_kv_heads)],
-                &p[qn..qn + hs],
-                &p[qn + hs..qn + 2 * hs],
+                &widen(&p[qn..qn + hs]),
+                &widen(&p[qn + hs..qn + 2 * hs]),
                 nh,
                 cfg.num_kv_heads,
                 hs,
@@ -286,7 +332,7 @@ pub fn decode_step(
             });
         matmul_rows(proj, atty, &p[o.o_w..o.o_w + c * qd], None, s, qd, c);
         add_into(x, proj);
-        ops::rmsnorm_forward(ln, rstd, x, &p[o.ln2..o.ln2 + c], c, eps);
+        ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln2..o.ln2 + c]), c, eps);
         matmul_rows(
             gu,
             ln,
@@ -300,7 +346,8 @@ pub fn decode_step(
         matmul_rows(proj, h, &p[o.down_w..o.down_w + c * i], None, s, i, c);
         add_into(x, proj);
     }
-    ops::rmsnorm_forward(ln, rstd, x, &p[lay.final_norm..lay.final_norm + c], c, eps);
+    let final_norm = widen(&p[lay.final_norm..lay.final_norm + c]);
+    ops::rmsnorm_forward(ln, rstd, x, &final_norm, c, eps);
     let head = &p[lay.lm_head..lay.lm_head + v * c];
     match logit_rows {
         None => matmul_rows(&mut sc.logits[..s * v], ln, head, None, s, c, v),

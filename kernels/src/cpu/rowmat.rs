@@ -7,8 +7,55 @@
 //! it. The sampler promises the same tokens and log-probs alone or in any batch, so decoding uses
 //! this kernel: each (row, column) is a dot product accumulated in 16 lanes in C order, reduced
 //! by a fixed tree. Tiles of 4 rows × 4 columns share loads; they do not change the arithmetic.
+//!
+//! The weights are f32 (the policy itself) or bf16 (the sampler's half-size copy, see
+//! `device::Precision`): a bf16 weight is widened to f32 as it is loaded (exactly: a bf16 is the
+//! top half of an f32), and the products and sums are the f32 kernel's. The input stays f32, so a
+//! bf16 sampler differs from the learner only by the rounding of its weights, and reads half the
+//! bytes per step.
 
+use half::bf16;
 use rayon::prelude::*;
+
+/// A weight element the decode product reads: f32, or bf16 widened on load.
+pub trait WeightElem: Copy + Send + Sync + 'static {
+    /// Whether this is bf16 (the AVX-512 kernel loads 16 of them as 256 bits).
+    const BF16: bool;
+    /// The value as f32 (exact for both).
+    fn to_f32(self) -> f32;
+    /// The slice itself when the elements are f32, so f32 vectors are borrowed, not copied.
+    fn as_f32(slice: &[Self]) -> Option<&[f32]>;
+}
+
+impl WeightElem for f32 {
+    const BF16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn as_f32(slice: &[f32]) -> Option<&[f32]> {
+        Some(slice)
+    }
+}
+
+impl WeightElem for bf16 {
+    const BF16: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+}
+
+/// `slice` as f32: borrowed when it is f32, widened into a new vector when bf16.
+pub fn widen<T: WeightElem>(slice: &[T]) -> std::borrow::Cow<'_, [f32]> {
+    match T::as_f32(slice) {
+        Some(f) => std::borrow::Cow::Borrowed(f),
+        None => std::borrow::Cow::Owned(slice.iter().map(|w| w.to_f32()).collect()),
+    }
+}
 
 /// Lanes per accumulator (one AVX-512 register).
 const LANES: usize = 16;
@@ -16,10 +63,10 @@ const LANES: usize = 16;
 const MIN_COLS_PER_TASK: usize = 32;
 
 /// out[S, OC] = inp[S, C] · weight[OC, C]ᵀ + bias, batch-invariant (see the module docs).
-pub fn matmul_rows(
+pub fn matmul_rows<T: WeightElem>(
     out: &mut [f32],
     inp: &[f32],
-    weight: &[f32],
+    weight: &[T],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -56,10 +103,10 @@ impl SharedOut {
 /// Picks the widest instruction set this CPU has; the choice is fixed per machine, so results
 /// are reproducible on it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn dispatch(
+unsafe fn dispatch<T: WeightElem>(
     out: *mut f32,
     inp: &[f32],
-    w: &[f32],
+    w: &[T],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -79,16 +126,16 @@ unsafe fn dispatch(
             return tile_avx2(out, inp, w, bias, s, c, oc, j0, j1);
         }
     }
-    tile::<false>(out, inp, w, bias, s, c, oc, j0, j1)
+    tile::<false, T>(out, inp, w, bias, s, c, oc, j0, j1)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512(
+unsafe fn tile_avx512<T: WeightElem>(
     out: *mut f32,
     inp: &[f32],
-    w: &[f32],
+    w: &[T],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -99,12 +146,33 @@ unsafe fn tile_avx512(
     use std::arch::x86_64::*;
     let full = c / 16 * 16;
     let tail_mask: __mmask16 = ((1u32 << (c - full)) - 1) as __mmask16;
+    /// 16 weights from `p`, widened to f32 when they are bf16 (a bf16 is the top half of an f32).
+    #[inline(always)]
+    unsafe fn load<T: WeightElem>(p: *const T) -> __m512 {
+        if T::BF16 {
+            let half = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16))
+        } else {
+            _mm512_loadu_ps(p.cast())
+        }
+    }
+    /// The first lanes of `tail` from `p`, zero beyond (`n` = the number of lanes set).
+    #[inline(always)]
+    unsafe fn load_tail<T: WeightElem>(p: *const T, tail: __mmask16, n: usize) -> __m512 {
+        if T::BF16 {
+            let mut buf = [0u16; 16];
+            std::ptr::copy_nonoverlapping(p.cast::<u16>(), buf.as_mut_ptr(), n);
+            load::<T>(buf.as_ptr().cast())
+        } else {
+            _mm512_maskz_loadu_ps(tail, p.cast())
+        }
+    }
     // Dot products of `ROWS` input rows with 4 weight rows; the same per-accumulator sequence
     // (16-lane FMAs in C order, masked tail, fixed reduction) whatever ROWS is.
     #[inline(always)]
-    unsafe fn block<const ROWS: usize>(
+    unsafe fn block<const ROWS: usize, T: WeightElem>(
         xs: [*const f32; ROWS],
-        ws: [*const f32; 4],
+        ws: [*const T; 4],
         full: usize,
         c: usize,
         tail: __mmask16,
@@ -113,10 +181,10 @@ unsafe fn tile_avx512(
         let mut k = 0;
         while k < full {
             let wv = [
-                _mm512_loadu_ps(ws[0].add(k)),
-                _mm512_loadu_ps(ws[1].add(k)),
-                _mm512_loadu_ps(ws[2].add(k)),
-                _mm512_loadu_ps(ws[3].add(k)),
+                load(ws[0].add(k)),
+                load(ws[1].add(k)),
+                load(ws[2].add(k)),
+                load(ws[3].add(k)),
             ];
             for r in 0..ROWS {
                 let xv = _mm512_loadu_ps(xs[r].add(k));
@@ -127,11 +195,12 @@ unsafe fn tile_avx512(
             k += 16;
         }
         if full < c {
+            let n = c - full;
             let wv = [
-                _mm512_maskz_loadu_ps(tail, ws[0].add(full)),
-                _mm512_maskz_loadu_ps(tail, ws[1].add(full)),
-                _mm512_maskz_loadu_ps(tail, ws[2].add(full)),
-                _mm512_maskz_loadu_ps(tail, ws[3].add(full)),
+                load_tail(ws[0].add(full), tail, n),
+                load_tail(ws[1].add(full), tail, n),
+                load_tail(ws[2].add(full), tail, n),
+                load_tail(ws[3].add(full), tail, n),
             ];
             for r in 0..ROWS {
                 let xv = _mm512_maskz_loadu_ps(tail, xs[r].add(full));
@@ -169,7 +238,7 @@ unsafe fn tile_avx512(
     while j < j1 {
         let n = (j1 - j).min(4);
         // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
-        let ws: [*const f32; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
+        let ws: [*const T; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
         let mut r = 0;
         while r + 4 <= s {
             let xs = [
@@ -178,12 +247,12 @@ unsafe fn tile_avx512(
                 inp.as_ptr().add((r + 2) * c),
                 inp.as_ptr().add((r + 3) * c),
             ];
-            let dots = block::<4>(xs, ws, full, c, tail_mask);
+            let dots = block::<4, T>(xs, ws, full, c, tail_mask);
             store(out, &dots, r, j, n, oc, bias);
             r += 4;
         }
         while r < s {
-            let dots = block::<1>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
+            let dots = block::<1, T>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
             store(out, &dots, r, j, n, oc, bias);
             r += 1;
         }
@@ -194,10 +263,10 @@ unsafe fn tile_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<T: WeightElem>(
     out: *mut f32,
     inp: &[f32],
-    w: &[f32],
+    w: &[T],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -205,7 +274,7 @@ unsafe fn tile_avx2(
     j0: usize,
     j1: usize,
 ) {
-    tile::<true>(out, inp, w, bias, s, c, oc, j0, j1)
+    tile::<true, T>(out, inp, w, bias, s, c, oc, j0, j1)
 }
 
 #[inline(always)]
@@ -233,7 +302,7 @@ fn reduce(acc: &[f32; LANES]) -> f32 {
 
 /// One row's dot with four weight rows, 16 lanes each, plus the scalar tail in order.
 #[inline(always)]
-fn dot_1x4<const FMA: bool>(x: &[f32], ws: [&[f32]; 4]) -> [f32; 4] {
+fn dot_1x4<const FMA: bool, T: WeightElem>(x: &[f32], ws: [&[T]; 4]) -> [f32; 4] {
     let mut acc = [[0f32; LANES]; 4];
     let full = x.len() / LANES * LANES;
     for k in (0..full).step_by(LANES) {
@@ -241,7 +310,7 @@ fn dot_1x4<const FMA: bool>(x: &[f32], ws: [&[f32]; 4]) -> [f32; 4] {
         for (a, w) in acc.iter_mut().zip(ws) {
             let wk = &w[k..k + LANES];
             for l in 0..LANES {
-                a[l] = madd::<FMA>(xs[l], wk[l], a[l]);
+                a[l] = madd::<FMA>(xs[l], wk[l].to_f32(), a[l]);
             }
         }
     }
@@ -249,7 +318,7 @@ fn dot_1x4<const FMA: bool>(x: &[f32], ws: [&[f32]; 4]) -> [f32; 4] {
     for ((o, a), w) in out.iter_mut().zip(&acc).zip(ws) {
         let mut sum = reduce(a);
         for k in full..x.len() {
-            sum = madd::<FMA>(x[k], w[k], sum);
+            sum = madd::<FMA>(x[k], w[k].to_f32(), sum);
         }
         *o = sum;
     }
@@ -258,10 +327,10 @@ fn dot_1x4<const FMA: bool>(x: &[f32], ws: [&[f32]; 4]) -> [f32; 4] {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const FMA: bool>(
+unsafe fn tile<const FMA: bool, T: WeightElem>(
     out: *mut f32,
     inp: &[f32],
-    w: &[f32],
+    w: &[T],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -273,12 +342,12 @@ unsafe fn tile<const FMA: bool>(
     while j < j1 {
         let n = (j1 - j).min(4);
         // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
-        let ws: [&[f32]; 4] = std::array::from_fn(|q| {
+        let ws: [&[T]; 4] = std::array::from_fn(|q| {
             let col = j + q.min(n - 1);
             &w[col * c..(col + 1) * c]
         });
         for r in 0..s {
-            let dots = dot_1x4::<FMA>(&inp[r * c..(r + 1) * c], ws);
+            let dots = dot_1x4::<FMA, T>(&inp[r * c..(r + 1) * c], ws);
             for q in 0..n {
                 let b = bias.map_or(0.0, |b| b[j + q]);
                 // SAFETY: r < s and j + q < j1 <= oc, inside the [s, oc] output owned by this task.
@@ -387,6 +456,24 @@ mod tests {
                 same,
                 "rows {start}..{} differ when computed in a batch of {len}",
                 start + len
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_bits_of_their_f32_widening() {
+        // Widths with and without a 16-lane tail; rows through both the 4-row and 1-row tiles.
+        for (c, oc, rows) in [(83, 37, 9), (64, 8, 5), (576, 20, 3)] {
+            let w: Vec<bf16> = data(oc * c, 4).iter().map(|&x| bf16::from_f32(x)).collect();
+            let wide: Vec<f32> = w.iter().map(|x| x.to_f32()).collect();
+            let bias = data(oc, 5);
+            let x = data(rows * c, 6);
+            let (mut a, mut b) = (vec![0.0; rows * oc], vec![0.0; rows * oc]);
+            matmul_rows(&mut a, &x, &w, Some(&bias), rows, c, oc);
+            matmul_rows(&mut b, &x, &wide, Some(&bias), rows, c, oc);
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "c {c} oc {oc}: bf16 weights differ from their widened f32"
             );
         }
     }

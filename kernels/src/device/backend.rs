@@ -13,7 +13,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::Device;
+use super::{Device, Precision};
 use crate::error::{EngineError, Result};
 use crate::model::{Model, RewardModel};
 use crate::sample::{Pick, SamplingParams};
@@ -182,6 +182,9 @@ pub trait DecodeEngine: Send {
     /// The device this engine decodes on.
     fn device(&self) -> Device;
 
+    /// The precision of the weights it decodes with (never `Auto`).
+    fn precision(&self) -> Precision;
+
     /// Makes room for `slots` sequences of up to `max_len` positions and prompts of up to
     /// `max_prompt` tokens (`sequences` in all, for the memory check); keeps the current cache
     /// when it is large enough. Checks the memory before allocating.
@@ -225,11 +228,26 @@ pub fn open(device: Device, model: &Model, trainable: bool) -> Result<Box<dyn Tr
     }
 }
 
-/// A decode engine for `model` on `device` (the sampler's).
+/// A decode engine for `model` on `device` (the sampler's), in the device's own precision.
 pub fn open_decoder<'m>(device: Device, model: &'m Model) -> Result<Box<dyn DecodeEngine + 'm>> {
-    match device {
-        Device::Cpu => Ok(Box::new(super::cpu::CpuDecodeEngine::new(model))),
-        Device::Cuda(ordinal) => Ok(Box::new(super::cuda::CudaDecodeEngine::open(
+    open_decoder_with(device, Precision::Auto, model)
+}
+
+/// A decode engine for `model` on `device` with its weights in `precision`. The CUDA decoder
+/// computes in bf16 only: f32 there is an `Unsupported` error naming the device.
+pub fn open_decoder_with<'m>(
+    device: Device,
+    precision: Precision,
+    model: &'m Model,
+) -> Result<Box<dyn DecodeEngine + 'm>> {
+    match (device, precision.on(device)) {
+        (Device::Cpu, Precision::Bf16) => Ok(Box::new(super::cpu::CpuDecodeEngine::bf16(model)?)),
+        (Device::Cpu, _) => Ok(Box::new(super::cpu::CpuDecodeEngine::new(model))),
+        (Device::Cuda(_), Precision::F32) => Err(unsupported(
+            device,
+            "f32 decoding (the CUDA decoder computes in bf16: sampler_precision = \"bf16\" or \"auto\")",
+        )),
+        (Device::Cuda(ordinal), _) => Ok(Box::new(super::cuda::CudaDecodeEngine::open(
             ordinal, model,
         )?)),
     }

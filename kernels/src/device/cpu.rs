@@ -13,7 +13,8 @@ use crate::train::head::{HeadOutput, TokenObjective};
 use crate::train::reward::{reward_backward, reward_forward};
 
 use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
-use super::Device;
+use super::{Device, Precision};
+use rayon::prelude::*;
 
 /// Prompt tokens per prefill pass: bounds the scratch (attention scores grow with rows × context).
 pub const PREFILL_ROWS: usize = 256;
@@ -234,6 +235,9 @@ impl TrainEngine for CpuTrainEngine {
 /// while they are large enough, and the truncation scratch of `pick`.
 pub struct CpuDecodeEngine<'m> {
     model: &'m Model,
+    /// The sampler's bf16 copy of the weights (same layout), when it decodes in bf16; `None`
+    /// reads the model's f32 weights in place.
+    bf16: Option<Vec<half::bf16>>,
     /// Cache and scratch, planned together.
     state: Option<(KvCache, DecodeScratch)>,
     /// `pick`'s candidate list (reused).
@@ -245,8 +249,58 @@ impl<'m> CpuDecodeEngine<'m> {
     pub fn new(model: &'m Model) -> Self {
         CpuDecodeEngine {
             model,
+            bf16: None,
             state: None,
             order: Vec::new(),
+        }
+    }
+
+    /// A decoder reading a bf16 copy of `model`'s weights (rounded to nearest even), made now:
+    /// half the bytes per decoding step. The copy is checked against the memory available and
+    /// allocated fallibly.
+    pub fn bf16(model: &'m Model) -> Result<Self> {
+        let n = model.params.len();
+        MemoryPlan::default()
+            .add("the sampler's bf16 weights", n as f64 * 2.0)
+            .check("decoding in bf16")?;
+        let mut copy: Vec<half::bf16> = Vec::new();
+        copy.try_reserve_exact(n)
+            .map_err(|_| EngineError::Allocation {
+                what: "the sampler's bf16 weights".into(),
+                bytes: crate::model::limits::format_bytes(n as f64 * 2.0),
+            })?;
+        copy.resize(n, half::bf16::ZERO);
+        copy.par_chunks_mut(1 << 16)
+            .zip(model.params.par_chunks(1 << 16))
+            .for_each(|(out, from)| {
+                for (o, &w) in out.iter_mut().zip(from) {
+                    *o = half::bf16::from_f32(w);
+                }
+            });
+        Ok(CpuDecodeEngine {
+            bf16: Some(copy),
+            ..Self::new(model)
+        })
+    }
+
+    /// One `decode_step` on the weights this engine reads.
+    fn decode(
+        &mut self,
+        slots: &[usize],
+        tokens: &[u32],
+        positions: &[u32],
+        logit_rows: Option<&[usize]>,
+    ) -> Result<()> {
+        let model = self.model;
+        let (cache, scratch) = self
+            .state
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("decoding before reserve".into()))?;
+        match &self.bf16 {
+            Some(weights) => cpu::decode::decode_step_with(
+                model, weights, cache, scratch, slots, tokens, positions, logit_rows,
+            ),
+            None => cpu::decode_step(model, cache, scratch, slots, tokens, positions, logit_rows),
         }
     }
 
@@ -260,6 +314,14 @@ impl<'m> CpuDecodeEngine<'m> {
 impl DecodeEngine for CpuDecodeEngine<'_> {
     fn device(&self) -> Device {
         Device::Cpu
+    }
+
+    fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
 
     fn reserve(
@@ -295,9 +357,8 @@ impl DecodeEngine for CpuDecodeEngine<'_> {
     }
 
     fn prefill(&mut self, prompts: &[(&[u32], usize)]) -> Result<Vec<PromptPrefix>> {
-        let model = self.model;
-        let v = model.config.vocab_size;
-        let (cache, scratch) = self.state()?;
+        let v = self.model.config.vocab_size;
+        self.state()?;
         let mut logits: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
         // (prompt index, position) of every prompt token, in order, cut into passes.
         let rows: Vec<(usize, usize)> = prompts
@@ -312,19 +373,13 @@ impl DecodeEngine for CpuDecodeEngine<'_> {
             let last: Vec<usize> = (0..pass.len())
                 .filter(|&r| pass[r].1 + 1 == prompts[pass[r].0].0.len())
                 .collect();
-            cpu::decode_step(
-                model,
-                cache,
-                scratch,
-                &slots,
-                &tokens,
-                &positions,
-                Some(&last),
-            )?;
+            self.decode(&slots, &tokens, &positions, Some(&last))?;
+            let (_, scratch) = self.state()?;
             for (k, &r) in last.iter().enumerate() {
                 logits[pass[r].0] = scratch.logits[k * v..(k + 1) * v].to_vec();
             }
         }
+        let (cache, _) = self.state()?;
         Ok(prompts
             .iter()
             .zip(logits)
@@ -362,8 +417,7 @@ impl DecodeEngine for CpuDecodeEngine<'_> {
         positions: &[u32],
         draws: &mut [Draw<'_>],
     ) -> Result<Vec<Pick>> {
-        let model = self.model;
-        let v = model.config.vocab_size;
+        let v = self.model.config.vocab_size;
         if draws.len() != tokens.len() {
             return Err(EngineError::Input(format!(
                 "decode step: {} draws for {} rows",
@@ -371,11 +425,10 @@ impl DecodeEngine for CpuDecodeEngine<'_> {
                 tokens.len()
             )));
         }
-        let (cache, scratch) = self
-            .state
-            .as_mut()
-            .ok_or_else(|| EngineError::Input("decoding before reserve".into()))?;
-        cpu::decode_step(model, cache, scratch, slots, tokens, positions, None)?;
+        self.decode(slots, tokens, positions, None)?;
+        let Some((_, scratch)) = self.state.as_ref() else {
+            return Err(EngineError::Input("decoding before reserve".into()));
+        };
         let order = &mut self.order;
         Ok(draws
             .iter_mut()

@@ -25,7 +25,7 @@ use crate::train::adamw::AdamW;
 use crate::train::head::{HeadOutput, TokenObjective};
 
 use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
-use super::Device;
+use super::{Device, Precision};
 
 /// Wraps a CUDA backend error with the device it happened on.
 fn on(ordinal: usize) -> impl Fn(CudaError) -> EngineError {
@@ -436,6 +436,10 @@ fn device_sampling(draw: &Draw<'_>) -> DeviceSampling {
 impl DecodeEngine for CudaDecodeEngine<'_> {
     fn device(&self) -> Device {
         Device::Cuda(self.ordinal)
+    }
+
+    fn precision(&self) -> Precision {
+        Precision::Bf16
     }
 
     fn reserve(

@@ -14,7 +14,9 @@ pub mod backend;
 pub mod cpu;
 pub mod cuda;
 
-pub use backend::{open, open_decoder, DecodeEngine, Draw, ModelRole, PromptPrefix, TrainEngine};
+pub use backend::{
+    open, open_decoder, open_decoder_with, DecodeEngine, Draw, ModelRole, PromptPrefix, TrainEngine,
+};
 
 pub mod memory;
 pub mod placement;
@@ -47,6 +49,49 @@ pub enum Device {
     Cpu,
     /// CUDA device with this ordinal.
     Cuda(usize),
+}
+
+/// The precision of the sampler's weights (`[devices] sampler_precision`). The learner always
+/// keeps f32 master weights; a sampler in bf16 reads a half-size copy of them, refreshed with
+/// every update, so its log-probs differ from the learner's by the rounding of the weights. The
+/// learner then corrects for the mismatch (`[learner.grpo] sampler_is_mode`) and reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The device's own: f32 on the CPU (the policy's weights, read in place), bf16 on CUDA.
+    #[default]
+    Auto,
+    /// f32 weights: the sampler's log-probs are the learner's (within 1e-4).
+    F32,
+    /// bf16 weights, f32 activations and sums on the CPU (bf16 GEMM operands on CUDA).
+    Bf16,
+}
+
+impl Precision {
+    /// The precision `device` decodes in for this setting (`Auto` resolved).
+    pub fn on(self, device: Device) -> Precision {
+        match (self, device) {
+            (Precision::Auto, Device::Cpu) => Precision::F32,
+            (Precision::Auto, Device::Cuda(_)) => Precision::Bf16,
+            (p, _) => p,
+        }
+    }
+
+    /// Whether a sampler in this precision gives the learner's own log-probs (no correction
+    /// needed): f32 only.
+    pub fn exact(self) -> bool {
+        self == Precision::F32
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 /// One device this machine has, with its memory.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::HashMap;
 
-use crate::device::{self, DecodeEngine, Device, Draw, PromptPrefix};
+use crate::device::{self, DecodeEngine, Device, Draw, Precision, PromptPrefix};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 pub use pick::{pick, Pick, SamplingParams};
@@ -117,16 +117,33 @@ impl<'m> Sampler<'m> {
     /// A sampler for `model` on `device` (the CPU, or a GPU: an error naming the device when
     /// it cannot be opened).
     pub fn on_device(device: Device, model: &'m Model, max_batch: usize) -> Result<Self> {
+        Self::with_precision(device, Precision::Auto, model, max_batch)
+    }
+
+    /// [`Sampler::on_device`] with its weights in `precision` (a bf16 copy of `model`'s, made
+    /// here, or `model`'s own f32 weights).
+    pub fn with_precision(
+        device: Device,
+        precision: Precision,
+        model: &'m Model,
+        max_batch: usize,
+    ) -> Result<Self> {
         Ok(Sampler {
             model,
             max_batch: max_batch.max(1),
-            engine: device::open_decoder(device, model)?,
+            engine: device::open_decoder_with(device, precision, model)?,
         })
     }
 
     /// The device it decodes on.
     pub fn device(&self) -> Device {
         self.engine.device()
+    }
+
+    /// The precision of the weights it decodes with: f32 gives the learner's own log-probs;
+    /// bf16's differ by the weights' rounding (the learner corrects for it).
+    pub fn precision(&self) -> Precision {
+        self.engine.precision()
     }
 
     /// The longest sequence (prompt + completion) the model accepts.
