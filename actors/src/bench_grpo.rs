@@ -14,14 +14,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::bench::{forward_flops_per_token, measure_gemm_peak};
+use r1_kernels::bench::{forward_flops_per_token, measure_gemm_peak, measure_read_bandwidth};
 use r1_kernels::cpu::decode::{DecodeScratch, KvCache};
-use r1_kernels::device::Device;
+use r1_kernels::device::{Device, Precision};
 use r1_kernels::model::Model;
 use r1_kernels::sample::{GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
-use r1_kernels::train::{GrpoConfig, LrSchedule};
+use r1_kernels::train::{GrpoConfig, LrSchedule, SamplerIsMode, SamplerMismatch};
 
 use crate::judge::reward::{score_item, CodeSandbox, RewardRules};
 use crate::judge::tasks::{arithmetic, Split};
@@ -90,6 +90,11 @@ pub struct GrpoBenchOptions {
     pub recompute_old_logp: bool,
     /// Where the sampler and the learner run.
     pub device: Device,
+    /// The sampler's weights: f32 (the policy's own) or bf16 (a copy made each step; the
+    /// learner corrects for the mismatch by `sampler_is_mode` and reports it).
+    pub sampler_precision: Precision,
+    /// The learner's correction for a bf16 sampler.
+    pub sampler_is_mode: SamplerIsMode,
 }
 
 /// Time and work of one phase of the step.
@@ -107,6 +112,11 @@ pub struct PhaseRow {
     pub gflops: f64,
     /// Share of the measured GEMM peak, percent.
     pub peak_percent: f64,
+    /// Bytes the phase must read from memory per step, in GB (the sampler: every weight once
+    /// per decoding step; 0 for the other phases, which are compute-bound).
+    pub gbytes: f64,
+    /// Share of the measured read bandwidth at which those bytes went, percent.
+    pub bandwidth_percent: f64,
 }
 
 /// Bytes held during a step, by what they are for.
@@ -130,6 +140,12 @@ pub struct GrpoBenchReport {
     pub options: GrpoBenchOptions,
     /// Best f32 GEMM GFLOP/s measured on this machine.
     pub gemm_peak_gflops: f64,
+    /// Best memory read bandwidth measured on this machine, GB/s.
+    pub read_bandwidth_gbs: f64,
+    /// The precision the sampler decoded in.
+    pub sampler_precision: Precision,
+    /// The sampler–learner mismatch over the timed steps (a bf16 sampler only).
+    pub sampler_mismatch: Option<SamplerMismatch>,
     /// Mean prompt length in tokens.
     pub prompt_tokens_mean: f64,
     /// Mean seconds per timed step.
@@ -172,6 +188,7 @@ pub fn run_grpo_bench(
         ));
     }
     let peak = measure_gemm_peak();
+    let bandwidth = measure_read_bandwidth();
     let total_steps = o.warmup_steps + o.steps;
     let examples = arithmetic::generate(o.seed, Split::Train, o.prompts * total_steps)
         .map_err(|e| GrpoBenchError::Options(format!("arithmetic prompts: {e}")))?;
@@ -184,6 +201,7 @@ pub fn run_grpo_bench(
         grpo: GrpoConfig {
             beta: o.beta,
             max_completion_length: o.completion_tokens,
+            sampler_is_mode: o.sampler_is_mode,
             ..GrpoConfig::default()
         },
         group_size: o.group_size,
@@ -213,6 +231,8 @@ pub fn run_grpo_bench(
     let mut prompt_texts = Vec::new();
     let mut reused = false;
     let mut sampler_bytes = 0.0;
+    let mut precision = Precision::F32;
+    let mut mismatch = Vec::new();
     for step in 0..total_steps {
         let batch = &problems[step * o.prompts..(step + 1) * o.prompts];
         let clock = Instant::now();
@@ -248,7 +268,9 @@ pub fn run_grpo_bench(
             KvCache::bytes(cfg, slots, max_len) + DecodeScratch::bytes(cfg, slots, max_len),
         );
         let completions = {
-            let mut sampler = Sampler::on_device(o.device, &learner.policy, slots)?;
+            let mut sampler =
+                Sampler::with_precision(o.device, o.sampler_precision, &learner.policy, slots)?;
+            precision = sampler.precision();
             sampler.generate(&requests, Some(tokenizer))?
         };
         let sample_s = clock.elapsed().as_secs_f64();
@@ -270,6 +292,11 @@ pub fn run_grpo_bench(
                 completion_ids: c.token_ids.clone(),
                 reward,
                 truncated: true,
+                sampler_logp: if precision.exact() {
+                    Vec::new()
+                } else {
+                    c.raw_logprobs.clone()
+                },
             });
         }
         let judge_s = clock.elapsed().as_secs_f64();
@@ -286,6 +313,7 @@ pub fn run_grpo_bench(
             continue;
         }
         reused = phases.reused_policy_logp;
+        mismatch.extend(stats.sampler);
         timed.add(sample_s, judge_s, learn_s, &phases);
         reward_sum += stats.reward_mean * rollouts.len() as f64;
         reward_n += rollouts.len() as f64;
@@ -318,6 +346,15 @@ pub fn run_grpo_bench(
             (prompt_mean + o.completion_tokens as f64 / 2.0) as usize,
         )
         + o.prompts as f64 * prompt_mean * forward_flops_per_token(model, prompt_mean as usize);
+    // The sampler streams every weight once per decoding step (the prefill's passes read them
+    // too, a few more times).
+    let weight_bytes = params_count as f64
+        * if precision == Precision::Bf16 {
+            2.0
+        } else {
+            4.0
+        };
+    let sample_bytes = o.completion_tokens as f64 * weight_bytes;
     let rows_of = |phase: &str, seconds: f64, flops: f64| (phase.to_string(), seconds, flops);
     let mut phase_list = vec![
         rows_of("sample", timed.sample, sample_flops),
@@ -369,6 +406,12 @@ pub fn run_grpo_bench(
             } else {
                 0.0
             };
+            let bytes = if phase == "sample" { sample_bytes } else { 0.0 };
+            let gbs = if seconds > 0.0 {
+                bytes * steps / seconds / 1e9
+            } else {
+                0.0
+            };
             PhaseRow {
                 phase,
                 seconds: per_step,
@@ -376,6 +419,8 @@ pub fn run_grpo_bench(
                 gflop: flops / 1e9,
                 gflops,
                 peak_percent: 100.0 * gflops / peak,
+                gbytes: bytes / 1e9,
+                bandwidth_percent: 100.0 * gbs * 1e9 / bandwidth,
             }
         })
         .collect();
@@ -385,7 +430,14 @@ pub fn run_grpo_bench(
         ("gradients", p),
         ("adamw moments", 2.0 * p),
         ("reference", if o.beta != 0.0 { p } else { 0.0 }),
-        ("sampler weights copy", 0.0),
+        (
+            "sampler bf16 weights",
+            if precision == Precision::Bf16 {
+                params_count as f64 * 2.0
+            } else {
+                0.0
+            },
+        ),
         ("kv cache + decode scratch", sampler_bytes),
         ("activations + head chunk", learner.arena_bytes() as f64),
     ]
@@ -400,6 +452,9 @@ pub fn run_grpo_bench(
         params: params_count,
         options: options.clone(),
         gemm_peak_gflops: peak,
+        read_bandwidth_gbs: bandwidth / 1e9,
+        sampler_precision: precision,
+        sampler_mismatch: SamplerMismatch::combine(&mismatch),
         prompt_tokens_mean: prompt_mean,
         seconds_per_step: step_total / steps,
         completion_tokens_per_s: decode_tokens * steps / step_total,

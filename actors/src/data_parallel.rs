@@ -398,6 +398,7 @@ impl DataParallelLearner {
         };
         let (mut entropy_sum, mut entropy_n) = (0.0, 0.0);
         let (mut loss_sum, mut kl_sum, mut low_sum, mut high_sum) = (0.0, 0.0, 0.0, 0.0);
+        let mut mismatch = Vec::new();
         for (k, batch) in batches.iter().enumerate() {
             for (e, m) in joined(k, |o| &o.entropy).iter().zip(&batch.global.mask) {
                 entropy_sum += (*e * *m) as f64;
@@ -417,8 +418,11 @@ impl DataParallelLearner {
                     .iter()
                     .flat_map(|o| o.sequence.get(k).into_iter().flatten().copied())
                     .collect(),
+                sampler_logp: batch.global.sampler(),
+                sampler_sequence: Vec::new(),
             };
             let token_stats = objective.stats(&logp);
+            mismatch.extend(objective.sampler_mismatch(&logp));
             let mut loss = 0.0;
             for output in done {
                 loss += output.loss[k];
@@ -456,6 +460,7 @@ impl DataParallelLearner {
             completion_len_mean: lens.iter().sum::<usize>() as f64 / n,
             completion_len_max: lens.iter().copied().max().unwrap_or(0),
             truncated_fraction: rollouts.iter().filter(|r| r.truncated).count() as f64 / n,
+            sampler: r1_kernels::train::SamplerMismatch::combine(&mismatch),
             optimizer_steps: updates.len(),
             tokens_trained: rollouts
                 .iter()
@@ -562,6 +567,8 @@ impl ReplicaStep<'_> {
                     weights: &batch.weights[rows.start * t..rows.end * t],
                     t,
                     sequence: Vec::new(),
+                    sampler_logp: mine.sampler(),
+                    sampler_sequence: Vec::new(),
                 };
                 let head = if mine.b > 0 {
                     Some(replica.accumulate_gradients(

@@ -22,7 +22,7 @@ use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
 use r1_kernels::train::HeadOutput;
 use r1_kernels::train::{
     group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, ImportanceSamplingLevel,
-    LrSchedule, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
+    LrSchedule, SamplerMismatch, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
 };
 use r1_kernels::EngineError;
 
@@ -51,6 +51,11 @@ pub struct Rollout {
     pub reward: f64,
     /// Whether generation stopped at the length limit.
     pub truncated: bool,
+    /// log π of each completion token under the sampler, when the sampler is not the learner
+    /// (bf16 weights): the learner corrects for the difference (`[learner.grpo] sampler_is_mode`)
+    /// and reports it. Empty for an f32 sampler, whose log-probs are the learner's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sampler_logp: Vec<f32>,
 }
 
 /// How the GRPO learner updates the policy.
@@ -137,6 +142,10 @@ pub struct GrpoStepStats {
     /// Completion tokens that carried loss (truncated ones excluded under `mask_truncated`).
     #[serde(default)]
     pub tokens_trained: usize,
+    /// How far a bf16 sampler's log-probs were from the learner's and what the correction did;
+    /// `None` when the sampler was the learner's f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerMismatch>,
 }
 
 /// Rows of equal length ready for the engine: inputs, targets and a loss mask, [B, T] each.
@@ -146,6 +155,15 @@ pub(crate) struct PaddedBatch {
     pub(crate) inputs: Vec<u32>,
     pub(crate) targets: Vec<u32>,
     pub(crate) mask: Vec<f32>,
+    /// The sampler's log-prob of each target, [B, T], when the rollouts carry them; else empty.
+    pub(crate) sampler_logp: Vec<f32>,
+}
+
+impl PaddedBatch {
+    /// The sampler's log-probs for an objective (`None` when the sampler was the learner).
+    pub(crate) fn sampler(&self) -> Option<&[f32]> {
+        (!self.sampler_logp.is_empty()).then_some(self.sampler_logp.as_slice())
+    }
 }
 
 /// Lays out (prompt, completion) pairs as next-token rows of length `t`; the mask covers the
@@ -158,7 +176,11 @@ pub(crate) fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool
         inputs: vec![0; b * t],
         targets: vec![0; b * t],
         mask: vec![0.0; b * t],
+        sampler_logp: Vec::new(),
     };
+    if rollouts.iter().any(|r| !r.sampler_logp.is_empty()) {
+        batch.sampler_logp = vec![0.0; b * t];
+    }
     for (row, r) in rollouts.iter().enumerate() {
         let ids: Vec<u32> = r
             .prompt_ids
@@ -169,8 +191,12 @@ pub(crate) fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool
         let n = ids.len() - 1;
         batch.inputs[row * t..row * t + n].copy_from_slice(&ids[..n]);
         batch.targets[row * t..row * t + n].copy_from_slice(&ids[1..]);
+        let completion = row * t + r.prompt_ids.len() - 1..row * t + n;
         if !(mask_truncated && r.truncated) {
-            batch.mask[row * t + r.prompt_ids.len() - 1..row * t + n].fill(1.0);
+            batch.mask[completion.clone()].fill(1.0);
+        }
+        if !batch.sampler_logp.is_empty() {
+            batch.sampler_logp[completion].copy_from_slice(&r.sampler_logp);
         }
     }
     batch
@@ -209,6 +235,29 @@ pub(crate) fn check_rollouts(rollouts: &[Rollout], g: usize) -> Result<(), Learn
             return Err(LearnerError::Batch(format!(
                 "rollout {i} has reward {}",
                 r.reward
+            )));
+        }
+        // The sampler's log-probs come for every rollout or for none, one per completion token.
+        let expected = if rollouts[0].sampler_logp.is_empty() {
+            0
+        } else {
+            r.completion_ids.len()
+        };
+        if r.sampler_logp.len() != expected {
+            return Err(LearnerError::Batch(format!(
+                "rollout {i} has {} sampler log-probs for {} completion tokens (rollout 0 has {})",
+                r.sampler_logp.len(),
+                r.completion_ids.len(),
+                rollouts[0].sampler_logp.len()
+            )));
+        }
+        if let Some(bad) = r
+            .sampler_logp
+            .iter()
+            .find(|l| !(l.is_finite() && **l <= 0.0))
+        {
+            return Err(LearnerError::Batch(format!(
+                "rollout {i} has a sampler log-prob of {bad}"
             )));
         }
     }
@@ -515,6 +564,7 @@ impl GrpoLearner {
         }
 
         let mut stats = GrpoStepStats::default();
+        let mut mismatch = Vec::new();
         let (mut loss_sum, mut norm_sum, mut kl_sum, mut low_sum, mut high_sum) =
             (0.0, 0.0, 0.0, 0.0, 0.0);
         for epoch in 0..cfg.epochs.max(1) {
@@ -529,6 +579,8 @@ impl GrpoLearner {
                     weights: &weights,
                     t: batch.t,
                     sequence: Vec::new(),
+                    sampler_logp: batch.sampler(),
+                    sampler_sequence: Vec::new(),
                 };
                 let entropy = phases.reused_policy_logp;
                 let out = self.accumulate_gradients(batch, &mut objective, entropy, &mut phases)?;
@@ -544,6 +596,7 @@ impl GrpoLearner {
                 norm_sum += norm;
                 if epoch + 1 == cfg.epochs.max(1) {
                     let token_stats = objective.stats(&out.logp);
+                    mismatch.extend(objective.sampler_mismatch(&out.logp));
                     loss_sum += out.loss;
                     kl_sum += token_stats.kl_mean;
                     low_sum += token_stats.clip_low_fraction;
@@ -584,6 +637,7 @@ impl GrpoLearner {
         stats.completion_len_mean = lens.iter().sum::<usize>() as f64 / n;
         stats.completion_len_max = lens.iter().copied().max().unwrap_or(0);
         stats.truncated_fraction = rollouts.iter().filter(|r| r.truncated).count() as f64 / n;
+        stats.sampler = SamplerMismatch::combine(&mismatch);
         stats.tokens_trained = rollouts
             .iter()
             .filter(|r| !(cfg.mask_truncated && r.truncated))
@@ -611,11 +665,19 @@ impl GrpoLearner {
         engine.forward(trained, policy, (batch.b, batch.t), &[], &batch.inputs)?;
         phases.forward += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        if objective.config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
-            // GSPO: a token's gradient depends on its whole completion's log-probs,
-            // so they are computed first (one more pass of the head's logits).
+        let gspo = objective.config.importance_sampling_level == ImportanceSamplingLevel::Sequence;
+        if gspo || objective.sampler_needs_current() {
+            // GSPO, or a per-sequence sampler weight on-policy: a token's gradient depends on
+            // its whole completion's log-probs, so they are computed first (one more pass of the
+            // head's logits).
             let current = engine.head(trained, policy, &batch.targets, None, false, false)?;
-            objective.sequence = SequenceTerm::of_rows(objective, &current.logp);
+            objective.set_sampler_rows(&current.logp);
+            if gspo {
+                objective.sequence = SequenceTerm::of_rows(objective, &current.logp);
+            }
+        } else if let Some(old) = objective.old_logp {
+            // Per-sequence sampler weights from π_old, known before the pass.
+            objective.set_sampler_rows(old);
         }
         let out = engine.head(
             trained,

@@ -399,6 +399,8 @@ fn a_grpo_step_through_the_layer_is_the_direct_cpu_step_bit_for_bit() {
                 weights: &weights,
                 t,
                 sequence: Vec::new(),
+                sampler_logp: None,
+                sampler_sequence: Vec::new(),
             };
             let mut grads = vec![0f32; model.layout.total];
             cpu::forward(&model, &mut acts, &inputs).unwrap();

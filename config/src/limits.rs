@@ -261,7 +261,13 @@ impl JobConfig {
                 let max_batch = self.grpo.as_ref().map_or(64, |g| g.max_batch);
                 let mut run = shape(&model);
                 run.learner = Some(self.grpo_learner_shape(&model));
-                run.sampler = Some(sampler_shape(&model, max_batch, max_new, true));
+                run.sampler = Some(sampler_shape(
+                    &model,
+                    max_batch,
+                    max_new,
+                    true,
+                    self.devices.sampler_precision,
+                ));
                 if self.run.stage == Stage::Preference {
                     run.reward_models = self.reward_model_shapes(path)?;
                 }
@@ -278,14 +284,26 @@ impl JobConfig {
                     _ => self.rejection.as_ref().map_or(64, |r| r.max_batch),
                 };
                 let mut run = shape(&model);
-                run.sampler = Some(sampler_shape(&model, max_batch, max_new, false));
+                run.sampler = Some(sampler_shape(
+                    &model,
+                    max_batch,
+                    max_new,
+                    false,
+                    self.devices.sampler_precision,
+                ));
                 place(&run)
             }
             Stage::Distill => {
                 // The teacher samples, then the student trains: the larger phase counts.
                 let max_batch = self.rejection.as_ref().map_or(64, |r| r.max_batch);
                 let mut teacher = shape(&model);
-                teacher.sampler = Some(sampler_shape(&model, max_batch, max_new, false));
+                teacher.sampler = Some(sampler_shape(
+                    &model,
+                    max_batch,
+                    max_new,
+                    false,
+                    self.devices.sampler_precision,
+                ));
                 let teacher = place(&teacher);
                 match self.distill.as_ref().map(|d| d.student.as_path()) {
                     Some(dir) => {
@@ -428,11 +446,13 @@ fn sampler_shape(
     max_batch: usize,
     max_new_tokens: usize,
     own_copy: bool,
+    precision: r1_kernels::device::Precision,
 ) -> SamplerShape {
     SamplerShape {
         slots: max_batch,
         max_len: context(model, max_new_tokens),
         own_copy,
+        precision,
     }
 }
 

@@ -7,10 +7,11 @@ use clap::{Args, ValueEnum};
 use r1_actors::bench_grpo::{run_grpo_bench, BenchRewards, GrpoBenchOptions, GrpoBenchReport};
 use r1_kernels::bench::{self, BenchOptions, BenchReport, BenchTest, BUILTIN_SHAPES};
 use r1_kernels::device::memory::{self, DeviceEstimate, LearnerShape, SamplerShape};
-use r1_kernels::device::{self as devices, Device, DeviceSpec, RunShape};
+use r1_kernels::device::{self as devices, Device, DeviceSpec, Precision, RunShape};
 use r1_kernels::model::{load_model_dir, Model, ModelConfig};
 use r1_kernels::template::PromptTemplate;
 use r1_kernels::tokenizer::Tokenizer;
+use r1_kernels::train::SamplerIsMode;
 
 /// Output format.
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,9 +117,30 @@ pub struct GrpoBenchArgs {
     /// Device to run on: `cpu`, `cuda:N`, or `auto` (the first GPU, else the CPU).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// The sampler's weights: `f32`, `bf16` (a half-size copy; the learner corrects for the
+    /// mismatch and it is reported), or `auto` (f32 on the CPU, bf16 on CUDA).
+    #[arg(long, default_value = "auto", value_parser = parse_precision)]
+    sampler_precision: Precision,
+    /// The learner's correction for a bf16 sampler: none, token-truncate, token-mask,
+    /// sequence-truncate, sequence-mask.
+    #[arg(long, default_value = "token-truncate", value_parser = parse_is_mode)]
+    sampler_is_mode: SamplerIsMode,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
+}
+
+fn parse_precision(name: &str) -> Result<Precision, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| format!("unknown precision `{name}` (auto, f32, bf16)"))
+}
+
+fn parse_is_mode(name: &str) -> Result<SamplerIsMode, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        format!(
+            "unknown mode `{name}` (none, token-truncate, token-mask, sequence-truncate, sequence-mask)"
+        )
+    })
 }
 
 fn parse_rewards(name: &str) -> Result<BenchRewards, String> {
@@ -159,6 +181,8 @@ fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
         template,
         recompute_old_logp: args.recompute_old_logp,
         device: resolve_device(args.device)?,
+        sampler_precision: args.sampler_precision,
+        sampler_is_mode: args.sampler_is_mode,
     };
     let threads = rayon::current_num_threads();
     eprintln!(
@@ -205,6 +229,7 @@ fn grpo_estimate(config: &ModelConfig, report: &GrpoBenchReport) -> DeviceEstima
             slots: rollouts,
             max_len: tokens,
             own_copy: false,
+            precision: o.sampler_precision,
         }),
         reward_models: Vec::new(),
         learners: 1,
@@ -249,12 +274,24 @@ fn print_grpo_table(report: &GrpoBenchReport, threads: usize, estimate: &DeviceE
         }
     );
     println!(
-        "{:<14} {:>9} {:>7} {:>9} {:>9} {:>7}",
-        "phase", "s/step", "share", "GFLOP", "GFLOP/s", "% peak"
+        "sampler weights {}, measured read bandwidth {:.1} GB/s",
+        report.sampler_precision, report.read_bandwidth_gbs
+    );
+    println!(
+        "{:<14} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7}",
+        "phase", "s/step", "share", "GFLOP", "GFLOP/s", "% peak", "GB read", "% bw"
     );
     for p in &report.phases {
+        let (gb, bw) = if p.gbytes > 0.0 {
+            (
+                format!("{:.2}", p.gbytes),
+                format!("{:.1}%", p.bandwidth_percent),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         println!(
-            "{:<14} {:>9.3} {:>6.1}% {:>9.1} {:>9.1} {:>6.1}%",
+            "{:<14} {:>9.3} {:>6.1}% {:>9.1} {:>9.1} {:>6.1}% {gb:>8} {bw:>7}",
             p.phase, p.seconds, p.share_percent, p.gflop, p.gflops, p.peak_percent
         );
     }
@@ -265,6 +302,22 @@ fn print_grpo_table(report: &GrpoBenchReport, threads: usize, estimate: &DeviceE
         report.reward_mean,
         100.0 * report.frac_zero_std
     );
+    if let Some(m) = &report.sampler_mismatch {
+        println!(
+            "sampler vs learner over {} tokens: |logp diff| mean {:.2e} max {:.2e}; weights ({}) min {:.3} mean {:.4} max {:.3}, {:.2}% cut",
+            m.tokens,
+            m.logp_diff_mean,
+            m.logp_diff_max,
+            serde_json::to_value(report.options.sampler_is_mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            m.is_min,
+            m.is_mean,
+            m.is_max,
+            100.0 * m.is_cut_fraction
+        );
+    }
     println!("memory by category (planned):");
     let mut total = 0.0;
     for m in &report.memory {

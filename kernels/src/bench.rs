@@ -146,6 +146,36 @@ pub fn measure_gemm_peak() -> f64 {
     best
 }
 
+/// Best memory read bandwidth in bytes/s with every rayon thread: the fastest of several sums
+/// over a 256 MiB buffer (far larger than any cache), the roof of a decoding step, which streams
+/// every weight once.
+pub fn measure_read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let n = 64usize << 20;
+    let data: Vec<f32> = (0..n).map(|i| (i % 251) as f32).collect();
+    let mut best = 0.0f64;
+    for _ in 0..6 {
+        let start = Instant::now();
+        let sum: f32 = data
+            .par_chunks(1 << 16)
+            .map(|c| {
+                // 16 independent lanes, so the sum vectorises and memory is the limit.
+                let mut acc = [0.0f32; 16];
+                for block in c.chunks_exact(16) {
+                    for (a, x) in acc.iter_mut().zip(block) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((n * 4) as f64 / secs);
+    }
+    best
+}
+
 /// Forward FLOPs per token: 2 per matmul parameter, plus attention's two products (scores and
 /// weighted values) over the (T+1)/2 keys a causal query sees on average.
 pub fn forward_flops_per_token(model: &Model, seq_len: usize) -> f64 {

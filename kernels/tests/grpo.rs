@@ -187,6 +187,8 @@ fn the_head_objective_applies_weights_per_token() {
         weights: &weights,
         t,
         sequence: Vec::new(),
+        sampler_logp: None,
+        sampler_sequence: Vec::new(),
     };
     let loss: f64 = logp
         .iter()
@@ -211,11 +213,13 @@ fn the_head_objective_applies_weights_per_token() {
 
 /// Loss and d loss / d logprobs of the objective over a [rows, T] batch, the way the learner runs
 /// it: sequence terms from the current log-probs first when the level is `sequence`.
+#[allow(clippy::too_many_arguments)]
 fn objective_over(
     config: GrpoConfig,
     logp: &[f32],
     old: &[f32],
     reference: &[f32],
+    sampler: Option<&[f32]>,
     mask: &[f32],
     advantages: &[f64],
     t: usize,
@@ -229,7 +233,10 @@ fn objective_over(
         weights: &weights,
         t,
         sequence: Vec::new(),
+        sampler_logp: sampler,
+        sampler_sequence: Vec::new(),
     };
+    objective.set_sampler_rows(old);
     if config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
         objective.sequence = SequenceTerm::of_rows(&objective, logp);
     }
@@ -279,6 +286,7 @@ fn gspo_and_the_bias_corrected_kl_match_trl() {
             )
             .unwrap(),
             use_bias_correction_kl: case["use_bias_correction_kl"].as_bool().unwrap(),
+            ..GrpoConfig::default()
         };
         if config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
             sequence_cases += 1;
@@ -290,7 +298,8 @@ fn gspo_and_the_bias_corrected_kl_match_trl() {
             config.use_bias_correction_kl,
             config.beta
         );
-        let (loss, grads) = objective_over(config, &logp, &old, &reference, &mask, &advantages, t);
+        let (loss, grads) =
+            objective_over(config, &logp, &old, &reference, None, &mask, &advantages, t);
         let want = case["loss"].as_f64().unwrap();
         assert!(
             (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
@@ -311,6 +320,125 @@ fn gspo_and_the_bias_corrected_kl_match_trl() {
         }
     }
     assert_eq!(sequence_cases, 9);
+}
+
+#[test]
+fn the_sampler_correction_matches_trl_in_every_mode() {
+    // TRL's `_compute_loss` with `vllm_importance_sampling_correction` on fixed tensors, in all
+    // four `vllm_importance_sampling_mode`s, token and sequence (GSPO) policy ratios, β 0 and
+    // 0.04: the weights themselves, the loss and d loss / d logp.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/grpo_trl_options.json");
+    let data: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let inputs = &data["inputs"];
+    let flat = |k: &str| -> Vec<f32> {
+        matrix(&inputs[k])
+            .into_iter()
+            .flatten()
+            .map(|x| x as f32)
+            .collect()
+    };
+    let (logp, old, reference, mask, sampler) = (
+        flat("logprobs"),
+        flat("old_logprobs"),
+        flat("ref_logprobs"),
+        flat("mask"),
+        flat("sampler_logprobs"),
+    );
+    let advantages = vector(&inputs["advantages"]);
+    let t = inputs["t"].as_u64().unwrap() as usize;
+    let cases = data["sampler_cases"].as_array().unwrap();
+    assert_eq!(
+        cases.len(),
+        56,
+        "7 mode/bound settings x 2 loss types x 2 levels x 2 betas"
+    );
+    let (mut cut, mut masked) = (0, 0);
+    for case in cases {
+        let config = GrpoConfig {
+            epsilon_low: case["epsilon_low"].as_f64().unwrap(),
+            epsilon_high: case["epsilon_high"].as_f64().unwrap(),
+            beta: case["beta"].as_f64().unwrap(),
+            loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
+            max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
+            importance_sampling_level: serde_json::from_value(
+                case["importance_sampling_level"].clone(),
+            )
+            .unwrap(),
+            sampler_is_mode: serde_json::from_value(case["sampler_is_mode"].clone()).unwrap(),
+            sampler_is_min: case["sampler_is_min"].as_f64().unwrap(),
+            sampler_is_max: case["sampler_is_max"].as_f64().unwrap(),
+            ..GrpoConfig::default()
+        };
+        let label = format!(
+            "{} {} {} [{}, {}] beta={}",
+            case["loss_type"],
+            case["importance_sampling_level"],
+            case["sampler_is_mode"],
+            config.sampler_is_min,
+            config.sampler_is_max,
+            config.beta
+        );
+        // The weights, token by token (a sequence mode's one per row, broadcast).
+        let weights = aggregation_weights(&mask, t, &config);
+        let mut objective = GrpoObjective {
+            config,
+            old_logp: Some(&old),
+            ref_logp: &reference,
+            advantages: &advantages,
+            weights: &weights,
+            t,
+            sequence: Vec::new(),
+            sampler_logp: Some(&sampler),
+            sampler_sequence: Vec::new(),
+        };
+        objective.set_sampler_rows(&old);
+        let want_w = matrix(&case["weights"]);
+        for i in 0..logp.len() {
+            if mask[i] == 0.0 {
+                continue;
+            }
+            let (row, col) = (i / t, i % t);
+            let want = want_w[row][if want_w[row].len() == 1 { 0 } else { col }];
+            let got = objective.sampler_weight(i, logp[i]);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{label}: weight of token {i} {got} vs TRL {want}"
+            );
+            masked += usize::from(want == 0.0);
+            cut += usize::from(want == config.sampler_is_max || want == config.sampler_is_min);
+        }
+        let (loss, grads) = objective_over(
+            config,
+            &logp,
+            &old,
+            &reference,
+            Some(&sampler),
+            &mask,
+            &advantages,
+            t,
+        );
+        let want = case["loss"].as_f64().unwrap();
+        assert!(
+            (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
+            "{label}: loss {loss} vs TRL {want}"
+        );
+        let want_grads: Vec<f64> = matrix(&case["grad_logprobs"])
+            .into_iter()
+            .flatten()
+            .collect();
+        let scale = want_grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 0.0, "{label}: TRL's gradient is all zero");
+        for (i, (&g, &w)) in grads.iter().zip(&want_grads).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-6 * scale,
+                "{label}: d loss / d logp[{i}] = {g} vs TRL {w}"
+            );
+        }
+    }
+    assert!(
+        cut > 0 && masked > 0,
+        "the cases truncate ({cut}) and mask ({masked})"
+    );
 }
 
 #[test]
@@ -335,6 +463,8 @@ fn gspo_on_policy_gives_every_token_of_a_completion_the_same_gradient() {
         weights: &weights,
         t,
         sequence: Vec::new(),
+        sampler_logp: None,
+        sampler_sequence: Vec::new(),
     };
     objective.sequence = SequenceTerm::of_rows(&objective, &logp);
     assert!(objective.sequence.iter().all(|s| s.ratio == 1.0));

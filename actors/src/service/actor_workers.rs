@@ -47,9 +47,10 @@ impl WorkerAddrs {
         let sandbox = plan.sandbox.clone();
         let (model_dir, learner_config) = (plan.model.path.clone(), plan.learner.clone());
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
+        let precision = plan.placement.sampler_precision;
         WorkerAddrs {
             sampler: SyncArbiter::start(1, move || {
-                SamplerActor::new(tokenizer.clone(), max_batch, sampler_device)
+                SamplerActor::new(tokenizer.clone(), max_batch, sampler_device, precision)
             }),
             judge: SyncArbiter::start(1, move || JudgeActor::new(sandbox.clone())),
             lang: SyncArbiter::start(1, LangActor::default),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Handler, SyncContext};
 
-use r1_kernels::device::Device;
+use r1_kernels::device::{Device, Precision};
 use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::Sampler;
 use r1_kernels::tokenizer::Tokenizer;
@@ -26,16 +26,24 @@ pub struct SamplerActor {
     tokenizer: Arc<Tokenizer>,
     max_batch: usize,
     device: Device,
+    /// The precision of the weights it decodes with (`[devices] sampler_precision`).
+    precision: Precision,
 }
 
 impl SamplerActor {
     /// A sampler with no weights yet (the director sends them after loading).
-    pub fn new(tokenizer: Arc<Tokenizer>, max_batch: usize, device: Device) -> Self {
+    pub fn new(
+        tokenizer: Arc<Tokenizer>,
+        max_batch: usize,
+        device: Device,
+        precision: Precision,
+    ) -> Self {
         SamplerActor {
             weights: None,
             tokenizer,
             max_batch,
             device,
+            precision,
         }
     }
 }
@@ -60,10 +68,11 @@ impl Handler<Generate> for SamplerActor {
             .weights
             .as_ref()
             .ok_or("the sampler has no weights yet")?;
-        let completions = Sampler::on_device(self.device, &weights.model, self.max_batch)
-            .map_err(|e| format!("sampler on {}: {e}", self.device))?
-            .generate(&msg.requests, Some(self.tokenizer.as_ref()))
-            .map_err(|e| format!("sampler: {e}"))?;
+        let completions =
+            Sampler::with_precision(self.device, self.precision, &weights.model, self.max_batch)
+                .map_err(|e| format!("sampler on {}: {e}", self.device))?
+                .generate(&msg.requests, Some(self.tokenizer.as_ref()))
+                .map_err(|e| format!("sampler: {e}"))?;
         Ok(Generated {
             completions,
             weights_step: weights.step,

@@ -220,6 +220,7 @@ pub fn run_eval(
         settings: &settings,
         sandbox: &sandbox,
         device: placement.sampler,
+        precision: placement.sampler_precision,
     };
     let mut report = EvalReport {
         model: job.model.path.clone(),

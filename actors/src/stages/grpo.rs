@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use r1_kernels::device::Device;
+use r1_kernels::device::{Device, Precision};
 use r1_kernels::model::Model;
 use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::template::PromptTemplate;
@@ -280,6 +280,8 @@ pub struct StepContext<'a> {
     pub sandbox: &'a CodeSandbox,
     /// The device the sampler generates on (`[devices] sampler`).
     pub device: Device,
+    /// The precision of the sampler's weights there (`[devices] sampler_precision`).
+    pub precision: Precision,
 }
 
 /// Completions of a batch of problems and their reward reports, index-aligned.
@@ -304,8 +306,9 @@ fn sample_and_judge<P: PromptProblem>(
 ) -> Result<Judged, StageError> {
     let began = Instant::now();
     let batch = group_requests(problems, ctx.settings, ctx.tokenizer, &sampling, k, seed)?;
-    let completions = Sampler::on_device(ctx.device, model, ctx.settings.max_batch)?
-        .generate(&batch.requests, Some(ctx.tokenizer))?;
+    let completions =
+        Sampler::with_precision(ctx.device, ctx.precision, model, ctx.settings.max_batch)?
+            .generate(&batch.requests, Some(ctx.tokenizer))?;
     phases.sample += began.elapsed().as_secs_f64();
     let began = Instant::now();
     let rules = stage_rules(ctx.settings, batch.prefilled_think);
@@ -319,11 +322,14 @@ fn sample_and_judge<P: PromptProblem>(
 }
 
 /// The learner's view of a step: (prompt, completion, the reward it trains on, truncated), one
-/// per completion; `completions[k].request` indexes `prompt_ids`.
+/// per completion; `completions[k].request` indexes `prompt_ids`. A sampler in `sampler`
+/// precision other than f32 sent log-probs that are not the learner's: they go with each
+/// rollout, for the learner's correction.
 pub fn rollouts(
     prompt_ids: &[Vec<u32>],
     completions: &[Completion],
     rewards: &[f64],
+    sampler: Precision,
 ) -> Vec<Rollout> {
     completions
         .iter()
@@ -333,6 +339,11 @@ pub fn rollouts(
             completion_ids: c.token_ids.clone(),
             reward,
             truncated: c.finish == FinishReason::Length,
+            sampler_logp: if sampler.exact() {
+                Vec::new()
+            } else {
+                c.raw_logprobs.clone()
+            },
         })
         .collect()
 }
@@ -620,6 +631,7 @@ pub fn evaluate_samples<P: PromptProblem>(
         settings,
         sandbox: &sandbox,
         device: Device::Cpu,
+        precision: Precision::F32,
     };
     evaluate_judged(model, &ctx, problems, sampling, k, seed)
 }

@@ -194,8 +194,13 @@ pub fn run_rejection(
     let per_batch = cfg.prompts_per_batch;
     let mut stopped = false;
     // One sampler for the stage: on a GPU the weights go up once.
-    let mut sampler = Sampler::on_device(placement.sampler, &model, settings.max_batch)
-        .map_err(crate::stages::grpo::StageError::from)?;
+    let mut sampler = Sampler::with_precision(
+        placement.sampler,
+        placement.sampler_precision,
+        &model,
+        settings.max_batch,
+    )
+    .map_err(crate::stages::grpo::StageError::from)?;
     for (b, batch) in problems.chunks(per_batch).enumerate() {
         if b * per_batch < report.prompts {
             continue;

@@ -282,7 +282,12 @@ pub fn rl_step(
     };
 
     let t = Instant::now();
-    let rollouts = rollouts(&rewarded.prompts, &rewarded.completions, &rewarded.rewards);
+    let rollouts = rollouts(
+        &rewarded.prompts,
+        &rewarded.completions,
+        &rewarded.rewards,
+        plan.placement.sampler_precision,
+    );
     let tokens_trained = rollouts
         .iter()
         .map(|r| (r.prompt_ids.len() + r.completion_ids.len()) as u64)

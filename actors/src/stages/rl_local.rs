@@ -207,10 +207,13 @@ impl StepWorkers for LocalWorkers<'_> {
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
-        Ok(
-            Sampler::on_device(self.plan.placement.sampler, self.policy()?, max_batch)?
-                .generate(&requests, Some(tokenizer.as_ref()))?,
-        )
+        Ok(Sampler::with_precision(
+            self.plan.placement.sampler,
+            self.plan.placement.sampler_precision,
+            self.policy()?,
+            max_batch,
+        )?
+        .generate(&requests, Some(tokenizer.as_ref()))?)
     }
 
     fn reward(

@@ -55,6 +55,9 @@ pub struct SamplerShape {
     /// Whether the sampler holds its own copy of the weights (an RL run: the learner has the
     /// other); a sampling-only stage's weights are counted once, as `weights`.
     pub own_copy: bool,
+    /// The precision of its weights (`[devices] sampler_precision`): a CPU sampler in bf16
+    /// also holds a bf16 copy, two bytes per parameter.
+    pub precision: super::Precision,
 }
 
 /// One reward model of a preference run.
@@ -461,6 +464,9 @@ pub fn estimate(
         match sampler {
             Device::Cpu => {
                 d.add(copy, p);
+                if s.precision.on(sampler) == super::Precision::Bf16 {
+                    d.add("sampler's bf16 weights", p / 2.0);
+                }
                 d.add("KV cache", KvCache::bytes(cfg, s.slots, s.max_len));
                 d.add(
                     "decoding buffers",
@@ -564,6 +570,7 @@ mod tests {
                 slots: 16,
                 max_len: 64,
                 own_copy: true,
+                precision: super::Precision::Auto,
             }),
             reward_models: Vec::new(),
             learners: 1,

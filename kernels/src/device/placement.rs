@@ -4,6 +4,7 @@
 //! ```toml
 //! [devices]
 //! sampler = "cuda:1"       # decoding (rollouts, rejection sampling, evaluation)
+//! sampler_precision = "auto" # its weights: f32 | bf16 | auto (f32 on the CPU, bf16 on CUDA)
 //! learner = "cuda:0"       # training; with learners = N, replicas on cuda:0..cuda:N-1
 //! reward_models = "cuda:1" # the preference stage's reward-model scorer
 //! learners = 1             # data-parallel learner replicas
@@ -18,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Device, DeviceError, DeviceList, DeviceSpec};
+use super::{Device, DeviceError, DeviceList, DeviceSpec, Precision};
 
 /// Most data-parallel learner replicas a config may ask for: far above any one host's GPUs, low
 /// enough that CPU replicas of a tiny model cannot be asked for by the million.
@@ -30,6 +31,9 @@ pub const MAX_LEARNERS: usize = 64;
 pub struct DevicesConfig {
     /// Where rollouts (and rejection sampling, evaluation) are decoded.
     pub sampler: DeviceSpec,
+    /// The sampler's weights: `f32` (the policy's own), `bf16` (a half-size copy refreshed each
+    /// step; the learner corrects for the mismatch), `auto` (f32 on the CPU, bf16 on CUDA).
+    pub sampler_precision: Precision,
     /// Where the policy trains; the first replica's device when `learners > 1`.
     pub learner: DeviceSpec,
     /// Where the preference stage's reward models score.
@@ -45,6 +49,7 @@ impl Default for DevicesConfig {
     fn default() -> Self {
         DevicesConfig {
             sampler: DeviceSpec::Auto,
+            sampler_precision: Precision::Auto,
             learner: DeviceSpec::Auto,
             reward_models: DeviceSpec::Auto,
             learners: 1,
@@ -58,6 +63,9 @@ impl Default for DevicesConfig {
 pub struct Placement {
     /// The sampler's device.
     pub sampler: Device,
+    /// The precision of the sampler's weights on that device (never `Auto`).
+    #[serde(default = "f32_precision")]
+    pub sampler_precision: Precision,
     /// One device per learner replica, replica 0 first (never empty).
     pub learners: Vec<Device>,
     /// The reward-model scorer's device.
@@ -73,12 +81,18 @@ impl Default for Placement {
     fn default() -> Self {
         Placement {
             sampler: Device::Cpu,
+            sampler_precision: Precision::F32,
             learners: vec![Device::Cpu],
             reward_models: Device::Cpu,
             shard_optimizer: false,
             notes: Vec::new(),
         }
     }
+}
+
+/// What a placement saved before `sampler_precision` existed decoded in.
+fn f32_precision() -> Precision {
+    Precision::F32
 }
 
 /// Why a `[devices]` table cannot be placed on this machine; the message names the key.
@@ -168,6 +182,16 @@ impl DevicesConfig {
                 .resolve(list)
                 .map_err(|e| unavailable("devices.sampler", e))?,
         };
+        let sampler_precision = self.sampler_precision.on(sampler);
+        if matches!(sampler, Device::Cuda(_)) && sampler_precision == Precision::F32 {
+            return Err(PlacementError::new(
+                "devices.sampler_precision",
+                format!(
+                    "f32 is not available on {sampler}: the CUDA decoder computes in bf16 \
+                     (write \"bf16\" or \"auto\", or put the sampler on the CPU)"
+                ),
+            ));
+        }
         let reward_models = match self.reward_models {
             DeviceSpec::Auto => sampler,
             spec => spec
@@ -208,8 +232,17 @@ impl DevicesConfig {
                     .into(),
             );
         }
+        if sampler_precision == Precision::Bf16 && sampler == Device::Cpu {
+            notes.push(
+                "devices.sampler_precision = bf16: the sampler decodes from a bf16 copy of the \
+                 weights; the learner weights its policy term by the truncated sampler ratio \
+                 ([learner.grpo] sampler_is_mode) and reports the mismatch"
+                    .into(),
+            );
+        }
         Ok(Placement {
             sampler,
+            sampler_precision,
             learners,
             reward_models,
             shard_optimizer: self.shard_optimizer,

@@ -14,6 +14,14 @@
 //!   learner computes them first ([`SequenceTerm::of_rows`]) and the head then applies them.
 //! - `use_bias_correction_kl`: the k3 term is multiplied by ρ (not detached, as TRL), an
 //!   importance-corrected estimate of the KL under the sampling policy.
+//!
+//! And the correction for a sampler that is not the learner (a bf16 sampler; TRL's
+//! `vllm_importance_sampling_correction` for vLLM rollouts): with the sampler's log-probs
+//! logπsampler, each token's policy term is multiplied by a detached weight
+//! w = exp(logπold − logπsampler) (per token, or exp of its sum over the completion), truncated
+//! to [min, max] or zeroed outside it (`SamplerIsMode`); the KL term is not weighted. This is
+//! truncated importance sampling (TIS): the update estimates the gradient under the learner's
+//! policy from tokens the sampler drew.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +60,55 @@ pub enum ImportanceSamplingLevel {
     Sequence,
 }
 
+/// How the policy term is corrected for the sampler's log-probs differing from the learner's
+/// (TRL's `vllm_importance_sampling_mode`); used only when the rollouts carry them (a sampler
+/// that is not f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerIsMode {
+    /// No correction (the mismatch is still reported).
+    None,
+    /// w_t = clamp(exp(logπold_t − logπsampler_t), min, max) per token: truncated IS (verl's
+    /// default, TRL's `token_truncate`).
+    #[default]
+    TokenTruncate,
+    /// w_t = exp(logπold_t − logπsampler_t), or 0 outside [min, max] (`token_mask`).
+    TokenMask,
+    /// One w per completion, exp of the sum of its tokens' differences, clamped
+    /// (`sequence_truncate`).
+    SequenceTruncate,
+    /// One w per completion, 0 outside [min, max] (`sequence_mask`, TRL's default).
+    SequenceMask,
+}
+
+impl SamplerIsMode {
+    /// Whether one weight is shared by a completion's tokens.
+    pub fn per_sequence(self) -> bool {
+        matches!(
+            self,
+            SamplerIsMode::SequenceTruncate | SamplerIsMode::SequenceMask
+        )
+    }
+
+    /// The weight for the ratio `r` under bounds [min, max], and whether it was cut.
+    pub fn weight(self, r: f64, min: f64, max: f64) -> (f64, bool) {
+        match self {
+            SamplerIsMode::None => (1.0, false),
+            SamplerIsMode::TokenTruncate | SamplerIsMode::SequenceTruncate => {
+                let w = r.clamp(min, max);
+                (w, w != r)
+            }
+            SamplerIsMode::TokenMask | SamplerIsMode::SequenceMask => {
+                if r < min || r > max {
+                    (0.0, true)
+                } else {
+                    (r, false)
+                }
+            }
+        }
+    }
+}
+
 /// The objective's knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +127,12 @@ pub struct GrpoConfig {
     pub importance_sampling_level: ImportanceSamplingLevel,
     /// Multiply the k3 KL term by ρ (TRL's `use_bias_correction_kl`).
     pub use_bias_correction_kl: bool,
+    /// The correction for a sampler whose log-probs are not the learner's (bf16).
+    pub sampler_is_mode: SamplerIsMode,
+    /// Lower bound of the sampler weight (TRL's `vllm_importance_sampling_clip_min`; 0: none).
+    pub sampler_is_min: f64,
+    /// Upper bound of the sampler weight (`vllm_importance_sampling_clip_max`; TIS's C).
+    pub sampler_is_max: f64,
 }
 
 impl Default for GrpoConfig {
@@ -83,7 +146,26 @@ impl Default for GrpoConfig {
             max_completion_length: 1024,
             importance_sampling_level: ImportanceSamplingLevel::Token,
             use_bias_correction_kl: false,
+            sampler_is_mode: SamplerIsMode::TokenTruncate,
+            sampler_is_min: 0.0,
+            sampler_is_max: 2.0,
         }
+    }
+}
+
+impl GrpoConfig {
+    /// The checks serde cannot make: bounds that are numbers, in order, ε's not negative.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.sampler_is_min >= 0.0
+            && self.sampler_is_max > 0.0
+            && self.sampler_is_min <= self.sampler_is_max)
+        {
+            return Err(format!(
+                "sampler_is_min ({}) and sampler_is_max ({}) must satisfy 0 ≤ min ≤ max, max > 0",
+                self.sampler_is_min, self.sampler_is_max
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -155,11 +237,23 @@ pub fn token_loss(
     advantage: f64,
     config: &GrpoConfig,
 ) -> (f64, f64) {
+    token_loss_weighted(logp, old, reference, advantage, 1.0, config)
+}
+
+/// [`token_loss`] with the policy term multiplied by the detached sampler weight `sampler_w`.
+pub fn token_loss_weighted(
+    logp: f64,
+    old: f64,
+    reference: f64,
+    advantage: f64,
+    sampler_w: f64,
+    config: &GrpoConfig,
+) -> (f64, f64) {
     let ratio = (logp - old).exp();
     let (s, ds) = surrogate(ratio, advantage, config);
     // d ρ / d logp = ρ.
-    let mut loss = s;
-    let mut d = ds * ratio;
+    let mut loss = s * sampler_w;
+    let mut d = ds * ratio * sampler_w;
     if config.beta != 0.0 {
         let (kl, dkl) = k3(logp, reference);
         if config.use_bias_correction_kl {
@@ -207,7 +301,7 @@ impl SequenceTerm {
                 let mut d_ratio = 0.0;
                 for &j in &counted {
                     let w = objective.weights[base + j];
-                    d_ratio += w * ds;
+                    d_ratio += w * ds * objective.sampler_weight(base + j, lp[j]);
                     if config.beta != 0.0 && config.use_bias_correction_kl {
                         let (kl, _) = k3(lp[j] as f64, objective.ref_logp[base + j] as f64);
                         d_ratio += w * config.beta * kl;
@@ -266,6 +360,12 @@ pub struct GrpoObjective<'a> {
     /// Per row at sequence level: [`SequenceTerm::of_rows`] of the log-probs this objective will
     /// see; empty at token level.
     pub sequence: Vec<SequenceTerm>,
+    /// log π_sampler of each token, when the sampler is not the learner (bf16): the policy term
+    /// is then weighted by `config.sampler_is_mode`. `None`: no correction.
+    pub sampler_logp: Option<&'a [f32]>,
+    /// Per row, the sampler weight of a per-sequence `sampler_is_mode`
+    /// ([`GrpoObjective::sampler_rows`]); empty otherwise.
+    pub sampler_sequence: Vec<f64>,
 }
 
 impl TokenObjective for GrpoObjective<'_> {
@@ -284,18 +384,20 @@ impl TokenObjective for GrpoObjective<'_> {
             0.0
         };
         let advantage = self.advantages[index / self.t];
+        let sampler_w = self.sampler_weight(index, logp);
         let (loss, d) = match self.config.importance_sampling_level {
-            ImportanceSamplingLevel::Token => token_loss(
+            ImportanceSamplingLevel::Token => token_loss_weighted(
                 logp as f64,
                 self.old_at(index, logp),
                 reference,
                 advantage,
+                sampler_w,
                 &self.config,
             ),
             ImportanceSamplingLevel::Sequence => {
                 let term = self.sequence[index / self.t];
                 let (s, _) = surrogate(term.ratio, advantage, &self.config);
-                let (mut loss, mut d) = (s, 0.0);
+                let (mut loss, mut d) = (s * sampler_w, 0.0);
                 if self.config.beta != 0.0 {
                     let (kl, dkl) = k3(logp as f64, reference);
                     let scale = if self.config.use_bias_correction_kl {
@@ -322,6 +424,54 @@ impl TokenObjective for GrpoObjective<'_> {
     }
 }
 
+/// The sampler–learner mismatch of a minibatch (or a step): |logπold − logπsampler| over
+/// counted tokens, and the sampler weights (per token, or per completion in a sequence mode).
+/// With `SamplerIsMode::None` the weights are the raw ratios, reported only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplerMismatch {
+    /// Counted tokens compared.
+    pub tokens: usize,
+    /// Mean |logπold − logπsampler|.
+    pub logp_diff_mean: f64,
+    /// Largest |logπold − logπsampler|.
+    pub logp_diff_max: f64,
+    /// Smallest weight.
+    pub is_min: f64,
+    /// Mean weight.
+    pub is_mean: f64,
+    /// Largest weight.
+    pub is_max: f64,
+    /// Share of weights truncated or masked.
+    pub is_cut_fraction: f64,
+}
+
+impl SamplerMismatch {
+    /// The step's figures from its minibatches': token-weighted means, extremes over all.
+    pub fn combine(parts: &[SamplerMismatch]) -> Option<SamplerMismatch> {
+        let n: usize = parts.iter().map(|p| p.tokens).sum();
+        if parts.is_empty() {
+            return None;
+        }
+        let w = |f: fn(&SamplerMismatch) -> f64| -> f64 {
+            parts.iter().map(|p| f(p) * p.tokens as f64).sum::<f64>() / (n.max(1) as f64)
+        };
+        Some(SamplerMismatch {
+            tokens: n,
+            logp_diff_mean: w(|p| p.logp_diff_mean),
+            logp_diff_max: parts.iter().map(|p| p.logp_diff_max).fold(0.0, f64::max),
+            is_min: parts
+                .iter()
+                .filter(|p| p.tokens > 0)
+                .map(|p| p.is_min)
+                .reduce(f64::min)
+                .unwrap_or(0.0),
+            is_mean: w(|p| p.is_mean),
+            is_max: parts.iter().map(|p| p.is_max).fold(0.0, f64::max),
+            is_cut_fraction: w(|p| p.is_cut_fraction),
+        })
+    }
+}
+
 /// What the learner reports about one GRPO minibatch, from the log-probs it trained on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct GrpoTokenStats {
@@ -339,6 +489,120 @@ impl GrpoObjective<'_> {
     /// log π_old of token `index` whose current log-prob is `logp` (itself when on-policy).
     pub fn old_at(&self, index: usize, logp: f32) -> f64 {
         self.old_logp.map_or(logp, |old| old[index]) as f64
+    }
+
+    /// The detached weight of token `index`'s policy term for the sampler mismatch (1 without
+    /// sampler log-probs or with `SamplerIsMode::None`).
+    pub fn sampler_weight(&self, index: usize, logp: f32) -> f64 {
+        let Some(sampler) = self.sampler_logp else {
+            return 1.0;
+        };
+        let mode = self.config.sampler_is_mode;
+        if mode.per_sequence() {
+            return self.sampler_sequence[index / self.t.max(1)];
+        }
+        let r = (self.old_at(index, logp) - sampler[index] as f64).exp();
+        let c = &self.config;
+        mode.weight(r, c.sampler_is_min, c.sampler_is_max).0
+    }
+
+    /// Whether the weights need the log-probs of the pass being trained before the head runs:
+    /// a per-sequence sampler weight when π_old is that pass's own (on-policy).
+    pub fn sampler_needs_current(&self) -> bool {
+        self.sampler_logp.is_some()
+            && self.config.sampler_is_mode.per_sequence()
+            && self.old_logp.is_none()
+    }
+
+    /// Per row, the sampler ratio exp(Σ_t (logπold_t − logπsampler_t)) over its counted tokens
+    /// before truncation, given the current log-probs `logp` ([rows, T]; read only on-policy).
+    /// Empty without sampler log-probs.
+    pub fn sampler_ratios(&self, logp: &[f32]) -> Vec<f64> {
+        let Some(sampler) = self.sampler_logp else {
+            return Vec::new();
+        };
+        let t = self.t.max(1);
+        (0..self.weights.len() / t)
+            .map(|row| {
+                (row * t..(row + 1) * t)
+                    .filter(|&i| self.weights[i] != 0.0)
+                    .map(|i| self.old_at(i, logp[i]) - sampler[i] as f64)
+                    .sum::<f64>()
+                    .exp()
+            })
+            .collect()
+    }
+
+    /// Sets `sampler_sequence` from the current log-probs when the mode is per sequence.
+    pub fn set_sampler_rows(&mut self, logp: &[f32]) {
+        if self.sampler_logp.is_some() && self.config.sampler_is_mode.per_sequence() {
+            let c = self.config;
+            self.sampler_sequence = self
+                .sampler_ratios(logp)
+                .into_iter()
+                .map(|r| {
+                    c.sampler_is_mode
+                        .weight(r, c.sampler_is_min, c.sampler_is_max)
+                        .0
+                })
+                .collect();
+        }
+    }
+
+    /// How far the sampler's log-probs were from π_old's over the counted tokens, and what the
+    /// weights did (TRL's `sampling/sampling_logp_difference/*` and
+    /// `sampling/importance_sampling_ratio/*`). `None` without sampler log-probs.
+    pub fn sampler_mismatch(&self, logp: &[f32]) -> Option<SamplerMismatch> {
+        let sampler = self.sampler_logp?;
+        let c = &self.config;
+        let mut m = SamplerMismatch {
+            is_min: f64::INFINITY,
+            ..SamplerMismatch::default()
+        };
+        let (mut n, mut weights, mut w_sum, mut cut) = (0.0, 0.0f64, 0.0, 0.0);
+        let mut add_weight = |r: f64, m: &mut SamplerMismatch| {
+            let (w, was_cut) = c
+                .sampler_is_mode
+                .weight(r, c.sampler_is_min, c.sampler_is_max);
+            let w = if c.sampler_is_mode == SamplerIsMode::None {
+                r
+            } else {
+                w
+            };
+            m.is_min = m.is_min.min(w);
+            m.is_max = m.is_max.max(w);
+            w_sum += w;
+            weights += 1.0;
+            cut += f64::from(u8::from(was_cut));
+        };
+        for (i, &lp) in logp.iter().enumerate() {
+            if self.weights[i] == 0.0 {
+                continue;
+            }
+            let diff = self.old_at(i, lp) - sampler[i] as f64;
+            n += 1.0;
+            m.logp_diff_mean += diff.abs();
+            m.logp_diff_max = m.logp_diff_max.max(diff.abs());
+            if !c.sampler_is_mode.per_sequence() {
+                add_weight(diff.exp(), &mut m);
+            }
+        }
+        if c.sampler_is_mode.per_sequence() {
+            let t = self.t.max(1);
+            for (row, r) in self.sampler_ratios(logp).into_iter().enumerate() {
+                if (row * t..(row + 1) * t).any(|i| self.weights[i] != 0.0) {
+                    add_weight(r, &mut m);
+                }
+            }
+        }
+        if n == 0.0 {
+            return Some(SamplerMismatch::default());
+        }
+        m.tokens = n as usize;
+        m.logp_diff_mean /= n;
+        m.is_mean = w_sum / weights.max(1.0);
+        m.is_cut_fraction = cut / weights.max(1.0);
+        Some(m)
     }
 
     /// Statistics of this minibatch given the log-probs the head computed.

@@ -9,8 +9,8 @@ pub mod schedule;
 
 pub use adamw::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 pub use grpo::{
-    group_advantages, GrpoConfig, GrpoObjective, ImportanceSamplingLevel, LossAgg, ScaleRewards,
-    SequenceTerm,
+    group_advantages, GrpoConfig, GrpoObjective, ImportanceSamplingLevel, LossAgg, SamplerIsMode,
+    SamplerMismatch, ScaleRewards, SequenceTerm,
 };
 pub use head::{lm_head, HeadOutput, TokenLoss, TokenObjective, WeightedCrossEntropy};
 pub use reward::{bradley_terry, pairwise_accuracy, pointwise_bce, RewardLoss};
