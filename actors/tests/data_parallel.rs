@@ -10,7 +10,8 @@ use r1_actors::learner::{GrpoLearner, GrpoStepStats, LearnerConfig, Rollout};
 use r1_kernels::bench::builtin_config;
 use r1_kernels::model::Model;
 use r1_kernels::train::{
-    AdamWConfig, GrpoConfig, ImportanceSamplingLevel, LossAgg, LrSchedule, ScaleRewards,
+    AdamWConfig, GrpoConfig, ImportanceSamplingLevel, LossAgg, LrSchedule, SamplerIsMode,
+    ScaleRewards,
 };
 
 /// Steps each comparison runs.
@@ -68,6 +69,7 @@ fn rollouts(step: usize) -> Vec<Rollout> {
                 completion_ids: (0..len as u32).map(|j| 30 + 7 * i as u32 + j).collect(),
                 reward: ((i + step) % 3) as f64 * 0.5,
                 truncated: i == 3 && p == 0,
+                sampler_logp: Vec::new(),
             });
         }
     }
@@ -215,6 +217,64 @@ fn replicas_on_a_split_batch_reach_the_single_learners_weights() {
             assert_eq!(sharded.optimizer_state().v, unsharded.optimizer_state().v);
             assert_eq!(sharded_stats, stats, "{name}");
         }
+    }
+}
+
+#[test]
+fn replicas_with_a_bf16_samplers_log_probs_reach_the_single_learners_weights() {
+    // The sampler correction is per row (or per token): split across replicas it must give the
+    // single learner's update, and the same mismatch figures.
+    let with_sampler = |step: usize| -> Vec<Rollout> {
+        let mut batch = rollouts(step);
+        for (k, r) in batch.iter_mut().enumerate() {
+            r.sampler_logp = (0..r.completion_ids.len())
+                .map(|j| -(3.5 + 0.5 * ((k * 7 + j * 3 + step) % 11) as f32))
+                .collect();
+        }
+        batch
+    };
+    let mut token = config(LossAgg::SeqMeanTokenMean, 0.04, 2);
+    token.grpo.sampler_is_mode = SamplerIsMode::TokenTruncate;
+    let mut sequence = config(LossAgg::TokenMean, 0.0, 1);
+    sequence.grpo.sampler_is_mode = SamplerIsMode::SequenceMask;
+    sequence.grpo.sampler_is_max = 1e6;
+    let start = model();
+    for (name, learner) in [
+        ("token-truncate", token),
+        ("sequence-mask on-policy", sequence),
+    ] {
+        let mut single = GrpoLearner::new(model(), learner.clone());
+        let single_stats: Vec<GrpoStepStats> = (0..STEPS)
+            .map(|s| single.step(&with_sampler(s)).expect("single step"))
+            .collect();
+        let moved = max_abs_diff(&single.policy.params, &start.params);
+        let mut dp = data_parallel(&learner, 3, false);
+        let stats: Vec<GrpoStepStats> = (0..STEPS)
+            .map(|s| dp.step(&with_sampler(s)).expect("data-parallel step"))
+            .collect();
+        let l2 = relative_l2(&dp.policy().params, &single.policy.params, &start.params);
+        let diff = max_abs_diff(&dp.policy().params, &single.policy.params);
+        assert!(
+            moved > 1e-4 && l2 <= L2_TOLERANCE && diff <= MAX_TOLERANCE * moved,
+            "{name}: relative L2 {l2:e}, max |Δ| {diff:e} of {moved:e}"
+        );
+        for (a, b) in stats.iter().zip(&single_stats) {
+            let (a, b) = (a.sampler.expect(name), b.sampler.expect(name));
+            assert_eq!(a.tokens, b.tokens, "{name}");
+            assert!(
+                (a.logp_diff_mean - b.logp_diff_mean).abs() <= 1e-5,
+                "{name}"
+            );
+            assert!((a.is_mean - b.is_mean).abs() <= 1e-4 * b.is_mean, "{name}");
+            assert_eq!(a.is_cut_fraction, b.is_cut_fraction, "{name}");
+        }
+        assert!(
+            single_stats
+                .iter()
+                .any(|s| s.sampler.unwrap().is_cut_fraction > 0.0)
+                || learner.grpo.sampler_is_mode == SamplerIsMode::SequenceMask,
+            "{name}: the log-probs are far enough apart that some weights are truncated"
+        );
     }
 }
 

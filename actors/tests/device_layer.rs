@@ -80,6 +80,7 @@ fn rollouts(step: u64) -> Vec<Rollout> {
             completion_ids: (0..2 + (i % 3)).map(|k| 40 + i + k).collect(),
             reward: ((i as u64 + step) % 3) as f64,
             truncated: i == 5,
+            sampler_logp: Vec::new(),
         })
         .collect()
 }

@@ -39,6 +39,7 @@ fn rollouts(step: u64) -> Vec<Rollout> {
             completion_ids: vec![40 + i as u32, 41, 42 + (step as u32 % 3)],
             reward: ((i as u64 + step) % 3) as f64,
             truncated: false,
+            sampler_logp: Vec::new(),
         })
         .collect()
 }

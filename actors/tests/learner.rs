@@ -60,6 +60,7 @@ fn rollouts() -> Vec<Rollout> {
                 completion_ids: if rewarded { good.clone() } else { bad.clone() },
                 reward: if rewarded { 1.0 } else { 0.0 },
                 truncated: false,
+                sampler_logp: Vec::new(),
             });
         }
     }

@@ -35,6 +35,7 @@ fn rollouts(step: u64) -> Vec<Rollout> {
             completion_ids: (0..2 + (i % 3)).map(|k| 40 + i + k).collect(),
             reward: ((i as u64 + step) % 3) as f64,
             truncated: false,
+            sampler_logp: Vec::new(),
         })
         .collect()
 }

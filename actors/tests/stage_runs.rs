@@ -339,6 +339,92 @@ fn grpo_on_a_jsonl_dataset_stops_and_resumes_exactly() {
     );
 }
 
+#[test]
+fn grpo_with_a_bf16_sampler_corrects_reports_the_mismatch_and_resumes_exactly() {
+    use r1_kernels::device::Precision;
+    use r1_kernels::train::SamplerIsMode;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(dir.path(), "base", 4);
+    // Every correction mode's path: per token, and per completion (on-policy, which needs the
+    // training pass's log-probs before the head).
+    for mode in [SamplerIsMode::TokenTruncate, SamplerIsMode::SequenceMask] {
+        let job = |output: &str| {
+            let mut run = run_spec(&dir.path().join(format!("{mode:?}-{output}")), None);
+            run.devices.sampler_precision = Precision::Bf16;
+            let mut learner = learner_config();
+            learner.grpo.sampler_is_mode = mode;
+            GrpoJob {
+                run,
+                model: spec(&model),
+                data: DataSource::Builtin {
+                    task: "arithmetic".into(),
+                    train_size: 20,
+                    test_size: 4,
+                },
+                sampling: sampling(10),
+                rules: Default::default(),
+                learner,
+                grpo: GrpoLoopConfig {
+                    steps: 3,
+                    prompts_per_step: 2,
+                    max_batch: 8,
+                    dynamic_sampling: 0,
+                },
+            }
+        };
+        let never = AtomicBool::new(false);
+        let mut reports = Vec::new();
+        let mut notes = Vec::new();
+        let straight = run_grpo(
+            &job("straight"),
+            &mut |e| match e {
+                StageEvent::GrpoStep { report, .. } => reports.push(report),
+                StageEvent::Note { message } => notes.push(message),
+                _ => {}
+            },
+            &never,
+        )
+        .unwrap();
+        assert_eq!(straight.steps, 3);
+        assert!(
+            notes.iter().any(|n| n.contains("sampler_precision = bf16")),
+            "the run's log says the sampler is bf16: {notes:?}"
+        );
+        for r in &reports {
+            let m = r
+                .learner
+                .sampler
+                .expect("a bf16 sampler's mismatch is reported");
+            assert!(m.tokens > 0, "{m:?}");
+            assert!(
+                m.logp_diff_mean > 0.0 && m.logp_diff_mean < 0.05 && m.logp_diff_max < 1.0,
+                "{m:?}"
+            );
+            assert!(m.is_min > 0.0 && m.is_max <= 2.0 + 1e-12, "{m:?}");
+        }
+
+        // Stopped after one step and resumed: the same weights as the run that never stopped.
+        let stop = AtomicBool::new(false);
+        let first = run_grpo(
+            &job("split"),
+            &mut |e| {
+                if matches!(e, StageEvent::GrpoStep { .. }) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            },
+            &stop,
+        )
+        .unwrap();
+        assert!(first.stopped && first.steps == 1);
+        let second = run_grpo(&job("split"), &mut |_| {}, &never).unwrap();
+        assert_eq!(
+            std::fs::read(straight.final_model.unwrap().join("model.safetensors")).unwrap(),
+            std::fs::read(second.final_model.unwrap().join("model.safetensors")).unwrap(),
+            "{mode:?}"
+        );
+    }
+}
+
 /// A teacher that has memorised "7?" → 7 (SFT of a fresh tiny model under `dir`), so rejection
 /// sampling keeps some of its samples; returns its final model directory.
 fn teacher(dir: &Path) -> PathBuf {

@@ -274,6 +274,9 @@ impl JobConfig {
                 "epsilon_high must be > 0 and beta >= 0".into(),
             ));
         }
+        l.grpo
+            .validate()
+            .map_err(|message| invalid("learner.grpo", message))?;
         if !(l.schedule.peak_lr > 0.0 && l.schedule.peak_lr.is_finite()) {
             return Err(invalid(
                 "learner.schedule.peak_lr",
@@ -633,6 +636,51 @@ prompts_per_step = 4
         assert_eq!(c.learner.schedule.peak_lr, 3e-6);
         assert_eq!(c.learner.ref_refresh_steps, 400);
         assert_eq!(c.grpo.as_ref().unwrap().max_batch, 64);
+    }
+
+    #[test]
+    fn a_bf16_sampler_and_its_correction_are_read_and_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[devices]\nsampler_precision = \"bf16\"\n\n[learner.grpo]\nsampler_is_mode = \"sequence-mask\"\nsampler_is_max = 3.0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.devices.sampler_precision,
+            r1_kernels::device::Precision::Bf16
+        );
+        assert_eq!(
+            c.learner.grpo.sampler_is_mode,
+            r1_kernels::train::SamplerIsMode::SequenceMask
+        );
+        assert_eq!(c.learner.grpo.sampler_is_max, 3.0);
+        // The defaults: the device's own precision, truncated per-token weights at 2 (TIS).
+        let d = parse(MINIMAL).unwrap();
+        assert_eq!(
+            d.devices.sampler_precision,
+            r1_kernels::device::Precision::Auto
+        );
+        assert_eq!(
+            d.learner.grpo.sampler_is_mode,
+            r1_kernels::train::SamplerIsMode::TokenTruncate
+        );
+        let err = parse(&format!(
+            "{MINIMAL}\n[devices]\nsampler_precision = \"fp8\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sampler_precision") && err.contains("fp8"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{MINIMAL}\n[learner.grpo]\nsampler_is_min = 2.0\nsampler_is_max = 1.0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("learner.grpo") && err.contains("sampler_is_min"),
+            "{err}"
+        );
     }
 
     #[test]

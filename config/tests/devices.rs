@@ -199,6 +199,7 @@ fn the_learner_arena_estimate_is_the_arena_the_learner_plans() {
             completion_ids: (0..(12 + i)).map(|k| (k * 3 + i) as u32 % 200).collect(),
             reward: (i % 2) as f64,
             truncated: false,
+            sampler_logp: Vec::new(),
         })
         .collect();
     learner.step(&rollouts).unwrap();

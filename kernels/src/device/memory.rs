@@ -570,7 +570,7 @@ mod tests {
                 slots: 16,
                 max_len: 64,
                 own_copy: true,
-                precision: super::Precision::Auto,
+                precision: crate::device::Precision::Auto,
             }),
             reward_models: Vec::new(),
             learners: 1,
