@@ -463,7 +463,7 @@ pub fn run_grpo_bench(
         frac_zero_std: zero_groups as f64 / groups.max(1) as f64,
         phases,
         memory,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: r1_kernels::model::limits::peak_resident_bytes(),
         prompt_texts,
     })
 }
@@ -490,16 +490,4 @@ impl StepTimes {
         l.backward += phases.backward;
         l.optimizer += phases.optimizer;
     }
-}
-
-/// The process's peak resident set (VmHWM in /proc/self/status), bytes; 0 off Linux.
-pub fn peak_rss_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb * 1024.0)
 }

@@ -33,6 +33,7 @@ use crate::learner::{
     pad_rollouts, GrpoLearner, GrpoStepStats, LearnerConfig, LearnerError, LearnerPhases,
     PaddedBatch, Rollout,
 };
+use r1_kernels::device::memory::MemoryPart;
 
 /// How the learner is spread: what the job config's `[devices] learners` and `shard_optimizer`
 /// become.
@@ -222,6 +223,18 @@ impl DataParallelLearner {
     /// The policy (replica 0's; every replica holds the same weights between steps).
     pub fn policy(&self) -> &Model {
         &self.replicas[0].policy
+    }
+
+    /// What every replica holds, summed by category ([`GrpoLearner::memory_parts`]).
+    pub fn memory_parts(&self) -> Vec<MemoryPart> {
+        let mut parts: Vec<MemoryPart> = Vec::new();
+        for part in self.replicas.iter().flat_map(GrpoLearner::memory_parts) {
+            match parts.iter_mut().find(|p| p.category == part.category) {
+                Some(p) => p.bytes += part.bytes,
+                None => parts.push(part),
+            }
+        }
+        parts
     }
 
     /// The frozen reference, when β ≠ 0.
@@ -461,6 +474,7 @@ impl DataParallelLearner {
             completion_len_max: lens.iter().copied().max().unwrap_or(0),
             truncated_fraction: rollouts.iter().filter(|r| r.truncated).count() as f64 / n,
             sampler: r1_kernels::train::SamplerMismatch::combine(&mismatch),
+            memory: self.memory_parts(),
             optimizer_steps: updates.len(),
             tokens_trained: rollouts
                 .iter()

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::memory::MemoryPart;
 use r1_kernels::device::{self, cpu::CpuTrainEngine, Device, ModelRole, TrainEngine};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
@@ -146,6 +147,10 @@ pub struct GrpoStepStats {
     /// `None` when the sampler was the learner's f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerMismatch>,
+    /// What the learner holds, by category ([`GrpoLearner::memory_parts`]; summed over
+    /// data-parallel replicas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<MemoryPart>,
 }
 
 /// Rows of equal length ready for the engine: inputs, targets and a loss mask, [B, T] each.
@@ -480,6 +485,51 @@ impl GrpoLearner {
         self.engine.arena_bytes()
     }
 
+    /// The host bytes this learner holds, by category: weights, gradients, AdamW moments (its
+    /// shard under ZeRO-1), the reference, the activation arena with the head's logit chunk. On a
+    /// GPU the gradients and the arena are on the device and not counted here.
+    pub fn memory_parts(&self) -> Vec<MemoryPart> {
+        let bytes = |n: usize| 4.0 * n as f64;
+        let on_cpu = self.engine.device() == Device::Cpu;
+        let mut parts = vec![
+            ("weights", bytes(self.policy.params.len())),
+            (
+                "gradients",
+                if on_cpu {
+                    bytes(self.policy.layout.total)
+                } else {
+                    0.0
+                },
+            ),
+            (
+                "AdamW moments",
+                bytes(self.optimizer.m.len() + self.optimizer.v.len()),
+            ),
+            (
+                "reference model",
+                self.reference
+                    .as_ref()
+                    .map_or(0.0, |r| bytes(r.params.len())),
+            ),
+            (
+                "activations + head chunk",
+                if on_cpu {
+                    self.arena_bytes() as f64
+                } else {
+                    0.0
+                },
+            ),
+        ];
+        parts.retain(|(_, b)| *b > 0.0);
+        parts
+            .into_iter()
+            .map(|(category, bytes)| MemoryPart {
+                category: category.into(),
+                bytes,
+            })
+            .collect()
+    }
+
     /// The device the learner computes on.
     pub fn device(&self) -> Device {
         self.engine.device()
@@ -638,6 +688,7 @@ impl GrpoLearner {
         stats.completion_len_max = lens.iter().copied().max().unwrap_or(0);
         stats.truncated_fraction = rollouts.iter().filter(|r| r.truncated).count() as f64 / n;
         stats.sampler = SamplerMismatch::combine(&mismatch);
+        stats.memory = self.memory_parts();
         stats.tokens_trained = rollouts
             .iter()
             .filter(|r| !(cfg.mask_truncated && r.truncated))

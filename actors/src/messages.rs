@@ -63,6 +63,8 @@ pub struct Generated {
     pub completions: Vec<Completion>,
     /// The learner step of the weights that sampled them.
     pub weights_step: u64,
+    /// What the sampler held for them, by category (its copy of the weights included).
+    pub memory: Vec<r1_kernels::device::memory::MemoryPart>,
 }
 
 /// JudgeActor: accuracy and format of each item (the language share is the scorer's).

@@ -50,7 +50,7 @@ fn print_event(event: StageEvent, began: &mut Instant) {
             let stats = &report.learner;
             let p = &report.phases;
             println!(
-                "step {:>5}/{steps}  reward {:.3}  accuracy {:.3}  format {:.3}  kl {:.4}  entropy {:.3}  length {:.1}  zero-std {:.2}  resampled {}  sample {:.1}s judge {:.1}s learn {:.1}s  {:.1}s",
+                "step {:>5}/{steps}  reward {:.3}  accuracy {:.3}  format {:.3}  kl {:.4}  entropy {:.3}  length {:.1}  zero-std {:.2}  resampled {}  sample {:.1}s judge {:.1}s learn {:.1}s  {:.1}s  memory {:.2} GiB (peak RSS {:.2} GiB){}",
                 stats.step,
                 stats.reward_mean,
                 report.accuracy,
@@ -63,7 +63,16 @@ fn print_event(event: StageEvent, began: &mut Instant) {
                 p.sample,
                 p.judge,
                 p.learn,
-                began.elapsed().as_secs_f64()
+                began.elapsed().as_secs_f64(),
+                report.memory.total() / GIB,
+                report.memory.peak_resident_bytes / GIB,
+                stats
+                    .sampler
+                    .map(|m| format!(
+                        "  sampler |Δlogp| mean {:.1e} max {:.1e}, weights {:.3}..{:.3}",
+                        m.logp_diff_mean, m.logp_diff_max, m.is_min, m.is_max
+                    ))
+                    .unwrap_or_default()
             );
             *began = Instant::now();
         }
@@ -360,3 +369,6 @@ fn records_note(dir: &std::path::Path) {
         "r1ctl: step records and samples in {dir}/steps.jsonl and {dir}/samples.jsonl          (`r1ctl steps {dir}`, `r1ctl samples {dir}`); charts {dir}/*.svg (`r1ctl report {dir}`)"
     );
 }
+
+/// Bytes in a GiB, for the step lines.
+const GIB: f64 = (1u64 << 30) as f64;

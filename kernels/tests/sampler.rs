@@ -112,32 +112,34 @@ fn a_request_gives_the_same_tokens_alone_and_in_any_batch() {
 }
 
 #[test]
-fn a_bf16_sampler_decodes_the_bf16_rounded_model_and_its_logprobs_stay_near_the_learners() {
+fn a_bf16_sampler_is_batch_invariant_and_its_logprobs_stay_near_the_learners() {
     use r1_kernels::device::{Device, Precision};
     for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
         let model = load_model_dir(&model_dir(name)).unwrap();
-        let mut rounded = model.clone();
-        for w in &mut rounded.params {
-            *w = half::bf16::from_f32(*w).to_f32();
-        }
-        let prompts = [request(&[5, 17, 99, 3], 3, 7, sampling(24))];
-        let mut bf16 = Sampler::with_precision(Device::Cpu, Precision::Bf16, &model, 3).unwrap();
-        assert_eq!(bf16.precision(), Precision::Bf16);
-        let half = bf16.generate(&prompts, None).unwrap();
-        // The same tokens and log-probs, bit for bit, as the f32 sampler on the rounded weights:
-        // widening a bf16 is exact and the products are the f32 kernel's.
-        let f32_on_rounded = Sampler::new(&rounded, 3).generate(&prompts, None).unwrap();
-        assert_eq!(half, f32_on_rounded, "{name}");
-        // The f32 sampler of the model itself, on the same tokens: the mismatch the learner sees.
-        let exact = Sampler::new(&model, 3);
-        assert_eq!(exact.precision(), Precision::F32);
+        let prompt = [5u32, 17, 99, 3];
+        let mine = request(&prompt, 3, 7, sampling(24));
+        let other = request(&[9, 8, 7, 6, 5, 4], 5, 2, sampling(30));
+        let bf16 = |requests: &[GenerationRequest], batch: usize| {
+            let mut s =
+                Sampler::with_precision(Device::Cpu, Precision::Bf16, &model, batch).unwrap();
+            assert_eq!(s.precision(), Precision::Bf16);
+            s.generate(requests, None).unwrap()
+        };
+        // The same tokens and log-probs alone, in a batch with another request, and again.
+        let alone = bf16(std::slice::from_ref(&mine), 3);
+        let mixed = bf16(&[other.clone(), mine.clone()], 8);
+        let mixed_mine: Vec<Completion> = mixed
+            .into_iter()
+            .filter(|c| c.request == 1)
+            .map(|c| Completion { request: 0, ..c })
+            .collect();
+        assert_eq!(alone, mixed_mine, "{name}: batch changed a bf16 sequence");
+        assert_eq!(alone, bf16(std::slice::from_ref(&mine), 3), "{name}");
+        // The learner's f32 log-probs of the tokens the bf16 sampler drew: the mismatch the
+        // learner corrects for.
         let mut worst = 0.0f32;
-        for c in &half {
-            let ids: Vec<u32> = [5u32, 17, 99, 3]
-                .iter()
-                .chain(&c.token_ids)
-                .copied()
-                .collect();
+        for c in &alone {
+            let ids: Vec<u32> = prompt.iter().chain(&c.token_ids).copied().collect();
             let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
             let mut acts = Activations::new(&model, 1, inputs.len());
             cpu::forward(&model, &mut acts, inputs).unwrap();
@@ -151,11 +153,11 @@ fn a_bf16_sampler_decodes_the_bf16_rounded_model_and_its_logprobs_stay_near_the_
                 false,
             )
             .unwrap();
-            for (a, b) in head.logp[3..].iter().zip(&c.raw_logprobs) {
+            for (a, b) in head.logp[prompt.len() - 1..].iter().zip(&c.raw_logprobs) {
                 worst = worst.max((a - b).abs());
             }
         }
-        // Rounding to bf16 moves a log-prob by far less than its spread, and not by nothing.
+        // Rounding weights and products' inputs to bf16 moves a log-prob a little, not nothing.
         assert!(worst > 0.0 && worst < 0.1, "{name}: bf16 mismatch {worst}");
     }
 }

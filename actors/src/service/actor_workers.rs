@@ -81,6 +81,8 @@ pub struct ActorWorkers {
     model_names: Vec<String>,
     /// The best checkpoint by evaluation, spared by pruning (set by the director's `SetBest`).
     best: Arc<Mutex<Option<PathBuf>>>,
+    /// The sampler's memory at its largest generation since `sampler_memory` last took it.
+    sampler_memory: Vec<r1_kernels::device::memory::MemoryPart>,
 }
 
 /// A worker that could not be reached or failed.
@@ -110,6 +112,7 @@ impl ActorWorkers {
                 })
                 .unwrap_or_default(),
             best,
+            sampler_memory: Vec::new(),
         }
     }
 }
@@ -138,7 +141,12 @@ impl StepWorkers for ActorWorkers {
             .block_on(self.addrs.sampler.send(Generate { requests }))
             .map_err(worker("sampler"))?
             .map_err(StageError::Worker)?;
+        crate::stages::rl_local::keep_largest(&mut self.sampler_memory, generated.memory);
         Ok(generated.completions)
+    }
+
+    fn sampler_memory(&mut self) -> Vec<r1_kernels::device::memory::MemoryPart> {
+        std::mem::take(&mut self.sampler_memory)
     }
 
     fn reward(

@@ -68,14 +68,22 @@ impl Handler<Generate> for SamplerActor {
             .weights
             .as_ref()
             .ok_or("the sampler has no weights yet")?;
-        let completions =
+        let mut sampler =
             Sampler::with_precision(self.device, self.precision, &weights.model, self.max_batch)
-                .map_err(|e| format!("sampler on {}: {e}", self.device))?
-                .generate(&msg.requests, Some(self.tokenizer.as_ref()))
-                .map_err(|e| format!("sampler: {e}"))?;
+                .map_err(|e| format!("sampler on {}: {e}", self.device))?;
+        let completions = sampler
+            .generate(&msg.requests, Some(self.tokenizer.as_ref()))
+            .map_err(|e| format!("sampler: {e}"))?;
+        // The actor keeps its own copy of the policy, beside the learner's.
+        let mut memory = vec![r1_kernels::device::memory::MemoryPart {
+            category: "sampler's copy of the weights".into(),
+            bytes: 4.0 * weights.model.params.len() as f64,
+        }];
+        memory.extend(sampler.memory_parts());
         Ok(Generated {
             completions,
             weights_step: weights.step,
+            memory,
         })
     }
 }

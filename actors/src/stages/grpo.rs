@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use r1_kernels::device::memory::MemoryPart;
 use r1_kernels::device::{Device, Precision};
 use r1_kernels::model::Model;
 use r1_kernels::sample::{Completion, FinishReason, GenerationRequest, Sampler, SamplingParams};
@@ -126,14 +127,41 @@ pub struct GrpoStepReport {
     pub dynamic: DynamicSamplingStats,
     /// One rollout for people to read: prompt, completion, total reward.
     pub sample: Option<(String, String, f32)>,
+    /// The bytes the step held, by category, and the process's peak resident set.
+    #[serde(default)]
+    pub memory: StepMemory,
+}
+
+/// Every byte a step held, by what it was for: the learner's (weights, gradients, AdamW
+/// moments, the reference, the activation arena with the head's logit chunk) and the sampler's at
+/// its largest generation of the step (its copy of the weights where it keeps one, the KV cache,
+/// the decoding buffers); beside them the process's peak resident set, which also counts what the
+/// categories do not (the tokenizer, the data, the allocator's slack).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepMemory {
+    /// Host bytes by category (a GPU worker's device memory is not in it).
+    pub parts: Vec<MemoryPart>,
+    /// The process's peak resident set so far (VmHWM), bytes; 0 where unknown.
+    pub peak_resident_bytes: f64,
+}
+
+impl StepMemory {
+    /// The sum of the categories.
+    pub fn total(&self) -> f64 {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
 }
 
 impl GrpoStepReport {
-    /// The report without its wall times: what the seed determines, so two runs of the same step
-    /// compare equal on it.
+    /// The report without its wall times and resident set: what the seed determines, so two
+    /// runs of the same step compare equal on it.
     pub fn deterministic(&self) -> GrpoStepReport {
         GrpoStepReport {
             phases: PhaseSeconds::default(),
+            memory: StepMemory {
+                peak_resident_bytes: 0.0,
+                ..self.memory.clone()
+            },
             ..self.clone()
         }
     }
@@ -405,6 +433,7 @@ pub fn step_report<P: PromptProblem>(
             .count() as f64
             / n,
         tokens_generated: completions.iter().map(|c| c.token_ids.len()).sum(),
+        memory: StepMemory::default(),
         phases: PhaseSeconds::default(),
         dynamic: DynamicSamplingStats {
             rounds: 1,

@@ -184,6 +184,11 @@ pub trait StepWorkers {
     /// One GRPO update on whole groups of rollouts; the sampler uses the new weights from now on.
     fn learn(&mut self, rollouts: Vec<Rollout>) -> Result<LearnedStep, StageError>;
 
+    /// What the sampler held at its largest generation since the last call, by category
+    /// (its copy of the weights where it keeps one, the KV cache, the decoding buffers); taken,
+    /// so each step reports its own.
+    fn sampler_memory(&mut self) -> Vec<r1_kernels::device::memory::MemoryPart>;
+
     /// Writes a checkpoint of the learner with `state` and prunes old ones
     /// ([`crate::keeper::write_checkpoint`]).
     fn save(&mut self, state: TrainerState) -> Result<SavedCheckpoint, StageError>;
@@ -354,6 +359,12 @@ pub fn rl_step(
         sample: phases.sample,
         judge: phases.judge,
         learn: phases.learn,
+    };
+    let mut parts = report.learner.memory.clone();
+    parts.extend(workers.sampler_memory());
+    report.memory = crate::stages::grpo::StepMemory {
+        parts,
+        peak_resident_bytes: r1_kernels::model::limits::peak_resident_bytes(),
     };
     state.step = new_step;
     state.optimizer_step = learned.optimizer_step;

@@ -32,6 +32,7 @@ use crate::stages::rl::{
     rl_step, run_rl, LearnedStep, PreferencePlan, Rewards, RlEvent, RlPlan, RlState, RunControl,
     StartPoint, StepWorkers, REWARD_TIMEOUT,
 };
+use r1_kernels::device::memory::MemoryPart;
 
 /// The learner the in-process workers train: loaded by [`StepWorkers::load`], or the caller's.
 enum LearnerSlot<'a> {
@@ -55,6 +56,8 @@ pub struct LocalWorkers<'a> {
     sandbox: &'a CodeSandbox,
     /// Learner replicas `load` makes (one: the single learner).
     parallel: DataParallelConfig,
+    /// The sampler's memory at its largest generation since `sampler_memory` last took it.
+    sampler_memory: Vec<MemoryPart>,
 }
 
 impl<'a> LocalWorkers<'a> {
@@ -70,6 +73,7 @@ impl<'a> LocalWorkers<'a> {
             learner: LearnerSlot::Empty,
             scorers,
             sandbox: &plan.sandbox,
+            sampler_memory: Vec::new(),
             parallel: DataParallelConfig {
                 replicas: plan.placement.learners.len().max(1),
                 shard_optimizer: plan.placement.shard_optimizer,
@@ -101,6 +105,7 @@ impl<'a> LocalWorkers<'a> {
             learner: LearnerSlot::Borrowed(learner),
             scorers,
             sandbox,
+            sampler_memory: Vec::new(),
             parallel: DataParallelConfig {
                 replicas: 1,
                 shard_optimizer: false,
@@ -138,6 +143,15 @@ impl<'a> LocalWorkers<'a> {
             LearnerSlot::Borrowed(learner) => Ok(&learner.policy),
             LearnerSlot::Replicated(learner) => Ok(learner.policy()),
         }
+    }
+}
+
+/// Keeps in `kept` whichever of it and `now` holds more bytes (a step may generate several
+/// times: dynamic sampling's rounds).
+pub(crate) fn keep_largest(kept: &mut Vec<MemoryPart>, now: Vec<MemoryPart>) {
+    let total = |parts: &[MemoryPart]| parts.iter().map(|p| p.bytes).sum::<f64>();
+    if total(&now) > total(kept) {
+        *kept = now;
     }
 }
 
@@ -207,13 +221,22 @@ impl StepWorkers for LocalWorkers<'_> {
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
-        Ok(Sampler::with_precision(
+        let mut sampler = Sampler::with_precision(
             self.plan.placement.sampler,
             self.plan.placement.sampler_precision,
             self.policy()?,
             max_batch,
-        )?
-        .generate(&requests, Some(tokenizer.as_ref()))?)
+        )?;
+        let completions = sampler.generate(&requests, Some(tokenizer.as_ref()))?;
+        let memory = sampler.memory_parts();
+        drop(sampler);
+        // In process the sampler reads the learner's weights: they are counted once, there.
+        keep_largest(&mut self.sampler_memory, memory);
+        Ok(completions)
+    }
+
+    fn sampler_memory(&mut self) -> Vec<MemoryPart> {
+        std::mem::take(&mut self.sampler_memory)
     }
 
     fn reward(

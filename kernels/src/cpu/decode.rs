@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::ops::{self, RopeTable};
-use super::rowmat::{dot, matmul_rows, widen, WeightElem};
+use super::rowmat::{dot, widen, WeightElem};
 use crate::error::{EngineError, Result};
 use crate::model::limits::try_zeroed;
 use crate::model::{Model, ModelConfig};
@@ -59,6 +59,11 @@ impl KvCache {
 
     fn offset(&self, layer: usize, slot: usize, pos: usize) -> usize {
         ((layer * self.slots + slot) * self.max_len + pos) * self.kv_dim
+    }
+
+    /// Bytes its buffers hold.
+    pub fn allocated_bytes(&self) -> f64 {
+        4.0 * (self.k.len() + self.v.len()) as f64
     }
 
     /// Writes a prefilled prompt's keys and values (per layer, [len, KVD] each) into `slot`: every
@@ -136,6 +141,26 @@ impl DecodeScratch {
             logits: buffer(cfg.vocab_size)?,
             rope: RopeTable::new(&cfg.rope_inv_freq(), max_len),
         })
+    }
+
+    /// Bytes its buffers hold.
+    pub fn allocated_bytes(&self) -> f64 {
+        let f32s = [
+            &self.x,
+            &self.ln,
+            &self.proj,
+            &self.rstd,
+            &self.qkv,
+            &self.qk_rstd,
+            &self.atty,
+            &self.gu,
+            &self.h,
+            &self.scores,
+            &self.logits,
+            &self.rope.cos,
+            &self.rope.sin,
+        ];
+        4.0 * f32s.iter().map(|v| v.len()).sum::<usize>() as f64
     }
 
     /// Bytes of the buffers for `rows` sequences of `max_len` positions (f64: never overflows).
@@ -268,7 +293,7 @@ pub fn decode_step_with<T: WeightElem>(
     for (l, o) in lay.layers.iter().enumerate() {
         ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln1..o.ln1 + c]), c, eps);
         let bias = o.qkv_b.map(|b| widen(&p[b..b + qkv_w]));
-        matmul_rows(
+        T::matmul_rows(
             qkv,
             ln,
             &p[o.qkv_w..o.qkv_w + qkv_w * c],
@@ -330,10 +355,10 @@ pub fn decode_step_with<T: WeightElem>(
                     }
                 }
             });
-        matmul_rows(proj, atty, &p[o.o_w..o.o_w + c * qd], None, s, qd, c);
+        T::matmul_rows(proj, atty, &p[o.o_w..o.o_w + c * qd], None, s, qd, c);
         add_into(x, proj);
         ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln2..o.ln2 + c]), c, eps);
-        matmul_rows(
+        T::matmul_rows(
             gu,
             ln,
             &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
@@ -343,21 +368,21 @@ pub fn decode_step_with<T: WeightElem>(
             2 * i,
         );
         ops::swiglu_forward(h, gu, i);
-        matmul_rows(proj, h, &p[o.down_w..o.down_w + c * i], None, s, i, c);
+        T::matmul_rows(proj, h, &p[o.down_w..o.down_w + c * i], None, s, i, c);
         add_into(x, proj);
     }
     let final_norm = widen(&p[lay.final_norm..lay.final_norm + c]);
     ops::rmsnorm_forward(ln, rstd, x, &final_norm, c, eps);
     let head = &p[lay.lm_head..lay.lm_head + v * c];
     match logit_rows {
-        None => matmul_rows(&mut sc.logits[..s * v], ln, head, None, s, c, v),
+        None => T::matmul_rows(&mut sc.logits[..s * v], ln, head, None, s, c, v),
         Some(rows) => {
             // Only the rows that pick a token (the last of each prompt when prefilling).
             for (dst, &r) in proj.chunks_exact_mut(c).zip(rows) {
                 dst.copy_from_slice(&ln[r * c..(r + 1) * c]);
             }
             let n = rows.len();
-            matmul_rows(&mut sc.logits[..n * v], &proj[..n * c], head, None, n, c, v);
+            T::matmul_rows(&mut sc.logits[..n * v], &proj[..n * c], head, None, n, c, v);
         }
     }
     Ok(())

@@ -69,6 +69,69 @@ pub struct Activations {
 impl Activations {
     /// Plans the arena for `b` sequences of `t` tokens of `model`.
     pub fn new(model: &Model, b: usize, t: usize) -> Self {
+        let mut acts = Activations {
+            b,
+            t,
+            x: Vec::new(),
+            x_mid: Vec::new(),
+            ln1: Vec::new(),
+            rstd1: Vec::new(),
+            qkv: Vec::new(),
+            qk_pre: Vec::new(),
+            qk_rstd: Vec::new(),
+            att: Vec::new(),
+            atty: Vec::new(),
+            ln2: Vec::new(),
+            rstd2: Vec::new(),
+            gu: Vec::new(),
+            h: Vec::new(),
+            xf: Vec::new(),
+            rstdf: Vec::new(),
+            positions: Vec::new(),
+            seg_start: Vec::new(),
+            dres: Vec::new(),
+            dxf: Vec::new(),
+            dln: Vec::new(),
+            dqkv: Vec::new(),
+            datt: Vec::new(),
+            datty: Vec::new(),
+            dgu: Vec::new(),
+            dh: Vec::new(),
+            head_scratch: Vec::new(),
+            rope: RopeTable::new(&[], 0),
+        };
+        for (buffer, len) in acts.buffers().into_iter().zip(Self::lengths(model, b, t)) {
+            *buffer = vec![0.0; len];
+        }
+        acts.set_shape(model, b, t);
+        acts
+    }
+
+    /// Plans the arena for `b` sequences of `t` tokens again, keeping each buffer's allocation
+    /// where it is large enough: a learner sees a new padded length almost every step, and mapping
+    /// gigabytes of fresh pages each time (the kernel zeroes every page on first touch) cost more
+    /// than a sixth of a GRPO step on a real model. Every buffer is zeroed, as `new` leaves it, so
+    /// what runs on the arena is the same as on a new one. Buffers grow to the largest shape seen.
+    pub fn reshape(&mut self, model: &Model, b: usize, t: usize) {
+        use rayon::prelude::*;
+        for (buffer, len) in self.buffers().into_iter().zip(Self::lengths(model, b, t)) {
+            if buffer.capacity() >= len {
+                buffer.clear();
+                buffer.spare_capacity_mut()[..len]
+                    .par_chunks_mut(1 << 18)
+                    .for_each(|c| c.iter_mut().for_each(|x| _ = x.write(0.0)));
+                // SAFETY: the first `len` elements were just written.
+                unsafe { buffer.set_len(len) };
+            } else {
+                *buffer = Vec::new();
+                *buffer = vec![0.0; len];
+            }
+        }
+        self.set_shape(model, b, t);
+    }
+
+    /// Elements of each f32 buffer of [`Activations::buffers`] for `b` sequences of `t` tokens.
+    fn lengths(model: &Model, b: usize, t: usize) -> [usize; 24] {
         let cfg = &model.config;
         let (n, c, l) = (b * t, cfg.hidden_size, cfg.num_layers);
         let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
@@ -78,37 +141,71 @@ impl Activations {
         } else {
             0
         };
-        Activations {
-            b,
-            t,
-            x: vec![0.0; (l + 1) * n * c],
-            x_mid: vec![0.0; l * n * c],
-            ln1: vec![0.0; l * n * c],
-            rstd1: vec![0.0; l * n],
-            qkv: vec![0.0; l * n * qkv],
-            qk_pre: vec![0.0; l * n * qk_heads * cfg.head_dim],
-            qk_rstd: vec![0.0; l * n * qk_heads],
-            att: vec![0.0; l * att],
-            atty: vec![0.0; l * n * qd],
-            ln2: vec![0.0; l * n * c],
-            rstd2: vec![0.0; l * n],
-            gu: vec![0.0; l * n * 2 * i],
-            h: vec![0.0; l * n * i],
-            xf: vec![0.0; n * c],
-            rstdf: vec![0.0; n],
-            positions: (0..b).flat_map(|_| 0..t as u32).collect(),
-            seg_start: vec![0; b * t],
-            dres: vec![0.0; n * c],
-            dxf: vec![0.0; n * c],
-            dln: vec![0.0; n * c],
-            dqkv: vec![0.0; n * qkv],
-            datt: vec![0.0; att],
-            datty: vec![0.0; n * qd],
-            dgu: vec![0.0; n * 2 * i],
-            dh: vec![0.0; n * i],
-            head_scratch: Vec::new(),
-            rope: RopeTable::new(&cfg.rope_inv_freq(), t),
-        }
+        [
+            (l + 1) * n * c,                 // x
+            l * n * c,                       // x_mid
+            l * n * c,                       // ln1
+            l * n,                           // rstd1
+            l * n * qkv,                     // qkv
+            l * n * qk_heads * cfg.head_dim, // qk_pre
+            l * n * qk_heads,                // qk_rstd
+            l * att,                         // att
+            l * n * qd,                      // atty
+            l * n * c,                       // ln2
+            l * n,                           // rstd2
+            l * n * 2 * i,                   // gu
+            l * n * i,                       // h
+            n * c,                           // xf
+            n,                               // rstdf
+            n * c,                           // dres
+            n * c,                           // dxf
+            n * c,                           // dln
+            n * qkv,                         // dqkv
+            att,                             // datt
+            n * qd,                          // datty
+            n * 2 * i,                       // dgu
+            n * i,                           // dh
+            0,                               // head_scratch: sized by the head
+        ]
+    }
+
+    /// The f32 buffers, in the order of [`Activations::lengths`].
+    fn buffers(&mut self) -> [&mut Vec<f32>; 24] {
+        [
+            &mut self.x,
+            &mut self.x_mid,
+            &mut self.ln1,
+            &mut self.rstd1,
+            &mut self.qkv,
+            &mut self.qk_pre,
+            &mut self.qk_rstd,
+            &mut self.att,
+            &mut self.atty,
+            &mut self.ln2,
+            &mut self.rstd2,
+            &mut self.gu,
+            &mut self.h,
+            &mut self.xf,
+            &mut self.rstdf,
+            &mut self.dres,
+            &mut self.dxf,
+            &mut self.dln,
+            &mut self.dqkv,
+            &mut self.datt,
+            &mut self.datty,
+            &mut self.dgu,
+            &mut self.dh,
+            &mut self.head_scratch,
+        ]
+    }
+
+    /// The shape, positions (one sequence per row) and RoPE table for `b` × `t`.
+    fn set_shape(&mut self, model: &Model, b: usize, t: usize) {
+        self.b = b;
+        self.t = t;
+        self.positions = (0..b).flat_map(|_| 0..t as u32).collect();
+        self.seg_start = vec![0; b * t];
+        self.rope = RopeTable::new(&model.config.rope_inv_freq(), t);
     }
 
     /// Packs several sequences into each row: `segments[row]` lists the lengths of the sequences

@@ -8,54 +8,15 @@
 //! this kernel: each (row, column) is a dot product accumulated in 16 lanes in C order, reduced
 //! by a fixed tree. Tiles of 4 rows × 4 columns share loads; they do not change the arithmetic.
 //!
-//! The weights are f32 (the policy itself) or bf16 (the sampler's half-size copy, see
-//! `device::Precision`): a bf16 weight is widened to f32 as it is loaded (exactly: a bf16 is the
-//! top half of an f32), and the products and sums are the f32 kernel's. The input stays f32, so a
-//! bf16 sampler differs from the learner only by the rounding of its weights, and reads half the
-//! bytes per step.
+//! The bf16 product (`matmul_rows_bf16`, the sampler in `device::Precision::Bf16`) rounds the
+//! inputs to bf16 (nearest even) and reads bf16 weights: half the bytes of the f32 weights, and
+//! on a CPU with AVX512-BF16 twice the multiply-adds per instruction (`vdpbf16ps`: 16 lanes, each
+//! adding two exact bf16 products to an f32 sum, the odd one first). Where that instruction is
+//! missing, a scalar kernel does the same arithmetic in the same order, bit for bit (tested on a
+//! machine that has it). GPUs run bf16 GEMM operands with f32 accumulation the same way.
 
 use half::bf16;
 use rayon::prelude::*;
-
-/// A weight element the decode product reads: f32, or bf16 widened on load.
-pub trait WeightElem: Copy + Send + Sync + 'static {
-    /// Whether this is bf16 (the AVX-512 kernel loads 16 of them as 256 bits).
-    const BF16: bool;
-    /// The value as f32 (exact for both).
-    fn to_f32(self) -> f32;
-    /// The slice itself when the elements are f32, so f32 vectors are borrowed, not copied.
-    fn as_f32(slice: &[Self]) -> Option<&[f32]>;
-}
-
-impl WeightElem for f32 {
-    const BF16: bool = false;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    fn as_f32(slice: &[f32]) -> Option<&[f32]> {
-        Some(slice)
-    }
-}
-
-impl WeightElem for bf16 {
-    const BF16: bool = true;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f32::from_bits((self.to_bits() as u32) << 16)
-    }
-    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
-        None
-    }
-}
-
-/// `slice` as f32: borrowed when it is f32, widened into a new vector when bf16.
-pub fn widen<T: WeightElem>(slice: &[T]) -> std::borrow::Cow<'_, [f32]> {
-    match T::as_f32(slice) {
-        Some(f) => std::borrow::Cow::Borrowed(f),
-        None => std::borrow::Cow::Owned(slice.iter().map(|w| w.to_f32()).collect()),
-    }
-}
 
 /// Lanes per accumulator (one AVX-512 register).
 const LANES: usize = 16;
@@ -63,10 +24,10 @@ const LANES: usize = 16;
 const MIN_COLS_PER_TASK: usize = 32;
 
 /// out[S, OC] = inp[S, C] · weight[OC, C]ᵀ + bias, batch-invariant (see the module docs).
-pub fn matmul_rows<T: WeightElem>(
+pub fn matmul_rows(
     out: &mut [f32],
     inp: &[f32],
-    weight: &[T],
+    weight: &[f32],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -103,10 +64,10 @@ impl SharedOut {
 /// Picks the widest instruction set this CPU has; the choice is fixed per machine, so results
 /// are reproducible on it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn dispatch<T: WeightElem>(
+unsafe fn dispatch(
     out: *mut f32,
     inp: &[f32],
-    w: &[T],
+    w: &[f32],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -126,16 +87,16 @@ unsafe fn dispatch<T: WeightElem>(
             return tile_avx2(out, inp, w, bias, s, c, oc, j0, j1);
         }
     }
-    tile::<false, T>(out, inp, w, bias, s, c, oc, j0, j1)
+    tile::<false>(out, inp, w, bias, s, c, oc, j0, j1)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<T: WeightElem>(
+unsafe fn tile_avx512(
     out: *mut f32,
     inp: &[f32],
-    w: &[T],
+    w: &[f32],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -146,33 +107,12 @@ unsafe fn tile_avx512<T: WeightElem>(
     use std::arch::x86_64::*;
     let full = c / 16 * 16;
     let tail_mask: __mmask16 = ((1u32 << (c - full)) - 1) as __mmask16;
-    /// 16 weights from `p`, widened to f32 when they are bf16 (a bf16 is the top half of an f32).
-    #[inline(always)]
-    unsafe fn load<T: WeightElem>(p: *const T) -> __m512 {
-        if T::BF16 {
-            let half = _mm256_loadu_si256(p.cast());
-            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16))
-        } else {
-            _mm512_loadu_ps(p.cast())
-        }
-    }
-    /// The first lanes of `tail` from `p`, zero beyond (`n` = the number of lanes set).
-    #[inline(always)]
-    unsafe fn load_tail<T: WeightElem>(p: *const T, tail: __mmask16, n: usize) -> __m512 {
-        if T::BF16 {
-            let mut buf = [0u16; 16];
-            std::ptr::copy_nonoverlapping(p.cast::<u16>(), buf.as_mut_ptr(), n);
-            load::<T>(buf.as_ptr().cast())
-        } else {
-            _mm512_maskz_loadu_ps(tail, p.cast())
-        }
-    }
     // Dot products of `ROWS` input rows with 4 weight rows; the same per-accumulator sequence
     // (16-lane FMAs in C order, masked tail, fixed reduction) whatever ROWS is.
     #[inline(always)]
-    unsafe fn block<const ROWS: usize, T: WeightElem>(
+    unsafe fn block<const ROWS: usize>(
         xs: [*const f32; ROWS],
-        ws: [*const T; 4],
+        ws: [*const f32; 4],
         full: usize,
         c: usize,
         tail: __mmask16,
@@ -181,10 +121,10 @@ unsafe fn tile_avx512<T: WeightElem>(
         let mut k = 0;
         while k < full {
             let wv = [
-                load(ws[0].add(k)),
-                load(ws[1].add(k)),
-                load(ws[2].add(k)),
-                load(ws[3].add(k)),
+                _mm512_loadu_ps(ws[0].add(k)),
+                _mm512_loadu_ps(ws[1].add(k)),
+                _mm512_loadu_ps(ws[2].add(k)),
+                _mm512_loadu_ps(ws[3].add(k)),
             ];
             for r in 0..ROWS {
                 let xv = _mm512_loadu_ps(xs[r].add(k));
@@ -195,12 +135,11 @@ unsafe fn tile_avx512<T: WeightElem>(
             k += 16;
         }
         if full < c {
-            let n = c - full;
             let wv = [
-                load_tail(ws[0].add(full), tail, n),
-                load_tail(ws[1].add(full), tail, n),
-                load_tail(ws[2].add(full), tail, n),
-                load_tail(ws[3].add(full), tail, n),
+                _mm512_maskz_loadu_ps(tail, ws[0].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[1].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[2].add(full)),
+                _mm512_maskz_loadu_ps(tail, ws[3].add(full)),
             ];
             for r in 0..ROWS {
                 let xv = _mm512_maskz_loadu_ps(tail, xs[r].add(full));
@@ -238,7 +177,7 @@ unsafe fn tile_avx512<T: WeightElem>(
     while j < j1 {
         let n = (j1 - j).min(4);
         // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
-        let ws: [*const T; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
+        let ws: [*const f32; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
         let mut r = 0;
         while r + 4 <= s {
             let xs = [
@@ -247,12 +186,12 @@ unsafe fn tile_avx512<T: WeightElem>(
                 inp.as_ptr().add((r + 2) * c),
                 inp.as_ptr().add((r + 3) * c),
             ];
-            let dots = block::<4, T>(xs, ws, full, c, tail_mask);
+            let dots = block::<4>(xs, ws, full, c, tail_mask);
             store(out, &dots, r, j, n, oc, bias);
             r += 4;
         }
         while r < s {
-            let dots = block::<1, T>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
+            let dots = block::<1>([inp.as_ptr().add(r * c)], ws, full, c, tail_mask);
             store(out, &dots, r, j, n, oc, bias);
             r += 1;
         }
@@ -263,10 +202,10 @@ unsafe fn tile_avx512<T: WeightElem>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2<T: WeightElem>(
+unsafe fn tile_avx2(
     out: *mut f32,
     inp: &[f32],
-    w: &[T],
+    w: &[f32],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -274,7 +213,7 @@ unsafe fn tile_avx2<T: WeightElem>(
     j0: usize,
     j1: usize,
 ) {
-    tile::<true, T>(out, inp, w, bias, s, c, oc, j0, j1)
+    tile::<true>(out, inp, w, bias, s, c, oc, j0, j1)
 }
 
 #[inline(always)]
@@ -302,7 +241,7 @@ fn reduce(acc: &[f32; LANES]) -> f32 {
 
 /// One row's dot with four weight rows, 16 lanes each, plus the scalar tail in order.
 #[inline(always)]
-fn dot_1x4<const FMA: bool, T: WeightElem>(x: &[f32], ws: [&[T]; 4]) -> [f32; 4] {
+fn dot_1x4<const FMA: bool>(x: &[f32], ws: [&[f32]; 4]) -> [f32; 4] {
     let mut acc = [[0f32; LANES]; 4];
     let full = x.len() / LANES * LANES;
     for k in (0..full).step_by(LANES) {
@@ -310,7 +249,7 @@ fn dot_1x4<const FMA: bool, T: WeightElem>(x: &[f32], ws: [&[T]; 4]) -> [f32; 4]
         for (a, w) in acc.iter_mut().zip(ws) {
             let wk = &w[k..k + LANES];
             for l in 0..LANES {
-                a[l] = madd::<FMA>(xs[l], wk[l].to_f32(), a[l]);
+                a[l] = madd::<FMA>(xs[l], wk[l], a[l]);
             }
         }
     }
@@ -318,7 +257,7 @@ fn dot_1x4<const FMA: bool, T: WeightElem>(x: &[f32], ws: [&[T]; 4]) -> [f32; 4]
     for ((o, a), w) in out.iter_mut().zip(&acc).zip(ws) {
         let mut sum = reduce(a);
         for k in full..x.len() {
-            sum = madd::<FMA>(x[k], w[k].to_f32(), sum);
+            sum = madd::<FMA>(x[k], w[k], sum);
         }
         *o = sum;
     }
@@ -327,10 +266,10 @@ fn dot_1x4<const FMA: bool, T: WeightElem>(x: &[f32], ws: [&[T]; 4]) -> [f32; 4]
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const FMA: bool, T: WeightElem>(
+unsafe fn tile<const FMA: bool>(
     out: *mut f32,
     inp: &[f32],
-    w: &[T],
+    w: &[f32],
     bias: Option<&[f32]>,
     s: usize,
     c: usize,
@@ -342,12 +281,12 @@ unsafe fn tile<const FMA: bool, T: WeightElem>(
     while j < j1 {
         let n = (j1 - j).min(4);
         // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
-        let ws: [&[T]; 4] = std::array::from_fn(|q| {
+        let ws: [&[f32]; 4] = std::array::from_fn(|q| {
             let col = j + q.min(n - 1);
             &w[col * c..(col + 1) * c]
         });
         for r in 0..s {
-            let dots = dot_1x4::<FMA, T>(&inp[r * c..(r + 1) * c], ws);
+            let dots = dot_1x4::<FMA>(&inp[r * c..(r + 1) * c], ws);
             for q in 0..n {
                 let b = bias.map_or(0.0, |b| b[j + q]);
                 // SAFETY: r < s and j + q < j1 <= oc, inside the [s, oc] output owned by this task.
@@ -410,6 +349,284 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(acc)
 }
 
+/// A weight element of the decode products: f32 (the policy's own weights) or bf16 (the
+/// sampler's half-size copy), each with its product.
+pub trait WeightElem: Copy + Send + Sync + 'static {
+    /// The value as f32 (exact for both).
+    fn to_f32(self) -> f32;
+    /// The slice itself when the elements are f32, so f32 vectors are borrowed, not copied.
+    fn as_f32(slice: &[Self]) -> Option<&[f32]>;
+    /// out[S, OC] = inp[S, C] · weight[OC, C]ᵀ + bias in this element's arithmetic,
+    /// batch-invariant.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rows(
+        out: &mut [f32],
+        inp: &[f32],
+        weight: &[Self],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    );
+}
+
+impl WeightElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn as_f32(slice: &[f32]) -> Option<&[f32]> {
+        Some(slice)
+    }
+    fn matmul_rows(
+        out: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        matmul_rows(out, inp, weight, bias, s, c, oc)
+    }
+}
+
+impl WeightElem for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+    fn matmul_rows(
+        out: &mut [f32],
+        inp: &[f32],
+        weight: &[bf16],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        matmul_rows_bf16(out, inp, weight, bias, s, c, oc)
+    }
+}
+
+/// `slice` as f32: borrowed when it is f32, widened into a new vector when bf16.
+pub fn widen<T: WeightElem>(slice: &[T]) -> std::borrow::Cow<'_, [f32]> {
+    match T::as_f32(slice) {
+        Some(f) => std::borrow::Cow::Borrowed(f),
+        None => std::borrow::Cow::Owned(slice.iter().map(|w| w.to_f32()).collect()),
+    }
+}
+
+/// Input elements per `vdpbf16ps` step: 16 lanes of pairs.
+const PAIRS: usize = 2 * LANES;
+
+/// out[S, OC] = bf16(inp)[S, C] · weight[OC, C]ᵀ + bias with bf16 operands and f32 sums:
+/// per (row, column), 16 lanes each add the two products of their pair of inputs (odd then even)
+/// over blocks of 32 in C order (zeros past C), reduced by the same tree as `matmul_rows`.
+/// Batch-invariant like it.
+pub fn matmul_rows_bf16(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[bf16],
+    bias: Option<&[f32]>,
+    s: usize,
+    c: usize,
+    oc: usize,
+) {
+    assert!(
+        out.len() >= s * oc && inp.len() >= s * c && weight.len() >= oc * c,
+        "matmul_rows_bf16: buffers too small"
+    );
+    // The inputs rounded once, each row padded with zeros to a whole number of blocks.
+    let stride = c.div_ceil(PAIRS) * PAIRS;
+    let mut x = vec![bf16::ZERO; s * stride];
+    for (row, from) in x.chunks_exact_mut(stride).zip(inp.chunks_exact(c)) {
+        for (d, &v) in row.iter_mut().zip(from) {
+            *d = bf16::from_f32(v);
+        }
+    }
+    let out = SharedOut(out.as_mut_ptr());
+    let per_task =
+        (oc.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4).max(MIN_COLS_PER_TASK);
+    let simd = has_dpbf16();
+    (0..oc.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        let j0 = task * per_task;
+        let j1 = (j0 + per_task).min(oc);
+        let shape = Bf16Shape {
+            s,
+            c,
+            stride,
+            oc,
+            j0,
+            j1,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: the features were detected; each task writes columns j0..j1 of every row.
+            unsafe { tile_dpbf16(out.ptr(), &x, weight, bias, shape) };
+            return;
+        }
+        let _ = simd;
+        // SAFETY: each task writes columns j0..j1 of every row, disjoint from other tasks.
+        unsafe { tile_bf16(out.ptr(), &x, weight, bias, shape) };
+    });
+}
+
+/// Whether this CPU has `vdpbf16ps` (AVX512-BF16) and the byte-masked loads (AVX512-BW).
+pub fn has_dpbf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The sizes a bf16 tile works on: rows, inputs, padded input stride, outputs, its columns.
+#[derive(Clone, Copy)]
+struct Bf16Shape {
+    s: usize,
+    c: usize,
+    stride: usize,
+    oc: usize,
+    j0: usize,
+    j1: usize,
+}
+
+/// What `vdpbf16ps` does to one lane: the odd product, then the even one, each sum rounded to
+/// f32 (the products of two bf16 are exact in f32); denormal inputs and results are zero.
+#[inline(always)]
+fn dp_lane(acc: f32, x0: bf16, x1: bf16, w0: bf16, w1: bf16) -> f32 {
+    let daz = |v: f32| if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v };
+    let (x0, x1, w0, w1) = (
+        daz(x0.to_f32()),
+        daz(x1.to_f32()),
+        daz(w0.to_f32()),
+        daz(w1.to_f32()),
+    );
+    let acc = daz(acc + x1 * w1);
+    daz(acc + x0 * w0)
+}
+
+/// The scalar bf16 tile: `tile_dpbf16`'s arithmetic without the instruction.
+unsafe fn tile_bf16(out: *mut f32, x: &[bf16], w: &[bf16], bias: Option<&[f32]>, sh: Bf16Shape) {
+    for j in sh.j0..sh.j1 {
+        let wr = &w[j * sh.c..(j + 1) * sh.c];
+        for r in 0..sh.s {
+            let xr = &x[r * sh.stride..(r + 1) * sh.stride];
+            let mut acc = [0f32; LANES];
+            for k in (0..sh.stride).step_by(PAIRS) {
+                for (l, a) in acc.iter_mut().enumerate() {
+                    let i = k + 2 * l;
+                    let at = |v: usize| wr.get(v).copied().unwrap_or(bf16::ZERO);
+                    *a = dp_lane(*a, xr[i], xr[i + 1], at(i), at(i + 1));
+                }
+            }
+            // SAFETY: r < s and j < j1 <= oc, inside the [s, oc] output owned by this task.
+            *out.add(r * sh.oc + j) = reduce(&acc) + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+/// The AVX512-BF16 tile: 4 rows × 4 columns share their loads; 32 inputs per instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bf16,avx512bw,avx512f")]
+unsafe fn tile_dpbf16(out: *mut f32, x: &[bf16], w: &[bf16], bias: Option<&[f32]>, sh: Bf16Shape) {
+    use std::arch::x86_64::{
+        __m512bh, __m512i, __mmask32, _mm512_dpbf16_ps, _mm512_loadu_si512,
+        _mm512_maskz_loadu_epi16, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let (c, stride) = (sh.c, sh.stride);
+    let full = c / PAIRS * PAIRS;
+    let tail: __mmask32 = ((1u64 << (c - full)) - 1) as __mmask32;
+    #[inline(always)]
+    unsafe fn block<const ROWS: usize>(
+        xs: [*const bf16; ROWS],
+        ws: [*const bf16; 4],
+        full: usize,
+        c: usize,
+        tail: __mmask32,
+    ) -> [[f32; 4]; ROWS] {
+        let as_bh = |v: __m512i| -> __m512bh { std::mem::transmute(v) };
+        let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+        let mut k = 0;
+        while k < full {
+            let wv = [
+                as_bh(_mm512_loadu_si512(ws[0].add(k).cast())),
+                as_bh(_mm512_loadu_si512(ws[1].add(k).cast())),
+                as_bh(_mm512_loadu_si512(ws[2].add(k).cast())),
+                as_bh(_mm512_loadu_si512(ws[3].add(k).cast())),
+            ];
+            for r in 0..ROWS {
+                let xv = as_bh(_mm512_loadu_si512(xs[r].add(k).cast()));
+                for q in 0..4 {
+                    acc[r][q] = _mm512_dpbf16_ps(acc[r][q], xv, wv[q]);
+                }
+            }
+            k += PAIRS;
+        }
+        if full < c {
+            // Weights past C are not there: masked to zero. Inputs are padded with zeros.
+            let wv = [
+                as_bh(_mm512_maskz_loadu_epi16(tail, ws[0].add(full).cast())),
+                as_bh(_mm512_maskz_loadu_epi16(tail, ws[1].add(full).cast())),
+                as_bh(_mm512_maskz_loadu_epi16(tail, ws[2].add(full).cast())),
+                as_bh(_mm512_maskz_loadu_epi16(tail, ws[3].add(full).cast())),
+            ];
+            for r in 0..ROWS {
+                let xv = as_bh(_mm512_loadu_si512(xs[r].add(full).cast()));
+                for q in 0..4 {
+                    acc[r][q] = _mm512_dpbf16_ps(acc[r][q], xv, wv[q]);
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; ROWS];
+        for r in 0..ROWS {
+            for q in 0..4 {
+                // The scalar kernel's reduction tree, so both give the same bits.
+                let mut lanes = [0f32; LANES];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][q]);
+                out[r][q] = reduce(&lanes);
+            }
+        }
+        out
+    }
+    let mut j = sh.j0;
+    while j < sh.j1 {
+        let n = (sh.j1 - j).min(4);
+        // Fewer than 4 columns left: repeat the last one; its extra results are dropped.
+        let ws: [*const bf16; 4] = std::array::from_fn(|q| w.as_ptr().add((j + q.min(n - 1)) * c));
+        let store = |dots: &[[f32; 4]], r: usize| {
+            for (dr, row) in dots.iter().enumerate() {
+                for q in 0..n {
+                    *out.add((r + dr) * sh.oc + j + q) = row[q] + bias.map_or(0.0, |b| b[j + q]);
+                }
+            }
+        };
+        let mut r = 0;
+        while r + 4 <= sh.s {
+            let xs = std::array::from_fn(|i| x.as_ptr().add((r + i) * stride));
+            store(&block::<4>(xs, ws, full, c, tail), r);
+            r += 4;
+        }
+        while r < sh.s {
+            store(
+                &block::<1>([x.as_ptr().add(r * stride)], ws, full, c, tail),
+                r,
+            );
+            r += 1;
+        }
+        j += 4;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,20 +677,98 @@ mod tests {
         }
     }
 
+    /// Rows of bf16-exact values of mixed sign and scale, with some exact zeros.
+    fn bf16_data(n: usize, seed: usize) -> Vec<f32> {
+        data(n, seed)
+            .iter()
+            .map(|&v| bf16::from_f32(v * 3.0).to_f32())
+            .collect()
+    }
+
     #[test]
-    fn bf16_weights_give_the_bits_of_their_f32_widening() {
-        // Widths with and without a 16-lane tail; rows through both the 4-row and 1-row tiles.
-        for (c, oc, rows) in [(83, 37, 9), (64, 8, 5), (576, 20, 3)] {
+    fn the_bf16_product_is_a_plain_product_of_bf16_operands_and_batch_invariant() {
+        // Widths with and without a 32-lane tail; rows through both the 4-row and 1-row tiles.
+        for (c, oc, rows) in [(83, 37, 9), (64, 8, 5), (576, 20, 3), (31, 5, 2)] {
             let w: Vec<bf16> = data(oc * c, 4).iter().map(|&x| bf16::from_f32(x)).collect();
-            let wide: Vec<f32> = w.iter().map(|x| x.to_f32()).collect();
             let bias = data(oc, 5);
             let x = data(rows * c, 6);
-            let (mut a, mut b) = (vec![0.0; rows * oc], vec![0.0; rows * oc]);
-            matmul_rows(&mut a, &x, &w, Some(&bias), rows, c, oc);
-            matmul_rows(&mut b, &x, &wide, Some(&bias), rows, c, oc);
-            assert!(
-                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "c {c} oc {oc}: bf16 weights differ from their widened f32"
+            let mut all = vec![0.0; rows * oc];
+            matmul_rows_bf16(&mut all, &x, &w, Some(&bias), rows, c, oc);
+            for r in 0..rows {
+                for j in 0..oc {
+                    let (mut want, mut scale) = (bias[j] as f64, bias[j].abs() as f64);
+                    for k in 0..c {
+                        let p = bf16::from_f32(x[r * c + k]).to_f32() as f64
+                            * w[j * c + k].to_f32() as f64;
+                        want += p;
+                        scale += p.abs();
+                    }
+                    let got = all[r * oc + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale.max(1e-3),
+                        "c {c} ({r}, {j}): {got} vs {want}"
+                    );
+                }
+            }
+            for (start, len) in [(0, 1), (1, 1), (rows - 1, 1)] {
+                let mut part = vec![0.0; len * oc];
+                let xs = &x[start * c..(start + len) * c];
+                matmul_rows_bf16(&mut part, xs, &w, Some(&bias), len, c, oc);
+                assert!(
+                    part.iter()
+                        .zip(&all[start * oc..(start + len) * oc])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "c {c}: row {start} differs alone"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_scalar_bf16_kernel_gives_the_bits_of_vdpbf16ps() {
+        // Where the CPU has AVX512-BF16, its kernel and the scalar one (what a CPU without it
+        // runs) must agree bit for bit: the same lanes, the same order, the same rounding.
+        if !has_dpbf16() {
+            eprintln!("no AVX512-BF16 on this CPU: the scalar kernel is the only one");
+            return;
+        }
+        for (c, oc, rows) in [(83, 37, 9), (576, 64, 8), (1536, 12, 5), (7, 3, 1)] {
+            let w: Vec<bf16> = bf16_data(oc * c, 7)
+                .iter()
+                .map(|&v| bf16::from_f32(v))
+                .collect();
+            let xin = bf16_data(rows * c, 8);
+            let stride = c.div_ceil(PAIRS) * PAIRS;
+            let mut x = vec![bf16::ZERO; rows * stride];
+            for (row, from) in x.chunks_exact_mut(stride).zip(xin.chunks_exact(c)) {
+                for (d, &v) in row.iter_mut().zip(from) {
+                    *d = bf16::from_f32(v);
+                }
+            }
+            let shape = Bf16Shape {
+                s: rows,
+                c,
+                stride,
+                oc,
+                j0: 0,
+                j1: oc,
+            };
+            let (mut simd, mut scalar) = (vec![0f32; rows * oc], vec![0f32; rows * oc]);
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                tile_dpbf16(simd.as_mut_ptr(), &x, &w, None, shape);
+                tile_bf16(scalar.as_mut_ptr(), &x, &w, None, shape);
+            }
+            let differ = simd
+                .iter()
+                .zip(&scalar)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "c {c}: {differ} of {} outputs differ",
+                simd.len()
             );
         }
     }

@@ -13,6 +13,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
+use super::memory::MemoryPart;
 use super::{Device, Precision};
 use crate::error::{EngineError, Result};
 use crate::model::{Model, RewardModel};
@@ -184,6 +185,11 @@ pub trait DecodeEngine: Send {
 
     /// The precision of the weights it decodes with (never `Auto`).
     fn precision(&self) -> Precision;
+
+    /// What it holds now, by category (host bytes; a GPU engine reports none here).
+    fn memory_parts(&self) -> Vec<MemoryPart> {
+        Vec::new()
+    }
 
     /// Makes room for `slots` sequences of up to `max_len` positions and prompts of up to
     /// `max_prompt` tokens (`sequences` in all, for the memory check); keeps the current cache

@@ -13,6 +13,7 @@ use crate::train::head::{HeadOutput, TokenObjective};
 use crate::train::reward::{reward_backward, reward_forward};
 
 use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
+use super::memory::MemoryPart;
 use super::{Device, Precision};
 use rayon::prelude::*;
 
@@ -59,9 +60,19 @@ impl CpuTrainEngine {
     }
 
     fn arena(&mut self, model: &Model, b: usize, t: usize) -> &mut Activations {
-        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
-            self.acts = Some(Activations::new(model, b, t));
-            self.packed = false;
+        match &mut self.acts {
+            Some(a) if a.b == b && a.t == t => {}
+            // A learner's arena is reused at its new shape: its buffers are all touched by
+            // every step (backward included), so keeping them costs no memory it would not use.
+            Some(a) if !self.grads.is_empty() => {
+                a.reshape(model, b, t);
+                self.packed = false;
+            }
+            _ => {
+                self.acts = None;
+                self.acts = Some(Activations::new(model, b, t));
+                self.packed = false;
+            }
         }
         self.acts.as_mut().expect("arena was just planned")
     }
@@ -314,6 +325,27 @@ impl<'m> CpuDecodeEngine<'m> {
 impl DecodeEngine for CpuDecodeEngine<'_> {
     fn device(&self) -> Device {
         Device::Cpu
+    }
+
+    fn memory_parts(&self) -> Vec<MemoryPart> {
+        let mut parts = Vec::new();
+        if let Some(copy) = &self.bf16 {
+            parts.push(MemoryPart {
+                category: "sampler's bf16 weights".into(),
+                bytes: 2.0 * copy.len() as f64,
+            });
+        }
+        if let Some((cache, scratch)) = &self.state {
+            parts.push(MemoryPart {
+                category: "KV cache".into(),
+                bytes: cache.allocated_bytes(),
+            });
+            parts.push(MemoryPart {
+                category: "decoding buffers".into(),
+                bytes: scratch.allocated_bytes(),
+            });
+        }
+        parts
     }
 
     fn precision(&self) -> Precision {

@@ -253,3 +253,15 @@ mod tests {
         assert_eq!(try_zeroed(3, "small").unwrap(), vec![0.0; 3]);
     }
 }
+
+/// The process's peak resident set so far (VmHWM in /proc/self/status), bytes; 0 where unknown.
+pub fn peak_resident_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}

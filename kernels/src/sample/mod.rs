@@ -140,6 +140,11 @@ impl<'m> Sampler<'m> {
         self.engine.device()
     }
 
+    /// What its engine holds now (KV cache, decoding buffers, a bf16 copy), by category.
+    pub fn memory_parts(&self) -> Vec<crate::device::memory::MemoryPart> {
+        self.engine.memory_parts()
+    }
+
     /// The precision of the weights it decodes with: f32 gives the learner's own log-probs;
     /// bf16's differ by the weights' rounding (the learner corrects for it).
     pub fn precision(&self) -> Precision {
