@@ -135,6 +135,59 @@ fn every_cpu_engine_op_is_the_direct_call_bit_for_bit() {
 }
 
 #[test]
+fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
+    // `Activations::reshape` keeps a learner's buffers with whatever they hold: this is what
+    // makes that safe. Every op writes what it reads first — with and without packed rows, for a
+    // Qwen2 and a Qwen3 (per-head norms) shape.
+    let qwen3 = {
+        let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
+        c.architecture = r1_kernels::model::Architecture::Qwen3;
+        c.attention_bias = false;
+        Model::random(c, 9, 0.05)
+    };
+    for model in [model(), qwen3] {
+        for packed in [false, true] {
+            let (b, t) = (3, 9);
+            let (ids, targets) = batch(&model, b, t, 4);
+            let mask: Vec<f32> = (0..b * t).map(|i| (i % 4 != 0) as u32 as f32).collect();
+            let weights = WeightedCrossEntropy::mean_weights(&mask);
+            let objective = WeightedCrossEntropy { weights: &weights };
+            let segments = vec![vec![4, 5], vec![9], vec![2, 3, 3]];
+            let run = |acts: &mut Activations| {
+                if packed {
+                    acts.set_segments(&segments).unwrap();
+                }
+                let mut grads = vec![0f32; model.layout.total];
+                cpu::forward(&model, acts, &ids).unwrap();
+                let out = cpu::head(
+                    &model,
+                    acts,
+                    &targets,
+                    Some(&objective),
+                    Some(&mut grads),
+                    true,
+                )
+                .unwrap();
+                cpu::backward(&model, acts, &ids, &mut grads).unwrap();
+                (out.logp, out.entropy, out.loss, grads)
+            };
+            let fresh = run(&mut Activations::new(&model, b, t));
+            let mut poisoned = Activations::new(&model, b, t);
+            poisoned.fill(f32::NAN);
+            let again = run(&mut poisoned);
+            assert!(same_bits(&fresh.0, &again.0), "packed {packed}: logp");
+            assert!(same_bits(&fresh.1, &again.1), "packed {packed}: entropy");
+            assert_eq!(
+                fresh.2.to_bits(),
+                again.2.to_bits(),
+                "packed {packed}: loss"
+            );
+            assert!(same_bits(&fresh.3, &again.3), "packed {packed}: gradients");
+        }
+    }
+}
+
+#[test]
 fn the_reward_head_through_the_cpu_engine_is_the_direct_call() {
     let rm = RewardModel::from_causal_lm(&model(), Some(0), 9, 0.5);
     let (b, t) = (2, 6);

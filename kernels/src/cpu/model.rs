@@ -108,26 +108,39 @@ impl Activations {
     }
 
     /// Plans the arena for `b` sequences of `t` tokens again, keeping each buffer's allocation
-    /// where it is large enough: a learner sees a new padded length almost every step, and mapping
-    /// gigabytes of fresh pages each time (the kernel zeroes every page on first touch) cost more
-    /// than a sixth of a GRPO step on a real model. Every buffer is zeroed, as `new` leaves it, so
-    /// what runs on the arena is the same as on a new one. Buffers grow to the largest shape seen.
+    /// where it is large enough: a learner sees a new padded length almost every step, and a new
+    /// arena each time maps (and the kernel zeroes, page by page) gigabytes again. The contents
+    /// are left as they are: forward, the head and backward write every element they read before
+    /// reading it (a NaN-filled arena gives the bits of a new one: `fill`'s test). Buffers grow
+    /// to the largest shape seen.
     pub fn reshape(&mut self, model: &Model, b: usize, t: usize) {
-        use rayon::prelude::*;
         for (buffer, len) in self.buffers().into_iter().zip(Self::lengths(model, b, t)) {
             if buffer.capacity() >= len {
-                buffer.clear();
-                buffer.spare_capacity_mut()[..len]
-                    .par_chunks_mut(1 << 18)
-                    .for_each(|c| c.iter_mut().for_each(|x| _ = x.write(0.0)));
-                // SAFETY: the first `len` elements were just written.
-                unsafe { buffer.set_len(len) };
+                if len > buffer.len() {
+                    // Within the capacity of a buffer that was allocated zeroed (`vec!`) and only
+                    // ever written with f32s since: every byte up to the capacity is an f32.
+                    let old = buffer.len();
+                    // SAFETY: see above; `len` ≤ capacity.
+                    unsafe { buffer.set_len(len) };
+                    debug_assert!(old <= len);
+                } else {
+                    buffer.truncate(len);
+                }
             } else {
                 *buffer = Vec::new();
                 *buffer = vec![0.0; len];
             }
         }
         self.set_shape(model, b, t);
+    }
+
+    /// Sets every element of every buffer to `value`: tests fill an arena with NaN to show that
+    /// nothing reads what it did not write (the assumption `reshape` relies on).
+    #[doc(hidden)]
+    pub fn fill(&mut self, value: f32) {
+        for buffer in self.buffers() {
+            buffer.fill(value);
+        }
     }
 
     /// Elements of each f32 buffer of [`Activations::buffers`] for `b` sequences of `t` tokens.
