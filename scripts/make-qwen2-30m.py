@@ -22,12 +22,15 @@ os.makedirs(out, exist_ok=True)
 torch.manual_seed(0)
 rng = random.Random(0)
 
-# Text like the prompts: ChatML turns around "a+b" / "a*b" questions, and plain English.
+# Text like the prompts r1's arithmetic task renders (ChatML, its instruction, a short answer).
 texts = []
 for _ in range(20000):
     a, b = rng.randint(0, 9999), rng.randint(0, 9999)
     op = rng.choice("+-*")
-    texts.append(f"<|im_start|>user\n{a}{op}{b}<|im_end|>\n<|im_start|>assistant\n"
+    word = {"+": "+", "-": "-", "*": "*"}[op]
+    texts.append(f"<|im_start|>user\nWhat is {a} {word} {b}? Show your work in <think> </think> tags "
+                 f"and return only the exact integer result in <answer> </answer> tags, for example "
+                 f"<answer>1234</answer>.<|im_end|>\n<|im_start|>assistant\n"
                  f"<think>{a}{op}{b} is computed digit by digit.</think> <answer>{a + b}</answer><|im_end|>")
 tokenizer = Tokenizer(models.BPE())
 tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -5,10 +5,11 @@
 //! heads, HS = head size, KVD = NKV·HS, QKV = (NH + 2·NKV)·HS, I = MLP width, V = vocab,
 //! P = cache positions per slot.
 
+use super::ops::{self, RopeTable};
+use half::bf16;
 use rayon::prelude::*;
 
-use super::ops::{self, RopeTable};
-use super::rowmat::{dot, widen, WeightElem};
+use super::rowmat::{dot, matmul_packed_bf16, matmul_rows, matmul_rows_bf16, pack_bf16, packable};
 use crate::error::{EngineError, Result};
 use crate::model::limits::try_zeroed;
 use crate::model::{Model, ModelConfig};
@@ -199,7 +200,7 @@ pub fn decode_step(
 ) -> Result<()> {
     decode_step_with(
         model,
-        &model.params,
+        model.params.as_slice(),
         cache,
         scratch,
         slots,
@@ -209,13 +210,197 @@ pub fn decode_step(
     )
 }
 
-/// [`decode_step`] reading the weights from `params`, laid out as `model.params` (the model's
-/// own, or its bf16 copy: see `device::Precision`). Activations, caches and sums are f32 either
-/// way.
+/// Where a decoding step reads its weights: the model's f32 parameters in place, or the
+/// sampler's bf16 copy ([`Bf16Weights`]). Offsets are the model layout's.
+pub trait DecodeWeights: Sync {
+    /// Parameters held (the layout's total).
+    fn len(&self) -> usize;
+    /// out[S, OC] = inp[S, C] · W[OC, C]ᵀ + bias for the [OC, C] matrix at `offset`,
+    /// batch-invariant.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        offset: usize,
+        out: &mut [f32],
+        inp: &[f32],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    );
+    /// The `len` values at `offset` as f32 (norm weights, biases).
+    fn vector(&self, offset: usize, len: usize) -> std::borrow::Cow<'_, [f32]>;
+    /// Row `id` of the [·, C] table at `offset` (the embeddings) into `out`.
+    fn row(&self, offset: usize, id: usize, out: &mut [f32]);
+}
+
+impl DecodeWeights for [f32] {
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+    fn matmul(
+        &self,
+        offset: usize,
+        out: &mut [f32],
+        inp: &[f32],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        matmul_rows(out, inp, &self[offset..offset + oc * c], bias, s, c, oc)
+    }
+    fn vector(&self, offset: usize, len: usize) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Borrowed(&self[offset..offset + len])
+    }
+    fn row(&self, offset: usize, id: usize, out: &mut [f32]) {
+        let c = out.len();
+        out.copy_from_slice(&self[offset + id * c..offset + (id + 1) * c]);
+    }
+}
+
+/// The sampler's bf16 copy of a model (`device::Precision::Bf16`): every parameter rounded to
+/// nearest even, in layout order, except that each product's matrix of a [`packable`] shape is
+/// stored packed in its own place (`rowmat::pack_bf16`: as many elements), and a tied LM head,
+/// which shares its place with the embeddings read by rows, is packed on its own. Products then
+/// run `rowmat::matmul_packed_bf16` (or `matmul_rows_bf16` for a shape that cannot be packed).
+pub struct Bf16Weights {
+    params: Vec<bf16>,
+    /// Offsets of the matrices stored packed in `params`, sorted.
+    packed: Vec<usize>,
+    /// A tied LM head packed on its own: (its offset, the packed matrix).
+    head: Option<(usize, Vec<bf16>)>,
+}
+
+impl Bf16Weights {
+    /// The copy of `model`, made now (in parallel). Its size is checked against the memory
+    /// available first and allocated fallibly.
+    pub fn new(model: &Model) -> Result<Self> {
+        let cfg = &model.config;
+        let lay = &model.layout;
+        let (c, v) = (cfg.hidden_size, cfg.vocab_size);
+        let tied = lay.lm_head == lay.embed;
+        let head_packed = packable(v, c);
+        let n = model.params.len();
+        let bytes = 2.0 * (n + if tied && head_packed { v * c } else { 0 }) as f64;
+        crate::model::limits::MemoryPlan::default()
+            .add("the sampler's bf16 weights", bytes)
+            .check("decoding in bf16")?;
+        let params = try_bf16(n)?;
+        let mut w = Bf16Weights {
+            params,
+            packed: Vec::new(),
+            head: None,
+        };
+        w.params
+            .par_chunks_mut(1 << 16)
+            .zip(model.params.par_chunks(1 << 16))
+            .for_each(|(out, from)| {
+                for (o, &x) in out.iter_mut().zip(from) {
+                    *o = bf16::from_f32(x);
+                }
+            });
+        let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
+        let mut matrices: Vec<(usize, usize, usize)> = Vec::new();
+        for o in &lay.layers {
+            matrices.push((o.qkv_w, qkv, c));
+            matrices.push((o.o_w, c, qd));
+            matrices.push((o.gate_up_w, 2 * i, c));
+            matrices.push((o.down_w, c, i));
+        }
+        if !tied {
+            matrices.push((lay.lm_head, v, c));
+        }
+        for (offset, oc, ic) in matrices {
+            if packable(oc, ic) {
+                let len = oc * ic;
+                pack_bf16(
+                    &mut w.params[offset..offset + len],
+                    &model.params[offset..offset + len],
+                    oc,
+                    ic,
+                );
+                w.packed.push(offset);
+            }
+        }
+        w.packed.sort_unstable();
+        if tied && head_packed {
+            let mut head = try_bf16(v * c)?;
+            pack_bf16(
+                &mut head,
+                &model.params[lay.lm_head..lay.lm_head + v * c],
+                v,
+                c,
+            );
+            w.head = Some((lay.lm_head, head));
+        }
+        Ok(w)
+    }
+
+    /// Bytes it holds.
+    pub fn bytes(&self) -> f64 {
+        2.0 * (self.params.len() + self.head.as_ref().map_or(0, |(_, h)| h.len())) as f64
+    }
+}
+
+/// A zeroed bf16 buffer of `n`, allocated fallibly.
+fn try_bf16(n: usize) -> Result<Vec<bf16>> {
+    crate::model::limits::try_filled(n, bf16::ZERO, "the sampler's bf16 weights")
+}
+
+impl DecodeWeights for Bf16Weights {
+    fn len(&self) -> usize {
+        self.params.len()
+    }
+    fn matmul(
+        &self,
+        offset: usize,
+        out: &mut [f32],
+        inp: &[f32],
+        bias: Option<&[f32]>,
+        s: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        match &self.head {
+            Some((at, head)) if *at == offset => {
+                return matmul_packed_bf16(out, inp, head, bias, s, c, oc);
+            }
+            _ => {}
+        }
+        let w = &self.params[offset..offset + oc * c];
+        if self.packed.binary_search(&offset).is_ok() {
+            matmul_packed_bf16(out, inp, w, bias, s, c, oc)
+        } else {
+            matmul_rows_bf16(out, inp, w, bias, s, c, oc)
+        }
+    }
+    fn vector(&self, offset: usize, len: usize) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Owned(
+            self.params[offset..offset + len]
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+        )
+    }
+    fn row(&self, offset: usize, id: usize, out: &mut [f32]) {
+        let c = out.len();
+        for (o, x) in out
+            .iter_mut()
+            .zip(&self.params[offset + id * c..offset + (id + 1) * c])
+        {
+            *o = x.to_f32();
+        }
+    }
+}
+
+/// [`decode_step`] reading the weights from `params` (the model's own f32 parameters, or the
+/// sampler's [`Bf16Weights`]). Activations, caches and everything but the products' operands
+/// are f32 either way.
 #[allow(clippy::too_many_arguments)]
-pub fn decode_step_with<T: WeightElem>(
+pub fn decode_step_with<W: DecodeWeights + ?Sized>(
     model: &Model,
-    params: &[T],
+    params: &W,
     cache: &mut KvCache,
     scratch: &mut DecodeScratch,
     slots: &[usize],
@@ -285,29 +470,18 @@ pub fn decode_step_with<T: WeightElem>(
     let (gu, h) = (&mut sc.gu[..s * 2 * i], &mut sc.h[..s * i]);
 
     for (row, &id) in x.chunks_exact_mut(c).zip(tokens) {
-        let from = &p[lay.embed + id as usize * c..lay.embed + (id as usize + 1) * c];
-        for (o, w) in row.iter_mut().zip(from) {
-            *o = w.to_f32();
-        }
+        p.row(lay.embed, id as usize, row);
     }
     for (l, o) in lay.layers.iter().enumerate() {
-        ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln1..o.ln1 + c]), c, eps);
-        let bias = o.qkv_b.map(|b| widen(&p[b..b + qkv_w]));
-        T::matmul_rows(
-            qkv,
-            ln,
-            &p[o.qkv_w..o.qkv_w + qkv_w * c],
-            bias.as_deref(),
-            s,
-            c,
-            qkv_w,
-        );
+        ops::rmsnorm_forward(ln, rstd, x, &p.vector(o.ln1, c), c, eps);
+        let bias = o.qkv_b.map(|b| p.vector(b, qkv_w));
+        p.matmul(o.qkv_w, qkv, ln, bias.as_deref(), s, c, qkv_w);
         if let Some(qn) = o.qk_norm {
             ops::qk_norm_forward(
                 qkv,
                 &mut sc.qk_rstd[..s * (nh + cfg.num_kv_heads)],
-                &widen(&p[qn..qn + hs]),
-                &widen(&p[qn + hs..qn + 2 * hs]),
+                &p.vector(qn, hs),
+                &p.vector(qn + hs, hs),
                 nh,
                 cfg.num_kv_heads,
                 hs,
@@ -355,34 +529,26 @@ pub fn decode_step_with<T: WeightElem>(
                     }
                 }
             });
-        T::matmul_rows(proj, atty, &p[o.o_w..o.o_w + c * qd], None, s, qd, c);
+        p.matmul(o.o_w, proj, atty, None, s, qd, c);
         add_into(x, proj);
-        ops::rmsnorm_forward(ln, rstd, x, &widen(&p[o.ln2..o.ln2 + c]), c, eps);
-        T::matmul_rows(
-            gu,
-            ln,
-            &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
-            None,
-            s,
-            c,
-            2 * i,
-        );
+        ops::rmsnorm_forward(ln, rstd, x, &p.vector(o.ln2, c), c, eps);
+        p.matmul(o.gate_up_w, gu, ln, None, s, c, 2 * i);
         ops::swiglu_forward(h, gu, i);
-        T::matmul_rows(proj, h, &p[o.down_w..o.down_w + c * i], None, s, i, c);
+        p.matmul(o.down_w, proj, h, None, s, i, c);
         add_into(x, proj);
     }
-    let final_norm = widen(&p[lay.final_norm..lay.final_norm + c]);
+    let final_norm = p.vector(lay.final_norm, c);
     ops::rmsnorm_forward(ln, rstd, x, &final_norm, c, eps);
-    let head = &p[lay.lm_head..lay.lm_head + v * c];
+    let head = lay.lm_head;
     match logit_rows {
-        None => T::matmul_rows(&mut sc.logits[..s * v], ln, head, None, s, c, v),
+        None => p.matmul(head, &mut sc.logits[..s * v], ln, None, s, c, v),
         Some(rows) => {
             // Only the rows that pick a token (the last of each prompt when prefilling).
             for (dst, &r) in proj.chunks_exact_mut(c).zip(rows) {
                 dst.copy_from_slice(&ln[r * c..(r + 1) * c]);
             }
             let n = rows.len();
-            T::matmul_rows(&mut sc.logits[..n * v], &proj[..n * c], head, None, n, c, v);
+            p.matmul(head, &mut sc.logits[..n * v], &proj[..n * c], None, n, c, v);
         }
     }
     Ok(())

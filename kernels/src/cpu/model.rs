@@ -101,7 +101,7 @@ impl Activations {
             rope: RopeTable::new(&[], 0),
         };
         for (buffer, len) in acts.buffers().into_iter().zip(Self::lengths(model, b, t)) {
-            *buffer = vec![0.0; len];
+            *buffer = crate::alloc::zeroed_f32(len);
         }
         acts.set_shape(model, b, t);
         acts
@@ -128,7 +128,7 @@ impl Activations {
                 }
             } else {
                 *buffer = Vec::new();
-                *buffer = vec![0.0; len];
+                *buffer = crate::alloc::zeroed_f32(len);
             }
         }
         self.set_shape(model, b, t);

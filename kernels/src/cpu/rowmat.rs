@@ -349,77 +349,6 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(acc)
 }
 
-/// A weight element of the decode products: f32 (the policy's own weights) or bf16 (the
-/// sampler's half-size copy), each with its product.
-pub trait WeightElem: Copy + Send + Sync + 'static {
-    /// The value as f32 (exact for both).
-    fn to_f32(self) -> f32;
-    /// The slice itself when the elements are f32, so f32 vectors are borrowed, not copied.
-    fn as_f32(slice: &[Self]) -> Option<&[f32]>;
-    /// out[S, OC] = inp[S, C] · weight[OC, C]ᵀ + bias in this element's arithmetic,
-    /// batch-invariant.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_rows(
-        out: &mut [f32],
-        inp: &[f32],
-        weight: &[Self],
-        bias: Option<&[f32]>,
-        s: usize,
-        c: usize,
-        oc: usize,
-    );
-}
-
-impl WeightElem for f32 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    fn as_f32(slice: &[f32]) -> Option<&[f32]> {
-        Some(slice)
-    }
-    fn matmul_rows(
-        out: &mut [f32],
-        inp: &[f32],
-        weight: &[f32],
-        bias: Option<&[f32]>,
-        s: usize,
-        c: usize,
-        oc: usize,
-    ) {
-        matmul_rows(out, inp, weight, bias, s, c, oc)
-    }
-}
-
-impl WeightElem for bf16 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f32::from_bits((self.to_bits() as u32) << 16)
-    }
-    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
-        None
-    }
-    fn matmul_rows(
-        out: &mut [f32],
-        inp: &[f32],
-        weight: &[bf16],
-        bias: Option<&[f32]>,
-        s: usize,
-        c: usize,
-        oc: usize,
-    ) {
-        matmul_rows_bf16(out, inp, weight, bias, s, c, oc)
-    }
-}
-
-/// `slice` as f32: borrowed when it is f32, widened into a new vector when bf16.
-pub fn widen<T: WeightElem>(slice: &[T]) -> std::borrow::Cow<'_, [f32]> {
-    match T::as_f32(slice) {
-        Some(f) => std::borrow::Cow::Borrowed(f),
-        None => std::borrow::Cow::Owned(slice.iter().map(|w| w.to_f32()).collect()),
-    }
-}
-
 /// Input elements per `vdpbf16ps` step: 16 lanes of pairs.
 const PAIRS: usize = 2 * LANES;
 
@@ -627,6 +556,194 @@ unsafe fn tile_dpbf16(out: *mut f32, x: &[bf16], w: &[bf16], bias: Option<&[f32]
     }
 }
 
+/// Outputs per panel of a packed bf16 matrix: one AVX-512 register of f32 sums.
+pub const PANEL: usize = 16;
+
+/// Whether an [oc, c] matrix can be packed for [`matmul_packed_bf16`]: whole panels of
+/// outputs, inputs in pairs. Packed, it has exactly as many elements as unpacked.
+pub fn packable(oc: usize, c: usize) -> bool {
+    oc > 0 && c > 0 && oc.is_multiple_of(PANEL) && c.is_multiple_of(2)
+}
+
+/// Writes the [oc, c] row-major matrix `w` into `dst` rounded to bf16 (nearest even), packed:
+/// panel p of 16 outputs, input pair q, output o, half h at ((p·c/2 + q)·16 + o)·2 + h. One
+/// 64-byte load then holds one input pair of 16 outputs: what `vdpbf16ps` multiplies by a
+/// broadcast pair of inputs. [`packable`] shapes only.
+pub fn pack_bf16(dst: &mut [bf16], w: &[f32], oc: usize, c: usize) {
+    assert!(packable(oc, c) && dst.len() == oc * c && w.len() >= oc * c);
+    let c2 = c / 2;
+    dst.par_chunks_mut(c2 * PANEL * 2)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            for q in 0..c2 {
+                for o in 0..PANEL {
+                    for h in 0..2 {
+                        panel[(q * PANEL + o) * 2 + h] =
+                            bf16::from_f32(w[(p * PANEL + o) * c + 2 * q + h]);
+                    }
+                }
+            }
+        });
+}
+
+/// out[S, OC] = bf16(inp)[S, C] · W[OC, C]ᵀ + bias for `w` packed by [`pack_bf16`]: each output
+/// sums its input pairs in C order, the odd product then the even one, in f32 (`vdpbf16ps`'s
+/// lane, with the input pair broadcast), then adds its bias. No horizontal sums, and every
+/// output's arithmetic is the same whatever S is and however the work is split: batch-invariant.
+pub fn matmul_packed_bf16(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[bf16],
+    bias: Option<&[f32]>,
+    s: usize,
+    c: usize,
+    oc: usize,
+) {
+    assert!(
+        packable(oc, c) && out.len() >= s * oc && inp.len() >= s * c && w.len() >= oc * c,
+        "matmul_packed_bf16: shapes or buffers"
+    );
+    let c2 = c / 2;
+    // Each row's inputs as bf16 pairs, the even one in the low half (what a broadcast dword
+    // gives `vdpbf16ps` as its (2i, 2i+1) elements).
+    let x: Vec<u32> = inp[..s * c]
+        .chunks_exact(2)
+        .map(|p| {
+            (bf16::from_f32(p[0]).to_bits() as u32)
+                | ((bf16::from_f32(p[1]).to_bits() as u32) << 16)
+        })
+        .collect();
+    let panels = oc / PANEL;
+    let out = SharedOut(out.as_mut_ptr());
+    // Pairs of panels per task, a few tasks per thread.
+    let per_task = (panels
+        .div_ceil(4 * rayon::current_num_threads())
+        .div_ceil(2)
+        * 2)
+    .max(2);
+    let simd = has_dpbf16();
+    (0..panels.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let p0 = task * per_task;
+            let p1 = (p0 + per_task).min(panels);
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: the features were detected; each task writes its panels' columns.
+                unsafe { packed_dpbf16(out.ptr(), &x, w, bias, s, c2, oc, p0..p1) };
+                return;
+            }
+            let _ = simd;
+            // SAFETY: each task writes its panels' columns of every row, disjoint from others.
+            unsafe { packed_scalar(out.ptr(), &x, w, bias, s, c2, oc, p0..p1) };
+        });
+}
+
+/// [`matmul_packed_bf16`] without `vdpbf16ps`: the same lanes in the same order.
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_scalar(
+    out: *mut f32,
+    x: &[u32],
+    w: &[bf16],
+    bias: Option<&[f32]>,
+    s: usize,
+    c2: usize,
+    oc: usize,
+    panels: std::ops::Range<usize>,
+) {
+    for p in panels {
+        let wp = &w[p * c2 * PANEL * 2..(p + 1) * c2 * PANEL * 2];
+        for r in 0..s {
+            let mut acc = [0f32; PANEL];
+            for (q, &pair) in x[r * c2..(r + 1) * c2].iter().enumerate() {
+                let (x0, x1) = (
+                    bf16::from_bits(pair as u16),
+                    bf16::from_bits((pair >> 16) as u16),
+                );
+                let wq = &wp[q * PANEL * 2..(q + 1) * PANEL * 2];
+                for (o, a) in acc.iter_mut().enumerate() {
+                    *a = dp_lane(*a, x0, x1, wq[2 * o], wq[2 * o + 1]);
+                }
+            }
+            for (o, a) in acc.iter().enumerate() {
+                let j = p * PANEL + o;
+                *out.add(r * oc + j) = a + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+}
+
+/// [`matmul_packed_bf16`] with `vdpbf16ps`: 4 rows × 2 panels (32 outputs) share the loads of
+/// each input pair; 8 registers of sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bf16,avx512bw,avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_dpbf16(
+    out: *mut f32,
+    x: &[u32],
+    w: &[bf16],
+    bias: Option<&[f32]>,
+    s: usize,
+    c2: usize,
+    oc: usize,
+    panels: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::{
+        __m512, __m512bh, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+        _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    #[inline(always)]
+    unsafe fn block<const ROWS: usize>(
+        xs: [*const u32; ROWS],
+        wp: [*const bf16; 2],
+        c2: usize,
+    ) -> [[__m512; 2]; ROWS] {
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        for q in 0..c2 {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(wp[0].add(q * 32).cast()));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(wp[1].add(q * 32).cast()));
+            for r in 0..ROWS {
+                let xv: __m512bh = std::mem::transmute(_mm512_set1_epi32(*xs[r].add(q) as i32));
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
+            }
+        }
+        acc
+    }
+    let mut p = panels.start;
+    while p < panels.end {
+        let n = (panels.end - p).min(2);
+        // One panel left: the second slot repeats it and its sums are dropped.
+        let wp = [
+            w.as_ptr().add(p * c2 * 32),
+            w.as_ptr().add((p + n - 1) * c2 * 32),
+        ];
+        let store = |acc: &[[__m512; 2]], r0: usize| {
+            for (dr, row) in acc.iter().enumerate() {
+                for (k, &sums) in row.iter().enumerate().take(n) {
+                    let j = (p + k) * PANEL;
+                    let v = match bias {
+                        Some(b) => _mm512_add_ps(sums, _mm512_loadu_ps(b.as_ptr().add(j))),
+                        None => sums,
+                    };
+                    _mm512_storeu_ps(out.add((r0 + dr) * oc + j), v);
+                }
+            }
+        };
+        let mut r = 0;
+        while r + 4 <= s {
+            let xs = std::array::from_fn(|i| x.as_ptr().add((r + i) * c2));
+            store(&block::<4>(xs, wp, c2), r);
+            r += 4;
+        }
+        while r < s {
+            store(&block::<1>([x.as_ptr().add(r * c2)], wp, c2), r);
+            r += 1;
+        }
+        p += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,6 +886,76 @@ mod tests {
                 0,
                 "c {c}: {differ} of {} outputs differ",
                 simd.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_packed_bf16_product_is_a_plain_product_and_the_same_on_every_cpu() {
+        for (c, oc, rows) in [(64, 48, 9), (576, 32, 5), (2, 16, 1), (30, 80, 6)] {
+            let wf = bf16_data(oc * c, 9);
+            let mut packed = vec![bf16::ZERO; oc * c];
+            pack_bf16(&mut packed, &wf, oc, c);
+            let bias = data(oc, 10);
+            let x = bf16_data(rows * c, 11);
+            let mut all = vec![0f32; rows * oc];
+            matmul_packed_bf16(&mut all, &x, &packed, Some(&bias), rows, c, oc);
+            for r in 0..rows {
+                for j in 0..oc {
+                    let (mut want, mut scale) = (bias[j] as f64, bias[j].abs() as f64);
+                    for k in 0..c {
+                        let p = x[r * c + k] as f64 * wf[j * c + k] as f64;
+                        want += p;
+                        scale += p.abs();
+                    }
+                    let got = all[r * oc + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale.max(1e-3),
+                        "c {c} ({r}, {j}): {got} vs {want}"
+                    );
+                }
+            }
+            // Alone, each row gets the same bits.
+            for r in [0, rows - 1] {
+                let mut one = vec![0f32; oc];
+                let xs = &x[r * c..(r + 1) * c];
+                matmul_packed_bf16(&mut one, xs, &packed, Some(&bias), 1, c, oc);
+                assert!(
+                    one.iter()
+                        .zip(&all[r * oc..(r + 1) * oc])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "c {c}: row {r} differs alone"
+                );
+            }
+            // The scalar kernel (a CPU without AVX512-BF16) gives the same bits.
+            let pairs: Vec<u32> = x
+                .chunks_exact(2)
+                .map(|p| {
+                    (bf16::from_f32(p[0]).to_bits() as u32)
+                        | ((bf16::from_f32(p[1]).to_bits() as u32) << 16)
+                })
+                .collect();
+            let mut scalar = vec![0f32; rows * oc];
+            unsafe {
+                packed_scalar(
+                    scalar.as_mut_ptr(),
+                    &pairs,
+                    &packed,
+                    Some(&bias),
+                    rows,
+                    c / 2,
+                    oc,
+                    0..oc / PANEL,
+                )
+            };
+            let differ = scalar
+                .iter()
+                .zip(&all)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "c {c}: the scalar kernel differs on {differ} outputs"
             );
         }
     }

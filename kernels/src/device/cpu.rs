@@ -15,7 +15,6 @@ use crate::train::reward::{reward_backward, reward_forward};
 use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
 use super::memory::MemoryPart;
 use super::{Device, Precision};
-use rayon::prelude::*;
 
 /// Prompt tokens per prefill pass: bounds the scratch (attention scores grow with rows × context).
 pub const PREFILL_ROWS: usize = 256;
@@ -52,7 +51,7 @@ impl CpuTrainEngine {
             acts: None,
             packed: false,
             grads: if trainable {
-                vec![0.0; model.layout.total]
+                crate::alloc::zeroed_f32(model.layout.total)
             } else {
                 Vec::new()
             },
@@ -246,9 +245,9 @@ impl TrainEngine for CpuTrainEngine {
 /// while they are large enough, and the truncation scratch of `pick`.
 pub struct CpuDecodeEngine<'m> {
     model: &'m Model,
-    /// The sampler's bf16 copy of the weights (same layout), when it decodes in bf16; `None`
-    /// reads the model's f32 weights in place.
-    bf16: Option<Vec<half::bf16>>,
+    /// The sampler's bf16 copy of the weights, when it decodes in bf16; `None` reads the
+    /// model's f32 weights in place.
+    bf16: Option<cpu::decode::Bf16Weights>,
     /// Cache and scratch, planned together.
     state: Option<(KvCache, DecodeScratch)>,
     /// `pick`'s candidate list (reused).
@@ -270,24 +269,7 @@ impl<'m> CpuDecodeEngine<'m> {
     /// half the bytes per decoding step. The copy is checked against the memory available and
     /// allocated fallibly.
     pub fn bf16(model: &'m Model) -> Result<Self> {
-        let n = model.params.len();
-        MemoryPlan::default()
-            .add("the sampler's bf16 weights", n as f64 * 2.0)
-            .check("decoding in bf16")?;
-        let mut copy: Vec<half::bf16> = Vec::new();
-        copy.try_reserve_exact(n)
-            .map_err(|_| EngineError::Allocation {
-                what: "the sampler's bf16 weights".into(),
-                bytes: crate::model::limits::format_bytes(n as f64 * 2.0),
-            })?;
-        copy.resize(n, half::bf16::ZERO);
-        copy.par_chunks_mut(1 << 16)
-            .zip(model.params.par_chunks(1 << 16))
-            .for_each(|(out, from)| {
-                for (o, &w) in out.iter_mut().zip(from) {
-                    *o = half::bf16::from_f32(w);
-                }
-            });
+        let copy = cpu::decode::Bf16Weights::new(model)?;
         Ok(CpuDecodeEngine {
             bf16: Some(copy),
             ..Self::new(model)
@@ -332,7 +314,7 @@ impl DecodeEngine for CpuDecodeEngine<'_> {
         if let Some(copy) = &self.bf16 {
             parts.push(MemoryPart {
                 category: "sampler's bf16 weights".into(),
-                bytes: 2.0 * copy.len() as f64,
+                bytes: copy.bytes(),
             });
         }
         if let Some((cache, scratch)) = &self.state {

@@ -61,8 +61,8 @@ impl AdamW {
     pub fn new(config: AdamWConfig, n: usize) -> Self {
         AdamW {
             config,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            m: crate::alloc::zeroed_f32(n),
+            v: crate::alloc::zeroed_f32(n),
             step: 0,
         }
     }
