@@ -13,7 +13,9 @@
 #   scripts/fetch-smollm2.sh && r1ctl model import .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf .cache/models/smollm2)
 # Environment: THREADS (2), PROMPTS (8), G (4), TOKENS (64), STEPS (timed steps, 2), R1CTL (an
 #   r1ctl binary to use instead of building target/release/r1ctl), TRL_GRADIENT_CHECKPOINTING (0 or 1;
-#   unset: TRL's default, which is on in TRL 1.16 — slower, less memory; r1 does not checkpoint).
+#   unset: TRL's default, which is on in TRL 1.16 — slower, less memory; r1 does not checkpoint),
+#   R1_SAMPLER_PRECISION (auto, f32 or bf16: r1's --sampler-precision; bf16 is a half-size copy with
+#   bf16 products, the learner correcting for the mismatch — what TRL does with vLLM rollouts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-.cache/models/smollm2}"
@@ -46,7 +48,8 @@ peak_kb() { sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$1"
 echo "load before r1:  $(uptime)" | tee "$out/load.txt"
 /usr/bin/time -v -o "$out/r1.time" "$r1ctl" bench grpo "$model" \
   --prompts "$prompts" -g "$g" --completion-tokens "$tokens" --minibatches 1 --beta 0 \
-  --steps "$steps" --warmup-steps 1 --rewards seeded-random --threads "$threads" -o json > "$out/r1.json"
+  --steps "$steps" --warmup-steps 1 --rewards seeded-random --threads "$threads" \
+  --sampler-precision "${R1_SAMPLER_PRECISION:-auto}" -o json > "$out/r1.json"
 
 echo "load before TRL: $(uptime)" | tee -a "$out/load.txt"
 OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" /usr/bin/time -v -o "$out/trl.time" \
@@ -146,6 +149,10 @@ print("r1 phases:")
 for p in r1["phases"]:
     print(f"  {p['phase']:<14} {p['seconds']:>8.3f} s {p['share_percent']:>5.1f}% "
           f"{p['gflops']:>8.1f} GFLOP/s {p['peak_percent']:>5.1f}% of peak")
+m = r1.get("sampler_mismatch")
+print(f"r1 sampler weights: {r1.get('sampler_precision', 'f32')}"
+      + (f"; |logp diff| vs the learner mean {m['logp_diff_mean']:.2e} max {m['logp_diff_max']:.2e}, "
+         f"weights {m['is_min']:.3f}..{m['is_max']:.3f}" if m else ""))
 print("r1 memory by category:")
 for m in r1["memory"]:
     print(f"  {m['category']:<26} {m['bytes'] / 2**20:>9.1f} MiB")

@@ -96,37 +96,62 @@ fn skipping_the_old_logprob_pass_gives_the_recompute_path_s_update() {
 
 #[test]
 fn an_on_policy_run_resumes_bit_identical() {
-    let cfg = config(0.04, 1);
-    let mut straight = GrpoLearner::new(model(), cfg.clone());
-    for step in 0..4 {
-        straight.step(&rollouts(step)).unwrap();
+    // With every loss option TRL has on: the plain step, GSPO with the bias-corrected KL, and a
+    // bf16 sampler's log-probs under a per-sequence correction (which needs the training pass's
+    // log-probs before the gradient pass).
+    let plain = config(0.04, 1);
+    let mut gspo = config(0.04, 1);
+    gspo.grpo.importance_sampling_level = r1_kernels::train::ImportanceSamplingLevel::Sequence;
+    gspo.grpo.use_bias_correction_kl = true;
+    let mut corrected = config(0.04, 1);
+    corrected.grpo.sampler_is_mode = r1_kernels::train::SamplerIsMode::SequenceMask;
+    corrected.grpo.sampler_is_max = 1e6;
+    for (cfg, with_sampler) in [(plain, false), (gspo, false), (corrected, true)] {
+        let rollouts = |step: u64| {
+            let mut batch = rollouts(step);
+            if with_sampler {
+                for (k, r) in batch.iter_mut().enumerate() {
+                    r.sampler_logp = (0..r.completion_ids.len())
+                        .map(|j| -(4.0 + 0.3 * ((k + j + step as usize) % 5) as f32))
+                        .collect();
+                }
+            }
+            batch
+        };
+        let mut straight = GrpoLearner::new(model(), cfg.clone());
+        for step in 0..4 {
+            straight.step(&rollouts(step)).unwrap();
+        }
+        let mut first = GrpoLearner::new(model(), cfg.clone());
+        for step in 0..3 {
+            first.step(&rollouts(step)).unwrap();
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = checkpoint_dir(root.path(), first.step);
+        let state = TrainerState {
+            step: first.step,
+            optimizer_step: first.optimizer_step,
+            data_cursor: first.step,
+            seed: 7,
+            config_hash: "on-policy".into(),
+            reward_normaliser: None,
+        };
+        save_checkpoint(
+            &dir,
+            &first.policy,
+            first.reference.as_ref(),
+            &first.optimizer,
+            &state,
+        )
+        .unwrap();
+        drop(first);
+        let mut resumed = GrpoLearner::resume(load_checkpoint(&dir).unwrap(), cfg);
+        let (stats, phases) = resumed.step_with(&rollouts(3), OldLogp::Auto).unwrap();
+        assert!(phases.reused_policy_logp && stats.step == 4);
+        assert!(same_bits(&straight.policy.params, &resumed.policy.params));
+        assert!(same_bits(&straight.optimizer.v, &resumed.optimizer.v));
+        if with_sampler {
+            assert!(stats.sampler.is_some());
+        }
     }
-    let mut first = GrpoLearner::new(model(), cfg.clone());
-    for step in 0..3 {
-        first.step(&rollouts(step)).unwrap();
-    }
-    let root = tempfile::tempdir().unwrap();
-    let dir = checkpoint_dir(root.path(), first.step);
-    let state = TrainerState {
-        step: first.step,
-        optimizer_step: first.optimizer_step,
-        data_cursor: first.step,
-        seed: 7,
-        config_hash: "on-policy".into(),
-        reward_normaliser: None,
-    };
-    save_checkpoint(
-        &dir,
-        &first.policy,
-        first.reference.as_ref(),
-        &first.optimizer,
-        &state,
-    )
-    .unwrap();
-    drop(first);
-    let mut resumed = GrpoLearner::resume(load_checkpoint(&dir).unwrap(), cfg);
-    let (stats, phases) = resumed.step_with(&rollouts(3), OldLogp::Auto).unwrap();
-    assert!(phases.reused_policy_logp && stats.step == 4);
-    assert!(same_bits(&straight.policy.params, &resumed.policy.params));
-    assert!(same_bits(&straight.optimizer.v, &resumed.optimizer.v));
 }

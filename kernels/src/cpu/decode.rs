@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::rowmat::{dot, matmul_packed_bf16, matmul_rows, matmul_rows_bf16, pack_bf16, packable};
 use crate::error::{EngineError, Result};
-use crate::model::limits::try_zeroed;
+use crate::model::limits::try_recycled;
 use crate::model::{Model, ModelConfig};
 
 /// Keys and values of every cached position, per layer and slot: [L, slots, P, KVD] each.
@@ -47,8 +47,8 @@ impl KvCache {
             max_len,
             kv_dim: cfg.kv_dim(),
             layers: cfg.num_layers,
-            k: try_zeroed(len, &what)?,
-            v: try_zeroed(len, &what)?,
+            k: try_recycled(len, 0.0, &what)?,
+            v: try_recycled(len, 0.0, &what)?,
         })
     }
 
@@ -125,7 +125,7 @@ impl DecodeScratch {
                     crate::model::limits::format_bytes(Self::bytes(cfg, r, max_len))
                 ))
             })?;
-            try_zeroed(len, &what)
+            try_recycled(len, 0.0, &what)
         };
         Ok(DecodeScratch {
             max_rows: r,
@@ -345,7 +345,34 @@ impl Bf16Weights {
 
 /// A zeroed bf16 buffer of `n`, allocated fallibly.
 fn try_bf16(n: usize) -> Result<Vec<bf16>> {
-    crate::model::limits::try_filled(n, bf16::ZERO, "the sampler's bf16 weights")
+    crate::model::limits::try_recycled(n, bf16::ZERO, "the sampler's bf16 weights")
+}
+
+impl Drop for Bf16Weights {
+    /// The sampler is opened for every step: its copy's buffers go to the next one.
+    fn drop(&mut self) {
+        crate::alloc::give_back(std::mem::take(&mut self.params));
+        if let Some((_, head)) = self.head.take() {
+            crate::alloc::give_back(head);
+        }
+    }
+}
+
+impl Drop for KvCache {
+    /// Kept for the next sampler (`alloc::give_back`).
+    fn drop(&mut self) {
+        crate::alloc::give_back(std::mem::take(&mut self.k));
+        crate::alloc::give_back(std::mem::take(&mut self.v));
+    }
+}
+
+impl Drop for DecodeScratch {
+    /// Its large buffers (the logits, the attention scores) are kept for the next sampler.
+    fn drop(&mut self) {
+        crate::alloc::give_back(std::mem::take(&mut self.logits));
+        crate::alloc::give_back(std::mem::take(&mut self.scores));
+        crate::alloc::give_back(std::mem::take(&mut self.gu));
+    }
 }
 
 impl DecodeWeights for Bf16Weights {

@@ -193,6 +193,15 @@ pub fn try_zeroed(len: usize, what: &str) -> Result<Vec<f32>> {
     try_filled(len, 0.0, what)
 }
 
+/// [`try_filled`] reusing a spare buffer of about that size when there is one
+/// (`alloc::try_recycled`; give it back with `alloc::give_back` when done).
+pub fn try_recycled<T: crate::alloc::Spare>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
+    crate::alloc::try_recycled(len, value).map_err(|bytes| EngineError::Allocation {
+        what: what.to_string(),
+        bytes,
+    })
+}
+
 /// A `Vec<T>` of `len` copies of `value`, or an error naming `what` when the allocator refuses.
 pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
     crate::alloc::try_filled(len, value).map_err(|bytes| EngineError::Allocation {
