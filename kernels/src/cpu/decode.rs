@@ -214,7 +214,7 @@ pub fn decode_step(
 /// sampler's bf16 copy ([`Bf16Weights`]). Offsets are the model layout's.
 pub trait DecodeWeights: Sync {
     /// Parameters held (the layout's total).
-    fn len(&self) -> usize;
+    fn param_count(&self) -> usize;
     /// out[S, OC] = inp[S, C] · W[OC, C]ᵀ + bias for the [OC, C] matrix at `offset`,
     /// batch-invariant.
     #[allow(clippy::too_many_arguments)]
@@ -235,8 +235,8 @@ pub trait DecodeWeights: Sync {
 }
 
 impl DecodeWeights for [f32] {
-    fn len(&self) -> usize {
-        <[f32]>::len(self)
+    fn param_count(&self) -> usize {
+        self.len()
     }
     fn matmul(
         &self,
@@ -376,7 +376,7 @@ impl Drop for DecodeScratch {
 }
 
 impl DecodeWeights for Bf16Weights {
-    fn len(&self) -> usize {
+    fn param_count(&self) -> usize {
         self.params.len()
     }
     fn matmul(
@@ -467,10 +467,10 @@ pub fn decode_step_with<W: DecodeWeights + ?Sized>(
     }
     let s = tokens.len();
     let lay = &model.layout;
-    if params.len() != lay.total {
+    if params.param_count() != lay.total {
         return Err(EngineError::Input(format!(
             "decode step: {} weights for a model of {}",
-            params.len(),
+            params.param_count(),
             lay.total
         )));
     }

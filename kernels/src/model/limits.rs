@@ -210,6 +210,18 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> 
     })
 }
 
+/// The process's peak resident set so far (VmHWM in /proc/self/status), bytes; 0 where unknown.
+pub fn peak_resident_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,16 +273,4 @@ mod tests {
         assert!(message.contains("test buffer"), "{message}");
         assert_eq!(try_zeroed(3, "small").unwrap(), vec![0.0; 3]);
     }
-}
-
-/// The process's peak resident set so far (VmHWM in /proc/self/status), bytes; 0 where unknown.
-pub fn peak_resident_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb * 1024.0)
 }
