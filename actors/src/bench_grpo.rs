@@ -232,6 +232,7 @@ pub fn run_grpo_bench(
     let mut reused = false;
     let mut sampler_bytes = 0.0;
     let mut precision = Precision::F32;
+    let mut bf16_bytes = 0.0;
     let mut mismatch = Vec::new();
     for step in 0..total_steps {
         let batch = &problems[step * o.prompts..(step + 1) * o.prompts];
@@ -271,7 +272,13 @@ pub fn run_grpo_bench(
             let mut sampler =
                 Sampler::with_precision(o.device, o.sampler_precision, &learner.policy, slots)?;
             precision = sampler.precision();
-            sampler.generate(&requests, Some(tokenizer))?
+            let completions = sampler.generate(&requests, Some(tokenizer))?;
+            for part in sampler.memory_parts() {
+                if part.category == "sampler's bf16 weights" {
+                    bf16_bytes = part.bytes;
+                }
+            }
+            completions
         };
         let sample_s = clock.elapsed().as_secs_f64();
 
@@ -430,14 +437,7 @@ pub fn run_grpo_bench(
         ("gradients", p),
         ("adamw moments", 2.0 * p),
         ("reference", if o.beta != 0.0 { p } else { 0.0 }),
-        (
-            "sampler bf16 weights",
-            if precision == Precision::Bf16 {
-                params_count as f64 * 2.0
-            } else {
-                0.0
-            },
-        ),
+        ("sampler bf16 weights", bf16_bytes),
         ("kv cache + decode scratch", sampler_bytes),
         ("activations + head chunk", learner.arena_bytes() as f64),
     ]

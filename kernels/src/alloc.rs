@@ -1,6 +1,16 @@
 //! Fallible allocation and byte counts as people read them: the leaf the engine's modules share
 //! (it imports nothing of the crate, so the error types and the GGUF reader can both use it).
 
+/// One category of memory: of one device's estimate, or of what a step held.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryPart {
+    /// `weights`, `gradients`, `AdamW moments`, `reference model`, `sampler's copy of the
+    /// weights`, `KV cache`, `decoding buffers`, `activations`, `reward model NAME`.
+    pub category: String,
+    /// Bytes (f64: an absurd config must not overflow the figure that explains its refusal).
+    pub bytes: f64,
+}
+
 /// Bytes as people read them: `64.0 GiB`, `512.0 MiB`, `100 B`.
 pub fn format_bytes(bytes: f64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

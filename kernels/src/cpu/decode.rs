@@ -9,7 +9,7 @@ use super::ops::{self, RopeTable};
 use half::bf16;
 use rayon::prelude::*;
 
-use super::rowmat::{dot, matmul_packed_bf16, matmul_rows, matmul_rows_bf16, pack_bf16, packable};
+use super::rowmat::{dot, matmul_packed_bf16, matmul_rows, pack_bf16, packed_len};
 use crate::error::{EngineError, Result};
 use crate::model::limits::try_recycled;
 use crate::model::{Model, ModelConfig};
@@ -260,16 +260,15 @@ impl DecodeWeights for [f32] {
 }
 
 /// The sampler's bf16 copy of a model (`device::Precision::Bf16`): every parameter rounded to
-/// nearest even, in layout order, except that each product's matrix of a [`packable`] shape is
-/// stored packed in its own place (`rowmat::pack_bf16`: as many elements), and a tied LM head,
-/// which shares its place with the embeddings read by rows, is packed on its own. Products then
-/// run `rowmat::matmul_packed_bf16` (or `matmul_rows_bf16` for a shape that cannot be packed).
+/// nearest even, in layout order, except that each product's matrix is stored packed
+/// (`rowmat::pack_bf16`) — in its own place when packing adds no padding (whole panels of 16
+/// outputs, an even input count: every real model's shapes), on its own otherwise, and always on
+/// its own for a tied LM head, whose place is also the embedding table read by rows. Products run
+/// `rowmat::matmul_packed_bf16`.
 pub struct Bf16Weights {
     params: Vec<bf16>,
-    /// Offsets of the matrices stored packed in `params`, sorted.
-    packed: Vec<usize>,
-    /// A tied LM head packed on its own: (its offset, the packed matrix).
-    head: Option<(usize, Vec<bf16>)>,
+    /// Matrices packed on their own, by offset (sorted): padded shapes and a tied LM head.
+    apart: Vec<(usize, Vec<bf16>)>,
 }
 
 impl Bf16Weights {
@@ -280,17 +279,31 @@ impl Bf16Weights {
         let lay = &model.layout;
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let tied = lay.lm_head == lay.embed;
-        let head_packed = packable(v, c);
+        let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
+        // (offset, outputs, inputs) of every product's matrix.
+        let mut matrices: Vec<(usize, usize, usize)> = Vec::new();
+        for o in &lay.layers {
+            matrices.push((o.qkv_w, qkv, c));
+            matrices.push((o.o_w, c, qd));
+            matrices.push((o.gate_up_w, 2 * i, c));
+            matrices.push((o.down_w, c, i));
+        }
+        matrices.push((lay.lm_head, v, c));
+        let apart = |&(offset, oc, ic): &(usize, usize, usize)| {
+            packed_len(oc, ic) != oc * ic || (tied && offset == lay.lm_head)
+        };
         let n = model.params.len();
-        let bytes = 2.0 * (n + if tied && head_packed { v * c } else { 0 }) as f64;
+        let extra: usize = matrices
+            .iter()
+            .filter(|m| apart(m))
+            .map(|&(_, oc, ic)| packed_len(oc, ic))
+            .sum();
         crate::model::limits::MemoryPlan::default()
-            .add("the sampler's bf16 weights", bytes)
+            .add("the sampler's bf16 weights", 2.0 * (n + extra) as f64)
             .check("decoding in bf16")?;
-        let params = try_bf16(n)?;
         let mut w = Bf16Weights {
-            params,
-            packed: Vec::new(),
-            head: None,
+            params: try_bf16(n)?,
+            apart: Vec::new(),
         };
         w.params
             .par_chunks_mut(1 << 16)
@@ -300,46 +313,24 @@ impl Bf16Weights {
                     *o = bf16::from_f32(x);
                 }
             });
-        let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
-        let mut matrices: Vec<(usize, usize, usize)> = Vec::new();
-        for o in &lay.layers {
-            matrices.push((o.qkv_w, qkv, c));
-            matrices.push((o.o_w, c, qd));
-            matrices.push((o.gate_up_w, 2 * i, c));
-            matrices.push((o.down_w, c, i));
-        }
-        if !tied {
-            matrices.push((lay.lm_head, v, c));
-        }
-        for (offset, oc, ic) in matrices {
-            if packable(oc, ic) {
-                let len = oc * ic;
-                pack_bf16(
-                    &mut w.params[offset..offset + len],
-                    &model.params[offset..offset + len],
-                    oc,
-                    ic,
-                );
-                w.packed.push(offset);
+        for m in &matrices {
+            let &(offset, oc, ic) = m;
+            let from = &model.params[offset..offset + oc * ic];
+            if apart(m) {
+                let mut packed = try_bf16(packed_len(oc, ic))?;
+                pack_bf16(&mut packed, from, oc, ic);
+                w.apart.push((offset, packed));
+            } else {
+                pack_bf16(&mut w.params[offset..offset + oc * ic], from, oc, ic);
             }
         }
-        w.packed.sort_unstable();
-        if tied && head_packed {
-            let mut head = try_bf16(v * c)?;
-            pack_bf16(
-                &mut head,
-                &model.params[lay.lm_head..lay.lm_head + v * c],
-                v,
-                c,
-            );
-            w.head = Some((lay.lm_head, head));
-        }
+        w.apart.sort_unstable_by_key(|(offset, _)| *offset);
         Ok(w)
     }
 
     /// Bytes it holds.
     pub fn bytes(&self) -> f64 {
-        2.0 * (self.params.len() + self.head.as_ref().map_or(0, |(_, h)| h.len())) as f64
+        2.0 * (self.params.len() + self.apart.iter().map(|(_, m)| m.len()).sum::<usize>()) as f64
     }
 }
 
@@ -352,8 +343,8 @@ impl Drop for Bf16Weights {
     /// The sampler is opened for every step: its copy's buffers go to the next one.
     fn drop(&mut self) {
         crate::alloc::give_back(std::mem::take(&mut self.params));
-        if let Some((_, head)) = self.head.take() {
-            crate::alloc::give_back(head);
+        for (_, packed) in self.apart.drain(..) {
+            crate::alloc::give_back(packed);
         }
     }
 }
@@ -389,18 +380,11 @@ impl DecodeWeights for Bf16Weights {
         c: usize,
         oc: usize,
     ) {
-        match &self.head {
-            Some((at, head)) if *at == offset => {
-                return matmul_packed_bf16(out, inp, head, bias, s, c, oc);
-            }
-            _ => {}
-        }
-        let w = &self.params[offset..offset + oc * c];
-        if self.packed.binary_search(&offset).is_ok() {
-            matmul_packed_bf16(out, inp, w, bias, s, c, oc)
-        } else {
-            matmul_rows_bf16(out, inp, w, bias, s, c, oc)
-        }
+        let w = match self.apart.binary_search_by_key(&offset, |(at, _)| *at) {
+            Ok(k) => &self.apart[k].1[..],
+            Err(_) => &self.params[offset..offset + oc * c],
+        };
+        matmul_packed_bf16(out, inp, w, bias, s, c, oc)
     }
     fn vector(&self, offset: usize, len: usize) -> std::borrow::Cow<'_, [f32]> {
         std::borrow::Cow::Owned(

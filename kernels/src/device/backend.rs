@@ -13,8 +13,8 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::memory::MemoryPart;
 use super::{Device, Precision};
+use crate::alloc::MemoryPart;
 use crate::error::{EngineError, Result};
 use crate::model::{Model, RewardModel};
 use crate::sample::{Pick, SamplingParams};

@@ -13,8 +13,8 @@ use crate::train::head::{HeadOutput, TokenObjective};
 use crate::train::reward::{reward_backward, reward_forward};
 
 use super::backend::{DecodeEngine, Draw, ModelRole, PrefixState, PromptPrefix, TrainEngine};
-use super::memory::MemoryPart;
 use super::{Device, Precision};
+use crate::alloc::MemoryPart;
 
 /// Prompt tokens per prefill pass: bounds the scratch (attention scores grow with rows × context).
 pub const PREFILL_ROWS: usize = 256;

@@ -90,15 +90,7 @@ pub struct RunShape {
     pub shard_optimizer: bool,
 }
 
-/// One category of one device's estimate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemoryPart {
-    /// `weights`, `gradients`, `AdamW moments`, `reference model`, `sampler's copy of the
-    /// weights`, `KV cache`, `decoding buffers`, `activations`, `reward model NAME`.
-    pub category: String,
-    /// Bytes (f64: an absurd config must not overflow the figure that explains its refusal).
-    pub bytes: f64,
-}
+pub use crate::alloc::MemoryPart;
 
 /// What one device must hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -465,7 +457,13 @@ pub fn estimate(
             Device::Cpu => {
                 d.add(copy, p);
                 if s.precision.on(sampler) == super::Precision::Bf16 {
-                    d.add("sampler's bf16 weights", p / 2.0);
+                    // Two bytes a parameter, and a tied LM head packed on its own.
+                    let head = if cfg.tie_word_embeddings {
+                        2.0 * (cfg.vocab_size * cfg.hidden_size) as f64
+                    } else {
+                        0.0
+                    };
+                    d.add("sampler's bf16 weights", p / 2.0 + head);
                 }
                 d.add("KV cache", KvCache::bytes(cfg, s.slots, s.max_len));
                 d.add(

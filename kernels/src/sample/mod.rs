@@ -141,7 +141,7 @@ impl<'m> Sampler<'m> {
     }
 
     /// What its engine holds now (KV cache, decoding buffers, a bf16 copy), by category.
-    pub fn memory_parts(&self) -> Vec<crate::device::memory::MemoryPart> {
+    pub fn memory_parts(&self) -> Vec<crate::alloc::MemoryPart> {
         self.engine.memory_parts()
     }
 
