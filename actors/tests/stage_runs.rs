@@ -19,7 +19,7 @@ use r1_actors::stages::{
     GrpoLoopConfig, ModelSpec, PreferenceJob, RejectionConfig, RejectionJob, RewardModelSpec,
     RunSpec, SftConfig, SftJob, StageEvent, StageProblem, StageSettings,
 };
-use r1_actors::stages::{GrpoStepReport, LocalWorkers};
+use r1_actors::stages::{GrpoRunReport, GrpoStepReport, LocalWorkers};
 use r1_kernels::model::save_reward_model_dir;
 use r1_kernels::model::tiny::TinyModel;
 use r1_kernels::sample::SamplingParams;
@@ -269,6 +269,25 @@ fn sft_stops_on_the_flag_and_resumes_to_the_same_weights() {
     );
 }
 
+/// Runs `job` until its first step ends (the stop flag set from the step event), then again to
+/// the end from its checkpoint; returns both reports.
+fn stopped_after_one_step_then_resumed(job: &GrpoJob) -> (GrpoRunReport, GrpoRunReport) {
+    let stop = AtomicBool::new(false);
+    let first = run_grpo(
+        job,
+        &mut |e| {
+            if matches!(e, StageEvent::GrpoStep { .. }) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert!(first.stopped && first.steps == 1);
+    let second = run_grpo(job, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    (first, second)
+}
+
 #[test]
 fn grpo_on_a_jsonl_dataset_stops_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,19 +338,8 @@ fn grpo_on_a_jsonl_dataset_stops_and_resumes_exactly() {
     let stop = AtomicBool::new(true);
     let none = run_grpo(&job("split"), &mut |_| {}, &stop).unwrap();
     assert!(none.stopped && none.steps == 0 && none.checkpoint.is_none());
-    let stop = AtomicBool::new(false);
-    let first = run_grpo(
-        &job("split"),
-        &mut |e| {
-            if matches!(e, StageEvent::GrpoStep { .. }) {
-                stop.store(true, Ordering::Relaxed);
-            }
-        },
-        &stop,
-    )
-    .unwrap();
-    assert!(first.stopped && first.steps == 1 && first.checkpoint.is_some());
-    let second = run_grpo(&job("split"), &mut |_| {}, &never).unwrap();
+    let (first, second) = stopped_after_one_step_then_resumed(&job("split"));
+    assert!(first.checkpoint.is_some());
     assert_eq!(second.data_cursor, straight.data_cursor);
     assert_eq!(
         std::fs::read(straight.final_model.unwrap().join("model.safetensors")).unwrap(),
@@ -404,19 +412,7 @@ fn grpo_with_a_bf16_sampler_corrects_reports_the_mismatch_and_resumes_exactly() 
         }
 
         // Stopped after one step and resumed: the same weights as the run that never stopped.
-        let stop = AtomicBool::new(false);
-        let first = run_grpo(
-            &job("split"),
-            &mut |e| {
-                if matches!(e, StageEvent::GrpoStep { .. }) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            },
-            &stop,
-        )
-        .unwrap();
-        assert!(first.stopped && first.steps == 1);
-        let second = run_grpo(&job("split"), &mut |_| {}, &never).unwrap();
+        let (_, second) = stopped_after_one_step_then_resumed(&job("split"));
         assert_eq!(
             std::fs::read(straight.final_model.unwrap().join("model.safetensors")).unwrap(),
             std::fs::read(second.final_model.unwrap().join("model.safetensors")).unwrap(),

@@ -27,6 +27,25 @@ fn request(prompt: &[u32], samples: usize, seed: u64, params: SamplingParams) ->
     }
 }
 
+/// The learner's log-prob of each completion token after `prompt` (its forward pass and head).
+fn learner_logprobs(model: &Model, prompt: &[u32], completion: &[u32]) -> Vec<f32> {
+    let ids: Vec<u32> = prompt.iter().chain(completion).copied().collect();
+    let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
+    let mut acts = Activations::new(model, 1, inputs.len());
+    cpu::forward(model, &mut acts, inputs).unwrap();
+    let zero = vec![0.0; inputs.len()];
+    let head = cpu::head(
+        model,
+        &mut acts,
+        targets,
+        Some(&WeightedCrossEntropy { weights: &zero }),
+        None,
+        false,
+    )
+    .unwrap();
+    head.logp[prompt.len() - 1..].to_vec()
+}
+
 fn sampling(max_new_tokens: usize) -> SamplingParams {
     SamplingParams {
         temperature: 1.0,
@@ -139,21 +158,10 @@ fn a_bf16_sampler_is_batch_invariant_and_its_logprobs_stay_near_the_learners() {
         // learner corrects for.
         let mut worst = 0.0f32;
         for c in &alone {
-            let ids: Vec<u32> = prompt.iter().chain(&c.token_ids).copied().collect();
-            let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
-            let mut acts = Activations::new(&model, 1, inputs.len());
-            cpu::forward(&model, &mut acts, inputs).unwrap();
-            let zero = vec![0.0; inputs.len()];
-            let head = cpu::head(
-                &model,
-                &mut acts,
-                targets,
-                Some(&WeightedCrossEntropy { weights: &zero }),
-                None,
-                false,
-            )
-            .unwrap();
-            for (a, b) in head.logp[prompt.len() - 1..].iter().zip(&c.raw_logprobs) {
+            for (a, b) in learner_logprobs(&model, &prompt, &c.token_ids)
+                .iter()
+                .zip(&c.raw_logprobs)
+            {
                 worst = worst.max((a - b).abs());
             }
         }
@@ -171,22 +179,7 @@ fn raw_logprobs_equal_the_learners_recomputation() {
             .generate(&[request(&prompt, 4, 1, sampling(40))], None)
             .unwrap();
         for c in &out {
-            let ids: Vec<u32> = prompt.iter().chain(&c.token_ids).copied().collect();
-            let (inputs, targets) = (&ids[..ids.len() - 1], &ids[1..]);
-            let mut acts = Activations::new(&model, 1, inputs.len());
-            cpu::forward(&model, &mut acts, inputs).unwrap();
-            let zero = vec![0.0; inputs.len()];
-            let head = cpu::head(
-                &model,
-                &mut acts,
-                targets,
-                Some(&WeightedCrossEntropy { weights: &zero }),
-                None,
-                false,
-            )
-            .unwrap();
-            let learner = &head.logp[prompt.len() - 1..];
-            let worst = learner
+            let worst = learner_logprobs(&model, &prompt, &c.token_ids)
                 .iter()
                 .zip(&c.raw_logprobs)
                 .map(|(a, b)| (a - b).abs())

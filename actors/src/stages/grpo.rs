@@ -153,14 +153,17 @@ impl StepMemory {
 }
 
 impl GrpoStepReport {
-    /// The report without its wall times and resident set: what the seed determines, so two
-    /// runs of the same step compare equal on it.
+    /// The report without its wall times and memory: what the seed determines, so two runs of
+    /// the same step compare equal on it (the memory depends on how the workers are laid out —
+    /// r1d's sampler actor holds a copy of the weights, the in-process sampler does not — and on
+    /// the process).
     pub fn deterministic(&self) -> GrpoStepReport {
         GrpoStepReport {
             phases: PhaseSeconds::default(),
-            memory: StepMemory {
-                peak_resident_bytes: 0.0,
-                ..self.memory.clone()
+            memory: StepMemory::default(),
+            learner: GrpoStepStats {
+                memory: Vec::new(),
+                ..self.learner.clone()
             },
             ..self.clone()
         }
