@@ -31,7 +31,9 @@ fn final_weights(d: &Daemon, id: &str) -> String {
     )
 }
 
-/// Per step: the numbers that must not depend on interruptions (timings excluded).
+/// Per step: the numbers that must not depend on interruptions (timings and memory excluded: the
+/// peak resident set is the process's, and a learner's arena holds the largest shape it has seen
+/// since it started).
 fn step_numbers(d: &Daemon, id: &str) -> Vec<(u64, String)> {
     d.get(&format!("/v1/runs/{id}/steps?limit=10000"))
         .unwrap()
@@ -41,6 +43,8 @@ fn step_numbers(d: &Daemon, id: &str) -> Vec<(u64, String)> {
         .map(|s| {
             let mut report = s["report"].clone();
             report["phases"] = serde_json::Value::Null;
+            report["memory"] = serde_json::Value::Null;
+            report["learner"]["memory"] = serde_json::Value::Null;
             (s["step"].as_u64().unwrap(), report.to_string())
         })
         .collect()

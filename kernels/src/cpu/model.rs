@@ -315,7 +315,8 @@ impl Activations {
             &self.head_scratch,
         ]
         .iter()
-        .map(|v| v.len())
+        // What is held: a reshaped arena keeps its largest buffers.
+        .map(|v| v.capacity())
         .sum::<usize>()
     }
 }
