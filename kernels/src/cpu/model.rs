@@ -286,7 +286,7 @@ impl Activations {
         &self.qkv[l * per_layer..(l + 1) * per_layer]
     }
 
-    /// Bytes held by the arena.
+    /// Bytes of the arena's buffers at its current shape.
     pub fn bytes(&self) -> usize {
         4 * [
             &self.x,
@@ -315,8 +315,9 @@ impl Activations {
             &self.head_scratch,
         ]
         .iter()
-        // What is held: a reshaped arena keeps its largest buffers.
-        .map(|v| v.capacity())
+        // What this shape uses; a reshaped arena may hold more (its largest shape's buffers),
+        // which the process's peak resident set shows.
+        .map(|v| v.len())
         .sum::<usize>()
     }
 }
