@@ -299,11 +299,7 @@ pub fn run_grpo_bench(
                 completion_ids: c.token_ids.clone(),
                 reward,
                 truncated: true,
-                sampler_logp: if precision.exact() {
-                    Vec::new()
-                } else {
-                    c.raw_logprobs.clone()
-                },
+                sampler_logp: crate::stages::grpo::sampler_logp(c, precision),
             });
         }
         let judge_s = clock.elapsed().as_secs_f64();

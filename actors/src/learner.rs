@@ -148,8 +148,9 @@ pub struct GrpoStepStats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerMismatch>,
     /// What the learner holds, by category ([`GrpoLearner::memory_parts`]; summed over
-    /// data-parallel replicas).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// data-parallel replicas). Carried to the step report, whose `memory` records it with the
+    /// sampler's; not stored twice.
+    #[serde(skip)]
     pub memory: Vec<MemoryPart>,
 }
 

@@ -251,8 +251,20 @@ fn objective_over(
     )
 }
 
-#[test]
-fn gspo_and_the_bias_corrected_kl_match_trl() {
+/// kernels/tests/data/grpo_trl_options.json (written by TRL's own `_compute_loss`) and its fixed
+/// inputs, flattened: log-probs, old, reference, mask, the sampler's log-probs, advantages, T.
+struct TrlCases {
+    data: Value,
+    logp: Vec<f32>,
+    old: Vec<f32>,
+    reference: Vec<f32>,
+    mask: Vec<f32>,
+    sampler: Vec<f32>,
+    advantages: Vec<f64>,
+    t: usize,
+}
+
+fn trl_cases() -> TrlCases {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/grpo_trl_options.json");
     let data: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let inputs = &data["inputs"];
@@ -263,31 +275,73 @@ fn gspo_and_the_bias_corrected_kl_match_trl() {
             .map(|x| x as f32)
             .collect()
     };
-    let (logp, old, reference, mask) = (
-        flat("logprobs"),
-        flat("old_logprobs"),
-        flat("ref_logprobs"),
-        flat("mask"),
+    TrlCases {
+        logp: flat("logprobs"),
+        old: flat("old_logprobs"),
+        reference: flat("ref_logprobs"),
+        mask: flat("mask"),
+        sampler: flat("sampler_logprobs"),
+        advantages: vector(&inputs["advantages"]),
+        t: inputs["t"].as_u64().unwrap() as usize,
+        data,
+    }
+}
+
+/// The objective's settings a TRL case was run with (absent keys: r1's defaults).
+fn trl_config(case: &Value) -> GrpoConfig {
+    let mut config = GrpoConfig {
+        epsilon_low: case["epsilon_low"].as_f64().unwrap(),
+        epsilon_high: case["epsilon_high"].as_f64().unwrap(),
+        beta: case["beta"].as_f64().unwrap(),
+        loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
+        max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
+        importance_sampling_level: serde_json::from_value(
+            case["importance_sampling_level"].clone(),
+        )
+        .unwrap(),
+        ..GrpoConfig::default()
+    };
+    if let Some(b) = case["use_bias_correction_kl"].as_bool() {
+        config.use_bias_correction_kl = b;
+    }
+    if !case["sampler_is_mode"].is_null() {
+        config.sampler_is_mode = serde_json::from_value(case["sampler_is_mode"].clone()).unwrap();
+        config.sampler_is_min = case["sampler_is_min"].as_f64().unwrap();
+        config.sampler_is_max = case["sampler_is_max"].as_f64().unwrap();
+    }
+    config
+}
+
+/// The loss within 1e-6 relative of TRL's, and every f32 d loss / d logp within 1e-6 of TRL's
+/// largest component.
+fn assert_matches_trl(label: &str, case: &Value, loss: f64, grads: &[f32]) {
+    let want = case["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
+        "{label}: loss {loss} vs TRL {want}"
     );
-    let advantages = vector(&inputs["advantages"]);
-    let t = inputs["t"].as_u64().unwrap() as usize;
-    let cases = data["cases"].as_array().unwrap();
+    let want_grads: Vec<f64> = matrix(&case["grad_logprobs"])
+        .into_iter()
+        .flatten()
+        .collect();
+    let scale = want_grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    assert!(scale > 0.0, "{label}: TRL's gradient is all zero");
+    for (i, (&g, &w)) in grads.iter().zip(&want_grads).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= 1e-6 * scale,
+            "{label}: d loss / d logp[{i}] = {g} vs TRL {w}"
+        );
+    }
+}
+
+#[test]
+fn gspo_and_the_bias_corrected_kl_match_trl() {
+    let trl = trl_cases();
+    let cases = trl.data["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 18, "every loss type x level x KL option");
     let mut sequence_cases = 0;
     for case in cases {
-        let config = GrpoConfig {
-            epsilon_low: case["epsilon_low"].as_f64().unwrap(),
-            epsilon_high: case["epsilon_high"].as_f64().unwrap(),
-            beta: case["beta"].as_f64().unwrap(),
-            loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
-            max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
-            importance_sampling_level: serde_json::from_value(
-                case["importance_sampling_level"].clone(),
-            )
-            .unwrap(),
-            use_bias_correction_kl: case["use_bias_correction_kl"].as_bool().unwrap(),
-            ..GrpoConfig::default()
-        };
+        let config = trl_config(case);
         if config.importance_sampling_level == ImportanceSamplingLevel::Sequence {
             sequence_cases += 1;
         }
@@ -298,26 +352,17 @@ fn gspo_and_the_bias_corrected_kl_match_trl() {
             config.use_bias_correction_kl,
             config.beta
         );
-        let (loss, grads) =
-            objective_over(config, &logp, &old, &reference, None, &mask, &advantages, t);
-        let want = case["loss"].as_f64().unwrap();
-        assert!(
-            (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
-            "{label}: loss {loss} vs TRL {want}"
+        let (loss, grads) = objective_over(
+            config,
+            &trl.logp,
+            &trl.old,
+            &trl.reference,
+            None,
+            &trl.mask,
+            &trl.advantages,
+            trl.t,
         );
-        let want_grads: Vec<f64> = matrix(&case["grad_logprobs"])
-            .into_iter()
-            .flatten()
-            .collect();
-        let scale = want_grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-        assert!(scale > 0.0, "{label}: TRL's gradient is all zero");
-        for (i, (&g, &w)) in grads.iter().zip(&want_grads).enumerate() {
-            // f32 gradients (what the head consumes): 1e-6 of the largest component.
-            assert!(
-                (g as f64 - w).abs() <= 1e-6 * scale,
-                "{label}: d loss / d logp[{i}] = {g} vs TRL {w}"
-            );
-        }
+        assert_matches_trl(&label, case, loss, &grads);
     }
     assert_eq!(sequence_cases, 9);
 }
@@ -327,26 +372,9 @@ fn the_sampler_correction_matches_trl_in_every_mode() {
     // TRL's `_compute_loss` with `vllm_importance_sampling_correction` on fixed tensors, in all
     // four `vllm_importance_sampling_mode`s, token and sequence (GSPO) policy ratios, β 0 and
     // 0.04: the weights themselves, the loss and d loss / d logp.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/grpo_trl_options.json");
-    let data: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let inputs = &data["inputs"];
-    let flat = |k: &str| -> Vec<f32> {
-        matrix(&inputs[k])
-            .into_iter()
-            .flatten()
-            .map(|x| x as f32)
-            .collect()
-    };
-    let (logp, old, reference, mask, sampler) = (
-        flat("logprobs"),
-        flat("old_logprobs"),
-        flat("ref_logprobs"),
-        flat("mask"),
-        flat("sampler_logprobs"),
-    );
-    let advantages = vector(&inputs["advantages"]);
-    let t = inputs["t"].as_u64().unwrap() as usize;
-    let cases = data["sampler_cases"].as_array().unwrap();
+    let trl = trl_cases();
+    let (logp, mask, t) = (&trl.logp, &trl.mask, trl.t);
+    let cases = trl.data["sampler_cases"].as_array().unwrap();
     assert_eq!(
         cases.len(),
         56,
@@ -354,21 +382,7 @@ fn the_sampler_correction_matches_trl_in_every_mode() {
     );
     let (mut cut, mut masked) = (0, 0);
     for case in cases {
-        let config = GrpoConfig {
-            epsilon_low: case["epsilon_low"].as_f64().unwrap(),
-            epsilon_high: case["epsilon_high"].as_f64().unwrap(),
-            beta: case["beta"].as_f64().unwrap(),
-            loss_agg: serde_json::from_value(case["loss_agg"].clone()).unwrap(),
-            max_completion_length: case["max_completion_length"].as_u64().unwrap() as usize,
-            importance_sampling_level: serde_json::from_value(
-                case["importance_sampling_level"].clone(),
-            )
-            .unwrap(),
-            sampler_is_mode: serde_json::from_value(case["sampler_is_mode"].clone()).unwrap(),
-            sampler_is_min: case["sampler_is_min"].as_f64().unwrap(),
-            sampler_is_max: case["sampler_is_max"].as_f64().unwrap(),
-            ..GrpoConfig::default()
-        };
+        let config = trl_config(case);
         let label = format!(
             "{} {} {} [{}, {}] beta={}",
             case["loss_type"],
@@ -379,19 +393,19 @@ fn the_sampler_correction_matches_trl_in_every_mode() {
             config.beta
         );
         // The weights, token by token (a sequence mode's one per row, broadcast).
-        let weights = aggregation_weights(&mask, t, &config);
+        let weights = aggregation_weights(mask, t, &config);
         let mut objective = GrpoObjective {
             config,
-            old_logp: Some(&old),
-            ref_logp: &reference,
-            advantages: &advantages,
+            old_logp: Some(&trl.old),
+            ref_logp: &trl.reference,
+            advantages: &trl.advantages,
             weights: &weights,
             t,
             sequence: Vec::new(),
-            sampler_logp: Some(&sampler),
+            sampler_logp: Some(&trl.sampler),
             sampler_sequence: Vec::new(),
         };
-        objective.set_sampler_rows(&old);
+        objective.set_sampler_rows(&trl.old);
         let want_w = matrix(&case["weights"]);
         for i in 0..logp.len() {
             if mask[i] == 0.0 {
@@ -409,31 +423,15 @@ fn the_sampler_correction_matches_trl_in_every_mode() {
         }
         let (loss, grads) = objective_over(
             config,
-            &logp,
-            &old,
-            &reference,
-            Some(&sampler),
-            &mask,
-            &advantages,
+            logp,
+            &trl.old,
+            &trl.reference,
+            Some(&trl.sampler),
+            mask,
+            &trl.advantages,
             t,
         );
-        let want = case["loss"].as_f64().unwrap();
-        assert!(
-            (loss - want).abs() <= 1e-6 * want.abs().max(1e-3),
-            "{label}: loss {loss} vs TRL {want}"
-        );
-        let want_grads: Vec<f64> = matrix(&case["grad_logprobs"])
-            .into_iter()
-            .flatten()
-            .collect();
-        let scale = want_grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-        assert!(scale > 0.0, "{label}: TRL's gradient is all zero");
-        for (i, (&g, &w)) in grads.iter().zip(&want_grads).enumerate() {
-            assert!(
-                (g as f64 - w).abs() <= 1e-6 * scale,
-                "{label}: d loss / d logp[{i}] = {g} vs TRL {w}"
-            );
-        }
+        assert_matches_trl(&label, case, loss, &grads);
     }
     assert!(
         cut > 0 && masked > 0,

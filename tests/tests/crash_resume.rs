@@ -44,7 +44,6 @@ fn step_numbers(d: &Daemon, id: &str) -> Vec<(u64, String)> {
             let mut report = s["report"].clone();
             report["phases"] = serde_json::Value::Null;
             report["memory"] = serde_json::Value::Null;
-            report["learner"]["memory"] = serde_json::Value::Null;
             (s["step"].as_u64().unwrap(), report.to_string())
         })
         .collect()

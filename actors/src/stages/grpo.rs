@@ -370,13 +370,19 @@ pub fn rollouts(
             completion_ids: c.token_ids.clone(),
             reward,
             truncated: c.finish == FinishReason::Length,
-            sampler_logp: if sampler.exact() {
-                Vec::new()
-            } else {
-                c.raw_logprobs.clone()
-            },
+            sampler_logp: sampler_logp(c, sampler),
         })
         .collect()
+}
+
+/// What a rollout carries of `c`'s log-probs from a sampler in `precision`: none when it is the
+/// learner's f32 (its log-probs are the learner's), else the raw ones, for the correction.
+pub fn sampler_logp(c: &Completion, precision: Precision) -> Vec<f32> {
+    if precision.exact() {
+        Vec::new()
+    } else {
+        c.raw_logprobs.clone()
+    }
 }
 
 /// Mean and population std of `values` (0, 0 when empty).

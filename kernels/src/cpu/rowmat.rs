@@ -350,12 +350,11 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(acc)
 }
 
-/// Whether this CPU has `vdpbf16ps` (AVX512-BF16) and the byte-masked loads (AVX512-BW).
+/// Whether this CPU has `vdpbf16ps` (AVX512-BF16, with AVX-512F).
 pub fn has_dpbf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512bf16")
-            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -503,7 +502,7 @@ unsafe fn packed_scalar(
 /// [`matmul_packed_bf16`] with `vdpbf16ps`: 4 rows × 2 panels (32 outputs) share the loads of
 /// each input pair; 8 registers of sums.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512bf16,avx512bw,avx512f")]
+#[target_feature(enable = "avx512bf16,avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn packed_dpbf16(
     out: *mut f32,
