@@ -95,6 +95,8 @@ pub struct GrpoBenchOptions {
     pub sampler_precision: Precision,
     /// The learner's correction for a bf16 sampler.
     pub sampler_is_mode: SamplerIsMode,
+    /// Whether the learner shares each group's prompt (`LearnerConfig::share_prompts`).
+    pub share_prompts: bool,
 }
 
 /// Time and work of one phase of the step.
@@ -148,6 +150,12 @@ pub struct GrpoBenchReport {
     pub sampler_mismatch: Option<SamplerMismatch>,
     /// Mean prompt length in tokens.
     pub prompt_tokens_mean: f64,
+    /// Token positions per step of the training passes' padded batches (one rollout per row).
+    pub batch_tokens: f64,
+    /// Token positions per step the learner's engine computed (fewer with shared prompts).
+    pub engine_tokens: f64,
+    /// Positions per engine row.
+    pub engine_row: usize,
     /// Mean seconds per timed step.
     pub seconds_per_step: f64,
     /// Completion tokens per second over the timed steps (completions × tokens / time).
@@ -209,6 +217,7 @@ pub fn run_grpo_bench(
         epochs: o.epochs,
         schedule: LrSchedule::constant(1e-6),
         ref_refresh_steps: 0,
+        share_prompts: o.share_prompts,
         ..LearnerConfig::default()
     };
     let params_count = model.layout.total;
@@ -335,13 +344,21 @@ pub fn run_grpo_bench(
     let c = &model.config;
     // Work per step, in model FLOPs over the positions actually computed (rows are padded to
     // the longest prompt + completion; every prompt here has about the same length).
+    // With shared prompts (`LearnerConfig::share_prompts`) the learner computes fewer positions,
+    // in longer rows: its phases count those.
     let rows = (o.prompts * o.group_size) as f64;
+    let batch_tokens = timed.learner.batch_tokens as f64 / steps;
+    let engine_tokens = timed.learner.engine_tokens as f64 / steps;
     let t = prompt_mean + o.completion_tokens as f64 - 1.0;
-    let fwd_per_token = forward_flops_per_token(model, t.round() as usize);
+    let passes = o.epochs as f64;
+    let (tokens, row_len) = if engine_tokens > 0.0 {
+        (engine_tokens / passes, timed.learner.engine_row)
+    } else {
+        (rows * t, t.round() as usize)
+    };
+    let fwd_per_token = forward_flops_per_token(model, row_len);
     let head_fwd = 2.0 * (c.vocab_size * c.hidden_size) as f64;
     let body_fwd = fwd_per_token - head_fwd;
-    let tokens = rows * t;
-    let passes = o.epochs as f64;
     let decode_tokens = rows * o.completion_tokens as f64;
     let sample_flops = decode_tokens
         * forward_flops_per_token(
@@ -452,6 +469,9 @@ pub fn run_grpo_bench(
         sampler_precision: precision,
         sampler_mismatch: SamplerMismatch::combine(&mismatch),
         prompt_tokens_mean: prompt_mean,
+        batch_tokens,
+        engine_tokens,
+        engine_row: timed.learner.engine_row,
         seconds_per_step: step_total / steps,
         completion_tokens_per_s: decode_tokens * steps / step_total,
         reused_policy_logp: reused,
@@ -485,5 +505,8 @@ impl StepTimes {
         l.head += phases.head;
         l.backward += phases.backward;
         l.optimizer += phases.optimizer;
+        l.batch_tokens += phases.batch_tokens;
+        l.engine_tokens += phases.engine_tokens;
+        l.engine_row = phases.engine_row;
     }
 }

@@ -316,7 +316,9 @@ impl DataParallelLearner {
                 let shares = (0..n)
                     .map(|r| {
                         let mine = share(all.len(), n, r);
-                        pad_rollouts(&all[mine], t, cfg.mask_truncated)
+                        let mut padded = pad_rollouts(&all[mine.clone()], t, cfg.mask_truncated);
+                        self.replicas[r].share_prompts(&mut padded, &all[mine]);
+                        padded
                     })
                     .collect();
                 Minibatch {

@@ -20,12 +20,14 @@ use r1_kernels::device::memory::MemoryPart;
 use r1_kernels::device::{self, cpu::CpuTrainEngine, Device, ModelRole, TrainEngine};
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
-use r1_kernels::train::HeadOutput;
 use r1_kernels::train::{
     group_advantages, AdamW, AdamWConfig, GrpoConfig, GrpoObjective, ImportanceSamplingLevel,
     LrSchedule, SamplerMismatch, ScaleRewards, SequenceTerm, WeightedCrossEntropy,
 };
+use r1_kernels::train::{HeadOutput, TokenObjective};
 use r1_kernels::EngineError;
+
+use crate::shared_prompts::{self, SharedRows};
 
 /// Errors of the learners: bad batches, or the engine refusing them.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,10 @@ pub struct LearnerConfig {
     pub mask_truncated: bool,
     /// Replace the reference by the policy every this many steps (0: never).
     pub ref_refresh_steps: u64,
+    /// Train the completions of a group over one copy of their prompt where the engine's
+    /// device can (`crate::shared_prompts`): the same objective with fewer tokens computed.
+    /// Off: one rollout per row.
+    pub share_prompts: bool,
 }
 
 impl Default for LearnerConfig {
@@ -103,6 +109,7 @@ impl Default for LearnerConfig {
             max_grad_norm: 1.0,
             mask_truncated: false,
             ref_refresh_steps: 400,
+            share_prompts: true,
         }
     }
 }
@@ -163,9 +170,78 @@ pub(crate) struct PaddedBatch {
     pub(crate) mask: Vec<f32>,
     /// The sampler's log-prob of each target, [B, T], when the rollouts carry them; else empty.
     pub(crate) sampler_logp: Vec<f32>,
+    /// The engine's rows when the rollouts' prompts are shared (`PaddedBatch::share_prompts`).
+    pub(crate) shared: Option<SharedRows>,
 }
 
 impl PaddedBatch {
+    /// Lays the batch out with shared prompts for `engine` where it can and where that computes
+    /// less (`shared_prompts::plan`); `rollouts` are the batch's rows.
+    pub(crate) fn share_prompts(
+        &mut self,
+        engine: &dyn TrainEngine,
+        model: &Model,
+        rollouts: &[&Rollout],
+    ) {
+        if !engine.shares_prompts() {
+            return;
+        }
+        let prompts: Vec<&[u32]> = rollouts.iter().map(|r| r.prompt_ids.as_slice()).collect();
+        let completions: Vec<&[u32]> = rollouts
+            .iter()
+            .map(|r| r.completion_ids.as_slice())
+            .collect();
+        self.shared = shared_prompts::plan(model, self.t, &prompts, &completions);
+    }
+
+    /// Tokens the engine computes for this batch.
+    pub(crate) fn engine_tokens(&self) -> usize {
+        self.shared
+            .as_ref()
+            .map_or(self.b * self.t, SharedRows::tokens)
+    }
+
+    /// The forward pass of `model` over the batch.
+    fn forward(
+        &self,
+        engine: &mut dyn TrainEngine,
+        role: ModelRole,
+        model: &Model,
+    ) -> Result<(), LearnerError> {
+        match &self.shared {
+            Some(s) => engine.forward_shared(role, model, (s.b, s.t), &s.rows, &s.inputs)?,
+            None => engine.forward(role, model, (self.b, self.t), &[], &self.inputs)?,
+        }
+        Ok(())
+    }
+
+    /// The head over the last forward pass, its outputs per token of the batch.
+    fn head(
+        &self,
+        engine: &mut dyn TrainEngine,
+        role: ModelRole,
+        model: &Model,
+        objective: Option<&dyn TokenObjective>,
+        train: bool,
+        entropy: bool,
+    ) -> Result<HeadOutput, LearnerError> {
+        Ok(match &self.shared {
+            Some(s) => {
+                let remapped = objective.map(|o| s.objective(o));
+                let objective = remapped.as_ref().map(|o| o as &dyn TokenObjective);
+                let out = engine.head(role, model, &s.targets, objective, train, entropy)?;
+                s.scatter(out, self.b)
+            }
+            None => engine.head(role, model, &self.targets, objective, train, entropy)?,
+        })
+    }
+
+    /// The backward pass after `forward` and a training `head`.
+    fn backward(&self, engine: &mut dyn TrainEngine, model: &Model) -> Result<(), LearnerError> {
+        let inputs = self.shared.as_ref().map_or(&self.inputs, |s| &s.inputs);
+        Ok(engine.backward(model, inputs)?)
+    }
+
     /// The sampler's log-probs for an objective (`None` when the sampler was the learner).
     pub(crate) fn sampler(&self) -> Option<&[f32]> {
         (!self.sampler_logp.is_empty()).then_some(self.sampler_logp.as_slice())
@@ -183,6 +259,7 @@ pub(crate) fn pad_rollouts(rollouts: &[&Rollout], t: usize, mask_truncated: bool
         targets: vec![0; b * t],
         mask: vec![0.0; b * t],
         sampler_logp: Vec::new(),
+        shared: None,
     };
     if rollouts.iter().any(|r| !r.sampler_logp.is_empty()) {
         batch.sampler_logp = vec![0.0; b * t];
@@ -217,8 +294,8 @@ fn logprobs(
     batch: &PaddedBatch,
     entropy: bool,
 ) -> Result<(Vec<f32>, Vec<f32>), LearnerError> {
-    engine.forward(role, model, (batch.b, batch.t), &[], &batch.inputs)?;
-    let out = engine.head(role, model, &batch.targets, None, false, entropy)?;
+    batch.forward(engine, role, model)?;
+    let out = batch.head(engine, role, model, None, false, entropy)?;
     Ok((out.logp, out.entropy))
 }
 
@@ -317,6 +394,15 @@ pub struct LearnerPhases {
     pub optimizer: f64,
     /// Whether π_old was the training pass's own log-probs (no recompute).
     pub reused_policy_logp: bool,
+    /// Token positions of the training passes' padded batches (one rollout per row).
+    #[serde(default)]
+    pub batch_tokens: usize,
+    /// Token positions the engine computed in those passes: fewer with shared prompts.
+    #[serde(default)]
+    pub engine_tokens: usize,
+    /// Positions per engine row of the last training pass.
+    #[serde(default)]
+    pub engine_row: usize,
 }
 
 /// The GRPO learner: the policy, its frozen reference, and the optimizer state.
@@ -572,7 +658,11 @@ impl GrpoLearner {
             .collect();
         let batches: Vec<PaddedBatch> = chunks
             .iter()
-            .map(|(_, c)| pad_rollouts(c, t, cfg.mask_truncated))
+            .map(|(_, c)| {
+                let mut batch = pad_rollouts(c, t, cfg.mask_truncated);
+                self.share_prompts(&mut batch, c);
+                batch
+            })
             .collect();
 
         // π_old (with the sampling policy's entropy) and π_ref, before any update. On-policy,
@@ -714,15 +804,18 @@ impl GrpoLearner {
         let engine = self.engine.as_mut();
         let (policy, trained) = (&self.policy, ModelRole::Trained);
         let clock = Instant::now();
-        engine.forward(trained, policy, (batch.b, batch.t), &[], &batch.inputs)?;
+        batch.forward(engine, trained, policy)?;
         phases.forward += clock.elapsed().as_secs_f64();
+        phases.batch_tokens += batch.b * batch.t;
+        phases.engine_tokens += batch.engine_tokens();
+        phases.engine_row = batch.shared.as_ref().map_or(batch.t, |s| s.t);
         let clock = Instant::now();
         let gspo = objective.config.importance_sampling_level == ImportanceSamplingLevel::Sequence;
         if gspo || objective.sampler_needs_current() {
             // GSPO, or a per-sequence sampler weight on-policy: a token's gradient depends on
             // its whole completion's log-probs, so they are computed first (one more pass of the
             // head's logits).
-            let current = engine.head(trained, policy, &batch.targets, None, false, false)?;
+            let current = batch.head(engine, trained, policy, None, false, false)?;
             objective.set_sampler_rows(&current.logp);
             if gspo {
                 objective.sequence = SequenceTerm::of_rows(objective, &current.logp);
@@ -731,17 +824,10 @@ impl GrpoLearner {
             // Per-sequence sampler weights from π_old, known before the pass.
             objective.set_sampler_rows(old);
         }
-        let out = engine.head(
-            trained,
-            policy,
-            &batch.targets,
-            Some(&*objective),
-            true,
-            entropy,
-        )?;
+        let out = batch.head(engine, trained, policy, Some(&*objective), true, entropy)?;
         phases.head += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        engine.backward(policy, &batch.inputs)?;
+        batch.backward(engine, policy)?;
         phases.backward += clock.elapsed().as_secs_f64();
         Ok(out)
     }
@@ -795,6 +881,14 @@ impl GrpoLearner {
     /// Replaces the gradients with `grads` (the all-reduced sum).
     pub(crate) fn load_gradients(&mut self, grads: &[f32]) -> Result<(), LearnerError> {
         Ok(self.engine.load_grads(grads)?)
+    }
+
+    /// Lays `batch` (of `rollouts`) out with shared prompts when the config asks for it
+    /// (`LearnerConfig::share_prompts`), the engine can, and it computes less.
+    pub(crate) fn share_prompts(&self, batch: &mut PaddedBatch, rollouts: &[&Rollout]) {
+        if self.config.share_prompts {
+            batch.share_prompts(self.engine.as_ref(), &self.policy, rollouts);
+        }
     }
 
     /// Places the host copy of the policy on the engine's device again, after the caller changed

@@ -20,4 +20,5 @@ pub mod report;
 pub mod reward_model;
 pub mod reward_normaliser;
 pub mod service;
+pub mod shared_prompts;
 pub mod stages;

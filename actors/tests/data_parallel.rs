@@ -54,6 +54,7 @@ fn config(loss_agg: LossAgg, beta: f64, minibatches: usize) -> LearnerConfig {
         max_grad_norm: 0.5,
         mask_truncated: true,
         ref_refresh_steps: 3,
+        share_prompts: true,
     }
 }
 

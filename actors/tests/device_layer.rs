@@ -68,6 +68,9 @@ fn grpo_config(beta: f64, minibatches: usize, epochs: usize, gspo: bool) -> Lear
         epochs,
         schedule: LrSchedule::constant(1e-2),
         ref_refresh_steps: 2,
+        // One rollout per row, as before the device layer: the pinned bits are that layout's
+        // (shared prompts are the same step up to summation order: tests/shared_prompts.rs).
+        share_prompts: false,
         ..LearnerConfig::default()
     }
 }

@@ -45,6 +45,7 @@ fn config(beta: f64) -> LearnerConfig {
         max_grad_norm: 1.0,
         mask_truncated: false,
         ref_refresh_steps: 0,
+        share_prompts: true,
     }
 }
 

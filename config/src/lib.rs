@@ -635,7 +635,10 @@ prompts_per_step = 4
         assert_eq!(c.learner.grpo.beta, 0.001);
         assert_eq!(c.learner.schedule.peak_lr, 3e-6);
         assert_eq!(c.learner.ref_refresh_steps, 400);
+        assert!(c.learner.share_prompts);
         assert_eq!(c.grpo.as_ref().unwrap().max_batch, 64);
+        let off = parse(&format!("{MINIMAL}\n[learner]\nshare_prompts = false\n")).unwrap();
+        assert!(!off.learner.share_prompts);
     }
 
     #[test]

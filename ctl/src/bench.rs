@@ -125,6 +125,10 @@ pub struct GrpoBenchArgs {
     /// sequence-truncate, sequence-mask.
     #[arg(long, default_value = "token-truncate", value_parser = parse_is_mode)]
     sampler_is_mode: SamplerIsMode,
+    /// Train each group's completions over one copy of their prompt (`[learner]
+    /// share_prompts`, on by default); `false` lays out one rollout per row.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    share_prompts: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -183,6 +187,7 @@ fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
         device: resolve_device(args.device)?,
         sampler_precision: args.sampler_precision,
         sampler_is_mode: args.sampler_is_mode,
+        share_prompts: args.share_prompts,
     };
     let threads = rayon::current_num_threads();
     eprintln!(
@@ -276,6 +281,17 @@ fn print_grpo_table(report: &GrpoBenchReport, threads: usize, estimate: &DeviceE
     println!(
         "sampler weights {}, measured read bandwidth {:.1} GB/s",
         report.sampler_precision, report.read_bandwidth_gbs
+    );
+    println!(
+        "learner positions per step: {:.0} computed (rows of {}) for {:.0} in the padded batch{}",
+        report.engine_tokens,
+        report.engine_row,
+        report.batch_tokens,
+        if report.engine_tokens < report.batch_tokens {
+            " (completions share their prompt's positions)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<14} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>7}",

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use r1_kernels::bench::builtin_config;
-use r1_kernels::cpu::{self, Activations, DecodeScratch, KvCache};
+use r1_kernels::cpu::{self, Activations, DecodeScratch, KvCache, SharedGroup};
 use r1_kernels::device::{self, Device, ModelRole, TrainEngine};
 use r1_kernels::model::{Model, RewardModel};
 use r1_kernels::sample::{pick, GenerationRequest, Sampler, SamplingParams};
@@ -138,15 +138,36 @@ fn every_cpu_engine_op_is_the_direct_call_bit_for_bit() {
 fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
     // `Activations::reshape` keeps a learner's buffers with whatever they hold: this is what
     // makes that safe. Every op writes what it reads first — with and without packed rows, for a
-    // Qwen2 and a Qwen3 (per-head norms) shape.
+    // Qwen2 and a Qwen3 (per-head norms) shape, and with groups sharing a prompt.
     let qwen3 = {
         let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
         c.architecture = r1_kernels::model::Architecture::Qwen3;
         c.attention_bias = false;
         Model::random(c, 9, 0.05)
     };
+    let shared = vec![
+        vec![SharedGroup {
+            prompt: 3,
+            branches: vec![2, 3],
+        }],
+        vec![SharedGroup {
+            prompt: 9,
+            branches: vec![],
+        }],
+        vec![
+            SharedGroup {
+                prompt: 2,
+                branches: vec![2, 2],
+            },
+            SharedGroup {
+                prompt: 1,
+                branches: vec![1],
+            },
+        ],
+    ];
     for model in [model(), qwen3] {
-        for packed in [false, true] {
+        // 0: one sequence per row; 1: packed rows; 2: groups sharing a prompt.
+        for packed in [0, 1, 2] {
             let (b, t) = (3, 9);
             let (ids, targets) = batch(&model, b, t, 4);
             let mask: Vec<f32> = (0..b * t).map(|i| (i % 4 != 0) as u32 as f32).collect();
@@ -154,8 +175,10 @@ fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
             let objective = WeightedCrossEntropy { weights: &weights };
             let segments = vec![vec![4, 5], vec![9], vec![2, 3, 3]];
             let run = |acts: &mut Activations| {
-                if packed {
-                    acts.set_segments(&segments).unwrap();
+                match packed {
+                    1 => acts.set_segments(&segments).unwrap(),
+                    2 => acts.set_layout(&shared).unwrap(),
+                    _ => {}
                 }
                 let mut grads = vec![0f32; model.layout.total];
                 cpu::forward(&model, acts, &ids).unwrap();
@@ -185,6 +208,52 @@ fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
             assert!(same_bits(&fresh.3, &again.3), "packed {packed}: gradients");
         }
     }
+}
+
+#[test]
+fn a_branch_after_a_shared_prompt_is_computed_as_a_row_of_its_own() {
+    // Row 0: prompt p (4 tokens), then branches x (3) and y (2). Rows 1 and 2: p+x and p+y alone.
+    let model = model();
+    let (ids, _) = batch(&model, 1, 9, 2);
+    let (p, x, y) = (&ids[..4], &ids[4..7], &ids[7..9]);
+    let mut shared = Activations::new(&model, 1, 9);
+    shared
+        .set_layout(&[vec![SharedGroup {
+            prompt: 4,
+            branches: vec![3, 2],
+        }]])
+        .unwrap();
+    cpu::forward(&model, &mut shared, &ids).unwrap();
+    let c = model.config.hidden_size;
+    let mut alone = Activations::new(&model, 2, 7);
+    let rows: Vec<u32> = [p, x]
+        .concat()
+        .into_iter()
+        .chain([p, y, &[0u32][..]].concat())
+        .collect();
+    cpu::forward(&model, &mut alone, &rows).unwrap();
+    let (h, want) = (shared.hidden(), alone.hidden());
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(u, v)| (u - v).abs() <= 1e-5);
+    // The prompt, and each branch, against the same positions of its own row.
+    assert!(close(&h[..4 * c], &want[..4 * c]), "prompt");
+    assert!(close(&h[4 * c..7 * c], &want[4 * c..7 * c]), "branch x");
+    assert!(
+        close(&h[7 * c..9 * c], &want[(7 + 4) * c..(7 + 6) * c]),
+        "branch y"
+    );
+    // A layout that does not fit is refused.
+    assert!(shared
+        .set_layout(&[vec![SharedGroup {
+            prompt: 4,
+            branches: vec![3, 3],
+        }]])
+        .is_err());
+    assert!(shared
+        .set_layout(&[vec![SharedGroup {
+            prompt: 4,
+            branches: vec![0],
+        }]])
+        .is_err());
 }
 
 #[test]

@@ -8,4 +8,4 @@ pub mod ops;
 pub mod rowmat;
 
 pub use decode::{decode_step, DecodeScratch, KvCache};
-pub use model::{backward, forward, head, logits, Activations};
+pub use model::{arena_floats, backward, forward, head, logits, Activations, SharedGroup};

@@ -50,6 +50,10 @@ pub struct Activations {
     positions: Vec<u32>,
     /// Row position where each token's segment starts [N] (0 unless sequences are packed).
     seg_start: Vec<u32>,
+    /// The shared prompt each token also attends to, as row positions [start, end) [N each]
+    /// (empty vectors unless a layout with shared prompts is set: `set_layout`).
+    shared_start: Vec<u32>,
+    shared_end: Vec<u32>,
     /// Gradient scratch: residual [N, C], head input [N, C], norm outputs [N, C], q|k|v [N, QKV],
     /// attention probabilities [B, NH, T, T], attention output [N, QD], gate|up [N, 2I], MLP hidden [N, I].
     dres: Vec<f32>,
@@ -89,6 +93,8 @@ impl Activations {
             rstdf: Vec::new(),
             positions: Vec::new(),
             seg_start: Vec::new(),
+            shared_start: Vec::new(),
+            shared_end: Vec::new(),
             dres: Vec::new(),
             dxf: Vec::new(),
             dln: Vec::new(),
@@ -215,7 +221,77 @@ impl Activations {
         self.t = t;
         self.positions = (0..b).flat_map(|_| 0..t as u32).collect();
         self.seg_start = vec![0; b * t];
+        self.shared_start = Vec::new();
+        self.shared_end = Vec::new();
         self.rope = RopeTable::new(&model.config.rope_inv_freq(), t);
+    }
+
+    /// Lays out groups of sequences that share a prompt: `rows[row]` lists the groups laid one
+    /// after another in that row (the rest is padding, one sequence of its own). A group is its
+    /// prompt's tokens, then each branch's: the prompt has positions 0.. and attends to itself
+    /// causally; each branch continues at the prompt's length and attends to the prompt and to
+    /// itself, never to the other branches. Every branch is computed as if it followed the
+    /// prompt in a row of its own (the learner's shared-prompt rows, where the G completions of
+    /// a group are trained over one copy of the prompt). An empty list restores one sequence
+    /// per row.
+    pub fn set_layout(&mut self, rows: &[Vec<SharedGroup>]) -> Result<()> {
+        let t = self.t;
+        if !rows.is_empty() && rows.len() != self.b {
+            return Err(EngineError::Input(format!(
+                "layout: {} rows given for a batch of {}",
+                rows.len(),
+                self.b
+            )));
+        }
+        for (row, groups) in rows.iter().enumerate() {
+            let total: usize = groups.iter().map(SharedGroup::len).sum();
+            if total > t
+                || groups
+                    .iter()
+                    .any(|g| g.is_empty() || g.branches.contains(&0))
+            {
+                return Err(EngineError::Input(format!(
+                    "layout of row {row}: groups {groups:?} do not fit {t} positions"
+                )));
+            }
+        }
+        self.positions = (0..self.b).flat_map(|_| 0..t as u32).collect();
+        self.seg_start = vec![0; self.b * t];
+        let shared = rows
+            .iter()
+            .any(|g| g.iter().any(|g| !g.branches.is_empty()));
+        (self.shared_start, self.shared_end) = if shared {
+            (vec![0; self.b * t], vec![0; self.b * t])
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        for (row, groups) in rows.iter().enumerate() {
+            let base = row * t;
+            // (first row position, tokens, first position id, shared prompt) per span.
+            let mut spans = Vec::new();
+            let mut at = 0;
+            for group in groups {
+                let prompt = at;
+                spans.push((at, group.prompt, 0, None));
+                at += group.prompt;
+                for &len in &group.branches {
+                    spans.push((at, len, group.prompt, Some((prompt, prompt + group.prompt))));
+                    at += len;
+                }
+            }
+            spans.push((at, t - at, 0, None));
+            for (at, len, first_pos, shared) in spans {
+                for k in 0..len {
+                    self.positions[base + at + k] = (first_pos + k) as u32;
+                    self.seg_start[base + at + k] = at as u32;
+                    if let Some((a, z)) = shared {
+                        self.shared_start[base + at + k] = a as u32;
+                        self.shared_end[base + at + k] = z as u32;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Packs several sequences into each row: `segments[row]` lists the lengths of the sequences
@@ -224,6 +300,8 @@ impl Activations {
     /// An empty list restores one sequence per row.
     pub fn set_segments(&mut self, segments: &[Vec<usize>]) -> Result<()> {
         let t = self.t;
+        self.shared_start = Vec::new();
+        self.shared_end = Vec::new();
         if !segments.is_empty() && segments.len() != self.b {
             return Err(EngineError::Input(format!(
                 "segments: {} rows given for a batch of {}",
@@ -317,6 +395,35 @@ impl Activations {
         .map(|v| v.len())
         .sum::<usize>()
     }
+}
+
+/// A prompt shared by several sequences in one row of the arena ([`Activations::set_layout`]):
+/// `prompt` tokens, then `branches` of the given lengths, each continuing the prompt on its own.
+/// A group without branches is one plain sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedGroup {
+    /// Tokens of the shared prompt.
+    pub prompt: usize,
+    /// Tokens of each branch.
+    pub branches: Vec<usize>,
+}
+
+impl SharedGroup {
+    /// Positions the group takes in its row.
+    pub fn len(&self) -> usize {
+        self.prompt + self.branches.iter().sum::<usize>()
+    }
+
+    /// Whether the group takes no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Floats of an arena for `b` sequences of `t` tokens of `model` (without the head's chunk):
+/// what a layout costs in memory, for the learner choosing one.
+pub fn arena_floats(model: &Model, b: usize, t: usize) -> usize {
+    Activations::lengths(model, b, t).iter().sum()
 }
 
 fn check_ids(model: &Model, acts: &Activations, ids: &[u32], what: &str) -> Result<()> {
@@ -432,7 +539,9 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
             cfg.num_kv_heads,
             cfg.head_dim,
         );
-        ops::attention_forward(atty, att, qkv, &acts.seg_start, shape);
+        let shared = (!acts.shared_start.is_empty())
+            .then_some((acts.shared_start.as_slice(), acts.shared_end.as_slice()));
+        ops::attention_forward_shared(atty, att, qkv, &acts.seg_start, shared, shape);
         x_mid.copy_from_slice(x);
         ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
 

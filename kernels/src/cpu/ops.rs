@@ -359,6 +359,35 @@ fastmath::multiversion! {
     pub fn softmax_window(row: &mut [f32], start: usize, end: usize) = softmax_window_body;
 }
 
+#[inline(always)]
+fn softmax_two_windows_body(row: &mut [f32], first: (usize, usize), second: (usize, usize)) {
+    let max =
+        fastmath::max16(&row[first.0..first.1]).max(fastmath::max16(&row[second.0..second.1]));
+    let mut total = 0.0;
+    for (a, z) in [first, second] {
+        let live = &mut row[a..z];
+        for x in live.iter_mut() {
+            *x = fastmath::exp(*x - max);
+        }
+        total += fastmath::sum16(live);
+    }
+    let inv = 1.0 / total;
+    for (a, z) in [first, second] {
+        for x in row[a..z].iter_mut() {
+            *x *= inv;
+        }
+    }
+    row[..first.0].fill(0.0);
+    row[first.1..second.0].fill(0.0);
+    row[second.1..].fill(0.0);
+}
+
+fastmath::multiversion! {
+    /// Softmax over `row[first]` and `row[second]` together (`first` ends at or before `second`
+    /// starts) in place; every other key set to 0.
+    pub fn softmax_two_windows(row: &mut [f32], first: (usize, usize), second: (usize, usize)) = softmax_two_windows_body;
+}
+
 /// Softmax of `row[..len]` in place; `row[len..]` set to 0.
 pub fn softmax_prefix(row: &mut [f32], len: usize) {
     softmax_window(row, 0, len);
@@ -417,6 +446,22 @@ pub fn attention_forward(
     seg_start: &[u32],
     s: AttnShape,
 ) {
+    attention_forward_shared(out, att, qkv, seg_start, None, s)
+}
+
+/// `attention_forward` where some tokens also see a shared prompt: with `shared = Some((start,
+/// end))`, token n attends to keys start[n]..end[n] besides seg_start[n]..=itself (a completion
+/// laid after its group's prompt and the other completions of the group; `start == end` for
+/// tokens without one). Tokens without a shared prompt are computed exactly as by
+/// `attention_forward`; the backward pass is the same function.
+pub fn attention_forward_shared(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    s: AttnShape,
+) {
     let (t, hs, qkv_w, q_dim) = (s.t, s.hs, s.qkv(), s.q_dim());
     let group = s.nh / s.nkv;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -446,7 +491,12 @@ pub fn attention_forward(
             for (r, row) in block.chunks_exact_mut(t).take(rows).enumerate() {
                 let i = i0 + r;
                 let start = (seg_start[b * t + i] as usize).min(i);
-                softmax_window(row, start, i + 1);
+                match shared.map(|(a, z)| (a[b * t + i] as usize, z[b * t + i] as usize)) {
+                    Some((a, z)) if a < z && z <= start => {
+                        softmax_two_windows(row, (a, z), (start, i + 1))
+                    }
+                    _ => softmax_window(row, start, i + 1),
+                }
             }
             // SAFETY: task (b, h) writes only columns h·HS..(h+1)·HS of rows b·T..(b+1)·T.
             let dst = unsafe { out_ptr.view((b * t + i0) * q_dim + h * hs, rows, hs, q_dim) };

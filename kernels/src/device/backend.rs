@@ -60,6 +60,27 @@ pub trait TrainEngine: Send {
         ids: &[u32],
     ) -> Result<()>;
 
+    /// Whether `forward_shared` computes on this device. The learner lays a group's completions
+    /// over one copy of their prompt where it does, and one rollout per row where it does not.
+    fn shares_prompts(&self) -> bool {
+        false
+    }
+
+    /// `forward` over rows of groups that share a prompt (`rows[b]`, as
+    /// `cpu::Activations::set_layout` lays them out): each branch is computed as if it
+    /// followed its prompt in a row of its own. Devices without it say so
+    /// ([`TrainEngine::shares_prompts`]).
+    fn forward_shared(
+        &mut self,
+        _role: ModelRole,
+        _model: &Model,
+        _shape: (usize, usize),
+        _rows: &[Vec<crate::cpu::SharedGroup>],
+        _ids: &[u32],
+    ) -> Result<()> {
+        Err(unsupported(self.device(), "forward with shared prompts"))
+    }
+
     /// The fused LM head over the last forward pass: per-token log p(target) (and entropy when
     /// `want_entropy` or the objective reads it), the objective's loss, and with `train` its
     /// gradients (LM-head weight into the gradients, hidden states kept for `backward`).

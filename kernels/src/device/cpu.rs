@@ -3,7 +3,7 @@
 //! did before the device layer), gradients in a flat host buffer, AdamW on the host; decoding
 //! is `cpu::decode_step` with `sample::pick`. The results are the bits of the direct calls.
 
-use crate::cpu::{self, Activations, DecodeScratch, KvCache};
+use crate::cpu::{self, Activations, DecodeScratch, KvCache, SharedGroup};
 use crate::error::{EngineError, Result};
 use crate::model::limits::{try_zeroed, MemoryPlan};
 use crate::model::{Model, RewardModel};
@@ -124,6 +124,26 @@ impl TrainEngine for CpuTrainEngine {
         }
         self.packed = !segments.is_empty();
         let acts = self.acts.as_mut().expect("arena was just planned");
+        cpu::forward(model, acts, ids)
+    }
+
+    fn shares_prompts(&self) -> bool {
+        true
+    }
+
+    fn forward_shared(
+        &mut self,
+        _role: ModelRole,
+        model: &Model,
+        (b, t): (usize, usize),
+        rows: &[Vec<SharedGroup>],
+        ids: &[u32],
+    ) -> Result<()> {
+        self.arena(model, b, t);
+        // Counted as packed whatever happens: a refused layout may be half-written.
+        self.packed = true;
+        let acts = self.acts.as_mut().expect("arena was just planned");
+        acts.set_layout(rows)?;
         cpu::forward(model, acts, ids)
     }
 
