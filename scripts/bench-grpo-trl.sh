@@ -15,7 +15,9 @@
 #   r1ctl binary to use instead of building target/release/r1ctl), TRL_GRADIENT_CHECKPOINTING (0 or 1;
 #   unset: TRL's default, which is on in TRL 1.16 — slower, less memory; r1 does not checkpoint),
 #   R1_SAMPLER_PRECISION (auto, f32 or bf16: r1's --sampler-precision; bf16 is a half-size copy with
-#   bf16 products, the learner correcting for the mismatch — what TRL does with vLLM rollouts).
+#   bf16 products, the learner correcting for the mismatch — what TRL does with vLLM rollouts),
+#   R1_SHARE_PROMPTS (true or false: r1's --share-prompts; true trains a group's completions over
+#   one copy of their prompt, the default of `[learner] share_prompts`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-.cache/models/smollm2}"
@@ -49,7 +51,8 @@ echo "load before r1:  $(uptime)" | tee "$out/load.txt"
 /usr/bin/time -v -o "$out/r1.time" "$r1ctl" bench grpo "$model" \
   --prompts "$prompts" -g "$g" --completion-tokens "$tokens" --minibatches 1 --beta 0 \
   --steps "$steps" --warmup-steps 1 --rewards seeded-random --threads "$threads" \
-  --sampler-precision "${R1_SAMPLER_PRECISION:-auto}" -o json > "$out/r1.json"
+  --sampler-precision "${R1_SAMPLER_PRECISION:-auto}" --share-prompts "${R1_SHARE_PROMPTS:-true}" \
+  -o json > "$out/r1.json"
 
 echo "load before TRL: $(uptime)" | tee -a "$out/load.txt"
 OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" /usr/bin/time -v -o "$out/trl.time" \
@@ -145,6 +148,8 @@ print(f"{'completion tokens/s':<24} {r1['completion_tokens_per_s']:>10.1f} {trl[
       f"{r1['completion_tokens_per_s'] / trl['completion_tokens_per_s']:>7.2f}x")
 print(f"{'mean completion length':<24} {o['completion_tokens']:>10} {trl['completion_len_mean']:>10.1f}")
 print(f"{'peak RSS (GiB)':<24} {r1_kb / 2**20:>10.2f} {trl_kb / 2**20:>10.2f} {r1_kb / trl_kb:>7.2f}x")
+print(f"r1 learner positions per step: {r1['engine_tokens']:.0f} computed (rows of {r1['engine_row']}) "
+      f"for {r1['batch_tokens']:.0f} padded" + (" (shared prompts)" if r1['engine_tokens'] < r1['batch_tokens'] else ""))
 print("r1 phases:")
 for p in r1["phases"]:
     print(f"  {p['phase']:<14} {p['seconds']:>8.3f} s {p['share_percent']:>5.1f}% "
