@@ -709,14 +709,6 @@ impl Hub {
             prepared_resources.now?
         };
         let bad = |e: String| ApiError::BadRequest(format!("{}: {e}", msg.source));
-        if resources.placement.learners.len() > 1 {
-            // Refused before the run has an id: r1d's learner actor trains one replica.
-            return Err(bad(format!(
-                "devices.learners = {}: r1d trains one learner; data-parallel replicas run with \
-                 `r1ctl train CONFIG`",
-                resources.placement.learners.len()
-            )));
-        }
         let id = self.store.next_run_id().map_err(store_err)?;
         let info = RunInfo {
             id: id.clone(),

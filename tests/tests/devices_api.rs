@@ -1,8 +1,11 @@
 //! The daemon's view of devices: `GET /v1/devices` lists this machine's devices with memory (and
-//! why CUDA is unavailable), and a job asking for a GPU this machine lacks is refused by
-//! `POST /v1/runs` and `r1ctl start` with a 400 naming the key, before the run gets an id.
+//! why CUDA is unavailable), a job asking for a GPU this machine lacks is refused by
+//! `POST /v1/runs` and `r1ctl start` with a 400 naming the key, before the run gets an id, and
+//! data-parallel learner replicas (`[devices] learners = N`) train in r1d as in `r1ctl train`.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::{job_config, Daemon};
 
@@ -60,24 +63,46 @@ fn devices_are_listed_and_a_missing_gpu_is_refused_before_a_run_id_exists() {
 }
 
 #[test]
-fn data_parallel_learners_are_refused_by_the_daemon_before_a_run_id_exists() {
+fn data_parallel_learners_in_r1d_survive_a_sigkill_and_reach_r1ctl_train_s_weights() {
+    // `[devices] learners = 2` with ZeRO-1: r1d's learner actor holds two replicas. Killed with
+    // SIGKILL after its first checkpoint and started again, the run ends on the weights
+    // `r1ctl train` reaches with the same two replicas, bit for bit.
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("state"));
-    let config = job_config(dir.path(), 2, 1);
-    let text = std::fs::read_to_string(&config).unwrap() + "\n[devices]\nlearners = 2\n";
-    let (status, body) = d
-        .post(
-            "/v1/runs",
-            &serde_json::json!({"config_toml": text, "source": "dp.toml"}),
-        )
-        .unwrap_err();
-    assert_eq!(status, 400, "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    let config = job_config(dir.path(), 8, 2);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[devices]\nlearners = 2\nshard_optimizer = true\n";
+    std::fs::write(&config, &text).unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start(&state);
+    let id = d.start_run(&config);
+    // Killed as soon as its first checkpoint is recorded (the run has 8 steps).
+    let began = Instant::now();
+    while d
+        .get(&format!("/v1/runs/{id}/checkpoints"))
+        .unwrap()
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(began.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.kill9();
+
+    let d = Daemon::start(&state);
+    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(done["step"], 8, "{done}");
     assert!(
-        message.contains("dp.toml: devices.learners = 2: r1d trains one learner")
-            && message.contains("r1ctl train CONFIG"),
-        "{message}"
+        done["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resumed from"),
+        "{done}"
     );
-    let runs = d.get("/v1/runs").unwrap();
-    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
+    let daemon = d.last_checkpoint(&id);
+    assert_eq!(daemon.state.step, 8);
+    assert!(
+        daemon.model.params == in_process.params,
+        "r1d's data-parallel learner and r1ctl train's ended with different weights"
+    );
 }

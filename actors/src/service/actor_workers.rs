@@ -47,6 +47,7 @@ impl WorkerAddrs {
         let sandbox = plan.sandbox.clone();
         let (model_dir, learner_config) = (plan.model.path.clone(), plan.learner.clone());
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
+        let shard_optimizer = plan.placement.shard_optimizer;
         let precision = plan.placement.sampler_precision;
         WorkerAddrs {
             sampler: SyncArbiter::start(1, move || {
@@ -55,7 +56,12 @@ impl WorkerAddrs {
             judge: SyncArbiter::start(1, move || JudgeActor::new(sandbox.clone())),
             lang: SyncArbiter::start(1, LangActor::default),
             learner: SyncArbiter::start(1, move || {
-                LearnerActor::new(model_dir.clone(), learner_config.clone(), learners.clone())
+                LearnerActor::new(
+                    model_dir.clone(),
+                    learner_config.clone(),
+                    learners.clone(),
+                    shard_optimizer,
+                )
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),
             reward_models: plan.preference.as_ref().map(|p| {

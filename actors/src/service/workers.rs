@@ -10,9 +10,10 @@ use r1_kernels::model::load_model_dir;
 use r1_kernels::sample::Sampler;
 use r1_kernels::tokenizer::Tokenizer;
 
+use crate::data_parallel::{DataParallelConfig, DataParallelLearner};
 use crate::judge::reward::{score_item, score_language, CodeSandbox, RewardReport};
 use crate::keeper::{resume_point, write_checkpoint};
-use crate::learner::{GrpoLearner, LearnerConfig};
+use crate::learner::{GrpoLearner, LearnerConfig, LearnerError};
 use crate::messages::{
     Generate, Generated, Judge, Learn, Learned, Load, Loaded, SaveCheckpoint, SavedCheckpoint,
     ScoreLanguage, ScoreResponses, Snapshot, TakeSnapshot, UpdateWeights, Weights,
@@ -169,32 +170,72 @@ impl Handler<ScoreResponses> for RewardModelActor {
     }
 }
 
-/// Owns the policy, its reference and the optimizer.
+/// The learner r1d trains: one `GrpoLearner`, or data-parallel replicas (`[devices] learners =
+/// N`), which step, checkpoint and hand over weights as one learner does.
+enum Learners {
+    One(Box<GrpoLearner>),
+    Replicated(Box<DataParallelLearner>),
+}
+
+impl Learners {
+    fn policy(&self) -> &r1_kernels::model::Model {
+        match self {
+            Learners::One(l) => &l.policy,
+            Learners::Replicated(l) => l.policy(),
+        }
+    }
+
+    fn step_count(&self) -> u64 {
+        match self {
+            Learners::One(l) => l.step,
+            Learners::Replicated(l) => l.step_count(),
+        }
+    }
+
+    fn optimizer_step(&self) -> u64 {
+        match self {
+            Learners::One(l) => l.optimizer_step,
+            Learners::Replicated(l) => l.optimizer_step(),
+        }
+    }
+}
+
+/// Trains the policy: loads it (or resumes a checkpoint), steps on rollouts, hands out weights
+/// and snapshots for checkpoints.
 pub struct LearnerActor {
     model_dir: std::path::PathBuf,
     config: LearnerConfig,
-    learner: Option<GrpoLearner>,
-    /// `[devices]`'s learners as the plan resolved them: r1d trains on the first and refuses
-    /// more than one (data-parallel replicas run in-process, `r1ctl train`).
+    learner: Option<Learners>,
+    /// `[devices]`'s learners as the plan resolved them: one learner on the first, or one
+    /// data-parallel replica on each (the same replicas `r1ctl train` makes).
     devices: Vec<Device>,
+    /// ZeRO-1 across the replicas (`[devices] shard_optimizer`).
+    shard_optimizer: bool,
 }
 
 impl LearnerActor {
-    /// A learner that loads `model_dir` (or a checkpoint) on `Load`.
-    pub fn new(model_dir: std::path::PathBuf, config: LearnerConfig, devices: Vec<Device>) -> Self {
+    /// A learner that loads `model_dir` (or a checkpoint) on `Load`: data-parallel replicas on
+    /// `devices` when there are several, the moments sharded with `shard_optimizer`.
+    pub fn new(
+        model_dir: std::path::PathBuf,
+        config: LearnerConfig,
+        devices: Vec<Device>,
+        shard_optimizer: bool,
+    ) -> Self {
         LearnerActor {
             model_dir,
             config,
             learner: None,
             devices,
+            shard_optimizer,
         }
     }
 
     fn weights(&self) -> Result<Weights, String> {
         let learner = self.learner.as_ref().ok_or("the learner is not loaded")?;
         Ok(Weights {
-            step: learner.step,
-            model: Arc::new(learner.policy.clone()),
+            step: learner.step_count(),
+            model: Arc::new(learner.policy().clone()),
         })
     }
 }
@@ -207,36 +248,58 @@ impl Handler<Load> for LearnerActor {
     type Result = Result<Loaded, String>;
 
     fn handle(&mut self, msg: Load, _: &mut SyncContext<Self>) -> Self::Result {
-        if self.devices.len() > 1 {
-            return Err(format!(
-                "devices.learners = {}: r1d trains one learner; data-parallel replicas run with \
-                 `r1ctl train CONFIG`",
-                self.devices.len()
-            ));
-        }
         let device = self.devices.first().copied().unwrap_or(Device::Cpu);
+        let parallel = DataParallelConfig {
+            replicas: self.devices.len().max(1),
+            shard_optimizer: self.shard_optimizer,
+        };
+        let replicated = parallel.replicas > 1;
         let found = resume_point(&msg.checkpoints, &msg.config_hash).map_err(|e| e.to_string())?;
         let mut start = StartPoint {
             resumed_from: found.dir.clone(),
             skipped: found.skipped,
             ..StartPoint::default()
         };
+        let config = self.config.clone();
         let learner = match (found.checkpoint, &found.dir) {
             (Some(checkpoint), Some(dir)) => {
                 start.data_cursor = checkpoint.state.data_cursor;
                 start.reward_normaliser = checkpoint.state.reward_normaliser.clone();
-                GrpoLearner::try_resume_on(device, checkpoint, self.config.clone())
-                    .map_err(|e| format!("checkpoint {}: {e}", dir.display()))?
+                let at = |e: LearnerError| format!("checkpoint {}: {e}", dir.display());
+                if replicated {
+                    Learners::Replicated(Box::new(
+                        DataParallelLearner::try_resume_on(
+                            &self.devices,
+                            checkpoint,
+                            config,
+                            parallel,
+                        )
+                        .map_err(at)?,
+                    ))
+                } else {
+                    Learners::One(Box::new(
+                        GrpoLearner::try_resume_on(device, checkpoint, config).map_err(at)?,
+                    ))
+                }
             }
             _ => {
                 let model = load_model_dir(&self.model_dir)
                     .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?;
-                GrpoLearner::try_new_on(device, model, self.config.clone())
-                    .map_err(|e| format!("model {}: {e}", self.model_dir.display()))?
+                let at = |e: LearnerError| format!("model {}: {e}", self.model_dir.display());
+                if replicated {
+                    Learners::Replicated(Box::new(
+                        DataParallelLearner::try_new_on(&self.devices, model, config, parallel)
+                            .map_err(at)?,
+                    ))
+                } else {
+                    Learners::One(Box::new(
+                        GrpoLearner::try_new_on(device, model, config).map_err(at)?,
+                    ))
+                }
             }
         };
-        start.step = learner.step;
-        start.optimizer_step = learner.optimizer_step;
+        start.step = learner.step_count();
+        start.optimizer_step = learner.optimizer_step();
         self.learner = Some(learner);
         Ok(Loaded {
             weights: self.weights()?,
@@ -250,10 +313,12 @@ impl Handler<Learn> for LearnerActor {
 
     fn handle(&mut self, msg: Learn, _: &mut SyncContext<Self>) -> Self::Result {
         let learner = self.learner.as_mut().ok_or("the learner is not loaded")?;
-        let stats = learner
-            .step(&msg.rollouts)
-            .map_err(|e| format!("learner: {e}"))?;
-        let optimizer_step = learner.optimizer_step;
+        let stats = match learner {
+            Learners::One(l) => l.step(&msg.rollouts),
+            Learners::Replicated(l) => l.step(&msg.rollouts),
+        }
+        .map_err(|e| format!("learner: {e}"))?;
+        let optimizer_step = learner.optimizer_step();
         Ok(Learned {
             stats,
             weights: self.weights()?,
@@ -267,12 +332,18 @@ impl Handler<TakeSnapshot> for LearnerActor {
 
     fn handle(&mut self, _: TakeSnapshot, _: &mut SyncContext<Self>) -> Self::Result {
         let learner = self.learner.as_ref().ok_or("the learner is not loaded")?;
+        // A data-parallel learner's checkpoint is a single learner's: replica 0's weights and
+        // reference, the moments gathered from the shards (`DataParallelLearner::write_checkpoint`).
+        let (reference, optimizer) = match learner {
+            Learners::One(l) => (l.reference.clone(), l.optimizer.clone()),
+            Learners::Replicated(l) => (l.reference().cloned(), l.optimizer_state()),
+        };
         Ok(Snapshot {
-            policy: Arc::new(learner.policy.clone()),
-            reference: learner.reference.clone().map(Arc::new),
-            optimizer: Arc::new(learner.optimizer.clone()),
-            step: learner.step,
-            optimizer_step: learner.optimizer_step,
+            policy: Arc::new(learner.policy().clone()),
+            reference: reference.map(Arc::new),
+            optimizer: Arc::new(optimizer),
+            step: learner.step_count(),
+            optimizer_step: learner.optimizer_step(),
         })
     }
 }
