@@ -97,6 +97,8 @@ pub struct GrpoBenchOptions {
     pub sampler_is_mode: SamplerIsMode,
     /// Whether the learner shares each group's prompt (`LearnerConfig::share_prompts`).
     pub share_prompts: bool,
+    /// Whether the learner checkpoints activations (`LearnerConfig::activation_checkpointing`).
+    pub activation_checkpointing: bool,
 }
 
 /// Time and work of one phase of the step.
@@ -218,6 +220,7 @@ pub fn run_grpo_bench(
         schedule: LrSchedule::constant(1e-6),
         ref_refresh_steps: 0,
         share_prompts: o.share_prompts,
+        activation_checkpointing: o.activation_checkpointing,
         ..LearnerConfig::default()
     };
     let params_count = model.layout.total;
@@ -401,10 +404,11 @@ pub fn run_grpo_bench(
             timed.learner.head,
             passes * decode_tokens * 3.0 * head_fwd,
         ),
+        // With activation checkpointing the backward pass recomputes each layer's forward.
         rows_of(
             "backward",
             timed.learner.backward,
-            passes * tokens * 2.0 * body_fwd,
+            passes * tokens * (2.0 + f64::from(u8::from(o.activation_checkpointing))) * body_fwd,
         ),
         rows_of("optimizer", timed.learner.optimizer, 0.0),
     ];

@@ -302,6 +302,9 @@ impl DataParallelLearner {
         let cfg = self.config().clone();
         let g = cfg.group_size.max(1);
         crate::learner::check_rollouts(rollouts, g)?;
+        for replica in &mut self.replicas {
+            replica.prepare_engine()?;
+        }
         let n = self.replicas.len();
         let on_policy = self.replicas[0].on_policy(rollouts.len());
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.reward).collect();

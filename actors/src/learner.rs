@@ -89,6 +89,11 @@ pub struct LearnerConfig {
     /// device can (`crate::shared_prompts`): the same objective with fewer tokens computed.
     /// Off: one rollout per row.
     pub share_prompts: bool,
+    /// Keep only the residual stream entering each layer through the training pass and
+    /// recompute the rest in the backward pass (per-layer activation checkpointing): the same
+    /// step, bit for bit, with a fraction of the activations' memory for one more forward pass
+    /// of compute. For long completions or large minibatches.
+    pub activation_checkpointing: bool,
 }
 
 impl Default for LearnerConfig {
@@ -110,6 +115,7 @@ impl Default for LearnerConfig {
             mask_truncated: false,
             ref_refresh_steps: 400,
             share_prompts: true,
+            activation_checkpointing: false,
         }
     }
 }
@@ -182,6 +188,7 @@ impl PaddedBatch {
         engine: &dyn TrainEngine,
         model: &Model,
         rollouts: &[&Rollout],
+        checkpointed: bool,
     ) {
         if !engine.shares_prompts() {
             return;
@@ -191,7 +198,7 @@ impl PaddedBatch {
             .iter()
             .map(|r| r.completion_ids.as_slice())
             .collect();
-        self.shared = shared_prompts::plan(model, self.t, &prompts, &completions);
+        self.shared = shared_prompts::plan(model, self.t, &prompts, &completions, checkpointed);
     }
 
     /// Tokens the engine computes for this batch.
@@ -645,6 +652,7 @@ impl GrpoLearner {
         let cfg = self.config.clone();
         let g = cfg.group_size.max(1);
         check_rollouts(rollouts, g)?;
+        self.prepare_engine()?;
         let mut phases = LearnerPhases {
             reused_policy_logp: old_source == OldLogp::Auto && self.on_policy(rollouts.len()),
             ..LearnerPhases::default()
@@ -883,11 +891,23 @@ impl GrpoLearner {
         Ok(self.engine.load_grads(grads)?)
     }
 
+    /// Sets the engine up for a step as the config asks (activation checkpointing).
+    pub(crate) fn prepare_engine(&mut self) -> Result<(), LearnerError> {
+        Ok(self
+            .engine
+            .set_activation_checkpointing(self.config.activation_checkpointing)?)
+    }
+
     /// Lays `batch` (of `rollouts`) out with shared prompts when the config asks for it
     /// (`LearnerConfig::share_prompts`), the engine can, and it computes less.
     pub(crate) fn share_prompts(&self, batch: &mut PaddedBatch, rollouts: &[&Rollout]) {
         if self.config.share_prompts {
-            batch.share_prompts(self.engine.as_ref(), &self.policy, rollouts);
+            batch.share_prompts(
+                self.engine.as_ref(),
+                &self.policy,
+                rollouts,
+                self.config.activation_checkpointing,
+            );
         }
     }
 

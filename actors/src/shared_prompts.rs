@@ -76,12 +76,14 @@ fn cost_factors(model: &Model) -> (f64, f64) {
 /// Plans the shared-prompt layout of a padded batch of `t` positions per row whose row r holds
 /// `prompts[r]` followed by `completions[r]` (each row's inputs are its ids but the last).
 /// Consecutive rows with equal prompts form a group. `None` when one rollout per row is as
-/// cheap (no two consecutive rows share a prompt, or the rows would grow too long).
+/// cheap (no two consecutive rows share a prompt, or the rows would grow too long). Arenas are
+/// compared as the engine plans them (`checkpointed`: with activation checkpointing).
 pub fn plan(
     model: &Model,
     t: usize,
     prompts: &[&[u32]],
     completions: &[&[u32]],
+    checkpointed: bool,
 ) -> Option<SharedRows> {
     let b = prompts.len();
     if b < 2 || completions.len() != b {
@@ -106,14 +108,13 @@ pub fn plan(
     let cost = |rows: usize, len: usize| {
         rows as f64 * (len as f64 * per_token + (len * len) as f64 * per_square)
     };
-    let (plain_cost, plain_floats) = (cost(b, t), arena_floats(model, b, t));
+    let floats = |rows: usize, len: usize| arena_floats(model, rows, len, checkpointed);
+    let (plain_cost, plain_floats) = (cost(b, t), floats(b, t));
     let mut best: Option<(f64, usize)> = None;
     for k in 2..=widest {
         let (rows, len) = layout_shape(&runs, prompts, completions, k);
         let c = cost(rows, len);
-        if c < plain_cost
-            && arena_floats(model, rows, len) <= plain_floats
-            && best.is_none_or(|(bc, _)| c < bc)
+        if c < plain_cost && floats(rows, len) <= plain_floats && best.is_none_or(|(bc, _)| c < bc)
         {
             best = Some((c, k));
         }
@@ -324,7 +325,7 @@ mod tests {
             .map(|r| prompts[r].len() + completions[r].len() - 1)
             .max()
             .unwrap();
-        let rows = plan(&model(), t, &prompts, &completions).expect("shared");
+        let rows = plan(&model(), t, &prompts, &completions, false).expect("shared");
         assert!(
             rows.tokens() < 7 * t,
             "{} positions for {}",
@@ -368,11 +369,11 @@ mod tests {
         let model = model();
         // Different prompts: nothing to share.
         let (a, b, c): (Vec<u32>, Vec<u32>, Vec<u32>) = (vec![1, 2, 3], vec![4, 5, 6], vec![7, 8]);
-        assert!(plan(&model, 4, &[&a, &b], &[&c, &c]).is_none());
+        assert!(plan(&model, 4, &[&a, &b], &[&c, &c], false).is_none());
         // A two-token prompt before long completions: one shared token saved per branch, rows
         // four times longer.
         let long: Vec<u32> = (0..200).map(|k| 10 + k % 200).collect();
         let prompts: Vec<&[u32]> = vec![&a[..2]; 4];
-        assert!(plan(&model, 201, &prompts, &[&long, &long, &long, &long]).is_none());
+        assert!(plan(&model, 201, &prompts, &[&long, &long, &long, &long], false).is_none());
     }
 }

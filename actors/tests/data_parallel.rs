@@ -55,6 +55,7 @@ fn config(loss_agg: LossAgg, beta: f64, minibatches: usize) -> LearnerConfig {
         mask_truncated: true,
         ref_refresh_steps: 3,
         share_prompts: true,
+        activation_checkpointing: false,
     }
 }
 

@@ -46,6 +46,7 @@ fn config(beta: f64) -> LearnerConfig {
         mask_truncated: false,
         ref_refresh_steps: 0,
         share_prompts: true,
+        activation_checkpointing: false,
     }
 }
 
@@ -135,6 +136,38 @@ fn grpo_steps_are_deterministic() {
     };
     let (a, b) = (run(), run());
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+#[test]
+fn activation_checkpointing_takes_the_same_steps_in_less_memory() {
+    // β > 0 and two minibatches: π_old and π_ref passes through the checkpointed arena too.
+    let run = |checkpointing: bool| {
+        let mut learner = GrpoLearner::new(
+            model(),
+            LearnerConfig {
+                activation_checkpointing: checkpointing,
+                ..config(0.04)
+            },
+        );
+        let stats: Vec<_> = (0..3).map(|_| learner.step(&rollouts()).unwrap()).collect();
+        (
+            learner.policy.params.clone(),
+            learner.optimizer.v.clone(),
+            stats,
+            learner.arena_bytes(),
+        )
+    };
+    let (plain, kept) = (run(false), run(true));
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&plain.0, &kept.0), "weights");
+    assert!(same(&plain.1, &kept.1), "moments");
+    for (a, b) in plain.2.iter().zip(&kept.2) {
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+        assert_eq!(a.grad_norm.to_bits(), b.grad_norm.to_bits());
+        assert_eq!(a.kl.to_bits(), b.kl.to_bits());
+        assert_eq!(a.entropy.to_bits(), b.entropy.to_bits());
+    }
+    assert!(kept.3 < plain.3, "arena {} vs {}", kept.3, plain.3);
 }
 
 #[test]

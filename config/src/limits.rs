@@ -15,7 +15,7 @@ use r1_kernels::device::memory::{
     self, memory_limit_override, LearnerShape, MemoryEstimate, RewardModelShape, RunShape,
     SamplerShape,
 };
-use r1_kernels::device::{self, DeviceList, Placement};
+use r1_kernels::device::{self, Device, DeviceList, Placement};
 use r1_kernels::model::check_model_dir;
 use r1_kernels::model::limits::{available_memory, MemoryAvailable};
 use r1_kernels::model::sequence_classification::read_config as read_reward_model_config;
@@ -237,6 +237,17 @@ impl JobConfig {
             .devices
             .resolve(devices)
             .map_err(|e| invalid(&e.key, e.message))?;
+        if let Some(gpu) = placement
+            .learners
+            .iter()
+            .find(|d| **d != Device::Cpu)
+            .filter(|_| self.learner.activation_checkpointing)
+        {
+            return Err(invalid(
+                "learner.activation_checkpointing",
+                format!("not available on {gpu}: the CUDA engine keeps every layer's activations"),
+            ));
+        }
         let model =
             check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
         let place = |shape: &RunShape| {
@@ -357,6 +368,7 @@ impl JobConfig {
             tokens: context(model, self.sampling.max_new_tokens),
             loss_tokens: self.sampling.max_new_tokens,
             reference: l.grpo.beta > 0.0,
+            checkpointed: l.activation_checkpointing,
         }
     }
 
@@ -474,6 +486,7 @@ fn sft_learner_shape(config: &JobConfig, model: &ModelConfig) -> LearnerShape {
         tokens,
         loss_tokens: tokens,
         reference: false,
+        checkpointed: false,
     }
 }
 

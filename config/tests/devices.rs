@@ -208,12 +208,13 @@ fn the_learner_arena_estimate_is_the_arena_the_learner_plans() {
     // Exactly the f32 buffers and the head chunk the learner allocated: the head of the last
     // minibatch scored its completion tokens, 16 + 17 + 18 + 19.
     assert_eq!(
-        (cpu_arena_floats(&cfg, b, t) + cpu_head_chunk_floats(&cfg, 16 + 17 + 18 + 19)) * 4.0,
+        (cpu_arena_floats(&cfg, b, t, false) + cpu_head_chunk_floats(&cfg, 16 + 17 + 18 + 19))
+            * 4.0,
         arena
     );
     // The estimate takes every row's completion at its longest (19 tokens) and adds the u32
     // position tables and the RoPE table: within 2% above.
-    let estimate = cpu_activations_bytes(&cfg, b, t, b * 19);
+    let estimate = cpu_activations_bytes(&cfg, b, t, b * 19, false);
     assert!(
         estimate >= arena && estimate <= arena * 1.02,
         "estimate {estimate} vs arena {arena}"

@@ -129,6 +129,10 @@ pub struct GrpoBenchArgs {
     /// share_prompts`, on by default); `false` lays out one rollout per row.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     share_prompts: bool,
+    /// Keep only each layer's input through the training pass and recompute the rest in the
+    /// backward pass (`[learner] activation_checkpointing`): less memory, one more forward.
+    #[arg(long)]
+    activation_checkpointing: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -188,6 +192,7 @@ fn run_grpo(args: GrpoBenchArgs) -> anyhow::Result<i32> {
         sampler_precision: args.sampler_precision,
         sampler_is_mode: args.sampler_is_mode,
         share_prompts: args.share_prompts,
+        activation_checkpointing: args.activation_checkpointing,
     };
     let threads = rayon::current_num_threads();
     eprintln!(
@@ -229,6 +234,7 @@ fn grpo_estimate(config: &ModelConfig, report: &GrpoBenchReport) -> DeviceEstima
             tokens: tokens.saturating_sub(1).max(1),
             loss_tokens: o.completion_tokens,
             reference: o.beta != 0.0,
+            checkpointed: o.activation_checkpointing,
         }),
         sampler: Some(SamplerShape {
             slots: rollouts,

@@ -211,6 +211,116 @@ fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
 }
 
 #[test]
+fn activation_checkpointing_gives_the_same_bits_in_less_memory() {
+    // The checkpointed arena keeps each layer's input and recomputes the rest in backward: the
+    // same ops on the same inputs. Qwen2 and Qwen3 shapes; one sequence per row, packed rows,
+    // shared prompts; a fresh arena and one full of NaN; the direct calls and the engine.
+    let qwen3 = {
+        let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
+        c.architecture = r1_kernels::model::Architecture::Qwen3;
+        c.attention_bias = false;
+        Model::random(c, 9, 0.05)
+    };
+    let (b, t) = (3, 9);
+    let segments = vec![vec![4, 5], vec![9], vec![2, 3, 3]];
+    let shared = vec![
+        vec![SharedGroup {
+            prompt: 3,
+            branches: vec![2, 3],
+        }],
+        vec![SharedGroup {
+            prompt: 4,
+            branches: vec![5],
+        }],
+        vec![SharedGroup {
+            prompt: 2,
+            branches: vec![2, 2, 2],
+        }],
+    ];
+    for model in [model(), qwen3] {
+        let (ids, targets) = batch(&model, b, t, 6);
+        let mask: Vec<f32> = (0..b * t).map(|i| (i % 4 != 1) as u32 as f32).collect();
+        let weights = WeightedCrossEntropy::mean_weights(&mask);
+        let objective = WeightedCrossEntropy { weights: &weights };
+        for layout in 0..3 {
+            let run = |acts: &mut Activations| {
+                match layout {
+                    1 => acts.set_segments(&segments).unwrap(),
+                    2 => acts.set_layout(&shared).unwrap(),
+                    _ => {}
+                }
+                let mut grads = vec![0f32; model.layout.total];
+                cpu::forward(&model, acts, &ids).unwrap();
+                let out = cpu::head(
+                    &model,
+                    acts,
+                    &targets,
+                    Some(&objective),
+                    Some(&mut grads),
+                    true,
+                )
+                .unwrap();
+                cpu::backward(&model, acts, &ids, &mut grads).unwrap();
+                (out.logp, out.entropy, out.loss, grads)
+            };
+            let mut full = Activations::new(&model, b, t);
+            let want = run(&mut full);
+            let mut kept = Activations::with_checkpointing(&model, b, t, true);
+            // Two layers here: one layer's intermediates of two are saved.
+            assert!(kept.checkpointed() && kept.bytes() < full.bytes());
+            let got = run(&mut kept);
+            kept.fill(f32::NAN);
+            let again = run(&mut kept);
+            for (what, got) in [("fresh", &got), ("NaN-filled", &again)] {
+                let at = format!("layout {layout}, {what} checkpointed arena");
+                assert!(same_bits(&want.0, &got.0), "{at}: logp");
+                assert!(same_bits(&want.1, &got.1), "{at}: entropy");
+                assert_eq!(want.2.to_bits(), got.2.to_bits(), "{at}: loss");
+                assert!(same_bits(&want.3, &got.3), "{at}: gradients");
+            }
+        }
+        // Through the engine, switched on and off between steps.
+        let mut engine = device::open(Device::Cpu, &model, true).unwrap();
+        for on in [true, false, true] {
+            engine.set_activation_checkpointing(on).unwrap();
+            engine.zero_grads().unwrap();
+            engine
+                .forward(ModelRole::Trained, &model, (b, t), &segments, &ids)
+                .unwrap();
+            let out = engine
+                .head(
+                    ModelRole::Trained,
+                    &model,
+                    &targets,
+                    Some(&objective),
+                    true,
+                    false,
+                )
+                .unwrap();
+            engine.backward(&model, &ids).unwrap();
+            let mut g = vec![0f32; model.layout.total];
+            engine.download_grads(&mut g).unwrap();
+            let mut acts = Activations::new(&model, b, t);
+            acts.set_segments(&segments).unwrap();
+            let mut grads = vec![0f32; model.layout.total];
+            cpu::forward(&model, &mut acts, &ids).unwrap();
+            let direct = cpu::head(
+                &model,
+                &mut acts,
+                &targets,
+                Some(&objective),
+                Some(&mut grads),
+                false,
+            )
+            .unwrap();
+            cpu::backward(&model, &mut acts, &ids, &mut grads).unwrap();
+            assert!(same_bits(&out.logp, &direct.logp), "engine, on={on}: logp");
+            assert!(same_bits(&g, &grads), "engine, on={on}: gradients");
+        }
+    }
+}
+
+#[test]
 fn a_branch_after_a_shared_prompt_is_computed_as_a_row_of_its_own() {
     // Row 0: prompt p (4 tokens), then branches x (3) and y (2). Rows 1 and 2: p+x and p+y alone.
     let model = model();

@@ -68,11 +68,23 @@ pub struct Activations {
     head_scratch: Vec<f32>,
     /// cos/sin tables for positions 0..T.
     rope: RopeTable,
+    /// Activation checkpointing: the per-layer buffers hold one layer (the one being computed)
+    /// and `backward` recomputes each layer from the residual stream entering it.
+    checkpointed: bool,
 }
 
 impl Activations {
     /// Plans the arena for `b` sequences of `t` tokens of `model`.
     pub fn new(model: &Model, b: usize, t: usize) -> Self {
+        Self::with_checkpointing(model, b, t, false)
+    }
+
+    /// [`Activations::new`] with activation checkpointing on or off. On, the arena keeps the
+    /// residual stream entering each layer and one layer's intermediates: `backward` recomputes
+    /// each layer's forward before its backward (one more forward pass of compute, the same
+    /// bits), and the activations take about (L+1)·N·C floats plus one layer's instead of L
+    /// layers'.
+    pub fn with_checkpointing(model: &Model, b: usize, t: usize, checkpointed: bool) -> Self {
         let mut acts = Activations {
             b,
             t,
@@ -105,8 +117,13 @@ impl Activations {
             dh: Vec::new(),
             head_scratch: Vec::new(),
             rope: RopeTable::new(&[], 0),
+            checkpointed,
         };
-        for (buffer, len) in acts.buffers().into_iter().zip(Self::lengths(model, b, t)) {
+        for (buffer, len) in
+            acts.buffers()
+                .into_iter()
+                .zip(Self::lengths(model, b, t, checkpointed))
+        {
             *buffer = crate::alloc::zeroed_f32(len);
         }
         acts.set_shape(model, b, t);
@@ -120,7 +137,8 @@ impl Activations {
     /// reading it (a NaN-filled arena gives the bits of a new one: `fill`'s test). Buffers grow
     /// to the largest shape seen.
     pub fn reshape(&mut self, model: &Model, b: usize, t: usize) {
-        for (buffer, len) in self.buffers().into_iter().zip(Self::lengths(model, b, t)) {
+        let lengths = Self::lengths(model, b, t, self.checkpointed);
+        for (buffer, len) in self.buffers().into_iter().zip(lengths) {
             if buffer.capacity() >= len {
                 if len > buffer.len() {
                     // SAFETY: `len` ≤ capacity, of a buffer that was allocated zeroed and only
@@ -146,10 +164,26 @@ impl Activations {
         }
     }
 
-    /// Elements of each f32 buffer of [`Activations::buffers`] for `b` sequences of `t` tokens.
-    fn lengths(model: &Model, b: usize, t: usize) -> [usize; 24] {
+    /// Whether the arena checkpoints activations ([`Activations::with_checkpointing`]).
+    pub fn checkpointed(&self) -> bool {
+        self.checkpointed
+    }
+
+    /// The per-layer slot layer `l`'s intermediates live in.
+    fn slot(&self, l: usize) -> usize {
+        if self.checkpointed {
+            0
+        } else {
+            l
+        }
+    }
+
+    /// Elements of each f32 buffer of [`Activations::buffers`] for `b` sequences of `t` tokens
+    /// (per-layer buffers for one layer when `checkpointed`; the residual stream for all).
+    fn lengths(model: &Model, b: usize, t: usize, checkpointed: bool) -> [usize; 24] {
         let cfg = &model.config;
-        let (n, c, l) = (b * t, cfg.hidden_size, cfg.num_layers);
+        let (n, c, layers) = (b * t, cfg.hidden_size, cfg.num_layers);
+        let l = if checkpointed { 1 } else { layers };
         let (qkv, qd, i) = (cfg.qkv_dim(), cfg.q_dim(), cfg.intermediate_size);
         let att = b * cfg.num_heads * t * t;
         let qk_heads = if cfg.qk_norm() {
@@ -158,7 +192,7 @@ impl Activations {
             0
         };
         [
-            (l + 1) * n * c,                 // x
+            (layers + 1) * n * c,            // x
             l * n * c,                       // x_mid
             l * n * c,                       // ln1
             l * n,                           // rstd1
@@ -352,7 +386,9 @@ impl Activations {
 
     /// q|k|v (after RoPE) of layer `l` from the last forward pass: [N, QKV]. The sampler copies
     /// keys and values out of it into its KV cache after prefilling a prompt.
+    /// (An inference arena: a checkpointed one keeps the last layer's only.)
     pub fn layer_qkv(&self, l: usize) -> &[f32] {
+        debug_assert!(!self.checkpointed, "layer_qkv of a checkpointed arena");
         // x holds L + 1 residual streams of xf's size.
         let layers = (self.x.len() / self.xf.len().max(1))
             .saturating_sub(1)
@@ -420,10 +456,10 @@ impl SharedGroup {
     }
 }
 
-/// Floats of an arena for `b` sequences of `t` tokens of `model` (without the head's chunk):
-/// what a layout costs in memory, for the learner choosing one.
-pub fn arena_floats(model: &Model, b: usize, t: usize) -> usize {
-    Activations::lengths(model, b, t).iter().sum()
+/// Floats of an arena for `b` sequences of `t` tokens of `model` (without the head's chunk),
+/// checkpointed or not: what a layout costs in memory, for the learner choosing one.
+pub fn arena_floats(model: &Model, b: usize, t: usize, checkpointed: bool) -> usize {
+    Activations::lengths(model, b, t, checkpointed).iter().sum()
 }
 
 fn check_ids(model: &Model, acts: &Activations, ids: &[u32], what: &str) -> Result<()> {
@@ -457,22 +493,15 @@ fn attn_shape(model: &Model, acts: &Activations) -> AttnShape {
 }
 
 /// Runs the transformer over `ids` [B, T] (row-major) and leaves the final hidden states in the
-/// arena (`acts.hidden()`), along with everything `backward` needs.
+/// arena (`acts.hidden()`), along with everything `backward` needs (with activation
+/// checkpointing, the residual stream entering each layer; `backward` recomputes the rest).
 pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()> {
     check_ids(model, acts, ids, "forward")?;
     let cfg = &model.config;
     let p = &model.params;
     let lay = &model.layout;
-    let (n, c, qkv_w, qd, i) = (
-        acts.tokens(),
-        cfg.hidden_size,
-        cfg.qkv_dim(),
-        cfg.q_dim(),
-        cfg.intermediate_size,
-    );
-    let shape = attn_shape(model, acts);
+    let (n, c) = (acts.tokens(), cfg.hidden_size);
     let eps = cfg.rms_norm_eps as f32;
-    let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
 
     ops::embedding_forward(
         &mut acts.x[..n * c],
@@ -480,91 +509,9 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
         &p[lay.embed..lay.embed + cfg.vocab_size * c],
         c,
     );
-    for (l, o) in lay.layers.iter().enumerate() {
-        let (x_in, x_rest) = acts.x.split_at_mut((l + 1) * n * c);
-        let x = &x_in[l * n * c..];
-        let x_out = &mut x_rest[..n * c];
-        let x_mid = &mut acts.x_mid[l * n * c..(l + 1) * n * c];
-        let ln1 = &mut acts.ln1[l * n * c..(l + 1) * n * c];
-        let qkv = &mut acts.qkv[l * n * qkv_w..(l + 1) * n * qkv_w];
-        let att = &mut acts.att[l * att_len..(l + 1) * att_len];
-        let atty = &mut acts.atty[l * n * qd..(l + 1) * n * qd];
-        let ln2 = &mut acts.ln2[l * n * c..(l + 1) * n * c];
-        let gu = &mut acts.gu[l * n * 2 * i..(l + 1) * n * 2 * i];
-        let h = &mut acts.h[l * n * i..(l + 1) * n * i];
-
-        ops::rmsnorm_forward(
-            ln1,
-            &mut acts.rstd1[l * n..(l + 1) * n],
-            x,
-            &p[o.ln1..o.ln1 + c],
-            c,
-            eps,
-        );
-        let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
-        ops::matmul_forward(
-            qkv,
-            ln1,
-            &p[o.qkv_w..o.qkv_w + qkv_w * c],
-            bias,
-            n,
-            c,
-            qkv_w,
-        );
-        if let Some(qn) = o.qk_norm {
-            let (heads, hs) = (cfg.num_heads + cfg.num_kv_heads, cfg.head_dim);
-            let pre = &mut acts.qk_pre[l * n * heads * hs..(l + 1) * n * heads * hs];
-            for (dst, row) in pre
-                .chunks_exact_mut(heads * hs)
-                .zip(qkv.chunks_exact(qkv_w))
-            {
-                dst.copy_from_slice(&row[..heads * hs]);
-            }
-            ops::qk_norm_forward(
-                qkv,
-                &mut acts.qk_rstd[l * n * heads..(l + 1) * n * heads],
-                &p[qn..qn + hs],
-                &p[qn + hs..qn + 2 * hs],
-                cfg.num_heads,
-                cfg.num_kv_heads,
-                hs,
-                eps,
-            );
-        }
-        ops::rope_forward(
-            qkv,
-            &acts.positions,
-            &acts.rope,
-            cfg.num_heads,
-            cfg.num_kv_heads,
-            cfg.head_dim,
-        );
-        let shared = (!acts.shared_start.is_empty())
-            .then_some((acts.shared_start.as_slice(), acts.shared_end.as_slice()));
-        ops::attention_forward_shared(atty, att, qkv, &acts.seg_start, shared, shape);
-        x_mid.copy_from_slice(x);
-        ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
-
-        ops::rmsnorm_forward(
-            ln2,
-            &mut acts.rstd2[l * n..(l + 1) * n],
-            x_mid,
-            &p[o.ln2..o.ln2 + c],
-            c,
-            eps,
-        );
-        ops::matmul_forward(
-            gu,
-            ln2,
-            &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
-            None,
-            n,
-            c,
-            2 * i,
-        );
-        ops::swiglu_forward(h, gu, i);
-        x_out.copy_from_slice(x_mid);
-        ops::matmul_forward_accumulate(x_out, h, &p[o.down_w..o.down_w + c * i], n, i, c);
+    for l in 0..cfg.num_layers {
+        let slot = acts.slot(l);
+        layer_forward(model, acts, l, slot);
     }
     let l = cfg.num_layers;
     ops::rmsnorm_forward(
@@ -576,6 +523,110 @@ pub fn forward(model: &Model, acts: &mut Activations, ids: &[u32]) -> Result<()>
         eps,
     );
     Ok(())
+}
+
+/// Layer `l` from the residual stream entering it (`x[l]`) to the one leaving it (`x[l + 1]`),
+/// its intermediates kept in the arena's per-layer slot `slot`.
+fn layer_forward(model: &Model, acts: &mut Activations, l: usize, slot: usize) {
+    let cfg = &model.config;
+    let p = &model.params;
+    let o = &model.layout.layers[l];
+    let (n, c, qkv_w, qd, i) = (
+        acts.tokens(),
+        cfg.hidden_size,
+        cfg.qkv_dim(),
+        cfg.q_dim(),
+        cfg.intermediate_size,
+    );
+    let shape = attn_shape(model, acts);
+    let eps = cfg.rms_norm_eps as f32;
+    let att_len = acts.b * cfg.num_heads * acts.t * acts.t;
+    let k = slot;
+
+    let (x_in, x_rest) = acts.x.split_at_mut((l + 1) * n * c);
+    let x = &x_in[l * n * c..];
+    let x_out = &mut x_rest[..n * c];
+    let x_mid = &mut acts.x_mid[k * n * c..(k + 1) * n * c];
+    let ln1 = &mut acts.ln1[k * n * c..(k + 1) * n * c];
+    let qkv = &mut acts.qkv[k * n * qkv_w..(k + 1) * n * qkv_w];
+    let att = &mut acts.att[k * att_len..(k + 1) * att_len];
+    let atty = &mut acts.atty[k * n * qd..(k + 1) * n * qd];
+    let ln2 = &mut acts.ln2[k * n * c..(k + 1) * n * c];
+    let gu = &mut acts.gu[k * n * 2 * i..(k + 1) * n * 2 * i];
+    let h = &mut acts.h[k * n * i..(k + 1) * n * i];
+
+    ops::rmsnorm_forward(
+        ln1,
+        &mut acts.rstd1[k * n..(k + 1) * n],
+        x,
+        &p[o.ln1..o.ln1 + c],
+        c,
+        eps,
+    );
+    let bias = o.qkv_b.map(|b| &p[b..b + qkv_w]);
+    ops::matmul_forward(
+        qkv,
+        ln1,
+        &p[o.qkv_w..o.qkv_w + qkv_w * c],
+        bias,
+        n,
+        c,
+        qkv_w,
+    );
+    if let Some(qn) = o.qk_norm {
+        let (heads, hs) = (cfg.num_heads + cfg.num_kv_heads, cfg.head_dim);
+        let pre = &mut acts.qk_pre[k * n * heads * hs..(k + 1) * n * heads * hs];
+        for (dst, row) in pre
+            .chunks_exact_mut(heads * hs)
+            .zip(qkv.chunks_exact(qkv_w))
+        {
+            dst.copy_from_slice(&row[..heads * hs]);
+        }
+        ops::qk_norm_forward(
+            qkv,
+            &mut acts.qk_rstd[k * n * heads..(k + 1) * n * heads],
+            &p[qn..qn + hs],
+            &p[qn + hs..qn + 2 * hs],
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            hs,
+            eps,
+        );
+    }
+    ops::rope_forward(
+        qkv,
+        &acts.positions,
+        &acts.rope,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+    );
+    let shared = (!acts.shared_start.is_empty())
+        .then_some((acts.shared_start.as_slice(), acts.shared_end.as_slice()));
+    ops::attention_forward_shared(atty, att, qkv, &acts.seg_start, shared, shape);
+    x_mid.copy_from_slice(x);
+    ops::matmul_forward_accumulate(x_mid, atty, &p[o.o_w..o.o_w + c * qd], n, qd, c);
+
+    ops::rmsnorm_forward(
+        ln2,
+        &mut acts.rstd2[k * n..(k + 1) * n],
+        x_mid,
+        &p[o.ln2..o.ln2 + c],
+        c,
+        eps,
+    );
+    ops::matmul_forward(
+        gu,
+        ln2,
+        &p[o.gate_up_w..o.gate_up_w + 2 * i * c],
+        None,
+        n,
+        c,
+        2 * i,
+    );
+    ops::swiglu_forward(h, gu, i);
+    x_out.copy_from_slice(x_mid);
+    ops::matmul_forward_accumulate(x_out, h, &p[o.down_w..o.down_w + c * i], n, i, c);
 }
 
 /// Runs the LM head over the last forward pass's hidden states. With `grads`, the objective's
@@ -669,15 +720,21 @@ pub fn backward(
         c,
     );
     for (l, o) in lay.layers.iter().enumerate().rev() {
+        let k = acts.slot(l);
+        if acts.checkpointed() {
+            // Only the residual stream entering the layer was kept: its intermediates again,
+            // the same ops on the same inputs, so the same bits.
+            layer_forward(model, acts, l, k);
+        }
         let x = &acts.x[l * n * c..(l + 1) * n * c];
-        let x_mid = &acts.x_mid[l * n * c..(l + 1) * n * c];
-        let ln1 = &acts.ln1[l * n * c..(l + 1) * n * c];
-        let qkv = &acts.qkv[l * n * qkv_w..(l + 1) * n * qkv_w];
-        let att = &acts.att[l * att_len..(l + 1) * att_len];
-        let atty = &acts.atty[l * n * qd..(l + 1) * n * qd];
-        let ln2 = &acts.ln2[l * n * c..(l + 1) * n * c];
-        let gu = &acts.gu[l * n * 2 * i..(l + 1) * n * 2 * i];
-        let h = &acts.h[l * n * i..(l + 1) * n * i];
+        let x_mid = &acts.x_mid[k * n * c..(k + 1) * n * c];
+        let ln1 = &acts.ln1[k * n * c..(k + 1) * n * c];
+        let qkv = &acts.qkv[k * n * qkv_w..(k + 1) * n * qkv_w];
+        let att = &acts.att[k * att_len..(k + 1) * att_len];
+        let atty = &acts.atty[k * n * qd..(k + 1) * n * qd];
+        let ln2 = &acts.ln2[k * n * c..(k + 1) * n * c];
+        let gu = &acts.gu[k * n * 2 * i..(k + 1) * n * 2 * i];
+        let h = &acts.h[k * n * i..(k + 1) * n * i];
 
         // MLP: dres holds d x_out; the branch adds its share of d x_mid into dres itself.
         acts.dh.fill(0.0);
@@ -712,7 +769,7 @@ pub fn backward(
             &acts.dln,
             x_mid,
             &p[o.ln2..o.ln2 + c],
-            &acts.rstd2[l * n..(l + 1) * n],
+            &acts.rstd2[k * n..(k + 1) * n],
             c,
         );
 
@@ -746,10 +803,10 @@ pub fn backward(
                 &mut acts.dqkv,
                 dq_weight,
                 dk_weight,
-                &acts.qk_pre[l * n * heads * hs..(l + 1) * n * heads * hs],
+                &acts.qk_pre[k * n * heads * hs..(k + 1) * n * heads * hs],
                 &p[qn..qn + hs],
                 &p[qn + hs..qn + 2 * hs],
-                &acts.qk_rstd[l * n * heads..(l + 1) * n * heads],
+                &acts.qk_rstd[k * n * heads..(k + 1) * n * heads],
                 cfg.num_heads,
                 cfg.num_kv_heads,
                 hs,
@@ -784,7 +841,7 @@ pub fn backward(
             &acts.dln,
             x,
             &p[o.ln1..o.ln1 + c],
-            &acts.rstd1[l * n..(l + 1) * n],
+            &acts.rstd1[k * n..(k + 1) * n],
             c,
         );
     }

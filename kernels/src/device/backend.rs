@@ -60,6 +60,17 @@ pub trait TrainEngine: Send {
         ids: &[u32],
     ) -> Result<()>;
 
+    /// Turns activation checkpointing on or off for the next forward passes
+    /// (`cpu::Activations::with_checkpointing`: the residual stream entering each layer is
+    /// kept, the rest recomputed by `backward`; the same results, less memory, one more forward
+    /// pass of compute). Devices without it refuse `true`.
+    fn set_activation_checkpointing(&mut self, on: bool) -> Result<()> {
+        if on {
+            return Err(unsupported(self.device(), "activation checkpointing"));
+        }
+        Ok(())
+    }
+
     /// Whether `forward_shared` computes on this device. The learner lays a group's completions
     /// over one copy of their prompt where it does, and one rollout per row where it does not.
     fn shares_prompts(&self) -> bool {

@@ -27,6 +27,8 @@ pub struct CpuTrainEngine {
     packed: bool,
     /// Gradients in the model's flat layout (empty when not trainable).
     grads: Vec<f32>,
+    /// Activation checkpointing for the arenas it plans.
+    checkpointing: bool,
 }
 
 impl CpuTrainEngine {
@@ -42,6 +44,7 @@ impl CpuTrainEngine {
             acts: None,
             packed: false,
             grads,
+            checkpointing: false,
         })
     }
 
@@ -55,6 +58,7 @@ impl CpuTrainEngine {
             } else {
                 Vec::new()
             },
+            checkpointing: false,
         }
     }
 
@@ -69,7 +73,12 @@ impl CpuTrainEngine {
             }
             _ => {
                 self.acts = None;
-                self.acts = Some(Activations::new(model, b, t));
+                self.acts = Some(Activations::with_checkpointing(
+                    model,
+                    b,
+                    t,
+                    self.checkpointing,
+                ));
                 self.packed = false;
             }
         }
@@ -125,6 +134,15 @@ impl TrainEngine for CpuTrainEngine {
         self.packed = !segments.is_empty();
         let acts = self.acts.as_mut().expect("arena was just planned");
         cpu::forward(model, acts, ids)
+    }
+
+    fn set_activation_checkpointing(&mut self, on: bool) -> Result<()> {
+        if on != self.checkpointing {
+            // The next forward plans an arena of the other kind.
+            self.acts = None;
+            self.checkpointing = on;
+        }
+        Ok(())
     }
 
     fn shares_prompts(&self) -> bool {

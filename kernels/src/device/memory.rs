@@ -43,6 +43,8 @@ pub struct LearnerShape {
     pub loss_tokens: usize,
     /// Whether a frozen reference model is kept (β ≠ 0).
     pub reference: bool,
+    /// Whether the arena checkpoints activations (`[learner] activation_checkpointing`).
+    pub checkpointed: bool,
 }
 
 /// The sampler's share of a run.
@@ -266,8 +268,14 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 /// of them: every f32 buffer of `cpu::Activations::new` plus the LM head's logit chunk (what
 /// `Activations::bytes` reports after a step), and the u32 position tables and RoPE table it
 /// also allocates.
-pub fn cpu_activations_bytes(cfg: &ModelConfig, b: usize, t: usize, head_tokens: usize) -> f64 {
-    cpu_arena_floats(cfg, b, t) * 4.0
+pub fn cpu_activations_bytes(
+    cfg: &ModelConfig,
+    b: usize,
+    t: usize,
+    head_tokens: usize,
+    checkpointed: bool,
+) -> f64 {
+    cpu_arena_floats(cfg, b, t, checkpointed) * 4.0
         + cpu_head_chunk_floats(cfg, head_tokens) * 4.0
         + cpu_arena_tables(cfg, b, t)
 }
@@ -279,9 +287,9 @@ pub fn cpu_head_chunk_floats(cfg: &ModelConfig, tokens: usize) -> f64 {
     ((HEAD_CHUNK_FLOATS / v).clamp(1, tokens.max(1)) * v) as f64
 }
 
-/// f32 elements `cpu::Activations::new` allocates for (b, t) (`Activations::bytes() / 4` before
-/// the head runs).
-pub fn cpu_arena_floats(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
+/// f32 elements `cpu::Activations::with_checkpointing` allocates for (b, t)
+/// (`Activations::bytes() / 4` before the head runs).
+pub fn cpu_arena_floats(cfg: &ModelConfig, b: usize, t: usize, checkpointed: bool) -> f64 {
     let (b, t) = (b as f64, t as f64);
     let n = b * t;
     let (c, l) = (cfg.hidden_size as f64, cfg.num_layers as f64);
@@ -311,7 +319,12 @@ pub fn cpu_arena_floats(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     // The last residual stream, the final norm and its 1/rms, and backward's scratch (one
     // layer's worth, reused).
     let once = n * c + n * c + n + 3.0 * n * c + n * qkv + att + n * qd + n * 2.0 * i + n * i;
-    l * per_layer + once
+    if checkpointed {
+        // The residual stream entering every layer, the rest for one layer.
+        l * n * c + (per_layer - n * c) + once
+    } else {
+        l * per_layer + once
+    }
 }
 
 /// Bytes of the arena's u32 tables (positions, segment starts) and its RoPE cos/sin table.
@@ -429,7 +442,7 @@ pub fn estimate(
                     let head = l.rows.saturating_mul(l.loss_tokens.min(l.tokens));
                     d.add(
                         "activations",
-                        cpu_activations_bytes(cfg, l.rows, l.tokens, head),
+                        cpu_activations_bytes(cfg, l.rows, l.tokens, head, l.checkpointed),
                     );
                 }
                 Device::Cuda(_) => {
@@ -490,7 +503,7 @@ pub fn estimate(
             Device::Cpu => {
                 // The score head reads the last hidden state: no logit chunk.
                 4.0 * rm.config.parameter_estimate()
-                    + cpu_activations_bytes(&rm.config, rm.rows, rm.tokens, 0)
+                    + cpu_activations_bytes(&rm.config, rm.rows, rm.tokens, 0, false)
                     - cpu_head_chunk_floats(&rm.config, 0) * 4.0
             }
             Device::Cuda(_) => {
@@ -524,13 +537,15 @@ mod tests {
                 }
                 let model = Model::random(cfg.clone(), 1, 0.02);
                 for (b, t) in [(1, 7), (4, 33), (2, 130)] {
-                    let acts = Activations::new(&model, b, t);
-                    // Before the head runs the logit chunk is not allocated.
-                    assert_eq!(
-                        cpu_arena_floats(&cfg, b, t) as usize,
-                        acts.bytes() / 4,
-                        "{name} qk_norm={qk} b={b} t={t}"
-                    );
+                    for checkpointed in [false, true] {
+                        let acts = Activations::with_checkpointing(&model, b, t, checkpointed);
+                        // Before the head runs the logit chunk is not allocated.
+                        assert_eq!(
+                            cpu_arena_floats(&cfg, b, t, checkpointed) as usize,
+                            acts.bytes() / 4,
+                            "{name} qk_norm={qk} b={b} t={t} checkpointed={checkpointed}"
+                        );
+                    }
                 }
             }
         }
@@ -563,6 +578,7 @@ mod tests {
                 tokens: 64,
                 loss_tokens: 32,
                 reference: true,
+                checkpointed: false,
             }),
             sampler: Some(SamplerShape {
                 slots: 16,
