@@ -98,7 +98,8 @@ fn skipping_the_old_logprob_pass_gives_the_recompute_path_s_update() {
 fn an_on_policy_run_resumes_bit_identical() {
     // With every loss option TRL has on: the plain step, GSPO with the bias-corrected KL, and a
     // bf16 sampler's log-probs under a per-sequence correction (which needs the training pass's
-    // log-probs before the gradient pass).
+    // log-probs before the gradient pass); all of them over shared prompts (the default), and
+    // the last with activation checkpointing.
     let plain = config(0.04, 1);
     let mut gspo = config(0.04, 1);
     gspo.grpo.importance_sampling_level = r1_kernels::train::ImportanceSamplingLevel::Sequence;
@@ -106,6 +107,7 @@ fn an_on_policy_run_resumes_bit_identical() {
     let mut corrected = config(0.04, 1);
     corrected.grpo.sampler_is_mode = r1_kernels::train::SamplerIsMode::SequenceMask;
     corrected.grpo.sampler_is_max = 1e6;
+    corrected.activation_checkpointing = true;
     for (cfg, with_sampler) in [(plain, false), (gspo, false), (corrected, true)] {
         let rollouts = |step: u64| {
             let mut batch = rollouts(step);
@@ -148,6 +150,10 @@ fn an_on_policy_run_resumes_bit_identical() {
         let mut resumed = GrpoLearner::resume(load_checkpoint(&dir).unwrap(), cfg);
         let (stats, phases) = resumed.step_with(&rollouts(3), OldLogp::Auto).unwrap();
         assert!(phases.reused_policy_logp && stats.step == 4);
+        assert!(
+            phases.engine_tokens < phases.batch_tokens,
+            "the groups' prompts were shared"
+        );
         assert!(same_bits(&straight.policy.params, &resumed.policy.params));
         assert!(same_bits(&straight.optimizer.v, &resumed.optimizer.v));
         if with_sampler {
