@@ -134,17 +134,59 @@ fn every_cpu_engine_op_is_the_direct_call_bit_for_bit() {
     assert!(engine.arena_bytes() > 0);
 }
 
+/// A Qwen3 shape (per-head q/k norms) of the tiny model's size.
+fn qwen3() -> Model {
+    let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
+    c.architecture = r1_kernels::model::Architecture::Qwen3;
+    c.attention_bias = false;
+    Model::random(c, 9, 0.05)
+}
+
+/// How the arena tests lay out their rows.
+enum Layout<'a> {
+    /// One sequence per row.
+    Rows,
+    /// Sequences packed back to back (`set_segments`).
+    Packed(&'a [Vec<usize>]),
+    /// Groups sharing a prompt (`set_layout`).
+    Shared(&'a [Vec<SharedGroup>]),
+}
+
+/// One training pass of `model` over `acts` laid out as `layout`: forward, the head with
+/// `objective` and entropies, backward. Returns (logp, entropy, loss, gradients).
+fn train_pass(
+    model: &Model,
+    acts: &mut Activations,
+    layout: &Layout<'_>,
+    (ids, targets): (&[u32], &[u32]),
+    objective: &WeightedCrossEntropy<'_>,
+) -> (Vec<f32>, Vec<f32>, f64, Vec<f32>) {
+    match layout {
+        Layout::Rows => {}
+        Layout::Packed(segments) => acts.set_segments(segments).unwrap(),
+        Layout::Shared(groups) => acts.set_layout(groups).unwrap(),
+    }
+    let mut grads = vec![0f32; model.layout.total];
+    cpu::forward(model, acts, ids).unwrap();
+    let out = cpu::head(
+        model,
+        acts,
+        targets,
+        Some(objective),
+        Some(&mut grads),
+        true,
+    )
+    .unwrap();
+    cpu::backward(model, acts, ids, &mut grads).unwrap();
+    (out.logp, out.entropy, out.loss, grads)
+}
+
 #[test]
 fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
     // `Activations::reshape` keeps a learner's buffers with whatever they hold: this is what
     // makes that safe. Every op writes what it reads first — with and without packed rows, for a
     // Qwen2 and a Qwen3 (per-head norms) shape, and with groups sharing a prompt.
-    let qwen3 = {
-        let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
-        c.architecture = r1_kernels::model::Architecture::Qwen3;
-        c.attention_bias = false;
-        Model::random(c, 9, 0.05)
-    };
+    let qwen3 = qwen3();
     let shared = vec![
         vec![SharedGroup {
             prompt: 3,
@@ -174,25 +216,13 @@ fn an_arena_full_of_nan_gives_the_bits_of_a_new_one() {
             let weights = WeightedCrossEntropy::mean_weights(&mask);
             let objective = WeightedCrossEntropy { weights: &weights };
             let segments = vec![vec![4, 5], vec![9], vec![2, 3, 3]];
+            let layout = match packed {
+                1 => Layout::Packed(&segments),
+                2 => Layout::Shared(&shared),
+                _ => Layout::Rows,
+            };
             let run = |acts: &mut Activations| {
-                match packed {
-                    1 => acts.set_segments(&segments).unwrap(),
-                    2 => acts.set_layout(&shared).unwrap(),
-                    _ => {}
-                }
-                let mut grads = vec![0f32; model.layout.total];
-                cpu::forward(&model, acts, &ids).unwrap();
-                let out = cpu::head(
-                    &model,
-                    acts,
-                    &targets,
-                    Some(&objective),
-                    Some(&mut grads),
-                    true,
-                )
-                .unwrap();
-                cpu::backward(&model, acts, &ids, &mut grads).unwrap();
-                (out.logp, out.entropy, out.loss, grads)
+                train_pass(&model, acts, &layout, (&ids, &targets), &objective)
             };
             let fresh = run(&mut Activations::new(&model, b, t));
             let mut poisoned = Activations::new(&model, b, t);
@@ -215,12 +245,7 @@ fn activation_checkpointing_gives_the_same_bits_in_less_memory() {
     // The checkpointed arena keeps each layer's input and recomputes the rest in backward: the
     // same ops on the same inputs. Qwen2 and Qwen3 shapes; one sequence per row, packed rows,
     // shared prompts; a fresh arena and one full of NaN; the direct calls and the engine.
-    let qwen3 = {
-        let mut c = builtin_config("tiny-qwen2").expect("built-in shape");
-        c.architecture = r1_kernels::model::Architecture::Qwen3;
-        c.attention_bias = false;
-        Model::random(c, 9, 0.05)
-    };
+    let qwen3 = qwen3();
     let (b, t) = (3, 9);
     let segments = vec![vec![4, 5], vec![9], vec![2, 3, 3]];
     let shared = vec![
@@ -242,26 +267,14 @@ fn activation_checkpointing_gives_the_same_bits_in_less_memory() {
         let mask: Vec<f32> = (0..b * t).map(|i| (i % 4 != 1) as u32 as f32).collect();
         let weights = WeightedCrossEntropy::mean_weights(&mask);
         let objective = WeightedCrossEntropy { weights: &weights };
-        for layout in 0..3 {
+        let layouts = [
+            Layout::Rows,
+            Layout::Packed(&segments),
+            Layout::Shared(&shared),
+        ];
+        for (k, layout) in layouts.iter().enumerate() {
             let run = |acts: &mut Activations| {
-                match layout {
-                    1 => acts.set_segments(&segments).unwrap(),
-                    2 => acts.set_layout(&shared).unwrap(),
-                    _ => {}
-                }
-                let mut grads = vec![0f32; model.layout.total];
-                cpu::forward(&model, acts, &ids).unwrap();
-                let out = cpu::head(
-                    &model,
-                    acts,
-                    &targets,
-                    Some(&objective),
-                    Some(&mut grads),
-                    true,
-                )
-                .unwrap();
-                cpu::backward(&model, acts, &ids, &mut grads).unwrap();
-                (out.logp, out.entropy, out.loss, grads)
+                train_pass(&model, acts, layout, (&ids, &targets), &objective)
             };
             let mut full = Activations::new(&model, b, t);
             let want = run(&mut full);
@@ -272,7 +285,7 @@ fn activation_checkpointing_gives_the_same_bits_in_less_memory() {
             kept.fill(f32::NAN);
             let again = run(&mut kept);
             for (what, got) in [("fresh", &got), ("NaN-filled", &again)] {
-                let at = format!("layout {layout}, {what} checkpointed arena");
+                let at = format!("layout {k}, {what} checkpointed arena");
                 assert!(same_bits(&want.0, &got.0), "{at}: logp");
                 assert!(same_bits(&want.1, &got.1), "{at}: entropy");
                 assert_eq!(want.2.to_bits(), got.2.to_bits(), "{at}: loss");
@@ -294,27 +307,20 @@ fn activation_checkpointing_gives_the_same_bits_in_less_memory() {
                     &targets,
                     Some(&objective),
                     true,
-                    false,
+                    true,
                 )
                 .unwrap();
             engine.backward(&model, &ids).unwrap();
             let mut g = vec![0f32; model.layout.total];
             engine.download_grads(&mut g).unwrap();
-            let mut acts = Activations::new(&model, b, t);
-            acts.set_segments(&segments).unwrap();
-            let mut grads = vec![0f32; model.layout.total];
-            cpu::forward(&model, &mut acts, &ids).unwrap();
-            let direct = cpu::head(
+            let (logp, _, _, grads) = train_pass(
                 &model,
-                &mut acts,
-                &targets,
-                Some(&objective),
-                Some(&mut grads),
-                false,
-            )
-            .unwrap();
-            cpu::backward(&model, &mut acts, &ids, &mut grads).unwrap();
-            assert!(same_bits(&out.logp, &direct.logp), "engine, on={on}: logp");
+                &mut Activations::new(&model, b, t),
+                &Layout::Packed(&segments),
+                (&ids, &targets),
+                &objective,
+            );
+            assert!(same_bits(&out.logp, &logp), "engine, on={on}: logp");
             assert!(same_bits(&g, &grads), "engine, on={on}: gradients");
         }
     }

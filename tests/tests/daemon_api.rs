@@ -601,22 +601,7 @@ fn a_preference_run_stopped_by_sigterm_resumes_to_the_weights_r1ctl_train_reache
 
     // The next daemon resumes the run (weights, optimizer, the reward normaliser's moments).
     let d = Daemon::start(&state);
-    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
-    assert_eq!(done["step"], 6);
-    assert!(
-        done["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("resumed from"),
-        "{done}"
-    );
-    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
-    let daemon = d.last_checkpoint(&id);
-    assert_eq!(daemon.state.step, 6);
-    assert!(
-        daemon.model.params == in_process.params,
-        "the interrupted r1d run and r1ctl train ended with different weights"
-    );
+    common::finishes_resumed_on_r1ctl_train_weights(&d, &id, &config, dir.path(), 6);
 }
 
 #[test]

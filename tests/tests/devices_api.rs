@@ -89,20 +89,5 @@ fn data_parallel_learners_in_r1d_survive_a_sigkill_and_reach_r1ctl_train_s_weigh
     d.kill9();
 
     let d = Daemon::start(&state);
-    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
-    assert_eq!(done["step"], 8, "{done}");
-    assert!(
-        done["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("resumed from"),
-        "{done}"
-    );
-    let in_process = common::train_in_process(&config, dir.path(), "runs/e2e/final");
-    let daemon = d.last_checkpoint(&id);
-    assert_eq!(daemon.state.step, 8);
-    assert!(
-        daemon.model.params == in_process.params,
-        "r1d's data-parallel learner and r1ctl train's ended with different weights"
-    );
+    common::finishes_resumed_on_r1ctl_train_weights(&d, &id, &config, dir.path(), 8);
 }

@@ -85,6 +85,22 @@ impl CpuTrainEngine {
         self.acts.as_mut().expect("arena was just planned")
     }
 
+    /// Plans the arena for (b, t) and lays it out with `lay` (which says whether the layout is
+    /// other than one sequence per row). The arena counts as laid out until `lay` succeeds: a
+    /// refused layout may be half-written, and the next plain batch must reset it.
+    fn laid_out(
+        &mut self,
+        model: &Model,
+        (b, t): (usize, usize),
+        lay: impl FnOnce(&mut Activations) -> Result<bool>,
+    ) -> Result<()> {
+        self.arena(model, b, t);
+        self.packed = true;
+        let acts = self.acts.as_mut().expect("arena was just planned");
+        self.packed = lay(acts)?;
+        Ok(())
+    }
+
     fn trainable(&self, what: &str) -> Result<()> {
         if self.grads.is_empty() {
             return Err(EngineError::Input(format!(
@@ -124,14 +140,12 @@ impl TrainEngine for CpuTrainEngine {
         ids: &[u32],
     ) -> Result<()> {
         let reset = self.packed || !segments.is_empty();
-        self.arena(model, b, t);
-        // Counted as packed until a layout is fully written (a refused one may be half-written).
-        self.packed = true;
-        let acts = self.acts.as_mut().expect("arena was just planned");
-        if reset {
-            acts.set_segments(segments)?;
-        }
-        self.packed = !segments.is_empty();
+        self.laid_out(model, (b, t), |acts| {
+            if reset {
+                acts.set_segments(segments)?;
+            }
+            Ok(!segments.is_empty())
+        })?;
         let acts = self.acts.as_mut().expect("arena was just planned");
         cpu::forward(model, acts, ids)
     }
@@ -157,11 +171,8 @@ impl TrainEngine for CpuTrainEngine {
         rows: &[Vec<SharedGroup>],
         ids: &[u32],
     ) -> Result<()> {
-        self.arena(model, b, t);
-        // Counted as packed whatever happens: a refused layout may be half-written.
-        self.packed = true;
+        self.laid_out(model, (b, t), |acts| acts.set_layout(rows).map(|()| true))?;
         let acts = self.acts.as_mut().expect("arena was just planned");
-        acts.set_layout(rows)?;
         cpu::forward(model, acts, ids)
     }
 

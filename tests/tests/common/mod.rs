@@ -120,6 +120,33 @@ pub fn train_in_process(config: &Path, dir: &Path, final_dir: &str) -> Model {
     r1_kernels::model::load_model_dir(&dir.join(final_dir)).expect("the final model")
 }
 
+/// The daemon `d` finishes run `id` (of `config`, written in `dir`) at step `steps` after
+/// resuming from a checkpoint, on the weights `r1ctl train CONFIG` reaches in `dir`.
+pub fn finishes_resumed_on_r1ctl_train_weights(
+    d: &Daemon,
+    id: &str,
+    config: &Path,
+    dir: &Path,
+    steps: u64,
+) {
+    let done = d.wait_for(id, Duration::from_secs(120), |r| r["state"] == "finished");
+    assert_eq!(done["step"], steps, "{done}");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resumed from"),
+        "{done}"
+    );
+    let in_process = train_in_process(config, dir, "runs/e2e/final");
+    let daemon = d.last_checkpoint(id);
+    assert_eq!(daemon.state.step, steps);
+    assert!(
+        daemon.model.params == in_process.params,
+        "the interrupted r1d run and r1ctl train ended with different weights"
+    );
+}
+
 /// A running `r1d`.
 pub struct Daemon {
     pub state: PathBuf,
