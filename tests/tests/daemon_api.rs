@@ -317,15 +317,7 @@ fn sigterm_checkpoints_and_exits_zero_and_the_next_daemon_resumes() {
         .expect("a checkpoint at shutdown");
     assert!(last["step"].as_u64().unwrap() >= seen["step"].as_u64().unwrap());
     assert_ne!(run["state"], "stopped");
-    let done = d.wait_for(&id, Duration::from_secs(120), |r| r["state"] == "finished");
-    assert_eq!(done["step"], 30);
-    assert!(
-        done["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("resumed from"),
-        "{done}"
-    );
+    common::finishes_resumed(&d, &id, 30);
     let steps = d.get(&format!("/v1/runs/{id}/steps?limit=1000")).unwrap();
     assert_eq!(steps.as_array().unwrap().len(), 30);
 }

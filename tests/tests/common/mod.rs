@@ -120,15 +120,9 @@ pub fn train_in_process(config: &Path, dir: &Path, final_dir: &str) -> Model {
     r1_kernels::model::load_model_dir(&dir.join(final_dir)).expect("the final model")
 }
 
-/// The daemon `d` finishes run `id` (of `config`, written in `dir`) at step `steps` after
-/// resuming from a checkpoint, on the weights `r1ctl train CONFIG` reaches in `dir`.
-pub fn finishes_resumed_on_r1ctl_train_weights(
-    d: &Daemon,
-    id: &str,
-    config: &Path,
-    dir: &Path,
-    steps: u64,
-) {
+/// The daemon `d` finishes run `id` at step `steps`, having resumed it from a checkpoint;
+/// returns the finished run.
+pub fn finishes_resumed(d: &Daemon, id: &str, steps: u64) -> serde_json::Value {
     let done = d.wait_for(id, Duration::from_secs(120), |r| r["state"] == "finished");
     assert_eq!(done["step"], steps, "{done}");
     assert!(
@@ -138,6 +132,19 @@ pub fn finishes_resumed_on_r1ctl_train_weights(
             .contains("resumed from"),
         "{done}"
     );
+    done
+}
+
+/// The daemon `d` finishes run `id` (of `config`, written in `dir`) at step `steps` after
+/// resuming from a checkpoint, on the weights `r1ctl train CONFIG` reaches in `dir`.
+pub fn finishes_resumed_on_r1ctl_train_weights(
+    d: &Daemon,
+    id: &str,
+    config: &Path,
+    dir: &Path,
+    steps: u64,
+) {
+    finishes_resumed(d, id, steps);
     let in_process = train_in_process(config, dir, "runs/e2e/final");
     let daemon = d.last_checkpoint(id);
     assert_eq!(daemon.state.step, steps);
