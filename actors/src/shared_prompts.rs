@@ -110,36 +110,46 @@ pub fn plan(
     };
     let floats = |rows: usize, len: usize| arena_floats(model, rows, len, checkpointed);
     let (plain_cost, plain_floats) = (cost(b, t), floats(b, t));
-    let mut best: Option<(f64, usize)> = None;
+    let mut best: Option<(f64, Vec<Group>)> = None;
     for k in 2..=widest {
-        let (rows, len) = layout_shape(&runs, prompts, completions, k);
+        let groups = groups(&runs, prompts, completions, k);
+        let (rows, len) = shape_of(&groups);
         let c = cost(rows, len);
-        if c < plain_cost && floats(rows, len) <= plain_floats && best.is_none_or(|(bc, _)| c < bc)
+        if c < plain_cost
+            && floats(rows, len) <= plain_floats
+            && best.as_ref().is_none_or(|(bc, _)| c < *bc)
         {
-            best = Some((c, k));
+            best = Some((c, groups));
         }
     }
-    let (_, k) = best?;
-    Some(lay_out(&runs, prompts, completions, t, k))
+    let (_, groups) = best?;
+    Some(lay_out(&groups, prompts, completions, t))
 }
 
-/// Engine rows and positions per row when each run is cut into groups of at most `k` branches.
-fn layout_shape(
+/// One engine row: the padded batch's rows it holds, and their group.
+type Group = (std::ops::Range<usize>, SharedGroup);
+
+/// The engine rows when each run is cut into groups of at most `k` branches.
+fn groups(
     runs: &[(usize, usize)],
     prompts: &[&[u32]],
     completions: &[&[u32]],
     k: usize,
-) -> (usize, usize) {
-    let (mut rows, mut len) = (0, 0);
-    for &(start, end) in runs {
-        for chunk in (start..end).step_by(k) {
-            let members = chunk..(chunk + k).min(end);
-            let group = group_of(prompts, completions, members);
-            rows += 1;
-            len = len.max(group.len());
-        }
-    }
-    (rows, len.max(1))
+) -> Vec<Group> {
+    runs.iter()
+        .flat_map(|&(start, end)| {
+            (start..end).step_by(k).map(move |chunk| {
+                let members = chunk..(chunk + k).min(end);
+                (members.clone(), group_of(prompts, completions, members))
+            })
+        })
+        .collect()
+}
+
+/// Engine rows and positions per row of a layout.
+fn shape_of(groups: &[Group]) -> (usize, usize) {
+    let len = groups.iter().map(|(_, g)| g.len()).max().unwrap_or(1);
+    (groups.len(), len.max(1))
 }
 
 /// The group of rows `members` (one prompt): the prompt but its last token, then per row that
@@ -165,13 +175,12 @@ fn group_of(
 }
 
 fn lay_out(
-    runs: &[(usize, usize)],
+    groups: &[Group],
     prompts: &[&[u32]],
     completions: &[&[u32]],
     batch_t: usize,
-    k: usize,
 ) -> SharedRows {
-    let (b, t) = layout_shape(runs, prompts, completions, k);
+    let (b, t) = shape_of(groups);
     let mut out = SharedRows {
         b,
         t,
@@ -181,44 +190,38 @@ fn lay_out(
         sources: vec![Source::PADDING; b * t],
         batch_t,
     };
-    let mut row = 0;
-    for &(start, end) in runs {
-        for chunk in (start..end).step_by(k) {
-            let members = chunk..(chunk + k).min(end);
-            let group = group_of(prompts, completions, members.clone());
-            let base = row * t;
-            let ids = |r: usize, i: usize| {
-                let p = prompts[r];
-                if i < p.len() {
-                    p[i]
-                } else {
-                    completions[r][i - p.len()]
-                }
-            };
-            let mut at = 0;
-            let mut put = |pos: usize, rows: (usize, usize)| {
-                out.inputs[base + at] = ids(rows.0, pos);
-                out.targets[base + at] = ids(rows.0, pos + 1);
-                out.sources[base + at] = Source {
-                    pos: pos as u32,
-                    rows: (rows.0 as u32, rows.1 as u32),
-                };
-                at += 1;
-            };
-            for pos in 0..group.prompt {
-                put(pos, (members.start, members.end));
-            }
-            if !group.branches.is_empty() {
-                for r in members.clone() {
-                    let first = prompts[r].len() - 1;
-                    for pos in first..first + completions[r].len() {
-                        put(pos, (r, r + 1));
-                    }
-                }
-            }
-            out.rows.push(vec![group]);
-            row += 1;
+    let ids = |r: usize, i: usize| {
+        let p = prompts[r];
+        if i < p.len() {
+            p[i]
+        } else {
+            completions[r][i - p.len()]
         }
+    };
+    for (row, (members, group)) in groups.iter().enumerate() {
+        let base = row * t;
+        let mut at = 0;
+        let mut put = |pos: usize, rows: (usize, usize)| {
+            out.inputs[base + at] = ids(rows.0, pos);
+            out.targets[base + at] = ids(rows.0, pos + 1);
+            out.sources[base + at] = Source {
+                pos: pos as u32,
+                rows: (rows.0 as u32, rows.1 as u32),
+            };
+            at += 1;
+        };
+        for pos in 0..group.prompt {
+            put(pos, (members.start, members.end));
+        }
+        if !group.branches.is_empty() {
+            for r in members.clone() {
+                let first = prompts[r].len() - 1;
+                for pos in first..first + completions[r].len() {
+                    put(pos, (r, r + 1));
+                }
+            }
+        }
+        out.rows.push(vec![group.clone()]);
     }
     out
 }

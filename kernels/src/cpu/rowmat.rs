@@ -39,16 +39,29 @@ pub fn matmul_rows(
         "matmul_rows: buffers too small"
     );
     let out = SharedOut(out.as_mut_ptr());
-    // A few tasks per thread, in multiples of 4 columns. The split changes which thread computes
-    // a column, never how it is computed.
-    let per_task =
-        (oc.div_ceil(4 * rayon::current_num_threads()).div_ceil(4) * 4).max(MIN_COLS_PER_TASK);
-    (0..oc.div_ceil(per_task)).into_par_iter().for_each(|task| {
-        let j0 = task * per_task;
-        let j1 = (j0 + per_task).min(oc);
-        // SAFETY: each task writes columns j0..j1 of every row, disjoint from other tasks.
-        unsafe { dispatch(out.ptr(), inp, weight, bias, s, c, oc, j0, j1) };
+    // Tasks of 4-column tiles.
+    tasks(oc, 4, MIN_COLS_PER_TASK).for_each(|cols| {
+        // SAFETY: each task writes its columns of every row, disjoint from other tasks.
+        unsafe { dispatch(out.ptr(), inp, weight, bias, s, c, oc, cols.start, cols.end) };
     });
+}
+
+/// Splits `units` (output columns, or panels of them) into a few tasks per thread, each a
+/// multiple of `granule` units and at least `min`. The split changes which thread computes a
+/// unit, never how it is computed.
+fn tasks(
+    units: usize,
+    granule: usize,
+    min: usize,
+) -> impl ParallelIterator<Item = std::ops::Range<usize>> {
+    let per = (units
+        .div_ceil(4 * rayon::current_num_threads())
+        .div_ceil(granule)
+        * granule)
+        .max(min);
+    (0..units.div_ceil(per))
+        .into_par_iter()
+        .map(move |task| task * per..((task + 1) * per).min(units))
 }
 
 #[derive(Clone, Copy)]
@@ -441,28 +454,19 @@ pub fn matmul_packed_bf16(
     }
     let panels = oc.div_ceil(PANEL);
     let out = SharedOut(out.as_mut_ptr());
-    // Pairs of panels per task, a few tasks per thread.
-    let per_task = (panels
-        .div_ceil(4 * rayon::current_num_threads())
-        .div_ceil(2)
-        * 2)
-    .max(2);
     let simd = has_dpbf16();
-    (0..panels.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|task| {
-            let p0 = task * per_task;
-            let p1 = (p0 + per_task).min(panels);
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: the features were detected; each task writes its panels' columns.
-                unsafe { packed_dpbf16(out.ptr(), &x, w, bias, s, c2, oc, p0..p1) };
-                return;
-            }
-            let _ = simd;
-            // SAFETY: each task writes its panels' columns of every row, disjoint from others.
-            unsafe { packed_scalar(out.ptr(), &x, w, bias, s, c2, oc, p0..p1) };
-        });
+    // Tasks of panel pairs.
+    tasks(panels, 2, 2).for_each(|panels| {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: the features were detected; each task writes its panels' columns.
+            unsafe { packed_dpbf16(out.ptr(), &x, w, bias, s, c2, oc, panels) };
+            return;
+        }
+        let _ = simd;
+        // SAFETY: each task writes its panels' columns of every row, disjoint from others.
+        unsafe { packed_scalar(out.ptr(), &x, w, bias, s, c2, oc, panels) };
+    });
 }
 
 /// [`matmul_packed_bf16`] without `vdpbf16ps`: the same lanes in the same order.
