@@ -717,13 +717,14 @@ pub fn run_default(
     let path = run_dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&path, json + "\n").map_err(|source| DefaultRunError::Io { path, source })?;
-    // The same run as SVG charts beside report.json (GRPO curves, held-out before/after).
+    // The same run as SVG charts beside report.json (GRPO curves, held-out scores per model),
+    // each bar group named after the model it scored (GRPO starts from the cold start).
     let evals: Vec<EvalBars> = report
         .base
         .as_ref()
         .map(|s| ("base", s))
         .into_iter()
-        .chain([("before RL", &report.before), ("after RL", &report.after)])
+        .chain([("cold start", &report.before), ("after RL", &report.after)])
         .map(|(label, s)| EvalBars {
             label: label.into(),
             accuracy: s.accuracy,
