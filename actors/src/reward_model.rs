@@ -176,19 +176,63 @@ pub fn score_ids_on(
 
 /// Scores (prompt, response) pairs with a reward model, batching forward passes. Pure logic:
 /// the lead wraps it in an actor beside the rule judge.
-#[derive(Debug, Clone)]
+///
+/// The engine is opened on the first call and kept: the model's weights stay on its device and
+/// its arena stays planned between steps (the run's memory estimate counts both as held), so a
+/// step on a GPU uploads nothing and a step on the CPU touches no fresh arena pages. Clones share
+/// the engine (one call at a time).
+#[derive(Clone)]
 pub struct RewardModelScorer {
-    /// The model.
-    pub rm: RewardModel,
+    rm: RewardModel,
     /// Tokenizer and length policy.
     pub encoder: TextEncoder,
     /// Most sequences per forward pass.
     pub max_batch: usize,
-    /// Where the forward passes run.
-    pub device: Device,
+    device: Device,
+    engine: std::sync::Arc<std::sync::Mutex<Option<Box<dyn TrainEngine>>>>,
+}
+
+impl std::fmt::Debug for RewardModelScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewardModelScorer")
+            .field("parameters", &self.rm.model.params.len())
+            .field("max_batch", &self.max_batch)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RewardModelScorer {
+    /// A scorer of `rm` on the CPU (see [`RewardModelScorer::on`]).
+    pub fn new(rm: RewardModel, encoder: TextEncoder, max_batch: usize) -> Self {
+        RewardModelScorer {
+            rm,
+            encoder,
+            max_batch: max_batch.max(1),
+            device: Device::Cpu,
+            engine: Default::default(),
+        }
+    }
+
+    /// The same scorer computing on `device` (its engine opens there on the next call).
+    pub fn on(self, device: Device) -> Self {
+        RewardModelScorer {
+            engine: Default::default(),
+            device,
+            ..self
+        }
+    }
+
+    /// The model it scores with.
+    pub fn rm(&self) -> &RewardModel {
+        &self.rm
+    }
+
+    /// Where its forward passes run.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// Loads a reward-model directory (`…ForSequenceClassification`) with its tokenizer.json, or
     /// r1's byte tokenizer when `tokenizer` is `Some("byte")`; over-long texts keep their end.
     pub fn load(
@@ -209,16 +253,12 @@ impl RewardModelScorer {
                 rm.model.config.vocab_size
             )));
         }
-        Ok(RewardModelScorer {
-            rm,
-            encoder: TextEncoder {
-                tokenizer,
-                max_tokens: max_tokens.max(1),
-                over_long: OverLong::KeepEnd,
-            },
-            max_batch: max_batch.max(1),
-            device: Device::Cpu,
-        })
+        let encoder = TextEncoder {
+            tokenizer,
+            max_tokens: max_tokens.max(1),
+            over_long: OverLong::KeepEnd,
+        };
+        Ok(RewardModelScorer::new(rm, encoder, max_batch))
     }
 
     /// The reward of each (prompt, response), in order.
@@ -228,10 +268,21 @@ impl RewardModelScorer {
             .enumerate()
             .map(|(i, (p, r))| self.encoder.encode(p, r, &|| format!("item {i}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut engine = device::open(self.device, &self.rm.model, false)?;
+        // A call that panicked mid-forward leaves an engine whose arena may be half written:
+        // it is dropped and reopened, never reused.
+        let mut held = self.engine.lock().unwrap_or_else(|poisoned| {
+            let mut held = poisoned.into_inner();
+            *held = None;
+            held
+        });
+        let engine = match held.as_mut() {
+            Some(engine) => engine,
+            // The scorer's own engine: the reward model is its trained role, without gradients.
+            None => held.insert(device::open(self.device, &self.rm.model, false)?),
+        };
         score_ids_on(
             engine.as_mut(),
-            ModelRole::Frozen,
+            ModelRole::Trained,
             &self.rm,
             &ids,
             self.max_batch,

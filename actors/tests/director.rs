@@ -299,17 +299,18 @@ fn pause_resume_and_stop_act_between_steps_and_a_resumed_director_continues() {
 fn preference_plan(dir: &Path, model_dir: &Path, steps: u64) -> RlPlan {
     let mut plan = plan(dir, model_dir, steps);
     plan.prompts_per_step = 4;
-    let scorer = |seed| RewardModelScorer {
-        rm: TinyModel::byte()
-            .seed(seed)
-            .reward_model(Some(ByteTokenizer::EOS)),
-        encoder: TextEncoder {
-            tokenizer: Tokenizer::byte(),
-            max_tokens: 64,
-            over_long: OverLong::KeepEnd,
-        },
-        max_batch: 4,
-        device: r1_kernels::device::Device::Cpu,
+    let scorer = |seed| {
+        RewardModelScorer::new(
+            TinyModel::byte()
+                .seed(seed)
+                .reward_model(Some(ByteTokenizer::EOS)),
+            TextEncoder {
+                tokenizer: Tokenizer::byte(),
+                max_tokens: 64,
+                over_long: OverLong::KeepEnd,
+            },
+            4,
+        )
     };
     let use_ = |name: &str, view| RewardModelUse {
         name: name.into(),

@@ -111,12 +111,7 @@ fn a_tiny_reward_model_ranks_held_out_pairs_right() {
     assert!(last.train_loss < outcome.epochs[0].train_loss);
 
     // The scorer agrees, batched or not, and keeps the input order.
-    let scorer = RewardModelScorer {
-        rm: outcome.rm.clone(),
-        encoder: encoder(96, OverLong::KeepEnd),
-        max_batch: 3,
-        device: r1_kernels::device::Device::Cpu,
-    };
+    let scorer = RewardModelScorer::new(outcome.rm.clone(), encoder(96, OverLong::KeepEnd), 3);
     let items: Vec<(String, String)> = vec![
         ("greet Eve".into(), "Thanks, Eve!".into()),
         ("greet Eve".into(), "Go away.".into()),
@@ -132,6 +127,11 @@ fn a_tiny_reward_model_ranks_held_out_pairs_right() {
         batched[0] > batched[1] && batched[2] > batched[3],
         "{batched:?}"
     );
+    // The scorer keeps its engine between calls (and clones share it): after calls of other
+    // shapes, the same items score the same bits as on a scorer's first call.
+    assert_eq!(scorer.clone().score(&items).unwrap(), batched);
+    let fresh = RewardModelScorer::new(outcome.rm.clone(), encoder(96, OverLong::KeepEnd), 3);
+    assert_eq!(fresh.score(&items).unwrap(), batched);
 
     // Deterministic given the seed.
     let again = train_reward_model(

@@ -139,16 +139,15 @@ fn train(args: TrainArgs) -> anyhow::Result<i32> {
 fn score(args: ScoreArgs) -> anyhow::Result<i32> {
     let rm = load_reward_model_dir(&args.model)?;
     let tokenizer = tokenizer::resolve(&args.model, args.tokenizer.as_deref())?;
-    let scorer = RewardModelScorer {
+    let scorer = RewardModelScorer::new(
         rm,
-        encoder: TextEncoder {
+        TextEncoder {
             tokenizer,
             max_tokens: args.max_tokens,
             over_long: OverLong::KeepEnd,
         },
-        max_batch: args.batch,
-        device: r1_kernels::device::Device::Cpu,
-    };
+        args.batch,
+    );
     let scored = score_jsonl(&scorer, &args.file)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -188,16 +188,16 @@ impl PreferenceJob {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let mut scorer = m.load().map_err(|e| {
-                    RunError::Invalid(format!("preference.reward_models[{i}]: {e}"))
-                })?;
-                scorer.device = placement.reward_models;
+                let scorer = m
+                    .load()
+                    .map_err(|e| RunError::Invalid(format!("preference.reward_models[{i}]: {e}")))?
+                    .on(placement.reward_models);
                 progress(StageEvent::Note {
                     message: format!(
                         "reward model `{}`: {} ({} parameters), reads the {}",
                         m.name,
                         m.path.display(),
-                        scorer.rm.model.params.len(),
+                        scorer.rm().model.params.len(),
                         match m.view {
                             ResponseView::Summary => "summary after </think>",
                             ResponseView::Whole => "whole response",

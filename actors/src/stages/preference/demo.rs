@@ -423,18 +423,8 @@ pub fn run_preference_demo(
         .map_err(|e| bad(format!("writing {}: {e}", dir.display())))?;
     }
     let scorers = [
-        RewardModelScorer {
-            rm: helpful.rm,
-            encoder: encoder.clone(),
-            max_batch: 64,
-            device: r1_kernels::device::Device::Cpu,
-        },
-        RewardModelScorer {
-            rm: harmless.rm,
-            encoder,
-            max_batch: 64,
-            device: r1_kernels::device::Device::Cpu,
-        },
+        RewardModelScorer::new(helpful.rm, encoder.clone(), 64),
+        RewardModelScorer::new(harmless.rm, encoder, 64),
     ];
     // The helpfulness model reads summaries: recording what it is asked gives the polite share.
     let helpfulness = Recording {
