@@ -260,7 +260,11 @@ fn a_model_directory_runs_the_recipe_with_its_own_tokenizer_and_writes_samples()
         "eval.svg lacks the base model's bars"
     );
     // Each bar group is named after the model it scored: GRPO started from the cold start.
-    for (label, present) in [("cold start", true), ("after RL", true), ("before RL", false)] {
+    for (label, present) in [
+        ("cold start", true),
+        ("after RL", true),
+        ("before RL", false),
+    ] {
         assert_eq!(
             eval.contains(&format!(">{label}<")),
             present,
