@@ -57,7 +57,10 @@ parity=$?
 grep -E "relative error|^test |test result|panicked|SKIP" "$out/parity.txt" | tail -n 120
 echo "parity tests: exit $parity in $((SECONDS - start)) s"
 # The model-level tests again with the new kernels switched on (tiled tensor-core training
-# attention, grouped decode attention): whether they can become the defaults.
+# attention, grouped decode attention): whether they can become the defaults. `device_model`
+# takes in the shared-prompt and activation-checkpointing tests (device_model_shares_prompts_*,
+# device_model_checkpointing_*, device_model_engine_*), so both training attention kernels run
+# them.
 start=$SECONDS
 R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 70 \
   "$dir/bin/cuda_parity" \

@@ -15,7 +15,7 @@ use r1_kernels::device::memory::{
     self, memory_limit_override, LearnerShape, MemoryEstimate, RewardModelShape, RunShape,
     SamplerShape,
 };
-use r1_kernels::device::{self, Device, DeviceList, Placement};
+use r1_kernels::device::{self, DeviceList, Placement};
 use r1_kernels::model::check_model_dir;
 use r1_kernels::model::limits::{available_memory, MemoryAvailable};
 use r1_kernels::model::sequence_classification::read_config as read_reward_model_config;
@@ -237,17 +237,6 @@ impl JobConfig {
             .devices
             .resolve(devices)
             .map_err(|e| invalid(&e.key, e.message))?;
-        if let Some(gpu) = placement
-            .learners
-            .iter()
-            .find(|d| **d != Device::Cpu)
-            .filter(|_| self.learner.activation_checkpointing)
-        {
-            return Err(invalid(
-                "learner.activation_checkpointing",
-                format!("not available on {gpu}: the CUDA engine keeps every layer's activations"),
-            ));
-        }
         let model =
             check_model_dir(&self.model.path).map_err(|e| invalid("model.path", e.to_string()))?;
         let place = |shape: &RunShape| {
@@ -668,6 +657,54 @@ prompts_per_step = 4
                 && message.contains("reference model")
                 && message.contains("KV cache"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn activation_checkpointing_on_a_gpu_learner_is_taken_and_shrinks_its_activations() {
+        use r1_kernels::device::{Device, DeviceInfo};
+        let dir = tempfile::tempdir().unwrap();
+        let base = workspace(dir.path(), "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n");
+        let info = |device, name: &str| DeviceInfo {
+            device,
+            name: name.into(),
+            total_bytes: 80 << 30,
+            free_bytes: 64 << 30,
+        };
+        // From JSON: the fields a machine's list has beyond its devices take their defaults.
+        let machine: DeviceList = serde_json::from_value(serde_json::json!({
+            "devices": [info(Device::Cpu, "test CPU"), info(Device::Cuda(0), "test GPU")],
+            "cuda_unavailable": null,
+        }))
+        .unwrap();
+        let activations = |checkpointing: bool| -> f64 {
+            let text = GRPO
+                .replace("MODEL", &base.model.path.display().to_string())
+                .replace("DATA", &dir.path().join("d.jsonl").display().to_string())
+                .replace(
+                    "group_size = 2",
+                    &format!("group_size = 2\nactivation_checkpointing = {checkpointing}"),
+                );
+            let config = parse(&format!("{text}\n[devices]\nlearner = \"cuda:0\"\n")).unwrap();
+            let check = config
+                .check_resources_on(Path::new("job.toml"), &machine, None, None)
+                .unwrap();
+            let gpu = check
+                .estimate
+                .devices
+                .iter()
+                .find(|d| d.device == Device::Cuda(0))
+                .expect("the learner's GPU is in the estimate");
+            gpu.parts
+                .iter()
+                .filter(|p| p.category == "activations")
+                .map(|p| p.bytes)
+                .sum()
+        };
+        let (kept, checkpointed) = (activations(false), activations(true));
+        assert!(
+            checkpointed > 0.0 && checkpointed < kept,
+            "checkpointed {checkpointed} vs {kept}"
         );
     }
 

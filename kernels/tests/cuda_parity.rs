@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use half::bf16;
 use r1_kernels::cpu::ops::{self as cpu_ops, AttnShape, RopeTable};
-use r1_kernels::cpu::{self, Activations, DecodeScratch, KvCache};
+use r1_kernels::cpu::{self, Activations, DecodeScratch, KvCache, SharedGroup};
 use r1_kernels::cuda::backend::device_count;
 use r1_kernels::cuda::model as gpu;
 use r1_kernels::cuda::ops as gops;
@@ -371,6 +371,16 @@ fn rope_and_swiglu_match_the_cpu() {
 /// log Σ_j exp(q·k_j/√HS) over the keys query (b, h, t) attends to, in f64: the `lse` the
 /// forward keeps for the backward.
 fn reference_lse(qkv: &[f32], seg: &[u32], s: AttnShape) -> Vec<f32> {
+    reference_lse_shared(qkv, seg, None, s)
+}
+
+/// `reference_lse` over the keys the shared-prompt windows add (`attends`).
+fn reference_lse_shared(
+    qkv: &[f32],
+    seg: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    s: AttnShape,
+) -> Vec<f32> {
     let width = (s.nh + 2 * s.nkv) * s.hs;
     let group = s.nh / s.nkv;
     let scale = 1.0 / (s.hs as f64).sqrt();
@@ -381,7 +391,8 @@ fn reference_lse(qkv: &[f32], seg: &[u32], s: AttnShape) -> Vec<f32> {
             for t in 0..s.t {
                 let row = b * s.t + t;
                 let q = &qkv[row * width + h * s.hs..][..s.hs];
-                let scores: Vec<f64> = (seg[row] as usize..=t)
+                let scores: Vec<f64> = (0..=t)
+                    .filter(|&j| attends(seg, shared, s.t, b, t, j))
                     .map(|j| {
                         let k = &qkv[(b * s.t + j) * width + (s.nh + g) * s.hs..][..s.hs];
                         q.iter()
@@ -559,7 +570,24 @@ fn cpu_and_gpu_training_pass(
 ) {
     let weights = masked_weights(b * t);
     let objective = WeightedCrossEntropy { weights: &weights };
-    cpu_and_gpu_training_pass_with(be, model, ids, targets, (b, t), segments, &objective);
+    cpu_and_gpu_training_pass_with(
+        be,
+        model,
+        ids,
+        targets,
+        (b, t),
+        Lay::Packed(segments),
+        &objective,
+    );
+}
+
+/// How a training-pass test lays out its rows.
+#[derive(Clone, Copy)]
+enum Lay<'a> {
+    /// Sequences packed back to back (`set_segments`; empty: one per row).
+    Packed(&'a [Vec<usize>]),
+    /// Groups sharing a prompt (`set_layout`).
+    Shared(&'a [Vec<SharedGroup>]),
 }
 
 /// CPU forward + `objective`'s head + backward on the bf16-rounded model; GPU the same.
@@ -569,14 +597,17 @@ fn cpu_and_gpu_training_pass_with(
     ids: &[u32],
     targets: &[u32],
     (b, t): (usize, usize),
-    segments: &[Vec<usize>],
+    layout: Lay<'_>,
     objective: &dyn TokenObjective,
 ) {
     let mut rounded = model.clone();
     rounded.params = bf(&model.params);
 
     let mut acts = Activations::new(&rounded, b, t);
-    acts.set_segments(segments).unwrap();
+    match layout {
+        Lay::Packed(segments) => acts.set_segments(segments).unwrap(),
+        Lay::Shared(rows) => acts.set_layout(rows).unwrap(),
+    }
     cpu::forward(&rounded, &mut acts, ids).unwrap();
     let want_logits = cpu::logits(&rounded, &acts);
     let mut grads = vec![0.0; rounded.layout.total];
@@ -593,7 +624,10 @@ fn cpu_and_gpu_training_pass_with(
 
     let dm = DeviceModel::upload(be, model, t, true).unwrap();
     let mut dacts = DeviceActivations::new(be, &dm, b, t).unwrap();
-    dacts.set_segments(be, segments).unwrap();
+    match layout {
+        Lay::Packed(segments) => dacts.set_segments(be, segments).unwrap(),
+        Lay::Shared(rows) => dacts.set_layout(be, rows).unwrap(),
+    }
     gpu::forward(be, &dm, &mut dacts, ids).unwrap();
     check(
         "model logits",
@@ -988,7 +1022,15 @@ fn the_entropy_gradient_term_matches_the_cpu_through_the_whole_model() {
             weights: &weights,
             beta: 0.5,
         };
-        cpu_and_gpu_training_pass_with(&be, &model, &ids, &targets, (b, t), &[], &objective);
+        cpu_and_gpu_training_pass_with(
+            &be,
+            &model,
+            &ids,
+            &targets,
+            (b, t),
+            Lay::Packed(&[]),
+            &objective,
+        );
     }
 }
 
@@ -1686,6 +1728,85 @@ fn mma_emulated(d: &mut [[f32; 4]; 32], a: &[[u32; 4]; 32], b: &[[u32; 2]; 32]) 
 /// its register choices agree with the PTX layouts and that its tiling, masking and online softmax
 /// compute attention. Returns (out [N, QD], lse [B, NH, T]).
 fn attention_tc_emulated(qkv: &[f32], seg_start: &[u32], s: AttnShape) -> (Vec<f32>, Vec<f32>) {
+    attention_tc_emulated_shared(qkv, seg_start, None, s)
+}
+
+/// The shared prompt window [a, z) token `at` also attends to (common.cuh's `shared_window`):
+/// (0, 0) without tables, or when the window is empty or does not end by `start`.
+fn shared_window_of(shared: Option<(&[u32], &[u32])>, at: usize, start: usize) -> (usize, usize) {
+    match shared {
+        Some((a, z)) if a[at] < z[at] && z[at] as usize <= start => {
+            (a[at] as usize, z[at] as usize)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Whether query `i` of row `b` attends to key `j` (segment and shared prompt), as the kernels'
+/// masks say.
+fn attends(
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    t: usize,
+    b: usize,
+    i: usize,
+    j: usize,
+) -> bool {
+    if i >= t {
+        return false;
+    }
+    let s = seg_start[b * t + i] as usize;
+    let (a, z) = shared_window_of(shared, b * t + i, s.min(i));
+    (j >= s && j <= i) || (j >= a && j < z)
+}
+
+/// attention_tc.cu's `first_key`: the first key rows [row0, row0 + 64) of row `b` attend to.
+fn first_key_emulated(
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    t: usize,
+    b: usize,
+    row0: usize,
+) -> usize {
+    (row0..(row0 + 64).min(t))
+        .map(|i| {
+            let s = seg_start[b * t + i] as usize;
+            let (a, z) = shared_window_of(shared, b * t + i, s.min(i));
+            if a < z {
+                a
+            } else {
+                s
+            }
+        })
+        .min()
+        .unwrap_or(t)
+}
+
+/// attention_tc.cu's tile skip: whether any of rows [row0, row0 + 64) attends to a key of
+/// [j0, j0 + keys).
+fn tile_needed_emulated(
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    t: usize,
+    b: usize,
+    row0: usize,
+    (j0, keys): (usize, usize),
+) -> bool {
+    (row0..(row0 + 64).min(t)).any(|i| {
+        let s = seg_start[b * t + i] as usize;
+        let (a, z) = shared_window_of(shared, b * t + i, s.min(i));
+        let j1 = j0 + keys - 1;
+        (j0 <= i && j1 >= s) || (j0 < z && j1 >= a)
+    })
+}
+
+/// `attention_tc_emulated` with shared-prompt tables (`shared_start`, `shared_end`).
+fn attention_tc_emulated_shared(
+    qkv: &[f32],
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
+    s: AttnShape,
+) -> (Vec<f32>, Vec<f32>) {
     const ROWS: usize = 64;
     const KEYS: usize = 64;
     let (t, nh, nkv, hs) = (s.t, s.nh, s.nkv, s.hs);
@@ -1696,7 +1817,6 @@ fn attention_tc_emulated(qkv: &[f32], seg_start: &[u32], s: AttnShape) -> (Vec<f
     let pair = |mem: &[u32], at: usize| mem[at] | (mem[at + 1] << 16);
     for b in 0..s.b {
         let base = &qkv[b * t * w..];
-        let seg = &seg_start[b * t..];
         for h in 0..nh {
             let kvh = h / (nh / nkv);
             for row0 in (0..t).step_by(ROWS) {
@@ -1712,10 +1832,7 @@ fn attention_tc_emulated(qkv: &[f32], seg_start: &[u32], s: AttnShape) -> (Vec<f
                         q_s[r * hs + d] = bf16_bits(x);
                     }
                 }
-                let first = (row0..(row0 + ROWS).min(t))
-                    .map(|i| seg[i] as usize)
-                    .min()
-                    .unwrap_or(t);
+                let first = first_key_emulated(seg_start, shared, t, b, row0);
                 let last = (row0 + ROWS).min(t) - 1;
                 // Per warp, per lane: o[HS/8][4], m and l of rows lo and hi.
                 let mut o = vec![[[0f32; 4]; 32]; 4 * (hs / 8)];
@@ -1723,6 +1840,10 @@ fn attention_tc_emulated(qkv: &[f32], seg_start: &[u32], s: AttnShape) -> (Vec<f
                 let mut l = [[[0f32; 2]; 32]; 4];
                 let mut j0 = (first / KEYS) * KEYS;
                 while j0 <= last {
+                    if !tile_needed_emulated(seg_start, shared, t, b, row0, (j0, KEYS)) {
+                        j0 += KEYS;
+                        continue;
+                    }
                     let (mut k_s, mut v_s) = (vec![0u32; KEYS * hs], vec![0u32; KEYS * hs]);
                     for r in 0..KEYS {
                         for d in 0..hs {
@@ -1767,8 +1888,7 @@ fn attention_tc_emulated(qkv: &[f32], seg_start: &[u32], s: AttnShape) -> (Vec<f
                                 for e in 0..2 {
                                     let j = j0 + n * 8 + 2 * c + e;
                                     for (half, &i) in rows.iter().enumerate() {
-                                        let allowed =
-                                            i < t && j >= seg[i.min(t - 1)] as usize && j <= i;
+                                        let allowed = attends(seg_start, shared, t, b, i, j);
                                         if !allowed {
                                             tile[lane][2 * half + e] = f32::NEG_INFINITY;
                                         }
@@ -2051,13 +2171,26 @@ fn frags_by_rows_emulated(acc: &mut [[[f32; 4]; 32]], p: &[[[u32; 4]; 32]], m: &
 /// attention_tc.cu's two backward kernels replayed on the CPU as `attention_tc_emulated` does the
 /// forward: returns dqkv [N, W] (from zero) given dout, the forward's lse and delta = Σ dout·out.
 /// Index loops on purpose: they spell the kernels' (lane, register) arithmetic.
-#[allow(clippy::needless_range_loop)]
 fn attention_tc_backward_emulated(
     qkv: &[f32],
     dout: &[f32],
     lse: &[f32],
     delta: &[f32],
     seg_start: &[u32],
+    s: AttnShape,
+) -> Vec<f32> {
+    attention_tc_backward_emulated_shared(qkv, dout, lse, delta, seg_start, None, s)
+}
+
+/// `attention_tc_backward_emulated` with shared-prompt tables.
+#[allow(clippy::needless_range_loop)]
+fn attention_tc_backward_emulated_shared(
+    qkv: &[f32],
+    dout: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    seg_start: &[u32],
+    shared: Option<(&[u32], &[u32])>,
     s: AttnShape,
 ) -> Vec<f32> {
     const ROWS: usize = 64;
@@ -2082,7 +2215,6 @@ fn attention_tc_backward_emulated(
     for b in 0..s.b {
         let base = &qkv[b * t * w..];
         let dout_b = &dout[b * t * qd..];
-        let seg = &seg_start[b * t..];
         // dQ: blocks of 64 query rows per head.
         for h in 0..nh {
             let kvh = h / group;
@@ -2090,15 +2222,16 @@ fn attention_tc_backward_emulated(
             for row0 in (0..t).step_by(ROWS) {
                 let q_s = load_tile_emulated(&base[h * hs..], w, row0, ROWS, t, hs, scale);
                 let do_s = load_tile_emulated(&dout_b[h * hs..], qd, row0, ROWS, t, hs, 1.0);
-                let first = (row0..(row0 + ROWS).min(t))
-                    .map(|i| seg[i] as usize)
-                    .min()
-                    .unwrap_or(t);
+                let first = first_key_emulated(seg_start, shared, t, b, row0);
                 let last = (row0 + ROWS).min(t) - 1;
                 for warp in 0..4 {
                     let mut dq = vec![[[0f32; 4]; 32]; hs / 8];
                     let mut j0 = (first / BKEYS) * BKEYS;
                     while j0 <= last {
+                        if !tile_needed_emulated(seg_start, shared, t, b, row0, (j0, BKEYS)) {
+                            j0 += BKEYS;
+                            continue;
+                        }
                         let k_s =
                             load_tile_emulated(&base[qd + kvh * hs..], w, j0, BKEYS, t, hs, 1.0);
                         let v_s = load_tile_emulated(
@@ -2122,7 +2255,7 @@ fn attention_tc_backward_emulated(
                                     let i = row0 + warp * 16 + g + 8 * half;
                                     for e in 0..2 {
                                         let j = j0 + n * 8 + 2 * c + e;
-                                        let ok = i < t && j >= seg[i] as usize && j <= i;
+                                        let ok = attends(seg_start, shared, t, b, i, j);
                                         let r = 2 * half + e;
                                         let p = if ok {
                                             (sc[n][lane][r] - lse_bh[i]).exp()
@@ -2195,7 +2328,7 @@ fn attention_tc_backward_emulated(
                                         for half in 0..2 {
                                             let j = key0 + warp * 16 + g + 8 * half;
                                             let ok =
-                                                i < t && j < t && j >= seg[i] as usize && j <= i;
+                                                j < t && attends(seg_start, shared, t, b, i, j);
                                             let r = 2 * half + e;
                                             let p = if ok {
                                                 (st[n][lane][r] - lse_bh[i]).exp()
@@ -2551,4 +2684,651 @@ fn the_cuda_engine_reward_backward_matches_the_cpu_engine() {
             .reward_backward(&rm, &ids, &positions, &d_rewards[..1])
             .is_err());
     }
+}
+
+/// Rows of groups sharing a prompt over several key tiles, for the attention kernels: row 0 a
+/// prompt of 40 with three branches, a second group (prompt 10, two branches), a plain sequence
+/// and padding; row 1 a prompt of 8 whose second branch starts at 128, so that a block of its
+/// queries skips the key tiles of the first branch (64..128) altogether.
+fn shared_attention_case(hs: usize, seed: u64) -> (Vec<f32>, gpu::SharedLayout, AttnShape) {
+    let s = AttnShape {
+        b: 2,
+        t: 200,
+        nh: 4,
+        nkv: 2,
+        hs,
+    };
+    let group = |prompt: usize, branches: &[usize]| SharedGroup {
+        prompt,
+        branches: branches.to_vec(),
+    };
+    let rows = vec![
+        vec![
+            group(40, &[30, 25, 20]),
+            group(10, &[12, 9]),
+            group(15, &[]),
+        ],
+        vec![group(8, &[120, 60])],
+    ];
+    let layout = gpu::shared_layout(s.b, s.t, &rows).unwrap();
+    let qkv = random(s.b * s.t * (s.nh + 2 * s.nkv) * hs, seed);
+    (qkv, layout, s)
+}
+
+/// The shared tables of a layout, as the kernels and `attention_forward_shared` take them.
+fn shared_tables(layout: &gpu::SharedLayout) -> Option<(&[u32], &[u32])> {
+    layout
+        .shared
+        .as_ref()
+        .map(|(a, z)| (a.as_slice(), z.as_slice()))
+}
+
+/// The CPU's shared-prompt attention: output, probabilities, and (given dout) dqkv and delta.
+fn shared_attention_reference(
+    qkv: &[f32],
+    layout: &gpu::SharedLayout,
+    dout: &[f32],
+    s: AttnShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, qd) = (s.b * s.t, s.nh * s.hs);
+    let mut out = vec![0.0; n * qd];
+    let mut att = vec![0.0; s.b * s.nh * s.t * s.t];
+    cpu_ops::attention_forward_shared(
+        &mut out,
+        &mut att,
+        qkv,
+        &layout.seg_start,
+        shared_tables(layout),
+        s,
+    );
+    let mut dqkv = vec![0.0; n * (s.nh + 2 * s.nkv) * s.hs];
+    let mut datt = vec![0.0; att.len()];
+    cpu_ops::attention_backward(&mut dqkv, &mut datt, dout, qkv, &att, s);
+    let mut delta = vec![0.0; s.b * s.nh * s.t];
+    for b in 0..s.b {
+        for h in 0..s.nh {
+            for i in 0..s.t {
+                let at = (b * s.t + i) * qd + h * s.hs;
+                delta[(b * s.nh + h) * s.t + i] =
+                    (0..s.hs).map(|d| dout[at + d] * out[at + d]).sum();
+            }
+        }
+    }
+    (out, dqkv, delta)
+}
+
+#[test]
+fn shared_prompt_tables_follow_the_cpu_layout_and_the_tile_skip_is_exercised() {
+    // Runs everywhere. Positions restart per prompt and continue per branch; a branch's window
+    // is its prompt; the case above skips tiles for one block and skips none for plain layouts.
+    let (_, layout, s) = shared_attention_case(16, 1);
+    let (a, z) = shared_tables(&layout).unwrap();
+    let t = s.t;
+    // Row 0: prompt 0..40, branches 40..70, 70..95, 95..115; prompt 115..125, branches
+    // 125..137, 137..146; a plain sequence 146..161; padding 161..200.
+    for (i, pos, seg, win) in [
+        (0, 0, 0, (0, 0)),
+        (39, 39, 0, (0, 0)),
+        (40, 40, 40, (0, 40)),
+        (69, 69, 40, (0, 40)),
+        (70, 40, 70, (0, 40)),
+        (114, 59, 95, (0, 40)),
+        (115, 0, 115, (0, 0)),
+        (125, 10, 125, (115, 125)),
+        (145, 18, 137, (115, 125)),
+        (146, 0, 146, (0, 0)),
+        (160, 14, 146, (0, 0)),
+        (161, 0, 161, (0, 0)),
+        (199, 38, 161, (0, 0)),
+        (t + 8, 8, 8, (0, 8)),
+        (t + 128, 8, 128, (0, 8)),
+        (t + 188, 0, 188, (0, 0)),
+    ] {
+        assert_eq!(layout.positions[i], pos, "position of token {i}");
+        assert_eq!(layout.seg_start[i], seg, "segment of token {i}");
+        assert_eq!((a[i], z[i]), win, "shared window of token {i}");
+    }
+    // Row 1's block at 128 (the second branch) needs keys 0..8 and 128.., not 64..128.
+    let (seg, shared) = (&layout.seg_start, shared_tables(&layout));
+    assert_eq!(first_key_emulated(seg, shared, t, 1, 128), 0);
+    assert!(tile_needed_emulated(seg, shared, t, 1, 128, (0, 64)));
+    assert!(!tile_needed_emulated(seg, shared, t, 1, 128, (64, 64)));
+    assert!(!tile_needed_emulated(seg, shared, t, 1, 128, (32, 32)));
+    assert!(tile_needed_emulated(seg, shared, t, 1, 128, (128, 64)));
+    // Without shared prompts every tile from the first key to the block's last row is needed.
+    let (_, packed, _) = tiled_attention_case(16, 2);
+    for b in 0..2 {
+        for row0 in (0..150).step_by(64) {
+            let first = first_key_emulated(&packed, None, 150, b, row0);
+            let last = (row0 + 64).min(150) - 1;
+            for keys in [32, 64] {
+                let mut j0 = first / keys * keys;
+                while j0 <= last {
+                    assert!(tile_needed_emulated(
+                        &packed,
+                        None,
+                        150,
+                        b,
+                        row0,
+                        (j0, keys)
+                    ));
+                    j0 += keys;
+                }
+            }
+        }
+    }
+    // Layouts that do not fit, empty groups and empty branches are refused.
+    let group = |prompt: usize, branches: &[usize]| SharedGroup {
+        prompt,
+        branches: branches.to_vec(),
+    };
+    for bad in [
+        vec![vec![group(4, &[3, 3])], vec![]],
+        vec![vec![group(4, &[0])], vec![]],
+        vec![vec![group(0, &[])], vec![]],
+        vec![vec![group(4, &[3])]],
+        vec![vec![group(usize::MAX, &[2])], vec![]],
+    ] {
+        assert!(matches!(
+            gpu::shared_layout(2, 9, &bad),
+            Err(CudaError::Input(_))
+        ));
+    }
+    // No branch anywhere: packed segments, no shared tables.
+    let plain = gpu::shared_layout(1, 9, &[vec![group(4, &[]), group(3, &[])]]).unwrap();
+    assert!(plain.shared.is_none());
+    assert_eq!(plain.seg_start, vec![0, 0, 0, 0, 4, 4, 4, 7, 7]);
+}
+
+#[test]
+fn the_row_kernels_dkv_walk_reaches_every_query_that_sees_a_key() {
+    // Runs everywhere: attention.cu's attention_backward_dkv walks the queries of key j from j in
+    // warps of 32 and stops at the first warp where none sees it, which is right only if those
+    // queries are contiguous — a prompt's keys are seen by the prompt and then by its branches.
+    let (_, layout, s) = shared_attention_case(16, 3);
+    let (seg, shared) = (&layout.seg_start, shared_tables(&layout));
+    let t = s.t;
+    for b in 0..s.b {
+        for j in 0..t {
+            let want: Vec<usize> = (0..t)
+                .filter(|&i| attends(seg, shared, t, b, i, j))
+                .collect();
+            let mut walked = Vec::new();
+            let mut i0 = j;
+            while i0 < t {
+                let sees: Vec<usize> = (i0..(i0 + 32).min(t))
+                    .filter(|&i| {
+                        let sg = seg[b * t + i] as usize;
+                        let (a, z) = shared_window_of(shared, b * t + i, sg.min(i));
+                        sg <= j || (a <= j && j < z)
+                    })
+                    .collect();
+                if sees.is_empty() {
+                    break;
+                }
+                walked.extend(sees);
+                i0 += 32;
+            }
+            assert_eq!(walked, want, "queries of key {j} in row {b}");
+        }
+    }
+}
+
+#[test]
+fn the_tiled_tensor_core_attention_shares_prompts_in_its_cpu_replay() {
+    // Runs everywhere: the kernels' first-key, tile-skip and mask logic with shared prompts,
+    // replayed, against the CPU's shared-prompt attention (forward, lse, backward).
+    for hs in [16, 64] {
+        let (qkv, layout, s) = shared_attention_case(hs, 91 + hs as u64);
+        let dout = random(s.b * s.t * s.nh * hs, 92 + hs as u64);
+        let (want_out, want_dqkv, delta) = shared_attention_reference(&qkv, &layout, &dout, s);
+        let shared = shared_tables(&layout);
+        let (out, lse) = attention_tc_emulated_shared(&qkv, &layout.seg_start, shared, s);
+        check(
+            &format!("tiled shared-prompt attention replay, head size {hs}: out"),
+            &out,
+            &want_out,
+            BF16_BOUND,
+        );
+        let want_lse = reference_lse_shared(&qkv, &layout.seg_start, shared, s);
+        check(
+            &format!("tiled shared-prompt attention replay, head size {hs}: lse"),
+            &lse,
+            &want_lse,
+            BF16_BOUND,
+        );
+        let dqkv = attention_tc_backward_emulated_shared(
+            &qkv,
+            &dout,
+            &want_lse,
+            &delta,
+            &layout.seg_start,
+            shared,
+            s,
+        );
+        check(
+            &format!("tiled shared-prompt attention backward replay, head size {hs}: dqkv"),
+            &dqkv,
+            &want_dqkv,
+            BF16_BOUND,
+        );
+    }
+}
+
+#[test]
+fn shared_prompt_attention_matches_the_cpu_with_both_kernels_on_the_gpu() {
+    let Some(be) = gpu("shared-prompt attention") else {
+        return;
+    };
+    for hs in [16, 64, 128] {
+        let (qkv, layout, s) = shared_attention_case(hs, 101 + hs as u64);
+        let (n, qd, width) = (s.b * s.t, s.nh * hs, (s.nh + 2 * s.nkv) * hs);
+        let dout = random(n * qd, 102 + hs as u64);
+        let (want_out, want_dqkv, _) = shared_attention_reference(&qkv, &layout, &dout, s);
+        let shared = shared_tables(&layout);
+        let want_lse = reference_lse_shared(&qkv, &layout.seg_start, shared, s);
+        let (a, z) = shared.unwrap();
+        let g_qkv = be.upload(&qkv).unwrap();
+        let g_seg = be.upload(&layout.seg_start).unwrap();
+        let (g_a, g_z) = (be.upload(a).unwrap(), be.upload(z).unwrap());
+        let windows = gops::AttnWindows {
+            seg_start: g_seg.ptr(),
+            shared: Some((g_a.ptr(), g_z.ptr())),
+        };
+        let g_dout = be.upload(&dout).unwrap();
+        for (kernel, bound) in [
+            (gops::TrainAttention::Rows, F32_BOUND),
+            (gops::TrainAttention::Tiled, BF16_BOUND),
+        ] {
+            let g_out = be.alloc::<f32>(n * qd).unwrap();
+            let g_lse = be.alloc::<f32>(s.b * s.nh * s.t).unwrap();
+            gops::attention_forward_windows(
+                &be,
+                g_out.ptr(),
+                g_lse.ptr(),
+                g_qkv.ptr(),
+                windows,
+                s,
+                kernel,
+            )
+            .unwrap();
+            let what = format!("{kernel:?} shared-prompt attention, head size {hs}");
+            let (got_out, got_lse) = (be.download(&g_out).unwrap(), be.download(&g_lse).unwrap());
+            check(&format!("{what}: out"), &got_out, &want_out, bound);
+            check(&format!("{what}: lse"), &got_lse, &want_lse, bound);
+            let g_dqkv = be.zeros::<f32>(n * width).unwrap();
+            let g_delta = be.alloc::<f32>(s.b * s.nh * s.t).unwrap();
+            gops::attention_backward_windows(
+                &be,
+                g_dqkv.ptr(),
+                g_delta.ptr(),
+                g_dout.ptr(),
+                g_out.ptr(),
+                g_qkv.ptr(),
+                g_lse.ptr(),
+                windows,
+                s,
+                kernel,
+            )
+            .unwrap();
+            let got = be.download(&g_dqkv).unwrap();
+            check(&format!("{what}: dqkv"), &got, &want_dqkv, bound);
+            if kernel == gops::TrainAttention::Tiled && hs <= 64 {
+                // Same bf16 roundings as the replay: only the order of f32 additions differs.
+                let (replay_out, replay_lse) =
+                    attention_tc_emulated_shared(&qkv, &layout.seg_start, shared, s);
+                check(
+                    &format!("{what}: GPU vs replay out"),
+                    &got_out,
+                    &replay_out,
+                    1e-3,
+                );
+                check(
+                    &format!("{what}: GPU vs replay lse"),
+                    &got_lse,
+                    &replay_lse,
+                    1e-4,
+                );
+                let delta = be.download(&g_delta).unwrap();
+                let replay = attention_tc_backward_emulated_shared(
+                    &qkv,
+                    &dout,
+                    &got_lse,
+                    &delta,
+                    &layout.seg_start,
+                    shared,
+                    s,
+                );
+                check(&format!("{what}: GPU vs replay dqkv"), &got, &replay, 1e-3);
+            }
+        }
+    }
+}
+
+/// The rows of the model-level shared-prompt tests (T = 28): row 0 one prompt of 7 with branches
+/// of 9 and 6, then padding; row 1 a prompt of 5 with branches of 8, 4 and 3, then a plain
+/// sequence of 6 and padding.
+fn shared_rows() -> Vec<Vec<SharedGroup>> {
+    let group = |prompt: usize, branches: &[usize]| SharedGroup {
+        prompt,
+        branches: branches.to_vec(),
+    };
+    vec![
+        vec![group(7, &[9, 6])],
+        vec![group(5, &[8, 4, 3]), group(6, &[])],
+    ]
+}
+
+/// Each branch of `rows` [B, T] as a row of its own (prompt then branch, padded to the longest):
+/// for every token of the shared batch that a branch row repeats, (shared index, own index,
+/// whether it is a branch's token). Returns (rows, tokens per row, those).
+fn own_rows(rows: &[Vec<SharedGroup>], t: usize) -> (usize, usize, Vec<(usize, usize, bool)>) {
+    let mut branches = Vec::new(); // (shared row, prompt start, prompt, branch start, branch)
+    for (r, groups) in rows.iter().enumerate() {
+        let mut at = 0;
+        for g in groups {
+            let prompt = at;
+            at += g.prompt;
+            for &len in &g.branches {
+                branches.push((r, prompt, g.prompt, at, len));
+                at += len;
+            }
+        }
+    }
+    let tt = branches
+        .iter()
+        .map(|&(_, _, p, _, l)| p + l)
+        .max()
+        .unwrap_or(1);
+    let mut pairs = Vec::new();
+    for (u, &(r, ps, p, bs, l)) in branches.iter().enumerate() {
+        for k in 0..p {
+            pairs.push((r * t + ps + k, u * tt + k, false));
+        }
+        for k in 0..l {
+            pairs.push((r * t + bs + k, u * tt + p + k, true));
+        }
+    }
+    (branches.len(), tt, pairs)
+}
+
+/// One training pass on the device model: forward (laid out as `layout`), the head with
+/// `objective` (log-probs, entropies, loss) and backward into zeroed gradients, in an arena
+/// checkpointed or not. Returns (logp, entropy, loss, gradients).
+fn device_training_pass(
+    be: &CudaBackend,
+    dm: &DeviceModel,
+    (ids, targets): (&[u32], &[u32]),
+    (b, t): (usize, usize),
+    layout: Lay<'_>,
+    objective: &dyn TokenObjective,
+    checkpointed: bool,
+) -> (Vec<f32>, Vec<f32>, f64, Vec<f32>) {
+    let mut acts = DeviceActivations::with_checkpointing(be, dm, b, t, checkpointed).unwrap();
+    assert_eq!(acts.checkpointed(), checkpointed);
+    match layout {
+        Lay::Packed(segments) => acts.set_segments(be, segments).unwrap(),
+        Lay::Shared(rows) => acts.set_layout(be, rows).unwrap(),
+    }
+    dm.zero_grads(be).unwrap();
+    gpu::forward(be, dm, &mut acts, ids).unwrap();
+    let out = gpu::head(be, dm, &mut acts, targets, Some(objective), true, true).unwrap();
+    gpu::backward(be, dm, &mut acts).unwrap();
+    (
+        out.logp,
+        out.entropy,
+        out.loss,
+        dm.download_grads(be).unwrap(),
+    )
+}
+
+#[test]
+fn device_model_shares_prompts_as_the_cpu_does_and_as_rows_of_their_own() {
+    // Run with each training attention kernel: scripts/device-check.sh runs the `device_model`
+    // tests again with R1_CUDA_TRAIN_ATTENTION=tiled.
+    let Some(be) = gpu("device model, shared prompts") else {
+        return;
+    };
+    let rows = shared_rows();
+    let (b, t) = (2, 28);
+    let (own_b, own_t, pairs) = own_rows(&rows, t);
+    for arch in [Architecture::Qwen2, Architecture::Llama] {
+        let model = Model::random(tiny_config(arch), 15, 0.08);
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 37 + 5) % 97) as u32).collect();
+        let targets: Vec<u32> = (0..b * t).map(|i| ((i * 17 + 3) % 97) as u32).collect();
+        // Against the CPU's shared-prompt layout, every token weighted (prompts too).
+        let weights = masked_weights(b * t);
+        let objective = WeightedCrossEntropy { weights: &weights };
+        cpu_and_gpu_training_pass_with(
+            &be,
+            &model,
+            &ids,
+            &targets,
+            (b, t),
+            Lay::Shared(&rows),
+            &objective,
+        );
+
+        // Against each branch in a row of its own, on the GPU: the loss on the branches' tokens
+        // only (GRPO's), so the shared batch's gradients are the own rows' sums.
+        let dm = DeviceModel::upload(&be, &model, t.max(own_t), true).unwrap();
+        let mut own_ids = vec![0u32; own_b * own_t];
+        let mut own_targets = vec![0u32; own_b * own_t];
+        let mut branch_mask = vec![0f32; b * t];
+        let mut own_mask = vec![0f32; own_b * own_t];
+        for &(sh, o, branch) in &pairs {
+            own_ids[o] = ids[sh];
+            own_targets[o] = targets[sh];
+            if branch {
+                branch_mask[sh] = 1.0;
+                own_mask[o] = 1.0;
+            }
+        }
+        let (w_shared, w_own) = (
+            WeightedCrossEntropy::mean_weights(&branch_mask),
+            WeightedCrossEntropy::mean_weights(&own_mask),
+        );
+        let (logp, _, loss, grads) = device_training_pass(
+            &be,
+            &dm,
+            (&ids, &targets),
+            (b, t),
+            Lay::Shared(&rows),
+            &WeightedCrossEntropy { weights: &w_shared },
+            false,
+        );
+        let (own_logp, _, own_loss, own_grads) = device_training_pass(
+            &be,
+            &dm,
+            (&own_ids, &own_targets),
+            (own_b, own_t),
+            Lay::Packed(&[]),
+            &WeightedCrossEntropy { weights: &w_own },
+            false,
+        );
+        // Every token a branch row repeats (its prompt and the branch) has that row's log-prob.
+        let got: Vec<f32> = pairs.iter().map(|&(sh, _, _)| logp[sh]).collect();
+        let want: Vec<f32> = pairs.iter().map(|&(_, o, _)| own_logp[o]).collect();
+        check(
+            &format!("{arch:?}: shared-prompt log-probs vs each branch's own row"),
+            &got,
+            &want,
+            BF16_BOUND,
+        );
+        assert!(
+            ((loss - own_loss) / own_loss).abs() <= BF16_BOUND,
+            "{arch:?}: loss {loss} vs {own_loss} over own rows"
+        );
+        for slot in &model.layout.slots {
+            check(
+                &format!("{arch:?}: shared-prompt gradient {} vs own rows", slot.name),
+                &grads[slot.range()],
+                &own_grads[slot.range()],
+                3.0 * BF16_BOUND,
+            );
+        }
+    }
+}
+
+#[test]
+fn device_model_checkpointing_gives_the_same_bits() {
+    // The checkpointed backward recomputes each layer with the same kernels on the same inputs
+    // (no atomics in r1's kernels; cuBLAS GEMMs are deterministic for a shape on one GPU and
+    // stream), so log-probs, loss and gradients are bit-identical, for every layout.
+    let Some(be) = gpu("device model, activation checkpointing") else {
+        return;
+    };
+    let rows = shared_rows();
+    let (b, t) = (2, 28);
+    let packed = vec![vec![10, 12], vec![28]];
+    for arch in [Architecture::Qwen2, Architecture::Llama] {
+        let model = Model::random(tiny_config(arch), 17, 0.08);
+        let dm = DeviceModel::upload(&be, &model, t, true).unwrap();
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 29 + 1) % 97) as u32).collect();
+        let targets: Vec<u32> = (0..b * t).map(|i| ((i * 11 + 4) % 97) as u32).collect();
+        let weights = masked_weights(b * t);
+        let objective = WeightedCrossEntropy { weights: &weights };
+        for (name, layout) in [
+            ("rows", Lay::Packed(&[])),
+            ("packed", Lay::Packed(&packed)),
+            ("shared prompts", Lay::Shared(&rows)),
+        ] {
+            let pass = |checkpointed| {
+                device_training_pass(
+                    &be,
+                    &dm,
+                    (&ids, &targets),
+                    (b, t),
+                    layout,
+                    &objective,
+                    checkpointed,
+                )
+            };
+            let (logp, entropy, loss, grads) = pass(false);
+            let (c_logp, c_entropy, c_loss, c_grads) = pass(true);
+            let same = |a: &[f32], b: &[f32]| {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            };
+            assert!(same(&logp, &c_logp), "{arch:?} {name}: log-probs");
+            assert!(same(&entropy, &c_entropy), "{arch:?} {name}: entropies");
+            assert_eq!(loss.to_bits(), c_loss.to_bits(), "{arch:?} {name}: loss");
+            for slot in &model.layout.slots {
+                assert!(
+                    same(&grads[slot.range()], &c_grads[slot.range()]),
+                    "{arch:?} {name}: gradient {}",
+                    slot.name
+                );
+            }
+            eprintln!("{arch:?} {name}: checkpointed pass bit-identical");
+        }
+    }
+}
+
+#[test]
+fn device_model_engine_shares_prompts_and_checkpoints_as_the_cpu_engine() {
+    // Through the device layer (what the learner calls): forward_shared, the head, backward,
+    // with activation checkpointing off and on, against the CPU engine on the bf16-rounded model.
+    use r1_kernels::device::{self, Device, ModelRole};
+    let Some(_be) = gpu("device-layer shared prompts and checkpointing") else {
+        return;
+    };
+    let rows = shared_rows();
+    let (b, t) = (2, 28);
+    let model = Model::random(tiny_config(Architecture::Qwen2), 19, 0.08);
+    let mut rounded = model.clone();
+    rounded.params = bf(&model.params);
+    let ids: Vec<u32> = (0..b * t).map(|i| ((i * 23 + 9) % 97) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| ((i * 7 + 1) % 97) as u32).collect();
+    let weights = masked_weights(b * t);
+    let objective = WeightedCrossEntropy { weights: &weights };
+    let mut gpu_engine = device::open(Device::Cuda(0), &model, true).unwrap();
+    let mut cpu_engine = device::open(Device::Cpu, &rounded, true).unwrap();
+    assert!(gpu_engine.shares_prompts());
+    let mut results = Vec::new();
+    for on in [false, true] {
+        gpu_engine.set_activation_checkpointing(on).unwrap();
+        cpu_engine.set_activation_checkpointing(on).unwrap();
+        let pass = |engine: &mut Box<dyn device::TrainEngine>, m: &Model| {
+            engine.zero_grads().unwrap();
+            engine
+                .forward_shared(ModelRole::Trained, m, (b, t), &rows, &ids)
+                .unwrap();
+            let out = engine
+                .head(
+                    ModelRole::Trained,
+                    m,
+                    &targets,
+                    Some(&objective),
+                    true,
+                    false,
+                )
+                .unwrap();
+            engine.backward(m, &ids).unwrap();
+            let mut g = vec![0f32; m.layout.total];
+            engine.download_grads(&mut g).unwrap();
+            (out.logp, out.loss, g)
+        };
+        let (logp, loss, grads) = pass(&mut gpu_engine, &model);
+        let (want_logp, want_loss, want_grads) = pass(&mut cpu_engine, &rounded);
+        check(
+            &format!("engine shared-prompt log-probs (checkpointing {on})"),
+            &logp,
+            &want_logp,
+            BF16_BOUND,
+        );
+        assert!(
+            ((loss - want_loss) / want_loss).abs() <= BF16_BOUND,
+            "loss {loss} vs {want_loss}"
+        );
+        for slot in &model.layout.slots {
+            check(
+                &format!("engine gradient {} (checkpointing {on})", slot.name),
+                &grads[slot.range()],
+                &want_grads[slot.range()],
+                3.0 * BF16_BOUND,
+            );
+        }
+        // A plain batch after the shared one is laid out one sequence per row again.
+        gpu_engine
+            .forward(ModelRole::Trained, &model, (b, t), &[], &ids)
+            .unwrap();
+        let plain = gpu_engine
+            .head(ModelRole::Trained, &model, &targets, None, false, false)
+            .unwrap();
+        let mut acts = Activations::new(&rounded, b, t);
+        cpu::forward(&rounded, &mut acts, &ids).unwrap();
+        let want_plain = cpu::head(&rounded, &mut acts, &targets, None, None, false).unwrap();
+        check(
+            &format!("engine plain log-probs after a shared batch (checkpointing {on})"),
+            &plain.logp,
+            &want_plain.logp,
+            BF16_BOUND,
+        );
+        results.push((logp, loss, grads));
+    }
+    // Checkpointing changes no bit through the engine either.
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&results[0].0, &results[1].0), "engine log-probs");
+    assert_eq!(
+        results[0].1.to_bits(),
+        results[1].1.to_bits(),
+        "engine loss"
+    );
+    assert!(same(&results[0].2, &results[1].2), "engine gradients");
+    // A layout that does not fit is an input error naming the row, not a panic.
+    let bad = vec![
+        vec![SharedGroup {
+            prompt: 20,
+            branches: vec![9],
+        }];
+        2
+    ];
+    let err = gpu_engine
+        .forward_shared(ModelRole::Trained, &model, (b, t), &bad, &ids)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 0"), "{err}");
+    assert!(gpu_engine
+        .head(ModelRole::Trained, &model, &targets, None, false, false)
+        .is_err());
 }

@@ -10,8 +10,9 @@ use half::bf16;
 
 use super::backend::{Arg, CudaBackend, DeviceBuffer};
 use super::error::CudaError;
-use super::ops::{self, AdamWStep};
+use super::ops::{self, AdamWStep, AttnWindows};
 use crate::cpu::ops::{AttnShape, RopeTable};
+use crate::cpu::SharedGroup;
 use crate::model::{Model, ModelConfig, ParamLayout};
 use crate::train::adamw::AdamWConfig;
 use crate::train::head::{HeadOutput, TokenObjective};
@@ -330,8 +331,101 @@ pub fn segment_layout(
     Ok((positions, starts))
 }
 
+/// Positions, segment starts and shared-prompt windows [B·T] of a batch whose rows hold groups
+/// of sequences sharing a prompt: what `shared_layout` lays out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLayout {
+    /// Position id of each token (a branch continues at its prompt's length).
+    pub positions: Vec<u32>,
+    /// Row position where each token's own segment (a prompt, a branch, a padding run) starts.
+    pub seg_start: Vec<u32>,
+    /// Row positions [start, end) of the prompt each token also attends to (0, 0 for none);
+    /// `None` when no group has a branch (the layout is packed segments only).
+    pub shared: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+/// `rows[b]` laid out as `cpu::Activations::set_layout` does: each group's prompt from position
+/// 0, attending to itself causally; each branch after it, positions continuing at the prompt's
+/// length, attending to the prompt and to itself, never to the other branches; the rest of the
+/// row one padding sequence. `rows` empty: one sequence per row. Groups that do not fit their
+/// row, empty groups and empty branches are refused.
+pub fn shared_layout(
+    b: usize,
+    t: usize,
+    rows: &[Vec<SharedGroup>],
+) -> Result<SharedLayout, CudaError> {
+    if !rows.is_empty() && rows.len() != b {
+        return Err(CudaError::Input(format!(
+            "layout: {} rows given for a batch of {b}",
+            rows.len()
+        )));
+    }
+    for (row, groups) in rows.iter().enumerate() {
+        // Checked sums: lengths from a caller never wrap into a layout that seems to fit.
+        let total = groups.iter().try_fold(0usize, |acc, g| {
+            g.branches
+                .iter()
+                .try_fold(g.prompt, |len, &x| len.checked_add(x))
+                .and_then(|len| acc.checked_add(len))
+        });
+        if total.is_none_or(|total| total > t)
+            || groups
+                .iter()
+                .any(|g| g.is_empty() || g.branches.contains(&0))
+        {
+            return Err(CudaError::Input(format!(
+                "layout of row {row}: groups {groups:?} do not fit {t} positions"
+            )));
+        }
+    }
+    let n = b * t;
+    let mut positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+    let mut seg_start = vec![0u32; n];
+    let shared = rows
+        .iter()
+        .any(|g| g.iter().any(|g| !g.branches.is_empty()));
+    let (mut shared_start, mut shared_end) = if shared {
+        (vec![0u32; n], vec![0u32; n])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    for (row, groups) in rows.iter().enumerate() {
+        let base = row * t;
+        // (first row position, tokens, first position id, shared prompt) per span.
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for group in groups {
+            let prompt = at;
+            spans.push((at, group.prompt, 0, None));
+            at += group.prompt;
+            for &len in &group.branches {
+                spans.push((at, len, group.prompt, Some((prompt, prompt + group.prompt))));
+                at += len;
+            }
+        }
+        spans.push((at, t - at, 0, None));
+        for (at, len, first_pos, window) in spans {
+            for k in 0..len {
+                positions[base + at + k] = (first_pos + k) as u32;
+                seg_start[base + at + k] = at as u32;
+                if let Some((a, z)) = window {
+                    shared_start[base + at + k] = a as u32;
+                    shared_end[base + at + k] = z as u32;
+                }
+            }
+        }
+    }
+    Ok(SharedLayout {
+        positions,
+        seg_start,
+        shared: shared.then_some((shared_start, shared_end)),
+    })
+}
+
 /// Everything forward keeps for backward, and backward's scratch, for one (B, T), on the device.
-/// Allocated once per shape.
+/// Allocated once per shape. With activation checkpointing (`DeviceActivations::with_checkpointing`)
+/// the per-layer buffers hold one layer, the one being computed, and `backward` recomputes each
+/// layer from the residual stream entering it (as `cpu::Activations::with_checkpointing`).
 pub struct DeviceActivations {
     /// Sequences.
     pub b: usize,
@@ -339,7 +433,8 @@ pub struct DeviceActivations {
     pub t: usize,
     /// Residual stream entering each layer and leaving the last [(L+1), N, C], f32.
     x: DeviceBuffer<f32>,
-    /// Residual stream between attention and MLP [L, N, C].
+    /// Residual stream between attention and MLP [L, N, C] (checkpointed: [1, N, C], as every
+    /// per-layer buffer below).
     x_mid: DeviceBuffer<f32>,
     /// Norm outputs [L, N, C] (bf16 GEMM operands) and 1/rms [L, N].
     ln1: DeviceBuffer<bf16>,
@@ -368,6 +463,13 @@ pub struct DeviceActivations {
     targets: DeviceBuffer<u32>,
     positions: DeviceBuffer<u32>,
     seg_start: DeviceBuffer<u32>,
+    /// The shared prompt each token also attends to, [start, end) row positions [N each]: read
+    /// by the attention kernels only while `shared` (a layout with shared prompts is set).
+    shared_start: DeviceBuffer<u32>,
+    shared_end: DeviceBuffer<u32>,
+    shared: bool,
+    /// Whether the per-layer buffers hold one layer (activation checkpointing).
+    checkpointed: bool,
     /// Gradient scratch, f32, with bf16 copies of those that are GEMM operands.
     dres: DeviceBuffer<f32>,
     dres_bf16: DeviceBuffer<bf16>,
@@ -400,6 +502,21 @@ impl DeviceActivations {
         b: usize,
         t: usize,
     ) -> Result<Self, CudaError> {
+        Self::with_checkpointing(be, model, b, t, false)
+    }
+
+    /// [`DeviceActivations::new`] with activation checkpointing on or off. On, the arena keeps
+    /// the residual stream entering each layer ((L+1)·N·C floats) and one layer's intermediates
+    /// (x_mid, norms, q|k|v, attention output and lse, gate|up, MLP hidden) instead of L layers';
+    /// `backward` recomputes each layer's forward before its backward: one more forward pass of
+    /// compute, the same ops on the same inputs.
+    pub fn with_checkpointing(
+        be: &CudaBackend,
+        model: &DeviceModel,
+        b: usize,
+        t: usize,
+        checkpointed: bool,
+    ) -> Result<Self, CudaError> {
         if t > model.max_positions() {
             return Err(CudaError::Input(format!(
                 "{t} tokens per sequence, but the model was uploaded for {} positions",
@@ -407,7 +524,9 @@ impl DeviceActivations {
             )));
         }
         let cfg = &model.config;
-        let (n, c, l) = (b * t, cfg.hidden_size, cfg.num_layers);
+        let (n, c, layers) = (b * t, cfg.hidden_size, cfg.num_layers);
+        // Layers the per-layer buffers hold.
+        let l = if checkpointed { 1 } else { layers };
         let (qkv, qd, i, v) = (
             cfg.qkv_dim(),
             cfg.q_dim(),
@@ -419,7 +538,7 @@ impl DeviceActivations {
         Ok(DeviceActivations {
             b,
             t,
-            x: be.alloc((l + 1) * n * c)?,
+            x: be.alloc((layers + 1) * n * c)?,
             x_mid: be.alloc(l * n * c)?,
             ln1: be.alloc(l * n * c)?,
             rstd1: be.alloc(l * n)?,
@@ -439,6 +558,10 @@ impl DeviceActivations {
             targets: be.alloc(n)?,
             positions: be.upload(&positions)?,
             seg_start: be.zeros(n)?,
+            shared_start: be.zeros(n)?,
+            shared_end: be.zeros(n)?,
+            shared: false,
+            checkpointed,
             dres: be.alloc(n * c)?,
             dres_bf16: be.alloc(n * c)?,
             dxf: be.zeros(n * c)?,
@@ -482,8 +605,54 @@ impl DeviceActivations {
         segments: &[Vec<usize>],
     ) -> Result<(), CudaError> {
         let (positions, starts) = segment_layout(self.b, self.t, segments)?;
+        self.shared = false;
         be.copy_to_device(&self.positions, 0, &positions)?;
         be.copy_to_device(&self.seg_start, 0, &starts)
+    }
+
+    /// Lays out rows of groups that share a prompt, as `cpu::Activations::set_layout`
+    /// ([`shared_layout`]): each branch is computed as if it followed its prompt in a row of its
+    /// own. An empty list restores one sequence per row.
+    pub fn set_layout(
+        &mut self,
+        be: &CudaBackend,
+        rows: &[Vec<SharedGroup>],
+    ) -> Result<(), CudaError> {
+        let layout = shared_layout(self.b, self.t, rows)?;
+        // Off until the tables are all written: a failed copy leaves no half-shared layout.
+        self.shared = false;
+        be.copy_to_device(&self.positions, 0, &layout.positions)?;
+        be.copy_to_device(&self.seg_start, 0, &layout.seg_start)?;
+        if let Some((starts, ends)) = &layout.shared {
+            be.copy_to_device(&self.shared_start, 0, starts)?;
+            be.copy_to_device(&self.shared_end, 0, ends)?;
+            self.shared = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the arena checkpoints activations ([`DeviceActivations::with_checkpointing`]).
+    pub fn checkpointed(&self) -> bool {
+        self.checkpointed
+    }
+
+    /// The per-layer slot layer `l`'s intermediates live in.
+    fn slot(&self, l: usize) -> usize {
+        if self.checkpointed {
+            0
+        } else {
+            l
+        }
+    }
+
+    /// The keys each token attends to, as the attention kernels take them.
+    fn windows(&self) -> AttnWindows {
+        AttnWindows {
+            seg_start: self.seg_start.ptr(),
+            shared: self
+                .shared
+                .then(|| (self.shared_start.ptr(), self.shared_end.ptr())),
+        }
     }
 
     /// The final hidden states [N, C] (bf16 widened to f32) of the last forward pass.
@@ -492,9 +661,10 @@ impl DeviceActivations {
     }
 
     /// q|k|v after RoPE of layer `l` from the last forward pass [N, QKV] (f32, device): what a
-    /// sampler copies into its KV cache after a prefill.
+    /// sampler copies into its KV cache after a prefill. A checkpointed arena holds one layer's
+    /// (the last computed): `l` is then read as 0.
     pub fn layer_qkv_ptr(&self, l: usize, qkv_dim: usize) -> u64 {
-        self.qkv.at(l * self.tokens() * qkv_dim)
+        self.qkv.at(self.slot(l) * self.tokens() * qkv_dim)
     }
 }
 
@@ -532,7 +702,8 @@ fn attn_shape(cfg: &ModelConfig, acts: &DeviceActivations) -> AttnShape {
 }
 
 /// Runs the transformer over `ids` [B, T] and leaves the final hidden states (bf16) in the arena,
-/// with everything `backward` needs.
+/// with everything `backward` needs (with activation checkpointing, the residual stream entering
+/// each layer; `backward` recomputes the rest).
 pub fn forward(
     be: &CudaBackend,
     model: &DeviceModel,
@@ -545,75 +716,12 @@ pub fn forward(
     acts.ids_host.clear();
     acts.ids_host.extend_from_slice(ids);
     let lay = &model.layout;
-    let (n, c, qkv_w, qd, i) = (
-        acts.tokens(),
-        cfg.hidden_size,
-        cfg.qkv_dim(),
-        cfg.q_dim(),
-        cfg.intermediate_size,
-    );
-    let heads = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let shape = attn_shape(cfg, acts);
+    let (n, c) = (acts.tokens(), cfg.hidden_size);
     let eps = cfg.rms_norm_eps as f32;
-    let lse_len = acts.b * cfg.num_heads * acts.t;
 
     ops::embedding_forward(be, acts.x.ptr(), acts.ids.ptr(), model.w(lay.embed), n, c)?;
-    for (l, o) in lay.layers.iter().enumerate() {
-        let x = acts.x.at(l * n * c);
-        let x_out = acts.x.at((l + 1) * n * c);
-        let x_mid = acts.x_mid.at(l * n * c);
-        let ln1 = acts.ln1.at(l * n * c);
-        let qkv = acts.qkv.at(l * n * qkv_w);
-        let atty = acts.atty.at(l * n * qd);
-        let atty_bf16 = acts.atty_bf16.at(l * n * qd);
-        let lse = acts.lse.at(l * lse_len);
-        let ln2 = acts.ln2.at(l * n * c);
-        let gu = acts.gu.at(l * n * 2 * i);
-        let h = acts.h.at(l * n * i);
-
-        ops::rmsnorm_forward(be, ln1, acts.rstd1.at(l * n), x, model.w(o.ln1), n, c, eps)?;
-        let bias = o.qkv_b.map(|b| model.w(b));
-        ops::matmul_forward(be, qkv, ln1, model.w(o.qkv_w), bias, n, c, qkv_w, false)?;
-        ops::rope_forward(be, qkv, acts.positions.ptr(), model.rope_tables(), n, heads)?;
-        ops::attention_forward(be, atty, lse, qkv, acts.seg_start.ptr(), shape)?;
-        ops::cast_to_bf16(be, atty_bf16, atty, n * qd)?;
-        ops::matmul_forward(
-            be,
-            acts.proj.ptr(),
-            atty_bf16,
-            model.w(o.o_w),
-            None,
-            n,
-            qd,
-            c,
-            false,
-        )?;
-        ops::residual_forward(be, x_mid, x, acts.proj.ptr(), n * c)?;
-
-        ops::rmsnorm_forward(
-            be,
-            ln2,
-            acts.rstd2.at(l * n),
-            x_mid,
-            model.w(o.ln2),
-            n,
-            c,
-            eps,
-        )?;
-        ops::matmul_forward(be, gu, ln2, model.w(o.gate_up_w), None, n, c, 2 * i, false)?;
-        ops::swiglu_forward(be, h, gu, n, i)?;
-        ops::matmul_forward(
-            be,
-            acts.proj.ptr(),
-            h,
-            model.w(o.down_w),
-            None,
-            n,
-            i,
-            c,
-            false,
-        )?;
-        ops::residual_forward(be, x_out, x_mid, acts.proj.ptr(), n * c)?;
+    for l in 0..cfg.num_layers {
+        layer_forward(be, model, acts, l)?;
     }
     let l = cfg.num_layers;
     ops::rmsnorm_forward(
@@ -626,6 +734,94 @@ pub fn forward(
         c,
         eps,
     )
+}
+
+/// Layer `l` from the residual stream entering it (`x[l]`) to the one leaving it (`x[l + 1]`),
+/// its intermediates kept in the arena's slot for `l` (the one slot when checkpointed).
+fn layer_forward(
+    be: &CudaBackend,
+    model: &DeviceModel,
+    acts: &DeviceActivations,
+    l: usize,
+) -> Result<(), CudaError> {
+    let cfg = &model.config;
+    let o = &model.layout.layers[l];
+    let (n, c, qkv_w, qd, i) = (
+        acts.tokens(),
+        cfg.hidden_size,
+        cfg.qkv_dim(),
+        cfg.q_dim(),
+        cfg.intermediate_size,
+    );
+    let heads = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let shape = attn_shape(cfg, acts);
+    let eps = cfg.rms_norm_eps as f32;
+    let lse_len = acts.b * cfg.num_heads * acts.t;
+    let k = acts.slot(l);
+
+    let x = acts.x.at(l * n * c);
+    let x_out = acts.x.at((l + 1) * n * c);
+    let x_mid = acts.x_mid.at(k * n * c);
+    let ln1 = acts.ln1.at(k * n * c);
+    let qkv = acts.qkv.at(k * n * qkv_w);
+    let atty = acts.atty.at(k * n * qd);
+    let atty_bf16 = acts.atty_bf16.at(k * n * qd);
+    let lse = acts.lse.at(k * lse_len);
+    let ln2 = acts.ln2.at(k * n * c);
+    let gu = acts.gu.at(k * n * 2 * i);
+    let h = acts.h.at(k * n * i);
+
+    ops::rmsnorm_forward(be, ln1, acts.rstd1.at(k * n), x, model.w(o.ln1), n, c, eps)?;
+    let bias = o.qkv_b.map(|b| model.w(b));
+    ops::matmul_forward(be, qkv, ln1, model.w(o.qkv_w), bias, n, c, qkv_w, false)?;
+    ops::rope_forward(be, qkv, acts.positions.ptr(), model.rope_tables(), n, heads)?;
+    ops::attention_forward_windows(
+        be,
+        atty,
+        lse,
+        qkv,
+        acts.windows(),
+        shape,
+        ops::TrainAttention::from_env(),
+    )?;
+    ops::cast_to_bf16(be, atty_bf16, atty, n * qd)?;
+    ops::matmul_forward(
+        be,
+        acts.proj.ptr(),
+        atty_bf16,
+        model.w(o.o_w),
+        None,
+        n,
+        qd,
+        c,
+        false,
+    )?;
+    ops::residual_forward(be, x_mid, x, acts.proj.ptr(), n * c)?;
+
+    ops::rmsnorm_forward(
+        be,
+        ln2,
+        acts.rstd2.at(k * n),
+        x_mid,
+        model.w(o.ln2),
+        n,
+        c,
+        eps,
+    )?;
+    ops::matmul_forward(be, gu, ln2, model.w(o.gate_up_w), None, n, c, 2 * i, false)?;
+    ops::swiglu_forward(be, h, gu, n, i)?;
+    ops::matmul_forward(
+        be,
+        acts.proj.ptr(),
+        h,
+        model.w(o.down_w),
+        None,
+        n,
+        i,
+        c,
+        false,
+    )?;
+    ops::residual_forward(be, x_out, x_mid, acts.proj.ptr(), n * c)
 }
 
 /// The fused classifier over the last forward pass (as `cpu::head`): per-token log p(target)
@@ -922,17 +1118,27 @@ pub fn backward(
         n,
         c,
     )?;
+    if acts.ids_host.len() != n {
+        return Err(CudaError::Input("backward before forward".into()));
+    }
+    let windows = acts.windows();
     for (l, o) in lay.layers.iter().enumerate().rev() {
+        let k = acts.slot(l);
+        if acts.checkpointed {
+            // Only the residual stream entering the layer was kept: its intermediates again,
+            // the same ops on the same inputs.
+            layer_forward(be, model, acts, l)?;
+        }
         let x = acts.x.at(l * n * c);
-        let x_mid = acts.x_mid.at(l * n * c);
-        let ln1 = acts.ln1.at(l * n * c);
-        let qkv = acts.qkv.at(l * n * qkv_w);
-        let atty = acts.atty.at(l * n * qd);
-        let atty_bf16 = acts.atty_bf16.at(l * n * qd);
-        let lse = acts.lse.at(l * lse_len);
-        let ln2 = acts.ln2.at(l * n * c);
-        let gu = acts.gu.at(l * n * 2 * i);
-        let h = acts.h.at(l * n * i);
+        let x_mid = acts.x_mid.at(k * n * c);
+        let ln1 = acts.ln1.at(k * n * c);
+        let qkv = acts.qkv.at(k * n * qkv_w);
+        let atty = acts.atty.at(k * n * qd);
+        let atty_bf16 = acts.atty_bf16.at(k * n * qd);
+        let lse = acts.lse.at(k * lse_len);
+        let ln2 = acts.ln2.at(k * n * c);
+        let gu = acts.gu.at(k * n * 2 * i);
+        let h = acts.h.at(k * n * i);
 
         // MLP: dres holds d x_out, which is also d x_mid through the residual.
         ops::cast_to_bf16(be, dres_bf16, dres, n * c)?;
@@ -974,7 +1180,7 @@ pub fn backward(
             acts.dln.ptr(),
             x_mid,
             model.w(o.ln2),
-            acts.rstd2.at(l * n),
+            acts.rstd2.at(k * n),
             n,
             c,
         )?;
@@ -996,7 +1202,7 @@ pub fn backward(
             c,
         )?;
         be.memset_zero(&acts.dqkv)?;
-        ops::attention_backward(
+        ops::attention_backward_windows(
             be,
             acts.dqkv.ptr(),
             acts.delta.ptr(),
@@ -1004,8 +1210,9 @@ pub fn backward(
             atty,
             qkv,
             lse,
-            acts.seg_start.ptr(),
+            windows,
             shape,
+            ops::TrainAttention::from_env(),
         )?;
         ops::rope_backward(
             be,
@@ -1037,13 +1244,10 @@ pub fn backward(
             acts.dln.ptr(),
             x,
             model.w(o.ln1),
-            acts.rstd1.at(l * n),
+            acts.rstd1.at(k * n),
             n,
             c,
         )?;
-    }
-    if acts.ids_host.len() != n {
-        return Err(CudaError::Input("backward before forward".into()));
     }
     ops::embedding_backward(be, model.g(lay.embed), dres, &acts.ids_host, c)
 }

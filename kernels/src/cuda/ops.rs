@@ -439,6 +439,38 @@ impl TrainAttention {
 /// `TC_ROWS` in attention_tc.cu: query rows per block of the tiled kernel.
 const TILED_ROWS: usize = 64;
 
+/// The keys each query of a training batch attends to, as device tables [B·T] of row positions:
+/// its segment's `seg_start..=i`, and with `shared` (`(shared_start, shared_end)`, a layout with
+/// shared prompts: `cuda::model::shared_layout`) also its prompt's `shared_start..shared_end`
+/// where that window is not empty and ends by the segment's start (the CPU's
+/// `attention_forward_shared`). Without `shared` the kernels read no shared tables: attention.cu
+/// runs its plain kernels, attention_tc.cu gets null tables. The dK/dV row kernel relies on the
+/// queries that see a key being contiguous (a prompt, then its branches), as layouts are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnWindows {
+    /// Where each token's segment starts.
+    pub seg_start: Ptr,
+    /// Where each token's shared prompt starts and ends.
+    pub shared: Option<(Ptr, Ptr)>,
+}
+
+impl AttnWindows {
+    /// Segments only (one sequence per row, or packed rows).
+    pub fn segments(seg_start: Ptr) -> Self {
+        AttnWindows {
+            seg_start,
+            shared: None,
+        }
+    }
+
+    /// The three table arguments the attention kernels take (null shared tables without
+    /// `shared`).
+    fn args(&self) -> [Arg; 3] {
+        let (a, z) = self.shared.unwrap_or((0, 0));
+        [Arg::Ptr(self.seg_start), Arg::Ptr(a), Arg::Ptr(z)]
+    }
+}
+
 /// Causal grouped-query attention, flash-style: out[N, QD] and lse[B, NH, T] (log-sum-exp of each
 /// query's scaled scores, all the backward pass keeps) from qkv[N, QKV] with RoPE applied.
 /// `seg_start[n]`: the row position where token n's packed segment begins. The kernel is
@@ -466,40 +498,61 @@ pub fn attention_forward_with(
     s: AttnShape,
     kernel: TrainAttention,
 ) -> Result<(), CudaError> {
+    attention_forward_windows(
+        be,
+        out,
+        lse,
+        qkv,
+        AttnWindows::segments(seg_start),
+        s,
+        kernel,
+    )
+}
+
+/// `attention_forward_with` over `windows`: segments, and shared prompts when it has them.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_windows(
+    be: &CudaBackend,
+    out: Ptr,
+    lse: Ptr,
+    qkv: Ptr,
+    windows: AttnWindows,
+    s: AttnShape,
+    kernel: TrainAttention,
+) -> Result<(), CudaError> {
     check_attn(s)?;
+    let [seg, shared_start, shared_end] = windows.args();
+    let args = [
+        Arg::Ptr(out),
+        Arg::Ptr(lse),
+        Arg::Ptr(qkv),
+        seg,
+        shared_start,
+        shared_end,
+        int(s.b)?,
+        int(s.t)?,
+        int(s.nh)?,
+        int(s.nkv)?,
+        int(s.hs)?,
+    ];
     if kernel == TrainAttention::Tiled && TrainAttention::tiled_supports(s.hs) {
         return be.launch(
             ("attention_tc", "attention_forward_tc"),
             (grid(s.t.div_ceil(TILED_ROWS))?, grid(s.nh)?, grid(s.b)?),
             128,
-            &[
-                Arg::Ptr(out),
-                Arg::Ptr(lse),
-                Arg::Ptr(qkv),
-                Arg::Ptr(seg_start),
-                int(s.b)?,
-                int(s.t)?,
-                int(s.nh)?,
-                int(s.nkv)?,
-                int(s.hs)?,
-            ],
+            &args,
         );
     }
+    let name = if windows.shared.is_some() {
+        "attention_forward_shared"
+    } else {
+        "attention_forward"
+    };
     be.launch(
-        ("attention", "attention_forward"),
+        ("attention", name),
         (grid(s.t.div_ceil(ATTN_WARPS))?, grid(s.nh)?, grid(s.b)?),
         (32 * ATTN_WARPS) as u32,
-        &[
-            Arg::Ptr(out),
-            Arg::Ptr(lse),
-            Arg::Ptr(qkv),
-            Arg::Ptr(seg_start),
-            int(s.b)?,
-            int(s.t)?,
-            int(s.nh)?,
-            int(s.nkv)?,
-            int(s.hs)?,
-        ],
+        &args,
     )
 }
 
@@ -548,6 +601,34 @@ pub fn attention_backward_with(
     s: AttnShape,
     kernel: TrainAttention,
 ) -> Result<(), CudaError> {
+    attention_backward_windows(
+        be,
+        dqkv,
+        delta,
+        dout,
+        out,
+        qkv,
+        lse,
+        AttnWindows::segments(seg_start),
+        s,
+        kernel,
+    )
+}
+
+/// `attention_backward_with` over `windows` (the forward's).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_windows(
+    be: &CudaBackend,
+    dqkv: Ptr,
+    delta: Ptr,
+    dout: Ptr,
+    out: Ptr,
+    qkv: Ptr,
+    lse: Ptr,
+    windows: AttnWindows,
+    s: AttnShape,
+    kernel: TrainAttention,
+) -> Result<(), CudaError> {
     check_attn(s)?;
     be.launch_1d(
         ("attention", "attention_backward_delta"),
@@ -562,13 +643,16 @@ pub fn attention_backward_with(
             int(s.hs)?,
         ],
     )?;
+    let [seg, shared_start, shared_end] = windows.args();
     let args = [
         Arg::Ptr(dqkv),
         Arg::Ptr(dout),
         Arg::Ptr(qkv),
         Arg::Ptr(lse),
         Arg::Ptr(delta),
-        Arg::Ptr(seg_start),
+        seg,
+        shared_start,
+        shared_end,
         int(s.b)?,
         int(s.t)?,
         int(s.nh)?,
@@ -592,14 +676,22 @@ pub fn attention_backward_with(
     }
     let rows = grid(s.t.div_ceil(ATTN_WARPS))?;
     let threads = (32 * ATTN_WARPS) as u32;
+    let (dq, dkv) = if windows.shared.is_some() {
+        (
+            "attention_backward_dq_shared",
+            "attention_backward_dkv_shared",
+        )
+    } else {
+        ("attention_backward_dq", "attention_backward_dkv")
+    };
     be.launch(
-        ("attention", "attention_backward_dq"),
+        ("attention", dq),
         (rows, grid(s.nh)?, grid(s.b)?),
         threads,
         &args,
     )?;
     be.launch(
-        ("attention", "attention_backward_dkv"),
+        ("attention", dkv),
         (rows, grid(s.nkv)?, grid(s.b)?),
         threads,
         &args,

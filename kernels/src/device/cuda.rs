@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use crate::cpu::SharedGroup;
 use crate::cuda::{model as cuda_model, DeviceSampling};
 use crate::cuda::{CudaBackend, CudaError, DeviceActivations, DeviceDecoder, DeviceModel};
 use crate::error::{EngineError, Result};
@@ -55,10 +56,13 @@ pub struct CudaTrainEngine {
     models: HashMap<ModelRole, DeviceModel>,
     /// Activations of the last forward pass, re-planned when (B, T) changes.
     acts: Option<DeviceActivations>,
-    /// Whether the arena holds a packed layout.
+    /// Whether the arena holds a layout other than one sequence per row (packed segments or
+    /// shared prompts), so that a plain batch must reset it.
     packed: bool,
     /// The role of the last forward pass (the head reads that model's LM head).
     last_role: Option<ModelRole>,
+    /// Activation checkpointing for the arenas it plans.
+    checkpointing: bool,
 }
 
 impl CudaTrainEngine {
@@ -73,6 +77,7 @@ impl CudaTrainEngine {
             acts: None,
             packed: false,
             last_role: None,
+            checkpointing: false,
         };
         engine.upload(ModelRole::Trained, model)?;
         Ok(engine)
@@ -91,31 +96,58 @@ impl CudaTrainEngine {
         })
     }
 
-    /// The arena for (B, T) of `role`'s model, with `segments` laid out.
+    /// The arena for (B, T) of `role`'s model (checkpointed or not, as set), laid out by `lay`,
+    /// which says whether the layout is other than one sequence per row.
     fn plan(
         &mut self,
         role: ModelRole,
         (b, t): (usize, usize),
-        segments: &[Vec<usize>],
+        lay: impl FnOnce(
+            &CudaBackend,
+            &mut DeviceActivations,
+            bool,
+        ) -> std::result::Result<bool, CudaError>,
     ) -> Result<()> {
         let err = on(self.ordinal);
+        // The arena is laid out anew: the last forward pass is no longer in it.
+        self.last_role = None;
         let dm = self
             .models
             .get(&role)
             .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
-        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+        if self
+            .acts
+            .as_ref()
+            .is_none_or(|a| a.b != b || a.t != t || a.checkpointed() != self.checkpointing)
+        {
             self.acts = None;
-            self.acts = Some(DeviceActivations::new(&self.be, dm, b, t).map_err(&err)?);
+            self.acts = Some(
+                DeviceActivations::with_checkpointing(&self.be, dm, b, t, self.checkpointing)
+                    .map_err(&err)?,
+            );
             self.packed = false;
         }
-        let reset = self.packed || !segments.is_empty();
-        // Counted as packed until a layout is fully written (a refused one may be half-written).
+        let was_laid_out = self.packed;
+        // Counted as laid out until a layout is fully written (a refused one may be half-written).
         self.packed = true;
         let acts = self.acts.as_mut().expect("arena was just planned");
-        if reset {
-            acts.set_segments(&self.be, segments).map_err(&err)?;
-        }
-        self.packed = !segments.is_empty();
+        self.packed = lay(&self.be, acts, was_laid_out).map_err(&err)?;
+        Ok(())
+    }
+
+    /// The forward pass of `role`'s model over the arena `plan` laid out.
+    fn run_forward(&mut self, role: ModelRole, ids: &[u32]) -> Result<()> {
+        // A failed pass leaves the arena without a forward of any role (`plan` cleared it).
+        let dm = self
+            .models
+            .get(&role)
+            .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
+        let acts = self
+            .acts
+            .as_mut()
+            .ok_or_else(|| EngineError::Input("forward before the arena was planned".into()))?;
+        cuda_model::forward(&self.be, dm, acts, ids).map_err(on(self.ordinal))?;
+        self.last_role = Some(role);
         Ok(())
     }
 }
@@ -137,6 +169,7 @@ impl TrainEngine for CudaTrainEngine {
         // A model of another shape (or the first one in this role): the old copy goes first.
         self.models.remove(&role);
         self.acts = None;
+        self.last_role = None;
         let trainable = self.trainable && role == ModelRole::Trained;
         let dm = DeviceModel::upload(&self.be, model, positions(model), trainable).map_err(err)?;
         self.models.insert(role, dm);
@@ -152,15 +185,43 @@ impl TrainEngine for CudaTrainEngine {
         ids: &[u32],
     ) -> Result<()> {
         self.resident(role, model)?;
-        self.plan(role, shape, segments)?;
-        let dm = self
-            .models
-            .get(&role)
-            .ok_or_else(|| EngineError::Input(format!("{role:?} model is not resident")))?;
-        let acts = self.acts.as_mut().expect("arena was just planned");
-        cuda_model::forward(&self.be, dm, acts, ids).map_err(on(self.ordinal))?;
-        self.last_role = Some(role);
+        self.plan(role, shape, |be, acts, laid_out| {
+            if laid_out || !segments.is_empty() {
+                acts.set_segments(be, segments)?;
+            }
+            Ok(!segments.is_empty())
+        })?;
+        self.run_forward(role, ids)
+    }
+
+    fn set_activation_checkpointing(&mut self, on: bool) -> Result<()> {
+        if on != self.checkpointing {
+            // The next forward plans an arena of the other kind.
+            self.acts = None;
+            self.last_role = None;
+            self.checkpointing = on;
+        }
         Ok(())
+    }
+
+    fn shares_prompts(&self) -> bool {
+        true
+    }
+
+    fn forward_shared(
+        &mut self,
+        role: ModelRole,
+        model: &Model,
+        shape: (usize, usize),
+        rows: &[Vec<SharedGroup>],
+        ids: &[u32],
+    ) -> Result<()> {
+        self.resident(role, model)?;
+        self.plan(role, shape, |be, acts, _| {
+            acts.set_layout(be, rows)?;
+            Ok(true)
+        })?;
+        self.run_forward(role, ids)
     }
 
     fn head(

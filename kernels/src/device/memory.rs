@@ -346,12 +346,18 @@ pub fn cuda_model_bytes(cfg: &ModelConfig, positions: usize, trainable: bool) ->
     4.0 * p + 2.0 * p + optimizer + rope_bytes(cfg, positions)
 }
 
-/// Bytes of `cuda::DeviceActivations::new` for `b` rows of `t` tokens.
-pub fn cuda_activations_bytes(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
+/// Bytes of `cuda::DeviceActivations::with_checkpointing` for `b` rows of `t` tokens: with
+/// `checkpointed`, the per-layer buffers hold one layer (the residual stream keeps all L + 1).
+pub fn cuda_activations_bytes(cfg: &ModelConfig, b: usize, t: usize, checkpointed: bool) -> f64 {
     let n_us = b * t;
     let (b, t) = (b as f64, t as f64);
     let n = b * t;
-    let (c, l) = (cfg.hidden_size as f64, cfg.num_layers as f64);
+    let layers = cfg.num_layers as f64;
+    // Layers the per-layer buffers hold.
+    let (c, l) = (
+        cfg.hidden_size as f64,
+        if checkpointed { 1.0 } else { layers },
+    );
     let (qkv, qd, i) = (
         cfg.qkv_dim() as f64,
         cfg.q_dim() as f64,
@@ -361,7 +367,7 @@ pub fn cuda_activations_bytes(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     let v = cfg.vocab_size.max(1);
     let hr = (GPU_HEAD_CHUNK_FLOATS / v).clamp(1, n_us.max(1)) as f64;
     let v = v as f64;
-    let f32s = (l + 1.0) * n * c          // x
+    let f32s = (layers + 1.0) * n * c     // x
         + l * n * c                       // x_mid
         + 2.0 * l * n                     // rstd1, rstd2
         + l * n * qkv                     // qkv
@@ -385,7 +391,7 @@ pub fn cuda_activations_bytes(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
         + n * qkv                         // dqkv_bf16
         + n * 2.0 * i                     // dgu_bf16
         + hr * v; // dlogits
-    let u32s = 4.0 * n; // ids, targets, positions, seg_start
+    let u32s = 6.0 * n; // ids, targets, positions, seg_start, shared_start, shared_end
     4.0 * f32s + 2.0 * bf16s + 4.0 * u32s
 }
 
@@ -454,7 +460,10 @@ pub fn estimate(
                     if l.reference {
                         d.add("reference model", cuda_model_bytes(cfg, l.tokens, false));
                     }
-                    d.add("activations", cuda_activations_bytes(cfg, l.rows, l.tokens));
+                    d.add(
+                        "activations",
+                        cuda_activations_bytes(cfg, l.rows, l.tokens, l.checkpointed),
+                    );
                 }
             }
         }
@@ -508,7 +517,7 @@ pub fn estimate(
             }
             Device::Cuda(_) => {
                 cuda_model_bytes(&rm.config, rm.tokens, false)
-                    + cuda_activations_bytes(&rm.config, rm.rows, rm.tokens)
+                    + cuda_activations_bytes(&rm.config, rm.rows, rm.tokens, false)
             }
         };
         d.add(&category, bytes);

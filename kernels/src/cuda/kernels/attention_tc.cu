@@ -5,6 +5,10 @@
 // straight from them. Same contract as attention.cu's attention_forward (out, lse), with q, k, v
 // rounded to bf16 on the way into shared memory. HS ∈ {16, 32, 64, 128} (a multiple of 16 that
 // fits the 48 KB of static shared memory); the host falls back to attention_forward otherwise.
+// With shared prompts (shared_start/shared_end non-null: `shared_window` in common.cuh) a row also
+// attends to its prompt's keys: a block starts at the first key any of its rows attends to, and
+// skips the key tiles none of its rows attends to (the other branches between a prompt and a
+// branch); a tile fully masked for one row leaves that row's m, l and O as they were.
 //
 // Shape legend as attention.cu: B, T, NH/NKV, HS, W = (NH + 2·NKV)·HS, QD = NH·HS.
 // Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + c (g = lane/4, c = lane%4);
@@ -35,9 +39,41 @@ __device__ __forceinline__ u32 ld_pair(const bf16* p) {
     return *reinterpret_cast<const u32*>(p);
 }
 
+// Whether query i (segment from s, shared prompt [a, z)) attends to key j.
+__device__ __forceinline__ bool sees(int j, int i, int s, int a, int z, int T) {
+    return i < T && ((j >= s && j <= i) || (j >= a && j < z));
+}
+
+// Row i's shared prompt window [a, z) (empty for rows past T or without one); `row` is b·T.
+__device__ __forceinline__ void row_shared_window(const u32* shared_start, const u32* shared_end, long long row,
+                                                  int i, int s, int T, int& a, int& z) {
+    a = 0;
+    z = 0;
+    if (i < T) shared_window(shared_start, shared_end, row + i, min(s, i), a, z);
+}
+
+// Whether keys [j0, j0 + keys) hold one that query i attends to.
+__device__ __forceinline__ bool tile_needed(int j0, int keys, int i, int s, int a, int z, int T) {
+    int j1 = j0 + keys - 1;
+    return i < T && ((j0 <= i && j1 >= s) || (j0 < z && j1 >= a));
+}
+
+// The first key any of the rows [row0, row0 + TC_ROWS) attends to: its segment's start, or its
+// shared prompt's where it has one (T for a block past the end).
+__device__ __forceinline__ int first_key(const u32* seg, const u32* shared_start, const u32* shared_end,
+                                         long long row, int row0, int T) {
+    int first = T;
+    for (int r = 0; r < TC_ROWS && row0 + r < T; r++) {
+        int i = row0 + r, s = (int)seg[i], a, z;
+        shared_window(shared_start, shared_end, row + i, min(s, i), a, z);
+        first = min(first, a < z ? a : s);
+    }
+    return first;
+}
+
 extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-attention_forward_tc(float* out, float* lse, const float* qkv, const u32* seg_start, int B, int T, int NH,
-                     int NKV, int HS) {
+attention_forward_tc(float* out, float* lse, const float* qkv, const u32* seg_start, const u32* shared_start,
+                     const u32* shared_end, int B, int T, int NH, int NKV, int HS) {
     __shared__ __align__(16) bf16 q_s[TC_ROWS * TC_MAX_HS];
     __shared__ __align__(16) bf16 k_s[TC_KEYS * TC_MAX_HS];
     __shared__ __align__(16) bf16 v_s[TC_KEYS * TC_MAX_HS];
@@ -53,20 +89,27 @@ attention_forward_tc(float* out, float* lse, const float* qkv, const u32* seg_st
         int r = idx / HS, d = idx % HS, i = row0 + r;
         q_s[r * HS + d] = f32_to_bf16(i < T ? base[(long long)i * W + h * HS + d] * scale : 0.0f);
     }
-    int first = T;
-    for (int r = 0; r < TC_ROWS && row0 + r < T; r++) first = min(first, (int)seg[row0 + r]);
+    int first = first_key(seg, shared_start, shared_end, (long long)b * T, row0, T);
     int last = min(row0 + TC_ROWS, T) - 1;
 
-    // This thread's two rows (g and g+8 of its warp's 16) and their key ranges.
+    // This thread's two rows (g and g+8 of its warp's 16) and their key ranges: [s, i] and the
+    // shared prompt's [a, z) (empty unless shared).
     int i_lo = row0 + warp * 16 + g, i_hi = i_lo + 8;
     int s_lo = i_lo < T ? (int)seg[i_lo] : 0, s_hi = i_hi < T ? (int)seg[i_hi] : 0;
+    int a_lo, z_lo, a_hi, z_hi;
+    row_shared_window(shared_start, shared_end, (long long)b * T, i_lo, s_lo, T, a_lo, z_lo);
+    row_shared_window(shared_start, shared_end, (long long)b * T, i_hi, s_hi, T, a_hi, z_hi);
     float o[TC_MAX_HS / 8][4];
 #pragma unroll
     for (int n = 0; n < TC_MAX_HS / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     for (int j0 = (first / TC_KEYS) * TC_KEYS; j0 <= last; j0 += TC_KEYS) {
-        __syncthreads();  // the previous tile is consumed (and the Q tile written, first time)
+        // The previous tile is consumed (and the Q tile written, first time); a tile no row of
+        // the block attends to is skipped by all (never one of a plain or packed layout).
+        bool need = tile_needed(j0, TC_KEYS, i_lo, s_lo, a_lo, z_lo, T) ||
+                    tile_needed(j0, TC_KEYS, i_hi, s_hi, a_hi, z_hi, T);
+        if (!__syncthreads_or(need)) continue;
         for (int idx = threadIdx.x; idx < TC_KEYS * HS; idx += blockDim.x) {
             int r = idx / HS, d = idx % HS, j = j0 + r;
             bool in = j < T;
@@ -101,8 +144,8 @@ attention_forward_tc(float* out, float* lse, const float* qkv, const u32* seg_st
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int j = j0 + n * 8 + 2 * c + e;
-                if (!(i_lo < T && j >= s_lo && j <= i_lo)) s[n][e] = -INFINITY;
-                if (!(i_hi < T && j >= s_hi && j <= i_hi)) s[n][2 + e] = -INFINITY;
+                if (!sees(j, i_lo, s_lo, a_lo, z_lo, T)) s[n][e] = -INFINITY;
+                if (!sees(j, i_hi, s_hi, a_hi, z_hi, T)) s[n][2 + e] = -INFINITY;
                 mx_lo = fmaxf(mx_lo, s[n][e]);
                 mx_hi = fmaxf(mx_hi, s[n][2 + e]);
             }
@@ -234,7 +277,8 @@ __device__ __forceinline__ void mma_frags_by_rows(float (*acc)[4], const u32 (*p
 // dqkv[:, q part of head h] += dS · K / √HS for 64 query rows of (b, h) per block.
 extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
 attention_backward_dq_tc(float* dqkv, const float* dout, const float* qkv, const float* lse, const float* delta,
-                         const u32* seg_start, int B, int T, int NH, int NKV, int HS) {
+                         const u32* seg_start, const u32* shared_start, const u32* shared_end, int B, int T,
+                         int NH, int NKV, int HS) {
     __shared__ __align__(16) bf16 q_s[TC_ROWS * TC_MAX_HS];
     __shared__ __align__(16) bf16 do_s[TC_ROWS * TC_MAX_HS];
     __shared__ __align__(16) bf16 k_s[TC_BKEYS * TC_MAX_HS];
@@ -247,11 +291,13 @@ attention_backward_dq_tc(float* dqkv, const float* dout, const float* qkv, const
     float scale = rsqrtf((float)HS);
     load_tile(q_s, base + h * HS, W, row0, TC_ROWS, T, HS, scale);
     load_tile(do_s, dout + (long long)b * T * QD + h * HS, QD, row0, TC_ROWS, T, HS, 1.0f);
-    int first = T;
-    for (int r = 0; r < TC_ROWS && row0 + r < T; r++) first = min(first, (int)seg[row0 + r]);
+    int first = first_key(seg, shared_start, shared_end, (long long)b * T, row0, T);
     int last = min(row0 + TC_ROWS, T) - 1;
     int i_lo = row0 + warp * 16 + g, i_hi = i_lo + 8;
     int s_lo = i_lo < T ? (int)seg[i_lo] : 0, s_hi = i_hi < T ? (int)seg[i_hi] : 0;
+    int a_lo, z_lo, a_hi, z_hi;
+    row_shared_window(shared_start, shared_end, (long long)b * T, i_lo, s_lo, T, a_lo, z_lo);
+    row_shared_window(shared_start, shared_end, (long long)b * T, i_hi, s_hi, T, a_hi, z_hi);
     const float* lse_bh = lse + ((long long)b * NH + h) * T;
     const float* delta_bh = delta + ((long long)b * NH + h) * T;
     float lse_lo = i_lo < T ? lse_bh[i_lo] : 0.0f, lse_hi = i_hi < T ? lse_bh[i_hi] : 0.0f;
@@ -262,7 +308,10 @@ attention_backward_dq_tc(float* dqkv, const float* dout, const float* qkv, const
     const bf16* qw = q_s + warp * 16 * HS;
     const bf16* dow = do_s + warp * 16 * HS;
     for (int j0 = (first / TC_BKEYS) * TC_BKEYS; j0 <= last; j0 += TC_BKEYS) {
-        __syncthreads();
+        // As the forward: a barrier, and tiles no row of the block attends to skipped by all.
+        bool need = tile_needed(j0, TC_BKEYS, i_lo, s_lo, a_lo, z_lo, T) ||
+                    tile_needed(j0, TC_BKEYS, i_hi, s_hi, a_hi, z_hi, T);
+        if (!__syncthreads_or(need)) continue;
         load_tile(k_s, base + QD + kvh * HS, W, j0, TC_BKEYS, T, HS, 1.0f);
         load_tile(v_s, base + QD + NKV * HS + kvh * HS, W, j0, TC_BKEYS, T, HS, 1.0f);
         __syncthreads();
@@ -279,7 +328,7 @@ attention_backward_dq_tc(float* dqkv, const float* dout, const float* qkv, const
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int j = j0 + n * 8 + 2 * c + e;
-                bool ok_lo = i_lo < T && j >= s_lo && j <= i_lo, ok_hi = i_hi < T && j >= s_hi && j <= i_hi;
+                bool ok_lo = sees(j, i_lo, s_lo, a_lo, z_lo, T), ok_hi = sees(j, i_hi, s_hi, a_hi, z_hi, T);
                 float p_lo = ok_lo ? expf(s[n][e] - lse_lo) : 0.0f;
                 float p_hi = ok_hi ? expf(s[n][2 + e] - lse_hi) : 0.0f;
                 d4[e] = p_lo * (dp[n][e] - dl_lo);
@@ -311,7 +360,8 @@ attention_backward_dq_tc(float* dqkv, const float* dout, const float* qkv, const
 // heads of the group in order, for 64 key rows of (b, kvh) per block.
 extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
 attention_backward_dkv_tc(float* dqkv, const float* dout, const float* qkv, const float* lse, const float* delta,
-                          const u32* seg_start, int B, int T, int NH, int NKV, int HS) {
+                          const u32* seg_start, const u32* shared_start, const u32* shared_end, int B, int T,
+                          int NH, int NKV, int HS) {
     __shared__ __align__(16) bf16 k_s[TC_ROWS * TC_MAX_HS];
     __shared__ __align__(16) bf16 v_s[TC_ROWS * TC_MAX_HS];
     __shared__ __align__(16) bf16 q_s[TC_BQUERIES * TC_MAX_HS];
@@ -355,10 +405,11 @@ attention_backward_dkv_tc(float* dqkv, const float* dout, const float* qkv, cons
                 for (int e = 0; e < 2; e++) {
                     int i = i0 + n * 8 + 2 * c + e;
                     bool live = i < T;
-                    int si = live ? (int)seg[i] : 0;
+                    int si = live ? (int)seg[i] : 0, ai, zi;
+                    row_shared_window(shared_start, shared_end, (long long)b * T, i, si, T, ai, zi);
                     float l_i = live ? lse_bh[i] : 0.0f, dl_i = live ? delta_bh[i] : 0.0f;
-                    bool ok_lo = live && j_lo < T && j_lo >= si && j_lo <= i;
-                    bool ok_hi = live && j_hi < T && j_hi >= si && j_hi <= i;
+                    bool ok_lo = j_lo < T && sees(j_lo, i, si, ai, zi, T);
+                    bool ok_hi = j_hi < T && sees(j_hi, i, si, ai, zi, T);
                     p4[e] = ok_lo ? expf(st[n][e] - l_i) : 0.0f;
                     p4[2 + e] = ok_hi ? expf(st[n][2 + e] - l_i) : 0.0f;
                     d4[e] = p4[e] * (dpt[n][e] - dl_i);

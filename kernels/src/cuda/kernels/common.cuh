@@ -54,3 +54,20 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     v = lane < warps ? scratch[lane] : -INFINITY;
     return warp_max(v);
 }
+
+// The shared prompt a training token also attends to (attention.cu, attention_tc.cu): keys
+// [a, z) of its row, besides its own segment's keys [start, i]. `shared_start`/`shared_end`
+// [B·T] are null unless the layout shares prompts; a window that is empty or does not end by
+// `start` is none (a = z = 0), as the CPU's `attention_forward_shared` reads them.
+__device__ __forceinline__ void shared_window(const u32* shared_start, const u32* shared_end, long long at,
+                                              int start, int& a, int& z) {
+    a = 0;
+    z = 0;
+    if (shared_start != 0) {
+        int sa = (int)shared_start[at], sz = (int)shared_end[at];
+        if (sa < sz && sz <= start) {
+            a = sa;
+            z = sz;
+        }
+    }
+}
