@@ -12,17 +12,21 @@
 //! (per-replica GEMMs, the sum over replicas), so N replicas reach the single learner's weights
 //! within float tolerance, and one replica reaches them bit for bit.
 //!
-//! Replicas here are threads of this process sharing the CPU, exchanging through
+//! Replicas here are threads of this process, exchanging through
 //! [`r1_kernels::collective::InProcessCollective`], whose sums run in rank order: the same seed
-//! gives the same bits whatever the threads' timing. A checkpoint holds replica 0's weights and
+//! gives the same bits whatever the threads' timing. GPU replicas with `all_reduce = Nccl` sum
+//! their gradients on the devices instead ([`NcclCollective`], one communicator per GPU made at
+//! once); the in-process group still carries everything else, and a barrier on it before each
+//! NCCL call keeps a rank that failed from leaving the others waiting inside NCCL. A checkpoint holds replica 0's weights and
 //! the moments gathered from every shard, so it is a single learner's checkpoint: it resumes
 //! into a single learner or into any number of replicas, sharded or not.
 
 use std::ops::Range;
 use std::path::Path;
 
+use r1_kernels::collective::nccl::NcclCollective;
 use r1_kernels::collective::{in_process_group, Collective, CollectiveError, InProcessCollective};
-use r1_kernels::device::Device;
+use r1_kernels::device::{AllReduce, Device};
 use r1_kernels::model::limits::MemoryPlan;
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
@@ -43,6 +47,29 @@ pub struct DataParallelConfig {
     pub replicas: usize,
     /// ZeRO-1: each replica keeps the AdamW moments of 1/`replicas` of the parameters only.
     pub shard_optimizer: bool,
+    /// How the gradients are summed: `Nccl` on the GPUs (every replica on a CUDA device of its
+    /// own), else through host memory (`Auto` is host memory here: the placement resolves it).
+    pub all_reduce: AllReduce,
+}
+
+impl DataParallelConfig {
+    /// One learner: no replicas to split across or sum.
+    pub fn single() -> Self {
+        DataParallelConfig {
+            replicas: 1,
+            shard_optimizer: false,
+            all_reduce: AllReduce::Host,
+        }
+    }
+
+    /// What a run's resolved `[devices]` table asks for: a replica per learner device.
+    pub fn of(placement: &r1_kernels::device::Placement) -> Self {
+        DataParallelConfig {
+            replicas: placement.learners.len().max(1),
+            shard_optimizer: placement.shard_optimizer,
+            all_reduce: placement.all_reduce,
+        }
+    }
 }
 
 /// N learner replicas that train as one learner on the whole batch.
@@ -55,6 +82,8 @@ pub struct DataParallelLearner {
     /// Values per ZeRO-1 shard as the all-gather moves them (the last shard padded); 0 without
     /// sharding.
     shard_len: usize,
+    /// One NCCL rank per replica when the gradients are summed on the GPUs.
+    nccl: Option<Vec<NcclCollective>>,
 }
 
 /// One replica's contiguous share of `rows` rows: the first `rows % replicas` replicas take one
@@ -197,6 +226,19 @@ impl DataParallelLearner {
             .enumerate()
             .map(|(i, range)| first.replica(moments(range), device_of(devices, i + 1)))
             .collect::<Result<_, _>>()?;
+        let nccl = if config.all_reduce == AllReduce::Nccl && n > 1 {
+            let ordinals = (0..n)
+                .map(|i| match device_of(devices, i) {
+                    Device::Cuda(k) => Ok(k),
+                    Device::Cpu => Err(LearnerError::Collective(CollectiveError::Unavailable(
+                        format!("learner replica {i} is on the CPU: NCCL needs a GPU per replica"),
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(NcclCollective::group(&ordinals)?)
+        } else {
+            None
+        };
         let own_shard = config.shard_optimizer.then(|| moments(&owned[0]));
         let mut first = first;
         if let Some(shard) = own_shard {
@@ -207,6 +249,7 @@ impl DataParallelLearner {
             replicas,
             owned,
             shard_len,
+            nccl,
         })
     }
 
@@ -335,12 +378,17 @@ impl DataParallelLearner {
 
         let group = in_process_group(n);
         let (owned, shard_len) = (&self.owned, self.shard_len);
+        let mut nccl: Vec<Option<&mut NcclCollective>> = match self.nccl.as_mut() {
+            Some(ranks) => ranks.iter_mut().map(Some).collect(),
+            None => (0..n).map(|_| None).collect(),
+        };
         let outputs: Vec<Result<ReplicaOutput, LearnerError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .replicas
                 .iter_mut()
                 .zip(&group)
-                .map(|(replica, collective)| {
+                .zip(nccl.iter_mut().map(Option::take))
+                .map(|((replica, collective), nccl)| {
                     let work = ReplicaStep {
                         batches: &batches,
                         advantages: &advantages,
@@ -349,7 +397,7 @@ impl DataParallelLearner {
                         shard_len,
                         sharded: shard_len > 0,
                     };
-                    scope.spawn(move || work.run(replica, collective))
+                    scope.spawn(move || work.run(replica, collective, nccl))
                 })
                 .collect();
             handles
@@ -524,12 +572,13 @@ impl ReplicaStep<'_> {
         self,
         replica: &mut GrpoLearner,
         collective: &InProcessCollective,
+        nccl: Option<&mut NcclCollective>,
     ) -> Result<ReplicaOutput, LearnerError> {
         let mut guard = AbortOnExit {
             collective,
             reason: Some("a learner replica stopped in the middle of a step".into()),
         };
-        let result = self.train(replica, collective);
+        let result = self.train(replica, collective, nccl.as_deref());
         match &result {
             Ok(_) => guard.reason = None,
             // Another replica's failure: it has told the group already.
@@ -545,6 +594,7 @@ impl ReplicaStep<'_> {
         &self,
         replica: &mut GrpoLearner,
         collective: &InProcessCollective,
+        nccl: Option<&NcclCollective>,
     ) -> Result<ReplicaOutput, LearnerError> {
         let rank = collective.rank();
         let world = collective.world_size();
@@ -568,7 +618,15 @@ impl ReplicaStep<'_> {
                 Vec::new()
             });
         }
-        let mut grads = vec![0.0f32; replica.policy.layout.total];
+        // Host memory for the gradients only when they are summed there.
+        let mut grads = vec![
+            0.0f32;
+            if nccl.is_some() {
+                0
+            } else {
+                replica.policy.layout.total
+            }
+        ];
         let mut shard = vec![0.0f32; self.shard_len];
         let mut gathered = vec![0.0f32; self.shard_len * world];
         let epochs = cfg.epochs.max(1);
@@ -600,9 +658,20 @@ impl ReplicaStep<'_> {
                     replica.zero_gradients()?;
                     None
                 };
-                replica.download_gradients(&mut grads)?;
-                collective.all_reduce_sum(&mut grads)?;
-                replica.load_gradients(&grads)?;
+                match nccl {
+                    Some(nccl) => {
+                        // Every rank arrives here healthy before any enters NCCL: a rank that
+                        // failed before has aborted the in-process group, so this barrier
+                        // returns its error and nobody waits inside NCCL for it.
+                        collective.all_reduce_sum(&mut [0.0])?;
+                        replica.all_reduce_gradients(nccl)?;
+                    }
+                    None => {
+                        replica.download_gradients(&mut grads)?;
+                        collective.all_reduce_sum(&mut grads)?;
+                        replica.load_gradients(&grads)?;
+                    }
+                }
                 let owned = self.sharded.then(|| self.owned.clone());
                 let update = replica.apply_update(owned, &mut phases)?;
                 if self.sharded {

@@ -891,6 +891,14 @@ impl GrpoLearner {
         Ok(self.engine.load_grads(grads)?)
     }
 
+    /// Sums the gradients with the other replicas of `group` on the devices (NCCL).
+    pub(crate) fn all_reduce_gradients(
+        &mut self,
+        group: &r1_kernels::collective::nccl::NcclCollective,
+    ) -> Result<(), LearnerError> {
+        Ok(self.engine.all_reduce_grads(group)?)
+    }
+
     /// Sets the engine up for a step as the config asks (activation checkpointing).
     pub(crate) fn prepare_engine(&mut self) -> Result<(), LearnerError> {
         Ok(self

@@ -8,6 +8,7 @@ use r1_actors::data_parallel::{DataParallelConfig, DataParallelLearner};
 use r1_actors::keeper::{load_checkpoint, TrainerState};
 use r1_actors::learner::{GrpoLearner, GrpoStepStats, LearnerConfig, Rollout};
 use r1_kernels::bench::builtin_config;
+use r1_kernels::device::AllReduce;
 use r1_kernels::model::Model;
 use r1_kernels::train::{
     AdamWConfig, GrpoConfig, ImportanceSamplingLevel, LossAgg, LrSchedule, SamplerIsMode,
@@ -85,6 +86,7 @@ fn data_parallel(learner: &LearnerConfig, replicas: usize, shard: bool) -> DataP
         DataParallelConfig {
             replicas,
             shard_optimizer: shard,
+            all_reduce: AllReduce::Host,
         },
     )
     .expect("replicas")
@@ -364,6 +366,7 @@ fn a_checkpoint_mid_run_resumes_bit_identically() {
             DataParallelConfig {
                 replicas,
                 shard_optimizer: shard,
+                all_reduce: AllReduce::Host,
             },
         )
         .expect("resume");
@@ -393,10 +396,27 @@ fn bad_input_on_one_replica_is_an_error_not_a_hang() {
         learner.clone(),
         DataParallelConfig {
             replicas: 0,
-            shard_optimizer: false
+            ..DataParallelConfig::single()
         }
     )
     .is_err());
+    // NCCL needs a GPU per replica: CPU replicas asking for it are refused, naming the replica.
+    let refused = DataParallelLearner::try_new(
+        model(),
+        learner.clone(),
+        DataParallelConfig {
+            replicas: 2,
+            shard_optimizer: false,
+            all_reduce: AllReduce::Nccl,
+        },
+    )
+    .err()
+    .expect("NCCL over CPU replicas")
+    .to_string();
+    assert!(
+        refused.contains("learner replica 0 is on the CPU: NCCL needs a GPU per replica"),
+        "{refused}"
+    );
     let mut dp = data_parallel(&learner, 3, true);
     let mut batch = rollouts(0);
     // Row 3 of the first minibatch: the third replica's only row.
@@ -501,6 +521,7 @@ mod driver {
         let parallel = DataParallelConfig {
             replicas: 2,
             shard_optimizer: true,
+            all_reduce: r1_kernels::device::AllReduce::Host,
         };
         let never = AtomicBool::new(false);
         let straight = job(dir.path(), "straight");

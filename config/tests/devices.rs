@@ -48,6 +48,7 @@ fn cpu_only() -> DeviceList {
             free_bytes: 32 << 30,
         }],
         cuda_unavailable: Some("no CUDA driver (libcuda.so not found)".into()),
+        nccl_unavailable: Some("no CUDA device".into()),
     }
 }
 
@@ -115,6 +116,27 @@ fn a_gpu_the_machine_lacks_is_refused_and_auto_falls_back_to_the_cpu_with_a_note
     .unwrap_err()
     .to_string();
     assert!(err.contains("devices.sampler"), "{err}");
+    // NCCL where there is no GPU: refused naming the key; `auto` is host memory, silently.
+    let err = config(
+        dir.path(),
+        "\n[devices]\nlearner = \"cpu\"\nlearners = 2\nall_reduce = \"nccl\"\n",
+    )
+    .unwrap()
+    .check_resources_on(Path::new("job.toml"), &cpu_only(), None, None)
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("job.toml: devices.all_reduce: nccl needs every learner replica on a GPU"),
+        "{err}"
+    );
+    let c = config(dir.path(), "\n[devices]\nlearners = 2\n").unwrap();
+    let check = c
+        .check_resources_on(Path::new("job.toml"), &cpu_only(), None, None)
+        .unwrap();
+    assert_eq!(
+        check.placement.all_reduce,
+        r1_kernels::device::AllReduce::Host
+    );
 
     let c = config(dir.path(), "").unwrap();
     let check = c

@@ -42,6 +42,8 @@ fn table(list: &DeviceList) -> String {
     }
     if let Some(why) = &list.cuda_unavailable {
         text += &format!("no CUDA device: {why}\n");
+    } else if let Some(why) = &list.nccl_unavailable {
+        text += &format!("no NCCL (GPU learner replicas all-reduce through host memory): {why}\n");
     }
     text
 }

@@ -80,6 +80,15 @@ fn devices_lists_the_cpu_with_memory_and_says_why_there_is_no_gpu() {
     assert_eq!(json["devices"][0]["device"], "cpu");
     assert!(json["devices"][0]["total_bytes"].as_u64().unwrap() > 0);
     assert_eq!(json["cuda_unavailable"].is_string(), list.cuda_count() == 0);
+    // Without a GPU there is no NCCL either, and the list says why.
+    if list.cuda_count() == 0 {
+        assert!(
+            json["nccl_unavailable"]
+                .as_str()
+                .is_some_and(|why| why.starts_with("no CUDA device")),
+            "{json}"
+        );
+    }
     // The same shape as r1d's GET /v1/devices.
     let api: r1_api::DevicesResponse = serde_json::from_value(json).unwrap();
     assert_eq!(api.devices.len(), list.devices.len());

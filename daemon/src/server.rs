@@ -195,6 +195,7 @@ async fn devices(_: Authorized) -> Result<HttpResponse, ApiError> {
             })
             .collect(),
         cuda_unavailable: list.cuda_unavailable,
+        nccl_unavailable: list.nccl_unavailable,
     }))
 }
 

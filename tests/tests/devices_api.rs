@@ -25,6 +25,7 @@ fn devices_are_listed_and_a_missing_gpu_is_refused_before_a_run_id_exists() {
         list.cuda_count() == 0,
         "{devices}"
     );
+    assert_eq!(body.nccl_unavailable, list.nccl_unavailable, "{devices}");
     // The token is required, as on every route but /healthz.
     let status = ureq::get(&d.url("/v1/devices")).call().unwrap_err();
     assert!(matches!(status, ureq::Error::Status(401, _)), "{status:?}");

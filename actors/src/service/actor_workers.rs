@@ -47,7 +47,7 @@ impl WorkerAddrs {
         let sandbox = plan.sandbox.clone();
         let (model_dir, learner_config) = (plan.model.path.clone(), plan.learner.clone());
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
-        let shard_optimizer = plan.placement.shard_optimizer;
+        let parallel = crate::data_parallel::DataParallelConfig::of(&plan.placement);
         let precision = plan.placement.sampler_precision;
         WorkerAddrs {
             sampler: SyncArbiter::start(1, move || {
@@ -60,7 +60,7 @@ impl WorkerAddrs {
                     model_dir.clone(),
                     learner_config.clone(),
                     learners.clone(),
-                    shard_optimizer,
+                    parallel,
                 )
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),

@@ -209,25 +209,30 @@ pub struct LearnerActor {
     /// `[devices]`'s learners as the plan resolved them: one learner on the first, or one
     /// data-parallel replica on each (the same replicas `r1ctl train` makes).
     devices: Vec<Device>,
-    /// ZeRO-1 across the replicas (`[devices] shard_optimizer`).
-    shard_optimizer: bool,
+    /// ZeRO-1 and the all-reduce across the replicas (`[devices] shard_optimizer`,
+    /// `all_reduce`).
+    parallel: DataParallelConfig,
 }
 
 impl LearnerActor {
     /// A learner that loads `model_dir` (or a checkpoint) on `Load`: data-parallel replicas on
-    /// `devices` when there are several, the moments sharded with `shard_optimizer`.
+    /// `devices` when there are several, sharded and all-reduced as `parallel` says (its
+    /// replica count is `devices`'s).
     pub fn new(
         model_dir: std::path::PathBuf,
         config: LearnerConfig,
         devices: Vec<Device>,
-        shard_optimizer: bool,
+        parallel: DataParallelConfig,
     ) -> Self {
         LearnerActor {
             model_dir,
             config,
             learner: None,
+            parallel: DataParallelConfig {
+                replicas: devices.len().max(1),
+                ..parallel
+            },
             devices,
-            shard_optimizer,
         }
     }
 
@@ -249,10 +254,7 @@ impl Handler<Load> for LearnerActor {
 
     fn handle(&mut self, msg: Load, _: &mut SyncContext<Self>) -> Self::Result {
         let device = self.devices.first().copied().unwrap_or(Device::Cpu);
-        let parallel = DataParallelConfig {
-            replicas: self.devices.len().max(1),
-            shard_optimizer: self.shard_optimizer,
-        };
+        let parallel = self.parallel;
         let replicated = parallel.replicas > 1;
         let found = resume_point(&msg.checkpoints, &msg.config_hash).map_err(|e| e.to_string())?;
         let mut start = StartPoint {

@@ -74,10 +74,7 @@ impl<'a> LocalWorkers<'a> {
             scorers,
             sandbox: &plan.sandbox,
             sampler_memory: Vec::new(),
-            parallel: DataParallelConfig {
-                replicas: plan.placement.learners.len().max(1),
-                shard_optimizer: plan.placement.shard_optimizer,
-            },
+            parallel: DataParallelConfig::of(&plan.placement),
         }
     }
 
@@ -106,10 +103,7 @@ impl<'a> LocalWorkers<'a> {
             scorers,
             sandbox,
             sampler_memory: Vec::new(),
-            parallel: DataParallelConfig {
-                replicas: 1,
-                shard_optimizer: false,
-            },
+            parallel: DataParallelConfig::single(),
         }
     }
 
@@ -342,11 +336,7 @@ pub fn run_in_process(
     progress: &mut dyn FnMut(StageEvent),
     stop: &AtomicBool,
 ) -> Result<GrpoRunReport, RunError> {
-    let single = DataParallelConfig {
-        replicas: 1,
-        shard_optimizer: false,
-    };
-    run_in_process_parallel(plan, single, progress, stop)
+    run_in_process_parallel(plan, DataParallelConfig::single(), progress, stop)
 }
 
 /// [`run_in_process`] with `parallel.replicas` data-parallel learner replicas (the job

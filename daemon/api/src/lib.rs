@@ -197,6 +197,10 @@ pub struct DevicesResponse {
     pub devices: Vec<DeviceEntry>,
     /// Why CUDA is unavailable (no driver, no device), when no GPU is listed.
     pub cuda_unavailable: Option<String>,
+    /// Why GPU learner replicas cannot all-reduce through NCCL (no GPU, no `libnccl.so.2`),
+    /// when they cannot.
+    #[serde(default)]
+    pub nccl_unavailable: Option<String>,
 }
 
 /// The error body.

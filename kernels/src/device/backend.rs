@@ -153,6 +153,16 @@ pub trait TrainEngine: Send {
     /// Replaces the gradients with `grads` (e.g. the all-reduced mean across replicas).
     fn load_grads(&mut self, grads: &[f32]) -> Result<()>;
 
+    /// Sums the gradients across `group` in place on the device (NCCL): what
+    /// `download_grads`, a host all-reduce and `load_grads` do through host memory. Every rank
+    /// calls it at the same point with the same layout. Devices without it say so.
+    fn all_reduce_grads(&mut self, _group: &crate::collective::nccl::NcclCollective) -> Result<()> {
+        Err(unsupported(
+            self.device(),
+            "all-reducing gradients through NCCL",
+        ))
+    }
+
     /// Copies the trained model's weights as the device holds them into `model.params`.
     fn download_params(&self, model: &mut Model) -> Result<()>;
 

@@ -576,6 +576,7 @@ mod tests {
         DeviceList {
             devices,
             cuda_unavailable: None,
+            nccl_unavailable: None,
         }
     }
 

@@ -94,6 +94,31 @@ impl fmt::Display for Precision {
     }
 }
 
+/// How data-parallel learner replicas sum their gradients (`[devices] all_reduce`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllReduce {
+    /// NCCL when every replica is on a GPU and `libnccl.so.2` opens; through host memory
+    /// otherwise (and the run's notes say why).
+    #[default]
+    Auto,
+    /// On the GPUs through NCCL; refused before the run starts where it cannot be.
+    Nccl,
+    /// Through host memory: each replica's gradients downloaded, summed in rank order (the same
+    /// bits whatever the devices), loaded back.
+    Host,
+}
+
+impl fmt::Display for AllReduce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllReduce::Auto => "auto",
+            AllReduce::Nccl => "nccl",
+            AllReduce::Host => "host",
+        })
+    }
+}
+
 /// One device this machine has, with its memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -114,6 +139,10 @@ pub struct DeviceList {
     pub devices: Vec<DeviceInfo>,
     /// Why no CUDA device is listed (no driver, no device), when none is.
     pub cuda_unavailable: Option<String>,
+    /// Why GPU learner replicas cannot all-reduce through NCCL here (no GPU, no
+    /// `libnccl.so.2`), when they cannot.
+    #[serde(default)]
+    pub nccl_unavailable: Option<String>,
 }
 
 /// Why a spec does not parse or does not resolve.
@@ -257,9 +286,19 @@ pub fn list() -> DeviceList {
         }
         Err(e) => Some(e.to_string()),
     };
+    let nccl_unavailable = match &cuda_unavailable {
+        Some(why) => Some(format!("no CUDA device ({why})")),
+        None if !crate::collective::nccl::nccl_available() => Some(
+            "libnccl.so.2 could not be opened (not on the library path; pip's nvidia-nccl-cu13 \
+             ships it)"
+                .to_string(),
+        ),
+        None => None,
+    };
     DeviceList {
         devices,
         cuda_unavailable,
+        nccl_unavailable,
     }
 }
 
@@ -304,6 +343,7 @@ mod tests {
         DeviceList {
             devices,
             cuda_unavailable: (gpus == 0).then(|| "no CUDA driver: libcuda.so".to_string()),
+            nccl_unavailable: (gpus == 0).then(|| "no CUDA device".to_string()),
         }
     }
 

@@ -9,6 +9,7 @@
 //! reward_models = "cuda:1" # the preference stage's reward-model scorer
 //! learners = 1             # data-parallel learner replicas
 //! shard_optimizer = false  # ZeRO-1: each replica keeps 1/N of the AdamW moments
+//! all_reduce = "auto"      # replicas' gradients: nccl | host | auto (NCCL on GPUs when it loads)
 //! ```
 //!
 //! Every key defaults to `auto` (1 learner, no sharding), so a config without the table runs as
@@ -19,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Device, DeviceError, DeviceList, DeviceSpec, Precision};
+use super::{AllReduce, Device, DeviceError, DeviceList, DeviceSpec, Precision};
 
 /// Most data-parallel learner replicas a config may ask for: far above any one host's GPUs, low
 /// enough that CPU replicas of a tiny model cannot be asked for by the million.
@@ -43,6 +44,9 @@ pub struct DevicesConfig {
     pub learners: usize,
     /// ZeRO-1: each replica keeps only its 1/N share of the AdamW moments.
     pub shard_optimizer: bool,
+    /// How the replicas sum their gradients: `nccl` (on the GPUs), `host` (through host
+    /// memory), `auto` (NCCL when every replica is on a GPU and the library loads).
+    pub all_reduce: AllReduce,
 }
 
 impl Default for DevicesConfig {
@@ -54,6 +58,7 @@ impl Default for DevicesConfig {
             reward_models: DeviceSpec::Auto,
             learners: 1,
             shard_optimizer: false,
+            all_reduce: AllReduce::Auto,
         }
     }
 }
@@ -72,6 +77,9 @@ pub struct Placement {
     pub reward_models: Device,
     /// Whether replicas shard the AdamW moments (ZeRO-1).
     pub shard_optimizer: bool,
+    /// How the replicas sum their gradients: `Nccl` or `Host`, never `Auto`.
+    #[serde(default = "host_all_reduce")]
+    pub all_reduce: AllReduce,
     /// What a person should know about how `auto` resolved (the CPU fallback), for the run's log.
     pub notes: Vec<String>,
 }
@@ -85,6 +93,7 @@ impl Default for Placement {
             learners: vec![Device::Cpu],
             reward_models: Device::Cpu,
             shard_optimizer: false,
+            all_reduce: AllReduce::Host,
             notes: Vec::new(),
         }
     }
@@ -93,6 +102,11 @@ impl Default for Placement {
 /// What a placement saved before `sampler_precision` existed decoded in.
 fn f32_precision() -> Precision {
     Precision::F32
+}
+
+/// How the replicas of a placement saved before `all_reduce` existed summed their gradients.
+fn host_all_reduce() -> AllReduce {
+    AllReduce::Host
 }
 
 /// Why a `[devices]` table cannot be placed on this machine; the message names the key.
@@ -199,6 +213,7 @@ impl DevicesConfig {
                 .map_err(|e| unavailable("devices.reward_models", e))?,
         };
         let mut notes = Vec::new();
+        let all_reduce = all_reduce(self.all_reduce, &learners, list, &mut notes)?;
         let auto_keys: Vec<&str> = [
             ("sampler", self.sampler),
             ("learner", self.learner),
@@ -216,12 +231,16 @@ impl DevicesConfig {
         if n > 1 {
             let on: Vec<String> = learners.iter().map(Device::to_string).collect();
             notes.push(format!(
-                "{n} data-parallel learner replicas on {}{}",
+                "{n} data-parallel learner replicas on {}{}, gradients all-reduced {}",
                 on.join(", "),
                 if self.shard_optimizer {
                     ", AdamW moments sharded (ZeRO-1)"
                 } else {
                     ""
+                },
+                match all_reduce {
+                    AllReduce::Nccl => "on the GPUs by NCCL",
+                    _ => "through host memory",
                 }
             ));
         }
@@ -246,8 +265,57 @@ impl DevicesConfig {
             learners,
             reward_models,
             shard_optimizer: self.shard_optimizer,
+            all_reduce,
             notes,
         })
+    }
+}
+
+/// `[devices] all_reduce` resolved for `learners`: NCCL needs every replica on a GPU of its own
+/// and `libnccl.so.2`; `auto` falls back to host memory (with a note when GPU replicas could have
+/// used NCCL), `nccl` is refused where it cannot run.
+fn all_reduce(
+    asked: AllReduce,
+    learners: &[Device],
+    list: &DeviceList,
+    notes: &mut Vec<String>,
+) -> Result<AllReduce, PlacementError> {
+    let on_gpus = learners.iter().all(|d| matches!(d, Device::Cuda(_)));
+    let several = learners.len() > 1;
+    match asked {
+        AllReduce::Host => Ok(AllReduce::Host),
+        AllReduce::Auto if !(on_gpus && several) => Ok(AllReduce::Host),
+        AllReduce::Auto => match &list.nccl_unavailable {
+            None => Ok(AllReduce::Nccl),
+            Some(why) => {
+                notes.push(format!(
+                    "devices.all_reduce = auto: the GPU replicas' gradients go through host \
+                     memory: {why}"
+                ));
+                Ok(AllReduce::Host)
+            }
+        },
+        AllReduce::Nccl if !on_gpus => Err(PlacementError::new(
+            "devices.all_reduce",
+            "nccl needs every learner replica on a GPU (the learners here include the CPU); \
+             write \"host\" or \"auto\"",
+        )),
+        AllReduce::Nccl => match &list.nccl_unavailable {
+            Some(why) => Err(PlacementError::new(
+                "devices.all_reduce",
+                format!("nccl is not available on this machine: {why}"),
+            )),
+            None => {
+                if !several {
+                    notes.push(
+                        "devices.all_reduce = nccl: one learner has nothing to all-reduce; \
+                         NCCL takes effect with learners > 1"
+                            .into(),
+                    );
+                }
+                Ok(AllReduce::Nccl)
+            }
+        },
     }
 }
 
@@ -274,11 +342,18 @@ impl Placement {
     }
 
     /// `sampler cuda:1, learner cuda:0, reward models cuda:1` (or `learners cuda:0, cuda:1
-    /// (ZeRO-1)`): one line for `train --check` and run logs.
+    /// (ZeRO-1, NCCL)`): one line for `train --check` and run logs.
     pub fn describe(&self) -> String {
         let learners = if self.learners.len() == 1 {
             format!("learner {}", self.learner())
         } else {
+            let how: Vec<&str> = [
+                (self.shard_optimizer, "ZeRO-1"),
+                (self.all_reduce == AllReduce::Nccl, "NCCL"),
+            ]
+            .into_iter()
+            .filter_map(|(on, what)| on.then_some(what))
+            .collect();
             format!(
                 "{} learners {}{}",
                 self.learners.len(),
@@ -287,10 +362,10 @@ impl Placement {
                     .map(Device::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-                if self.shard_optimizer {
-                    " (ZeRO-1)"
+                if how.is_empty() {
+                    String::new()
                 } else {
-                    ""
+                    format!(" ({})", how.join(", "))
                 }
             )
         };
@@ -322,6 +397,7 @@ mod tests {
         DeviceList {
             devices,
             cuda_unavailable: (gpus == 0).then(|| "no CUDA driver: libcuda.so".to_string()),
+            nccl_unavailable: (gpus == 0).then(|| "no CUDA device".to_string()),
         }
     }
 
@@ -416,6 +492,81 @@ mod tests {
             "{}",
             p.describe()
         );
+    }
+
+    #[test]
+    fn gpu_replicas_all_reduce_through_nccl_when_it_loads_and_host_memory_otherwise() {
+        let with = |all_reduce, learner: &str, n, list: &DeviceList| {
+            DevicesConfig {
+                all_reduce,
+                ..config("auto", learner, n)
+            }
+            .resolve(list)
+        };
+        let gpus = machine(3);
+        let mut no_nccl = machine(3);
+        no_nccl.nccl_unavailable = Some("libnccl.so.2 could not be opened".into());
+        // auto: NCCL for GPU replicas where it loads, named in the notes and the description.
+        let p = with(AllReduce::Auto, "cuda:0", 2, &gpus).unwrap();
+        assert_eq!(p.all_reduce, AllReduce::Nccl);
+        assert!(
+            p.describe().contains("2 learners cuda:0, cuda:1 (NCCL)"),
+            "{}",
+            p.describe()
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("all-reduced on the GPUs by NCCL")),
+            "{:?}",
+            p.notes
+        );
+        // ... host memory where it does not load, saying why; for one learner or CPU replicas
+        // without a word.
+        let p = with(AllReduce::Auto, "cuda:0", 2, &no_nccl).unwrap();
+        assert_eq!(p.all_reduce, AllReduce::Host);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("through host memory: libnccl.so.2")),
+            "{:?}",
+            p.notes
+        );
+        for (learner, n) in [("cuda:0", 1), ("cpu", 2)] {
+            let p = with(AllReduce::Auto, learner, n, &no_nccl).unwrap();
+            assert_eq!(p.all_reduce, AllReduce::Host);
+            assert!(
+                !p.notes.iter().any(|n| n.contains("libnccl")),
+                "{:?}",
+                p.notes
+            );
+        }
+        // host: always host memory.
+        assert_eq!(
+            with(AllReduce::Host, "cuda:0", 2, &gpus)
+                .unwrap()
+                .all_reduce,
+            AllReduce::Host
+        );
+        // nccl: refused where it cannot run, naming the key and why.
+        for (learner, list, why) in [
+            ("cpu", &gpus, "every learner replica on a GPU"),
+            ("cuda:0", &no_nccl, "libnccl.so.2 could not be opened"),
+        ] {
+            let err = with(AllReduce::Nccl, learner, 2, list).unwrap_err();
+            assert_eq!(err.key, "devices.all_reduce");
+            assert!(err.message.contains(why), "{err}");
+        }
+        let err = with(AllReduce::Nccl, "auto", 2, &machine(0)).unwrap_err();
+        assert_eq!(err.key, "devices.all_reduce", "{err}");
+        // The key parses; placements stored before it existed read as host memory.
+        let c: DevicesConfig = serde_json::from_str(r#"{"all_reduce": "nccl"}"#).unwrap();
+        assert_eq!(c.all_reduce, AllReduce::Nccl);
+        assert!(serde_json::from_str::<DevicesConfig>(r#"{"all_reduce": "mpi"}"#).is_err());
+        let mut old = serde_json::to_value(Placement::default()).unwrap();
+        old.as_object_mut().unwrap().remove("all_reduce");
+        let old: Placement = serde_json::from_value(old).unwrap();
+        assert_eq!(old.all_reduce, AllReduce::Host);
     }
 
     #[test]
