@@ -1,7 +1,8 @@
 //! Every CUDA kernel source compiles to PTX with NVRTC 13.0 — no GPU needed, so a kernel that does
-//! not compile never lands. NVRTC comes from PyPI's `nvidia-cuda-nvrtc==13.0.88` wheel, fetched
-//! by `scripts/fetch-nvrtc.sh` into `.cache/nvrtc/` (or `R1_NVRTC_DIR`); without it the test says
-//! so and skips.
+//! not compile never lands — and to sm_90 machine code without register spills (ptxas inside
+//! NVRTC; each kernel's registers are printed). NVRTC comes from PyPI's
+//! `nvidia-cuda-nvrtc==13.0.88` wheel, fetched by `scripts/fetch-nvrtc.sh` into `.cache/nvrtc/`
+//! (or `R1_NVRTC_DIR`); without it the test says so and skips.
 //!
 //! cudarc opens `libnvrtc.so.13` by name, and glibc reads `LD_LIBRARY_PATH` only when a process
 //! starts, so when NVRTC is not already loadable the test runs itself again in a child process
@@ -14,10 +15,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use r1_kernels::cuda::backend::{fill_ptx_cache, ptx_cache_path};
-use r1_kernels::cuda::{compile_kernel_ptx, kernel_sources, nvrtc_available};
+use r1_kernels::cuda::{compile_kernel_ptx, kernel_resources, kernel_sources, nvrtc_available};
 
 /// The architecture of the GPU machine (H200, compute capability 9.0).
 const ARCH: &str = "compute_90";
+/// Its SM, for the machine-code check (registers, spills).
+const SM: &str = "sm_90";
 const REEXEC_FLAG: &str = "R1_NVRTC_TEST_CHILD";
 
 fn nvrtc_dir() -> PathBuf {
@@ -110,6 +113,33 @@ fn every_kernel_source_compiles_to_ptx_with_nvrtc() {
         failures.is_empty(),
         "kernels that do not compile:\n{}",
         failures.join("\n\n")
+    );
+
+    // Machine code for the GPU machine's SM (ptxas inside NVRTC): registers per thread and no
+    // register spills, kernel by kernel.
+    let mut spills = Vec::new();
+    for kernel in kernel_sources() {
+        let report = kernel_resources(kernel, SM, &include)
+            .unwrap_or_else(|e| panic!("{}.cu for {SM}: {e}", kernel.name));
+        assert_eq!(
+            report.len(),
+            kernel_names(kernel.source).len(),
+            "{}.cu: ptxas reports every kernel",
+            kernel.name
+        );
+        for k in report {
+            eprintln!(
+                "{}.cu {}: {} registers, {} bytes smem, stack {}, spills {}/{}",
+                kernel.name, k.name, k.registers, k.shared, k.stack, k.spill_stores, k.spill_loads
+            );
+            if k.spill_stores > 0 || k.spill_loads > 0 {
+                spills.push(format!("{}.cu {}", kernel.name, k.name));
+            }
+        }
+    }
+    assert!(
+        spills.is_empty(),
+        "kernels that spill registers: {spills:?}"
     );
 
     if let Some(out) = std::env::var_os("R1_PTX_OUT") {

@@ -169,6 +169,113 @@ pub fn ptx_cache_path(dir: &Path, kernel: &KernelSource, arch: &str) -> PathBuf 
     ))
 }
 
+/// What ptxas reports for one kernel compiled to machine code: registers per thread, spills
+/// and stack (bytes per thread), static shared memory (bytes per block).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelResources {
+    /// The kernel's name.
+    pub name: String,
+    /// Registers per thread.
+    pub registers: u32,
+    /// Bytes of register spill stores and loads per thread.
+    pub spill_stores: u32,
+    pub spill_loads: u32,
+    /// Bytes of stack frame per thread.
+    pub stack: u32,
+    /// Bytes of static shared memory per block.
+    pub shared: u32,
+}
+
+/// Compiles one kernel source to machine code for `sm` (e.g. `sm_90`) with NVRTC, ptxas
+/// verbose, and returns what ptxas reports for each kernel: the compile check's register and
+/// spill figures (no GPU needed).
+pub fn kernel_resources(
+    kernel: &KernelSource,
+    sm: &str,
+    include_paths: &[PathBuf],
+) -> Result<Vec<KernelResources>, CudaError> {
+    use cudarc::nvrtc::result as nvrtc;
+    use std::ffi::CString;
+    if !nvrtc_available() {
+        return Err(CudaError::NoNvrtc {
+            kernel: kernel.name.into(),
+            message: "libnvrtc.so.13 is not on the library path (LD_LIBRARY_PATH)".into(),
+        });
+    }
+    let failed = |log: String| CudaError::Compile {
+        kernel: kernel.name.into(),
+        arch: sm.into(),
+        log,
+    };
+    let source = CString::new(full_source(kernel)).map_err(|e| failed(e.to_string()))?;
+    let name = CString::new(format!("{}.cu", kernel.name)).map_err(|e| failed(e.to_string()))?;
+    let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
+    options.extend([format!("-arch={sm}"), "-Xptxas".into(), "-v".into()]);
+    options.extend(include_paths.iter().map(|p| format!("-I{}", p.display())));
+    let log = catch_unwind(AssertUnwindSafe(|| -> Result<String, String> {
+        let prog = nvrtc::create_program(&source, Some(&name)).map_err(|e| format!("{e:?}"))?;
+        // SAFETY: `prog` was just created and is destroyed once, below.
+        let compiled = unsafe { nvrtc::compile_program(prog, &options) };
+        let log = unsafe { nvrtc::get_program_log(prog) };
+        let _ = unsafe { nvrtc::destroy_program(prog) };
+        let log: Vec<u8> = log
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(|c| c as u8)
+            .take_while(|&b| b != 0)
+            .collect();
+        let log = String::from_utf8_lossy(&log).into_owned();
+        compiled.map_err(|e| format!("{e:?}\n{log}"))?;
+        Ok(log)
+    }))
+    .map_err(|_| CudaError::NoNvrtc {
+        kernel: kernel.name.into(),
+        message: "NVRTC panicked while loading (a symbol missing from libnvrtc?)".into(),
+    })?
+    .map_err(failed)?;
+    Ok(parse_ptxas_log(&log))
+}
+
+/// The per-kernel figures of a `ptxas -v` log.
+fn parse_ptxas_log(log: &str) -> Vec<KernelResources> {
+    // The number just before `unit` in `line` ("Used 56 registers", "0 bytes spill stores").
+    fn before(line: &str, unit: &str) -> Option<u32> {
+        let head = &line[..line.find(unit)?];
+        head.split(|c: char| !c.is_ascii_digit())
+            .rfind(|w| !w.is_empty())?
+            .parse()
+            .ok()
+    }
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default();
+            out.push(KernelResources {
+                name: name.into(),
+                ..Default::default()
+            });
+            continue;
+        }
+        let Some(k) = out.last_mut() else { continue };
+        if let Some(v) = before(line, " bytes stack frame") {
+            k.stack = v;
+        }
+        if let Some(v) = before(line, " bytes spill stores") {
+            k.spill_stores = v;
+        }
+        if let Some(v) = before(line, " bytes spill loads") {
+            k.spill_loads = v;
+        }
+        if let Some(v) = before(line, " registers") {
+            k.registers = v;
+        }
+        if let Some(v) = before(line, " bytes smem") {
+            k.shared = v;
+        }
+    }
+    out
+}
+
 /// Compiles every kernel source for `arch` into `dir` (what `scripts/build-device-check.sh`
 /// carries to a machine without NVRTC). Returns the files written.
 pub fn fill_ptx_cache(
@@ -450,6 +557,8 @@ impl CudaBackend {
             .map_err(|e| CudaError::driver(format!("context on device {ordinal}"), e))?;
         // Streams are ordered by the engine itself; cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
+        // r1d's memory gauge reads the device through the contexts engines hold.
+        crate::device::usage::note_context(ordinal, &ctx);
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| CudaError::driver("compute capability", e))?;
@@ -1016,6 +1125,40 @@ impl Drop for CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ptxas_logs_are_read_per_kernel() {
+        let log = "ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'attention_forward' for 'sm_90'
+ptxas info    : Function properties for attention_forward
+ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 48 registers, used 0 barriers, 4096 bytes smem
+ptxas info    : Compiling entry function 'k2' for 'sm_90'
+ptxas info    : Function properties for k2
+ptxas         .     16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers
+";
+        let got = parse_ptxas_log(log);
+        assert_eq!(
+            got,
+            vec![
+                KernelResources {
+                    name: "attention_forward".into(),
+                    registers: 48,
+                    shared: 4096,
+                    ..Default::default()
+                },
+                KernelResources {
+                    name: "k2".into(),
+                    registers: 255,
+                    spill_stores: 8,
+                    spill_loads: 12,
+                    stack: 16,
+                    shared: 0,
+                },
+            ]
+        );
+    }
 
     #[test]
     fn every_kernel_source_is_listed_once_and_named_by_its_file() {

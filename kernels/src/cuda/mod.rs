@@ -23,8 +23,8 @@ pub mod model;
 pub mod ops;
 
 pub use backend::{
-    compile_kernel_ptx, kernel_sources, nvrtc_available, CudaBackend, DeviceBuffer, DeviceGraph,
-    KernelSource,
+    compile_kernel_ptx, kernel_resources, kernel_sources, nvrtc_available, CudaBackend,
+    DeviceBuffer, DeviceGraph, KernelResources, KernelSource,
 };
 pub use decode::{DecodeAttention, DeviceDecoder, DeviceSampling};
 pub use error::CudaError;
