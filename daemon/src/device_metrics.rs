@@ -3,7 +3,10 @@
 //!
 //! - `r1_device_memory_estimate_bytes{run,device,category}`: the pre-start estimate of the run
 //!   (`r1_kernels::device::memory`), set when the run is accepted.
-//! - `r1_device_memory_in_use_bytes{device="cpu"}`: r1d's resident set, read at every scrape.
+//! - `r1_device_memory_in_use_bytes{device}`: on the CPU r1d's resident set; on a GPU the
+//!   memory in use on the device (every process's, as `nvidia-smi` shows it), read from the
+//!   driver through the context an engine of r1d holds there. Both read at every scrape; a GPU
+//!   no engine holds has no series (reading it would create a context).
 //! - `r1_device_step_time_ratio{run,device,phase}`: the latest step's phase time over its
 //!   wall time, on the device that phase runs on (sample on the sampler's, learn on the
 //!   learner's; judging and checkpoints on the CPU).
@@ -24,6 +27,9 @@ pub struct DeviceMetrics {
     step_share: GaugeVec,
     /// Each run's phase → device, from its placement (absent: everything on the CPU).
     phase_devices: Mutex<HashMap<String, HashMap<&'static str, Device>>>,
+    /// The GPUs whose memory the last scrape set (a series is removed when its device is no
+    /// longer held).
+    gpus_shown: Mutex<Vec<String>>,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -56,7 +62,7 @@ impl DeviceMetrics {
             in_use: gauge(
                 registry,
                 "r1_device_memory_in_use_bytes",
-                "Memory r1d holds on a device now: its resident set on the CPU.",
+                "Memory in use on a device now: r1d's resident set on the CPU; on a GPU r1d computes on, the device's memory in use (all processes).",
                 &["device"],
             ),
             step_share: gauge(
@@ -66,6 +72,7 @@ impl DeviceMetrics {
                 &["run", "device", "phase"],
             ),
             phase_devices: Mutex::new(HashMap::new()),
+            gpus_shown: Mutex::new(Vec::new()),
         }
     }
 
@@ -114,11 +121,31 @@ impl DeviceMetrics {
         }
     }
 
-    /// Reads what r1d holds now (its resident set) into `r1_device_memory_in_use_bytes`.
+    /// Reads what is in use now into `r1_device_memory_in_use_bytes`: r1d's resident set, and
+    /// each GPU an engine of r1d holds.
     pub fn refresh(&self) {
         if let Some(bytes) = resident_bytes() {
             self.in_use.with_label_values(&["cpu"]).set(bytes);
         }
+        self.show_gpus(&r1_kernels::device::usage::gpu_memory_in_use());
+    }
+
+    /// Sets the GPUs' series to `gpus` and removes those of GPUs no longer listed.
+    fn show_gpus(&self, gpus: &[r1_kernels::device::usage::GpuMemory]) {
+        let mut shown = self
+            .gpus_shown
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now: Vec<String> = gpus.iter().map(|g| g.device.to_string()).collect();
+        for gone in shown.iter().filter(|d| !now.contains(d)) {
+            let _ = self.in_use.remove_label_values(&[gone.as_str()]);
+        }
+        for (gpu, name) in gpus.iter().zip(&now) {
+            self.in_use
+                .with_label_values(&[name.as_str()])
+                .set(gpu.used_bytes as f64);
+        }
+        *shown = now;
     }
 
     /// Removes every series of `run`.
@@ -186,6 +213,34 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+        // Without an engine on a GPU there is no GPU series (this test opens none).
+        assert!(
+            !text.contains(r#"r1_device_memory_in_use_bytes{device="cuda"#),
+            "{text}"
+        );
+        // A GPU's series follows what the driver reports, and goes when no engine holds it.
+        let gpu = |k, used| r1_kernels::device::usage::GpuMemory {
+            device: Device::Cuda(k),
+            used_bytes: used,
+            total_bytes: 80 << 30,
+        };
+        metrics.show_gpus(&[gpu(0, 5 << 30), gpu(1, 1 << 30)]);
+        metrics.show_gpus(&[gpu(1, 2 << 30)]);
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut text)
+            .unwrap();
+        assert!(
+            text.contains(&format!(
+                r#"r1_device_memory_in_use_bytes{{device="cuda:1"}} {}"#,
+                2u64 << 30
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"r1_device_memory_in_use_bytes{device="cuda:0"}"#),
+            "{text}"
+        );
         metrics.forget_run("run-0001");
         let mut text = String::new();
         prometheus::TextEncoder::new()
