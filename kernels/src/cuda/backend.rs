@@ -557,6 +557,8 @@ impl CudaBackend {
             .map_err(|e| CudaError::driver(format!("context on device {ordinal}"), e))?;
         // Streams are ordered by the engine itself; cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
+        // r1d's memory gauge reads the device through the contexts engines hold.
+        crate::device::usage::note_context(ordinal, &ctx);
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| CudaError::driver("compute capability", e))?;
