@@ -22,7 +22,7 @@ out="${OUT:-$dir/out}"
 mkdir -p "$out"
 [[ -x "$dir/bin/cuda_parity" ]] || { echo "device-check: $dir/bin is missing; run scripts/build-device-check.sh first" >&2; exit 2; }
 
-# cuBLAS (and NVRTC, only needed if a kernel's PTX were missing) from the CUDA 13 wheels PyTorch
+# cuBLAS, NCCL (and NVRTC, only needed if a kernel's PTX were missing) from the CUDA 13 wheels PyTorch
 # brings, first; a system CUDA only after them, and only folders holding CUDA 13 (.so.13)
 # libraries, so a CUDA 12 libcublas can never be loaded under the CUDA 13 bindings. libcuda
 # comes with the driver.
@@ -31,7 +31,8 @@ import glob, os, site
 roots = sorted(set(site.getsitepackages() + [site.getusersitepackages()]))
 wheel, system = [], []
 for r in roots:
-    for pat in ("nvidia/*/lib/libcublas.so.13*", "nvidia/*/lib/libnvrtc.so.13*", "nvidia/*/lib/libcublasLt.so.13*"):
+    for pat in ("nvidia/*/lib/libcublas.so.13*", "nvidia/*/lib/libnvrtc.so.13*", "nvidia/*/lib/libcublasLt.so.13*",
+                "nvidia/*/lib/libnccl.so.2*"):
         for f in sorted(glob.glob(os.path.join(r, pat))):
             d = os.path.dirname(f)
             if d not in wheel:

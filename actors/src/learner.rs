@@ -896,7 +896,10 @@ impl GrpoLearner {
         &mut self,
         group: &r1_kernels::collective::nccl::NcclCollective,
     ) -> Result<(), LearnerError> {
-        Ok(self.engine.all_reduce_grads(group)?)
+        self.engine.all_reduce_grads(group).map_err(|e| match e {
+            EngineError::Collective(c) => LearnerError::Collective(c),
+            other => other.into(),
+        })
     }
 
     /// Sets the engine up for a step as the config asks (activation checkpointing).

@@ -121,6 +121,9 @@ pub enum EngineError {
         #[source]
         source: crate::cuda::CudaError,
     },
+    /// A collective between data-parallel replicas failed or was abandoned.
+    #[error(transparent)]
+    Collective(#[from] crate::collective::CollectiveError),
 }
 
 /// Shorthand used across the engine.

@@ -3332,3 +3332,42 @@ fn device_model_engine_shares_prompts_and_checkpoints_as_the_cpu_engine() {
         .head(ModelRole::Trained, &model, &targets, None, false, false)
         .is_err());
 }
+
+#[test]
+fn gpu_memory_in_use_is_read_through_an_open_engine_and_nccl_sums_the_engines_gradients() {
+    let Some(be) = gpu("gpu_memory_in_use") else {
+        return;
+    };
+    // The backend opened above holds a context on cuda:0: r1d's gauge reads the device there.
+    let used = r1_kernels::device::usage::gpu_memory_in_use();
+    let cuda0 = used
+        .iter()
+        .find(|m| m.device == r1_kernels::device::Device::Cuda(0))
+        .expect("cuda:0 is read while a backend holds it");
+    eprintln!(
+        "cuda:0 in use: {} of {} bytes",
+        cuda0.used_bytes, cuda0.total_bytes
+    );
+    assert!(cuda0.used_bytes > 0 && cuda0.used_bytes <= cuda0.total_bytes);
+    drop(be);
+
+    // A one-rank NCCL group on cuda:0 (the lent machines have one GPU, and NCCL refuses two
+    // ranks on one device): the sum over one rank leaves the engine's gradients as they were,
+    // so this checks the plumbing — buffer, stream order, layout — of `all_reduce_grads`.
+    let group = match r1_kernels::collective::nccl::NcclCollective::group(&[0]) {
+        Ok(mut ranks) => ranks.remove(0),
+        Err(e) => {
+            eprintln!("SKIP nccl all_reduce_grads: {e}");
+            return;
+        }
+    };
+    let model = TinyModel::byte().seed(7).model();
+    let mut engine =
+        r1_kernels::device::open(r1_kernels::device::Device::Cuda(0), &model, true).unwrap();
+    let grads = random(model.layout.total, 11);
+    engine.load_grads(&grads).unwrap();
+    engine.all_reduce_grads(&group).unwrap();
+    let mut back = vec![0f32; grads.len()];
+    engine.download_grads(&mut back).unwrap();
+    assert_eq!(back, grads, "a one-rank all-reduce is the identity");
+}

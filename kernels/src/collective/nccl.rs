@@ -142,6 +142,11 @@ impl NcclCollective {
     }
 
     /// Runs one NCCL call on this rank's stream and waits for it.
+    /// The CUDA device this rank computes on.
+    pub fn ordinal(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
     fn run(
         &self,
         context: &str,

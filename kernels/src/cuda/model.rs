@@ -157,6 +157,12 @@ impl DeviceModel {
         be.copy_to_device(&self.grads, 0, grads)
     }
 
+    /// The gradient buffer, for a collective that sums it in place across replicas (NCCL).
+    pub fn grads_mut(&mut self) -> Result<&mut DeviceBuffer<f32>, CudaError> {
+        self.check_trainable()?;
+        Ok(&mut self.grads)
+    }
+
     /// Sets every gradient to 0 (backward accumulates).
     pub fn zero_grads(&self, be: &CudaBackend) -> Result<(), CudaError> {
         self.check_trainable()?;

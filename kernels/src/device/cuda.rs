@@ -431,6 +431,28 @@ impl TrainEngine for CudaTrainEngine {
         dm.load_grads(&self.be, grads).map_err(on(self.ordinal))
     }
 
+    fn all_reduce_grads(&mut self, group: &crate::collective::nccl::NcclCollective) -> Result<()> {
+        use crate::collective::Collective;
+        if group.ordinal() != self.ordinal {
+            return Err(EngineError::Input(format!(
+                "NCCL rank {} computes on cuda:{}, this engine on cuda:{}",
+                group.rank(),
+                group.ordinal(),
+                self.ordinal
+            )));
+        }
+        let err = on(self.ordinal);
+        // The rank's stream is not this engine's: the gradients must be finished before it
+        // reads them (the collective waits for its own stream before returning).
+        self.be.synchronize().map_err(&err)?;
+        let dm = self
+            .models
+            .get_mut(&ModelRole::Trained)
+            .ok_or_else(|| EngineError::Input("Trained model is not on the device".into()))?;
+        let grads = dm.grads_mut().map_err(&err)?;
+        Ok(group.all_reduce_sum(grads)?)
+    }
+
     fn download_params(&self, model: &mut Model) -> Result<()> {
         let dm = self.model(ModelRole::Trained)?;
         let params = dm.download_params(&self.be).map_err(on(self.ordinal))?;
