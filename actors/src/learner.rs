@@ -198,7 +198,8 @@ impl PaddedBatch {
             .iter()
             .map(|r| r.completion_ids.as_slice())
             .collect();
-        self.shared = shared_prompts::plan(model, self.t, &prompts, &completions, checkpointed);
+        let arena = |rows, len| engine.arena_bytes_for(model, (rows, len), checkpointed);
+        self.shared = shared_prompts::plan(model, self.t, &prompts, &completions, &arena);
     }
 
     /// Tokens the engine computes for this batch.

@@ -16,7 +16,7 @@
 //! their length. The plan takes the layout with the fewest estimated FLOPs whose arena is no
 //! larger than the padded batch's, and none when no layout beats one rollout per row.
 
-use r1_kernels::cpu::{arena_floats, SharedGroup};
+use r1_kernels::cpu::SharedGroup;
 use r1_kernels::model::Model;
 use r1_kernels::train::head::{HeadOutput, TokenLoss, TokenObjective};
 
@@ -77,13 +77,14 @@ fn cost_factors(model: &Model) -> (f64, f64) {
 /// `prompts[r]` followed by `completions[r]` (each row's inputs are its ids but the last).
 /// Consecutive rows with equal prompts form a group. `None` when one rollout per row is as
 /// cheap (no two consecutive rows share a prompt, or the rows would grow too long). Arenas are
-/// compared as the engine plans them (`checkpointed`: with activation checkpointing).
+/// compared as the engine plans them: `arena(rows, positions)` is its arena's size (its
+/// `TrainEngine::arena_bytes_for`).
 pub fn plan(
     model: &Model,
     t: usize,
     prompts: &[&[u32]],
     completions: &[&[u32]],
-    checkpointed: bool,
+    arena: &dyn Fn(usize, usize) -> f64,
 ) -> Option<SharedRows> {
     let b = prompts.len();
     if b < 2 || completions.len() != b {
@@ -108,15 +109,14 @@ pub fn plan(
     let cost = |rows: usize, len: usize| {
         rows as f64 * (len as f64 * per_token + (len * len) as f64 * per_square)
     };
-    let floats = |rows: usize, len: usize| arena_floats(model, rows, len, checkpointed);
-    let (plain_cost, plain_floats) = (cost(b, t), floats(b, t));
+    let (plain_cost, plain_arena) = (cost(b, t), arena(b, t));
     let mut best: Option<(f64, Vec<Group>)> = None;
     for k in 2..=widest {
         let groups = groups(&runs, prompts, completions, k);
         let (rows, len) = shape_of(&groups);
         let c = cost(rows, len);
         if c < plain_cost
-            && floats(rows, len) <= plain_floats
+            && arena(rows, len) <= plain_arena
             && best.as_ref().is_none_or(|(bc, _)| c < *bc)
         {
             best = Some((c, groups));
@@ -304,6 +304,11 @@ mod tests {
         Model::random(builtin_config("tiny-qwen2").unwrap(), 1, 0.05)
     }
 
+    /// The CPU engine's arena for `model`, without checkpointing.
+    fn on_cpu(model: &Model) -> impl Fn(usize, usize) -> f64 + '_ {
+        |rows, len| 4.0 * r1_kernels::cpu::arena_floats(model, rows, len, false) as f64
+    }
+
     /// The padded batch's inputs and targets: row r is its prompt then completion, next-token.
     fn padded(prompts: &[&[u32]], completions: &[&[u32]], t: usize) -> (Vec<u32>, Vec<u32>) {
         let (mut inputs, mut targets) = (vec![0; prompts.len() * t], vec![0; prompts.len() * t]);
@@ -328,7 +333,12 @@ mod tests {
             .map(|r| prompts[r].len() + completions[r].len() - 1)
             .max()
             .unwrap();
-        let rows = plan(&model(), t, &prompts, &completions, false).expect("shared");
+        let model = model();
+        let rows = plan(&model, t, &prompts, &completions, &on_cpu(&model)).expect("shared");
+        // The engine's arena bounds the layouts: one where every layout but one rollout per
+        // row is larger takes none.
+        let plain_only = |r: usize, l: usize| if (r, l) == (7, t) { 1.0 } else { 2.0 };
+        assert!(plan(&model, t, &prompts, &completions, &plain_only).is_none());
         assert!(
             rows.tokens() < 7 * t,
             "{} positions for {}",
@@ -372,11 +382,12 @@ mod tests {
         let model = model();
         // Different prompts: nothing to share.
         let (a, b, c): (Vec<u32>, Vec<u32>, Vec<u32>) = (vec![1, 2, 3], vec![4, 5, 6], vec![7, 8]);
-        assert!(plan(&model, 4, &[&a, &b], &[&c, &c], false).is_none());
+        assert!(plan(&model, 4, &[&a, &b], &[&c, &c], &on_cpu(&model)).is_none());
         // A two-token prompt before long completions: one shared token saved per branch, rows
         // four times longer.
         let long: Vec<u32> = (0..200).map(|k| 10 + k % 200).collect();
         let prompts: Vec<&[u32]> = vec![&a[..2]; 4];
-        assert!(plan(&model, 201, &prompts, &[&long, &long, &long, &long], false).is_none());
+        let longs = [&long[..], &long, &long, &long];
+        assert!(plan(&model, 201, &prompts, &longs, &on_cpu(&model)).is_none());
     }
 }

@@ -168,6 +168,11 @@ pub trait TrainEngine: Send {
 
     /// Bytes of the activation arena as last planned (0 before the first forward).
     fn arena_bytes(&self) -> usize;
+
+    /// Bytes of the activation arena this engine would plan for a forward pass of `model` over
+    /// `shape` = (rows, positions), with activation checkpointing when `checkpointed`: what the
+    /// learner's shared-prompt planner compares layouts by.
+    fn arena_bytes_for(&self, model: &Model, shape: (usize, usize), checkpointed: bool) -> f64;
 }
 
 /// How one sequence draws its next token: its parameters, and its randomness. The CPU draws

@@ -288,6 +288,10 @@ impl TrainEngine for CpuTrainEngine {
     fn arena_bytes(&self) -> usize {
         self.acts.as_ref().map_or(0, Activations::bytes)
     }
+
+    fn arena_bytes_for(&self, model: &Model, (b, t): (usize, usize), checkpointed: bool) -> f64 {
+        4.0 * cpu::arena_floats(model, b, t, checkpointed) as f64
+    }
 }
 
 /// Decoding on the CPU: the KV cache and step scratch of `cpu::decode_step`, kept between calls

@@ -471,6 +471,10 @@ impl TrainEngine for CudaTrainEngine {
         // The device arena is GPU memory, not the host's; the host side is the ids.
         0
     }
+
+    fn arena_bytes_for(&self, model: &Model, (b, t): (usize, usize), checkpointed: bool) -> f64 {
+        super::memory::cuda_activations_bytes(&model.config, b, t, checkpointed)
+    }
 }
 
 /// Generation on one GPU: the model's weights (inference upload), the device decoder, and the
