@@ -26,7 +26,7 @@ use std::path::Path;
 
 use r1_kernels::collective::nccl::NcclCollective;
 use r1_kernels::collective::{in_process_group, Collective, CollectiveError, InProcessCollective};
-use r1_kernels::device::{AllReduce, Device};
+use r1_kernels::device::{AllReduce, Device, TrainEngine};
 use r1_kernels::model::limits::MemoryPlan;
 use r1_kernels::model::Model;
 use r1_kernels::train::grpo::{aggregation_weights, zero_std_groups};
@@ -253,6 +253,23 @@ impl DataParallelLearner {
         })
     }
 
+    /// These replicas computing through engines of the caller's (`engine(replica)` for each;
+    /// the tests use `device::resident::ResidentCpuEngine`).
+    pub fn with_engines(
+        self,
+        mut engine: impl FnMut(&GrpoLearner) -> Result<Box<dyn TrainEngine>, LearnerError>,
+    ) -> Result<Self, LearnerError> {
+        let replicas = self
+            .replicas
+            .into_iter()
+            .map(|replica| {
+                let e = engine(&replica)?;
+                replica.with_engine(e)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(DataParallelLearner { replicas, ..self })
+    }
+
     /// Replicas.
     pub fn replicas(&self) -> usize {
         self.replicas.len()
@@ -302,11 +319,12 @@ impl DataParallelLearner {
 
     /// The whole optimizer state: the moments gathered from every replica's shard (or replica
     /// 0's when not sharded), in the flat layout a single learner keeps.
-    pub fn optimizer_state(&self) -> AdamW {
-        let first = &self.replicas[0].optimizer;
+    pub fn optimizer_state(&self) -> Result<AdamW, r1_kernels::EngineError> {
         if !self.shard_optimizer() {
-            return first.clone();
+            return self.replicas[0].optimizer_state();
         }
+        // Sharded moments are stepped on the host (`AdamW::update_range`): they are current.
+        let first = &self.replicas[0].optimizer;
         let mut gathered = AdamW {
             config: first.config,
             m: Vec::with_capacity(self.policy().layout.total),
@@ -317,7 +335,7 @@ impl DataParallelLearner {
             gathered.m.extend_from_slice(&replica.optimizer.m);
             gathered.v.extend_from_slice(&replica.optimizer.v);
         }
-        gathered
+        Ok(gathered)
     }
 
     /// Writes a checkpoint under `root` with `state` ([`keeper::write_checkpoint`]): replica 0's
@@ -328,11 +346,12 @@ impl DataParallelLearner {
         state: &TrainerState,
         keep_last: usize,
     ) -> Result<SavedCheckpoint, CheckpointError> {
+        let optimizer = self.optimizer_state()?;
         keeper::write_checkpoint(
             root,
             self.policy(),
             self.reference(),
-            &self.optimizer_state(),
+            &optimizer,
             state,
             keep_last,
             None,
@@ -420,6 +439,13 @@ impl DataParallelLearner {
                 Err(e) => errors.push(e),
             }
         }
+        // Replicas on a GPU updated their weights there: the host copies (the sampler's weights,
+        // the reference refresh, checkpoints) follow once per step, also after a failed one.
+        for replica in &mut self.replicas {
+            if let Err(e) = replica.sync_policy() {
+                errors.push(e);
+            }
+        }
         if !errors.is_empty() {
             // The cause, not the replicas that only saw another one give up. Every replica
             // stopped at the same collective, so they still agree: as with one learner, the
@@ -435,11 +461,8 @@ impl DataParallelLearner {
 
         for replica in &mut self.replicas {
             replica.step += 1;
-            if cfg.ref_refresh_steps > 0 && replica.step.is_multiple_of(cfg.ref_refresh_steps) {
-                if let Some(reference) = replica.reference.as_mut() {
-                    reference.params.copy_from_slice(&replica.policy.params);
-                }
-            }
+            // Uploaded again too: a GPU replica's π_ref lives on its device.
+            replica.refresh_reference_when_due()?;
         }
         Ok(self.statistics(rollouts, &rewards, &advantages, &batches, &done, on_policy))
     }

@@ -415,11 +415,14 @@ pub struct LearnerPhases {
 
 /// The GRPO learner: the policy, its frozen reference, and the optimizer state.
 pub struct GrpoLearner {
-    /// The policy being trained.
+    /// The policy being trained: current after every step (on a GPU the weights live on the
+    /// device during a step and are downloaded at its end).
     pub policy: Model,
     /// π_ref; `None` when β = 0 (no KL term, no second model in memory).
     pub reference: Option<Model>,
-    /// AdamW state.
+    /// AdamW state. On a GPU the moments stay on the device between checkpoints (only the step
+    /// count follows): read them through [`GrpoLearner::optimizer_state`] or after
+    /// [`GrpoLearner::sync_optimizer`].
     pub optimizer: AdamW,
     /// GRPO steps taken.
     pub step: u64,
@@ -555,6 +558,14 @@ impl GrpoLearner {
         learner
     }
 
+    /// This learner computing through `engine` instead (a device layer of the caller's; the
+    /// tests use `device::resident::ResidentCpuEngine`), which takes over its optimizer state.
+    pub fn with_engine(mut self, mut engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
+        engine.load_optimizer(&self.optimizer)?;
+        self.engine = engine;
+        Ok(self)
+    }
+
     /// A copy of this learner for another data-parallel replica: the same weights, reference
     /// and counters, `optimizer` as its moments (all of them, or its ZeRO-1 shard), computing on
     /// `device` with an engine of its own.
@@ -646,6 +657,60 @@ impl GrpoLearner {
     /// [`GrpoLearner::step`] with the source of π_old chosen by the caller and the wall time of
     /// each phase returned beside the statistics (`r1ctl bench grpo` prints them).
     pub fn step_with(
+        &mut self,
+        rollouts: &[Rollout],
+        old_source: OldLogp,
+    ) -> Result<(GrpoStepStats, LearnerPhases), LearnerError> {
+        let result = self.updates(rollouts, old_source);
+        // A device that keeps the weights (CUDA) updated them there: the host copy — what the
+        // sampler, the reference refresh and checkpoints read — follows once per step, also
+        // after a step that failed past an update (its updates stand, as on the CPU).
+        let clock = Instant::now();
+        let synced = self.sync_policy();
+        let (mut stats, mut phases) = result?;
+        synced?;
+        phases.optimizer += clock.elapsed().as_secs_f64();
+        self.step += 1;
+        stats.step = self.step;
+        self.refresh_reference_when_due()?;
+        Ok((stats, phases))
+    }
+
+    /// Every `ref_refresh_steps` steps (counted by `self.step`), π_ref becomes a copy of the
+    /// policy's host copy, placed on the engine's device again.
+    pub(crate) fn refresh_reference_when_due(&mut self) -> Result<(), LearnerError> {
+        let every = self.config.ref_refresh_steps;
+        if every > 0 && self.step.is_multiple_of(every) {
+            if let Some(reference) = self.reference.as_mut() {
+                reference.params.copy_from_slice(&self.policy.params);
+                self.engine.upload(ModelRole::Frozen, reference)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the host copy of the policy up to date with the engine's (a no-op on the CPU).
+    pub fn sync_policy(&mut self) -> Result<(), LearnerError> {
+        Ok(self.engine.download_params(&mut self.policy)?)
+    }
+
+    /// Brings the host AdamW moments up to date with the engine's (a no-op on the CPU): before
+    /// reading `optimizer` for a checkpoint.
+    pub fn sync_optimizer(&mut self) -> Result<(), LearnerError> {
+        Ok(self.engine.download_optimizer(&mut self.optimizer)?)
+    }
+
+    /// The AdamW state as the engine holds it now (a copy of `optimizer`, its moments
+    /// downloaded from the device where they live there).
+    pub fn optimizer_state(&self) -> Result<AdamW, EngineError> {
+        let mut state = self.optimizer.clone();
+        self.engine.download_optimizer(&mut state)?;
+        Ok(state)
+    }
+
+    /// The optimizer updates of a step ([`GrpoLearner::step_with`] without the host copy's
+    /// refresh, the step count and the reference refresh) and its statistics.
+    fn updates(
         &mut self,
         rollouts: &[Rollout],
         old_source: OldLogp,
@@ -754,19 +819,10 @@ impl GrpoLearner {
                 }
             }
         }
-        self.step += 1;
-        if cfg.ref_refresh_steps > 0 && self.step.is_multiple_of(cfg.ref_refresh_steps) {
-            if let Some(reference) = self.reference.as_mut() {
-                reference.params.copy_from_slice(&self.policy.params);
-                self.engine.upload(ModelRole::Frozen, reference)?;
-            }
-        }
-
         let n = rollouts.len() as f64;
         let lens: Vec<usize> = rollouts.iter().map(|r| r.completion_ids.len()).collect();
         let mean = rewards.iter().sum::<f64>() / n;
         let nb = batches.len() as f64;
-        stats.step = self.step;
         stats.loss = loss_sum / nb;
         stats.reward_mean = mean;
         stats.reward_std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -1059,6 +1115,22 @@ impl SftTrainer {
         self.engine.device()
     }
 
+    /// This trainer computing through `engine` instead (a device layer of the caller's; the
+    /// tests use `device::resident::ResidentCpuEngine`), which takes over its optimizer state.
+    pub fn with_engine(mut self, mut engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
+        engine.load_optimizer(&self.optimizer)?;
+        self.engine = engine;
+        Ok(self)
+    }
+
+    /// The AdamW state as the engine holds it now (the moments downloaded from the device
+    /// where they live there): what a checkpoint saves.
+    pub fn optimizer_state(&self) -> Result<AdamW, EngineError> {
+        let mut state = self.optimizer.clone();
+        self.engine.download_optimizer(&mut state)?;
+        Ok(state)
+    }
+
     /// Continues from `optimizer` (a checkpoint's moments and step count); a device that cannot
     /// take them over says so.
     pub fn resume_optimizer(&mut self, optimizer: AdamW) -> Result<(), LearnerError> {
@@ -1157,6 +1229,9 @@ impl SftTrainer {
         let grad_norm = engine.clip_grad_norm(self.max_grad_norm)?;
         let lr = self.schedule.lr_at(self.step);
         engine.adamw_step(&mut self.model, &mut self.optimizer, lr as f32)?;
+        // One update per step: the host weights follow each (the moments only for a
+        // checkpoint, `SftTrainer::optimizer_state`).
+        engine.download_params(&mut self.model)?;
         self.step += 1;
         Ok(SftStepStats {
             loss: out.loss,

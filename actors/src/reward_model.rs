@@ -605,6 +605,8 @@ pub fn train_reward_model_on(
         let mut batches = 0usize;
         for chunk in order.chunks(config.batch_size) {
             if stop.load(Ordering::Relaxed) {
+                // A device that keeps the weights updated them there: the host copy follows.
+                engine.download_params(&mut rm.model)?;
                 return Ok(RmTrainOutcome {
                     rm,
                     epochs: outcome_epochs,
@@ -645,6 +647,7 @@ pub fn train_reward_model_on(
         progress(RmProgress::Epoch(report.clone()));
         outcome_epochs.push(report);
     }
+    engine.download_params(&mut rm.model)?;
     Ok(RmTrainOutcome {
         rm,
         epochs: outcome_epochs,

@@ -140,8 +140,8 @@ fn one_replica_is_the_single_learner_bit_for_bit() {
                 single.policy.params,
                 "{loss_agg:?} {shard}"
             );
-            assert_eq!(dp.optimizer_state().m, single.optimizer.m);
-            assert_eq!(dp.optimizer_state().v, single.optimizer.v);
+            assert_eq!(dp.optimizer_state().unwrap().m, single.optimizer.m);
+            assert_eq!(dp.optimizer_state().unwrap().v, single.optimizer.v);
             assert_eq!(
                 dp.reference().map(|r| &r.params),
                 single.reference.as_ref().map(|r| &r.params)
@@ -217,8 +217,14 @@ fn replicas_on_a_split_batch_reach_the_single_learners_weights() {
             let mut sharded = data_parallel(&learner, replicas, true);
             let sharded_stats = run_replicas(&mut sharded, 0..STEPS);
             assert_eq!(sharded.policy().params, unsharded.policy().params, "{name}");
-            assert_eq!(sharded.optimizer_state().m, unsharded.optimizer_state().m);
-            assert_eq!(sharded.optimizer_state().v, unsharded.optimizer_state().v);
+            assert_eq!(
+                sharded.optimizer_state().unwrap().m,
+                unsharded.optimizer_state().unwrap().m
+            );
+            assert_eq!(
+                sharded.optimizer_state().unwrap().v,
+                unsharded.optimizer_state().unwrap().v
+            );
             // Only the memory differs: each replica keeps 1/N of the moments.
             let moments = |s: &GrpoStepStats| -> f64 {
                 s.memory
@@ -315,7 +321,10 @@ fn the_same_seed_twice_gives_the_same_bits() {
     let a = run_replicas(&mut first, 0..STEPS);
     let b = run_replicas(&mut second, 0..STEPS);
     assert_eq!(first.policy().params, second.policy().params);
-    assert_eq!(first.optimizer_state().m, second.optimizer_state().m);
+    assert_eq!(
+        first.optimizer_state().unwrap().m,
+        second.optimizer_state().unwrap().m
+    );
     assert_eq!(a, b);
 }
 
@@ -377,12 +386,12 @@ fn a_checkpoint_mid_run_resumes_bit_identically() {
             uninterrupted.reference().map(|r| &r.params)
         );
         assert_eq!(
-            resumed.optimizer_state().m,
-            uninterrupted.optimizer_state().m
+            resumed.optimizer_state().unwrap().m,
+            uninterrupted.optimizer_state().unwrap().m
         );
         assert_eq!(
-            resumed.optimizer_state().v,
-            uninterrupted.optimizer_state().v
+            resumed.optimizer_state().unwrap().v,
+            uninterrupted.optimizer_state().unwrap().v
         );
         assert_eq!(rest, whole[2..], "{replicas} replicas, shard {shard}");
     }
@@ -562,5 +571,54 @@ mod driver {
             std::fs::read(second.final_model.expect("final").join("model.safetensors"))
                 .expect("resumed weights")
         );
+    }
+}
+
+/// Replicas whose engines keep the weights and moments between reads, as GPU engines do
+/// (`ResidentCpuEngine`), take the CPU replicas' steps bit for bit, sharded or not: every
+/// replica's host copy is brought up to date at the end of a step (the reference refresh reads
+/// it), and the checkpoint's moments come from the engines.
+#[test]
+fn replicas_whose_engines_keep_the_weights_take_the_cpu_replicas_steps() {
+    use r1_kernels::device::resident::ResidentCpuEngine;
+    for shard in [false, true] {
+        let learner = config(LossAgg::TokenMean, 0.04, 2);
+        let mut cpu = data_parallel(&learner, 2, shard);
+        let mut kept = data_parallel(&learner, 2, shard)
+            .with_engines(|replica| {
+                let engine = ResidentCpuEngine::new(&replica.policy)?;
+                Ok(Box::new(engine) as Box<dyn r1_kernels::device::TrainEngine>)
+            })
+            .expect("engines");
+        for step in 0..4 {
+            let (a, b) = (
+                cpu.step(&rollouts(step)).unwrap(),
+                kept.step(&rollouts(step)).unwrap(),
+            );
+            assert_eq!(
+                a.loss.to_bits(),
+                b.loss.to_bits(),
+                "shard {shard}, step {step}"
+            );
+            assert_eq!(
+                cpu.policy().params,
+                kept.policy().params,
+                "shard {shard}, step {step}"
+            );
+            assert_eq!(
+                cpu.reference().map(|r| &r.params),
+                kept.reference().map(|r| &r.params),
+                "shard {shard}, step {step}"
+            );
+            let (a, b) = (
+                cpu.optimizer_state().unwrap(),
+                kept.optimizer_state().unwrap(),
+            );
+            assert_eq!(
+                (a.m, a.v, a.step),
+                (b.m, b.v, b.step),
+                "shard {shard}, step {step}"
+            );
+        }
     }
 }

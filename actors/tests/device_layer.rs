@@ -572,3 +572,110 @@ fn asking_for_a_gpu_this_machine_lacks_is_a_clear_error_for_every_worker() {
         .to_string();
     assert!(err.contains("cuda:0"), "{err}");
 }
+
+/// The bits of what a learner holds on the host: weights, reference, moments (as its engine
+/// holds them), counters.
+fn host_state(learner: &GrpoLearner) -> u64 {
+    let moments = learner.optimizer_state().expect("moments");
+    let reference = learner.reference.as_ref().map(|r| r.params.as_slice());
+    let counters = [
+        learner.step as f32,
+        learner.optimizer_step as f32,
+        moments.step as f32,
+    ];
+    fingerprint(
+        [
+            learner.policy.params.as_slice(),
+            &moments.m,
+            &moments.v,
+            &counters,
+        ]
+        .into_iter()
+        .chain(reference),
+    )
+}
+
+/// A GPU engine keeps the weights and moments between reads (`adamw_step` moves nothing over
+/// the bus); the learner brings the host copies up to date once per step and for checkpoints.
+/// `ResidentCpuEngine` computes as the CPU engine does under those rules: a learner that read a
+/// stale host copy (the reference refresh, a checkpoint) or changed one without uploading it
+/// would leave these bits.
+#[test]
+fn a_learner_whose_engine_keeps_the_weights_takes_the_cpu_learners_steps_bit_for_bit() {
+    use r1_actors::keeper::{load_checkpoint, write_checkpoint, TrainerState};
+    use r1_kernels::device::resident::ResidentCpuEngine;
+
+    let resident = |learner: GrpoLearner| {
+        let engine = ResidentCpuEngine::new(&learner.policy).expect("engine");
+        learner
+            .with_engine(Box::new(engine))
+            .expect("takes the engine")
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (beta, minibatches, epochs, gspo) in [(0.04, 2, 1, false), (0.04, 1, 2, true)] {
+        let cfg = grpo_config(beta, minibatches, epochs, gspo);
+        let case = format!("beta {beta}, {minibatches} minibatches, {epochs} epochs");
+        let mut cpu = GrpoLearner::try_new(policy("tiny-qwen2"), cfg.clone()).unwrap();
+        let mut kept = resident(GrpoLearner::try_new(policy("tiny-qwen2"), cfg.clone()).unwrap());
+        for step in 0..5u64 {
+            let (a, b) = (
+                cpu.step(&rollouts(step)).unwrap(),
+                kept.step(&rollouts(step)).unwrap(),
+            );
+            assert_eq!(
+                (a.loss.to_bits(), a.grad_norm.to_bits(), a.kl.to_bits()),
+                (b.loss.to_bits(), b.grad_norm.to_bits(), b.kl.to_bits()),
+                "{case}, step {step}"
+            );
+            // The host copies after the step (the reference refreshed every 2 steps).
+            assert_eq!(host_state(&cpu), host_state(&kept), "{case}, step {step}");
+            if step == 2 {
+                // A checkpoint of the kept state resumes onto an engine that keeps it too.
+                let state = TrainerState {
+                    step: kept.step,
+                    optimizer_step: kept.optimizer_step,
+                    data_cursor: 0,
+                    seed: 0,
+                    config_hash: "device-layer".into(),
+                    reward_normaliser: None,
+                };
+                let root = dir.path().join(format!("{beta}-{minibatches}-{epochs}"));
+                let saved = write_checkpoint(
+                    &root,
+                    &kept.policy,
+                    kept.reference.as_ref(),
+                    &kept.optimizer_state().unwrap(),
+                    &state,
+                    1,
+                    None,
+                )
+                .unwrap();
+                let checkpoint = load_checkpoint(&saved.path).unwrap();
+                kept = resident(GrpoLearner::try_resume(checkpoint, cfg.clone()).unwrap());
+                assert_eq!(host_state(&cpu), host_state(&kept), "{case}, resumed");
+            }
+        }
+    }
+
+    // SFT: the host weights follow every step, the moments a checkpoint's read.
+    let adamw = AdamWConfig::default();
+    let trainer = || SftTrainer::new(policy("tiny-llama"), adamw, LrSchedule::constant(1e-2), 1.0);
+    let mut cpu = trainer();
+    let engine = ResidentCpuEngine::new(&cpu.model).unwrap();
+    let mut kept = trainer().with_engine(Box::new(engine)).unwrap();
+    for step in 0..3u32 {
+        cpu.step(&sft_batch(step)).unwrap();
+        kept.step(&sft_batch(step)).unwrap();
+        assert!(
+            same_bits(&cpu.model.params, &kept.model.params),
+            "SFT step {step}"
+        );
+        let (a, b) = (
+            cpu.optimizer_state().unwrap(),
+            kept.optimizer_state().unwrap(),
+        );
+        assert!(same_bits(&a.m, &b.m) && same_bits(&a.v, &b.v) && a.step == b.step);
+    }
+    // Without the engine's moments the host AdamW is behind: what the download is for.
+    assert!(!same_bits(&kept.optimizer.m, &cpu.optimizer.m));
+}

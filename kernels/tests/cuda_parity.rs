@@ -2591,7 +2591,7 @@ fn adamw_continues_uploaded_moments_as_the_cpu_update_does() {
 }
 
 #[test]
-fn the_cuda_engine_resumes_adamw_and_keeps_the_host_moments_current() {
+fn the_cuda_engine_resumes_adamw_and_hands_over_weights_and_moments_when_read() {
     use r1_kernels::device::{self, Device};
     let Some(_be) = gpu("device-layer AdamW resume") else {
         return;
@@ -2616,13 +2616,29 @@ fn the_cuda_engine_resumes_adamw_and_keeps_the_host_moments_current() {
         cpu_engine
             .adamw_step(&mut on_cpu, &mut opt_cpu, 2e-3)
             .unwrap();
-        // What a checkpoint reads: the host copies, current after every step.
+        // The step moved nothing over the bus but the step count: the host copies are the
+        // ones before it until read.
         assert_eq!(opt_gpu.step, opt_cpu.step);
+        let before = model.params.clone();
+        if step == 0 {
+            assert_eq!(on_gpu.params, before, "adamw_step left the host weights");
+        }
+        // What the learner reads once per step, and a checkpoint.
+        gpu_engine.download_params(&mut on_gpu).unwrap();
+        let mut moments = opt_gpu.clone();
+        gpu_engine.download_optimizer(&mut moments).unwrap();
         check("engine weights", &on_gpu.params, &on_cpu.params, F32_BOUND);
-        check("engine first moments", &opt_gpu.m, &opt_cpu.m, F32_BOUND);
-        check("engine second moments", &opt_gpu.v, &opt_cpu.v, F32_BOUND);
+        check("engine first moments", &moments.m, &opt_cpu.m, F32_BOUND);
+        check("engine second moments", &moments.v, &opt_cpu.v, F32_BOUND);
+        assert_eq!(moments.step, opt_cpu.step);
     }
     assert_eq!(opt_gpu.step, 15);
+    // A host state loaded since is the newer one: the download leaves it.
+    let mut loaded = resumed_adamw(cfg, total, 20);
+    gpu_engine.load_optimizer(&loaded).unwrap();
+    let kept = loaded.clone();
+    gpu_engine.download_optimizer(&mut loaded).unwrap();
+    assert!(loaded.m == kept.m && loaded.v == kept.v && loaded.step == kept.step);
     // A state of another size is refused, naming the sizes.
     let short = AdamW::new(cfg, total - 1);
     let err = gpu_engine.load_optimizer(&short).unwrap_err().to_string();

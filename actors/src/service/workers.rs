@@ -336,10 +336,12 @@ impl Handler<TakeSnapshot> for LearnerActor {
         let learner = self.learner.as_ref().ok_or("the learner is not loaded")?;
         // A data-parallel learner's checkpoint is a single learner's: replica 0's weights and
         // reference, the moments gathered from the shards (`DataParallelLearner::write_checkpoint`).
+        // On a GPU the moments come down from the device here.
         let (reference, optimizer) = match learner {
-            Learners::One(l) => (l.reference.clone(), l.optimizer.clone()),
+            Learners::One(l) => (l.reference.clone(), l.optimizer_state()),
             Learners::Replicated(l) => (l.reference().cloned(), l.optimizer_state()),
         };
+        let optimizer = optimizer.map_err(|e| format!("snapshot of the optimizer: {e}"))?;
         Ok(Snapshot {
             policy: Arc::new(learner.policy().clone()),
             reference: reference.map(Arc::new),

@@ -311,6 +311,7 @@ impl StepWorkers for LocalWorkers<'_> {
             return Ok(learner.write_checkpoint(&root, &state, keep_last)?);
         }
         let learner = self.learner()?;
+        learner.sync_optimizer()?;
         Ok(keeper::write_checkpoint(
             &root,
             &learner.policy,

@@ -322,7 +322,9 @@ fn save(
         &job.run,
         &trainer.model,
         None,
-        &trainer.optimizer,
+        &trainer
+            .optimizer_state()
+            .map_err(crate::learner::LearnerError::from)?,
         &state,
         progress,
     )

@@ -138,8 +138,19 @@ pub trait TrainEngine: Send {
     fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64>;
 
     /// One AdamW step of the trained model at learning rate `lr` with `optimizer`'s
-    /// hyper-parameters and state; `model` (the host copy) holds the new weights afterwards.
+    /// hyper-parameters and state; `optimizer.step` counts it. The CPU engine updates `model`
+    /// and `optimizer` (the host copies it computes on) in place. A device that keeps the
+    /// weights and moments (CUDA) updates its own and leaves the host copies as they were, so a
+    /// step of many minibatches moves nothing over the bus: the caller brings them up to date
+    /// when it reads them (`download_params`, `download_optimizer`).
     fn adamw_step(&mut self, model: &mut Model, optimizer: &mut AdamW, lr: f32) -> Result<()>;
+
+    /// Copies the moments the device's `adamw_step` left into `optimizer` (host), when the
+    /// device holds its latest state (its step count is `optimizer.step`); otherwise the host
+    /// state is the newer one and stays. A no-op on the CPU, which steps the host `AdamW`.
+    fn download_optimizer(&self, _optimizer: &mut AdamW) -> Result<()> {
+        Ok(())
+    }
 
     /// Makes `optimizer`'s state (moments, step count) the one `adamw_step` continues from: a
     /// resumed learner calls it once. The CPU engine steps the host `AdamW` itself (nothing to
@@ -163,7 +174,8 @@ pub trait TrainEngine: Send {
         ))
     }
 
-    /// Copies the trained model's weights as the device holds them into `model.params`.
+    /// Copies the trained model's weights as the device holds them into `model.params` (a no-op
+    /// on the CPU, which computes on them in place).
     fn download_params(&self, model: &mut Model) -> Result<()>;
 
     /// Bytes of the activation arena as last planned (0 before the first forward).

@@ -20,6 +20,7 @@ pub use backend::{
 
 pub mod memory;
 pub mod placement;
+pub mod resident;
 pub mod usage;
 
 use std::fmt;
