@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The whole GPU check, run on the GPU machine from the repo root with device-check/ (built by
 # scripts/build-device-check.sh) carried along. Builds nothing; under 10 minutes in all:
-#   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 150 s),
+#   1. parity: every GPU op and the device model against the CPU twins, the fixtures (≤ 110 s),
 #      then the model-level tests with the tiled/grouped attention and decode graphs on (≤ 70 s);
 #   2. GRPO: the same short run of a tiny model on the CPU, with the learner on cuda:0 (sampler
 #      on the CPU), and with learner and sampler on cuda:0, reward curves side by side
-#      (≤ 3 × 30 s); a refused GPU run is reported as such, not as a failure of the rest;
+#      (≤ 3 × 20 s); a refused GPU run is reported as such, not as a failure of the rest; then
+#      exact resume on cuda:0: 10 steps straight against 5 + 5 resumed, checkpoints compared
+#      byte for byte (≤ 3 × 20 s);
 #   3. throughput: r1 (train MFU on a Qwen2-0.5B shape 8×512, decode at batch 64 from position
 #      512), once with the reviewed kernels and once with the tiled training attention, the
 #      grouped decode attention and decode steps as CUDA graphs, beside PyTorch on the same
-#      shapes and GPU (≤ 2 × 100 + 120 s), as
+#      shapes and GPU (≤ 2 × 90 + 100 s), as
 #      % of this GPU's spec peaks (named by the driver; an unknown GPU gets no percentages).
 # Then one short table. The timeouts add up to under 10 minutes. Outputs go to $OUT when set (else device-check/out).
-# Exit status: 0 when parity passed (none skipped) and the GPU GRPO run (if it ran) tracked the
-# CPU's; else 1;
+# Exit status: 0 when parity passed (none skipped), the GPU GRPO runs (if they ran) tracked the
+# CPU's and the resumed GPU run ended on the uninterrupted one's bits; else 1;
 # 2 when device-check/ is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -89,7 +91,7 @@ if [[ -x "$dir/bin/r1ctl" && -d "$dir/tiny-model" ]]; then
     printf "\n[devices]\n$devices\n" >>"$cfg"
     rm -rf "$out/grpo-$tag-run"
     start=$SECONDS
-    timeout 30 "$dir/bin/r1ctl" train "$cfg" >"$out/grpo-$tag.txt" 2>"$out/grpo-$tag.err"
+    timeout 20 "$dir/bin/r1ctl" train "$cfg" >"$out/grpo-$tag.txt" 2>"$out/grpo-$tag.err"
     echo "grpo $tag: exit $? in $((SECONDS - start)) s"
     tail -n 3 "$out/grpo-$tag.err"
   done
@@ -145,15 +147,62 @@ else
   echo "grpo: $grpo_status"
 fi
 
+echo "== 2b. exact resume on ${R1_RESUME_DEVICE:-cuda:0}: a run stopped after step 5 and run again ends on the uninterrupted run's bits"
+# The weights and AdamW moments stay on the device between reads: this is the check that a
+# checkpoint reads them (optimizer.safetensors) and a resumed run continues from them. Both runs
+# are on the same device, so they must agree bit for bit (no atomics in r1's kernels; cuBLAS
+# picks one algorithm per shape on one GPU).
+resume_status="not run"
+if [[ -x "$dir/bin/r1ctl" && -d "$dir/tiny-model" ]]; then
+  dev="${R1_RESUME_DEVICE:-cuda:0}"
+  for tag in whole split; do
+    cfg="$out/resume-$tag.toml"
+    sed -e "s#@MODEL@#$dir/tiny-model#" -e "s#@DATA@#$dir/addition.jsonl#" \
+      -e "s#@OUTPUT@#$out/resume-$tag-run#" -e "s#^every_steps = 100#every_steps = 5#" \
+      "$dir/grpo-device.toml" >"$cfg"
+    printf '\n[devices]\nsampler = "%s"\nlearner = "%s"\nreward_models = "cpu"\n' "$dev" "$dev" >>"$cfg"
+    rm -rf "$out/resume-$tag-run"
+  done
+  start=$SECONDS
+  timeout 20 "$dir/bin/r1ctl" train "$out/resume-whole.toml" >"$out/resume-whole.txt" 2>&1
+  whole=$?
+  timeout 20 "$dir/bin/r1ctl" train --steps 5 "$out/resume-split.toml" >"$out/resume-split-1.txt" 2>&1
+  first=$?
+  timeout 20 "$dir/bin/r1ctl" train "$out/resume-split.toml" >"$out/resume-split-2.txt" 2>&1
+  second=$?
+  echo "resume runs: exit $whole (uninterrupted), $first (--steps 5), $second (resumed) in $((SECONDS - start)) s"
+  a="$out/resume-whole-run/checkpoints/step-00000010"
+  b="$out/resume-split-run/checkpoints/step-00000010"
+  if [[ $whole -ne 0 || $second -ne 0 || ! -d $a || ! -d $b ]]; then
+    resume_status="FAIL: a run did not finish (see $out/resume-*.txt)"
+    tail -n 3 "$out"/resume-*.txt
+  elif ! grep -q "resuming at step 5" "$out/resume-split-2.txt"; then
+    resume_status="FAIL: the second run did not resume at step 5"
+  else
+    differ=""
+    for f in model.safetensors optimizer.safetensors; do
+      cmp -s "$a/$f" "$b/$f" || differ="$differ $f"
+    done
+    if [[ -z $differ ]]; then
+      resume_status="PASS: weights and AdamW moments after 10 steps equal bit for bit"
+    else
+      resume_status="FAIL: the resumed run's${differ} differ from the uninterrupted run's"
+    fi
+  fi
+else
+  resume_status="not run: device-check/bin/r1ctl or device-check/tiny-model missing"
+fi
+echo "resume: $resume_status"
+
 echo "== 3. r1 CUDA benchmark: the reviewed kernels, then the tiled training / grouped decode attention"
 start=$SECONDS
-R1_CUDA_TRAIN_ATTENTION=rows R1_CUDA_DECODE_ATTENTION=per-head timeout 100 "$dir/bin/cuda_bench" \
+R1_CUDA_TRAIN_ATTENTION=rows R1_CUDA_DECODE_ATTENTION=per-head timeout 90 "$dir/bin/cuda_bench" \
   --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
   --decode-steps 64 >"$out/bench.txt" 2>&1
 echo "bench: exit $? in $((SECONDS - start)) s"
 grep -v "^JSON" "$out/bench.txt"
 start=$SECONDS
-R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 100 \
+R1_CUDA_TRAIN_ATTENTION=tiled R1_CUDA_DECODE_ATTENTION=grouped R1_CUDA_DECODE_GRAPHS=1 timeout 90 \
   "$dir/bin/cuda_bench" \
   --train-batch 8 --train-len 512 --train-steps 5 --decode-batch 64 --decode-context 512 \
   --decode-steps 64 >"$out/bench-new-kernels.txt" 2>&1
@@ -162,13 +211,13 @@ grep -v "^JSON" "$out/bench-new-kernels.txt"
 
 echo "== PyTorch on the same shapes"
 start=$SECONDS
-timeout 120 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
+timeout 100 python3 scripts/torch_gpu_baseline.py --train-batch 8 --train-len 512 --train-steps 5 \
   --decode-batch 64 --decode-context 512 --decode-steps 64 >"$out/torch.txt" 2>&1
 echo "torch: exit $? in $((SECONDS - start)) s"
 grep -v "^JSON" "$out/torch.txt"
 
 echo "== summary"
-python3 - "$out/bench.txt" "$out/bench-new-kernels.txt" "$out/torch.txt" "$out/parity.txt" "$parity" "$grpo_status" "$gpu_name" "$parity_new" <<'PY' | tee "$out/summary.txt"
+python3 - "$out/bench.txt" "$out/bench-new-kernels.txt" "$out/torch.txt" "$out/parity.txt" "$parity" "$grpo_status" "$gpu_name" "$parity_new" "$resume_status" <<'PY' | tee "$out/summary.txt"
 import json, re, sys
 def rows(path):
     got = {}
@@ -192,6 +241,7 @@ print(f"parity: exit {sys.argv[5]}" + (f", {m.group(1)} passed, {m.group(2)} fai
       + (f", {skipped} SKIPPED (no usable GPU: these passed without running)" if skipped else ""))
 print(f"model-level parity with the tiled training attention, grouped decode attention and decode graphs: exit {sys.argv[8]}")
 print(f"grpo cpu vs cuda:0: {sys.argv[6]}")
+print(f"exact resume on the GPU: {sys.argv[9]}")
 def pct(r):
     if not r or not peaks.get("peaks_of"):
         return "n/a"
@@ -210,4 +260,5 @@ status=0
 # A parity test that skipped found no usable GPU: not a pass.
 grep -q "^SKIP \|\.\.\. SKIP " "$out/parity.txt" && status=1
 [[ "$grpo_status" == FAIL* ]] && status=1
+[[ "$resume_status" == FAIL* ]] && status=1
 exit $status
