@@ -689,6 +689,22 @@ impl GrpoLearner {
         Ok(())
     }
 
+    /// A sampler generating with the policy as the learner's engine holds it, in `precision`:
+    /// on a GPU from the learner's own device weights (no second copy, nothing uploaded); on
+    /// the CPU as `Sampler::with_precision` does. The learner is borrowed while it samples.
+    pub fn sampler(
+        &mut self,
+        precision: r1_kernels::device::Precision,
+        max_batch: usize,
+    ) -> Result<r1_kernels::sample::Sampler<'_>, LearnerError> {
+        let engine = self.engine.decoder(&self.policy, precision)?;
+        Ok(r1_kernels::sample::Sampler::with_engine(
+            &self.policy,
+            max_batch,
+            engine,
+        ))
+    }
+
     /// Brings the host copy of the policy up to date with the engine's (a no-op on the CPU).
     pub fn sync_policy(&mut self) -> Result<(), LearnerError> {
         Ok(self.engine.download_params(&mut self.policy)?)

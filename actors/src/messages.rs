@@ -111,8 +111,8 @@ pub struct Load {
 /// Where the learner starts.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The weights to sample with.
-    pub weights: Weights,
+    /// The weights to sample with (none when the learner samples itself).
+    pub weights: Option<Weights>,
     /// The step, counters and normaliser it starts from, what it resumed, what it skipped.
     pub start: StartPoint,
 }
@@ -130,8 +130,8 @@ pub struct Learn {
 pub struct Learned {
     /// Statistics of the step.
     pub stats: GrpoStepStats,
-    /// The updated weights.
-    pub weights: Weights,
+    /// The updated weights for the sampler (none when the learner samples itself).
+    pub weights: Option<Weights>,
     /// Optimizer steps taken so far.
     pub optimizer_step: u64,
 }

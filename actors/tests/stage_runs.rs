@@ -931,3 +931,35 @@ fn a_stopped_or_killed_rejection_run_continues_to_the_set_an_uninterrupted_run_w
         assert_eq!(read(&second), read(&whole));
     }
 }
+
+/// The in-process stage samples through the learner's engine when the sampler shares its device
+/// (`GrpoLearner::sampler`): on a GPU from the weights the learner trains. An engine that keeps
+/// its weights as a device does (`ResidentCpuEngine`: the sampler decodes its resident copy, the
+/// host copy follows once per step) takes the plain CPU learner's steps, samples included, bit
+/// for bit.
+#[test]
+fn sampling_through_an_engine_that_keeps_the_weights_takes_the_cpu_steps() {
+    use r1_kernels::device::resident::ResidentCpuEngine;
+    let pool: Vec<StageProblem> = arithmetic::generate(7, Split::Train, 12)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| StageProblem::from_task(t, i))
+        .collect();
+    let config = LearnerConfig {
+        minibatches: 2,
+        ref_refresh_steps: 2,
+        ..learner_config()
+    };
+    let mut plain = GrpoLearner::new(TinyModel::byte().seed(3).model(), config.clone());
+    let learner = GrpoLearner::new(TinyModel::byte().seed(3).model(), config);
+    let engine = ResidentCpuEngine::new(&learner.policy).unwrap();
+    let mut kept = learner.with_engine(Box::new(engine)).unwrap();
+    for seed in 0..3u64 {
+        let (a, _) = sourced_step(&mut plain, pool.clone(), settings(), 4, 0, seed);
+        let (b, _) = sourced_step(&mut kept, pool.clone(), settings(), 4, 0, seed);
+        assert_eq!(a.learner, b.learner, "step {seed}");
+        assert_eq!(a.tokens_generated, b.tokens_generated, "step {seed}");
+        assert_eq!(plain.policy.params, kept.policy.params, "step {seed}");
+    }
+}

@@ -163,12 +163,16 @@ fn a_gpu_the_machine_lacks_is_refused_and_auto_falls_back_to_the_cpu_with_a_note
         "AdamW moments",
         "reference model",
         "activations",
-        "sampler's copy of the weights",
         "KV cache",
         "decoding buffers",
     ] {
         assert!(names.contains(&category), "{category} in {names:?}");
     }
+    // The sampler decodes the learner's weights on its device: no copy of its own.
+    assert!(
+        !names.contains(&"sampler's copy of the weights"),
+        "{names:?}"
+    );
 }
 
 #[test]

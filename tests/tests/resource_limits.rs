@@ -297,8 +297,9 @@ fn under_an_address_space_limit_a_model_too_big_is_refused_with_the_figures() {
     let big = sparse_model(dir.path());
     let d = Daemon::start(&dir.path().join("state"));
 
-    // `ulimit -v` on the running daemon: 512 MiB more than it maps now. The model needs ~0.8 GiB
-    // to train (weights, the sampler's copy, gradients, two moments, the reference).
+    // `ulimit -v` on the running daemon: 512 MiB more than it maps now. The model needs ~0.7 GiB
+    // to train (weights, gradients, two moments, the reference; the sampler decodes the
+    // learner's weights).
     let limit = vm_size(d.child.id()) + (512 << 20);
     let rlimit = libc::rlimit {
         rlim_cur: limit,

@@ -23,13 +23,17 @@ use crate::stages::grpo::StageError;
 use crate::stages::rl::{LearnedStep, Rewards, RlPlan, StartPoint, StepWorkers};
 
 use super::workers::{
-    JudgeActor, KeeperActor, LangActor, LearnerActor, RewardModelActor, SamplerActor,
+    JudgeActor, KeeperActor, LangActor, LearnerActor, LearnerSampling, RewardModelActor,
+    SamplerActor,
 };
 
 /// The worker actors of one run.
 #[derive(Clone)]
 pub struct WorkerAddrs {
     sampler: Addr<SamplerActor>,
+    /// Whether the learner actor generates (the sampler shares the single learner's device and
+    /// decodes its weights); the sampler actor then idles.
+    sample_on_learner: bool,
     judge: Addr<JudgeActor>,
     lang: Addr<LangActor>,
     learner: Addr<LearnerActor>,
@@ -49,7 +53,14 @@ impl WorkerAddrs {
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
         let parallel = crate::data_parallel::DataParallelConfig::of(&plan.placement);
         let precision = plan.placement.sampler_precision;
+        let sample_on_learner = learners.len() == 1 && learners.first() == Some(&sampler_device);
+        let sampling = sample_on_learner.then(|| LearnerSampling {
+            tokenizer: tokenizer.clone(),
+            max_batch,
+            precision,
+        });
         WorkerAddrs {
+            sample_on_learner,
             sampler: SyncArbiter::start(1, move || {
                 SamplerActor::new(tokenizer.clone(), max_batch, sampler_device, precision)
             }),
@@ -62,6 +73,7 @@ impl WorkerAddrs {
                     learners.clone(),
                     parallel,
                 )
+                .sampling(sampling.clone())
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),
             reward_models: plan.preference.as_ref().map(|p| {
@@ -134,7 +146,9 @@ impl StepWorkers for ActorWorkers {
             .block_on(self.addrs.learner.send(load))
             .map_err(worker("learner"))?
             .map_err(StageError::Worker)?;
-        self.addrs.sampler.do_send(UpdateWeights(loaded.weights));
+        if let Some(weights) = loaded.weights {
+            self.addrs.sampler.do_send(UpdateWeights(weights));
+        }
         Ok(loaded.start)
     }
 
@@ -142,11 +156,17 @@ impl StepWorkers for ActorWorkers {
         &mut self,
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
-        let generated = self
-            .runner
-            .block_on(self.addrs.sampler.send(Generate { requests }))
-            .map_err(worker("sampler"))?
-            .map_err(StageError::Worker)?;
+        let message = Generate { requests };
+        let generated = if self.addrs.sample_on_learner {
+            self.runner
+                .block_on(self.addrs.learner.send(message))
+                .map_err(worker("learner (sampling)"))?
+        } else {
+            self.runner
+                .block_on(self.addrs.sampler.send(message))
+                .map_err(worker("sampler"))?
+        }
+        .map_err(StageError::Worker)?;
         crate::stages::rl_local::keep_largest(&mut self.sampler_memory, generated.memory);
         Ok(generated.completions)
     }
@@ -250,9 +270,9 @@ impl StepWorkers for ActorWorkers {
             .block_on(self.addrs.learner.send(Learn { rollouts }))
             .map_err(worker("learner"))?
             .map_err(StageError::Worker)?;
-        self.addrs
-            .sampler
-            .do_send(UpdateWeights(learned.weights.clone()));
+        if let Some(weights) = learned.weights {
+            self.addrs.sampler.do_send(UpdateWeights(weights));
+        }
         Ok(LearnedStep {
             stats: learned.stats,
             optimizer_step: learned.optimizer_step,

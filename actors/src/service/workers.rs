@@ -212,6 +212,20 @@ pub struct LearnerActor {
     /// ZeRO-1 and the all-reduce across the replicas (`[devices] shard_optimizer`,
     /// `all_reduce`).
     parallel: DataParallelConfig,
+    /// Set when the sampler shares the single learner's device: this actor then generates
+    /// (`Generate`), through its engine's decoder, and hands no weights out.
+    sampling: Option<LearnerSampling>,
+}
+
+/// How a learner that samples itself generates.
+#[derive(Clone)]
+pub struct LearnerSampling {
+    /// Decodes completions to text for the stop strings.
+    pub tokenizer: Arc<Tokenizer>,
+    /// Most sequences decoded at once.
+    pub max_batch: usize,
+    /// The precision of the weights it decodes with (`[devices] sampler_precision`).
+    pub precision: Precision,
 }
 
 impl LearnerActor {
@@ -233,6 +247,21 @@ impl LearnerActor {
                 ..parallel
             },
             devices,
+            sampling: None,
+        }
+    }
+
+    /// This learner generating too (`Generate`) when it is a single learner: the sampler shares
+    /// its device, and decodes the weights it trains.
+    pub fn sampling(self, sampling: Option<LearnerSampling>) -> Self {
+        LearnerActor { sampling, ..self }
+    }
+
+    /// The weights to hand the sampler actor, unless this actor samples itself.
+    fn handout(&self) -> Result<Option<Weights>, String> {
+        match self.sampling {
+            Some(_) => Ok(None),
+            None => self.weights().map(Some),
         }
     }
 
@@ -304,7 +333,7 @@ impl Handler<Load> for LearnerActor {
         start.optimizer_step = learner.optimizer_step();
         self.learner = Some(learner);
         Ok(Loaded {
-            weights: self.weights()?,
+            weights: self.handout()?,
             start,
         })
     }
@@ -323,8 +352,41 @@ impl Handler<Learn> for LearnerActor {
         let optimizer_step = learner.optimizer_step();
         Ok(Learned {
             stats,
-            weights: self.weights()?,
+            weights: self.handout()?,
             optimizer_step,
+        })
+    }
+}
+
+impl Handler<Generate> for LearnerActor {
+    type Result = Result<Generated, String>;
+
+    fn handle(&mut self, msg: Generate, _: &mut SyncContext<Self>) -> Self::Result {
+        let sampling = self
+            .sampling
+            .clone()
+            .ok_or("this learner does not sample (the sampler actor does)")?;
+        let learner = match self.learner.as_mut() {
+            Some(Learners::One(l)) => l,
+            Some(Learners::Replicated(_)) => {
+                return Err("data-parallel learners do not sample: the sampler actor does".into())
+            }
+            None => return Err("the learner is not loaded".into()),
+        };
+        let step = learner.step;
+        let device = learner.device();
+        let mut sampler = learner
+            .sampler(sampling.precision, sampling.max_batch)
+            .map_err(|e| format!("sampler on {device}: {e}"))?;
+        let completions = sampler
+            .generate(&msg.requests, Some(sampling.tokenizer.as_ref()))
+            .map_err(|e| format!("sampler: {e}"))?;
+        // No copy of the weights: the sampler decodes the learner's.
+        let memory = sampler.memory_parts();
+        Ok(Generated {
+            completions,
+            weights_step: step,
+            memory,
         })
     }
 }

@@ -215,12 +215,22 @@ impl StepWorkers for LocalWorkers<'_> {
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
         let (max_batch, tokenizer) = (self.plan.settings.max_batch, self.plan.tokenizer.clone());
-        let mut sampler = Sampler::with_precision(
+        let (device, precision) = (
             self.plan.placement.sampler,
             self.plan.placement.sampler_precision,
-            self.policy()?,
-            max_batch,
-        )?;
+        );
+        // A sampler on the single learner's device decodes through the learner's engine: on a
+        // GPU from the weights it trains (no copy, no upload); on the CPU as before.
+        let beside_learner = match &self.learner {
+            LearnerSlot::Owned(l) => l.device() == device,
+            LearnerSlot::Borrowed(l) => l.device() == device,
+            _ => false,
+        };
+        let mut sampler = if beside_learner {
+            self.learner()?.sampler(precision, max_batch)?
+        } else {
+            Sampler::with_precision(device, precision, self.policy()?, max_batch)?
+        };
         let completions = sampler.generate(&requests, Some(tokenizer.as_ref()))?;
         let memory = sampler.memory_parts();
         drop(sampler);

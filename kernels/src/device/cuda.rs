@@ -506,6 +506,34 @@ impl TrainEngine for CudaTrainEngine {
     fn arena_bytes_for(&self, model: &Model, (b, t): (usize, usize), checkpointed: bool) -> f64 {
         super::memory::cuda_activations_bytes(&model.config, b, t, checkpointed)
     }
+
+    fn decoder<'a>(
+        &'a mut self,
+        model: &'a Model,
+        precision: Precision,
+    ) -> Result<Box<dyn DecodeEngine + 'a>> {
+        let device = self.device();
+        if precision.on(device) == Precision::F32 {
+            return Err(super::backend::unsupported(
+                device,
+                "f32 decoding (the CUDA decoder computes in bf16: sampler_precision = \"bf16\" or \"auto\")",
+            ));
+        }
+        let weights = self.model(ModelRole::Trained)?;
+        if weights.config != model.config || weights.layout.total != model.params.len() {
+            return Err(EngineError::Input(
+                "decoder: the host model is not the trained model's shape".into(),
+            ));
+        }
+        // The trained weights' bf16 copy, refreshed by every AdamW step, is what the decode
+        // GEMMs read: the sampler decodes the newest weights with no copy of its own.
+        Ok(Box::new(CudaDecodeEngine {
+            ordinal: self.ordinal,
+            model,
+            resident: Resident::Borrowed(&self.be, weights),
+            decoder: None,
+        }))
+    }
 }
 
 /// Generation on one GPU: the model's weights (inference upload), the device decoder, and the
@@ -514,9 +542,24 @@ impl TrainEngine for CudaTrainEngine {
 pub struct CudaDecodeEngine<'m> {
     ordinal: usize,
     model: &'m Model,
-    be: CudaBackend,
-    weights: DeviceModel,
+    resident: Resident<'m>,
     decoder: Option<DeviceDecoder>,
+}
+
+/// The backend and weights a decode engine computes with: its own (opened and uploaded for
+/// it), or a training engine's (its trained model, borrowed while it decodes).
+enum Resident<'m> {
+    Owned(Box<(CudaBackend, DeviceModel)>),
+    Borrowed(&'m CudaBackend, &'m DeviceModel),
+}
+
+impl Resident<'_> {
+    fn parts(&self) -> (&CudaBackend, &DeviceModel) {
+        match self {
+            Resident::Owned(owned) => (&owned.0, &owned.1),
+            Resident::Borrowed(be, weights) => (be, weights),
+        }
+    }
 }
 
 impl<'m> CudaDecodeEngine<'m> {
@@ -528,8 +571,7 @@ impl<'m> CudaDecodeEngine<'m> {
         Ok(CudaDecodeEngine {
             ordinal,
             model,
-            be,
-            weights,
+            resident: Resident::Owned(Box::new((be, weights))),
             decoder: None,
         })
     }
@@ -574,8 +616,9 @@ impl DecodeEngine for CudaDecodeEngine<'_> {
             }
         }
         self.decoder = None;
-        let decoder = DeviceDecoder::new(&self.be, &self.weights, slots, max_len, rows)
-            .map_err(on(self.ordinal))?;
+        let (be, weights) = self.resident.parts();
+        let decoder =
+            DeviceDecoder::new(be, weights, slots, max_len, rows).map_err(on(self.ordinal))?;
         self.decoder = Some(decoder);
         Ok(())
     }
@@ -606,7 +649,7 @@ impl DecodeEngine for CudaDecodeEngine<'_> {
         };
         let err = on(self.ordinal);
         let v = self.model.config.vocab_size;
-        let (be, weights) = (&self.be, &self.weights);
+        let (be, weights) = self.resident.parts();
         let decoder = self
             .decoder
             .as_mut()
@@ -645,7 +688,7 @@ impl DecodeEngine for CudaDecodeEngine<'_> {
         let params: Vec<DeviceSampling> = draws.iter().map(device_sampling).collect();
         let counters: Vec<u64> = draws.iter().map(|d| d.counter).collect();
         self.decoder()?;
-        let (be, weights) = (&self.be, &self.weights);
+        let (be, weights) = self.resident.parts();
         let decoder = self.decoder.as_mut().expect("checked above");
         decoder
             .step(be, weights, slots, tokens, positions, None)

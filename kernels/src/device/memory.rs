@@ -55,7 +55,8 @@ pub struct SamplerShape {
     /// Positions per slot (prompt + new tokens).
     pub max_len: usize,
     /// Whether the sampler holds its own copy of the weights (an RL run: the learner has the
-    /// other); a sampling-only stage's weights are counted once, as `weights`.
+    /// other — unless the sampler is on the single learner's device, where it decodes the
+    /// learner's); a sampling-only stage's weights are counted once, as `weights`.
     pub own_copy: bool,
     /// The precision of its weights (`[devices] sampler_precision`): a CPU sampler in bf16
     /// also holds a bf16 copy, two bytes per parameter.
@@ -474,10 +475,18 @@ pub fn estimate(
         } else {
             "weights"
         };
+        // An RL sampler on the single learner's device decodes the learner's weights
+        // (`TrainEngine::decoder`): no copy of its own.
+        let shares_learner = s.own_copy
+            && shape.learner.is_some()
+            && learners.len() == 1
+            && learners.first() == Some(&sampler);
         let d = out.on(sampler);
         match sampler {
             Device::Cpu => {
-                d.add(copy, p);
+                if !shares_learner {
+                    d.add(copy, p);
+                }
                 if s.precision.on(sampler) == super::Precision::Bf16 {
                     // Two bytes a parameter, and a tied LM head packed on its own.
                     let head = if cfg.tie_word_embeddings {
@@ -495,7 +504,9 @@ pub fn estimate(
             }
             Device::Cuda(_) => {
                 let rows = s.slots.max(CPU_PREFILL_ROWS);
-                d.add(copy, cuda_model_bytes(cfg, s.max_len, false));
+                if !shares_learner {
+                    d.add(copy, cuda_model_bytes(cfg, s.max_len, false));
+                }
                 let cache = cuda_cache_bytes(cfg, s.slots, s.max_len);
                 d.add("KV cache", cache);
                 d.add(
@@ -620,13 +631,19 @@ mod tests {
                 "AdamW moments",
                 "reference model",
                 "activations",
-                "sampler's copy of the weights",
                 "KV cache",
                 "decoding buffers"
             ]
         );
         let p = 4.0 * s.model.parameter_estimate();
         assert_eq!(cpu.devices[0].parts[2].bytes, 2.0 * p);
+        // The sampler decodes the single learner's weights on its device; beside replicas it
+        // keeps a copy of its own.
+        let replicas = estimate(&s, &[Device::Cpu, Device::Cpu], Device::Cpu, Device::Cpu);
+        assert!(replicas.devices[0]
+            .parts
+            .iter()
+            .any(|part| part.category == "sampler's copy of the weights" && part.bytes == p));
         let split = estimate(
             &s,
             &[Device::Cuda(0), Device::Cuda(1)],

@@ -10,13 +10,14 @@
 //! without bringing them up to date, or changes them without uploading, gets other numbers than
 //! on the plain CPU engine: tests run a learner on both and compare the bits.
 //!
+//! `decoder` decodes from its trained copy, as a device decodes from the weights it holds.
 //! Reward models (`reward_forward`, `reward_backward`) are passed through as they are.
 
 use std::collections::HashMap;
 
-use super::backend::{ModelRole, TrainEngine};
+use super::backend::{DecodeEngine, ModelRole, TrainEngine};
 use super::cpu::CpuTrainEngine;
-use super::Device;
+use super::{Device, Precision};
 use crate::cpu::SharedGroup;
 use crate::error::{EngineError, Result};
 use crate::model::{Model, RewardModel};
@@ -221,6 +222,16 @@ impl TrainEngine for ResidentCpuEngine {
         }
         model.params.copy_from_slice(&trained.params);
         Ok(())
+    }
+
+    fn decoder<'a>(
+        &'a mut self,
+        _model: &'a Model,
+        precision: Precision,
+    ) -> Result<Box<dyn DecodeEngine + 'a>> {
+        // As a device does: the weights it holds, not the host copy.
+        let trained = self.trained()?;
+        super::backend::open_decoder_with(Device::Cpu, precision, trained)
     }
 
     fn arena_bytes(&self) -> usize {

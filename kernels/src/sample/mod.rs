@@ -135,6 +135,20 @@ impl<'m> Sampler<'m> {
         })
     }
 
+    /// A sampler for `model` decoding through `engine` (e.g. a training engine's
+    /// `TrainEngine::decoder`, which decodes the weights that engine holds).
+    pub fn with_engine(
+        model: &'m Model,
+        max_batch: usize,
+        engine: Box<dyn DecodeEngine + 'm>,
+    ) -> Self {
+        Sampler {
+            model,
+            max_batch: max_batch.max(1),
+            engine,
+        }
+    }
+
     /// The device it decodes on.
     pub fn device(&self) -> Device {
         self.engine.device()
