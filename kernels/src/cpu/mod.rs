@@ -8,4 +8,7 @@ pub mod ops;
 pub mod rowmat;
 
 pub use decode::{decode_step, DecodeScratch, KvCache};
-pub use model::{arena_floats, backward, forward, head, logits, Activations, SharedGroup};
+pub use model::{
+    arena_floats, backward, forward, head, logits, shared_layout, Activations, SharedGroup,
+    SharedLayout,
+};

@@ -269,62 +269,10 @@ impl Activations {
     /// a group are trained over one copy of the prompt). An empty list restores one sequence
     /// per row.
     pub fn set_layout(&mut self, rows: &[Vec<SharedGroup>]) -> Result<()> {
-        let t = self.t;
-        if !rows.is_empty() && rows.len() != self.b {
-            return Err(EngineError::Input(format!(
-                "layout: {} rows given for a batch of {}",
-                rows.len(),
-                self.b
-            )));
-        }
-        for (row, groups) in rows.iter().enumerate() {
-            let total: usize = groups.iter().map(SharedGroup::len).sum();
-            if total > t
-                || groups
-                    .iter()
-                    .any(|g| g.is_empty() || g.branches.contains(&0))
-            {
-                return Err(EngineError::Input(format!(
-                    "layout of row {row}: groups {groups:?} do not fit {t} positions"
-                )));
-            }
-        }
-        self.positions = (0..self.b).flat_map(|_| 0..t as u32).collect();
-        self.seg_start = vec![0; self.b * t];
-        let shared = rows
-            .iter()
-            .any(|g| g.iter().any(|g| !g.branches.is_empty()));
-        (self.shared_start, self.shared_end) = if shared {
-            (vec![0; self.b * t], vec![0; self.b * t])
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        for (row, groups) in rows.iter().enumerate() {
-            let base = row * t;
-            // (first row position, tokens, first position id, shared prompt) per span.
-            let mut spans = Vec::new();
-            let mut at = 0;
-            for group in groups {
-                let prompt = at;
-                spans.push((at, group.prompt, 0, None));
-                at += group.prompt;
-                for &len in &group.branches {
-                    spans.push((at, len, group.prompt, Some((prompt, prompt + group.prompt))));
-                    at += len;
-                }
-            }
-            spans.push((at, t - at, 0, None));
-            for (at, len, first_pos, shared) in spans {
-                for k in 0..len {
-                    self.positions[base + at + k] = (first_pos + k) as u32;
-                    self.seg_start[base + at + k] = at as u32;
-                    if let Some((a, z)) = shared {
-                        self.shared_start[base + at + k] = a as u32;
-                        self.shared_end[base + at + k] = z as u32;
-                    }
-                }
-            }
-        }
+        let layout = shared_layout(self.b, self.t, rows).map_err(EngineError::Input)?;
+        self.positions = layout.positions;
+        self.seg_start = layout.seg_start;
+        (self.shared_start, self.shared_end) = layout.shared.unwrap_or_default();
         Ok(())
     }
 
@@ -454,6 +402,97 @@ impl SharedGroup {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Positions, segment starts and shared-prompt windows [B·T] of a batch whose rows hold groups
+/// of sequences sharing a prompt: what `shared_layout` lays out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLayout {
+    /// Position id of each token (a branch continues at its prompt's length).
+    pub positions: Vec<u32>,
+    /// Row position where each token's own segment (a prompt, a branch, a padding run) starts.
+    pub seg_start: Vec<u32>,
+    /// Row positions [start, end) of the prompt each token also attends to (0, 0 for none);
+    /// `None` when no group has a branch (the layout is packed segments only).
+    pub shared: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+/// `rows[b]` laid out for both engines (`Activations::set_layout`, the CUDA arena): each group's
+/// prompt from position 0, attending to itself causally; each branch after it, positions
+/// continuing at the prompt's length, attending to the prompt and to itself, never to the other
+/// branches; the rest of the row one padding sequence. `rows` empty: one sequence per row. Groups that do not fit their
+/// row, empty groups and empty branches are refused.
+pub fn shared_layout(
+    b: usize,
+    t: usize,
+    rows: &[Vec<SharedGroup>],
+) -> std::result::Result<SharedLayout, String> {
+    if !rows.is_empty() && rows.len() != b {
+        return Err(format!(
+            "layout: {} rows given for a batch of {b}",
+            rows.len()
+        ));
+    }
+    for (row, groups) in rows.iter().enumerate() {
+        // Checked sums: lengths from a caller never wrap into a layout that seems to fit.
+        let total = groups.iter().try_fold(0usize, |acc, g| {
+            g.branches
+                .iter()
+                .try_fold(g.prompt, |len, &x| len.checked_add(x))
+                .and_then(|len| acc.checked_add(len))
+        });
+        if total.is_none_or(|total| total > t)
+            || groups
+                .iter()
+                .any(|g| g.is_empty() || g.branches.contains(&0))
+        {
+            return Err(format!(
+                "layout of row {row}: groups {groups:?} do not fit {t} positions"
+            ));
+        }
+    }
+    let n = b * t;
+    let mut positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+    let mut seg_start = vec![0u32; n];
+    let shared = rows
+        .iter()
+        .any(|g| g.iter().any(|g| !g.branches.is_empty()));
+    let (mut shared_start, mut shared_end) = if shared {
+        (vec![0u32; n], vec![0u32; n])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    for (row, groups) in rows.iter().enumerate() {
+        let base = row * t;
+        // (first row position, tokens, first position id, shared prompt) per span.
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for group in groups {
+            let prompt = at;
+            spans.push((at, group.prompt, 0, None));
+            at += group.prompt;
+            for &len in &group.branches {
+                spans.push((at, len, group.prompt, Some((prompt, prompt + group.prompt))));
+                at += len;
+            }
+        }
+        spans.push((at, t - at, 0, None));
+        for (at, len, first_pos, window) in spans {
+            for k in 0..len {
+                positions[base + at + k] = (first_pos + k) as u32;
+                seg_start[base + at + k] = at as u32;
+                if let Some((a, z)) = window {
+                    shared_start[base + at + k] = a as u32;
+                    shared_end[base + at + k] = z as u32;
+                }
+            }
+        }
+    }
+    Ok(SharedLayout {
+        positions,
+        seg_start,
+        shared: shared.then_some((shared_start, shared_end)),
+    })
 }
 
 /// Floats of an arena for `b` sequences of `t` tokens of `model` (without the head's chunk),
