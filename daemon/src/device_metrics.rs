@@ -127,16 +127,19 @@ impl DeviceMetrics {
         if let Some(bytes) = resident_bytes() {
             self.in_use.with_label_values(&["cpu"]).set(bytes);
         }
-        self.show_gpus(&r1_kernels::device::usage::gpu_memory_in_use());
+        self.show_gpus(&r1_kernels::cuda::usage::gpu_memory_in_use());
     }
 
     /// Sets the GPUs' series to `gpus` and removes those of GPUs no longer listed.
-    fn show_gpus(&self, gpus: &[r1_kernels::device::usage::GpuMemory]) {
+    fn show_gpus(&self, gpus: &[r1_kernels::cuda::usage::GpuMemory]) {
         let mut shown = self
             .gpus_shown
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let now: Vec<String> = gpus.iter().map(|g| g.device.to_string()).collect();
+        let now: Vec<String> = gpus
+            .iter()
+            .map(|g| Device::Cuda(g.ordinal).to_string())
+            .collect();
         for gone in shown.iter().filter(|d| !now.contains(d)) {
             let _ = self.in_use.remove_label_values(&[gone.as_str()]);
         }
@@ -219,8 +222,8 @@ mod tests {
             "{text}"
         );
         // A GPU's series follows what the driver reports, and goes when no engine holds it.
-        let gpu = |k, used| r1_kernels::device::usage::GpuMemory {
-            device: Device::Cuda(k),
+        let gpu = |ordinal, used| r1_kernels::cuda::usage::GpuMemory {
+            ordinal,
             used_bytes: used,
             total_bytes: 80 << 30,
         };

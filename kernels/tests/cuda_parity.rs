@@ -3355,10 +3355,10 @@ fn gpu_memory_in_use_is_read_through_an_open_engine_and_nccl_sums_the_engines_gr
         return;
     };
     // The backend opened above holds a context on cuda:0: r1d's gauge reads the device there.
-    let used = r1_kernels::device::usage::gpu_memory_in_use();
+    let used = r1_kernels::cuda::usage::gpu_memory_in_use();
     let cuda0 = used
         .iter()
-        .find(|m| m.device == r1_kernels::device::Device::Cuda(0))
+        .find(|m| m.ordinal == 0)
         .expect("cuda:0 is read while a backend holds it");
     eprintln!(
         "cuda:0 in use: {} of {} bytes",

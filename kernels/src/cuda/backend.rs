@@ -558,7 +558,7 @@ impl CudaBackend {
         // Streams are ordered by the engine itself; cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
         // r1d's memory gauge reads the device through the contexts engines hold.
-        crate::device::usage::note_context(ordinal, &ctx);
+        super::usage::note_context(ordinal, &ctx);
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| CudaError::driver("compute capability", e))?;

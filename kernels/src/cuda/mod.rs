@@ -12,6 +12,7 @@
 //! - `decode`: KV cache in device memory, batched decode step, sampling on the device: the
 //!   sampler's path (not batch-invariant: cuBLAS picks GEMM kernels by row count).
 //! - `bench`: training and decoding throughput on the device (`cuda_bench`).
+//! - `usage`: the memory in use on each GPU an engine holds a context on (r1d's gauge).
 //!
 //! Kernels are CUDA C in `kernels/*.cu`, compiled by NVRTC for the device's compute capability.
 
@@ -21,6 +22,7 @@ pub mod decode;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod usage;
 
 pub use backend::{
     compile_kernel_ptx, kernel_resources, kernel_sources, nvrtc_available, CudaBackend,

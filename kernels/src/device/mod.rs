@@ -21,7 +21,6 @@ pub use backend::{
 pub mod memory;
 pub mod placement;
 pub mod resident;
-pub mod usage;
 
 use std::fmt;
 use std::str::FromStr;

@@ -9,16 +9,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cudarc::driver::CudaContext;
 
-use super::Device;
-
 /// The contexts engines opened, by ordinal (dead ones are dropped as they are found).
 static CONTEXTS: Mutex<Vec<(usize, Weak<CudaContext>)>> = Mutex::new(Vec::new());
 
 /// One GPU's memory as its driver reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuMemory {
-    /// The device.
-    pub device: Device,
+    /// The device's ordinal (`cuda:N`).
+    pub ordinal: usize,
     /// Bytes in use on the device, by every process (total − free).
     pub used_bytes: u64,
     /// The device's memory.
@@ -50,21 +48,18 @@ pub fn gpu_memory_in_use() -> Vec<GpuMemory> {
     };
     let mut out: Vec<GpuMemory> = Vec::new();
     for (ordinal, ctx) in live {
-        if out.iter().any(|m| m.device == Device::Cuda(ordinal)) {
+        if out.iter().any(|m| m.ordinal == ordinal) {
             continue;
         }
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.mem_get_info()));
         if let Ok(Ok((free, total))) = read {
             out.push(GpuMemory {
-                device: Device::Cuda(ordinal),
+                ordinal,
                 used_bytes: total.saturating_sub(free) as u64,
                 total_bytes: total as u64,
             });
         }
     }
-    out.sort_by_key(|m| match m.device {
-        Device::Cpu => 0,
-        Device::Cuda(k) => k + 1,
-    });
+    out.sort_by_key(|m| m.ordinal);
     out
 }
