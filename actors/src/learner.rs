@@ -689,15 +689,17 @@ impl GrpoLearner {
         Ok(())
     }
 
-    /// A sampler generating with the policy as the learner's engine holds it, in `precision`:
-    /// on a GPU from the learner's own device weights (no second copy, nothing uploaded); on
-    /// the CPU as `Sampler::with_precision` does. The learner is borrowed while it samples.
+    /// A sampler on `device` generating with the policy as the learner's engine holds it, in
+    /// `precision`: on the learner's GPU from its own device weights (no second copy, nothing
+    /// uploaded), on another GPU from a device-to-device copy of them; on the CPU as
+    /// `Sampler::with_precision` does. The learner is borrowed while it samples.
     pub fn sampler(
         &mut self,
+        device: Device,
         precision: r1_kernels::device::Precision,
         max_batch: usize,
     ) -> Result<r1_kernels::sample::Sampler<'_>, LearnerError> {
-        let engine = self.engine.decoder(&self.policy, precision)?;
+        let engine = self.engine.decoder(device, &self.policy, precision)?;
         Ok(r1_kernels::sample::Sampler::with_engine(
             &self.policy,
             max_batch,

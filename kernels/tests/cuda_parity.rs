@@ -3387,3 +3387,34 @@ fn gpu_memory_in_use_is_read_through_an_open_engine_and_nccl_sums_the_engines_gr
     engine.download_grads(&mut back).unwrap();
     assert_eq!(back, grads, "a one-rank all-reduce is the identity");
 }
+
+#[test]
+fn a_model_copied_device_to_device_decodes_as_the_uploaded_one() {
+    let Some(src_be) = gpu("peer copy") else {
+        return;
+    };
+    // The lent machines have one GPU: two backends on it stand for the learner's and the
+    // sampler's (the copy then runs within the device; across GPUs it is peer to peer).
+    let dst_be = CudaBackend::new(0).unwrap();
+    let model = Model::random(tiny_config(Architecture::Qwen2), 21, 0.05);
+    let positions = model.config.max_position_embeddings;
+    let src = DeviceModel::upload(&src_be, &model, positions, true).unwrap();
+    let copy = DeviceModel::from_peer(&dst_be, &src_be, &src, positions).unwrap();
+    assert_eq!(copy.download_params(&dst_be).unwrap(), model.params);
+    // The bf16 copy was cast there: the same greedy tokens and logits bits as a fresh upload.
+    let fresh = DeviceModel::upload(&dst_be, &model, positions, false).unwrap();
+    let decode = |weights: &DeviceModel| {
+        let mut dec = DeviceDecoder::new(&dst_be, weights, 1, 16, 4).unwrap();
+        dec.step(
+            &dst_be,
+            weights,
+            &[0, 0, 0],
+            &[3, 9, 4],
+            &[0, 1, 2],
+            Some(&[2]),
+        )
+        .unwrap();
+        dec.logits(&dst_be, model.config.vocab_size).unwrap()
+    };
+    assert_eq!(decode(&copy), decode(&fresh));
+}

@@ -31,8 +31,8 @@ use super::workers::{
 #[derive(Clone)]
 pub struct WorkerAddrs {
     sampler: Addr<SamplerActor>,
-    /// Whether the learner actor generates (the sampler shares the single learner's device and
-    /// decodes its weights); the sampler actor then idles.
+    /// Whether the learner actor generates (a single learner: the sampler decodes its weights,
+    /// in place on its GPU or copied device to device); the sampler actor then idles.
     sample_on_learner: bool,
     judge: Addr<JudgeActor>,
     lang: Addr<LangActor>,
@@ -53,11 +53,12 @@ impl WorkerAddrs {
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
         let parallel = crate::data_parallel::DataParallelConfig::of(&plan.placement);
         let precision = plan.placement.sampler_precision;
-        let sample_on_learner = learners.len() == 1 && learners.first() == Some(&sampler_device);
+        let sample_on_learner = learners.len() == 1;
         let sampling = sample_on_learner.then(|| LearnerSampling {
             tokenizer: tokenizer.clone(),
             max_batch,
             precision,
+            device: sampler_device,
         });
         WorkerAddrs {
             sample_on_learner,

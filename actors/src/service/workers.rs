@@ -212,8 +212,8 @@ pub struct LearnerActor {
     /// ZeRO-1 and the all-reduce across the replicas (`[devices] shard_optimizer`,
     /// `all_reduce`).
     parallel: DataParallelConfig,
-    /// Set when the sampler shares the single learner's device: this actor then generates
-    /// (`Generate`), through its engine's decoder, and hands no weights out.
+    /// Set for a single learner: this actor then generates (`Generate`) through its engine's
+    /// decoder, and hands no weights out.
     sampling: Option<LearnerSampling>,
 }
 
@@ -226,6 +226,9 @@ pub struct LearnerSampling {
     pub max_batch: usize,
     /// The precision of the weights it decodes with (`[devices] sampler_precision`).
     pub precision: Precision,
+    /// Where it decodes (`[devices] sampler`): the learner's GPU decodes its weights in place,
+    /// another GPU gets them device to device.
+    pub device: Device,
 }
 
 impl LearnerActor {
@@ -251,8 +254,8 @@ impl LearnerActor {
         }
     }
 
-    /// This learner generating too (`Generate`) when it is a single learner: the sampler shares
-    /// its device, and decodes the weights it trains.
+    /// This learner generating too (`Generate`) when it is a single learner: the sampler decodes
+    /// the weights it trains (in place on its GPU, copied device to device onto another).
     pub fn sampling(self, sampling: Option<LearnerSampling>) -> Self {
         LearnerActor { sampling, ..self }
     }
@@ -374,14 +377,14 @@ impl Handler<Generate> for LearnerActor {
             None => return Err("the learner is not loaded".into()),
         };
         let step = learner.step;
-        let device = learner.device();
+        let device = sampling.device;
         let mut sampler = learner
-            .sampler(sampling.precision, sampling.max_batch)
+            .sampler(device, sampling.precision, sampling.max_batch)
             .map_err(|e| format!("sampler on {device}: {e}"))?;
         let completions = sampler
             .generate(&msg.requests, Some(sampling.tokenizer.as_ref()))
             .map_err(|e| format!("sampler: {e}"))?;
-        // No copy of the weights: the sampler decodes the learner's.
+        // No host copy of the weights: the sampler decodes the learner's.
         let memory = sampler.memory_parts();
         Ok(Generated {
             completions,

@@ -219,15 +219,15 @@ impl StepWorkers for LocalWorkers<'_> {
             self.plan.placement.sampler,
             self.plan.placement.sampler_precision,
         );
-        // A sampler on the single learner's device decodes through the learner's engine: on a
-        // GPU from the weights it trains (no copy, no upload); on the CPU as before.
-        let beside_learner = match &self.learner {
-            LearnerSlot::Owned(l) => l.device() == device,
-            LearnerSlot::Borrowed(l) => l.device() == device,
-            _ => false,
-        };
-        let mut sampler = if beside_learner {
-            self.learner()?.sampler(precision, max_batch)?
+        // A single learner's sampler decodes through the learner's engine: on the learner's
+        // GPU from the weights it trains (no copy, no upload), on another GPU from a
+        // device-to-device copy; on the CPU as before.
+        let single = matches!(
+            &self.learner,
+            LearnerSlot::Owned(_) | LearnerSlot::Borrowed(_)
+        );
+        let mut sampler = if single {
+            self.learner()?.sampler(device, precision, max_batch)?
         } else {
             Sampler::with_precision(device, precision, self.policy()?, max_batch)?
         };

@@ -858,6 +858,42 @@ impl CudaBackend {
             .map_err(|e| CudaError::driver("memset", e))
     }
 
+    /// Copies `src` (a buffer of `src_be`'s device, another GPU or this one) into `dst` (this
+    /// device's), device to device: peer to peer where the GPUs allow it, staged by the driver
+    /// where they do not; never through a host buffer of r1's. `src_be`'s stream is waited for
+    /// first (its kernels may still be writing `src`), and the copy is finished on return.
+    pub fn copy_from_peer<T: Copy>(
+        &self,
+        dst: &DeviceBuffer<T>,
+        src_be: &CudaBackend,
+        src: &DeviceBuffer<T>,
+    ) -> Result<(), CudaError> {
+        if dst.len != src.len {
+            return Err(CudaError::Input(format!(
+                "peer copy of {} values into a buffer of {}",
+                src.len, dst.len
+            )));
+        }
+        if src.len == 0 {
+            return Ok(());
+        }
+        src_be.synchronize()?;
+        self.bind()?;
+        let bytes = src.len * std::mem::size_of::<T>();
+        unsafe {
+            drv::memcpy_peer_async(
+                self.ctx.cu_ctx(),
+                dst.ptr,
+                src_be.ctx.cu_ctx(),
+                src.ptr,
+                bytes,
+                self.stream,
+            )
+        }
+        .map_err(|e| CudaError::driver(format!("peer copy of {bytes} bytes"), e))?;
+        self.synchronize()
+    }
+
     /// Waits for everything queued on the stream; reports a kernel's failure.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.bind()?;

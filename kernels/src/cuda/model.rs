@@ -90,6 +90,36 @@ impl DeviceModel {
         })
     }
 
+    /// `src`, a model on another device (`src_be`'s), copied here for inference device to
+    /// device (`CudaBackend::copy_from_peer`: its f32 weights, then this device's bf16 copy cast
+    /// from them): a sampler on another GPU than the learner's, without a trip through the host.
+    pub fn from_peer(
+        be: &CudaBackend,
+        src_be: &CudaBackend,
+        src: &DeviceModel,
+        max_positions: usize,
+    ) -> Result<Self, CudaError> {
+        let total = src.layout.total;
+        let params = be.alloc::<f32>(total)?;
+        be.copy_from_peer(&params, src_be, &src.params)?;
+        let params_bf16 = be.alloc::<bf16>(total)?;
+        ops::cast_to_bf16(be, params_bf16.ptr(), params.ptr(), total)?;
+        let rope = RopeTable::new(&src.config.rope_inv_freq(), max_positions.max(1));
+        Ok(DeviceModel {
+            config: src.config.clone(),
+            layout: src.layout.clone(),
+            params,
+            params_bf16,
+            grads: be.zeros(0)?,
+            m: be.zeros(0)?,
+            v: be.zeros(0)?,
+            step: 0,
+            rope_cos: be.upload(&rope.cos)?,
+            rope_sin: be.upload(&rope.sin)?,
+            rope_positions: max_positions.max(1),
+        })
+    }
+
     /// Positions the RoPE tables cover.
     pub fn max_positions(&self) -> usize {
         self.rope_positions

@@ -178,17 +178,19 @@ pub trait TrainEngine: Send {
     /// on the CPU, which computes on them in place).
     fn download_params(&self, model: &mut Model) -> Result<()>;
 
-    /// A decode engine generating with the trained model's weights as this engine holds them,
-    /// in `precision`; `model` is that role's host copy, current (the learner's policy after its
-    /// step). A device that keeps the weights (CUDA) decodes from them where they are — no
-    /// second copy on the device, nothing moved over the bus — while this engine is borrowed;
-    /// the CPU opens its decoder on `model` as `open_decoder_with` does.
+    /// A decode engine on `device` generating with the trained model's weights as this engine
+    /// holds them, in `precision`; `model` is that role's host copy, current (the learner's
+    /// policy after its step). A device that keeps the weights (CUDA) decodes from them where
+    /// they are when `device` is its own — no second copy, nothing moved — and copies them
+    /// device to device onto another GPU; otherwise (the CPU, a CPU sampler) the decoder is
+    /// opened on `model` as `open_decoder_with` does.
     fn decoder<'a>(
         &'a mut self,
+        device: Device,
         model: &'a Model,
         precision: Precision,
     ) -> Result<Box<dyn DecodeEngine + 'a>> {
-        open_decoder_with(self.device(), precision, model)
+        open_decoder_with(device, precision, model)
     }
 
     /// Bytes of the activation arena as last planned (0 before the first forward).

@@ -509,10 +509,14 @@ impl TrainEngine for CudaTrainEngine {
 
     fn decoder<'a>(
         &'a mut self,
+        device: Device,
         model: &'a Model,
         precision: Precision,
     ) -> Result<Box<dyn DecodeEngine + 'a>> {
-        let device = self.device();
+        let Device::Cuda(ordinal) = device else {
+            // A CPU sampler decodes the host copy.
+            return super::backend::open_decoder_with(device, precision, model);
+        };
         if precision.on(device) == Precision::F32 {
             return Err(super::backend::unsupported(
                 device,
@@ -525,12 +529,21 @@ impl TrainEngine for CudaTrainEngine {
                 "decoder: the host model is not the trained model's shape".into(),
             ));
         }
-        // The trained weights' bf16 copy, refreshed by every AdamW step, is what the decode
-        // GEMMs read: the sampler decodes the newest weights with no copy of its own.
+        let resident = if ordinal == self.ordinal {
+            // The trained weights' bf16 copy, refreshed by every AdamW step, is what the decode
+            // GEMMs read: the sampler decodes the newest weights with no copy of its own.
+            Resident::Borrowed(&self.be, weights)
+        } else {
+            // Another GPU: the weights go there device to device, not through the host.
+            let be = backend(ordinal)?;
+            let copy = DeviceModel::from_peer(&be, &self.be, weights, positions(model))
+                .map_err(on(ordinal))?;
+            Resident::Owned(Box::new((be, copy)))
+        };
         Ok(Box::new(CudaDecodeEngine {
-            ordinal: self.ordinal,
+            ordinal,
             model,
-            resident: Resident::Borrowed(&self.be, weights),
+            resident,
             decoder: None,
         }))
     }

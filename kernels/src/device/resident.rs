@@ -226,12 +226,13 @@ impl TrainEngine for ResidentCpuEngine {
 
     fn decoder<'a>(
         &'a mut self,
+        device: Device,
         _model: &'a Model,
         precision: Precision,
     ) -> Result<Box<dyn DecodeEngine + 'a>> {
         // As a device does: the weights it holds, not the host copy.
         let trained = self.trained()?;
-        super::backend::open_decoder_with(Device::Cpu, precision, trained)
+        super::backend::open_decoder_with(device, precision, trained)
     }
 
     fn arena_bytes(&self) -> usize {
