@@ -323,14 +323,19 @@ pub fn open_decoder_with<'m>(
     match (device, precision.on(device)) {
         (Device::Cpu, Precision::Bf16) => Ok(Box::new(super::cpu::CpuDecodeEngine::bf16(model)?)),
         (Device::Cpu, _) => Ok(Box::new(super::cpu::CpuDecodeEngine::new(model))),
-        (Device::Cuda(_), Precision::F32) => Err(unsupported(
-            device,
-            "f32 decoding (the CUDA decoder computes in bf16: sampler_precision = \"bf16\" or \"auto\")",
-        )),
+        (Device::Cuda(_), Precision::F32) => Err(bf16_only(device)),
         (Device::Cuda(ordinal), _) => Ok(Box::new(super::cuda::CudaDecodeEngine::open(
             ordinal, model,
         )?)),
     }
+}
+
+/// The error for f32 decoding on a CUDA device, whose decoder computes in bf16 only.
+pub(crate) fn bf16_only(device: Device) -> EngineError {
+    unsupported(
+        device,
+        "f32 decoding (the CUDA decoder computes in bf16: sampler_precision = \"bf16\" or \"auto\")",
+    )
 }
 
 /// The error for an op a device's backend does not implement: names the device and the op.

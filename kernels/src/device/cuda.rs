@@ -518,10 +518,7 @@ impl TrainEngine for CudaTrainEngine {
             return super::backend::open_decoder_with(device, precision, model);
         };
         if precision.on(device) == Precision::F32 {
-            return Err(super::backend::unsupported(
-                device,
-                "f32 decoding (the CUDA decoder computes in bf16: sampler_precision = \"bf16\" or \"auto\")",
-            ));
+            return Err(super::backend::bf16_only(device));
         }
         let weights = self.model(ModelRole::Trained)?;
         if weights.config != model.config || weights.layout.total != model.params.len() {
