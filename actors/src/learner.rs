@@ -413,6 +413,23 @@ pub struct LearnerPhases {
     pub engine_row: usize,
 }
 
+/// `engine`, having taken over `optimizer`'s state (a learner or trainer moving to it).
+fn taking_over(
+    mut engine: Box<dyn TrainEngine>,
+    optimizer: &AdamW,
+) -> Result<Box<dyn TrainEngine>, LearnerError> {
+    engine.load_optimizer(optimizer)?;
+    Ok(engine)
+}
+
+/// A copy of `optimizer` with the moments as `engine` holds them (downloaded from a device that
+/// keeps them; the host's own on the CPU).
+fn as_held(engine: &dyn TrainEngine, optimizer: &AdamW) -> Result<AdamW, EngineError> {
+    let mut state = optimizer.clone();
+    engine.download_optimizer(&mut state)?;
+    Ok(state)
+}
+
 /// The GRPO learner: the policy, its frozen reference, and the optimizer state.
 pub struct GrpoLearner {
     /// The policy being trained: current after every step (on a GPU the weights live on the
@@ -560,9 +577,8 @@ impl GrpoLearner {
 
     /// This learner computing through `engine` instead (a device layer of the caller's; the
     /// tests use `device::resident::ResidentCpuEngine`), which takes over its optimizer state.
-    pub fn with_engine(mut self, mut engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
-        engine.load_optimizer(&self.optimizer)?;
-        self.engine = engine;
+    pub fn with_engine(mut self, engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
+        self.engine = taking_over(engine, &self.optimizer)?;
         Ok(self)
     }
 
@@ -721,9 +737,7 @@ impl GrpoLearner {
     /// The AdamW state as the engine holds it now (a copy of `optimizer`, its moments
     /// downloaded from the device where they live there).
     pub fn optimizer_state(&self) -> Result<AdamW, EngineError> {
-        let mut state = self.optimizer.clone();
-        self.engine.download_optimizer(&mut state)?;
-        Ok(state)
+        as_held(self.engine.as_ref(), &self.optimizer)
     }
 
     /// The optimizer updates of a step ([`GrpoLearner::step_with`] without the host copy's
@@ -1135,18 +1149,15 @@ impl SftTrainer {
 
     /// This trainer computing through `engine` instead (a device layer of the caller's; the
     /// tests use `device::resident::ResidentCpuEngine`), which takes over its optimizer state.
-    pub fn with_engine(mut self, mut engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
-        engine.load_optimizer(&self.optimizer)?;
-        self.engine = engine;
+    pub fn with_engine(mut self, engine: Box<dyn TrainEngine>) -> Result<Self, LearnerError> {
+        self.engine = taking_over(engine, &self.optimizer)?;
         Ok(self)
     }
 
     /// The AdamW state as the engine holds it now (the moments downloaded from the device
     /// where they live there): what a checkpoint saves.
     pub fn optimizer_state(&self) -> Result<AdamW, EngineError> {
-        let mut state = self.optimizer.clone();
-        self.engine.download_optimizer(&mut state)?;
-        Ok(state)
+        as_held(self.engine.as_ref(), &self.optimizer)
     }
 
     /// Continues from `optimizer` (a checkpoint's moments and step count); a device that cannot

@@ -24,6 +24,15 @@ use crate::model::{Model, RewardModel};
 use crate::train::adamw::AdamW;
 use crate::train::head::{HeadOutput, TokenObjective};
 
+/// `role`'s resident weights in `models`, copied from `model` on first use.
+fn resident<'a>(
+    models: &'a mut HashMap<ModelRole, Model>,
+    role: ModelRole,
+    model: &Model,
+) -> &'a Model {
+    models.entry(role).or_insert_with(|| model.clone())
+}
+
 /// The CPU engine keeping its own weights and moments, as a device does (module doc).
 pub struct ResidentCpuEngine {
     inner: CpuTrainEngine,
@@ -44,11 +53,6 @@ impl ResidentCpuEngine {
             state: None,
             state_newer: false,
         })
-    }
-
-    /// `role`'s resident weights, copied from `model` on first use.
-    fn resident(&mut self, role: ModelRole, model: &Model) -> &Model {
-        self.models.entry(role).or_insert_with(|| model.clone())
     }
 
     fn trained(&self) -> Result<&Model> {
@@ -76,8 +80,7 @@ impl TrainEngine for ResidentCpuEngine {
         segments: &[Vec<usize>],
         ids: &[u32],
     ) -> Result<()> {
-        self.resident(role, model);
-        let resident = &self.models[&role];
+        let resident = resident(&mut self.models, role, model);
         self.inner.forward(role, resident, shape, segments, ids)
     }
 
@@ -97,8 +100,7 @@ impl TrainEngine for ResidentCpuEngine {
         rows: &[Vec<SharedGroup>],
         ids: &[u32],
     ) -> Result<()> {
-        self.resident(role, model);
-        let resident = &self.models[&role];
+        let resident = resident(&mut self.models, role, model);
         self.inner.forward_shared(role, resident, shape, rows, ids)
     }
 
@@ -111,15 +113,13 @@ impl TrainEngine for ResidentCpuEngine {
         train: bool,
         want_entropy: bool,
     ) -> Result<HeadOutput> {
-        self.resident(role, model);
-        let resident = &self.models[&role];
+        let resident = resident(&mut self.models, role, model);
         self.inner
             .head(role, resident, targets, objective, train, want_entropy)
     }
 
     fn backward(&mut self, model: &Model, ids: &[u32]) -> Result<()> {
-        self.resident(ModelRole::Trained, model);
-        let resident = &self.models[&ModelRole::Trained];
+        let resident = resident(&mut self.models, ModelRole::Trained, model);
         self.inner.backward(resident, ids)
     }
 
