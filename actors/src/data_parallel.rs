@@ -285,6 +285,25 @@ impl DataParallelLearner {
         &self.replicas[0].policy
     }
 
+    /// A sampler on `device` generating with the policy as the replicas' engines hold it
+    /// ([`GrpoLearner::sampler`] of one replica): the replica on `device` decodes its own weights
+    /// in place; with none there, replica 0's are copied device to device (or read in place on
+    /// the CPU). Every replica holds the same weights between steps, so any one samples as the
+    /// single learner would.
+    pub fn sampler(
+        &mut self,
+        device: Device,
+        precision: r1_kernels::device::Precision,
+        max_batch: usize,
+    ) -> Result<r1_kernels::sample::Sampler<'_>, LearnerError> {
+        let at = self
+            .replicas
+            .iter()
+            .position(|r| r.device() == device)
+            .unwrap_or(0);
+        self.replicas[at].sampler(device, precision, max_batch)
+    }
+
     /// What every replica holds, summed by category ([`GrpoLearner::memory_parts`]).
     pub fn memory_parts(&self) -> Vec<MemoryPart> {
         let mut parts: Vec<MemoryPart> = Vec::new();

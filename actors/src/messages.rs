@@ -3,12 +3,13 @@
 //! thread, and `service::Director` forwards the run's events.
 //!
 //! ```text
-//! ActorWorkers ──Load──────────▶ LearnerActor ──▶ Loaded (weights + StartPoint)
-//!              ──Generate──────▶ SamplerActor       (weights: UpdateWeights after every update)
+//! ActorWorkers ──Load──────────▶ LearnerActor ──▶ Loaded (StartPoint)
+//!              ──Generate──────▶ LearnerActor ──▶ Generated (it samples from the weights it
+//!                                                 trains, through its engine's decoder)
 //!              ──Judge─────────▶ JudgeActor       ┐
 //!              ──ScoreLanguage─▶ LangActor        ├ at once, each with the plan's timeout
 //!              ──ScoreResponses▶ RewardModelActor ┘ (preference runs)
-//!              ──Learn─────────▶ LearnerActor ──▶ Learned (stats + the new weights)
+//!              ──Learn─────────▶ LearnerActor ──▶ Learned (stats)
 //!              ──TakeSnapshot──▶ LearnerActor ──SaveCheckpoint──▶ KeeperActor
 //! Director     ──RunEvent──────▶ whoever watches the run (the daemon's Hub: sled + /metrics)
 //! Control: Pause, Resume, Stop, Suspend, SetBest, GetStatus ──▶ Director (or StageWorker)
@@ -34,21 +35,8 @@ use crate::learner::{GrpoStepStats, Rollout};
 use crate::stages::preference::PreferenceStats;
 use crate::stages::GrpoStepReport;
 
-/// A version of the policy's weights, shared read-only between the learner and the sampler.
-#[derive(Debug, Clone)]
-pub struct Weights {
-    /// Learner steps taken when these weights were current.
-    pub step: u64,
-    /// The model.
-    pub model: Arc<Model>,
-}
-
-/// SamplerActor: sample with these weights from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UpdateWeights(pub Weights);
-
-/// SamplerActor: generate completions for these requests (each asks for a group of samples).
+/// LearnerActor: generate completions for these requests (each asks for a group of samples)
+/// with the policy as it stands.
 #[derive(Message)]
 #[rtype(result = "Result<Generated, String>")]
 pub struct Generate {
@@ -63,7 +51,8 @@ pub struct Generated {
     pub completions: Vec<Completion>,
     /// The learner step of the weights that sampled them.
     pub weights_step: u64,
-    /// What the sampler held for them, by category (its copy of the weights included).
+    /// What the sampler held for them, by category (the weights are the learner's, counted
+    /// there).
     pub memory: Vec<r1_kernels::device::memory::MemoryPart>,
 }
 
@@ -111,8 +100,6 @@ pub struct Load {
 /// Where the learner starts.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The weights to sample with (none when the learner samples itself).
-    pub weights: Option<Weights>,
     /// The step, counters and normaliser it starts from, what it resumed, what it skipped.
     pub start: StartPoint,
 }
@@ -125,13 +112,11 @@ pub struct Learn {
     pub rollouts: Vec<Rollout>,
 }
 
-/// What the learner did, and the weights it ends with.
+/// What the learner did.
 #[derive(Debug, Clone)]
 pub struct Learned {
     /// Statistics of the step.
     pub stats: GrpoStepStats,
-    /// The updated weights for the sampler (none when the learner samples itself).
-    pub weights: Option<Weights>,
     /// Optimizer steps taken so far.
     pub optimizer_step: u64,
 }

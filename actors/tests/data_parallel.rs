@@ -8,8 +8,9 @@ use r1_actors::data_parallel::{DataParallelConfig, DataParallelLearner};
 use r1_actors::keeper::{load_checkpoint, TrainerState};
 use r1_actors::learner::{GrpoLearner, GrpoStepStats, LearnerConfig, Rollout};
 use r1_kernels::bench::builtin_config;
-use r1_kernels::device::AllReduce;
+use r1_kernels::device::{AllReduce, Device, Precision};
 use r1_kernels::model::Model;
+use r1_kernels::sample::{GenerationRequest, Sampler, SamplingParams};
 use r1_kernels::train::{
     AdamWConfig, GrpoConfig, ImportanceSamplingLevel, LossAgg, LrSchedule, SamplerIsMode,
     ScaleRewards,
@@ -619,6 +620,37 @@ fn replicas_whose_engines_keep_the_weights_take_the_cpu_replicas_steps() {
                 (b.m, b.v, b.step),
                 "shard {shard}, step {step}"
             );
+            // The sampler decodes a replica's engine weights (`DataParallelLearner::sampler`;
+            // the resident engine's decoder reads its own copy, never the host's): after every
+            // step it samples what a sampler over the CPU replicas' policy samples.
+            assert_eq!(
+                samples(kept.sampler(Device::Cpu, Precision::Auto, 4).unwrap()),
+                samples(Sampler::new(cpu.policy(), 4)),
+                "shard {shard}, step {step}"
+            );
         }
     }
+}
+
+/// Token ids and sampling log-probs of a fixed set of requests.
+fn samples(mut sampler: Sampler<'_>) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let requests: Vec<GenerationRequest> = (0..2u64)
+        .map(|i| GenerationRequest {
+            prompt_ids: (0..3 + i as u32).map(|k| k * 7 + 2).collect(),
+            samples: 3,
+            seed: 11 + i,
+            params: SamplingParams {
+                temperature: 1.0,
+                max_new_tokens: 6,
+                ..SamplingParams::default()
+            },
+        })
+        .collect();
+    let done = sampler.generate(&requests, None).expect("generate");
+    done.into_iter()
+        .map(|c| {
+            let logp = c.sampling_logprobs.iter().map(|x| x.to_bits()).collect();
+            (c.token_ids, logp)
+        })
+        .collect()
 }

@@ -1,5 +1,5 @@
-//! The actor driver of the RL step (Director → ActorWorkers: SamplerActor, JudgeActor ‖
-//! LangActor ‖ RewardModelActor, LearnerActor, KeeperActor) and the in-process driver
+//! The actor driver of the RL step (Director → ActorWorkers: LearnerActor sampling, JudgeActor ‖
+//! LangActor ‖ RewardModelActor, LearnerActor learning, KeeperActor) and the in-process driver
 //! (`r1ctl train`: LocalWorkers) run the same `rl_step` over different workers: for one GRPO
 //! config (with dynamic sampling) and one preference config they end with the same weights.
 //! Pause, resume and stop act between steps; a resumed director continues where the checkpoint

@@ -17,23 +17,17 @@ use crate::keeper::{SavedCheckpoint, TrainerState};
 use crate::learner::Rollout;
 use crate::messages::{
     Generate, Judge, Learn, Load, SaveCheckpoint, ScoreLanguage, ScoreResponses, TakeSnapshot,
-    UpdateWeights,
 };
 use crate::stages::grpo::StageError;
 use crate::stages::rl::{LearnedStep, Rewards, RlPlan, StartPoint, StepWorkers};
 
 use super::workers::{
     JudgeActor, KeeperActor, LangActor, LearnerActor, LearnerSampling, RewardModelActor,
-    SamplerActor,
 };
 
 /// The worker actors of one run.
 #[derive(Clone)]
 pub struct WorkerAddrs {
-    sampler: Addr<SamplerActor>,
-    /// Whether the learner actor generates (a single learner: the sampler decodes its weights,
-    /// in place on its GPU or copied device to device); the sampler actor then idles.
-    sample_on_learner: bool,
     judge: Addr<JudgeActor>,
     lang: Addr<LangActor>,
     learner: Addr<LearnerActor>,
@@ -53,18 +47,16 @@ impl WorkerAddrs {
         let (sampler_device, learners) = (plan.placement.sampler, plan.placement.learners.clone());
         let parallel = crate::data_parallel::DataParallelConfig::of(&plan.placement);
         let precision = plan.placement.sampler_precision;
-        let sample_on_learner = learners.len() == 1;
-        let sampling = sample_on_learner.then(|| LearnerSampling {
-            tokenizer: tokenizer.clone(),
+        // The learner actor samples: its sampler decodes the weights the learner trains (in
+        // place on a learner's GPU, copied device to device onto another, read in place on the
+        // CPU), so no copy of the policy crosses actors.
+        let sampling = LearnerSampling {
+            tokenizer,
             max_batch,
             precision,
             device: sampler_device,
-        });
+        };
         WorkerAddrs {
-            sample_on_learner,
-            sampler: SyncArbiter::start(1, move || {
-                SamplerActor::new(tokenizer.clone(), max_batch, sampler_device, precision)
-            }),
             judge: SyncArbiter::start(1, move || JudgeActor::new(sandbox.clone())),
             lang: SyncArbiter::start(1, LangActor::default),
             learner: SyncArbiter::start(1, move || {
@@ -73,8 +65,8 @@ impl WorkerAddrs {
                     learner_config.clone(),
                     learners.clone(),
                     parallel,
+                    sampling.clone(),
                 )
-                .sampling(sampling.clone())
             }),
             keeper: SyncArbiter::start(1, KeeperActor::default),
             reward_models: plan.preference.as_ref().map(|p| {
@@ -147,9 +139,6 @@ impl StepWorkers for ActorWorkers {
             .block_on(self.addrs.learner.send(load))
             .map_err(worker("learner"))?
             .map_err(StageError::Worker)?;
-        if let Some(weights) = loaded.weights {
-            self.addrs.sampler.do_send(UpdateWeights(weights));
-        }
         Ok(loaded.start)
     }
 
@@ -157,17 +146,11 @@ impl StepWorkers for ActorWorkers {
         &mut self,
         requests: Vec<GenerationRequest>,
     ) -> Result<Vec<Completion>, StageError> {
-        let message = Generate { requests };
-        let generated = if self.addrs.sample_on_learner {
-            self.runner
-                .block_on(self.addrs.learner.send(message))
-                .map_err(worker("learner (sampling)"))?
-        } else {
-            self.runner
-                .block_on(self.addrs.sampler.send(message))
-                .map_err(worker("sampler"))?
-        }
-        .map_err(StageError::Worker)?;
+        let generated = self
+            .runner
+            .block_on(self.addrs.learner.send(Generate { requests }))
+            .map_err(worker("learner (sampling)"))?
+            .map_err(StageError::Worker)?;
         crate::stages::rl_local::keep_largest(&mut self.sampler_memory, generated.memory);
         Ok(generated.completions)
     }
@@ -271,9 +254,6 @@ impl StepWorkers for ActorWorkers {
             .block_on(self.addrs.learner.send(Learn { rollouts }))
             .map_err(worker("learner"))?
             .map_err(StageError::Worker)?;
-        if let Some(weights) = learned.weights {
-            self.addrs.sampler.do_send(UpdateWeights(weights));
-        }
         Ok(LearnedStep {
             stats: learned.stats,
             optimizer_step: learned.optimizer_step,

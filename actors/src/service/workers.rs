@@ -7,7 +7,6 @@ use actix::{Actor, Handler, SyncContext};
 
 use r1_kernels::device::{Device, Precision};
 use r1_kernels::model::load_model_dir;
-use r1_kernels::sample::Sampler;
 use r1_kernels::tokenizer::Tokenizer;
 
 use crate::data_parallel::{DataParallelConfig, DataParallelLearner};
@@ -16,78 +15,10 @@ use crate::keeper::{resume_point, write_checkpoint};
 use crate::learner::{GrpoLearner, LearnerConfig, LearnerError};
 use crate::messages::{
     Generate, Generated, Judge, Learn, Learned, Load, Loaded, SaveCheckpoint, SavedCheckpoint,
-    ScoreLanguage, ScoreResponses, Snapshot, TakeSnapshot, UpdateWeights, Weights,
+    ScoreLanguage, ScoreResponses, Snapshot, TakeSnapshot,
 };
 use crate::reward_model::RewardModelScorer;
 use crate::stages::rl::StartPoint;
-
-/// Generates completions with the newest weights the learner handed over.
-pub struct SamplerActor {
-    weights: Option<Weights>,
-    tokenizer: Arc<Tokenizer>,
-    max_batch: usize,
-    device: Device,
-    /// The precision of the weights it decodes with (`[devices] sampler_precision`).
-    precision: Precision,
-}
-
-impl SamplerActor {
-    /// A sampler with no weights yet (the director sends them after loading).
-    pub fn new(
-        tokenizer: Arc<Tokenizer>,
-        max_batch: usize,
-        device: Device,
-        precision: Precision,
-    ) -> Self {
-        SamplerActor {
-            weights: None,
-            tokenizer,
-            max_batch,
-            device,
-            precision,
-        }
-    }
-}
-
-impl Actor for SamplerActor {
-    type Context = SyncContext<Self>;
-}
-
-impl Handler<UpdateWeights> for SamplerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: UpdateWeights, _: &mut SyncContext<Self>) {
-        self.weights = Some(msg.0);
-    }
-}
-
-impl Handler<Generate> for SamplerActor {
-    type Result = Result<Generated, String>;
-
-    fn handle(&mut self, msg: Generate, _: &mut SyncContext<Self>) -> Self::Result {
-        let weights = self
-            .weights
-            .as_ref()
-            .ok_or("the sampler has no weights yet")?;
-        let mut sampler =
-            Sampler::with_precision(self.device, self.precision, &weights.model, self.max_batch)
-                .map_err(|e| format!("sampler on {}: {e}", self.device))?;
-        let completions = sampler
-            .generate(&msg.requests, Some(self.tokenizer.as_ref()))
-            .map_err(|e| format!("sampler: {e}"))?;
-        // The actor keeps its own copy of the policy, beside the learner's.
-        let mut memory = vec![r1_kernels::device::memory::MemoryPart {
-            category: "sampler's copy of the weights".into(),
-            bytes: 4.0 * weights.model.params.len() as f64,
-        }];
-        memory.extend(sampler.memory_parts());
-        Ok(Generated {
-            completions,
-            weights_step: weights.step,
-            memory,
-        })
-    }
-}
 
 /// Scores accuracy and format (code in the sandbox).
 pub struct JudgeActor {
@@ -171,7 +102,7 @@ impl Handler<ScoreResponses> for RewardModelActor {
 }
 
 /// The learner r1d trains: one `GrpoLearner`, or data-parallel replicas (`[devices] learners =
-/// N`), which step, checkpoint and hand over weights as one learner does.
+/// N`), which step, checkpoint and sample as one learner does.
 enum Learners {
     One(Box<GrpoLearner>),
     Replicated(Box<DataParallelLearner>),
@@ -200,8 +131,11 @@ impl Learners {
     }
 }
 
-/// Trains the policy: loads it (or resumes a checkpoint), steps on rollouts, hands out weights
-/// and snapshots for checkpoints.
+/// Trains the policy and samples from it: loads it (or resumes a checkpoint), generates
+/// completions through its engine's decoder (`Generate`: the weights it trains, in place on its
+/// GPU, copied device to device onto another, read in place on the CPU), steps on rollouts, and
+/// hands out snapshots for checkpoints. Sampling and learning share one thread because they
+/// share the engine's weights: a step runs them one after the other anyway.
 pub struct LearnerActor {
     model_dir: std::path::PathBuf,
     config: LearnerConfig,
@@ -212,12 +146,11 @@ pub struct LearnerActor {
     /// ZeRO-1 and the all-reduce across the replicas (`[devices] shard_optimizer`,
     /// `all_reduce`).
     parallel: DataParallelConfig,
-    /// Set for a single learner: this actor then generates (`Generate`) through its engine's
-    /// decoder, and hands no weights out.
-    sampling: Option<LearnerSampling>,
+    /// How it generates (`Generate`).
+    sampling: LearnerSampling,
 }
 
-/// How a learner that samples itself generates.
+/// How the learner actor generates.
 #[derive(Clone)]
 pub struct LearnerSampling {
     /// Decodes completions to text for the stop strings.
@@ -226,7 +159,7 @@ pub struct LearnerSampling {
     pub max_batch: usize,
     /// The precision of the weights it decodes with (`[devices] sampler_precision`).
     pub precision: Precision,
-    /// Where it decodes (`[devices] sampler`): the learner's GPU decodes its weights in place,
+    /// Where it decodes (`[devices] sampler`): a learner's GPU decodes its weights in place,
     /// another GPU gets them device to device.
     pub device: Device,
 }
@@ -234,12 +167,13 @@ pub struct LearnerSampling {
 impl LearnerActor {
     /// A learner that loads `model_dir` (or a checkpoint) on `Load`: data-parallel replicas on
     /// `devices` when there are several, sharded and all-reduced as `parallel` says (its
-    /// replica count is `devices`'s).
+    /// replica count is `devices`'s); it generates as `sampling` says.
     pub fn new(
         model_dir: std::path::PathBuf,
         config: LearnerConfig,
         devices: Vec<Device>,
         parallel: DataParallelConfig,
+        sampling: LearnerSampling,
     ) -> Self {
         LearnerActor {
             model_dir,
@@ -250,30 +184,8 @@ impl LearnerActor {
                 ..parallel
             },
             devices,
-            sampling: None,
+            sampling,
         }
-    }
-
-    /// This learner generating too (`Generate`) when it is a single learner: the sampler decodes
-    /// the weights it trains (in place on its GPU, copied device to device onto another).
-    pub fn sampling(self, sampling: Option<LearnerSampling>) -> Self {
-        LearnerActor { sampling, ..self }
-    }
-
-    /// The weights to hand the sampler actor, unless this actor samples itself.
-    fn handout(&self) -> Result<Option<Weights>, String> {
-        match self.sampling {
-            Some(_) => Ok(None),
-            None => self.weights().map(Some),
-        }
-    }
-
-    fn weights(&self) -> Result<Weights, String> {
-        let learner = self.learner.as_ref().ok_or("the learner is not loaded")?;
-        Ok(Weights {
-            step: learner.step_count(),
-            model: Arc::new(learner.policy().clone()),
-        })
     }
 }
 
@@ -335,10 +247,7 @@ impl Handler<Load> for LearnerActor {
         start.step = learner.step_count();
         start.optimizer_step = learner.optimizer_step();
         self.learner = Some(learner);
-        Ok(Loaded {
-            weights: self.handout()?,
-            start,
-        })
+        Ok(Loaded { start })
     }
 }
 
@@ -355,7 +264,6 @@ impl Handler<Learn> for LearnerActor {
         let optimizer_step = learner.optimizer_step();
         Ok(Learned {
             stats,
-            weights: self.handout()?,
             optimizer_step,
         })
     }
@@ -365,22 +273,16 @@ impl Handler<Generate> for LearnerActor {
     type Result = Result<Generated, String>;
 
     fn handle(&mut self, msg: Generate, _: &mut SyncContext<Self>) -> Self::Result {
-        let sampling = self
-            .sampling
-            .clone()
-            .ok_or("this learner does not sample (the sampler actor does)")?;
-        let learner = match self.learner.as_mut() {
-            Some(Learners::One(l)) => l,
-            Some(Learners::Replicated(_)) => {
-                return Err("data-parallel learners do not sample: the sampler actor does".into())
-            }
-            None => return Err("the learner is not loaded".into()),
-        };
-        let step = learner.step;
-        let device = sampling.device;
-        let mut sampler = learner
-            .sampler(device, sampling.precision, sampling.max_batch)
-            .map_err(|e| format!("sampler on {device}: {e}"))?;
+        let sampling = &self.sampling;
+        let learner = self.learner.as_mut().ok_or("the learner is not loaded")?;
+        let step = learner.step_count();
+        let (device, precision, max_batch) =
+            (sampling.device, sampling.precision, sampling.max_batch);
+        let mut sampler = match learner {
+            Learners::One(l) => l.sampler(device, precision, max_batch),
+            Learners::Replicated(l) => l.sampler(device, precision, max_batch),
+        }
+        .map_err(|e| format!("sampler on {device}: {e}"))?;
         let completions = sampler
             .generate(&msg.requests, Some(sampling.tokenizer.as_ref()))
             .map_err(|e| format!("sampler: {e}"))?;

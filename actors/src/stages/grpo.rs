@@ -154,9 +154,8 @@ impl StepMemory {
 
 impl GrpoStepReport {
     /// The report without its wall times and memory: what the seed determines, so two runs of
-    /// the same step compare equal on it (the memory depends on how the workers are laid out —
-    /// r1d's sampler actor holds a copy of the weights, the in-process sampler does not — and on
-    /// the process).
+    /// the same step compare equal on it (the memory depends on the workers, the devices and the
+    /// process).
     pub fn deterministic(&self) -> GrpoStepReport {
         GrpoStepReport {
             phases: PhaseSeconds::default(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use r1_kernels::device::{Device, Placement};
-use r1_kernels::sample::{Completion, GenerationRequest, Sampler};
+use r1_kernels::sample::{Completion, GenerationRequest};
 use r1_kernels::tokenizer::Tokenizer;
 
 use r1_kernels::model::Model;
@@ -219,17 +219,16 @@ impl StepWorkers for LocalWorkers<'_> {
             self.plan.placement.sampler,
             self.plan.placement.sampler_precision,
         );
-        // A single learner's sampler decodes through the learner's engine: on the learner's
-        // GPU from the weights it trains (no copy, no upload), on another GPU from a
-        // device-to-device copy; on the CPU as before.
-        let single = matches!(
-            &self.learner,
-            LearnerSlot::Owned(_) | LearnerSlot::Borrowed(_)
-        );
-        let mut sampler = if single {
-            self.learner()?.sampler(device, precision, max_batch)?
-        } else {
-            Sampler::with_precision(device, precision, self.policy()?, max_batch)?
+        // The sampler decodes through a learner's engine: on a learner's GPU from the weights
+        // it trains (no copy, no upload), on another GPU from a device-to-device copy; on the
+        // CPU from the host policy in place.
+        let mut sampler = match &mut self.learner {
+            LearnerSlot::Empty => {
+                return Err(StageError::Worker("the learner is not loaded".into()))
+            }
+            LearnerSlot::Owned(learner) => learner.sampler(device, precision, max_batch)?,
+            LearnerSlot::Borrowed(learner) => learner.sampler(device, precision, max_batch)?,
+            LearnerSlot::Replicated(learner) => learner.sampler(device, precision, max_batch)?,
         };
         let completions = sampler.generate(&requests, Some(tokenizer.as_ref()))?;
         let memory = sampler.memory_parts();

@@ -55,8 +55,8 @@ pub struct SamplerShape {
     /// Positions per slot (prompt + new tokens).
     pub max_len: usize,
     /// Whether the sampler holds its own copy of the weights (an RL run: the learner has the
-    /// other — unless the sampler is on the single learner's device, where it decodes the
-    /// learner's); a sampling-only stage's weights are counted once, as `weights`.
+    /// other — unless the sampler is on a learner's device, where it decodes that learner's or
+    /// data-parallel replica's); a sampling-only stage's weights are counted once, as `weights`.
     pub own_copy: bool,
     /// The precision of its weights (`[devices] sampler_precision`): a CPU sampler in bf16
     /// also holds a bf16 copy, two bytes per parameter.
@@ -475,12 +475,9 @@ pub fn estimate(
         } else {
             "weights"
         };
-        // An RL sampler on the single learner's device decodes the learner's weights
+        // An RL sampler on a learner's device decodes that learner's (or replica's) weights
         // (`TrainEngine::decoder`): no copy of its own.
-        let shares_learner = s.own_copy
-            && shape.learner.is_some()
-            && learners.len() == 1
-            && learners.first() == Some(&sampler);
+        let shares_learner = s.own_copy && shape.learner.is_some() && learners.contains(&sampler);
         let d = out.on(sampler);
         match sampler {
             Device::Cpu => {
@@ -637,13 +634,24 @@ mod tests {
         );
         let p = 4.0 * s.model.parameter_estimate();
         assert_eq!(cpu.devices[0].parts[2].bytes, 2.0 * p);
-        // The sampler decodes the single learner's weights on its device; beside replicas it
-        // keeps a copy of its own.
+        // The sampler decodes a learner's (or replica's) weights on its device; on a device
+        // with no learner it keeps a copy of its own.
+        let copy = |e: &MemoryEstimate, d: Device| {
+            e.device(d).is_some_and(|d| {
+                d.parts
+                    .iter()
+                    .any(|part| part.category == "sampler's copy of the weights")
+            })
+        };
         let replicas = estimate(&s, &[Device::Cpu, Device::Cpu], Device::Cpu, Device::Cpu);
-        assert!(replicas.devices[0]
-            .parts
-            .iter()
-            .any(|part| part.category == "sampler's copy of the weights" && part.bytes == p));
+        assert!(!copy(&replicas, Device::Cpu));
+        let beside = estimate(
+            &s,
+            &[Device::Cuda(0), Device::Cuda(1)],
+            Device::Cuda(1),
+            Device::Cpu,
+        );
+        assert!(!copy(&beside, Device::Cuda(1)));
         let split = estimate(
             &s,
             &[Device::Cuda(0), Device::Cuda(1)],
@@ -652,6 +660,7 @@ mod tests {
         );
         let devices: Vec<Device> = split.devices.iter().map(|d| d.device).collect();
         assert_eq!(devices, [Device::Cuda(0), Device::Cuda(1), Device::Cuda(2)]);
+        assert!(copy(&split, Device::Cuda(2)));
         assert!(split
             .device(Device::Cuda(2))
             .unwrap()
