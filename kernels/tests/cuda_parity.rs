@@ -16,7 +16,9 @@ use r1_kernels::cuda::{
     DeviceSampling,
 };
 use r1_kernels::model::tiny::TinyModel;
-use r1_kernels::model::{load_model_dir, Architecture, Model, ModelConfig, RewardModel};
+use r1_kernels::model::{
+    load_model_dir, Architecture, Model, ModelConfig, ParamLayout, RewardModel,
+};
 use r1_kernels::train::head::HeadGrads;
 use r1_kernels::train::{
     clip_grad_norm, lm_head, AdamW, AdamWConfig, TokenLoss, TokenObjective, WeightedCrossEntropy,
@@ -76,6 +78,19 @@ fn check(what: &str, got: &[f32], want: &[f32], bound: f64) {
     let e = rel_err(got, want);
     eprintln!("{what}: relative error {e:.2e} (bound {bound:.0e})");
     assert!(e <= bound, "{what}: relative error {e:.3e} > {bound:.0e}");
+}
+
+/// Every parameter tensor's gradient through a whole bf16 backward pass: each within 3× the
+/// op bound.
+fn check_gradients(what: &str, layout: &ParamLayout, got: &[f32], want: &[f32]) {
+    for slot in &layout.slots {
+        check(
+            &format!("{what} gradient {}", slot.name),
+            &got[slot.range()],
+            &want[slot.range()],
+            3.0 * BF16_BOUND,
+        );
+    }
 }
 
 #[test]
@@ -646,15 +661,7 @@ fn cpu_and_gpu_training_pass_with(
     );
     gpu::backward(be, &dm, &mut dacts).unwrap();
     let g = dm.download_grads(be).unwrap();
-    for slot in &model.layout.slots {
-        // bf16 operands through a whole backward pass: each tensor within 3× the op bound.
-        check(
-            &format!("gradient {}", slot.name),
-            &g[slot.range()],
-            &grads[slot.range()],
-            3.0 * BF16_BOUND,
-        );
-    }
+    check_gradients("device model", &model.layout, &g, &grads);
 }
 
 #[test]
@@ -1514,14 +1521,12 @@ fn the_reward_model_head_matches_the_cpu_forward_and_backward() {
         gpu::reward_head_backward(&be, &dm, &mut dacts, rm.score, &positions, &d_rewards).unwrap();
         gpu::backward(&be, &dm, &mut dacts).unwrap();
         let g = dm.download_grads(&be).unwrap();
-        for slot in &rm.model.layout.slots {
-            check(
-                &format!("{arch:?} reward-model gradient {}", slot.name),
-                &g[slot.range()],
-                &grads[slot.range()],
-                3.0 * BF16_BOUND,
-            );
-        }
+        check_gradients(
+            &format!("{arch:?} reward-model"),
+            &rm.model.layout,
+            &g,
+            &grads,
+        );
         assert!(gpu::reward_head(&be, &dm, &dacts, rm.score, &[0, 1, t]).is_err());
     }
 }
@@ -2687,14 +2692,12 @@ fn the_cuda_engine_reward_backward_matches_the_cpu_engine() {
             .unwrap();
         let mut got_g = vec![0f32; rm.model.layout.total];
         gpu_engine.download_grads(&mut got_g).unwrap();
-        for slot in &rm.model.layout.slots {
-            check(
-                &format!("{arch:?} engine reward-model gradient {}", slot.name),
-                &got_g[slot.range()],
-                &want_g[slot.range()],
-                3.0 * BF16_BOUND,
-            );
-        }
+        check_gradients(
+            &format!("{arch:?} engine reward-model"),
+            &rm.model.layout,
+            &got_g,
+            &want_g,
+        );
         // A reward gradient per sequence, or an input error.
         assert!(gpu_engine
             .reward_backward(&rm, &ids, &positions, &d_rewards[..1])
@@ -3175,14 +3178,12 @@ fn device_model_shares_prompts_as_the_cpu_does_and_as_rows_of_their_own() {
             ((loss - own_loss) / own_loss).abs() <= BF16_BOUND,
             "{arch:?}: loss {loss} vs {own_loss} over own rows"
         );
-        for slot in &model.layout.slots {
-            check(
-                &format!("{arch:?}: shared-prompt gradient {} vs own rows", slot.name),
-                &grads[slot.range()],
-                &own_grads[slot.range()],
-                3.0 * BF16_BOUND,
-            );
-        }
+        check_gradients(
+            &format!("{arch:?}: shared prompts vs own rows:"),
+            &model.layout,
+            &grads,
+            &own_grads,
+        );
     }
 }
 
@@ -3296,14 +3297,12 @@ fn device_model_engine_shares_prompts_and_checkpoints_as_the_cpu_engine() {
             ((loss - want_loss) / want_loss).abs() <= BF16_BOUND,
             "loss {loss} vs {want_loss}"
         );
-        for slot in &model.layout.slots {
-            check(
-                &format!("engine gradient {} (checkpointing {on})", slot.name),
-                &grads[slot.range()],
-                &want_grads[slot.range()],
-                3.0 * BF16_BOUND,
-            );
-        }
+        check_gradients(
+            &format!("engine (checkpointing {on})"),
+            &model.layout,
+            &grads,
+            &want_grads,
+        );
         // A plain batch after the shared one is laid out one sequence per row again.
         gpu_engine
             .forward(ModelRole::Trained, &model, (b, t), &[], &ids)
